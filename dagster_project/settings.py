@@ -1,0 +1,84 @@
+"""Where the platform keeps its files: one configurable, git-ignored data directory."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DATA_DIR_ENV = "RECSYS_DATA_DIR"
+EXPECTATIONS_DIR = PROJECT_ROOT / "expectations"
+FEATURE_REPO_DIR = PROJECT_ROOT / "feature_repo"
+
+
+def data_dir() -> Path:
+    """The data directory: `$RECSYS_DATA_DIR`, else `data/` inside the checkout."""
+    return Path(os.environ.get(DATA_DIR_ENV) or PROJECT_ROOT / "data").resolve()
+
+
+@dataclass(frozen=True)
+class DataLayout:
+    """Every path the platform writes, derived from one root."""
+
+    root: Path
+
+    @property
+    def landing(self) -> Path:
+        return self.root / "landing"
+
+    @property
+    def landing_events(self) -> Path:
+        return self.landing / "events"
+
+    @property
+    def landing_items(self) -> Path:
+        return self.landing / "items"
+
+    @property
+    def ground_truth(self) -> Path:
+        return self.root / "ground_truth"
+
+    @property
+    def tables(self) -> Path:
+        return self.root / "tables"
+
+    @property
+    def features(self) -> Path:
+        return self.root / "features"
+
+    @property
+    def feast(self) -> Path:
+        return self.root / "feast"
+
+    @property
+    def models(self) -> Path:
+        return self.root / "models"
+
+    @property
+    def reports(self) -> Path:
+        return self.root / "reports"
+
+    @property
+    def gx(self) -> Path:
+        return self.root / "gx"
+
+    @property
+    def duckdb_file(self) -> Path:
+        return self.root / "warehouse.duckdb"
+
+    @property
+    def dagster_home(self) -> Path:
+        return self.root / "dagster_home"
+
+    def table(self, name: str) -> Path:
+        """Parquet file of a canonical table, e.g. `tables/events_clean.parquet`."""
+        return self.tables / f"{name}.parquet"
+
+    def feature_table(self, name: str) -> Path:
+        return self.features / f"{name}.parquet"
+
+
+def layout(root: Path | str | None = None) -> DataLayout:
+    """The layout under `root`, or under the configured data directory."""
+    return DataLayout(Path(root).resolve() if root else data_dir())

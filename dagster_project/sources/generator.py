@@ -1,0 +1,610 @@
+"""Seeded, vectorised synthetic e-commerce shop: the platform's embedded default data set.
+
+The generator writes what a shop's export would hold (events by day, an item catalog, a
+source manifest) plus ground truth beside it (planted data problems and bot users), so that
+every later stage can be checked against what was really planted.
+
+Structure a recommender can learn: users have latent tastes over leaf categories and brands,
+item popularity is Zipf-like inside each category, sessions follow a view -> favorite /
+add-to-cart -> purchase funnel with daily and weekly cycles, prices depend on the category,
+and new items and new users appear over the window.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from dagster_project.settings import DataLayout
+from dagster_project.storage import write_parquet_atomic, write_text_atomic
+
+EVENT_COLUMNS = [
+    "event_id",
+    "user_id",
+    "session_id",
+    "item_id",
+    "event_type",
+    "event_time",
+    "quantity",
+    "price",
+    "query",
+]
+ITEM_COLUMNS = ["item_id", "title", "description", "category", "brand", "price", "available", "listed_at"]
+SOURCE_NAME = "shop_export"
+EVENT_TYPES = np.array(["view", "favorite", "add_to_cart", "purchase"])
+MS_PER_DAY = 86_400_000
+
+# Planted problem -> the quarantine reason the quality stage must give it.
+PROBLEM_REASONS = {
+    "missing_user_id": "null_user_id",
+    "missing_item_id": "null_item_id",
+    "bad_timestamp": "bad_timestamp",
+    "future_timestamp": "future_timestamp",
+    "non_positive_price": "non_positive_price",
+    "unknown_item": "unknown_item",
+    "exact_duplicate": "duplicate_event",
+    "near_duplicate": "near_duplicate_event",
+    "unparseable_row": "unparseable_row",
+    "catalog_duplicate": "duplicate_item",
+    "catalog_missing_item_id": "null_item_id",
+    "catalog_non_positive_price": "non_positive_price",
+}
+
+_DEPARTMENTS = {
+    "Home": (["Kitchen", "Bedding", "Decor", "Storage"], ["mug", "pan", "pillow", "lamp", "vase", "box"]),
+    "Electronics": (["Audio", "Phones", "Computers", "Cameras"], ["headphones", "charger", "cable", "speaker", "case", "mouse"]),
+    "Fashion": (["Women", "Men", "Kids", "Shoes"], ["shirt", "dress", "jacket", "sneaker", "scarf", "belt"]),
+    "Beauty": (["Skincare", "Makeup", "Hair", "Fragrance"], ["serum", "lipstick", "shampoo", "perfume", "cream", "brush"]),
+    "Sports": (["Fitness", "Outdoor", "Cycling", "Running"], ["mat", "tent", "helmet", "bottle", "band", "glove"]),
+    "Toys": (["Games", "Puzzles", "Plush", "Building"], ["puzzle", "bear", "blocks", "card game", "robot", "kite"]),
+    "Grocery": (["Coffee", "Snacks", "Tea", "Pantry"], ["beans", "cookies", "green tea", "olive oil", "pasta", "honey"]),
+    "Books": (["Fiction", "Cooking", "Travel", "Science"], ["novel", "cookbook", "guide", "atlas", "essay", "handbook"]),
+}
+_DEPARTMENT_PRICE = {"Home": 25.0, "Electronics": 60.0, "Fashion": 35.0, "Beauty": 18.0, "Sports": 30.0,
+                     "Toys": 20.0, "Grocery": 8.0, "Books": 15.0}
+_ADJECTIVES = ["classic", "compact", "premium", "eco", "soft", "bold", "mini", "pro", "vintage", "smart",
+               "light", "deluxe"]
+_COLOURS = ["black", "white", "red", "blue", "green", "grey", "beige", "navy", "pink", "olive"]
+_BRAND_SYLLABLES = ["nor", "vel", "ka", "lum", "tri", "zen", "ora", "fel", "mar", "qui", "dex", "sol"]
+
+
+@dataclass(frozen=True)
+class ProblemRates:
+    """Share of exported event rows (or catalog rows) that carry each planted problem."""
+
+    missing_user_id: float = 0.001
+    missing_item_id: float = 0.001
+    bad_timestamp: float = 0.0007
+    future_timestamp: float = 0.0005
+    non_positive_price: float = 0.0005
+    unknown_item: float = 0.001
+    exact_duplicate: float = 0.002
+    near_duplicate: float = 0.001
+    unparseable_row: float = 0.0007
+    catalog_duplicate: float = 0.005
+    catalog_missing_item_id: float = 0.002
+    catalog_non_positive_price: float = 0.003
+
+
+@dataclass(frozen=True)
+class GeneratorConfig:
+    """Size, time window, seed, bot shares and planted problem rates of one data set."""
+
+    preset: str
+    n_users: int
+    n_items: int
+    n_events: int
+    n_days: int
+    start: str = "2026-09-01"
+    seed: int = 7
+    leaves_per_subcategory: int = 3
+    new_user_share: float = 0.15
+    new_item_share: float = 0.10
+    crawler_share: float = 0.001
+    click_farm_share: float = 0.003
+    event_format: str = "csv"
+    users_per_chunk: int = 100_000
+    problems: ProblemRates = field(default_factory=ProblemRates)
+
+    def __post_init__(self) -> None:
+        if self.event_format not in {"csv", "parquet", "mixed"}:
+            raise ValueError(f"event_format must be csv, parquet or mixed, not {self.event_format!r}")
+        if min(self.n_users, self.n_items, self.n_events, self.n_days) <= 0:
+            raise ValueError("n_users, n_items, n_events and n_days must all be positive")
+
+    @property
+    def start_ms(self) -> int:
+        return int(pd.Timestamp(self.start, tz="UTC").value // 1_000_000)
+
+    @property
+    def end_ms(self) -> int:
+        return self.start_ms + self.n_days * MS_PER_DAY
+
+
+PRESETS: dict[str, GeneratorConfig] = {
+    "tiny": GeneratorConfig("tiny", n_users=2_000, n_items=600, n_events=60_000, n_days=21,
+                            event_format="mixed", crawler_share=0.002, click_farm_share=0.004),
+    "default": GeneratorConfig("default", n_users=50_000, n_items=10_000, n_events=1_000_000, n_days=30),
+    "large": GeneratorConfig("large", n_users=1_000_000, n_items=100_000, n_events=10_000_000,
+                             n_days=30, event_format="parquet"),
+}
+
+
+def preset(name: str, **overrides: object) -> GeneratorConfig:
+    """A named preset (`tiny`, `default`, `large`), with optional field overrides."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
+    return replace(PRESETS[name], **overrides)
+
+
+@dataclass
+class Catalog:
+    """The true item catalog (before export problems are planted)."""
+
+    items: pd.DataFrame  # item_id, title, description, category, brand, price, available, listed_day
+    leaf: np.ndarray  # leaf category index per item
+    brand: np.ndarray  # brand index per item
+    popularity: np.ndarray  # sampling weight per item
+    n_leaves: int
+    n_brands: int
+    leaf_department: np.ndarray
+
+
+def _zipf_weights(n: int, exponent: float, rng: np.random.Generator) -> np.ndarray:
+    ranks = rng.permutation(n) + 1
+    return ranks.astype(float) ** -exponent
+
+
+def build_catalog(cfg: GeneratorConfig, rng: np.random.Generator) -> Catalog:
+    """Items with a category path, brand, category-dependent price and Zipf-like popularity."""
+    leaves: list[tuple[str, str, str]] = []
+    for dept, (subcats, nouns) in _DEPARTMENTS.items():
+        for sub in subcats:
+            for k in range(cfg.leaves_per_subcategory):
+                leaves.append((dept, sub, nouns[(len(leaves) + k) % len(nouns)]))
+    n_leaves = len(leaves)
+    leaf_department = np.array([list(_DEPARTMENTS).index(d) for d, _, _ in leaves])
+    n_brands = max(8, cfg.n_items // 40)
+    brand_department = rng.integers(0, len(_DEPARTMENTS), n_brands)
+    brand_names = np.array([
+        (_BRAND_SYLLABLES[b % 12] + _BRAND_SYLLABLES[(b // 12) % 12] + (str(b // 144) if b >= 144 else "")).title()
+        for b in range(n_brands)
+    ])
+
+    # Leaves differ in size; every leaf holds at least one item.
+    leaf_share = rng.dirichlet(np.full(n_leaves, 2.0))
+    leaf = np.concatenate([np.arange(n_leaves), rng.choice(n_leaves, cfg.n_items - n_leaves, p=leaf_share)])
+    rng.shuffle(leaf)
+    dept = leaf_department[leaf]
+    # A brand sells in its own department (most of the time).
+    brand = rng.integers(0, n_brands, cfg.n_items)
+    same_dept = rng.random(cfg.n_items) < 0.85
+    for d in range(len(_DEPARTMENTS)):
+        pool = np.flatnonzero(brand_department == d)
+        pick = same_dept & (dept == d)
+        if len(pool) and pick.any():
+            brand[pick] = rng.choice(pool, pick.sum())
+
+    base_price = np.array([_DEPARTMENT_PRICE[d] for d, _, _ in leaves])[leaf]
+    price = np.round(base_price * rng.lognormal(0.0, 0.5, cfg.n_items), 2).clip(0.5)
+    popularity = _zipf_weights(cfg.n_items, 1.0, rng)
+    # New items appear over the window; the most popular item of each leaf is there from day 0.
+    listed_day = np.where(rng.random(cfg.n_items) < cfg.new_item_share,
+                          rng.integers(1, cfg.n_days, cfg.n_items), 0)
+    order = np.lexsort((-popularity, leaf))
+    first_of_leaf = order[np.r_[True, leaf[order][1:] != leaf[order][:-1]]]
+    listed_day[first_of_leaf] = 0
+
+    adjective = np.array(_ADJECTIVES)[rng.integers(0, len(_ADJECTIVES), cfg.n_items)]
+    colour = np.array(_COLOURS)[rng.integers(0, len(_COLOURS), cfg.n_items)]
+    leaf_noun = np.array([n for _, _, n in leaves])[leaf]
+    leaf_path = np.array([f"{d}/{s}/{n.title()}" for d, s, n in leaves])[leaf]
+    item_id = np.char.add("i", np.char.zfill(np.arange(1, cfg.n_items + 1).astype(str), 7))
+    title = pd.Series(brand_names[brand]) + " " + adjective + " " + leaf_noun + " (" + colour + ")"
+    description = (
+        "A " + pd.Series(adjective) + " " + leaf_noun + " by " + brand_names[brand]
+        + " in " + colour + ", from our " + pd.Series(leaf_path).str.replace("/", " > ") + " range."
+    )
+    items = pd.DataFrame({
+        "item_id": item_id,
+        "title": title,
+        "description": description,
+        "category": leaf_path,
+        "brand": brand_names[brand],
+        "price": price,
+        "available": rng.random(cfg.n_items) > 0.03,
+        "listed_day": listed_day,
+    })
+    return Catalog(items, leaf, brand, popularity, n_leaves, n_brands, leaf_department)
+
+
+class _GroupedSampler:
+    """Draws items by popularity inside a group (leaf or brand), vectorised over many draws."""
+
+    def __init__(self, group: np.ndarray, weight: np.ndarray, n_groups: int) -> None:
+        self.order = np.lexsort((np.arange(len(group)), group))
+        g = group[self.order]
+        w = weight[self.order]
+        totals = np.bincount(g, weights=w, minlength=n_groups)
+        cum = np.cumsum(w) - np.repeat(np.r_[0, np.cumsum(totals)[:-1]], np.bincount(g, minlength=n_groups))
+        # Key = group index + cumulative share inside the group: one sorted array for every group.
+        self.key = g + cum / np.where(totals[g] > 0, totals[g], 1)
+        self.key[np.r_[g[1:] != g[:-1], True]] = g[np.r_[g[1:] != g[:-1], True]] + 1.0
+        self.non_empty = totals > 0
+
+    def draw(self, groups: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        pos = np.searchsorted(self.key, groups + rng.random(len(groups)) * (1 - 1e-12), side="right")
+        return self.order[np.minimum(pos, len(self.order) - 1)]
+
+
+def _hour_weights() -> np.ndarray:
+    hours = np.arange(24)
+    w = 0.15 + np.exp(-((hours - 20.5) ** 2) / 8.0) + 0.6 * np.exp(-((hours - 12.5) ** 2) / 6.0)
+    return w / w.sum()
+
+
+def _human_events(cfg: GeneratorConfig, cat: Catalog, users: np.ndarray, signup_day: np.ndarray,
+                  n_human_events: int, rng: np.random.Generator) -> pd.DataFrame:
+    """Sessions of human users in one chunk, as typed event rows (time in epoch ms)."""
+    n = len(users)
+    events_per_session = 6.2
+    activity = rng.lognormal(0.0, 1.0, n)
+    activity *= (n_human_events / events_per_session) / activity.sum()
+    n_sessions = 1 + rng.poisson(np.maximum(activity - 1, 0.05))
+    s_user = np.repeat(np.arange(n), n_sessions)
+    n_s = len(s_user)
+
+    # Day of the session: weekly cycle (weekends busier), never before the user signed up.
+    start_dow = pd.Timestamp(cfg.start).dayofweek
+    day_weight = np.where(((np.arange(cfg.n_days) + start_dow) % 7) >= 5, 1.3, 1.0)
+    cum_day = np.cumsum(day_weight)
+    lo = np.where(signup_day[s_user] > 0, cum_day[np.maximum(signup_day[s_user] - 1, 0)], 0.0)
+    s_day = np.searchsorted(cum_day, lo + rng.random(n_s) * (cum_day[-1] - lo), side="right")
+    s_day = np.minimum(s_day, cfg.n_days - 1)
+    s_hour = rng.choice(24, n_s, p=_hour_weights())
+    s_start = cfg.start_ms + s_day * MS_PER_DAY + s_hour * 3_600_000 + rng.integers(0, 3_600_000, n_s)
+
+    # Latent taste: four favourite leaves per user (weighted), one favourite brand.
+    dept_taste = rng.dirichlet(np.full(len(_DEPARTMENTS), 0.3), n)
+    fav_dept = (dept_taste.cumsum(1)[:, None, :] < rng.random((n, 4, 1))).sum(2)
+    fav_dept = np.minimum(fav_dept, len(_DEPARTMENTS) - 1)
+    leaves_by_dept = [np.flatnonzero(cat.leaf_department == d) for d in range(len(_DEPARTMENTS))]
+    per_dept = np.array([len(x) for x in leaves_by_dept])
+    leaf_table = np.stack([np.resize(x, per_dept.max()) for x in leaves_by_dept])
+    fav_leaf = leaf_table[fav_dept, rng.integers(0, per_dept.max(), (n, 4))]
+    fav_weight = rng.dirichlet(np.ones(4), n)
+    fav_brand = rng.integers(0, cat.n_brands, n)
+
+    pick = (fav_weight.cumsum(1)[s_user] < rng.random(n_s)[:, None]).sum(1).clip(0, 3)
+    s_leaf = fav_leaf[s_user, pick]
+    explore = rng.random(n_s) < 0.12
+    leaf_pop = np.bincount(cat.leaf, weights=cat.popularity, minlength=cat.n_leaves)
+    s_leaf[explore] = rng.choice(cat.n_leaves, explore.sum(), p=leaf_pop / leaf_pop.sum())
+    brand_session = (rng.random(n_s) < 0.2) & ~explore
+    search_session = rng.random(n_s) < 0.2
+
+    # Views inside each session.
+    n_views = rng.geometric(0.2, n_s) + rng.integers(0, 2, n_s)
+    v_session = np.repeat(np.arange(n_s), n_views)
+    by_leaf = _GroupedSampler(cat.leaf, cat.popularity, cat.n_leaves)
+    by_brand = _GroupedSampler(cat.brand, cat.popularity, cat.n_brands)
+    v_item = by_leaf.draw(s_leaf[v_session], rng)
+    use_brand = brand_session[v_session] & by_brand.non_empty[fav_brand[s_user[v_session]]]
+    v_item[use_brand] = by_brand.draw(fav_brand[s_user[v_session[use_brand]]], rng)
+    listed = cat.items["listed_day"].to_numpy()
+    for _ in range(4):  # an item cannot be seen before it is listed
+        early = listed[v_item] > s_day[v_session]
+        if not early.any():
+            break
+        v_item[early] = by_leaf.draw(s_leaf[v_session[early]], rng)
+    early = listed[v_item] > s_day[v_session]
+    v_item, v_session = v_item[~early], v_session[~early]
+
+    gaps = rng.lognormal(np.log(35_000), 0.8, len(v_session)).astype(np.int64)
+    first = np.r_[True, v_session[1:] != v_session[:-1]]
+    gaps[first] = 0
+    cum = np.cumsum(gaps)
+    v_time = s_start[v_session] + cum - np.maximum.accumulate(np.where(first, cum, 0))
+
+    # Funnel: view -> favorite / add-to-cart -> purchase.
+    fav = rng.random(len(v_item)) < 0.05
+    cart = rng.random(len(v_item)) < 0.10
+    buy = cart & (rng.random(len(v_item)) < 0.40)
+    item_price = cat.items["price"].to_numpy()
+
+    def part(mask: np.ndarray, etype: int, delay_lo: int, delay_hi: int) -> dict[str, np.ndarray]:
+        idx = np.flatnonzero(mask)
+        return {
+            "session": v_session[idx],
+            "item": v_item[idx],
+            "etype": np.full(len(idx), etype),
+            "time": v_time[idx] + rng.integers(delay_lo, delay_hi, len(idx)),
+        }
+
+    parts = [
+        {"session": v_session, "item": v_item, "etype": np.zeros(len(v_item), int), "time": v_time},
+        part(fav, 1, 3_000, 20_000),
+        part(cart, 2, 8_000, 60_000),
+        part(buy, 3, 90_000, 600_000),
+    ]
+    ev = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    etype = ev["etype"]
+    is_money = etype >= 2
+    price = np.where(is_money, np.round(item_price[ev["item"]] * rng.choice([1.0, 1.0, 0.9, 0.8], len(etype)), 2), np.nan)
+    quantity = np.where(etype == 3, rng.geometric(0.7, len(etype)), 0)
+    query = np.full(len(etype), None, dtype=object)
+    first_view = (etype == 0) & np.r_[True, ev["session"][1:] != ev["session"][:-1]][: len(etype)]
+    first_view &= search_session[ev["session"]]
+    leaf_name = cat.items["category"].str.rsplit("/", n=1).str[-1].str.lower().to_numpy()
+    query[first_view] = leaf_name[ev["item"][first_view]]
+    return pd.DataFrame({
+        "user_idx": users[s_user[ev["session"]]],
+        "session_key": ev["session"],
+        "item_idx": ev["item"],
+        "etype": etype,
+        "time_ms": ev["time"],
+        "quantity": quantity,
+        "price": price,
+        "query": query,
+    })
+
+
+def _crawler_events(cfg: GeneratorConfig, users: np.ndarray, n_items: int, rng: np.random.Generator) -> pd.DataFrame:
+    """Fast catalog crawlers: views at a near-constant interval, walking the catalog in order."""
+    frames = []
+    for u in users:
+        n = int(rng.integers(400, 1500))
+        interval = int(rng.integers(800, 3_000))
+        start = cfg.start_ms + int(rng.integers(0, cfg.n_days)) * MS_PER_DAY + int(rng.integers(0, 20)) * 3_600_000
+        t = start + np.arange(n) * interval + rng.integers(-30, 30, n)
+        frames.append(pd.DataFrame({
+            "user_idx": u, "session_key": -(10**10) - 1000 * u - np.arange(n) // 500,
+            "item_idx": (int(rng.integers(0, n_items)) + np.arange(n)) % n_items,
+            "etype": 0, "time_ms": t, "quantity": 0, "price": np.nan, "query": None,
+        }))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def _click_farm_events(cfg: GeneratorConfig, users: np.ndarray, targets: np.ndarray, rng: np.random.Generator) -> pd.DataFrame:
+    """Click-farm accounts hammering a few target items with views, favorites and carts."""
+    frames = []
+    for u in users:
+        n = int(rng.integers(60, 250))
+        start = cfg.start_ms + int(rng.integers(0, cfg.n_days)) * MS_PER_DAY + int(rng.integers(0, 22)) * 3_600_000
+        t = start + np.cumsum(rng.integers(3_000, 12_000, n))
+        frames.append(pd.DataFrame({
+            "user_idx": u, "session_key": -(2 * 10**10) - u, "item_idx": rng.choice(targets, n),
+            "etype": rng.choice([0, 0, 0, 1, 2], n), "time_ms": t, "quantity": 0, "price": np.nan, "query": None,
+        }))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def _user_ids(idx: np.ndarray) -> np.ndarray:
+    return np.char.add("u", np.char.zfill((idx + 1).astype(str), 7))
+
+
+def _format_events(events: pd.DataFrame, cat: Catalog, chunk: int, cfg: GeneratorConfig) -> pd.DataFrame:
+    """Typed events -> the export's text columns, sorted by time."""
+    events = events.sort_values("time_ms", kind="stable").reset_index(drop=True)
+    n = len(events)
+    money = events["etype"].to_numpy() >= 2
+    price = np.full(n, "", dtype=object)
+    price[money] = np.char.mod("%.2f", events["price"].to_numpy()[money])
+    qty = np.full(n, "", dtype=object)
+    buy = events["etype"].to_numpy() == 3
+    qty[buy] = events["quantity"].to_numpy()[buy].astype(str)
+    session_hash = pd.util.hash_array(events["session_key"].to_numpy() * 1_000_003 + chunk) % (1 << 48)
+    return pd.DataFrame({
+        "event_id": np.char.add(f"e{cfg.seed:02d}{chunk:03d}-", np.char.zfill(np.arange(n).astype(str), 9)),
+        "user_id": _user_ids(events["user_idx"].to_numpy()),
+        "session_id": np.char.add("s", np.char.zfill(np.char.mod("%x", session_hash), 12)),
+        "item_id": cat.items["item_id"].to_numpy()[events["item_idx"].to_numpy()],
+        "event_type": EVENT_TYPES[events["etype"].to_numpy()],
+        "event_time": np.char.add(np.datetime_as_string(events["time_ms"].to_numpy().astype("datetime64[ms]"), unit="ms"), "Z"),
+        "quantity": qty,
+        "price": price,
+        "query": events["query"].fillna("").to_numpy(),
+        "_day": (events["time_ms"].to_numpy() - cfg.start_ms) // MS_PER_DAY,
+    })
+
+
+def _plant_event_problems(rows: pd.DataFrame, rates: ProblemRates, rng: np.random.Generator) -> pd.DataFrame:
+    """Plant field problems and duplicates; `_problem` names what was planted on each row."""
+    rows = rows.copy()
+    rows["_problem"] = ""
+    n = len(rows)
+    free = np.ones(n, bool)
+
+    def take(rate: float, mask: np.ndarray | None = None) -> np.ndarray:
+        eligible = free & (True if mask is None else mask)
+        k = min(int(rng.binomial(n, rate)), int(eligible.sum()))
+        chosen = rng.choice(np.flatnonzero(eligible), k, replace=False) if k else np.array([], int)
+        free[chosen] = False
+        return chosen
+
+    money = rows["price"].to_numpy() != ""
+    for problem, column, value in [
+        ("missing_user_id", "user_id", ""),
+        ("missing_item_id", "item_id", ""),
+        ("unknown_item", "item_id", None),
+        ("bad_timestamp", "event_time", None),
+        ("future_timestamp", "event_time", None),
+        ("non_positive_price", "price", None),
+        ("unparseable_row", "event_id", None),
+    ]:
+        idx = take(getattr(rates, problem), money if problem == "non_positive_price" else None)
+        if not len(idx):
+            continue
+        col = rows.columns.get_loc(column)
+        if problem == "unknown_item":
+            rows.iloc[idx, col] = [f"x{v:07d}" for v in rng.integers(0, 10_000_000, len(idx))]
+        elif problem == "bad_timestamp":
+            rows.iloc[idx, col] = rng.choice(["31/31/2026 25:61", "yesterday", "2026-13-45T99:00:00Z", "N/A"], len(idx))
+        elif problem == "future_timestamp":
+            t = pd.to_datetime(rows["event_time"].to_numpy()[idx]) + pd.to_timedelta(rng.integers(400, 1500, len(idx)), "D")
+            rows.iloc[idx, col] = t.strftime("%Y-%m-%dT%H:%M:%S.000Z")
+        elif problem == "non_positive_price":
+            rows.iloc[idx, col] = rng.choice(["0", "0.00", "-12.50", "-1"], len(idx))
+        elif value is not None:
+            rows.iloc[idx, col] = value
+        rows.iloc[idx, rows.columns.get_loc("_problem")] = problem
+
+    # Duplicates follow their original directly, the way a re-sent batch arrives.
+    copies = []
+    for problem in ("exact_duplicate", "near_duplicate"):
+        idx = take(getattr(rates, problem))
+        dup = rows.iloc[idx].copy()
+        dup["_problem"] = problem
+        if problem == "near_duplicate":
+            shifted = pd.to_datetime(dup["event_time"]) + pd.to_timedelta(rng.integers(1, 1500, len(idx)), "ms")
+            dup["event_time"] = shifted.dt.strftime("%Y-%m-%dT%H:%M:%S.%f").str[:-3] + "Z"
+            dup["event_id"] = dup["event_id"] + "r"
+        dup["_order"] = idx + 0.5
+        copies.append(dup)
+    rows["_order"] = np.arange(n, dtype=float)
+    rows = pd.concat([rows, *copies]).sort_values("_order", kind="stable").drop(columns="_order")
+    return rows.reset_index(drop=True)
+
+
+def _csv_lines(frame: pd.DataFrame) -> list[str]:
+    buf = io.StringIO()
+    frame.to_csv(buf, index=False, lineterminator="\n", quoting=csv.QUOTE_MINIMAL)
+    return buf.getvalue().split("\n")[:-1]
+
+
+def _write_event_day(rows: pd.DataFrame, path: Path, fmt: str, rng: np.random.Generator) -> list[dict]:
+    """Write one day's part file; returns ground-truth rows (file, line, problem)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    problem = rows["_problem"].to_numpy()
+    data = rows[EVENT_COLUMNS]
+    truth = []
+    if fmt == "csv":
+        lines = _csv_lines(data)
+        for i in np.flatnonzero(problem == "unparseable_row"):
+            line = lines[i + 1]
+            lines[i + 1] = rng.choice([line[: max(1, len(line) // 3)], line.replace(",", ";"), line + ",extra,fields", "#### export interrupted ####"])
+        write_text_atomic("\n".join(lines) + "\n", path)
+        first_line = 2  # line 1 is the header
+    else:
+        bad = problem == "unparseable_row"
+        if bad.any():  # a typed file cannot hold a torn line: the export garbles the timestamp instead
+            data = data.copy()
+            data.loc[bad, "event_time"] = "garbled:0x1f"
+            problem = np.where(bad, "bad_timestamp", problem)
+        tmp = path.with_name(path.name + ".tmp")
+        pq.write_table(pa.Table.from_pandas(data, preserve_index=False), tmp)
+        tmp.replace(path)
+        first_line = 1  # record number inside the file
+    for i in np.flatnonzero(problem != ""):
+        truth.append({"file": path.name, "path": str(path), "line": int(i + first_line), "problem": str(problem[i]),
+                      "expected_reason": PROBLEM_REASONS[str(problem[i])]})
+    return truth
+
+
+def _plant_catalog_problems(items: pd.DataFrame, rates: ProblemRates, rng: np.random.Generator) -> tuple[pd.DataFrame, list[str]]:
+    """Extra catalog rows with problems; the true catalog rows stay intact."""
+    n = len(items)
+    extra, problems = [], []
+    k = int(rng.binomial(n, rates.catalog_duplicate))
+    dup_idx = rng.choice(n, k, replace=False)
+    for problem, rows in [
+        ("catalog_duplicate", items.iloc[dup_idx]),
+        ("catalog_missing_item_id", items.sample(int(rng.binomial(n, rates.catalog_missing_item_id)), random_state=1).assign(item_id="")),
+        ("catalog_non_positive_price", items.sample(int(rng.binomial(n, rates.catalog_non_positive_price)), random_state=2)
+         .assign(price=lambda f: -f["price"].where(rng.random(len(f)) < 0.5, 0.0))),
+    ]:
+        if problem == "catalog_non_positive_price":
+            rows = rows.assign(item_id=[f"i9{j:06d}" for j in range(len(rows))])
+        extra.append(rows)
+        problems += [problem] * len(rows)
+    out = pd.concat([items, *extra], ignore_index=True)
+    order = rng.permutation(len(out))
+    out = out.iloc[order].reset_index(drop=True)
+    labels = np.array([""] * n + problems, dtype=object)[order]
+    # A duplicate must come after its original so that "first row wins" is well defined.
+    is_dup = labels == "catalog_duplicate"
+    out = pd.concat([out[~is_dup], out[is_dup]], ignore_index=True)
+    labels = np.concatenate([labels[~is_dup], labels[is_dup]])
+    return out, list(labels)
+
+
+def _chunks(n: int, size: int) -> Iterator[tuple[int, np.ndarray]]:
+    for k, lo in enumerate(range(0, n, size)):
+        yield k, np.arange(lo, min(n, lo + size))
+
+
+def generate(cfg: GeneratorConfig, out: DataLayout, progress: bool = True) -> dict:
+    """Generate landing files and ground truth under `out`; returns the manifest."""
+    rng = np.random.default_rng(cfg.seed)
+    cat = build_catalog(cfg, rng)
+    say = print if progress else (lambda *a, **k: None)
+    say(f"[generate] preset={cfg.preset} users={cfg.n_users:,} items={cfg.n_items:,} target events={cfg.n_events:,}")
+
+    n_crawlers = max(2, round(cfg.n_users * cfg.crawler_share))
+    n_farm = max(5, round(cfg.n_users * cfg.click_farm_share))
+    bot_users = rng.choice(cfg.n_users, n_crawlers + n_farm, replace=False)
+    bot_type = np.full(cfg.n_users, "", dtype=object)
+    bot_type[bot_users[:n_crawlers]] = "crawler"
+    bot_type[bot_users[n_crawlers:]] = "click_farm"
+    signup_day = np.where(rng.random(cfg.n_users) < cfg.new_user_share, rng.integers(1, cfg.n_days, cfg.n_users), 0)
+    farm_targets = rng.choice(cfg.n_items, 4, replace=False)
+    expected_bot_events = n_crawlers * 950 + n_farm * 155
+    human_events_total = max(cfg.n_events - expected_bot_events, cfg.n_events // 2)
+
+    for path in (out.landing_events, out.ground_truth):
+        path.mkdir(parents=True, exist_ok=True)
+    truth: list[dict] = []
+    n_rows = 0
+    for chunk, users in _chunks(cfg.n_users, cfg.users_per_chunk):
+        humans = users[bot_type[users] == ""]
+        share = len(users) / cfg.n_users
+        parts = [
+            _human_events(cfg, cat, humans, signup_day[humans], int(human_events_total * share), rng),
+            _crawler_events(cfg, users[bot_type[users] == "crawler"], cfg.n_items, rng),
+            _click_farm_events(cfg, users[bot_type[users] == "click_farm"], farm_targets, rng),
+        ]
+        events = pd.concat([p for p in parts if len(p)], ignore_index=True)
+        events = events[(events["time_ms"] >= cfg.start_ms) & (events["time_ms"] < cfg.end_ms)]
+        rows = _plant_event_problems(_format_events(events, cat, chunk, cfg), cfg.problems, rng)
+        for day, day_rows in rows.groupby("_day", sort=True):
+            date = (pd.Timestamp(cfg.start) + pd.Timedelta(days=int(day))).strftime("%Y-%m-%d")
+            fmt = cfg.event_format if cfg.event_format != "mixed" else ("csv" if day % 2 == 0 else "parquet")
+            path = out.landing_events / f"date={date}" / f"part-{chunk:05d}.{fmt}"
+            truth += _write_event_day(day_rows.reset_index(drop=True), path, fmt, rng)
+        n_rows += len(rows)
+        say(f"[generate] chunk {chunk}: {len(rows):,} event rows written ({n_rows:,} so far)")
+
+    catalog = cat.items.assign(
+        listed_at=(pd.Timestamp(cfg.start, tz="UTC") + pd.to_timedelta(cat.items["listed_day"], "D")).dt.strftime("%Y-%m-%dT%H:%M:%SZ")
+    )[ITEM_COLUMNS]
+    catalog, labels = _plant_catalog_problems(catalog, cfg.problems, rng)
+    catalog_path = out.landing_items / "catalog.csv"
+    catalog_path.parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomic("\n".join(_csv_lines(catalog)) + "\n", catalog_path)
+    truth += [{"file": catalog_path.name, "path": str(catalog_path), "line": i + 2, "problem": p,
+               "expected_reason": PROBLEM_REASONS[p]} for i, p in enumerate(labels) if p]
+
+    source = {"source": SOURCE_NAME, "window_start": pd.Timestamp(cfg.start_ms, unit="ms", tz="UTC").isoformat(),
+              "window_end": pd.Timestamp(cfg.end_ms, unit="ms", tz="UTC").isoformat(), "timezone": "UTC",
+              "events": "events/date=YYYY-MM-DD/part-*.csv|parquet", "catalog": "items/catalog.csv"}
+    write_text_atomic(json.dumps(source, indent=2), out.landing / "source.json")
+    write_parquet_atomic(pd.DataFrame(truth, columns=["file", "path", "line", "problem", "expected_reason"]),
+                         out.ground_truth / "planted_problems.parquet")
+    bots = pd.DataFrame({"user_id": _user_ids(np.flatnonzero(bot_type != "")), "bot_type": bot_type[bot_type != ""]})
+    write_parquet_atomic(bots, out.ground_truth / "bot_users.parquet")
+    manifest = {"config": asdict(cfg), "event_rows": n_rows, "catalog_rows": len(catalog),
+                "planted_problems": pd.Series([t["problem"] for t in truth]).value_counts().to_dict(),
+                "bot_users": bots["bot_type"].value_counts().to_dict()}
+    write_text_atomic(json.dumps(manifest, indent=2, default=str), out.ground_truth / "manifest.json")
+    say(f"[generate] {n_rows:,} event rows, {len(catalog):,} catalog rows, {len(truth):,} planted problems, "
+        f"{len(bots)} bot users -> {out.landing}")
+    return manifest
