@@ -346,7 +346,7 @@ def _human_events(cfg: GeneratorConfig, cat: Catalog, users: np.ndarray, signup_
     first_view &= search_session[ev["session"]]
     leaf_name = cat.items["category"].str.rsplit("/", n=1).str[-1].str.lower().to_numpy()
     query[first_view] = leaf_name[ev["item"][first_view]]
-    return pd.DataFrame({
+    events = pd.DataFrame({
         "user_idx": users[s_user[ev["session"]]],
         "session_key": ev["session"],
         "item_idx": ev["item"],
@@ -356,6 +356,11 @@ def _human_events(cfg: GeneratorConfig, cat: Catalog, users: np.ndarray, signup_
         "price": price,
         "query": query,
     })
+    # The shop records one event for a double click: no two events of one kind on one item
+    # in one session within 2 s (so planted near duplicates are the only ones).
+    events = events.sort_values(["session_key", "item_idx", "etype", "time_ms"], kind="stable")
+    same = (events[["session_key", "item_idx", "etype"]].diff() == 0).all(axis=1)
+    return events[~(same & (events["time_ms"].diff() <= 2_000))].reset_index(drop=True)
 
 
 def _crawler_events(cfg: GeneratorConfig, users: np.ndarray, n_items: int, rng: np.random.Generator) -> pd.DataFrame:
@@ -374,16 +379,18 @@ def _crawler_events(cfg: GeneratorConfig, users: np.ndarray, n_items: int, rng: 
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
-def _click_farm_events(cfg: GeneratorConfig, users: np.ndarray, targets: np.ndarray, rng: np.random.Generator) -> pd.DataFrame:
+def _click_farm_events(cfg: GeneratorConfig, users: np.ndarray, targets: np.ndarray, item_price: np.ndarray,
+                       rng: np.random.Generator) -> pd.DataFrame:
     """Click-farm accounts hammering a few target items with views, favorites and carts."""
     frames = []
     for u in users:
         n = int(rng.integers(60, 250))
         start = cfg.start_ms + int(rng.integers(0, cfg.n_days)) * MS_PER_DAY + int(rng.integers(0, 22)) * 3_600_000
         t = start + np.cumsum(rng.integers(3_000, 12_000, n))
+        item = rng.choice(targets, n)
         frames.append(pd.DataFrame({
-            "user_idx": u, "session_key": -(2 * 10**10) - u, "item_idx": rng.choice(targets, n),
-            "etype": rng.choice([0, 0, 0, 1, 2], n), "time_ms": t, "quantity": 0, "price": np.nan, "query": None,
+            "user_idx": u, "session_key": -(2 * 10**10) - u, "item_idx": item,
+            "etype": rng.choice([0, 0, 0, 1, 2], n), "time_ms": t, "quantity": 0, "price": item_price[item], "query": None,
         }))
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
@@ -450,7 +457,7 @@ def _plant_event_problems(rows: pd.DataFrame, rates: ProblemRates, rng: np.rando
         elif problem == "bad_timestamp":
             rows.iloc[idx, col] = rng.choice(["31/31/2026 25:61", "yesterday", "2026-13-45T99:00:00Z", "N/A"], len(idx))
         elif problem == "future_timestamp":
-            t = pd.to_datetime(rows["event_time"].to_numpy()[idx]) + pd.to_timedelta(rng.integers(400, 1500, len(idx)), "D")
+            t = pd.to_datetime(rows["event_time"].to_numpy()[idx]) + pd.to_timedelta(rng.integers(8_000, 15_000, len(idx)), "D")  # broken clocks
             rows.iloc[idx, col] = t.strftime("%Y-%m-%dT%H:%M:%S.000Z")
         elif problem == "non_positive_price":
             rows.iloc[idx, col] = rng.choice(["0", "0.00", "-12.50", "-1"], len(idx))
@@ -570,7 +577,8 @@ def generate(cfg: GeneratorConfig, out: DataLayout, progress: bool = True) -> di
         parts = [
             _human_events(cfg, cat, humans, signup_day[humans], int(human_events_total * share), rng),
             _crawler_events(cfg, users[bot_type[users] == "crawler"], cfg.n_items, rng),
-            _click_farm_events(cfg, users[bot_type[users] == "click_farm"], farm_targets, rng),
+            _click_farm_events(cfg, users[bot_type[users] == "click_farm"], farm_targets,
+                               cat.items["price"].to_numpy(), rng),
         ]
         events = pd.concat([p for p in parts if len(p)], ignore_index=True)
         events = events[(events["time_ms"] >= cfg.start_ms) & (events["time_ms"] < cfg.end_ms)]

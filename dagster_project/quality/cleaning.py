@@ -1,0 +1,216 @@
+"""Raw frames -> clean, typed tables plus a quarantine: every raw row ends in exactly one of them.
+
+Rules run in a fixed order and the first one that fails gives the row its reason, so a row
+has exactly one stable reason code and a human sentence saying what was wrong.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import numpy as np
+import pandas as pd
+
+from dagster_project.sources.generator import EVENT_COLUMNS, ITEM_COLUMNS
+
+QUARANTINE_COLUMNS = ["table", "source", "source_file", "source_line", "raw", "reason", "detail",
+                      "run_id", "quarantined_at"]
+EVENT_TYPE_ALIASES = {
+    "view": "view", "pv": "view", "click": "view",
+    "favorite": "favorite", "fav": "favorite", "favourite": "favorite", "like": "favorite",
+    "add_to_cart": "add_to_cart", "cart": "add_to_cart", "addtocart": "add_to_cart",
+    "purchase": "purchase", "buy": "purchase", "transaction": "purchase", "order": "purchase",
+}
+EVENT_TYPES = ["view", "favorite", "add_to_cart", "purchase"]
+REASONS = {
+    "unparseable_row": "the record could not be split into the file's columns",
+    "null_user_id": "the user id is missing",
+    "null_item_id": "the item id is missing",
+    "bad_event_type": "the event type is not one of view, favorite, add_to_cart, purchase",
+    "bad_timestamp": "the timestamp cannot be parsed",
+    "future_timestamp": "the timestamp lies in the future",
+    "outside_source_window": "the timestamp lies outside the source's declared window",
+    "bad_price": "the price is not a number",
+    "non_positive_price": "the price is zero or negative",
+    "bad_quantity": "the quantity is not a positive whole number",
+    "duplicate_event": "the event id was already seen",
+    "near_duplicate_event": "the same user, item, event type and session within 2 seconds of a kept event",
+    "unknown_item": "the item id is not in the validated catalog",
+    "duplicate_item": "the item id was already seen in the catalog",
+}
+NEAR_DUPLICATE_WINDOW = pd.Timedelta(seconds=2)
+SESSION_GAP = pd.Timedelta(minutes=30)
+
+
+def _blank(s: pd.Series) -> pd.Series:
+    return s.isna() | (s.astype(str).str.strip() == "")
+
+
+def _raw_text(rows: pd.DataFrame, columns: list[str]) -> pd.Series:
+    """The record as read: the CSV line, else the fields as JSON (Parquet)."""
+    as_json = rows[columns].apply(lambda r: json.dumps({k: v for k, v in r.items() if v is not None},
+                                                       ensure_ascii=False), axis=1)
+    return rows["raw"].where(rows["raw"].notna(), as_json) if len(rows) else rows["raw"]
+
+
+class _Verdicts:
+    """Collects the first failing rule per row."""
+
+    def __init__(self, index: pd.Index) -> None:
+        self.reason = pd.Series(None, index=index, dtype=object)
+        self.detail = pd.Series(None, index=index, dtype=object)
+
+    @property
+    def ok(self) -> pd.Series:
+        return self.reason.isna()
+
+    def fail(self, mask: pd.Series, reason: str, detail: pd.Series | str | None = None) -> None:
+        hit = mask & self.ok
+        self.reason[hit] = reason
+        text = REASONS[reason] if detail is None else detail
+        self.detail[hit] = text[hit] if isinstance(text, pd.Series) else text
+
+    def quarantine(self, raw: pd.DataFrame, table: str, columns: list[str], run_id: str,
+                   now: pd.Timestamp) -> pd.DataFrame:
+        bad = raw[~self.ok]
+        return pd.DataFrame({
+            "table": table,
+            "source": bad["source"],
+            "source_file": bad["source_file"],
+            "source_line": bad["source_line"].astype("int64"),
+            "raw": _raw_text(bad, columns),
+            "reason": self.reason[~self.ok],
+            "detail": self.detail[~self.ok],
+            "run_id": run_id,
+            "quarantined_at": now,
+        }, columns=QUARANTINE_COLUMNS).reset_index(drop=True)
+
+
+def _parse_time(s: pd.Series) -> pd.Series:
+    return pd.to_datetime(s, utc=True, errors="coerce", format="ISO8601")
+
+
+def clean_items(raw: pd.DataFrame, run_id: str, now: pd.Timestamp) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Raw catalog rows -> (items_clean, quarantine)."""
+    v = _Verdicts(raw.index)
+    v.fail(raw["parse_error"].notna(), "unparseable_row", "unparseable: " + raw["parse_error"].fillna(""))
+    v.fail(_blank(raw["item_id"]), "null_item_id")
+    price = pd.to_numeric(raw["price"], errors="coerce")
+    v.fail(price.isna(), "bad_price", "price " + raw["price"].fillna("<empty>").map(repr) + " is not a number")
+    v.fail(price <= 0, "non_positive_price", "price " + raw["price"].fillna("").map(repr) + " is not positive")
+    listed = _parse_time(raw["listed_at"])
+    v.fail(raw["listed_at"].notna() & listed.isna(), "bad_timestamp",
+           "listed_at " + raw["listed_at"].fillna("").map(repr) + " cannot be parsed")
+    v.fail(raw["item_id"].duplicated() & v.ok, "duplicate_item",
+           "item " + raw["item_id"].fillna("") + " appears earlier in the catalog")
+    ok = v.ok
+    available = raw["available"].fillna("true").str.strip().str.lower().isin(["true", "1", "yes", "y"])
+    items = pd.DataFrame({
+        "item_id": raw["item_id"],
+        "title": raw["title"].fillna(""),
+        "description": raw["description"].fillna(""),
+        "category": raw["category"].fillna("Unknown"),
+        "brand": raw["brand"].fillna("Unknown"),
+        "price": price,
+        "available": available,
+        "listed_at": listed,
+        "source": raw["source"],
+        "source_file": raw["source_file"],
+        "source_line": raw["source_line"].astype("int64"),
+        "ingested_at": now,
+    })[ok].reset_index(drop=True)
+    return items, v.quarantine(raw, "items", ITEM_COLUMNS, run_id, now)
+
+
+def stable_event_id(frame: pd.DataFrame) -> pd.Series:
+    """A stable hash of the row's content, for sources that carry no event id."""
+    key = (frame["source"].astype(str) + "|" + frame["user_id"].astype(str) + "|" + frame["item_id"].astype(str)
+           + "|" + frame["event_type"].astype(str) + "|" + frame["event_time"].astype(str))
+    return key.map(lambda k: "h" + hashlib.blake2b(k.encode(), digest_size=8).hexdigest())
+
+
+def derive_sessions(user_id: pd.Series, event_time: pd.Series) -> pd.Series:
+    """Session ids from 30 minutes of inactivity, for sources that carry none."""
+    nanos = event_time.astype("int64").to_numpy()
+    order = np.lexsort((nanos, user_id.to_numpy()))
+    u = user_id.to_numpy()[order]
+    t = nanos[order]
+    new = np.r_[True, (u[1:] != u[:-1]) | ((t[1:] - t[:-1]) > SESSION_GAP.value)]
+    number = np.cumsum(new)
+    sid = pd.Series(number, index=user_id.index[order]).reindex(user_id.index)
+    start = pd.Series(t[new][number - 1], index=user_id.index[order]).reindex(user_id.index)
+    return "d" + pd.util.hash_pandas_object(pd.DataFrame({"u": user_id, "t": start, "n": sid}), index=False).map("{:016x}".format)
+
+
+def clean_events(raw: pd.DataFrame, items: pd.DataFrame, window: tuple[pd.Timestamp, pd.Timestamp],
+                 run_id: str, now: pd.Timestamp, quarantined_items: pd.Series | None = None
+                 ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Raw behaviour rows -> (events_clean, quarantine), checked against the clean catalog."""
+    v = _Verdicts(raw.index)
+    v.fail(raw["parse_error"].notna(), "unparseable_row", "unparseable: " + raw["parse_error"].fillna(""))
+    v.fail(_blank(raw["user_id"]), "null_user_id")
+    v.fail(_blank(raw["item_id"]), "null_item_id")
+    event_type = raw["event_type"].str.strip().str.lower().map(EVENT_TYPE_ALIASES)
+    v.fail(event_type.isna(), "bad_event_type", "event type " + raw["event_type"].fillna("<empty>").map(repr) + " is unknown")
+    event_time = _parse_time(raw["event_time"])
+    v.fail(event_time.isna(), "bad_timestamp", "timestamp " + raw["event_time"].fillna("<empty>").map(repr) + " cannot be parsed")
+    v.fail(event_time > now, "future_timestamp",
+           "timestamp " + raw["event_time"].fillna("") + f" is after the ingestion time {now:%Y-%m-%d %H:%M} UTC")
+    start, end = window
+    v.fail((event_time < start) | (event_time >= end), "outside_source_window",
+           "timestamp " + raw["event_time"].fillna("") + f" is outside the declared window {start:%Y-%m-%d} .. {end:%Y-%m-%d}")
+    price = pd.to_numeric(raw["price"], errors="coerce")
+    v.fail(raw["price"].notna() & price.isna(), "bad_price", "price " + raw["price"].fillna("").map(repr) + " is not a number")
+    v.fail(price <= 0, "non_positive_price", "price " + raw["price"].fillna("").map(repr) + " is not positive")
+    quantity = pd.to_numeric(raw["quantity"], errors="coerce")
+    v.fail(raw["quantity"].notna() & ~((quantity > 0) & (quantity == quantity.round())), "bad_quantity",
+           "quantity " + raw["quantity"].fillna("").map(repr) + " is not a positive whole number")
+
+    event_id = raw["event_id"].where(~_blank(raw["event_id"]), stable_event_id(raw))
+    session_id = raw["session_id"].where(~_blank(raw["session_id"]), None)
+    if session_id.isna().any():
+        session_id = session_id.fillna(derive_sessions(raw["user_id"].fillna(""), event_time.fillna(start)))
+    v.fail(event_id.where(v.ok).duplicated(), "duplicate_event",
+           "event " + event_id.fillna("") + " was already seen")
+    # Near duplicates: the same event re-sent with a new id and a slightly shifted time.
+    cand = pd.DataFrame({"u": raw["user_id"], "i": raw["item_id"], "e": event_type, "s": session_id, "t": event_time})[v.ok]
+    cand = cand.sort_values(["u", "i", "e", "s", "t"], kind="stable")
+    same = (cand[["u", "i", "e", "s"]] == cand[["u", "i", "e", "s"]].shift()).all(axis=1)
+    near = same & (cand["t"] - cand["t"].shift() <= NEAR_DUPLICATE_WINDOW)
+    v.fail(near.reindex(raw.index, fill_value=False), "near_duplicate_event")
+
+    known = raw["item_id"].isin(items["item_id"])
+    detail = "item " + raw["item_id"].fillna("") + " is not in the catalog"
+    if quarantined_items is not None:
+        was_quarantined = raw["item_id"].isin(quarantined_items)
+        detail = detail.where(~was_quarantined, "item " + raw["item_id"].fillna("") + " was quarantined from the catalog")
+    v.fail(~known, "unknown_item", detail)
+
+    ok = v.ok
+    events = pd.DataFrame({
+        "event_id": event_id,
+        "user_id": raw["user_id"],
+        "session_id": session_id,
+        "item_id": raw["item_id"],
+        "event_type": event_type,
+        "event_time": event_time,
+        "quantity": quantity.astype("Int64"),
+        "price": price,
+        "query": raw["query"],
+        "source": raw["source"],
+        "source_file": raw["source_file"],
+        "source_line": raw["source_line"].astype("int64"),
+        "ingested_at": now,
+    })[ok].sort_values("event_time", kind="stable").reset_index(drop=True)
+    return events, v.quarantine(raw, "behaviour_events", EVENT_COLUMNS, run_id, now)
+
+
+def row_accounting(raw: pd.DataFrame, clean: pd.DataFrame, quarantine: pd.DataFrame) -> pd.DataFrame:
+    """Per source file: rows read, clean, quarantined, and whether they add up."""
+    read = raw.groupby("source_file").size().rename("rows_read")
+    kept = clean.groupby("source_file").size().rename("rows_clean")
+    held = quarantine.groupby("source_file").size().rename("rows_quarantined")
+    out = pd.concat([read, kept, held], axis=1).fillna(0).astype("int64")
+    out["balanced"] = out["rows_read"] == out["rows_clean"] + out["rows_quarantined"]
+    return out.reset_index().rename(columns={"index": "source_file"})
