@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
@@ -44,12 +45,12 @@ SESSION_GAP = pd.Timedelta(minutes=30)
 
 
 def _blank(s: pd.Series) -> pd.Series:
-    return s.isna() | (s.astype(str).str.strip() == "")
+    return (s.isna() | (s.str.strip() == "")).fillna(True).astype(bool)
 
 
 def _raw_text(rows: pd.DataFrame, columns: list[str]) -> pd.Series:
     """The record as read: the CSV line, else the fields as JSON (Parquet)."""
-    as_json = rows[columns].apply(lambda r: json.dumps({k: v for k, v in r.items() if v is not None},
+    as_json = rows[columns].apply(lambda r: json.dumps({k: v for k, v in r.items() if not pd.isna(v)},
                                                        ensure_ascii=False), axis=1)
     return rows["raw"].where(rows["raw"].notna(), as_json) if len(rows) else rows["raw"]
 
@@ -65,11 +66,14 @@ class _Verdicts:
     def ok(self) -> pd.Series:
         return self.reason.isna()
 
-    def fail(self, mask: pd.Series, reason: str, detail: pd.Series | str | None = None) -> None:
+    def fail(self, mask: pd.Series, reason: str,
+             detail: Callable[[pd.Series], pd.Series] | None = None) -> None:
+        """Give `reason` to the rows in `mask` that have none yet; `detail(hit)` words each one."""
         hit = mask & self.ok
+        if not hit.any():
+            return
         self.reason[hit] = reason
-        text = REASONS[reason] if detail is None else detail
-        self.detail[hit] = text[hit] if isinstance(text, pd.Series) else text
+        self.detail[hit] = REASONS[reason] if detail is None else detail(hit)
 
     def quarantine(self, raw: pd.DataFrame, table: str, columns: list[str], run_id: str,
                    now: pd.Timestamp) -> pd.DataFrame:
@@ -87,6 +91,11 @@ class _Verdicts:
         }, columns=QUARANTINE_COLUMNS).reset_index(drop=True)
 
 
+def _quoted(column: pd.Series, template: str) -> Callable[[pd.Series], pd.Series]:
+    """Detail sentences built only for the failing rows: `template` with {} as the value."""
+    return lambda hit: column[hit].fillna("<empty>").map(lambda v: template.format(repr(v)))
+
+
 def _parse_time(s: pd.Series) -> pd.Series:
     return pd.to_datetime(s, utc=True, errors="coerce", format="ISO8601")
 
@@ -94,16 +103,16 @@ def _parse_time(s: pd.Series) -> pd.Series:
 def clean_items(raw: pd.DataFrame, run_id: str, now: pd.Timestamp) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Raw catalog rows -> (items_clean, quarantine)."""
     v = _Verdicts(raw.index)
-    v.fail(raw["parse_error"].notna(), "unparseable_row", "unparseable: " + raw["parse_error"].fillna(""))
+    v.fail(raw["parse_error"].notna(), "unparseable_row", lambda hit: "unparseable: " + raw["parse_error"][hit])
     v.fail(_blank(raw["item_id"]), "null_item_id")
     price = pd.to_numeric(raw["price"], errors="coerce")
-    v.fail(price.isna(), "bad_price", "price " + raw["price"].fillna("<empty>").map(repr) + " is not a number")
-    v.fail(price <= 0, "non_positive_price", "price " + raw["price"].fillna("").map(repr) + " is not positive")
+    v.fail(price.isna(), "bad_price", _quoted(raw["price"], "price {} is not a number"))
+    v.fail(price <= 0, "non_positive_price", _quoted(raw["price"], "price {} is not positive"))
     listed = _parse_time(raw["listed_at"])
     v.fail(raw["listed_at"].notna() & listed.isna(), "bad_timestamp",
-           "listed_at " + raw["listed_at"].fillna("").map(repr) + " cannot be parsed")
-    v.fail(raw["item_id"].duplicated() & v.ok, "duplicate_item",
-           "item " + raw["item_id"].fillna("") + " appears earlier in the catalog")
+           _quoted(raw["listed_at"], "listed_at {} cannot be parsed"))
+    v.fail(raw["item_id"].where(v.ok).duplicated(), "duplicate_item",
+           _quoted(raw["item_id"], "item {} appears earlier in the catalog"))
     ok = v.ok
     available = raw["available"].fillna("true").str.strip().str.lower().isin(["true", "1", "yes", "y"])
     items = pd.DataFrame({
@@ -148,31 +157,33 @@ def clean_events(raw: pd.DataFrame, items: pd.DataFrame, window: tuple[pd.Timest
                  ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Raw behaviour rows -> (events_clean, quarantine), checked against the clean catalog."""
     v = _Verdicts(raw.index)
-    v.fail(raw["parse_error"].notna(), "unparseable_row", "unparseable: " + raw["parse_error"].fillna(""))
+    v.fail(raw["parse_error"].notna(), "unparseable_row", lambda hit: "unparseable: " + raw["parse_error"][hit])
     v.fail(_blank(raw["user_id"]), "null_user_id")
     v.fail(_blank(raw["item_id"]), "null_item_id")
-    event_type = raw["event_type"].str.strip().str.lower().map(EVENT_TYPE_ALIASES)
-    v.fail(event_type.isna(), "bad_event_type", "event type " + raw["event_type"].fillna("<empty>").map(repr) + " is unknown")
+    event_type = raw["event_type"].str.strip().str.lower().astype("category").map(EVENT_TYPE_ALIASES).astype(object)
+    v.fail(event_type.isna(), "bad_event_type", _quoted(raw["event_type"], "event type {} is unknown"))
     event_time = _parse_time(raw["event_time"])
-    v.fail(event_time.isna(), "bad_timestamp", "timestamp " + raw["event_time"].fillna("<empty>").map(repr) + " cannot be parsed")
+    v.fail(event_time.isna(), "bad_timestamp", _quoted(raw["event_time"], "timestamp {} cannot be parsed"))
     v.fail(event_time > now, "future_timestamp",
-           "timestamp " + raw["event_time"].fillna("") + f" is after the ingestion time {now:%Y-%m-%d %H:%M} UTC")
+           _quoted(raw["event_time"], f"timestamp {{}} is after the ingestion time {now:%Y-%m-%d %H:%M} UTC"))
     start, end = window
     v.fail((event_time < start) | (event_time >= end), "outside_source_window",
-           "timestamp " + raw["event_time"].fillna("") + f" is outside the declared window {start:%Y-%m-%d} .. {end:%Y-%m-%d}")
+           _quoted(raw["event_time"], f"timestamp {{}} is outside the declared window {start:%Y-%m-%d} .. {end:%Y-%m-%d}"))
     price = pd.to_numeric(raw["price"], errors="coerce")
-    v.fail(raw["price"].notna() & price.isna(), "bad_price", "price " + raw["price"].fillna("").map(repr) + " is not a number")
-    v.fail(price <= 0, "non_positive_price", "price " + raw["price"].fillna("").map(repr) + " is not positive")
+    v.fail(raw["price"].notna() & price.isna(), "bad_price", _quoted(raw["price"], "price {} is not a number"))
+    v.fail(price <= 0, "non_positive_price", _quoted(raw["price"], "price {} is not positive"))
     quantity = pd.to_numeric(raw["quantity"], errors="coerce")
     v.fail(raw["quantity"].notna() & ~((quantity > 0) & (quantity == quantity.round())), "bad_quantity",
-           "quantity " + raw["quantity"].fillna("").map(repr) + " is not a positive whole number")
+           _quoted(raw["quantity"], "quantity {} is not a positive whole number"))
 
-    event_id = raw["event_id"].where(~_blank(raw["event_id"]), stable_event_id(raw))
-    session_id = raw["session_id"].where(~_blank(raw["session_id"]), None)
-    if session_id.isna().any():
-        session_id = session_id.fillna(derive_sessions(raw["user_id"].fillna(""), event_time.fillna(start)))
-    v.fail(event_id.where(v.ok).duplicated(), "duplicate_event",
-           "event " + event_id.fillna("") + " was already seen")
+    event_id = raw["event_id"].where(~_blank(raw["event_id"]))
+    if event_id[v.ok].isna().any():
+        event_id = event_id.fillna(stable_event_id(raw[event_id.isna()]))
+    session_id = raw["session_id"].where(~_blank(raw["session_id"]))
+    if session_id[v.ok].isna().any():
+        missing = session_id.isna() & v.ok
+        session_id = session_id.fillna(derive_sessions(raw["user_id"][missing], event_time[missing]))
+    v.fail(event_id.where(v.ok).duplicated(), "duplicate_event", _quoted(event_id, "event {} was already seen"))
     # Near duplicates: the same event re-sent with a new id and a slightly shifted time.
     cand = pd.DataFrame({"u": raw["user_id"], "i": raw["item_id"], "e": event_type, "s": session_id, "t": event_time})[v.ok]
     cand = cand.sort_values(["u", "i", "e", "s", "t"], kind="stable")
@@ -180,12 +191,13 @@ def clean_events(raw: pd.DataFrame, items: pd.DataFrame, window: tuple[pd.Timest
     near = same & (cand["t"] - cand["t"].shift() <= NEAR_DUPLICATE_WINDOW)
     v.fail(near.reindex(raw.index, fill_value=False), "near_duplicate_event")
 
-    known = raw["item_id"].isin(items["item_id"])
-    detail = "item " + raw["item_id"].fillna("") + " is not in the catalog"
-    if quarantined_items is not None:
-        was_quarantined = raw["item_id"].isin(quarantined_items)
-        detail = detail.where(~was_quarantined, "item " + raw["item_id"].fillna("") + " was quarantined from the catalog")
-    v.fail(~known, "unknown_item", detail)
+    def unknown_item_detail(hit: pd.Series) -> pd.Series:
+        ids = raw["item_id"][hit]
+        was_quarantined = ids.isin(quarantined_items if quarantined_items is not None else [])
+        return ("item " + ids + " is not in the catalog").where(
+            ~was_quarantined, "item " + ids + " was quarantined from the catalog")
+
+    v.fail(~raw["item_id"].isin(items["item_id"]), "unknown_item", unknown_item_detail)
 
     ok = v.ok
     events = pd.DataFrame({

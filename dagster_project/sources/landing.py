@@ -113,7 +113,9 @@ def read_landing_file(path: Path, kind: str, source: str, root: Path | None = No
     frame = _read_csv(path, columns, required) if path.suffix == ".csv" else _read_parquet(path, columns, required)
     frame["source"] = source
     frame["source_file"] = str(path.relative_to(root)) if root else path.name
-    return frame[LINEAGE_COLUMNS + columns]
+    frame = frame[LINEAGE_COLUMNS + columns]
+    text = [c for c in frame.columns if c != "source_line"]
+    return frame.astype({c: "string[pyarrow]" for c in text})
 
 
 def landing_files(folder: Path) -> list[Path]:
