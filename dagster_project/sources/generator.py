@@ -239,7 +239,6 @@ class _GroupedSampler:
         # Key = group index + cumulative share inside the group: one sorted array for every group.
         self.key = g + cum / np.where(totals[g] > 0, totals[g], 1)
         self.key[np.r_[g[1:] != g[:-1], True]] = g[np.r_[g[1:] != g[:-1], True]] + 1.0
-        self.non_empty = totals > 0
 
     def draw(self, groups: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         pos = np.searchsorted(self.key, groups + rng.random(len(groups)) * (1 - 1e-12), side="right")
@@ -298,16 +297,23 @@ def _human_events(cfg: GeneratorConfig, cat: Catalog, users: np.ndarray, signup_
     by_leaf = _GroupedSampler(cat.leaf, cat.popularity, cat.n_leaves)
     by_brand = _GroupedSampler(cat.brand, cat.popularity, cat.n_brands)
     v_item = by_leaf.draw(s_leaf[v_session], rng)
-    use_brand = brand_session[v_session] & by_brand.non_empty[fav_brand[s_user[v_session]]]
+    brand_size = np.bincount(cat.brand, minlength=cat.n_brands)
+    use_brand = brand_session[v_session] & (brand_size[fav_brand[s_user[v_session]]] >= 8)
     v_item[use_brand] = by_brand.draw(fav_brand[s_user[v_session[use_brand]]], rng)
     listed = cat.items["listed_day"].to_numpy()
-    for _ in range(4):  # an item cannot be seen before it is listed
-        early = listed[v_item] > s_day[v_session]
-        if not early.any():
+
+    def unfit(item: np.ndarray) -> np.ndarray:
+        # Not listed yet on the session's day, or already viewed in this session.
+        seen = pd.DataFrame({"s": v_session, "i": item}).duplicated().to_numpy()
+        return (listed[item] > s_day[v_session]) | seen
+
+    for _ in range(4):
+        redo = unfit(v_item)
+        if not redo.any():
             break
-        v_item[early] = by_leaf.draw(s_leaf[v_session[early]], rng)
-    early = listed[v_item] > s_day[v_session]
-    v_item, v_session = v_item[~early], v_session[~early]
+        v_item[redo] = by_leaf.draw(s_leaf[v_session[redo]], rng)
+    keep = ~unfit(v_item)
+    v_item, v_session = v_item[keep], v_session[keep]
 
     gaps = rng.lognormal(np.log(35_000), 0.8, len(v_session)).astype(np.int64)
     first = np.r_[True, v_session[1:] != v_session[:-1]]

@@ -1,0 +1,80 @@
+"""One interface for every recommender (the torch model and each baseline).
+
+`fit(interactions, items)` learns from interactions (user_id, item_id, event_type,
+event_time, plus any feature columns); `recommend(user_ids, k)` returns a frame
+user_id, item_id, rank, score with items the user already interacted with removed;
+`similar_items(item_id, k)` ranks items for a product page.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+
+EVENT_WEIGHTS = {"view": 1.0, "favorite": 2.0, "add_to_cart": 3.0, "purchase": 4.0}
+
+
+def interaction_weights(event_type: pd.Series) -> np.ndarray:
+    """Strength of each interaction by event type (view 1 ... purchase 4)."""
+    return event_type.map(EVENT_WEIGHTS).fillna(1.0).to_numpy(dtype=np.float32)
+
+
+class Recommender(ABC):
+    """Shared id mapping, seen-item filtering and top-k selection."""
+
+    name: str = "recommender"
+
+    def __init__(self) -> None:
+        self.item_ids: np.ndarray = np.array([], dtype=object)
+        self.user_index: pd.Index = pd.Index([])
+        self._seen: dict[int, np.ndarray] = {}
+
+    def _index(self, interactions: pd.DataFrame, items: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        """Set the user/item vocabularies; returns the interactions' user and item indices."""
+        self.item_ids = items["item_id"].to_numpy()
+        self.item_index = pd.Index(self.item_ids)
+        self.user_index = pd.Index(interactions["user_id"].unique())
+        u = self.user_index.get_indexer(interactions["user_id"])
+        i = self.item_index.get_indexer(interactions["item_id"])
+        if (i < 0).any():
+            raise ValueError(f"{int((i < 0).sum())} interactions refer to items missing from the item table")
+        pairs = pd.DataFrame({"u": u, "i": i}).drop_duplicates()
+        self._seen = {k: g.to_numpy() for k, g in pairs.groupby("u")["i"]}
+        return u, i
+
+    @abstractmethod
+    def _score(self, users: np.ndarray) -> torch.Tensor:
+        """Scores of every item for the given user indices, shape (len(users), n_items)."""
+
+    def recommend(self, user_ids: Sequence[str], k: int = 10, filter_seen: bool = True,
+                  batch_size: int = 4096) -> pd.DataFrame:
+        """Top-k items per known user; unknown users get no rows."""
+        users = self.user_index.get_indexer(pd.Index(user_ids))
+        users = users[users >= 0]
+        frames = []
+        k = min(k, len(self.item_ids))
+        for lo in range(0, len(users), batch_size):
+            batch = users[lo:lo + batch_size]
+            with torch.no_grad():
+                scores = self._score(batch).float()
+                if filter_seen:
+                    rows = np.concatenate([np.full(len(self._seen.get(u, [])), r) for r, u in enumerate(batch)] or [[]])
+                    cols = np.concatenate([self._seen.get(u, np.array([], int)) for u in batch] or [[]])
+                    scores[torch.as_tensor(rows, dtype=torch.long), torch.as_tensor(cols, dtype=torch.long)] = -torch.inf
+                top = torch.topk(scores, k, dim=1)
+            frames.append(pd.DataFrame({
+                "user_id": np.repeat(self.user_index[batch].to_numpy(), k),
+                "item_id": self.item_ids[top.indices.cpu().numpy().ravel()],
+                "rank": np.tile(np.arange(1, k + 1), len(batch)),
+                "score": top.values.cpu().numpy().ravel(),
+            }))
+        out = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["user_id", "item_id", "rank", "score"])
+        return out[np.isfinite(out["score"].astype(float))].reset_index(drop=True)
+
+    def similar_items(self, item_id: str, k: int = 10) -> pd.DataFrame:
+        """Items to show beside `item_id` (product page); not every model supports it."""
+        raise NotImplementedError(f"{self.name} has no item-to-item similarity")

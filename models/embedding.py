@@ -1,0 +1,264 @@
+"""The torch embedding recommender: interest I(u, i) = e_u . e_i + b_i.
+
+e_u = user id embedding + a projection of the user's features (point-in-time from Feast);
+e_i = item id embedding + category embedding + price-bucket embedding + a projection of
+the item's features; b_i an item bias. Trained with a sampled softmax over uniformly drawn
+negatives shared by the batch, one row per (user, item) weighted by its strongest event;
+early stopping on validation NDCG@10 picks the number of epochs, then the model is refit on
+all data.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from models.base import Recommender, interaction_weights
+from models.metrics import ndcg_at_k
+from models.split import temporal_holdout
+
+
+@dataclass(frozen=True)
+class EmbeddingConfig:
+    """Typed configuration, written beside every trained model."""
+
+    dim: int = 64
+    epochs: int = 15
+    batch_size: int = 2048
+    negatives: int = 1024
+    learning_rate: float = 0.01
+    weight_decay: float = 1e-6
+    validation_days: int = 2
+    patience: int = 2
+    seed: int = 42
+    device: str = "auto"  # auto = CUDA where present, else CPU
+    user_feature_columns: tuple[str, ...] = field(default_factory=tuple)
+    item_feature_columns: tuple[str, ...] = field(default_factory=tuple)
+
+
+def resolve_device(name: str) -> torch.device:
+    """`auto` -> cuda when available, else cpu."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+class _Standardiser:
+    """log1p for counts, then zero mean / unit variance, fitted on training rows."""
+
+    def __init__(self, frame: pd.DataFrame) -> None:
+        x = self._raw(frame)
+        self.mean = x.mean(0)
+        self.std = x.std(0) + 1e-6
+
+    @staticmethod
+    def _raw(frame: pd.DataFrame) -> np.ndarray:
+        x = frame.astype(float).fillna(0.0).to_numpy(np.float32)
+        return np.sign(x) * np.log1p(np.abs(x))
+
+    def __call__(self, frame: pd.DataFrame) -> np.ndarray:
+        return ((self._raw(frame) - self.mean) / self.std).astype(np.float32)
+
+
+class TwoTower(nn.Module):
+    """User and item towers whose dot product (plus item bias) is the interest score."""
+
+    def __init__(self, n_users: int, n_items: int, n_categories: int, n_price_buckets: int,
+                 n_user_features: int, n_item_features: int, dim: int) -> None:
+        super().__init__()
+        self.user_id = nn.Embedding(n_users, dim)
+        self.item_id = nn.Embedding(n_items, dim)
+        self.category = nn.Embedding(n_categories, dim)
+        self.price_bucket = nn.Embedding(n_price_buckets, dim)
+        self.user_features = nn.Linear(max(n_user_features, 1), dim, bias=False)
+        self.item_features = nn.Linear(max(n_item_features, 1), dim, bias=False)
+        self.item_bias = nn.Embedding(n_items, 1)
+        for emb in (self.user_id, self.item_id, self.category, self.price_bucket):
+            nn.init.normal_(emb.weight, std=0.05)
+        nn.init.zeros_(self.item_bias.weight)
+
+    def user_vector(self, users: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+        return self.user_id(users) + self.user_features(features)
+
+    def item_vector(self, items: torch.Tensor, category: torch.Tensor, price_bucket: torch.Tensor,
+                    features: torch.Tensor) -> torch.Tensor:
+        return self.item_id(items) + self.category(category) + self.price_bucket(price_bucket) + self.item_features(features)
+
+
+class EmbeddingRecommender(Recommender):
+    """Two-tower embedding model behind the shared recommender interface."""
+
+    name = "embedding"
+
+    def __init__(self, config: EmbeddingConfig | None = None, progress: bool = True) -> None:
+        super().__init__()
+        self.config = config or EmbeddingConfig()
+        self.progress = progress
+        self.device = resolve_device(self.config.device)
+        self.history: list[dict] = []
+
+    def _say(self, message: str) -> None:
+        if self.progress:
+            print(f"[embedding] {message}", flush=True)
+
+    # -- data ---------------------------------------------------------------------------
+    def _prepare(self, interactions: pd.DataFrame, items: pd.DataFrame) -> dict[str, torch.Tensor]:
+        cfg = self.config
+        interactions = interactions.sort_values("event_time", kind="stable")
+        self._index(interactions, items)
+        # One training row per (user, item): its strongest event, with the point-in-time
+        # features of the latest interaction.
+        strength = pd.Series(interaction_weights(interactions["event_type"]), index=interactions.index)
+        pairs = interactions.assign(_w=strength).groupby(["user_id", "item_id"], sort=False)
+        rows = pairs.tail(1).set_index(["user_id", "item_id"])
+        rows["_w"] = pairs["_w"].max()
+        rows = rows.reset_index()
+        u = self.user_index.get_indexer(rows["user_id"])
+        i = self.item_index.get_indexer(rows["item_id"])
+        self.categories = pd.Index(items["category"].unique())
+        self.item_category = torch.as_tensor(self.categories.get_indexer(items["category"]), dtype=torch.long)
+        self.item_price_bucket = torch.as_tensor(items["price_bucket"].to_numpy(), dtype=torch.long)
+        self.user_scaler = _Standardiser(interactions[list(cfg.user_feature_columns)]) if cfg.user_feature_columns else None
+        self.item_scaler = _Standardiser(interactions[list(cfg.item_feature_columns)]) if cfg.item_feature_columns else None
+        # Latest features per user / item, for scoring after training.
+        latest = interactions.groupby("user_id").tail(1).set_index("user_id")
+        self.user_latest = torch.as_tensor(self._user_x(latest.reindex(self.user_index)))
+        item_latest = interactions.groupby("item_id").tail(1).set_index("item_id")
+        self.item_latest = torch.as_tensor(self._item_x(item_latest.reindex(self.item_ids)))
+        return {
+            "user": torch.as_tensor(u, dtype=torch.long),
+            "item": torch.as_tensor(i, dtype=torch.long),
+            "weight": torch.as_tensor(rows["_w"].to_numpy(np.float32)),
+            "user_x": torch.as_tensor(self._user_x(rows)),
+            "item_x": torch.as_tensor(self._item_x(rows)),
+        }
+
+    def _user_x(self, frame: pd.DataFrame) -> np.ndarray:
+        if self.user_scaler is None:
+            return np.zeros((len(frame), 1), np.float32)
+        return np.nan_to_num(self.user_scaler(frame[list(self.config.user_feature_columns)]))
+
+    def _item_x(self, frame: pd.DataFrame) -> np.ndarray:
+        if self.item_scaler is None:
+            return np.zeros((len(frame), 1), np.float32)
+        return np.nan_to_num(self.item_scaler(frame[list(self.config.item_feature_columns)]))
+
+    # -- training -----------------------------------------------------------------------
+    def fit(self, interactions: pd.DataFrame, items: pd.DataFrame) -> EmbeddingRecommender:
+        """Pick the epoch count on a temporal validation slice, then refit on everything."""
+        cfg = self.config
+        epochs = cfg.epochs
+        if cfg.validation_days > 0:
+            split = temporal_holdout(interactions, cfg.validation_days)
+            if len(split.truth) and len(split.train):
+                self._say(f"choosing epochs on a {cfg.validation_days}-day validation slice "
+                          f"({len(split.train):,} rows, {split.truth['user_id'].nunique():,} validation users)")
+                epochs = self._train(split.train, items, cfg.epochs, validation=split.truth)
+        self._say(f"refit on all {len(interactions):,} rows for {epochs} epoch(s) on {self.device}")
+        self._train(interactions, items, epochs, validation=None)
+        return self
+
+    def _train(self, interactions: pd.DataFrame, items: pd.DataFrame, epochs: int,
+               validation: pd.DataFrame | None) -> int:
+        cfg = self.config
+        torch.manual_seed(cfg.seed)
+        generator = torch.Generator().manual_seed(cfg.seed)
+        data = self._prepare(interactions, items)
+        dev = self.device
+        self.model = TwoTower(len(self.user_index), len(self.item_ids), len(self.categories),
+                              int(self.item_price_bucket.max()) + 1, data["user_x"].shape[1],
+                              data["item_x"].shape[1], cfg.dim).to(dev)
+        optimiser = torch.optim.Adam(self.model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+        category, price_bucket = self.item_category.to(dev), self.item_price_bucket.to(dev)
+        item_latest = self.item_latest.to(dev)
+        n_items = len(self.item_ids)
+        n = len(data["user"])
+        best, best_epoch, stale = -1.0, epochs, 0
+        for epoch in range(1, epochs + 1):
+            self.model.train()
+            started, total = time.perf_counter(), 0.0
+            for batch in torch.randperm(n, generator=generator).split(cfg.batch_size):
+                u, i = data["user"][batch].to(dev), data["item"][batch].to(dev)
+                ue = self.model.user_vector(u, data["user_x"][batch].to(dev))
+                ie = self.model.item_vector(i, category[i], price_bucket[i], data["item_x"][batch].to(dev))
+                positive = (ue * ie).sum(1) + self.model.item_bias(i).squeeze(1)
+                # Negatives shared by the batch, drawn uniformly: a sampled softmax whose
+                # proposal is uniform, so no popularity correction is needed.
+                neg = torch.randint(0, n_items, (cfg.negatives,), generator=generator).to(dev)
+                ne = self.model.item_vector(neg, category[neg], price_bucket[neg], item_latest[neg])
+                negative = ue @ ne.T + self.model.item_bias(neg).squeeze(1)
+                negative = negative.masked_fill(neg[None, :] == i[:, None], -1e9)
+                logits = torch.cat([positive[:, None], negative], dim=1)
+                target = torch.zeros(len(i), dtype=torch.long, device=dev)
+                w = data["weight"][batch].to(dev)
+                loss = (nn.functional.cross_entropy(logits, target, reduction="none") * w).sum() / w.sum()
+                optimiser.zero_grad()
+                loss.backward()
+                optimiser.step()
+                total += float(loss.detach()) * len(batch)
+            record = {"epoch": epoch, "loss": total / n, "seconds": round(time.perf_counter() - started, 2)}
+            if validation is not None:
+                record["val_ndcg@10"] = ndcg_at_k(validation, self.recommend(validation["user_id"].unique(), 10), 10)
+            self.history.append(record)
+            self._say(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()))
+            if validation is not None:
+                if record["val_ndcg@10"] > best:
+                    best, best_epoch, stale = record["val_ndcg@10"], epoch, 0
+                else:
+                    stale += 1
+                    if stale >= cfg.patience:
+                        self._say(f"early stop: best val NDCG@10 {best:.4f} at epoch {best_epoch}")
+                        break
+        return best_epoch
+
+    # -- scoring ------------------------------------------------------------------------
+    def _item_matrix(self) -> tuple[torch.Tensor, torch.Tensor]:
+        dev = self.device
+        items = torch.arange(len(self.item_ids), device=dev)
+        self.model.eval()
+        vectors = self.model.item_vector(items, self.item_category.to(dev), self.item_price_bucket.to(dev),
+                                         self.item_latest.to(dev))
+        return vectors, self.model.item_bias(items).squeeze(1)
+
+    def _score(self, users: np.ndarray) -> torch.Tensor:
+        dev = self.device
+        u = torch.as_tensor(users, dtype=torch.long, device=dev)
+        self.model.eval()
+        ue = self.model.user_vector(u, self.user_latest[users].to(dev))
+        vectors, bias = self._item_matrix()
+        return ue @ vectors.T + bias
+
+    def user_embeddings(self) -> pd.DataFrame:
+        """user_id and its vector e_u (as of the latest features)."""
+        with torch.no_grad():
+            u = torch.arange(len(self.user_index), device=self.device)
+            vec = self.model.user_vector(u, self.user_latest.to(self.device)).cpu().numpy()
+        return pd.DataFrame({"user_id": self.user_index.to_numpy(), "embedding": list(vec)})
+
+    def similar_items(self, item_id: str, k: int = 10) -> pd.DataFrame:
+        """Items closest to `item_id` by cosine similarity of item vectors."""
+        with torch.no_grad():
+            vectors, _ = self._item_matrix()
+            vectors = nn.functional.normalize(vectors, dim=1)
+            idx = self.item_index.get_loc(item_id)
+            sim = vectors @ vectors[idx]
+            sim[idx] = -torch.inf
+            top = torch.topk(sim, min(k, len(self.item_ids) - 1))
+        return pd.DataFrame({"item_id": self.item_ids[top.indices.cpu().numpy()], "rank": np.arange(1, len(top.indices) + 1),
+                             "score": top.values.cpu().numpy()})
+
+    def save(self, folder: Path) -> Path:
+        """Weights, vocabularies and the config (provenance) under `folder`."""
+        folder.mkdir(parents=True, exist_ok=True)
+        torch.save({"state": self.model.state_dict(), "user_ids": self.user_index.to_numpy().tolist(),
+                    "item_ids": self.item_ids.tolist()}, folder / "model.pt")
+        (folder / "config.json").write_text(json.dumps({"config": asdict(self.config), "history": self.history},
+                                                       indent=2, default=str))
+        return folder / "model.pt"
