@@ -255,10 +255,21 @@ class EmbeddingRecommender(Recommender):
                              "score": top.values.cpu().numpy()})
 
     def save(self, folder: Path) -> Path:
-        """Weights, vocabularies and the config (provenance) under `folder`."""
+        """The whole fitted recommender (weights, vocabularies, scalers) and its config + history."""
         folder.mkdir(parents=True, exist_ok=True)
-        torch.save({"state": self.model.state_dict(), "user_ids": self.user_index.to_numpy().tolist(),
-                    "item_ids": self.item_ids.tolist()}, folder / "model.pt")
-        (folder / "config.json").write_text(json.dumps({"config": asdict(self.config), "history": self.history},
+        path = folder / "model.pt"
+        tmp = folder / ".model.pt.tmp"
+        torch.save(self, tmp)
+        tmp.replace(path)
+        (folder / "config.json").write_text(json.dumps({"config": asdict(self.config), "history": self.history,
+                                                        "users": len(self.user_index), "items": len(self.item_ids)},
                                                        indent=2, default=str))
-        return folder / "model.pt"
+        return path
+
+    @staticmethod
+    def load(path: Path, device: str = "auto") -> EmbeddingRecommender:
+        """A recommender saved by `save` (our own artifact, so full unpickling is safe)."""
+        model: EmbeddingRecommender = torch.load(path, weights_only=False, map_location=resolve_device(device))
+        model.device = resolve_device(device)
+        model.model.to(model.device)
+        return model

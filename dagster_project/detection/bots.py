@@ -43,10 +43,13 @@ def user_traffic_features(events: pd.DataFrame) -> pd.DataFrame:
     return out.drop(columns=["gap_std"]).reset_index()
 
 
+MIN_SCALE = 0.25  # log units: when most users share one value the MAD is 0; never divide by less
+
+
 def _robust_z(x: pd.Series) -> pd.Series:
     median = x.median()
     mad = (x - median).abs().median() * 1.4826
-    return (x - median) / (mad if mad > 0 else (x.std() or 1.0))
+    return (x - median) / max(mad, MIN_SCALE)
 
 
 def score_users(features: pd.DataFrame, window: str = "all") -> pd.DataFrame:
@@ -57,6 +60,8 @@ def score_users(features: pd.DataFrame, window: str = "all") -> pd.DataFrame:
         "regular": _robust_z(-np.log(f["gap_cv"].clip(lower=1e-3))),
         "repetitive": _robust_z(np.log(f["views_per_item"].clip(lower=1.0))),
     }).clip(lower=0).fillna(0)
+    # Re-viewing the same items is normal comparison shopping; at machine speed it is a farm.
+    evidence["repetitive"] = np.sqrt(evidence["repetitive"] * evidence["fast"])
     # Fewer events, weaker evidence: damp users below MIN_EVENTS_FOR_EVIDENCE.
     volume = (f["events"] / MIN_EVENTS_FOR_EVIDENCE).clip(upper=1.0)
     strength = evidence.max(axis=1) * volume
@@ -64,7 +69,8 @@ def score_users(features: pd.DataFrame, window: str = "all") -> pd.DataFrame:
     words = {
         "fast": lambda r: f"{r.events_per_minute:.1f} events per active minute",
         "regular": lambda r: f"machine-regular timing (gap CV {r.gap_cv:.2f}, mean gap {r.gap_mean:.1f} s)",
-        "repetitive": lambda r: f"{r.views_per_item:.1f} views per distinct item (top item {r.top_item_share:.0%} of events)",
+        "repetitive": lambda r: (f"{r.views_per_item:.1f} views per distinct item (top item {r.top_item_share:.0%} "
+                                 f"of events) at {r.events_per_minute:.1f} events per minute"),
     }
     reasons = pd.Series("", index=f.index, dtype=object)
     flagged = bot_score >= BOT_THRESHOLD

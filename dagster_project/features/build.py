@@ -48,16 +48,16 @@ def user_features(events: pd.DataFrame, scores: pd.DataFrame, created: pd.Timest
 
 
 def item_features(events: pd.DataFrame, items: pd.DataFrame, created: pd.Timestamp) -> pd.DataFrame:
-    """Per item and active day (plus its listing day): popularity, funnel rates, price, category."""
-    snap = _daily_cumulative(events, "item_id")
-    listing = pd.DataFrame({"item_id": items["item_id"], "day": items["first_seen"].dt.floor("D")})
-    snap = (pd.concat([listing.assign(**{c: 0 for c in COUNT_COLUMNS.values()}), snap])
-            .groupby(["item_id", "day"], as_index=False).max())
+    """Per item: a snapshot at first_seen, then one per active day: popularity, funnel rates, price."""
+    daily = _daily_cumulative(events, "item_id")
+    daily["event_timestamp"] = daily.pop("day") + pd.Timedelta(days=1)
+    # The listing itself is a snapshot too: catalog attributes are known from first_seen on.
+    listing = pd.DataFrame({"item_id": items["item_id"], "event_timestamp": items["first_seen"]})
+    snap = pd.concat([listing.assign(**{c: 0 for c in COUNT_COLUMNS.values()}), daily], ignore_index=True)
     snap = snap.merge(items[["item_id", "price", "category", "available"]], on="item_id", how="inner")
     snap["view_to_cart_rate"] = (snap["carts"] / snap["views"].clip(lower=1)).clip(upper=1.0)
     snap["view_to_purchase_rate"] = (snap["purchases"] / snap["views"].clip(lower=1)).clip(upper=1.0)
     snap["price_bucket"] = (np.digitize(snap["price"], PRICE_BUCKET_EDGES) - 1).astype("int64")
-    snap["event_timestamp"] = snap.pop("day") + pd.Timedelta(days=1)
     snap["created"] = created
     for c in COUNT_COLUMNS.values():
         snap[c] = snap[c].astype("int64")

@@ -13,6 +13,7 @@ import pandas as pd
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
 
 import great_expectations as gx  # noqa: E402  (the variable above must be set first)
+from great_expectations.data_context.types.base import ProgressBarsConfig  # noqa: E402
 
 DATASOURCE = "platform"
 
@@ -87,6 +88,7 @@ class SuiteRunner:
         self.gx_root = gx_root
         self.expectations_dir = expectations_dir
         self.context = gx.get_context(mode="file", project_root_dir=str(gx_root))
+        self.context.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
         self.datasource = self.context.data_sources.add_or_update_pandas(DATASOURCE)
 
     def _batch_definition(self, table: str) -> Any:

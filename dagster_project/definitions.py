@@ -1,0 +1,38 @@
+"""The one Definitions object: assets, checks, jobs and resources."""
+
+from __future__ import annotations
+
+from dagster import Definitions, define_asset_job, load_asset_checks_from_modules, load_assets_from_modules
+
+from dagster_project.assets import (
+    behaviour,
+    detection,
+    evaluation,
+    feature_store,
+    features,
+    ingest,
+    quality,
+    recommender,
+)
+from dagster_project.resources import FeastResource, PlatformStorage, QualityResource, RecommenderSettings
+
+ASSET_MODULES = [ingest, quality, detection, behaviour, features, feature_store, recommender, evaluation]
+
+all_assets = load_assets_from_modules(ASSET_MODULES)
+all_checks = load_asset_checks_from_modules(ASSET_MODULES)
+
+full_pipeline = define_asset_job("full_pipeline", selection="*",
+                                 description="Ingest, clean, detect, build features, serve, train, evaluate.")
+
+
+def platform_resources(data_dir: str = "", **settings: int | str) -> dict:
+    """The resources for one data directory ('' = $RECSYS_DATA_DIR or ./data)."""
+    return {
+        "storage": PlatformStorage(data_dir=data_dir),
+        "quality": QualityResource(),
+        "feast": FeastResource(data_dir=data_dir),
+        "settings": RecommenderSettings(**settings),
+    }
+
+
+defs = Definitions(assets=all_assets, asset_checks=all_checks, jobs=[full_pipeline], resources=platform_resources())

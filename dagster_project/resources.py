@@ -1,0 +1,90 @@
+"""Dagster resources: storage layout, quality (GX), Feast, and the recommender settings."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+from dagster import ConfigurableResource
+from feast import FeatureStore
+from feast.repo_config import RepoConfig
+
+from dagster_project.quality.validation import SuiteRunner
+from dagster_project.settings import (
+    DATA_DIR_ENV,
+    EXPECTATIONS_DIR,
+    FEATURE_REPO_DIR,
+    DataLayout,
+    data_dir,
+    layout,
+)
+
+
+class PlatformStorage(ConfigurableResource):
+    """The data directory every asset reads and writes (empty = $RECSYS_DATA_DIR or ./data)."""
+
+    data_dir: str = ""
+
+    def layout(self) -> DataLayout:
+        return layout(self.data_dir or None)
+
+
+class QualityResource(ConfigurableResource):
+    """Great Expectations 1.x: suites from `expectations/`, a file context in the data directory."""
+
+    expectations_dir: str = str(EXPECTATIONS_DIR)
+
+    def runner(self, storage: PlatformStorage) -> SuiteRunner:
+        return SuiteRunner(storage.layout().gx, Path(self.expectations_dir))
+
+
+class FeastResource(ConfigurableResource):
+    """The Feast repo in `feature_repo/`, resolved against the platform's data directory.
+
+    `config_file` picks the profile: `feature_store.yaml` (SQLite online store) or
+    `feature_store.redis.yaml` (Redis), with no code change.
+    """
+
+    repo_path: str = str(FEATURE_REPO_DIR)
+    config_file: str = "feature_store.yaml"
+    data_dir: str = ""
+
+    def _data_dir(self) -> Path:
+        return Path(self.data_dir).resolve() if self.data_dir else data_dir()
+
+    def _env(self) -> dict[str, str]:
+        return {**os.environ, DATA_DIR_ENV: str(self._data_dir())}
+
+    def repo_config(self) -> RepoConfig:
+        text = (Path(self.repo_path) / self.config_file).read_text()
+        raw = yaml.safe_load(os.path.expandvars(text.replace("${" + DATA_DIR_ENV + "}", str(self._data_dir()))))
+        return RepoConfig(repo_path=Path(self.repo_path), **raw)
+
+    def store(self) -> FeatureStore:
+        (self._data_dir() / "feast").mkdir(parents=True, exist_ok=True)
+        return FeatureStore(config=self.repo_config())
+
+    def apply(self) -> str:
+        """`feast apply` through the plain CLI, exactly as another team would run it."""
+        (self._data_dir() / "feast").mkdir(parents=True, exist_ok=True)
+        cmd = [str(Path(sys.executable).with_name("feast")), "-c", self.repo_path, "-f",
+               str(Path(self.repo_path) / self.config_file), "apply"]
+        done = subprocess.run(cmd, env=self._env(), capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            raise RuntimeError(f"feast apply failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
+        return done.stdout
+
+
+class RecommenderSettings(ConfigurableResource):
+    """The evaluation protocol and model size shared by training, scoring and evaluation."""
+
+    test_days: int = 3
+    validation_days: int = 2
+    top_k: int = 20
+    dim: int = 64
+    epochs: int = 15
+    seed: int = 42
+    device: str = "auto"
