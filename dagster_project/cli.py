@@ -21,7 +21,9 @@ def _generate(preset_name: str, data_dir: Path, seed: int | None, force: bool) -
     if manifest_path.exists() and not force:
         existing = json.loads(manifest_path.read_text())["config"]
         if existing["preset"] == cfg.preset and existing["seed"] == cfg.seed:
-            print(f"[generate] {cfg.preset} data set (seed {cfg.seed}) already in {out.landing}; --force to redo")
+            print(
+                f"[generate] {cfg.preset} data set (seed {cfg.seed}) already in {out.landing}; --force to redo"
+            )
             return
     for folder in (out.landing, out.ground_truth):
         shutil.rmtree(folder, ignore_errors=True)
@@ -38,8 +40,12 @@ def materialize_all(data_dir: Path, **settings: int | str) -> bool:
     home.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("DAGSTER_HOME", str(home))
     with DagsterInstance.get() as instance:
-        result = materialize([*all_assets, *all_checks], instance=instance,
-                             resources=platform_resources(str(data_dir), **settings), raise_on_error=False)
+        result = materialize(
+            [*all_assets, *all_checks],
+            instance=instance,
+            resources=platform_resources(str(data_dir), **settings),
+            raise_on_error=False,
+        )
     for check in result.get_asset_check_evaluations():
         status = "passed" if check.passed else f"FAILED ({check.severity.value})"
         print(f"[check] {check.asset_key.to_user_string()}:{check.check_name} {status}")
@@ -61,7 +67,9 @@ def _demo(args: argparse.Namespace) -> int:
     if not ok:
         print("The run failed: open the Dagster UI (make ui) to see which step and why.")
         return 1
-    print(f"Evaluation (temporal hold-out, last {args.test_days} days; {out.reports / 'evaluation.json'}):")
+    print(
+        f"Evaluation (temporal hold-out, last {args.test_days} days; {out.reports / 'evaluation.json'}):"
+    )
     print((out.reports / "evaluation.md").read_text())
     print(f"generate {generated - started:.1f} s, materialize {done - generated:.1f} s")
     print("Where things are:")
@@ -85,14 +93,26 @@ def main(argv: list[str] | None = None) -> int:
     default_dir = os.environ.get(DATA_DIR_ENV) or str(layout().root)
     parser = argparse.ArgumentParser(prog="python -m dagster_project.cli", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    gen = sub.add_parser("generate", help="write the synthetic shop's landing files and ground truth")
-    demo = sub.add_parser("demo", help="generate data, materialize every asset, print the evaluation")
+    gen = sub.add_parser(
+        "generate", help="write the synthetic shop's landing files and ground truth"
+    )
+    demo = sub.add_parser(
+        "demo", help="generate data, materialize every asset, print the evaluation"
+    )
     for p in (gen, demo):
         p.add_argument("--preset", choices=sorted(PRESETS), default="default")
-        p.add_argument("--data-dir", default=default_dir, help=f"data directory (default ${DATA_DIR_ENV} or ./data)")
+        p.add_argument(
+            "--data-dir",
+            default=default_dir,
+            help=f"data directory (default ${DATA_DIR_ENV} or ./data)",
+        )
         p.add_argument("--seed", type=int, default=None)
-        p.add_argument("--force", action="store_true", help="regenerate even if the same data set exists")
-    demo.add_argument("--test-days", type=int, default=3, help="days held out at the end for evaluation")
+        p.add_argument(
+            "--force", action="store_true", help="regenerate even if the same data set exists"
+        )
+    demo.add_argument(
+        "--test-days", type=int, default=3, help="days held out at the end for evaluation"
+    )
     args = parser.parse_args(argv)
     if args.command == "generate":
         _generate(args.preset, Path(args.data_dir).resolve(), args.seed, args.force)

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from dagster import Definitions, define_asset_job, load_asset_checks_from_modules, load_assets_from_modules
+from dagster import (
+    Definitions,
+    define_asset_job,
+    load_asset_checks_from_modules,
+    load_assets_from_modules,
+)
 
 from dagster_project.assets import (
     behaviour,
@@ -14,15 +19,32 @@ from dagster_project.assets import (
     quality,
     recommender,
 )
-from dagster_project.resources import FeastResource, PlatformStorage, QualityResource, RecommenderSettings
+from dagster_project.resources import (
+    FeastResource,
+    PlatformStorage,
+    QualityResource,
+    RecommenderSettings,
+)
 
-ASSET_MODULES = [ingest, quality, detection, behaviour, features, feature_store, recommender, evaluation]
+ASSET_MODULES = [
+    ingest,
+    quality,
+    detection,
+    behaviour,
+    features,
+    feature_store,
+    recommender,
+    evaluation,
+]
 
 all_assets = load_assets_from_modules(ASSET_MODULES)
 all_checks = load_asset_checks_from_modules(ASSET_MODULES)
 
-full_pipeline = define_asset_job("full_pipeline", selection="*",
-                                 description="Ingest, clean, detect, build features, serve, train, evaluate.")
+full_pipeline = define_asset_job(
+    "full_pipeline",
+    selection="*",
+    description="Ingest, clean, detect, build features, serve, train, evaluate.",
+)
 
 
 def platform_resources(data_dir: str = "", **settings: int | str) -> dict:
@@ -35,4 +57,6 @@ def platform_resources(data_dir: str = "", **settings: int | str) -> dict:
     }
 
 
-defs = Definitions(assets=all_assets, asset_checks=all_checks, jobs=[full_pipeline], resources=platform_resources())
+defs = Definitions(
+    assets=all_assets, asset_checks=all_checks, jobs=[full_pipeline], resources=platform_resources()
+)

@@ -60,7 +60,9 @@ class FeastResource(ConfigurableResource):
 
     def repo_config(self) -> RepoConfig:
         text = (Path(self.repo_path) / self.config_file).read_text()
-        raw = yaml.safe_load(os.path.expandvars(text.replace("${" + DATA_DIR_ENV + "}", str(self._data_dir()))))
+        raw = yaml.safe_load(
+            os.path.expandvars(text.replace("${" + DATA_DIR_ENV + "}", str(self._data_dir())))
+        )
         return RepoConfig(repo_path=Path(self.repo_path), **raw)
 
     def store(self) -> FeatureStore:
@@ -70,11 +72,19 @@ class FeastResource(ConfigurableResource):
     def apply(self) -> str:
         """`feast apply` through the plain CLI, exactly as another team would run it."""
         (self._data_dir() / "feast").mkdir(parents=True, exist_ok=True)
-        cmd = [str(Path(sys.executable).with_name("feast")), "-c", self.repo_path, "-f",
-               str(Path(self.repo_path) / self.config_file), "apply"]
+        cmd = [
+            str(Path(sys.executable).with_name("feast")),
+            "-c",
+            self.repo_path,
+            "-f",
+            str(Path(self.repo_path) / self.config_file),
+            "apply",
+        ]
         done = subprocess.run(cmd, env=self._env(), capture_output=True, text=True, check=False)
         if done.returncode != 0:
-            raise RuntimeError(f"feast apply failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
+            raise RuntimeError(
+                f"feast apply failed ({done.returncode}):\n{done.stdout}\n{done.stderr}"
+            )
         return done.stdout
 
 

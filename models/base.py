@@ -33,7 +33,9 @@ class Recommender(ABC):
         self.user_index: pd.Index = pd.Index([])
         self._seen: dict[int, np.ndarray] = {}
 
-    def _index(self, interactions: pd.DataFrame, items: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    def _index(
+        self, interactions: pd.DataFrame, items: pd.DataFrame
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Set the user/item vocabularies; returns the interactions' user and item indices."""
         self.item_ids = items["item_id"].to_numpy()
         self.item_index = pd.Index(self.item_ids)
@@ -41,7 +43,9 @@ class Recommender(ABC):
         u = self.user_index.get_indexer(interactions["user_id"])
         i = self.item_index.get_indexer(interactions["item_id"])
         if (i < 0).any():
-            raise ValueError(f"{int((i < 0).sum())} interactions refer to items missing from the item table")
+            raise ValueError(
+                f"{int((i < 0).sum())} interactions refer to items missing from the item table"
+            )
         pairs = pd.DataFrame({"u": u, "i": i}).drop_duplicates()
         self._seen = {k: g.to_numpy() for k, g in pairs.groupby("u")["i"]}
         return u, i
@@ -50,29 +54,46 @@ class Recommender(ABC):
     def _score(self, users: np.ndarray) -> torch.Tensor:
         """Scores of every item for the given user indices, shape (len(users), n_items)."""
 
-    def recommend(self, user_ids: Sequence[str], k: int = 10, filter_seen: bool = True,
-                  batch_size: int = 4096) -> pd.DataFrame:
+    def recommend(
+        self, user_ids: Sequence[str], k: int = 10, filter_seen: bool = True, batch_size: int = 4096
+    ) -> pd.DataFrame:
         """Top-k items per known user; unknown users get no rows."""
         users = self.user_index.get_indexer(pd.Index(user_ids))
         users = users[users >= 0]
         frames = []
         k = min(k, len(self.item_ids))
         for lo in range(0, len(users), batch_size):
-            batch = users[lo:lo + batch_size]
+            batch = users[lo : lo + batch_size]
             with torch.no_grad():
                 scores = self._score(batch).float()
                 if filter_seen:
-                    rows = np.concatenate([np.full(len(self._seen.get(u, [])), r) for r, u in enumerate(batch)] or [[]])
-                    cols = np.concatenate([self._seen.get(u, np.array([], int)) for u in batch] or [[]])
-                    scores[torch.as_tensor(rows, dtype=torch.long), torch.as_tensor(cols, dtype=torch.long)] = -torch.inf
+                    rows = np.concatenate(
+                        [np.full(len(self._seen.get(u, [])), r) for r, u in enumerate(batch)]
+                        or [[]]
+                    )
+                    cols = np.concatenate(
+                        [self._seen.get(u, np.array([], int)) for u in batch] or [[]]
+                    )
+                    scores[
+                        torch.as_tensor(rows, dtype=torch.long),
+                        torch.as_tensor(cols, dtype=torch.long),
+                    ] = -torch.inf
                 top = torch.topk(scores, k, dim=1)
-            frames.append(pd.DataFrame({
-                "user_id": np.repeat(self.user_index[batch].to_numpy(), k),
-                "item_id": self.item_ids[top.indices.cpu().numpy().ravel()],
-                "rank": np.tile(np.arange(1, k + 1), len(batch)),
-                "score": top.values.cpu().numpy().ravel(),
-            }))
-        out = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["user_id", "item_id", "rank", "score"])
+            frames.append(
+                pd.DataFrame(
+                    {
+                        "user_id": np.repeat(self.user_index[batch].to_numpy(), k),
+                        "item_id": self.item_ids[top.indices.cpu().numpy().ravel()],
+                        "rank": np.tile(np.arange(1, k + 1), len(batch)),
+                        "score": top.values.cpu().numpy().ravel(),
+                    }
+                )
+            )
+        out = (
+            pd.concat(frames, ignore_index=True)
+            if frames
+            else pd.DataFrame(columns=["user_id", "item_id", "rank", "score"])
+        )
         return out[np.isfinite(out["score"].astype(float))].reset_index(drop=True)
 
     def similar_items(self, item_id: str, k: int = 10) -> pd.DataFrame:

@@ -20,9 +20,15 @@ class PopularityRecommender(Recommender):
 
     def fit(self, interactions: pd.DataFrame, items: pd.DataFrame) -> PopularityRecommender:
         _, i = self._index(interactions, items)
-        age_days = (interactions["event_time"].max() - interactions["event_time"]).dt.total_seconds() / 86_400
-        weight = interaction_weights(interactions["event_type"]) * np.power(0.5, age_days.to_numpy() / self.half_life_days)
-        self.popularity = torch.as_tensor(np.bincount(i, weights=weight, minlength=len(self.item_ids)), dtype=torch.float32)
+        age_days = (
+            interactions["event_time"].max() - interactions["event_time"]
+        ).dt.total_seconds() / 86_400
+        weight = interaction_weights(interactions["event_type"]) * np.power(
+            0.5, age_days.to_numpy() / self.half_life_days
+        )
+        self.popularity = torch.as_tensor(
+            np.bincount(i, weights=weight, minlength=len(self.item_ids)), dtype=torch.float32
+        )
         return self
 
     def _score(self, users: np.ndarray) -> torch.Tensor:

@@ -1,11 +1,12 @@
 """The torch embedding recommender: interest I(u, i) = e_u . e_i + b_i.
 
-e_u = user id embedding + a projection of the user's features (point-in-time from Feast);
-e_i = item id embedding + category embedding + price-bucket embedding + a projection of
-the item's features; b_i an item bias. Trained with a sampled softmax over uniformly drawn
-negatives shared by the batch, one row per (user, item) weighted by its strongest event;
-early stopping on validation NDCG@10 picks the number of epochs, then the model is refit on
-all data.
+e_u = user id embedding + a projection of the user's features; e_i = item id embedding +
+category embedding + price-bucket embedding + a projection of the item's features; b_i an
+item bias. Features are the latest point-in-time snapshot per user / item in the training
+set (as of the hold-out cutoff), the same values used when scoring, so training and serving
+see one feature clock. Trained with a sampled softmax over uniformly drawn negatives shared
+by the batch, one row per (user, item) weighted by its strongest event; early stopping on
+validation NDCG@10 picks the number of epochs, then the model is refit on all data.
 """
 
 from __future__ import annotations
@@ -70,8 +71,16 @@ class _Standardiser:
 class TwoTower(nn.Module):
     """User and item towers whose dot product (plus item bias) is the interest score."""
 
-    def __init__(self, n_users: int, n_items: int, n_categories: int, n_price_buckets: int,
-                 n_user_features: int, n_item_features: int, dim: int) -> None:
+    def __init__(
+        self,
+        n_users: int,
+        n_items: int,
+        n_categories: int,
+        n_price_buckets: int,
+        n_user_features: int,
+        n_item_features: int,
+        dim: int,
+    ) -> None:
         super().__init__()
         self.user_id = nn.Embedding(n_users, dim)
         self.item_id = nn.Embedding(n_items, dim)
@@ -83,13 +92,26 @@ class TwoTower(nn.Module):
         for emb in (self.user_id, self.item_id, self.category, self.price_bucket):
             nn.init.normal_(emb.weight, std=0.05)
         nn.init.zeros_(self.item_bias.weight)
+        # Start as plain matrix factorisation; feature projections grow only where they help.
+        nn.init.zeros_(self.user_features.weight)
+        nn.init.zeros_(self.item_features.weight)
 
     def user_vector(self, users: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
         return self.user_id(users) + self.user_features(features)
 
-    def item_vector(self, items: torch.Tensor, category: torch.Tensor, price_bucket: torch.Tensor,
-                    features: torch.Tensor) -> torch.Tensor:
-        return self.item_id(items) + self.category(category) + self.price_bucket(price_bucket) + self.item_features(features)
+    def item_vector(
+        self,
+        items: torch.Tensor,
+        category: torch.Tensor,
+        price_bucket: torch.Tensor,
+        features: torch.Tensor,
+    ) -> torch.Tensor:
+        return (
+            self.item_id(items)
+            + self.category(category)
+            + self.price_bucket(price_bucket)
+            + self.item_features(features)
+        )
 
 
 class EmbeddingRecommender(Recommender):
@@ -115,7 +137,9 @@ class EmbeddingRecommender(Recommender):
         self._index(interactions, items)
         # One training row per (user, item): its strongest event, with the point-in-time
         # features of the latest interaction.
-        strength = pd.Series(interaction_weights(interactions["event_type"]), index=interactions.index)
+        strength = pd.Series(
+            interaction_weights(interactions["event_type"]), index=interactions.index
+        )
         pairs = interactions.assign(_w=strength).groupby(["user_id", "item_id"], sort=False)
         rows = pairs.tail(1).set_index(["user_id", "item_id"])
         rows["_w"] = pairs["_w"].max()
@@ -123,10 +147,20 @@ class EmbeddingRecommender(Recommender):
         u = self.user_index.get_indexer(rows["user_id"])
         i = self.item_index.get_indexer(rows["item_id"])
         self.categories = pd.Index(items["category"].unique())
-        self.item_category = torch.as_tensor(self.categories.get_indexer(items["category"]), dtype=torch.long)
+        self.item_category = torch.as_tensor(
+            self.categories.get_indexer(items["category"]), dtype=torch.long
+        )
         self.item_price_bucket = torch.as_tensor(items["price_bucket"].to_numpy(), dtype=torch.long)
-        self.user_scaler = _Standardiser(interactions[list(cfg.user_feature_columns)]) if cfg.user_feature_columns else None
-        self.item_scaler = _Standardiser(interactions[list(cfg.item_feature_columns)]) if cfg.item_feature_columns else None
+        self.user_scaler = (
+            _Standardiser(interactions[list(cfg.user_feature_columns)])
+            if cfg.user_feature_columns
+            else None
+        )
+        self.item_scaler = (
+            _Standardiser(interactions[list(cfg.item_feature_columns)])
+            if cfg.item_feature_columns
+            else None
+        )
         # Latest features per user / item, for scoring after training.
         latest = interactions.groupby("user_id").tail(1).set_index("user_id")
         self.user_latest = torch.as_tensor(self._user_x(latest.reindex(self.user_index)))
@@ -136,8 +170,6 @@ class EmbeddingRecommender(Recommender):
             "user": torch.as_tensor(u, dtype=torch.long),
             "item": torch.as_tensor(i, dtype=torch.long),
             "weight": torch.as_tensor(rows["_w"].to_numpy(np.float32)),
-            "user_x": torch.as_tensor(self._user_x(rows)),
-            "item_x": torch.as_tensor(self._item_x(rows)),
         }
 
     def _user_x(self, frame: pd.DataFrame) -> np.ndarray:
@@ -158,26 +190,41 @@ class EmbeddingRecommender(Recommender):
         if cfg.validation_days > 0:
             split = temporal_holdout(interactions, cfg.validation_days)
             if len(split.truth) and len(split.train):
-                self._say(f"choosing epochs on a {cfg.validation_days}-day validation slice "
-                          f"({len(split.train):,} rows, {split.truth['user_id'].nunique():,} validation users)")
+                self._say(
+                    f"choosing epochs on a {cfg.validation_days}-day validation slice "
+                    f"({len(split.train):,} rows, {split.truth['user_id'].nunique():,} validation users)"
+                )
                 epochs = self._train(split.train, items, cfg.epochs, validation=split.truth)
         self._say(f"refit on all {len(interactions):,} rows for {epochs} epoch(s) on {self.device}")
         self._train(interactions, items, epochs, validation=None)
         return self
 
-    def _train(self, interactions: pd.DataFrame, items: pd.DataFrame, epochs: int,
-               validation: pd.DataFrame | None) -> int:
+    def _train(
+        self,
+        interactions: pd.DataFrame,
+        items: pd.DataFrame,
+        epochs: int,
+        validation: pd.DataFrame | None,
+    ) -> int:
         cfg = self.config
         torch.manual_seed(cfg.seed)
         generator = torch.Generator().manual_seed(cfg.seed)
         data = self._prepare(interactions, items)
         dev = self.device
-        self.model = TwoTower(len(self.user_index), len(self.item_ids), len(self.categories),
-                              int(self.item_price_bucket.max()) + 1, data["user_x"].shape[1],
-                              data["item_x"].shape[1], cfg.dim).to(dev)
-        optimiser = torch.optim.Adam(self.model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+        self.model = TwoTower(
+            len(self.user_index),
+            len(self.item_ids),
+            len(self.categories),
+            int(self.item_price_bucket.max()) + 1,
+            self.user_latest.shape[1],
+            self.item_latest.shape[1],
+            cfg.dim,
+        ).to(dev)
+        optimiser = torch.optim.Adam(
+            self.model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay
+        )
         category, price_bucket = self.item_category.to(dev), self.item_price_bucket.to(dev)
-        item_latest = self.item_latest.to(dev)
+        item_latest, user_latest = self.item_latest.to(dev), self.user_latest.to(dev)
         n_items = len(self.item_ids)
         n = len(data["user"])
         best, best_epoch, stale = -1.0, epochs, 0
@@ -186,8 +233,11 @@ class EmbeddingRecommender(Recommender):
             started, total = time.perf_counter(), 0.0
             for batch in torch.randperm(n, generator=generator).split(cfg.batch_size):
                 u, i = data["user"][batch].to(dev), data["item"][batch].to(dev)
-                ue = self.model.user_vector(u, data["user_x"][batch].to(dev))
-                ie = self.model.item_vector(i, category[i], price_bucket[i], data["item_x"][batch].to(dev))
+                ue = self.model.user_vector(u, user_latest[u])
+                # Positives and negatives see the same (latest) item features, as scoring does:
+                # mixing point-in-time positives with latest negatives would teach the model the
+                # feature clock instead of the user's taste.
+                ie = self.model.item_vector(i, category[i], price_bucket[i], item_latest[i])
                 positive = (ue * ie).sum(1) + self.model.item_bias(i).squeeze(1)
                 # Negatives shared by the batch, drawn uniformly: a sampled softmax whose
                 # proposal is uniform, so no popularity correction is needed.
@@ -198,16 +248,29 @@ class EmbeddingRecommender(Recommender):
                 logits = torch.cat([positive[:, None], negative], dim=1)
                 target = torch.zeros(len(i), dtype=torch.long, device=dev)
                 w = data["weight"][batch].to(dev)
-                loss = (nn.functional.cross_entropy(logits, target, reduction="none") * w).sum() / w.sum()
+                loss = (
+                    nn.functional.cross_entropy(logits, target, reduction="none") * w
+                ).sum() / w.sum()
                 optimiser.zero_grad()
                 loss.backward()
                 optimiser.step()
                 total += float(loss.detach()) * len(batch)
-            record = {"epoch": epoch, "loss": total / n, "seconds": round(time.perf_counter() - started, 2)}
+            record = {
+                "epoch": epoch,
+                "loss": total / n,
+                "seconds": round(time.perf_counter() - started, 2),
+            }
             if validation is not None:
-                record["val_ndcg@10"] = ndcg_at_k(validation, self.recommend(validation["user_id"].unique(), 10), 10)
+                record["val_ndcg@10"] = ndcg_at_k(
+                    validation, self.recommend(validation["user_id"].unique(), 10), 10
+                )
             self.history.append(record)
-            self._say(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()))
+            self._say(
+                " ".join(
+                    f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}"
+                    for k, v in record.items()
+                )
+            )
             if validation is not None:
                 if record["val_ndcg@10"] > best:
                     best, best_epoch, stale = record["val_ndcg@10"], epoch, 0
@@ -223,8 +286,12 @@ class EmbeddingRecommender(Recommender):
         dev = self.device
         items = torch.arange(len(self.item_ids), device=dev)
         self.model.eval()
-        vectors = self.model.item_vector(items, self.item_category.to(dev), self.item_price_bucket.to(dev),
-                                         self.item_latest.to(dev))
+        vectors = self.model.item_vector(
+            items,
+            self.item_category.to(dev),
+            self.item_price_bucket.to(dev),
+            self.item_latest.to(dev),
+        )
         return vectors, self.model.item_bias(items).squeeze(1)
 
     def _score(self, users: np.ndarray) -> torch.Tensor:
@@ -251,8 +318,13 @@ class EmbeddingRecommender(Recommender):
             sim = vectors @ vectors[idx]
             sim[idx] = -torch.inf
             top = torch.topk(sim, min(k, len(self.item_ids) - 1))
-        return pd.DataFrame({"item_id": self.item_ids[top.indices.cpu().numpy()], "rank": np.arange(1, len(top.indices) + 1),
-                             "score": top.values.cpu().numpy()})
+        return pd.DataFrame(
+            {
+                "item_id": self.item_ids[top.indices.cpu().numpy()],
+                "rank": np.arange(1, len(top.indices) + 1),
+                "score": top.values.cpu().numpy(),
+            }
+        )
 
     def save(self, folder: Path) -> Path:
         """The whole fitted recommender (weights, vocabularies, scalers) and its config + history."""
@@ -261,15 +333,26 @@ class EmbeddingRecommender(Recommender):
         tmp = folder / ".model.pt.tmp"
         torch.save(self, tmp)
         tmp.replace(path)
-        (folder / "config.json").write_text(json.dumps({"config": asdict(self.config), "history": self.history,
-                                                        "users": len(self.user_index), "items": len(self.item_ids)},
-                                                       indent=2, default=str))
+        (folder / "config.json").write_text(
+            json.dumps(
+                {
+                    "config": asdict(self.config),
+                    "history": self.history,
+                    "users": len(self.user_index),
+                    "items": len(self.item_ids),
+                },
+                indent=2,
+                default=str,
+            )
+        )
         return path
 
     @staticmethod
     def load(path: Path, device: str = "auto") -> EmbeddingRecommender:
         """A recommender saved by `save` (our own artifact, so full unpickling is safe)."""
-        model: EmbeddingRecommender = torch.load(path, weights_only=False, map_location=resolve_device(device))
+        model: EmbeddingRecommender = torch.load(
+            path, weights_only=False, map_location=resolve_device(device)
+        )
         model.device = resolve_device(device)
         model.model.to(model.device)
         return model

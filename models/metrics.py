@@ -13,7 +13,9 @@ import pandas as pd
 
 def _hits(truth: pd.DataFrame, recommendations: pd.DataFrame, k: int) -> pd.DataFrame:
     top = recommendations[recommendations["rank"] <= k][["user_id", "item_id", "rank"]]
-    return top.merge(truth[["user_id", "item_id"]].drop_duplicates(), on=["user_id", "item_id"], how="inner")
+    return top.merge(
+        truth[["user_id", "item_id"]].drop_duplicates(), on=["user_id", "item_id"], how="inner"
+    )
 
 
 def precision_at_k(truth: pd.DataFrame, recommendations: pd.DataFrame, k: int = 10) -> float:
@@ -26,7 +28,12 @@ def precision_at_k(truth: pd.DataFrame, recommendations: pd.DataFrame, k: int = 
 def recall_at_k(truth: pd.DataFrame, recommendations: pd.DataFrame, k: int = 10) -> float:
     """Share of each user's relevant items found in the top-k, averaged over users."""
     relevant = truth.drop_duplicates(["user_id", "item_id"]).groupby("user_id").size()
-    hits = _hits(truth, recommendations, k).groupby("user_id").size().reindex(relevant.index, fill_value=0)
+    hits = (
+        _hits(truth, recommendations, k)
+        .groupby("user_id")
+        .size()
+        .reindex(relevant.index, fill_value=0)
+    )
     return float((hits / relevant).mean()) if len(relevant) else 0.0
 
 
@@ -34,7 +41,12 @@ def ndcg_at_k(truth: pd.DataFrame, recommendations: pd.DataFrame, k: int = 10) -
     """Normalised discounted cumulative gain with binary relevance, averaged over users."""
     relevant = truth.drop_duplicates(["user_id", "item_id"]).groupby("user_id").size()
     hits = _hits(truth, recommendations, k)
-    dcg = (1.0 / np.log2(hits["rank"] + 1)).groupby(hits["user_id"]).sum().reindex(relevant.index, fill_value=0.0)
+    dcg = (
+        (1.0 / np.log2(hits["rank"] + 1))
+        .groupby(hits["user_id"])
+        .sum()
+        .reindex(relevant.index, fill_value=0.0)
+    )
     discounts = np.cumsum(1.0 / np.log2(np.arange(2, k + 2)))
     idcg = discounts[np.minimum(relevant.to_numpy(), k) - 1]
     return float((dcg / idcg).mean()) if len(relevant) else 0.0
@@ -42,10 +54,14 @@ def ndcg_at_k(truth: pd.DataFrame, recommendations: pd.DataFrame, k: int = 10) -
 
 def catalog_coverage(recommendations: pd.DataFrame, n_items: int, k: int = 10) -> float:
     """Share of the catalog that appears in anyone's top-k."""
-    return float(recommendations[recommendations["rank"] <= k]["item_id"].nunique() / max(n_items, 1))
+    return float(
+        recommendations[recommendations["rank"] <= k]["item_id"].nunique() / max(n_items, 1)
+    )
 
 
-def evaluate(truth: pd.DataFrame, recommendations: pd.DataFrame, n_items: int, k: int = 10) -> dict[str, float]:
+def evaluate(
+    truth: pd.DataFrame, recommendations: pd.DataFrame, n_items: int, k: int = 10
+) -> dict[str, float]:
     """Every metric at k for one model."""
     return {
         f"precision@{k}": precision_at_k(truth, recommendations, k),

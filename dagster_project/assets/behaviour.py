@@ -1,6 +1,5 @@
 """Group behaviour: validated tables without bot traffic, and an audit of what was excluded."""
 
-
 import pandas as pd
 from dagster import Config, MaterializeResult, asset
 
@@ -13,34 +12,59 @@ class BehaviourConfig(Config):
     exclude_bots: bool = True
 
 
-@asset(group_name="behaviour", owners=OWNERS, kinds={"parquet", "pandas"},
-       deps=["events_clean", "user_traffic_scores"],
-       description="Validated behaviour events with flagged bot traffic removed (switchable); the "
-                   "exclusions are audited in tables/behaviour_exclusions.parquet.")
+@asset(
+    group_name="behaviour",
+    owners=OWNERS,
+    kinds={"parquet", "pandas"},
+    deps=["events_clean", "user_traffic_scores"],
+    description="Validated behaviour events with flagged bot traffic removed (switchable); the "
+    "exclusions are audited in tables/behaviour_exclusions.parquet.",
+)
 def behaviour_events(config: BehaviourConfig, storage: PlatformStorage) -> MaterializeResult:
     out = storage.layout()
     events = pd.read_parquet(out.table("events_clean"))
     scores = pd.read_parquet(out.table("user_traffic_scores"))
     bots = scores[scores["is_bot"]] if config.exclude_bots else scores.iloc[0:0]
     excluded = events["user_id"].isin(bots["user_id"])
-    audit = (events[excluded].groupby("user_id").size().rename("events_excluded").reset_index()
-             .merge(bots[["user_id", "bot_score", "reasons", "detector_version"]], on="user_id"))
+    audit = (
+        events[excluded]
+        .groupby("user_id")
+        .size()
+        .rename("events_excluded")
+        .reset_index()
+        .merge(bots[["user_id", "bot_score", "reasons", "detector_version"]], on="user_id")
+    )
     write_parquet_atomic(audit, out.table("behaviour_exclusions"))
     kept = events[~excluded].drop(columns=["source_file", "source_line"]).reset_index(drop=True)
     path = write_parquet_atomic(kept, out.table("behaviour_events"))
-    return MaterializeResult(metadata={**table_metadata(kept, path), "bot_filter_on": config.exclude_bots,
-                                       "events_excluded": int(excluded.sum()), "users_excluded": len(audit)})
+    return MaterializeResult(
+        metadata={
+            **table_metadata(kept, path),
+            "bot_filter_on": config.exclude_bots,
+            "events_excluded": int(excluded.sum()),
+            "users_excluded": len(audit),
+        }
+    )
 
 
-@asset(group_name="behaviour", owners=OWNERS, kinds={"parquet", "pandas"}, deps=["items_clean", "events_clean"],
-       description="The validated catalog with first_seen (listing time or first event, whichever is earlier).")
+@asset(
+    group_name="behaviour",
+    owners=OWNERS,
+    kinds={"parquet", "pandas"},
+    deps=["items_clean", "events_clean"],
+    description="The validated catalog with first_seen (listing time or first event, whichever is earlier).",
+)
 def items(storage: PlatformStorage) -> MaterializeResult:
     out = storage.layout()
     catalog = pd.read_parquet(out.table("items_clean"))
     events = pd.read_parquet(out.table("events_clean"), columns=["item_id", "event_time"])
     first_event = events.groupby("item_id")["event_time"].min()
-    catalog["first_seen"] = pd.concat([catalog["listed_at"], catalog["item_id"].map(first_event)], axis=1).min(axis=1)
+    catalog["first_seen"] = pd.concat(
+        [catalog["listed_at"], catalog["item_id"].map(first_event)], axis=1
+    ).min(axis=1)
     catalog["first_seen"] = catalog["first_seen"].fillna(catalog["ingested_at"])
-    frame = catalog[["item_id", "title", "description", "category", "brand", "price", "available", "first_seen"]]
+    frame = catalog[
+        ["item_id", "title", "description", "category", "brand", "price", "available", "first_seen"]
+    ]
     path = write_parquet_atomic(frame, out.table("items"))
     return MaterializeResult(metadata=table_metadata(frame, path))

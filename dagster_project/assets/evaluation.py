@@ -1,6 +1,5 @@
 """Group evaluation: the model beside the popularity baseline on the temporal hold-out; the SQL warehouse."""
 
-
 import base64
 import io
 import json
@@ -19,7 +18,7 @@ from models.embedding import EmbeddingRecommender
 from models.metrics import evaluate
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402  (after choosing the headless backend)
+import matplotlib.pyplot as plt
 
 K = 10
 
@@ -37,52 +36,96 @@ def _plot(table: pd.DataFrame) -> str:
     return base64.b64encode(buf.getvalue()).decode()
 
 
-@asset(group_name="evaluation", owners=OWNERS, kinds={"pytorch", "html"}, deps=["embedding_model", "training_set"],
-       description=f"Precision, recall, NDCG and coverage at {K} on the temporal hold-out: model vs popularity.")
-def evaluation_report(context: AssetExecutionContext, storage: PlatformStorage,
-                      settings: RecommenderSettings) -> MaterializeResult:
+@asset(
+    group_name="evaluation",
+    owners=OWNERS,
+    kinds={"pytorch", "html"},
+    deps=["embedding_model", "training_set"],
+    description=f"Precision, recall, NDCG and coverage at {K} on the temporal hold-out: model vs popularity.",
+)
+def evaluation_report(
+    context: AssetExecutionContext, storage: PlatformStorage, settings: RecommenderSettings
+) -> MaterializeResult:
     out = storage.layout()
     split = evaluation_split(storage, settings)
-    train = pd.read_parquet(out.table("training_set"), columns=["user_id", "item_id", "event_type", "event_time"])
+    train = pd.read_parquet(
+        out.table("training_set"), columns=["user_id", "item_id", "event_type", "event_time"]
+    )
     catalog = model_items(storage)
     users = split.truth["user_id"].unique()
     models = {
         "popularity": PopularityRecommender().fit(train, catalog),
-        "embedding": EmbeddingRecommender.load(out.models / "embedding" / "model.pt", settings.device),
+        "embedding": EmbeddingRecommender.load(
+            out.models / "embedding" / "model.pt", settings.device
+        ),
     }
-    rows = [{"model": name, **evaluate(split.truth, m.recommend(users, K), len(catalog), K)} for name, m in models.items()]
+    rows = [
+        {"model": name, **evaluate(split.truth, m.recommend(users, K), len(catalog), K)}
+        for name, m in models.items()
+    ]
     table = pd.DataFrame(rows)
     table["users"] = table["users"].astype(int)
     text = table.to_markdown(index=False, floatfmt=".4f")
-    report = {"protocol": "temporal_holdout", "cutoff": split.cutoff.isoformat(), "test_days": settings.test_days,
-              "k": K, "results": rows}
+    report = {
+        "protocol": "temporal_holdout",
+        "cutoff": split.cutoff.isoformat(),
+        "test_days": settings.test_days,
+        "k": K,
+        "results": rows,
+    }
     write_text_atomic(json.dumps(report, indent=2), out.reports / "evaluation.json")
     write_text_atomic(text + "\n", out.reports / "evaluation.md")
-    html = (f"<html><head><meta charset='utf-8'><title>Recommender evaluation</title></head><body>"
-            f"<h1>Recommender evaluation</h1><p>Temporal hold-out: the last {settings.test_days} days "
-            f"(from {split.cutoff:%Y-%m-%d}); relevant = items a user interacted with for the first time "
-            f"in that window; already-seen items are removed from every ranking.</p>"
-            f"{table.to_html(index=False, float_format='%.4f')}"
-            f"<img src='data:image/png;base64,{_plot(table)}'/></body></html>")
+    html = (
+        f"<html><head><meta charset='utf-8'><title>Recommender evaluation</title></head><body>"
+        f"<h1>Recommender evaluation</h1><p>Temporal hold-out: the last {settings.test_days} days "
+        f"(from {split.cutoff:%Y-%m-%d}); relevant = items a user interacted with for the first time "
+        f"in that window; already-seen items are removed from every ranking.</p>"
+        f"{table.to_html(index=False, float_format='%.4f')}"
+        f"<img src='data:image/png;base64,{_plot(table)}'/></body></html>"
+    )
     write_text_atomic(html, out.reports / "evaluation.html")
     context.log.info("\n" + text)
     by_model = table.set_index("model")
-    return MaterializeResult(metadata={
-        "evaluation": MetadataValue.md(text),
-        "report": MetadataValue.path(str(out.reports / "evaluation.html")),
-        f"ndcg@{K}_embedding": float(by_model.loc["embedding", f"ndcg@{K}"]),
-        f"ndcg@{K}_popularity": float(by_model.loc["popularity", f"ndcg@{K}"]),
-        "users_evaluated": int(by_model.loc["embedding", "users"]),
-    })
+    return MaterializeResult(
+        metadata={
+            "evaluation": MetadataValue.md(text),
+            "report": MetadataValue.path(str(out.reports / "evaluation.html")),
+            f"ndcg@{K}_embedding": float(by_model.loc["embedding", f"ndcg@{K}"]),
+            f"ndcg@{K}_popularity": float(by_model.loc["popularity", f"ndcg@{K}"]),
+            "users_evaluated": int(by_model.loc["embedding", "users"]),
+        }
+    )
 
 
-WAREHOUSE_TABLES = ["raw_events", "raw_items", "events_clean", "items_clean", "quarantine", "user_traffic_scores",
-                    "behaviour_events", "behaviour_exclusions", "items", "training_set", "recommendations"]
+WAREHOUSE_TABLES = [
+    "raw_events",
+    "raw_items",
+    "events_clean",
+    "items_clean",
+    "quarantine",
+    "user_traffic_scores",
+    "behaviour_events",
+    "behaviour_exclusions",
+    "items",
+    "training_set",
+    "recommendations",
+]
 
 
-@asset(group_name="evaluation", owners=OWNERS, kinds={"duckdb"},
-       deps=["quarantine", "behaviour_events", "items", "user_features", "item_features", "recommendations"],
-       description="A DuckDB file of views over the Parquet tables, for SQL by analysts (rebuilt; never the source of truth).")
+@asset(
+    group_name="evaluation",
+    owners=OWNERS,
+    kinds={"duckdb"},
+    deps=[
+        "quarantine",
+        "behaviour_events",
+        "items",
+        "user_features",
+        "item_features",
+        "recommendations",
+    ],
+    description="A DuckDB file of views over the Parquet tables, for SQL by analysts (rebuilt; never the source of truth).",
+)
 def warehouse(storage: PlatformStorage) -> MaterializeResult:
     out = storage.layout()
     tmp = out.duckdb_file.with_name(".warehouse.duckdb.tmp")
@@ -92,7 +135,13 @@ def warehouse(storage: PlatformStorage) -> MaterializeResult:
     with duckdb.connect(str(tmp)) as con:
         for name, path in paths.items():
             if path.exists():
-                con.execute(f"CREATE OR REPLACE VIEW {name} AS SELECT * FROM read_parquet('{path}')")
+                con.execute(
+                    f"CREATE OR REPLACE VIEW {name} AS SELECT * FROM read_parquet('{path}')"
+                )
     tmp.replace(out.duckdb_file)
-    return MaterializeResult(metadata={"path": MetadataValue.path(str(out.duckdb_file)),
-                                       "views": ", ".join(sorted(p for p, f in paths.items() if f.exists()))})
+    return MaterializeResult(
+        metadata={
+            "path": MetadataValue.path(str(out.duckdb_file)),
+            "views": ", ".join(sorted(p for p, f in paths.items() if f.exists())),
+        }
+    )

@@ -1,9 +1,16 @@
 """Group feature_store: apply the Feast definitions and materialize features to the online store."""
 
-
 import numpy as np
 import pandas as pd
-from dagster import AssetCheckResult, AssetCheckSeverity, AssetExecutionContext, MaterializeResult, MetadataValue, asset, asset_check
+from dagster import (
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetExecutionContext,
+    MaterializeResult,
+    MetadataValue,
+    asset,
+    asset_check,
+)
 
 from dagster_project.assets._common import OWNERS
 from dagster_project.resources import FeastResource, PlatformStorage
@@ -13,48 +20,96 @@ ITEM_VIEW = "item_stats"
 CONSISTENCY_FEATURES = ["views", "carts", "purchases", "bot_score"]
 
 
-@asset(group_name="feature_store", owners=OWNERS, kinds={"feast"}, deps=["user_features", "item_features"],
-       description="`feast apply` of feature_repo/: entities, sources, feature views and services in the registry.")
+@asset(
+    group_name="feature_store",
+    owners=OWNERS,
+    kinds={"feast"},
+    deps=["user_features", "item_features"],
+    description="`feast apply` of feature_repo/: entities, sources, feature views and services in the registry.",
+)
 def feast_registry(context: AssetExecutionContext, feast: FeastResource) -> MaterializeResult:
     output = feast.apply()
     context.log.info(output)
     store = feast.store()
     views = sorted(v.name for v in store.list_feature_views())
     services = sorted(s.name for s in store.list_feature_services())
-    return MaterializeResult(metadata={"feature_views": ", ".join(views), "feature_services": ", ".join(services),
-                                       "registry": MetadataValue.path(str(store.config.registry.path)),
-                                       "apply_output": MetadataValue.text(output[-2000:])})
+    return MaterializeResult(
+        metadata={
+            "feature_views": ", ".join(views),
+            "feature_services": ", ".join(services),
+            "registry": MetadataValue.path(str(store.config.registry.path)),
+            "apply_output": MetadataValue.text(output[-2000:]),
+        }
+    )
 
 
-@asset(group_name="feature_store", owners=OWNERS, kinds={"feast", "sqlite"}, deps=["feast_registry"],
-       description="Latest feature values of every user and item materialized into the online store.")
-def feast_online(context: AssetExecutionContext, feast: FeastResource, storage: PlatformStorage) -> MaterializeResult:
+@asset(
+    group_name="feature_store",
+    owners=OWNERS,
+    kinds={"feast", "sqlite"},
+    deps=["feast_registry"],
+    description="Latest feature values of every user and item materialized into the online store.",
+)
+def feast_online(
+    context: AssetExecutionContext, feast: FeastResource, storage: PlatformStorage
+) -> MaterializeResult:
     out = storage.layout()
-    stamps = pd.concat([pd.read_parquet(out.feature_table(t), columns=["event_timestamp"])
-                        for t in ("user_features", "item_features")])["event_timestamp"]
-    start, end = stamps.min().to_pydatetime(), (stamps.max() + pd.Timedelta(seconds=1)).to_pydatetime()
+    stamps = pd.concat(
+        [
+            pd.read_parquet(out.feature_table(t), columns=["event_timestamp"])
+            for t in ("user_features", "item_features")
+        ]
+    )["event_timestamp"]
+    start, end = (
+        stamps.min().to_pydatetime(),
+        (stamps.max() + pd.Timedelta(seconds=1)).to_pydatetime(),
+    )
     store = feast.store()
     store.materialize(start_date=start, end_date=end, feature_views=[USER_VIEW, ITEM_VIEW])
-    context.log.info(f"materialized {USER_VIEW}, {ITEM_VIEW} for {start:%Y-%m-%d} .. {end:%Y-%m-%d}")
-    return MaterializeResult(metadata={"start": start.isoformat(), "end": end.isoformat(),
-                                       "online_store": store.config.online_store.type})
+    context.log.info(
+        f"materialized {USER_VIEW}, {ITEM_VIEW} for {start:%Y-%m-%d} .. {end:%Y-%m-%d}"
+    )
+    return MaterializeResult(
+        metadata={
+            "start": start.isoformat(),
+            "end": end.isoformat(),
+            "online_store": store.config.online_store.type,
+        }
+    )
 
 
-@asset_check(asset=feast_online, blocking=True,
-             description="For a sample of users, the online value equals the latest offline snapshot.")
+@asset_check(
+    asset=feast_online,
+    blocking=True,
+    description="For a sample of users, the online value equals the latest offline snapshot.",
+)
 def online_matches_offline(feast: FeastResource, storage: PlatformStorage) -> AssetCheckResult:
     offline = pd.read_parquet(storage.layout().feature_table("user_features"))
     latest = offline.sort_values("event_timestamp").groupby("user_id").tail(1).set_index("user_id")
     sample = latest.sample(min(50, len(latest)), random_state=0)
-    online = feast.store().get_online_features(
-        features=[f"{USER_VIEW}:{f}" for f in CONSISTENCY_FEATURES],
-        entity_rows=[{"user_id": u} for u in sample.index]).to_df().set_index("user_id")
+    online = (
+        feast.store()
+        .get_online_features(
+            features=[f"{USER_VIEW}:{f}" for f in CONSISTENCY_FEATURES],
+            entity_rows=[{"user_id": u} for u in sample.index],
+        )
+        .to_df()
+        .set_index("user_id")
+    )
     mismatches = []
     for f in CONSISTENCY_FEATURES:
         got = online[f].reindex(sample.index).astype(float)
         diff = ~np.isclose(got.to_numpy(), sample[f].astype(float).to_numpy(), rtol=1e-5, atol=1e-6)
-        mismatches += [f"{u}.{f}: online {g} vs offline {o}" for u, g, o in
-                       zip(sample.index[diff], got[diff], sample[f][diff], strict=True)]
-    return AssetCheckResult(passed=not mismatches, severity=AssetCheckSeverity.ERROR,
-                            metadata={"entities_sampled": len(sample), "mismatches": len(mismatches),
-                                      "examples": MetadataValue.text("\n".join(mismatches[:10]) or "none")})
+        mismatches += [
+            f"{u}.{f}: online {g} vs offline {o}"
+            for u, g, o in zip(sample.index[diff], got[diff], sample[f][diff], strict=True)
+        ]
+    return AssetCheckResult(
+        passed=not mismatches,
+        severity=AssetCheckSeverity.ERROR,
+        metadata={
+            "entities_sampled": len(sample),
+            "mismatches": len(mismatches),
+            "examples": MetadataValue.text("\n".join(mismatches[:10]) or "none"),
+        },
+    )

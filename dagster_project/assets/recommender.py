@@ -1,87 +1,169 @@
 """Group recommender: point-in-time training set from Feast, the torch model, top-K recommendations."""
 
-
 import numpy as np
 import pandas as pd
-from dagster import AssetCheckResult, AssetExecutionContext, MaterializeResult, MetadataValue, asset, asset_check
+from dagster import (
+    AssetCheckResult,
+    AssetExecutionContext,
+    MaterializeResult,
+    MetadataValue,
+    asset,
+    asset_check,
+)
 
 from dagster_project.assets._common import OWNERS, suite_check_result, table_metadata
 from dagster_project.features.build import PRICE_BUCKET_EDGES
-from dagster_project.resources import FeastResource, PlatformStorage, QualityResource, RecommenderSettings
+from dagster_project.resources import (
+    FeastResource,
+    PlatformStorage,
+    QualityResource,
+    RecommenderSettings,
+)
 from dagster_project.storage import write_parquet_atomic
 from models.embedding import EmbeddingConfig, EmbeddingRecommender
 from models.split import temporal_holdout
 
 TRAINING_SERVICE = "recommender_training"
-USER_FEATURES = tuple(f"user_behaviour__{f}" for f in
-                      ["views", "favorites", "carts", "purchases", "cart_rate", "purchase_rate", "spend",
-                       "tenure_days", "bot_score"])
-ITEM_FEATURES = tuple(f"item_stats__{f}" for f in
-                      ["views", "carts", "purchases", "view_to_cart_rate", "view_to_purchase_rate", "price"])
+USER_FEATURES = tuple(
+    f"user_behaviour__{f}"
+    for f in [
+        "views",
+        "favorites",
+        "carts",
+        "purchases",
+        "cart_rate",
+        "purchase_rate",
+        "spend",
+        "tenure_days",
+        "bot_score",
+    ]
+)
+ITEM_FEATURES = tuple(
+    f"item_stats__{f}"
+    for f in ["views", "carts", "purchases", "view_to_cart_rate", "view_to_purchase_rate", "price"]
+)
 
 
 def model_items(storage: PlatformStorage) -> pd.DataFrame:
     """The catalog as the model sees it: item_id, category, price_bucket."""
-    catalog = pd.read_parquet(storage.layout().table("items"), columns=["item_id", "category", "price"])
+    catalog = pd.read_parquet(
+        storage.layout().table("items"), columns=["item_id", "category", "price"]
+    )
     return catalog.assign(price_bucket=np.digitize(catalog["price"], PRICE_BUCKET_EDGES) - 1)
 
 
 def evaluation_split(storage: PlatformStorage, settings: RecommenderSettings):
-    events = pd.read_parquet(storage.layout().table("behaviour_events"),
-                             columns=["user_id", "item_id", "event_type", "event_time"])
+    events = pd.read_parquet(
+        storage.layout().table("behaviour_events"),
+        columns=["user_id", "item_id", "event_type", "event_time"],
+    )
     return temporal_holdout(events, settings.test_days)
 
 
-@asset(group_name="recommender", owners=OWNERS, kinds={"feast", "parquet"}, deps=["feast_registry", "behaviour_events"],
-       description="Interactions before the hold-out cutoff, with user and item features joined point-in-time "
-                   "by Feast get_historical_features (feature service recommender_training).")
-def training_set(context: AssetExecutionContext, storage: PlatformStorage, feast: FeastResource,
-                 settings: RecommenderSettings) -> MaterializeResult:
+@asset(
+    group_name="recommender",
+    owners=OWNERS,
+    kinds={"feast", "parquet"},
+    deps=["feast_registry", "behaviour_events"],
+    description="Interactions before the hold-out cutoff, with user and item features joined point-in-time "
+    "by Feast get_historical_features (feature service recommender_training).",
+)
+def training_set(
+    context: AssetExecutionContext,
+    storage: PlatformStorage,
+    feast: FeastResource,
+    settings: RecommenderSettings,
+) -> MaterializeResult:
     split = evaluation_split(storage, settings)
     entity_df = split.train.rename(columns={"event_time": "event_timestamp"})
     store = feast.store()
-    frame = store.get_historical_features(entity_df=entity_df, features=store.get_feature_service(TRAINING_SERVICE),
-                                          full_feature_names=True).to_df()
-    frame = frame.rename(columns={"event_timestamp": "event_time"}).sort_values("event_time").reset_index(drop=True)
+    frame = store.get_historical_features(
+        entity_df=entity_df,
+        features=store.get_feature_service(TRAINING_SERVICE),
+        full_feature_names=True,
+    ).to_df()
+    frame = (
+        frame.rename(columns={"event_timestamp": "event_time"})
+        .sort_values("event_time")
+        .reset_index(drop=True)
+    )
     path = write_parquet_atomic(frame, storage.layout().table("training_set"))
     context.log.info(f"training_set: {len(frame):,} interactions before {split.cutoff:%Y-%m-%d}")
-    return MaterializeResult(metadata={**table_metadata(frame, path), "cutoff": split.cutoff.isoformat(),
-                                       "users": frame["user_id"].nunique(), "items": frame["item_id"].nunique()})
+    return MaterializeResult(
+        metadata={
+            **table_metadata(frame, path),
+            "cutoff": split.cutoff.isoformat(),
+            "users": frame["user_id"].nunique(),
+            "items": frame["item_id"].nunique(),
+        }
+    )
 
 
-@asset_check(asset=training_set, blocking=True, description="GX suite expectations/training_set.json.")
+@asset_check(
+    asset=training_set, blocking=True, description="GX suite expectations/training_set.json."
+)
 def training_set_suite(storage: PlatformStorage, quality: QualityResource) -> AssetCheckResult:
     runner = quality.runner(storage)
-    outcome = runner.validate("training_set", pd.read_parquet(storage.layout().table("training_set")))
+    outcome = runner.validate(
+        "training_set", pd.read_parquet(storage.layout().table("training_set"))
+    )
     return suite_check_result(outcome, None)
 
 
-@asset(group_name="recommender", owners=OWNERS, kinds={"pytorch"}, deps=["training_set", "items"],
-       description="Two-tower torch recommender, I(u,i) = e_u . e_i + b_i, trained on the Feast training set.")
-def embedding_model(context: AssetExecutionContext, storage: PlatformStorage,
-                    settings: RecommenderSettings) -> MaterializeResult:
+@asset(
+    group_name="recommender",
+    owners=OWNERS,
+    kinds={"pytorch"},
+    deps=["training_set", "items"],
+    description="Two-tower torch recommender, I(u,i) = e_u . e_i + b_i, trained on the Feast training set.",
+)
+def embedding_model(
+    context: AssetExecutionContext, storage: PlatformStorage, settings: RecommenderSettings
+) -> MaterializeResult:
     out = storage.layout()
     train = pd.read_parquet(out.table("training_set"))
-    config = EmbeddingConfig(dim=settings.dim, epochs=settings.epochs, validation_days=settings.validation_days,
-                             seed=settings.seed, device=settings.device,
-                             user_feature_columns=USER_FEATURES, item_feature_columns=ITEM_FEATURES)
+    config = EmbeddingConfig(
+        dim=settings.dim,
+        epochs=settings.epochs,
+        validation_days=settings.validation_days,
+        seed=settings.seed,
+        device=settings.device,
+        user_feature_columns=USER_FEATURES,
+        item_feature_columns=ITEM_FEATURES,
+    )
     model = EmbeddingRecommender(config).fit(train, model_items(storage))
     path = model.save(out.models / "embedding")
     history = pd.DataFrame(model.history)
     context.log.info(f"model saved to {path}")
-    return MaterializeResult(metadata={"path": MetadataValue.path(str(path)), "device": str(model.device),
-                                       "users": len(model.user_index), "items": len(model.item_ids),
-                                       "epochs_run": len(history),
-                                       "history": MetadataValue.md(history.to_markdown(index=False))})
+    return MaterializeResult(
+        metadata={
+            "path": MetadataValue.path(str(path)),
+            "device": str(model.device),
+            "users": len(model.user_index),
+            "items": len(model.item_ids),
+            "epochs_run": len(history),
+            "history": MetadataValue.md(history.to_markdown(index=False)),
+        }
+    )
 
 
-@asset(group_name="recommender", owners=OWNERS, kinds={"parquet", "pytorch"}, deps=["embedding_model"],
-       description="Top-K items per user (already-seen items removed) with scores and the model version.")
+@asset(
+    group_name="recommender",
+    owners=OWNERS,
+    kinds={"parquet", "pytorch"},
+    deps=["embedding_model"],
+    description="Top-K items per user (already-seen items removed) with scores and the model version.",
+)
 def recommendations(storage: PlatformStorage, settings: RecommenderSettings) -> MaterializeResult:
     out = storage.layout()
     model = EmbeddingRecommender.load(out.models / "embedding" / "model.pt", settings.device)
     frame = model.recommend(model.user_index, settings.top_k)
     frame["model_version"] = f"embedding-{model.config.dim}d-seed{model.config.seed}"
     path = write_parquet_atomic(frame, out.table("recommendations"))
-    return MaterializeResult(metadata={**table_metadata(frame, path), "users": frame["user_id"].nunique(),
-                                       "distinct_items": frame["item_id"].nunique()})
+    return MaterializeResult(
+        metadata={
+            **table_metadata(frame, path),
+            "users": frame["user_id"].nunique(),
+            "distinct_items": frame["item_id"].nunique(),
+        }
+    )

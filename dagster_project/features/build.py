@@ -12,39 +12,71 @@ import pandas as pd
 
 from dagster_project.quality.cleaning import EVENT_TYPES
 
-COUNT_COLUMNS = {"view": "views", "favorite": "favorites", "add_to_cart": "carts", "purchase": "purchases"}
+COUNT_COLUMNS = {
+    "view": "views",
+    "favorite": "favorites",
+    "add_to_cart": "carts",
+    "purchase": "purchases",
+}
 PRICE_BUCKET_EDGES = [0, 5, 10, 20, 40, 80, 160, np.inf]
 
 
 def _daily_cumulative(events: pd.DataFrame, key: str) -> pd.DataFrame:
     day = events["event_time"].dt.floor("D")
-    counts = (events.assign(day=day).groupby([key, "day", "event_type"], observed=True).size()
-              .unstack("event_type", fill_value=0).reindex(columns=EVENT_TYPES, fill_value=0)
-              .rename(columns=COUNT_COLUMNS))
+    counts = (
+        events.assign(day=day)
+        .groupby([key, "day", "event_type"], observed=True)
+        .size()
+        .unstack("event_type", fill_value=0)
+        .reindex(columns=EVENT_TYPES, fill_value=0)
+        .rename(columns=COUNT_COLUMNS)
+    )
     cumulative = counts.groupby(level=0).cumsum()
     return cumulative.reset_index()
 
 
-def user_features(events: pd.DataFrame, scores: pd.DataFrame, created: pd.Timestamp) -> pd.DataFrame:
+def user_features(
+    events: pd.DataFrame, scores: pd.DataFrame, created: pd.Timestamp
+) -> pd.DataFrame:
     """Per user and active day: cumulative counts, conversion, spend, tenure and bot score."""
     snap = _daily_cumulative(events, "user_id")
-    spend = (events.assign(day=events["event_time"].dt.floor("D"),
-                           spend=events["price"].fillna(0) * events["quantity"].fillna(1).astype(float))
-             .loc[lambda f: f["event_type"] == "purchase"]
-             .groupby(["user_id", "day"])["spend"].sum().groupby(level=0).cumsum())
+    spend = (
+        events.assign(
+            day=events["event_time"].dt.floor("D"),
+            spend=events["price"].fillna(0) * events["quantity"].fillna(1).astype(float),
+        )
+        .loc[lambda f: f["event_type"] == "purchase"]
+        .groupby(["user_id", "day"])["spend"]
+        .sum()
+        .groupby(level=0)
+        .cumsum()
+    )
     snap = snap.merge(spend.reset_index(), on=["user_id", "day"], how="left")
     snap["spend"] = snap.groupby("user_id")["spend"].ffill().fillna(0.0)
     first_day = snap.groupby("user_id")["day"].transform("min")
     snap["tenure_days"] = ((snap["day"] - first_day).dt.days + 1).astype("int64")
     snap["cart_rate"] = (snap["carts"] / snap["views"].clip(lower=1)).clip(upper=1.0)
     snap["purchase_rate"] = (snap["purchases"] / snap["views"].clip(lower=1)).clip(upper=1.0)
-    snap = snap.merge(scores[["user_id", "bot_score"]], on="user_id", how="left").fillna({"bot_score": 0.0})
+    snap = snap.merge(scores[["user_id", "bot_score"]], on="user_id", how="left").fillna(
+        {"bot_score": 0.0}
+    )
     snap["event_timestamp"] = snap.pop("day") + pd.Timedelta(days=1)
     snap["created"] = created
     for c in COUNT_COLUMNS.values():
         snap[c] = snap[c].astype("int64")
-    return snap[["user_id", "event_timestamp", "created", *COUNT_COLUMNS.values(), "cart_rate", "purchase_rate",
-                 "spend", "tenure_days", "bot_score"]]
+    return snap[
+        [
+            "user_id",
+            "event_timestamp",
+            "created",
+            *COUNT_COLUMNS.values(),
+            "cart_rate",
+            "purchase_rate",
+            "spend",
+            "tenure_days",
+            "bot_score",
+        ]
+    ]
 
 
 def item_features(events: pd.DataFrame, items: pd.DataFrame, created: pd.Timestamp) -> pd.DataFrame:
@@ -53,13 +85,31 @@ def item_features(events: pd.DataFrame, items: pd.DataFrame, created: pd.Timesta
     daily["event_timestamp"] = daily.pop("day") + pd.Timedelta(days=1)
     # The listing itself is a snapshot too: catalog attributes are known from first_seen on.
     listing = pd.DataFrame({"item_id": items["item_id"], "event_timestamp": items["first_seen"]})
-    snap = pd.concat([listing.assign(**{c: 0 for c in COUNT_COLUMNS.values()}), daily], ignore_index=True)
-    snap = snap.merge(items[["item_id", "price", "category", "available"]], on="item_id", how="inner")
+    snap = pd.concat(
+        [listing.assign(**{c: 0 for c in COUNT_COLUMNS.values()}), daily], ignore_index=True
+    )
+    snap = snap.merge(
+        items[["item_id", "price", "category", "available"]], on="item_id", how="inner"
+    )
     snap["view_to_cart_rate"] = (snap["carts"] / snap["views"].clip(lower=1)).clip(upper=1.0)
-    snap["view_to_purchase_rate"] = (snap["purchases"] / snap["views"].clip(lower=1)).clip(upper=1.0)
+    snap["view_to_purchase_rate"] = (snap["purchases"] / snap["views"].clip(lower=1)).clip(
+        upper=1.0
+    )
     snap["price_bucket"] = (np.digitize(snap["price"], PRICE_BUCKET_EDGES) - 1).astype("int64")
     snap["created"] = created
     for c in COUNT_COLUMNS.values():
         snap[c] = snap[c].astype("int64")
-    return snap[["item_id", "event_timestamp", "created", *COUNT_COLUMNS.values(), "view_to_cart_rate",
-                 "view_to_purchase_rate", "price", "price_bucket", "category", "available"]]
+    return snap[
+        [
+            "item_id",
+            "event_timestamp",
+            "created",
+            *COUNT_COLUMNS.values(),
+            "view_to_cart_rate",
+            "view_to_purchase_rate",
+            "price",
+            "price_bucket",
+            "category",
+            "available",
+        ]
+    ]

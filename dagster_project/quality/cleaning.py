@@ -15,13 +15,32 @@ import pandas as pd
 
 from dagster_project.sources.generator import EVENT_COLUMNS, ITEM_COLUMNS
 
-QUARANTINE_COLUMNS = ["table", "source", "source_file", "source_line", "raw", "reason", "detail",
-                      "run_id", "quarantined_at"]
+QUARANTINE_COLUMNS = [
+    "table",
+    "source",
+    "source_file",
+    "source_line",
+    "raw",
+    "reason",
+    "detail",
+    "run_id",
+    "quarantined_at",
+]
 EVENT_TYPE_ALIASES = {
-    "view": "view", "pv": "view", "click": "view",
-    "favorite": "favorite", "fav": "favorite", "favourite": "favorite", "like": "favorite",
-    "add_to_cart": "add_to_cart", "cart": "add_to_cart", "addtocart": "add_to_cart",
-    "purchase": "purchase", "buy": "purchase", "transaction": "purchase", "order": "purchase",
+    "view": "view",
+    "pv": "view",
+    "click": "view",
+    "favorite": "favorite",
+    "fav": "favorite",
+    "favourite": "favorite",
+    "like": "favorite",
+    "add_to_cart": "add_to_cart",
+    "cart": "add_to_cart",
+    "addtocart": "add_to_cart",
+    "purchase": "purchase",
+    "buy": "purchase",
+    "transaction": "purchase",
+    "order": "purchase",
 }
 EVENT_TYPES = ["view", "favorite", "add_to_cart", "purchase"]
 REASONS = {
@@ -50,8 +69,10 @@ def _blank(s: pd.Series) -> pd.Series:
 
 def _raw_text(rows: pd.DataFrame, columns: list[str]) -> pd.Series:
     """The record as read: the CSV line, else the fields as JSON (Parquet)."""
-    as_json = rows[columns].apply(lambda r: json.dumps({k: v for k, v in r.items() if not pd.isna(v)},
-                                                       ensure_ascii=False), axis=1)
+    as_json = rows[columns].apply(
+        lambda r: json.dumps({k: v for k, v in r.items() if not pd.isna(v)}, ensure_ascii=False),
+        axis=1,
+    )
     return rows["raw"].where(rows["raw"].notna(), as_json) if len(rows) else rows["raw"]
 
 
@@ -66,8 +87,9 @@ class _Verdicts:
     def ok(self) -> pd.Series:
         return self.reason.isna()
 
-    def fail(self, mask: pd.Series, reason: str,
-             detail: Callable[[pd.Series], pd.Series] | None = None) -> None:
+    def fail(
+        self, mask: pd.Series, reason: str, detail: Callable[[pd.Series], pd.Series] | None = None
+    ) -> None:
         """Give `reason` to the rows in `mask` that have none yet; `detail(hit)` words each one."""
         hit = mask & self.ok
         if not hit.any():
@@ -75,20 +97,24 @@ class _Verdicts:
         self.reason[hit] = reason
         self.detail[hit] = REASONS[reason] if detail is None else detail(hit)
 
-    def quarantine(self, raw: pd.DataFrame, table: str, columns: list[str], run_id: str,
-                   now: pd.Timestamp) -> pd.DataFrame:
+    def quarantine(
+        self, raw: pd.DataFrame, table: str, columns: list[str], run_id: str, now: pd.Timestamp
+    ) -> pd.DataFrame:
         bad = raw[~self.ok]
-        return pd.DataFrame({
-            "table": table,
-            "source": bad["source"],
-            "source_file": bad["source_file"],
-            "source_line": bad["source_line"].astype("int64"),
-            "raw": _raw_text(bad, columns),
-            "reason": self.reason[~self.ok],
-            "detail": self.detail[~self.ok],
-            "run_id": run_id,
-            "quarantined_at": now,
-        }, columns=QUARANTINE_COLUMNS).reset_index(drop=True)
+        return pd.DataFrame(
+            {
+                "table": table,
+                "source": bad["source"],
+                "source_file": bad["source_file"],
+                "source_line": bad["source_line"].astype("int64"),
+                "raw": _raw_text(bad, columns),
+                "reason": self.reason[~self.ok],
+                "detail": self.detail[~self.ok],
+                "run_id": run_id,
+                "quarantined_at": now,
+            },
+            columns=QUARANTINE_COLUMNS,
+        ).reset_index(drop=True)
 
 
 def _quoted(column: pd.Series, template: str) -> Callable[[pd.Series], pd.Series]:
@@ -100,42 +126,67 @@ def _parse_time(s: pd.Series) -> pd.Series:
     return pd.to_datetime(s, utc=True, errors="coerce", format="ISO8601")
 
 
-def clean_items(raw: pd.DataFrame, run_id: str, now: pd.Timestamp) -> tuple[pd.DataFrame, pd.DataFrame]:
+def clean_items(
+    raw: pd.DataFrame, run_id: str, now: pd.Timestamp
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Raw catalog rows -> (items_clean, quarantine)."""
     v = _Verdicts(raw.index)
-    v.fail(raw["parse_error"].notna(), "unparseable_row", lambda hit: "unparseable: " + raw["parse_error"][hit])
+    v.fail(
+        raw["parse_error"].notna(),
+        "unparseable_row",
+        lambda hit: "unparseable: " + raw["parse_error"][hit],
+    )
     v.fail(_blank(raw["item_id"]), "null_item_id")
     price = pd.to_numeric(raw["price"], errors="coerce")
     v.fail(price.isna(), "bad_price", _quoted(raw["price"], "price {} is not a number"))
     v.fail(price <= 0, "non_positive_price", _quoted(raw["price"], "price {} is not positive"))
     listed = _parse_time(raw["listed_at"])
-    v.fail(raw["listed_at"].notna() & listed.isna(), "bad_timestamp",
-           _quoted(raw["listed_at"], "listed_at {} cannot be parsed"))
-    v.fail(raw["item_id"].where(v.ok).duplicated(), "duplicate_item",
-           _quoted(raw["item_id"], "item {} appears earlier in the catalog"))
+    v.fail(
+        raw["listed_at"].notna() & listed.isna(),
+        "bad_timestamp",
+        _quoted(raw["listed_at"], "listed_at {} cannot be parsed"),
+    )
+    v.fail(
+        raw["item_id"].where(v.ok).duplicated(),
+        "duplicate_item",
+        _quoted(raw["item_id"], "item {} appears earlier in the catalog"),
+    )
     ok = v.ok
-    available = raw["available"].fillna("true").str.strip().str.lower().isin(["true", "1", "yes", "y"])
-    items = pd.DataFrame({
-        "item_id": raw["item_id"],
-        "title": raw["title"].fillna(""),
-        "description": raw["description"].fillna(""),
-        "category": raw["category"].fillna("Unknown"),
-        "brand": raw["brand"].fillna("Unknown"),
-        "price": price,
-        "available": available,
-        "listed_at": listed,
-        "source": raw["source"],
-        "source_file": raw["source_file"],
-        "source_line": raw["source_line"].astype("int64"),
-        "ingested_at": now,
-    })[ok].reset_index(drop=True)
+    available = (
+        raw["available"].fillna("true").str.strip().str.lower().isin(["true", "1", "yes", "y"])
+    )
+    items = pd.DataFrame(
+        {
+            "item_id": raw["item_id"],
+            "title": raw["title"].fillna(""),
+            "description": raw["description"].fillna(""),
+            "category": raw["category"].fillna("Unknown"),
+            "brand": raw["brand"].fillna("Unknown"),
+            "price": price,
+            "available": available,
+            "listed_at": listed,
+            "source": raw["source"],
+            "source_file": raw["source_file"],
+            "source_line": raw["source_line"].astype("int64"),
+            "ingested_at": now,
+        }
+    )[ok].reset_index(drop=True)
     return items, v.quarantine(raw, "items", ITEM_COLUMNS, run_id, now)
 
 
 def stable_event_id(frame: pd.DataFrame) -> pd.Series:
     """A stable hash of the row's content, for sources that carry no event id."""
-    key = (frame["source"].astype(str) + "|" + frame["user_id"].astype(str) + "|" + frame["item_id"].astype(str)
-           + "|" + frame["event_type"].astype(str) + "|" + frame["event_time"].astype(str))
+    key = (
+        frame["source"].astype(str)
+        + "|"
+        + frame["user_id"].astype(str)
+        + "|"
+        + frame["item_id"].astype(str)
+        + "|"
+        + frame["event_type"].astype(str)
+        + "|"
+        + frame["event_time"].astype(str)
+    )
     return key.map(lambda k: "h" + hashlib.blake2b(k.encode(), digest_size=8).hexdigest())
 
 
@@ -149,32 +200,75 @@ def derive_sessions(user_id: pd.Series, event_time: pd.Series) -> pd.Series:
     number = np.cumsum(new)
     sid = pd.Series(number, index=user_id.index[order]).reindex(user_id.index)
     start = pd.Series(t[new][number - 1], index=user_id.index[order]).reindex(user_id.index)
-    return "d" + pd.util.hash_pandas_object(pd.DataFrame({"u": user_id, "t": start, "n": sid}), index=False).map("{:016x}".format)
+    return "d" + pd.util.hash_pandas_object(
+        pd.DataFrame({"u": user_id, "t": start, "n": sid}), index=False
+    ).map("{:016x}".format)
 
 
-def clean_events(raw: pd.DataFrame, items: pd.DataFrame, window: tuple[pd.Timestamp, pd.Timestamp],
-                 run_id: str, now: pd.Timestamp, quarantined_items: pd.Series | None = None
-                 ) -> tuple[pd.DataFrame, pd.DataFrame]:
+def clean_events(
+    raw: pd.DataFrame,
+    items: pd.DataFrame,
+    window: tuple[pd.Timestamp, pd.Timestamp],
+    run_id: str,
+    now: pd.Timestamp,
+    quarantined_items: pd.Series | None = None,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Raw behaviour rows -> (events_clean, quarantine), checked against the clean catalog."""
     v = _Verdicts(raw.index)
-    v.fail(raw["parse_error"].notna(), "unparseable_row", lambda hit: "unparseable: " + raw["parse_error"][hit])
+    v.fail(
+        raw["parse_error"].notna(),
+        "unparseable_row",
+        lambda hit: "unparseable: " + raw["parse_error"][hit],
+    )
     v.fail(_blank(raw["user_id"]), "null_user_id")
     v.fail(_blank(raw["item_id"]), "null_item_id")
-    event_type = raw["event_type"].str.strip().str.lower().astype("category").map(EVENT_TYPE_ALIASES).astype(object)
-    v.fail(event_type.isna(), "bad_event_type", _quoted(raw["event_type"], "event type {} is unknown"))
+    event_type = (
+        raw["event_type"]
+        .str.strip()
+        .str.lower()
+        .astype("category")
+        .map(EVENT_TYPE_ALIASES)
+        .astype(object)
+    )
+    v.fail(
+        event_type.isna(), "bad_event_type", _quoted(raw["event_type"], "event type {} is unknown")
+    )
     event_time = _parse_time(raw["event_time"])
-    v.fail(event_time.isna(), "bad_timestamp", _quoted(raw["event_time"], "timestamp {} cannot be parsed"))
-    v.fail(event_time > now, "future_timestamp",
-           _quoted(raw["event_time"], f"timestamp {{}} is after the ingestion time {now:%Y-%m-%d %H:%M} UTC"))
+    v.fail(
+        event_time.isna(),
+        "bad_timestamp",
+        _quoted(raw["event_time"], "timestamp {} cannot be parsed"),
+    )
+    v.fail(
+        event_time > now,
+        "future_timestamp",
+        _quoted(
+            raw["event_time"],
+            f"timestamp {{}} is after the ingestion time {now:%Y-%m-%d %H:%M} UTC",
+        ),
+    )
     start, end = window
-    v.fail((event_time < start) | (event_time >= end), "outside_source_window",
-           _quoted(raw["event_time"], f"timestamp {{}} is outside the declared window {start:%Y-%m-%d} .. {end:%Y-%m-%d}"))
+    v.fail(
+        (event_time < start) | (event_time >= end),
+        "outside_source_window",
+        _quoted(
+            raw["event_time"],
+            f"timestamp {{}} is outside the declared window {start:%Y-%m-%d} .. {end:%Y-%m-%d}",
+        ),
+    )
     price = pd.to_numeric(raw["price"], errors="coerce")
-    v.fail(raw["price"].notna() & price.isna(), "bad_price", _quoted(raw["price"], "price {} is not a number"))
+    v.fail(
+        raw["price"].notna() & price.isna(),
+        "bad_price",
+        _quoted(raw["price"], "price {} is not a number"),
+    )
     v.fail(price <= 0, "non_positive_price", _quoted(raw["price"], "price {} is not positive"))
     quantity = pd.to_numeric(raw["quantity"], errors="coerce")
-    v.fail(raw["quantity"].notna() & ~((quantity > 0) & (quantity == quantity.round())), "bad_quantity",
-           _quoted(raw["quantity"], "quantity {} is not a positive whole number"))
+    v.fail(
+        raw["quantity"].notna() & ~((quantity > 0) & (quantity == quantity.round())),
+        "bad_quantity",
+        _quoted(raw["quantity"], "quantity {} is not a positive whole number"),
+    )
 
     event_id = raw["event_id"].where(~_blank(raw["event_id"]))
     if event_id[v.ok].isna().any():
@@ -182,10 +276,24 @@ def clean_events(raw: pd.DataFrame, items: pd.DataFrame, window: tuple[pd.Timest
     session_id = raw["session_id"].where(~_blank(raw["session_id"]))
     if session_id[v.ok].isna().any():
         missing = session_id.isna() & v.ok
-        session_id = session_id.fillna(derive_sessions(raw["user_id"][missing], event_time[missing]))
-    v.fail(event_id.where(v.ok).duplicated(), "duplicate_event", _quoted(event_id, "event {} was already seen"))
+        session_id = session_id.fillna(
+            derive_sessions(raw["user_id"][missing], event_time[missing])
+        )
+    v.fail(
+        event_id.where(v.ok).duplicated(),
+        "duplicate_event",
+        _quoted(event_id, "event {} was already seen"),
+    )
     # Near duplicates: the same event re-sent with a new id and a slightly shifted time.
-    cand = pd.DataFrame({"u": raw["user_id"], "i": raw["item_id"], "e": event_type, "s": session_id, "t": event_time})[v.ok]
+    cand = pd.DataFrame(
+        {
+            "u": raw["user_id"],
+            "i": raw["item_id"],
+            "e": event_type,
+            "s": session_id,
+            "t": event_time,
+        }
+    )[v.ok]
     cand = cand.sort_values(["u", "i", "e", "s", "t"], kind="stable")
     same = (cand[["u", "i", "e", "s"]] == cand[["u", "i", "e", "s"]].shift()).all(axis=1)
     near = same & (cand["t"] - cand["t"].shift() <= NEAR_DUPLICATE_WINDOW)
@@ -195,30 +303,39 @@ def clean_events(raw: pd.DataFrame, items: pd.DataFrame, window: tuple[pd.Timest
         ids = raw["item_id"][hit]
         was_quarantined = ids.isin(quarantined_items if quarantined_items is not None else [])
         return ("item " + ids + " is not in the catalog").where(
-            ~was_quarantined, "item " + ids + " was quarantined from the catalog")
+            ~was_quarantined, "item " + ids + " was quarantined from the catalog"
+        )
 
     v.fail(~raw["item_id"].isin(items["item_id"]), "unknown_item", unknown_item_detail)
 
     ok = v.ok
-    events = pd.DataFrame({
-        "event_id": event_id,
-        "user_id": raw["user_id"],
-        "session_id": session_id,
-        "item_id": raw["item_id"],
-        "event_type": event_type,
-        "event_time": event_time,
-        "quantity": quantity.astype("Int64"),
-        "price": price,
-        "query": raw["query"],
-        "source": raw["source"],
-        "source_file": raw["source_file"],
-        "source_line": raw["source_line"].astype("int64"),
-        "ingested_at": now,
-    })[ok].sort_values("event_time", kind="stable").reset_index(drop=True)
+    events = (
+        pd.DataFrame(
+            {
+                "event_id": event_id,
+                "user_id": raw["user_id"],
+                "session_id": session_id,
+                "item_id": raw["item_id"],
+                "event_type": event_type,
+                "event_time": event_time,
+                "quantity": quantity.astype("Int64"),
+                "price": price,
+                "query": raw["query"],
+                "source": raw["source"],
+                "source_file": raw["source_file"],
+                "source_line": raw["source_line"].astype("int64"),
+                "ingested_at": now,
+            }
+        )[ok]
+        .sort_values("event_time", kind="stable")
+        .reset_index(drop=True)
+    )
     return events, v.quarantine(raw, "behaviour_events", EVENT_COLUMNS, run_id, now)
 
 
-def row_accounting(raw: pd.DataFrame, clean: pd.DataFrame, quarantine: pd.DataFrame) -> pd.DataFrame:
+def row_accounting(
+    raw: pd.DataFrame, clean: pd.DataFrame, quarantine: pd.DataFrame
+) -> pd.DataFrame:
     """Per source file: rows read, clean, quarantined, and whether they add up."""
     read = raw.groupby("source_file").size().rename("rows_read")
     kept = clean.groupby("source_file").size().rename("rows_clean")

@@ -12,8 +12,8 @@ import pandas as pd
 
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
 
-import great_expectations as gx  # noqa: E402  (the variable above must be set first)
-from great_expectations.data_context.types.base import ProgressBarsConfig  # noqa: E402
+import great_expectations as gx
+from great_expectations.data_context.types.base import ProgressBarsConfig
 
 DATASOURCE = "platform"
 
@@ -56,10 +56,17 @@ class SuiteOutcome:
 
     def summary(self) -> str:
         if self.success:
-            return f"{self.suite}: all {len(self.outcomes)} expectations passed on {self.rows:,} rows"
-        lines = [f"{self.suite}: {len(self.failed)} of {len(self.outcomes)} expectations failed on {self.rows:,} rows"]
+            return (
+                f"{self.suite}: all {len(self.outcomes)} expectations passed on {self.rows:,} rows"
+            )
+        lines = [
+            f"{self.suite}: {len(self.failed)} of {len(self.outcomes)} expectations failed on {self.rows:,} rows"
+        ]
         for o in self.failed:
-            what = o.error or f"{o.unexpected_count:,} rows ({o.unexpected_percent:.3f}%), e.g. {o.sample[:3]}"
+            what = (
+                o.error
+                or f"{o.unexpected_count:,} rows ({o.unexpected_percent:.3f}%), e.g. {o.sample[:3]}"
+            )
             lines.append(f"- {o.expectation}({o.column or ''}): {what} -- {o.notes}")
         return "\n".join(lines)
 
@@ -88,7 +95,9 @@ class SuiteRunner:
         self.gx_root = gx_root
         self.expectations_dir = expectations_dir
         self.context = gx.get_context(mode="file", project_root_dir=str(gx_root))
-        self.context.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
+        self.context.variables.progress_bars = ProgressBarsConfig(
+            globally=False, metric_calculations=False
+        )
         self.datasource = self.context.data_sources.add_or_update_pandas(DATASOURCE)
 
     def _batch_definition(self, table: str) -> Any:
@@ -101,31 +110,42 @@ class SuiteRunner:
         except KeyError:
             return asset.add_batch_definition_whole_dataframe("whole_table")
 
-    def validate(self, table: str, frame: pd.DataFrame, parameters: dict[str, Any] | None = None) -> SuiteOutcome:
+    def validate(
+        self, table: str, frame: pd.DataFrame, parameters: dict[str, Any] | None = None
+    ) -> SuiteOutcome:
         """Validate `frame` with the suite named after `table`; `parameters` fill `$PARAMETER`s."""
         spec = load_suite_json(self.expectations_dir, table)
-        suite = self.context.suites.add_or_update(gx.ExpectationSuite(
-            name=spec["name"], expectations=spec["expectations"], meta=spec.get("meta", {})))
+        suite = self.context.suites.add_or_update(
+            gx.ExpectationSuite(
+                name=spec["name"], expectations=spec["expectations"], meta=spec.get("meta", {})
+            )
+        )
         definition = self.context.validation_definitions.add_or_update(
-            gx.ValidationDefinition(name=table, data=self._batch_definition(table), suite=suite))
-        result = definition.run(batch_parameters={"dataframe": frame}, expectation_parameters=parameters or {},
-                                result_format="SUMMARY")
+            gx.ValidationDefinition(name=table, data=self._batch_definition(table), suite=suite)
+        )
+        result = definition.run(
+            batch_parameters={"dataframe": frame},
+            expectation_parameters=parameters or {},
+            result_format="SUMMARY",
+        )
         outcome = SuiteOutcome(suite=spec["name"], rows=len(frame))
         for r in result.results:
             cfg = r.expectation_config
             res = r.result or {}
             error = (r.exception_info or {}).get("exception_message") if not r.success else None
-            outcome.outcomes.append(ExpectationOutcome(
-                expectation=cfg.type,
-                column=cfg.kwargs.get("column"),
-                success=bool(r.success),
-                severity=(cfg.meta or {}).get("severity", "error"),
-                unexpected_count=int(res.get("unexpected_count") or 0),
-                unexpected_percent=float(res.get("unexpected_percent") or 0.0),
-                sample=[_jsonable(v) for v in (res.get("partial_unexpected_list") or [])[:10]],
-                notes=cfg.notes or (cfg.meta or {}).get("notes", ""),
-                error=error,
-            ))
+            outcome.outcomes.append(
+                ExpectationOutcome(
+                    expectation=cfg.type,
+                    column=cfg.kwargs.get("column"),
+                    success=bool(r.success),
+                    severity=(cfg.meta or {}).get("severity", "error"),
+                    unexpected_count=int(res.get("unexpected_count") or 0),
+                    unexpected_percent=float(res.get("unexpected_percent") or 0.0),
+                    sample=[_jsonable(v) for v in (res.get("partial_unexpected_list") or [])[:10]],
+                    notes=cfg.notes or (cfg.meta or {}).get("notes", ""),
+                    error=error,
+                )
+            )
         return outcome
 
     def build_docs(self) -> Path:
@@ -135,6 +155,12 @@ class SuiteRunner:
 
     def latest_docs_page(self, table: str) -> Path | None:
         """The newest Data Docs page of the validation results for `table`."""
-        folder = self.gx_root / "gx" / "uncommitted" / "data_docs" / "local_site" / "validations" / table
-        pages = sorted(folder.rglob("*.html"), key=lambda p: p.stat().st_mtime) if folder.exists() else []
+        folder = (
+            self.gx_root / "gx" / "uncommitted" / "data_docs" / "local_site" / "validations" / table
+        )
+        pages = (
+            sorted(folder.rglob("*.html"), key=lambda p: p.stat().st_mtime)
+            if folder.exists()
+            else []
+        )
         return pages[-1] if pages else None

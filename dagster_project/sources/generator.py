@@ -38,7 +38,16 @@ EVENT_COLUMNS = [
     "price",
     "query",
 ]
-ITEM_COLUMNS = ["item_id", "title", "description", "category", "brand", "price", "available", "listed_at"]
+ITEM_COLUMNS = [
+    "item_id",
+    "title",
+    "description",
+    "category",
+    "brand",
+    "price",
+    "available",
+    "listed_at",
+]
 SOURCE_NAME = "shop_export"
 EVENT_TYPES = np.array(["view", "favorite", "add_to_cart", "purchase"])
 MS_PER_DAY = 86_400_000
@@ -60,21 +69,78 @@ PROBLEM_REASONS = {
 }
 
 _DEPARTMENTS = {
-    "Home": (["Kitchen", "Bedding", "Decor", "Storage"], ["mug", "pan", "pillow", "lamp", "vase", "box"]),
-    "Electronics": (["Audio", "Phones", "Computers", "Cameras"], ["headphones", "charger", "cable", "speaker", "case", "mouse"]),
-    "Fashion": (["Women", "Men", "Kids", "Shoes"], ["shirt", "dress", "jacket", "sneaker", "scarf", "belt"]),
-    "Beauty": (["Skincare", "Makeup", "Hair", "Fragrance"], ["serum", "lipstick", "shampoo", "perfume", "cream", "brush"]),
-    "Sports": (["Fitness", "Outdoor", "Cycling", "Running"], ["mat", "tent", "helmet", "bottle", "band", "glove"]),
-    "Toys": (["Games", "Puzzles", "Plush", "Building"], ["puzzle", "bear", "blocks", "card game", "robot", "kite"]),
-    "Grocery": (["Coffee", "Snacks", "Tea", "Pantry"], ["beans", "cookies", "green tea", "olive oil", "pasta", "honey"]),
-    "Books": (["Fiction", "Cooking", "Travel", "Science"], ["novel", "cookbook", "guide", "atlas", "essay", "handbook"]),
+    "Home": (
+        ["Kitchen", "Bedding", "Decor", "Storage"],
+        ["mug", "pan", "pillow", "lamp", "vase", "box"],
+    ),
+    "Electronics": (
+        ["Audio", "Phones", "Computers", "Cameras"],
+        ["headphones", "charger", "cable", "speaker", "case", "mouse"],
+    ),
+    "Fashion": (
+        ["Women", "Men", "Kids", "Shoes"],
+        ["shirt", "dress", "jacket", "sneaker", "scarf", "belt"],
+    ),
+    "Beauty": (
+        ["Skincare", "Makeup", "Hair", "Fragrance"],
+        ["serum", "lipstick", "shampoo", "perfume", "cream", "brush"],
+    ),
+    "Sports": (
+        ["Fitness", "Outdoor", "Cycling", "Running"],
+        ["mat", "tent", "helmet", "bottle", "band", "glove"],
+    ),
+    "Toys": (
+        ["Games", "Puzzles", "Plush", "Building"],
+        ["puzzle", "bear", "blocks", "card game", "robot", "kite"],
+    ),
+    "Grocery": (
+        ["Coffee", "Snacks", "Tea", "Pantry"],
+        ["beans", "cookies", "green tea", "olive oil", "pasta", "honey"],
+    ),
+    "Books": (
+        ["Fiction", "Cooking", "Travel", "Science"],
+        ["novel", "cookbook", "guide", "atlas", "essay", "handbook"],
+    ),
 }
-_DEPARTMENT_PRICE = {"Home": 25.0, "Electronics": 60.0, "Fashion": 35.0, "Beauty": 18.0, "Sports": 30.0,
-                     "Toys": 20.0, "Grocery": 8.0, "Books": 15.0}
-_ADJECTIVES = ["classic", "compact", "premium", "eco", "soft", "bold", "mini", "pro", "vintage", "smart",
-               "light", "deluxe"]
+_DEPARTMENT_PRICE = {
+    "Home": 25.0,
+    "Electronics": 60.0,
+    "Fashion": 35.0,
+    "Beauty": 18.0,
+    "Sports": 30.0,
+    "Toys": 20.0,
+    "Grocery": 8.0,
+    "Books": 15.0,
+}
+_ADJECTIVES = [
+    "classic",
+    "compact",
+    "premium",
+    "eco",
+    "soft",
+    "bold",
+    "mini",
+    "pro",
+    "vintage",
+    "smart",
+    "light",
+    "deluxe",
+]
 _COLOURS = ["black", "white", "red", "blue", "green", "grey", "beige", "navy", "pink", "olive"]
-_BRAND_SYLLABLES = ["nor", "vel", "ka", "lum", "tri", "zen", "ora", "fel", "mar", "qui", "dex", "sol"]
+_BRAND_SYLLABLES = [
+    "nor",
+    "vel",
+    "ka",
+    "lum",
+    "tri",
+    "zen",
+    "ora",
+    "fel",
+    "mar",
+    "qui",
+    "dex",
+    "sol",
+]
 
 
 @dataclass(frozen=True)
@@ -117,7 +183,9 @@ class GeneratorConfig:
 
     def __post_init__(self) -> None:
         if self.event_format not in {"csv", "parquet", "mixed"}:
-            raise ValueError(f"event_format must be csv, parquet or mixed, not {self.event_format!r}")
+            raise ValueError(
+                f"event_format must be csv, parquet or mixed, not {self.event_format!r}"
+            )
         if min(self.n_users, self.n_items, self.n_events, self.n_days) <= 0:
             raise ValueError("n_users, n_items, n_events and n_days must all be positive")
 
@@ -131,11 +199,27 @@ class GeneratorConfig:
 
 
 PRESETS: dict[str, GeneratorConfig] = {
-    "tiny": GeneratorConfig("tiny", n_users=2_000, n_items=600, n_events=60_000, n_days=21,
-                            event_format="mixed", crawler_share=0.002, click_farm_share=0.004),
-    "default": GeneratorConfig("default", n_users=50_000, n_items=10_000, n_events=1_000_000, n_days=30),
-    "large": GeneratorConfig("large", n_users=1_000_000, n_items=100_000, n_events=10_000_000,
-                             n_days=30, event_format="parquet"),
+    "tiny": GeneratorConfig(
+        "tiny",
+        n_users=2_000,
+        n_items=600,
+        n_events=60_000,
+        n_days=21,
+        event_format="mixed",
+        crawler_share=0.002,
+        click_farm_share=0.004,
+    ),
+    "default": GeneratorConfig(
+        "default", n_users=50_000, n_items=10_000, n_events=1_000_000, n_days=30
+    ),
+    "large": GeneratorConfig(
+        "large",
+        n_users=1_000_000,
+        n_items=100_000,
+        n_events=10_000_000,
+        n_days=30,
+        event_format="parquet",
+    ),
 }
 
 
@@ -150,7 +234,9 @@ def preset(name: str, **overrides: object) -> GeneratorConfig:
 class Catalog:
     """The true item catalog (before export problems are planted)."""
 
-    items: pd.DataFrame  # item_id, title, description, category, brand, price, available, listed_day
+    items: (
+        pd.DataFrame
+    )  # item_id, title, description, category, brand, price, available, listed_day
     leaf: np.ndarray  # leaf category index per item
     brand: np.ndarray  # brand index per item
     popularity: np.ndarray  # sampling weight per item
@@ -175,14 +261,22 @@ def build_catalog(cfg: GeneratorConfig, rng: np.random.Generator) -> Catalog:
     leaf_department = np.array([list(_DEPARTMENTS).index(d) for d, _, _ in leaves])
     n_brands = max(8, cfg.n_items // 40)
     brand_department = rng.integers(0, len(_DEPARTMENTS), n_brands)
-    brand_names = np.array([
-        (_BRAND_SYLLABLES[b % 12] + _BRAND_SYLLABLES[(b // 12) % 12] + (str(b // 144) if b >= 144 else "")).title()
-        for b in range(n_brands)
-    ])
+    brand_names = np.array(
+        [
+            (
+                _BRAND_SYLLABLES[b % 12]
+                + _BRAND_SYLLABLES[(b // 12) % 12]
+                + (str(b // 144) if b >= 144 else "")
+            ).title()
+            for b in range(n_brands)
+        ]
+    )
 
     # Leaves differ in size; every leaf holds at least one item.
     leaf_share = rng.dirichlet(np.full(n_leaves, 2.0))
-    leaf = np.concatenate([np.arange(n_leaves), rng.choice(n_leaves, cfg.n_items - n_leaves, p=leaf_share)])
+    leaf = np.concatenate(
+        [np.arange(n_leaves), rng.choice(n_leaves, cfg.n_items - n_leaves, p=leaf_share)]
+    )
     rng.shuffle(leaf)
     dept = leaf_department[leaf]
     # A brand sells in its own department (most of the time).
@@ -198,8 +292,9 @@ def build_catalog(cfg: GeneratorConfig, rng: np.random.Generator) -> Catalog:
     price = np.round(base_price * rng.lognormal(0.0, 0.5, cfg.n_items), 2).clip(0.5)
     popularity = _zipf_weights(cfg.n_items, 1.0, rng)
     # New items appear over the window; the most popular item of each leaf is there from day 0.
-    listed_day = np.where(rng.random(cfg.n_items) < cfg.new_item_share,
-                          rng.integers(1, cfg.n_days, cfg.n_items), 0)
+    listed_day = np.where(
+        rng.random(cfg.n_items) < cfg.new_item_share, rng.integers(1, cfg.n_days, cfg.n_items), 0
+    )
     order = np.lexsort((-popularity, leaf))
     first_of_leaf = order[np.r_[True, leaf[order][1:] != leaf[order][:-1]]]
     listed_day[first_of_leaf] = 0
@@ -211,19 +306,30 @@ def build_catalog(cfg: GeneratorConfig, rng: np.random.Generator) -> Catalog:
     item_id = np.char.add("i", np.char.zfill(np.arange(1, cfg.n_items + 1).astype(str), 7))
     title = pd.Series(brand_names[brand]) + " " + adjective + " " + leaf_noun + " (" + colour + ")"
     description = (
-        "A " + pd.Series(adjective) + " " + leaf_noun + " by " + brand_names[brand]
-        + " in " + colour + ", from our " + pd.Series(leaf_path).str.replace("/", " > ") + " range."
+        "A "
+        + pd.Series(adjective)
+        + " "
+        + leaf_noun
+        + " by "
+        + brand_names[brand]
+        + " in "
+        + colour
+        + ", from our "
+        + pd.Series(leaf_path).str.replace("/", " > ")
+        + " range."
     )
-    items = pd.DataFrame({
-        "item_id": item_id,
-        "title": title,
-        "description": description,
-        "category": leaf_path,
-        "brand": brand_names[brand],
-        "price": price,
-        "available": rng.random(cfg.n_items) > 0.03,
-        "listed_day": listed_day,
-    })
+    items = pd.DataFrame(
+        {
+            "item_id": item_id,
+            "title": title,
+            "description": description,
+            "category": leaf_path,
+            "brand": brand_names[brand],
+            "price": price,
+            "available": rng.random(cfg.n_items) > 0.03,
+            "listed_day": listed_day,
+        }
+    )
     return Catalog(items, leaf, brand, popularity, n_leaves, n_brands, leaf_department)
 
 
@@ -235,13 +341,17 @@ class _GroupedSampler:
         g = group[self.order]
         w = weight[self.order]
         totals = np.bincount(g, weights=w, minlength=n_groups)
-        cum = np.cumsum(w) - np.repeat(np.r_[0, np.cumsum(totals)[:-1]], np.bincount(g, minlength=n_groups))
+        cum = np.cumsum(w) - np.repeat(
+            np.r_[0, np.cumsum(totals)[:-1]], np.bincount(g, minlength=n_groups)
+        )
         # Key = group index + cumulative share inside the group: one sorted array for every group.
         self.key = g + cum / np.where(totals[g] > 0, totals[g], 1)
         self.key[np.r_[g[1:] != g[:-1], True]] = g[np.r_[g[1:] != g[:-1], True]] + 1.0
 
     def draw(self, groups: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        pos = np.searchsorted(self.key, groups + rng.random(len(groups)) * (1 - 1e-12), side="right")
+        pos = np.searchsorted(
+            self.key, groups + rng.random(len(groups)) * (1 - 1e-12), side="right"
+        )
         return self.order[np.minimum(pos, len(self.order) - 1)]
 
 
@@ -251,8 +361,14 @@ def _hour_weights() -> np.ndarray:
     return w / w.sum()
 
 
-def _human_events(cfg: GeneratorConfig, cat: Catalog, users: np.ndarray, signup_day: np.ndarray,
-                  n_human_events: int, rng: np.random.Generator) -> pd.DataFrame:
+def _human_events(
+    cfg: GeneratorConfig,
+    cat: Catalog,
+    users: np.ndarray,
+    signup_day: np.ndarray,
+    n_human_events: int,
+    rng: np.random.Generator,
+) -> pd.DataFrame:
     """Sessions of human users in one chunk, as typed event rows (time in epoch ms)."""
     n = len(users)
     events_per_session = 6.2
@@ -270,7 +386,9 @@ def _human_events(cfg: GeneratorConfig, cat: Catalog, users: np.ndarray, signup_
     s_day = np.searchsorted(cum_day, lo + rng.random(n_s) * (cum_day[-1] - lo), side="right")
     s_day = np.minimum(s_day, cfg.n_days - 1)
     s_hour = rng.choice(24, n_s, p=_hour_weights())
-    s_start = cfg.start_ms + s_day * MS_PER_DAY + s_hour * 3_600_000 + rng.integers(0, 3_600_000, n_s)
+    s_start = (
+        cfg.start_ms + s_day * MS_PER_DAY + s_hour * 3_600_000 + rng.integers(0, 3_600_000, n_s)
+    )
 
     # Latent taste: four favourite leaves per user (weighted), one favourite brand.
     dept_taste = rng.dirichlet(np.full(len(_DEPARTMENTS), 0.3), n)
@@ -345,23 +463,29 @@ def _human_events(cfg: GeneratorConfig, cat: Catalog, users: np.ndarray, signup_
     ev = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
     etype = ev["etype"]
     is_money = etype >= 2
-    price = np.where(is_money, np.round(item_price[ev["item"]] * rng.choice([1.0, 1.0, 0.9, 0.8], len(etype)), 2), np.nan)
+    price = np.where(
+        is_money,
+        np.round(item_price[ev["item"]] * rng.choice([1.0, 1.0, 0.9, 0.8], len(etype)), 2),
+        np.nan,
+    )
     quantity = np.where(etype == 3, rng.geometric(0.7, len(etype)), 0)
     query = np.full(len(etype), None, dtype=object)
     first_view = (etype == 0) & np.r_[True, ev["session"][1:] != ev["session"][:-1]][: len(etype)]
     first_view &= search_session[ev["session"]]
     leaf_name = cat.items["category"].str.rsplit("/", n=1).str[-1].str.lower().to_numpy()
     query[first_view] = leaf_name[ev["item"][first_view]]
-    events = pd.DataFrame({
-        "user_idx": users[s_user[ev["session"]]],
-        "session_key": ev["session"],
-        "item_idx": ev["item"],
-        "etype": etype,
-        "time_ms": ev["time"],
-        "quantity": quantity,
-        "price": price,
-        "query": query,
-    })
+    events = pd.DataFrame(
+        {
+            "user_idx": users[s_user[ev["session"]]],
+            "session_key": ev["session"],
+            "item_idx": ev["item"],
+            "etype": etype,
+            "time_ms": ev["time"],
+            "quantity": quantity,
+            "price": price,
+            "query": query,
+        }
+    )
     # The shop records one event for a double click: no two events of one kind on one item
     # in one session within 2 s (so planted near duplicates are the only ones).
     events = events.sort_values(["session_key", "item_idx", "etype", "time_ms"], kind="stable")
@@ -369,35 +493,69 @@ def _human_events(cfg: GeneratorConfig, cat: Catalog, users: np.ndarray, signup_
     return events[~(same & (events["time_ms"].diff() <= 2_000))].reset_index(drop=True)
 
 
-def _crawler_events(cfg: GeneratorConfig, users: np.ndarray, n_items: int, rng: np.random.Generator) -> pd.DataFrame:
+def _crawler_events(
+    cfg: GeneratorConfig, users: np.ndarray, n_items: int, rng: np.random.Generator
+) -> pd.DataFrame:
     """Fast catalog crawlers: views at a near-constant interval, walking the catalog in order."""
     frames = []
     for u in users:
         n = int(rng.integers(400, 1500))
         interval = int(rng.integers(800, 3_000))
-        start = cfg.start_ms + int(rng.integers(0, cfg.n_days)) * MS_PER_DAY + int(rng.integers(0, 20)) * 3_600_000
+        start = (
+            cfg.start_ms
+            + int(rng.integers(0, cfg.n_days)) * MS_PER_DAY
+            + int(rng.integers(0, 20)) * 3_600_000
+        )
         t = start + np.arange(n) * interval + rng.integers(-30, 30, n)
-        frames.append(pd.DataFrame({
-            "user_idx": u, "session_key": -(10**10) - 1000 * u - np.arange(n) // 500,
-            "item_idx": (int(rng.integers(0, n_items)) + np.arange(n)) % n_items,
-            "etype": 0, "time_ms": t, "quantity": 0, "price": np.nan, "query": None,
-        }))
+        frames.append(
+            pd.DataFrame(
+                {
+                    "user_idx": u,
+                    "session_key": -(10**10) - 1000 * u - np.arange(n) // 500,
+                    "item_idx": (int(rng.integers(0, n_items)) + np.arange(n)) % n_items,
+                    "etype": 0,
+                    "time_ms": t,
+                    "quantity": 0,
+                    "price": np.nan,
+                    "query": None,
+                }
+            )
+        )
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
-def _click_farm_events(cfg: GeneratorConfig, users: np.ndarray, targets: np.ndarray, item_price: np.ndarray,
-                       rng: np.random.Generator) -> pd.DataFrame:
+def _click_farm_events(
+    cfg: GeneratorConfig,
+    users: np.ndarray,
+    targets: np.ndarray,
+    item_price: np.ndarray,
+    rng: np.random.Generator,
+) -> pd.DataFrame:
     """Click-farm accounts hammering a few target items with views, favorites and carts."""
     frames = []
     for u in users:
         n = int(rng.integers(60, 250))
-        start = cfg.start_ms + int(rng.integers(0, cfg.n_days)) * MS_PER_DAY + int(rng.integers(0, 22)) * 3_600_000
+        start = (
+            cfg.start_ms
+            + int(rng.integers(0, cfg.n_days)) * MS_PER_DAY
+            + int(rng.integers(0, 22)) * 3_600_000
+        )
         t = start + np.cumsum(rng.integers(3_000, 12_000, n))
         item = rng.choice(targets, n)
-        frames.append(pd.DataFrame({
-            "user_idx": u, "session_key": -(2 * 10**10) - u, "item_idx": item,
-            "etype": rng.choice([0, 0, 0, 1, 2], n), "time_ms": t, "quantity": 0, "price": item_price[item], "query": None,
-        }))
+        frames.append(
+            pd.DataFrame(
+                {
+                    "user_idx": u,
+                    "session_key": -(2 * 10**10) - u,
+                    "item_idx": item,
+                    "etype": rng.choice([0, 0, 0, 1, 2], n),
+                    "time_ms": t,
+                    "quantity": 0,
+                    "price": item_price[item],
+                    "query": None,
+                }
+            )
+        )
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
@@ -405,7 +563,9 @@ def _user_ids(idx: np.ndarray) -> np.ndarray:
     return np.char.add("u", np.char.zfill((idx + 1).astype(str), 7))
 
 
-def _format_events(events: pd.DataFrame, cat: Catalog, chunk: int, cfg: GeneratorConfig) -> pd.DataFrame:
+def _format_events(
+    events: pd.DataFrame, cat: Catalog, chunk: int, cfg: GeneratorConfig
+) -> pd.DataFrame:
     """Typed events -> the export's text columns, sorted by time."""
     events = events.sort_values("time_ms", kind="stable").reset_index(drop=True)
     n = len(events)
@@ -415,22 +575,35 @@ def _format_events(events: pd.DataFrame, cat: Catalog, chunk: int, cfg: Generato
     qty = np.full(n, "", dtype=object)
     buy = events["etype"].to_numpy() == 3
     qty[buy] = events["quantity"].to_numpy()[buy].astype(str)
-    session_hash = pd.util.hash_array(events["session_key"].to_numpy() * 1_000_003 + chunk) % (1 << 48)
-    return pd.DataFrame({
-        "event_id": np.char.add(f"e{cfg.seed:02d}{chunk:03d}-", np.char.zfill(np.arange(n).astype(str), 9)),
-        "user_id": _user_ids(events["user_idx"].to_numpy()),
-        "session_id": np.char.add("s", np.char.zfill(np.char.mod("%x", session_hash), 12)),
-        "item_id": cat.items["item_id"].to_numpy()[events["item_idx"].to_numpy()],
-        "event_type": EVENT_TYPES[events["etype"].to_numpy()],
-        "event_time": np.char.add(np.datetime_as_string(events["time_ms"].to_numpy().astype("datetime64[ms]"), unit="ms"), "Z"),
-        "quantity": qty,
-        "price": price,
-        "query": events["query"].fillna("").to_numpy(),
-        "_day": (events["time_ms"].to_numpy() - cfg.start_ms) // MS_PER_DAY,
-    })
+    session_hash = pd.util.hash_array(events["session_key"].to_numpy() * 1_000_003 + chunk) % (
+        1 << 48
+    )
+    return pd.DataFrame(
+        {
+            "event_id": np.char.add(
+                f"e{cfg.seed:02d}{chunk:03d}-", np.char.zfill(np.arange(n).astype(str), 9)
+            ),
+            "user_id": _user_ids(events["user_idx"].to_numpy()),
+            "session_id": np.char.add("s", np.char.zfill(np.char.mod("%x", session_hash), 12)),
+            "item_id": cat.items["item_id"].to_numpy()[events["item_idx"].to_numpy()],
+            "event_type": EVENT_TYPES[events["etype"].to_numpy()],
+            "event_time": np.char.add(
+                np.datetime_as_string(
+                    events["time_ms"].to_numpy().astype("datetime64[ms]"), unit="ms"
+                ),
+                "Z",
+            ),
+            "quantity": qty,
+            "price": price,
+            "query": events["query"].fillna("").to_numpy(),
+            "_day": (events["time_ms"].to_numpy() - cfg.start_ms) // MS_PER_DAY,
+        }
+    )
 
 
-def _plant_event_problems(rows: pd.DataFrame, rates: ProblemRates, rng: np.random.Generator) -> pd.DataFrame:
+def _plant_event_problems(
+    rows: pd.DataFrame, rates: ProblemRates, rng: np.random.Generator
+) -> pd.DataFrame:
     """Plant field problems and duplicates; `_problem` names what was planted on each row."""
     rows = rows.copy()
     rows["_problem"] = ""
@@ -461,9 +634,13 @@ def _plant_event_problems(rows: pd.DataFrame, rates: ProblemRates, rng: np.rando
         if problem == "unknown_item":
             rows.iloc[idx, col] = [f"x{v:07d}" for v in rng.integers(0, 10_000_000, len(idx))]
         elif problem == "bad_timestamp":
-            rows.iloc[idx, col] = rng.choice(["31/31/2026 25:61", "yesterday", "2026-13-45T99:00:00Z", "N/A"], len(idx))
+            rows.iloc[idx, col] = rng.choice(
+                ["31/31/2026 25:61", "yesterday", "2026-13-45T99:00:00Z", "N/A"], len(idx)
+            )
         elif problem == "future_timestamp":
-            t = pd.to_datetime(rows["event_time"].to_numpy()[idx]) + pd.to_timedelta(rng.integers(8_000, 15_000, len(idx)), "D")  # broken clocks
+            t = pd.to_datetime(rows["event_time"].to_numpy()[idx]) + pd.to_timedelta(
+                rng.integers(8_000, 15_000, len(idx)), "D"
+            )  # broken clocks
             rows.iloc[idx, col] = t.strftime("%Y-%m-%dT%H:%M:%S.000Z")
         elif problem == "non_positive_price":
             rows.iloc[idx, col] = rng.choice(["0", "0.00", "-12.50", "-1"], len(idx))
@@ -478,7 +655,9 @@ def _plant_event_problems(rows: pd.DataFrame, rates: ProblemRates, rng: np.rando
         dup = rows.iloc[idx].copy()
         dup["_problem"] = problem
         if problem == "near_duplicate":
-            shifted = pd.to_datetime(dup["event_time"]) + pd.to_timedelta(rng.integers(1, 1500, len(idx)), "ms")
+            shifted = pd.to_datetime(dup["event_time"]) + pd.to_timedelta(
+                rng.integers(1, 1500, len(idx)), "ms"
+            )
             dup["event_time"] = shifted.dt.strftime("%Y-%m-%dT%H:%M:%S.%f").str[:-3] + "Z"
             dup["event_id"] = dup["event_id"] + "r"
         dup["_order"] = idx + 0.5
@@ -494,7 +673,9 @@ def _csv_lines(frame: pd.DataFrame) -> list[str]:
     return buf.getvalue().split("\n")[:-1]
 
 
-def _write_event_day(rows: pd.DataFrame, path: Path, fmt: str, rng: np.random.Generator) -> list[dict]:
+def _write_event_day(
+    rows: pd.DataFrame, path: Path, fmt: str, rng: np.random.Generator
+) -> list[dict]:
     """Write one day's part file; returns ground-truth rows (file, line, problem)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     problem = rows["_problem"].to_numpy()
@@ -504,12 +685,21 @@ def _write_event_day(rows: pd.DataFrame, path: Path, fmt: str, rng: np.random.Ge
         lines = _csv_lines(data)
         for i in np.flatnonzero(problem == "unparseable_row"):
             line = lines[i + 1]
-            lines[i + 1] = rng.choice([line[: max(1, len(line) // 3)], line.replace(",", ";"), line + ",extra,fields", "#### export interrupted ####"])
+            lines[i + 1] = rng.choice(
+                [
+                    line[: max(1, len(line) // 3)],
+                    line.replace(",", ";"),
+                    line + ",extra,fields",
+                    "#### export interrupted ####",
+                ]
+            )
         write_text_atomic("\n".join(lines) + "\n", path)
         first_line = 2  # line 1 is the header
     else:
         bad = problem == "unparseable_row"
-        if bad.any():  # a typed file cannot hold a torn line: the export garbles the timestamp instead
+        if (
+            bad.any()
+        ):  # a typed file cannot hold a torn line: the export garbles the timestamp instead
             data = data.copy()
             data.loc[bad, "event_time"] = "garbled:0x1f"
             problem = np.where(bad, "bad_timestamp", problem)
@@ -518,12 +708,21 @@ def _write_event_day(rows: pd.DataFrame, path: Path, fmt: str, rng: np.random.Ge
         tmp.replace(path)
         first_line = 1  # record number inside the file
     for i in np.flatnonzero(problem != ""):
-        truth.append({"file": path.name, "path": str(path), "line": int(i + first_line), "problem": str(problem[i]),
-                      "expected_reason": PROBLEM_REASONS[str(problem[i])]})
+        truth.append(
+            {
+                "file": path.name,
+                "path": str(path),
+                "line": int(i + first_line),
+                "problem": str(problem[i]),
+                "expected_reason": PROBLEM_REASONS[str(problem[i])],
+            }
+        )
     return truth
 
 
-def _plant_catalog_problems(items: pd.DataFrame, rates: ProblemRates, rng: np.random.Generator) -> tuple[pd.DataFrame, list[str]]:
+def _plant_catalog_problems(
+    items: pd.DataFrame, rates: ProblemRates, rng: np.random.Generator
+) -> tuple[pd.DataFrame, list[str]]:
     """Extra catalog rows with problems; the true catalog rows stay intact."""
     n = len(items)
     extra, problems = [], []
@@ -531,9 +730,18 @@ def _plant_catalog_problems(items: pd.DataFrame, rates: ProblemRates, rng: np.ra
     dup_idx = rng.choice(n, k, replace=False)
     for problem, rows in [
         ("catalog_duplicate", items.iloc[dup_idx]),
-        ("catalog_missing_item_id", items.sample(int(rng.binomial(n, rates.catalog_missing_item_id)), random_state=1).assign(item_id="")),
-        ("catalog_non_positive_price", items.sample(int(rng.binomial(n, rates.catalog_non_positive_price)), random_state=2)
-         .assign(price=lambda f: -f["price"].where(rng.random(len(f)) < 0.5, 0.0))),
+        (
+            "catalog_missing_item_id",
+            items.sample(
+                int(rng.binomial(n, rates.catalog_missing_item_id)), random_state=1
+            ).assign(item_id=""),
+        ),
+        (
+            "catalog_non_positive_price",
+            items.sample(
+                int(rng.binomial(n, rates.catalog_non_positive_price)), random_state=2
+            ).assign(price=lambda f: -f["price"].where(rng.random(len(f)) < 0.5, 0.0)),
+        ),
     ]:
         if problem == "catalog_non_positive_price":
             rows = rows.assign(item_id=[f"i9{j:06d}" for j in range(len(rows))])
@@ -560,7 +768,9 @@ def generate(cfg: GeneratorConfig, out: DataLayout, progress: bool = True) -> di
     rng = np.random.default_rng(cfg.seed)
     cat = build_catalog(cfg, rng)
     say = print if progress else (lambda *a, **k: None)
-    say(f"[generate] preset={cfg.preset} users={cfg.n_users:,} items={cfg.n_items:,} target events={cfg.n_events:,}")
+    say(
+        f"[generate] preset={cfg.preset} users={cfg.n_users:,} items={cfg.n_items:,} target events={cfg.n_events:,}"
+    )
 
     n_crawlers = max(2, round(cfg.n_users * cfg.crawler_share))
     n_farm = max(5, round(cfg.n_users * cfg.click_farm_share))
@@ -568,7 +778,9 @@ def generate(cfg: GeneratorConfig, out: DataLayout, progress: bool = True) -> di
     bot_type = np.full(cfg.n_users, "", dtype=object)
     bot_type[bot_users[:n_crawlers]] = "crawler"
     bot_type[bot_users[n_crawlers:]] = "click_farm"
-    signup_day = np.where(rng.random(cfg.n_users) < cfg.new_user_share, rng.integers(1, cfg.n_days, cfg.n_users), 0)
+    signup_day = np.where(
+        rng.random(cfg.n_users) < cfg.new_user_share, rng.integers(1, cfg.n_days, cfg.n_users), 0
+    )
     farm_targets = rng.choice(cfg.n_items, 4, replace=False)
     expected_bot_events = n_crawlers * 950 + n_farm * 155
     human_events_total = max(cfg.n_events - expected_bot_events, cfg.n_events // 2)
@@ -581,44 +793,83 @@ def generate(cfg: GeneratorConfig, out: DataLayout, progress: bool = True) -> di
         humans = users[bot_type[users] == ""]
         share = len(users) / cfg.n_users
         parts = [
-            _human_events(cfg, cat, humans, signup_day[humans], int(human_events_total * share), rng),
+            _human_events(
+                cfg, cat, humans, signup_day[humans], int(human_events_total * share), rng
+            ),
             _crawler_events(cfg, users[bot_type[users] == "crawler"], cfg.n_items, rng),
-            _click_farm_events(cfg, users[bot_type[users] == "click_farm"], farm_targets,
-                               cat.items["price"].to_numpy(), rng),
+            _click_farm_events(
+                cfg,
+                users[bot_type[users] == "click_farm"],
+                farm_targets,
+                cat.items["price"].to_numpy(),
+                rng,
+            ),
         ]
         events = pd.concat([p for p in parts if len(p)], ignore_index=True)
         events = events[(events["time_ms"] >= cfg.start_ms) & (events["time_ms"] < cfg.end_ms)]
         rows = _plant_event_problems(_format_events(events, cat, chunk, cfg), cfg.problems, rng)
         for day, day_rows in rows.groupby("_day", sort=True):
             date = (pd.Timestamp(cfg.start) + pd.Timedelta(days=int(day))).strftime("%Y-%m-%d")
-            fmt = cfg.event_format if cfg.event_format != "mixed" else ("csv" if day % 2 == 0 else "parquet")
+            fmt = (
+                cfg.event_format
+                if cfg.event_format != "mixed"
+                else ("csv" if day % 2 == 0 else "parquet")
+            )
             path = out.landing_events / f"date={date}" / f"part-{chunk:05d}.{fmt}"
             truth += _write_event_day(day_rows.reset_index(drop=True), path, fmt, rng)
         n_rows += len(rows)
         say(f"[generate] chunk {chunk}: {len(rows):,} event rows written ({n_rows:,} so far)")
 
     catalog = cat.items.assign(
-        listed_at=(pd.Timestamp(cfg.start, tz="UTC") + pd.to_timedelta(cat.items["listed_day"], "D")).dt.strftime("%Y-%m-%dT%H:%M:%SZ")
+        listed_at=(
+            pd.Timestamp(cfg.start, tz="UTC") + pd.to_timedelta(cat.items["listed_day"], "D")
+        ).dt.strftime("%Y-%m-%dT%H:%M:%SZ")
     )[ITEM_COLUMNS]
     catalog, labels = _plant_catalog_problems(catalog, cfg.problems, rng)
     catalog_path = out.landing_items / "catalog.csv"
     catalog_path.parent.mkdir(parents=True, exist_ok=True)
     write_text_atomic("\n".join(_csv_lines(catalog)) + "\n", catalog_path)
-    truth += [{"file": catalog_path.name, "path": str(catalog_path), "line": i + 2, "problem": p,
-               "expected_reason": PROBLEM_REASONS[p]} for i, p in enumerate(labels) if p]
+    truth += [
+        {
+            "file": catalog_path.name,
+            "path": str(catalog_path),
+            "line": i + 2,
+            "problem": p,
+            "expected_reason": PROBLEM_REASONS[p],
+        }
+        for i, p in enumerate(labels)
+        if p
+    ]
 
-    source = {"source": SOURCE_NAME, "window_start": pd.Timestamp(cfg.start_ms, unit="ms", tz="UTC").isoformat(),
-              "window_end": pd.Timestamp(cfg.end_ms, unit="ms", tz="UTC").isoformat(), "timezone": "UTC",
-              "events": "events/date=YYYY-MM-DD/part-*.csv|parquet", "catalog": "items/catalog.csv"}
+    source = {
+        "source": SOURCE_NAME,
+        "window_start": pd.Timestamp(cfg.start_ms, unit="ms", tz="UTC").isoformat(),
+        "window_end": pd.Timestamp(cfg.end_ms, unit="ms", tz="UTC").isoformat(),
+        "timezone": "UTC",
+        "events": "events/date=YYYY-MM-DD/part-*.csv|parquet",
+        "catalog": "items/catalog.csv",
+    }
     write_text_atomic(json.dumps(source, indent=2), out.landing / "source.json")
-    write_parquet_atomic(pd.DataFrame(truth, columns=["file", "path", "line", "problem", "expected_reason"]),
-                         out.ground_truth / "planted_problems.parquet")
-    bots = pd.DataFrame({"user_id": _user_ids(np.flatnonzero(bot_type != "")), "bot_type": bot_type[bot_type != ""]})
+    write_parquet_atomic(
+        pd.DataFrame(truth, columns=["file", "path", "line", "problem", "expected_reason"]),
+        out.ground_truth / "planted_problems.parquet",
+    )
+    bots = pd.DataFrame(
+        {"user_id": _user_ids(np.flatnonzero(bot_type != "")), "bot_type": bot_type[bot_type != ""]}
+    )
     write_parquet_atomic(bots, out.ground_truth / "bot_users.parquet")
-    manifest = {"config": asdict(cfg), "event_rows": n_rows, "catalog_rows": len(catalog),
-                "planted_problems": pd.Series([t["problem"] for t in truth]).value_counts().to_dict(),
-                "bot_users": bots["bot_type"].value_counts().to_dict()}
-    write_text_atomic(json.dumps(manifest, indent=2, default=str), out.ground_truth / "manifest.json")
-    say(f"[generate] {n_rows:,} event rows, {len(catalog):,} catalog rows, {len(truth):,} planted problems, "
-        f"{len(bots)} bot users -> {out.landing}")
+    manifest = {
+        "config": asdict(cfg),
+        "event_rows": n_rows,
+        "catalog_rows": len(catalog),
+        "planted_problems": pd.Series([t["problem"] for t in truth]).value_counts().to_dict(),
+        "bot_users": bots["bot_type"].value_counts().to_dict(),
+    }
+    write_text_atomic(
+        json.dumps(manifest, indent=2, default=str), out.ground_truth / "manifest.json"
+    )
+    say(
+        f"[generate] {n_rows:,} event rows, {len(catalog):,} catalog rows, {len(truth):,} planted problems, "
+        f"{len(bots)} bot users -> {out.landing}"
+    )
     return manifest

@@ -69,7 +69,11 @@ def _read_csv(path: Path, columns: list[str], required: list[str]) -> pd.DataFra
             continue
         fields = _split_line(line)
         if len(fields) != width:
-            errors[i] = f"{len(fields)} fields where the header has {width}" if line.strip() else "blank line"
+            errors[i] = (
+                f"{len(fields)} fields where the header has {width}"
+                if line.strip()
+                else "blank line"
+            )
             continue
         good_rows.append(fields)
         good_idx.append(i)
@@ -100,17 +104,27 @@ def _read_parquet(path: Path, columns: list[str], required: list[str]) -> pd.Dat
 def _check_header(path: Path, header: list[str], required: list[str]) -> None:
     missing = [c for c in required if c not in header]
     if missing:
-        raise LandingFileError(f"{path}: required column(s) {', '.join(missing)} missing; the file has {header}")
+        raise LandingFileError(
+            f"{path}: required column(s) {', '.join(missing)} missing; the file has {header}"
+        )
 
 
 def read_landing_file(path: Path, kind: str, source: str, root: Path | None = None) -> pd.DataFrame:
     """One landing file as a raw frame; `kind` is `events` or `items`."""
-    columns, required = (EVENT_COLUMNS, EVENT_REQUIRED) if kind == "events" else (ITEM_COLUMNS, ITEM_REQUIRED)
+    columns, required = (
+        (EVENT_COLUMNS, EVENT_REQUIRED) if kind == "events" else (ITEM_COLUMNS, ITEM_REQUIRED)
+    )
     if path.suffix not in SUPPORTED_SUFFIXES:
-        raise LandingFileError(f"{path}: unknown format {path.suffix!r}; expected one of {sorted(SUPPORTED_SUFFIXES)}")
+        raise LandingFileError(
+            f"{path}: unknown format {path.suffix!r}; expected one of {sorted(SUPPORTED_SUFFIXES)}"
+        )
     if not path.is_file():
         raise LandingFileError(f"{path}: no such file")
-    frame = _read_csv(path, columns, required) if path.suffix == ".csv" else _read_parquet(path, columns, required)
+    frame = (
+        _read_csv(path, columns, required)
+        if path.suffix == ".csv"
+        else _read_parquet(path, columns, required)
+    )
     frame["source"] = source
     frame["source_file"] = str(path.relative_to(root)) if root else path.name
     frame = frame[LINEAGE_COLUMNS + columns]
@@ -123,7 +137,9 @@ def landing_files(folder: Path) -> list[Path]:
     files = sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
     unknown = [p for p in files if p.suffix not in SUPPORTED_SUFFIXES]
     if unknown:
-        raise LandingFileError(f"{unknown[0]}: unknown format {unknown[0].suffix!r} in the landing folder")
+        raise LandingFileError(
+            f"{unknown[0]}: unknown format {unknown[0].suffix!r} in the landing folder"
+        )
     return files
 
 
@@ -145,4 +161,6 @@ def read_landing(landing: Path, kind: str) -> pd.DataFrame:
     files = landing_files(landing / kind)
     if not files:
         raise LandingFileError(f"{landing / kind}: no landing files")
-    return pd.concat([read_landing_file(p, kind, manifest["source"], landing) for p in files], ignore_index=True)
+    return pd.concat(
+        [read_landing_file(p, kind, manifest["source"], landing) for p in files], ignore_index=True
+    )
