@@ -1,0 +1,40 @@
+# The README's commands. A fresh machine needs only Python 3.11 and make.
+PYTHON ?= python3.11
+VENV ?= .venv
+BIN := $(VENV)/bin
+DATA_DIR ?= $(CURDIR)/data
+PRESET ?= default
+UI_PORT ?= 3000
+export RECSYS_DATA_DIR := $(abspath $(DATA_DIR))
+
+.PHONY: install demo test ui bench lint clean
+
+$(BIN)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --disable-pip-version-check -q -e '.[dev]'
+	touch $@
+
+install: $(BIN)/.installed
+
+## demo: generate the default data set, materialize every asset, print the evaluation
+demo: install
+	$(BIN)/python -m dagster_project.cli demo --preset $(PRESET)
+
+## test: the test suite (unit tests + the whole graph on the tiny preset)
+test: install
+	$(BIN)/python -m pytest
+
+## ui: the Dagster UI on http://127.0.0.1:$(UI_PORT), over the demo's runs
+ui: install
+	mkdir -p $(RECSYS_DATA_DIR)/dagster_home
+	DAGSTER_HOME=$(RECSYS_DATA_DIR)/dagster_home $(BIN)/dagster dev -h 127.0.0.1 -p $(UI_PORT) -m dagster_project.definitions
+
+## bench: benchmarks under bench/, figures saved as JSON in bench/results/
+bench: install
+	$(BIN)/python bench/pipeline.py --preset $(PRESET)
+
+lint: install
+	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+
+clean:
+	rm -rf $(RECSYS_DATA_DIR)

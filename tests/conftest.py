@@ -1,0 +1,42 @@
+"""Shared fixtures: a tiny generated shop, and the whole asset graph materialized on it once."""
+
+import os
+from pathlib import Path
+
+import pytest
+
+from dagster_project.settings import DataLayout, layout
+from dagster_project.sources.generator import generate, preset
+
+os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
+
+
+@pytest.fixture(scope="session")
+def tiny_layout(tmp_path_factory: pytest.TempPathFactory) -> DataLayout:
+    """The `tiny` preset's landing files and ground truth, generated once per session."""
+    out = layout(tmp_path_factory.mktemp("tiny"))
+    generate(preset("tiny"), out, progress=False)
+    return out
+
+
+@pytest.fixture(scope="session")
+def pipeline_run(tiny_layout: DataLayout, tmp_path_factory: pytest.TempPathFactory):
+    """Every asset and check materialized on the tiny data set, in an ephemeral Dagster instance."""
+    from dagster import DagsterInstance, materialize
+
+    from dagster_project.definitions import all_assets, all_checks, platform_resources
+
+    with DagsterInstance.ephemeral() as instance:
+        result = materialize(
+            [*all_assets, *all_checks],
+            instance=instance,
+            resources=platform_resources(str(tiny_layout.root)),
+            raise_on_error=False,
+        )
+    return result, tiny_layout
+
+
+def shared_data() -> Path | None:
+    """../shared/data beside the checkout, when present."""
+    path = Path(__file__).resolve().parents[2] / "shared" / "data"
+    return path if path.is_dir() else None

@@ -1,0 +1,142 @@
+"""The whole asset graph on the tiny preset: row accounting, planted problems, Feast, the model."""
+
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+from dagster_project.resources import FeastResource
+from dagster_project.settings import PROJECT_ROOT
+
+
+@pytest.fixture(scope="module")
+def run(pipeline_run):
+    result, out = pipeline_run
+    assert result.success, "the tiny pipeline run failed"
+    return out
+
+
+def test_every_check_passed(pipeline_run):
+    result, _ = pipeline_run
+    evaluations = {
+        f"{c.asset_key.to_user_string()}:{c.check_name}": c.passed
+        for c in result.get_asset_check_evaluations()
+    }
+    assert len(evaluations) == 7 and all(evaluations.values()), evaluations
+
+
+def test_every_raw_row_is_clean_or_quarantined_with_a_reason(run):
+    raw_events = pd.read_parquet(run.table("raw_events"))
+    raw_items = pd.read_parquet(run.table("raw_items"))
+    clean_events = pd.read_parquet(run.table("events_clean"))
+    clean_items = pd.read_parquet(run.table("items_clean"))
+    quarantine = pd.read_parquet(run.table("quarantine"))
+    assert len(raw_events) + len(raw_items) == len(clean_events) + len(clean_items) + len(
+        quarantine
+    )
+    for table, raw, clean in [
+        ("behaviour_events", raw_events, clean_events),
+        ("items", raw_items, clean_items),
+    ]:
+        per_file = raw.groupby("source_file").size()
+        accounted = (
+            clean.groupby("source_file")
+            .size()
+            .add(
+                quarantine[quarantine["table"] == table].groupby("source_file").size(), fill_value=0
+            )
+        )
+        pd.testing.assert_series_equal(
+            per_file, accounted.reindex(per_file.index).astype(per_file.dtype), check_names=False
+        )
+    assert quarantine["reason"].notna().all() and quarantine["detail"].notna().all()
+    assert quarantine["raw"].notna().all() and quarantine["run_id"].nunique() == 1
+
+
+def test_planted_problems_are_caught_with_the_expected_reason(run):
+    truth = pd.read_parquet(run.ground_truth / "planted_problems.parquet")
+    truth["source_file"] = truth["path"].map(
+        lambda p: str(pd.io.common.Path(p).relative_to(run.landing))
+    )
+    quarantine = pd.read_parquet(run.table("quarantine"))
+    found = truth.merge(
+        quarantine,
+        left_on=["source_file", "line"],
+        right_on=["source_file", "source_line"],
+        how="left",
+    )
+    missed = found[found["reason"] != found["expected_reason"]]
+    assert missed.empty, missed[["source_file", "line", "problem", "reason"]].head()
+    # Nothing else was quarantined: every quarantined row is a planted problem.
+    assert len(quarantine) == len(truth)
+
+
+def test_planted_bots_are_flagged_and_excluded(run):
+    bots = pd.read_parquet(run.ground_truth / "bot_users.parquet")
+    scores = pd.read_parquet(run.table("user_traffic_scores")).set_index("user_id")
+    assert scores.loc[bots["user_id"], "is_bot"].all()
+    humans = scores[~scores.index.isin(bots["user_id"])]
+    assert humans["is_bot"].mean() <= 0.01
+    assert scores.loc[bots["user_id"], "reasons"].str.len().min() > 0
+    behaviour = pd.read_parquet(run.table("behaviour_events"), columns=["user_id"])
+    assert not behaviour["user_id"].isin(bots["user_id"]).any()
+    audit = pd.read_parquet(run.table("behaviour_exclusions"))
+    assert set(bots["user_id"]) <= set(audit["user_id"])
+
+
+def test_feast_serves_online_features_for_a_known_user(run):
+    features = pd.read_parquet(run.feature_table("user_features"))
+    latest = features.sort_values("event_timestamp").groupby("user_id").tail(1).set_index("user_id")
+    user = latest["views"].idxmax()
+    store = FeastResource(data_dir=str(run.root)).store()
+    online = store.get_online_features(
+        features=store.get_feature_service("online_ranking"),
+        entity_rows=[{"user_id": user, "item_id": "i0000001"}],
+        full_feature_names=True,
+    ).to_dict()
+    assert online["user_behaviour__views"][0] == latest.loc[user, "views"]
+    assert online["item_stats__category"][0]
+
+
+def test_training_set_is_point_in_time_and_model_beats_popularity(run):
+    training = pd.read_parquet(run.table("training_set"))
+    snapshots = pd.read_parquet(run.feature_table("user_features"))
+    # No leakage: the joined views count equals the snapshot strictly before the interaction.
+    sample = training.dropna(subset=["user_behaviour__views"]).sample(200, random_state=0)
+    for _, row in sample.iterrows():
+        before = snapshots[
+            (snapshots["user_id"] == row["user_id"])
+            & (snapshots["event_timestamp"] <= row["event_time"])
+        ]
+        assert (
+            row["user_behaviour__views"] == before.sort_values("event_timestamp")["views"].iloc[-1]
+        )
+    report = pd.read_json(run.reports / "evaluation.json", typ="series")
+    results = pd.DataFrame(report["results"]).set_index("model")
+    assert results.loc["embedding", "ndcg@10"] > results.loc["popularity", "ndcg@10"]
+    recs = pd.read_parquet(run.table("recommendations"))
+    assert recs.groupby("user_id").size().max() == 20 and recs["model_version"].notna().all()
+    assert (
+        run.duckdb_file.exists()
+        and (run.gx / "gx" / "uncommitted" / "data_docs" / "local_site" / "index.html").exists()
+    )
+
+
+def test_definitions_validate():
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "dagster",
+            "definitions",
+            "validate",
+            "-m",
+            "dagster_project.definitions",
+        ],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr

@@ -1,0 +1,165 @@
+import string
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from dagster_project.quality.cleaning import clean_events, clean_items, row_accounting
+from dagster_project.sources.landing import LandingFileError, read_landing_file
+
+HEADER = "event_id,user_id,session_id,item_id,event_type,event_time,quantity,price,query"
+NOW = pd.Timestamp("2026-11-30", tz="UTC")
+WINDOW = (pd.Timestamp("2026-09-01", tz="UTC"), pd.Timestamp("2026-10-01", tz="UTC"))
+CATALOG = pd.DataFrame({"item_id": ["i1", "i2"]})
+
+
+def _events(tmp_path: Path, lines: list[str], name: str = "events.csv") -> pd.DataFrame:
+    path = tmp_path / name
+    path.write_text("\n".join([HEADER, *lines]) + "\n", encoding="utf-8")
+    return read_landing_file(path, "events", "test")
+
+
+def _clean(raw: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    return clean_events(raw, CATALOG, WINDOW, "run-1", NOW)
+
+
+def test_every_rule_gives_its_reason(tmp_path):
+    raw = _events(
+        tmp_path,
+        [
+            "e1,u1,s1,i1,view,2026-09-02T10:00:00.000Z,,,",  # clean
+            "e2,,s1,i1,view,2026-09-02T10:00:00.000Z,,,",  # null_user_id
+            "e3,u1,s1,,view,2026-09-02T10:00:00.000Z,,,",  # null_item_id
+            "e4,u1,s1,i1,teleport,2026-09-02T10:00:00.000Z,,,",  # bad_event_type
+            "e5,u1,s1,i1,view,yesterday,,,",  # bad_timestamp
+            "e6,u1,s1,i1,view,2071-01-01T00:00:00.000Z,,,",  # future_timestamp
+            "e7,u1,s1,i1,view,2026-08-01T00:00:00.000Z,,,",  # outside_source_window
+            "e8,u1,s1,i1,purchase,2026-09-02T11:00:00.000Z,1,-3.5,",  # non_positive_price
+            "e9,u1,s1,i1,purchase,2026-09-02T11:00:00.000Z,1,cheap,",  # bad_price
+            "e10,u1,s1,i1,purchase,2026-09-02T11:00:00.000Z,0.5,3,",  # bad_quantity
+            "e1,u1,s1,i1,view,2026-09-02T10:00:00.000Z,,,",  # duplicate_event
+            "e11,u1,s1,i1,view,2026-09-02T10:00:01.000Z,,,",  # near_duplicate_event
+            "e12,u1,s1,i404,view,2026-09-02T12:00:00.000Z,,,",  # unknown_item
+            "e13,u1,s1,i1,view",  # unparseable_row
+            "e14,u2,s2,i2,pv,2026-09-03T12:00:00.000Z,,,",  # clean (alias pv -> view)
+        ],
+    )
+    clean, quarantine = _clean(raw)
+    assert clean["event_id"].tolist() == ["e1", "e14"]
+    assert clean["event_type"].tolist() == ["view", "view"]
+    assert quarantine["reason"].tolist() == [
+        "null_user_id",
+        "null_item_id",
+        "bad_event_type",
+        "bad_timestamp",
+        "future_timestamp",
+        "outside_source_window",
+        "non_positive_price",
+        "bad_price",
+        "bad_quantity",
+        "duplicate_event",
+        "near_duplicate_event",
+        "unknown_item",
+        "unparseable_row",
+    ]
+    assert quarantine["source_line"].tolist() == list(range(3, 16))
+    assert quarantine["raw"].iloc[-1] == "e13,u1,s1,i1,view"
+    assert quarantine["detail"].str.len().min() > 10 and (quarantine["run_id"] == "run-1").all()
+
+
+def test_missing_ids_and_sessions_are_derived(tmp_path):
+    raw = _events(
+        tmp_path,
+        [
+            ",u1,,i1,view,2026-09-02T10:00:00.000Z,,,",
+            ",u1,,i2,view,2026-09-02T10:10:00.000Z,,,",
+            ",u1,,i1,view,2026-09-02T12:00:00.000Z,,,",
+        ],
+    )
+    clean, quarantine = _clean(raw)
+    assert quarantine.empty and clean["event_id"].str.startswith("h").all()
+    sessions = clean["session_id"].tolist()
+    assert sessions[0] == sessions[1] != sessions[2]  # 30 minutes of inactivity ends a session
+
+
+def test_file_level_failures_name_the_file(tmp_path):
+    bad_header = tmp_path / "events.csv"
+    bad_header.write_text("event_id,user,item\n1,2,3\n")
+    with pytest.raises(
+        LandingFileError, match=r"events\.csv: required column\(s\) user_id, item_id"
+    ):
+        read_landing_file(bad_header, "events", "test")
+    other = tmp_path / "events.xlsx"
+    other.write_text("x")
+    with pytest.raises(LandingFileError, match="unknown format"):
+        read_landing_file(other, "events", "test")
+    broken = tmp_path / "events.parquet"
+    broken.write_bytes(b"not parquet")
+    with pytest.raises(LandingFileError, match="not a readable Parquet file"):
+        read_landing_file(broken, "events", "test")
+
+
+def test_catalog_rules(tmp_path):
+    path = tmp_path / "catalog.csv"
+    path.write_text(
+        "item_id,title,description,category,brand,price,available,listed_at\n"
+        'i1,Mug,"A mug, blue",Home/Kitchen/Mug,Acme,4.5,True,2026-09-01T00:00:00Z\n'
+        "i1,Mug,again,Home/Kitchen/Mug,Acme,4.5,True,2026-09-01T00:00:00Z\n"
+        ",Nameless,x,Home/Kitchen/Mug,Acme,4.5,True,2026-09-01T00:00:00Z\n"
+        "i2,Free,x,Home/Kitchen/Mug,Acme,0,True,2026-09-01T00:00:00Z\n"
+    )
+    items, quarantine = clean_items(read_landing_file(path, "items", "test"), "run-1", NOW)
+    assert items["item_id"].tolist() == ["i1"] and items["description"].iloc[0] == "A mug, blue"
+    assert quarantine["reason"].tolist() == ["duplicate_item", "null_item_id", "non_positive_price"]
+
+
+# -- property: rows read = rows clean + rows quarantined, per file, whatever the input --------
+field = st.one_of(
+    st.text(alphabet=string.printable.replace("\n", "").replace("\r", ""), max_size=12),
+    st.sampled_from(
+        [
+            "",
+            "u1",
+            "i1",
+            "i2",
+            "view",
+            "pv",
+            "purchase",
+            "-1",
+            "0",
+            "1e308",
+            "NaN",
+            "9" * 30,
+            "2026-09-02T10:00:00Z",
+            "2026-09-02 10:00",
+            "02/09/2026",
+            "1725271200",
+            "\u00e9\u00e8",
+            '"quoted, comma"',
+            '"unterminated',
+        ]
+    ),
+)
+row = st.lists(field, min_size=0, max_size=12).map(lambda fields: ",".join(fields))
+line = st.one_of(row, row.map(lambda r: r.replace(",", ";")), row.map(lambda r: r[: len(r) // 2]))
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(lines=st.lists(line, min_size=1, max_size=40), bad_bytes=st.booleans())
+def test_rows_read_equal_clean_plus_quarantined(tmp_path_factory, lines, bad_bytes):
+    folder = tmp_path_factory.mktemp("prop")
+    path = folder / "events.csv"
+    payload = ("\n".join([HEADER, *lines]) + "\n").encode()
+    if bad_bytes:
+        payload = payload.replace(b"u1", b"u\xff1")  # invalid UTF-8 in some lines
+    path.write_bytes(payload)
+    raw = read_landing_file(path, "events", "test")
+    clean, quarantine = _clean(raw)
+    accounting = row_accounting(raw, clean, quarantine)
+    assert accounting["balanced"].all()
+    assert len(raw) == len(clean) + len(quarantine)
+    assert quarantine["reason"].notna().all() and quarantine["detail"].notna().all()
