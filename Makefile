@@ -26,8 +26,7 @@ test: install
 
 ## ui: the Dagster UI on http://127.0.0.1:$(UI_PORT), over the demo's runs
 ui: install
-	mkdir -p $(RECSYS_DATA_DIR)/dagster_home
-	DAGSTER_HOME=$(RECSYS_DATA_DIR)/dagster_home $(BIN)/dagster dev -h 127.0.0.1 -p $(UI_PORT) -m dagster_project.definitions
+	DAGSTER_HOME=$$($(BIN)/python -m dagster_project.cli dagster-home) $(BIN)/dagster dev -h 127.0.0.1 -p $(UI_PORT) -m dagster_project.definitions
 
 ## bench: benchmarks under bench/, figures saved as JSON in bench/results/
 bench: install

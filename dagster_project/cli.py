@@ -30,14 +30,23 @@ def _generate(preset_name: str, data_dir: Path, seed: int | None, force: bool) -
     generate(cfg, out)
 
 
+def prepare_dagster_home(data_dir: Path) -> Path:
+    """The Dagster instance folder under the data directory (telemetry off: no network here)."""
+    home = layout(data_dir).dagster_home
+    home.mkdir(parents=True, exist_ok=True)
+    config = home / "dagster.yaml"
+    if not config.exists():
+        config.write_text("telemetry:\n  enabled: false\n")
+    return home
+
+
 def materialize_all(data_dir: Path, **settings: int | str) -> bool:
     """Materialize every asset (and run every check) into the Dagster instance under the data dir."""
     from dagster import DagsterInstance, materialize
 
     from dagster_project.definitions import all_assets, all_checks, platform_resources
 
-    home = layout(data_dir).dagster_home
-    home.mkdir(parents=True, exist_ok=True)
+    home = prepare_dagster_home(data_dir)
     os.environ.setdefault("DAGSTER_HOME", str(home))
     with DagsterInstance.get() as instance:
         result = materialize(
@@ -114,6 +123,9 @@ def main(argv: list[str] | None = None) -> int:
         "--test-days", type=int, default=3, help="days held out at the end for evaluation"
     )
     args = parser.parse_args(argv)
+    if args.command == "dagster-home":
+        print(prepare_dagster_home(Path(args.data_dir).resolve()))
+        return 0
     if args.command == "generate":
         _generate(args.preset, Path(args.data_dir).resolve(), args.seed, args.force)
         return 0

@@ -1,0 +1,43 @@
+"""The machine a benchmark ran on, saved beside its figures."""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+from datetime import UTC, datetime
+
+
+def machine_info() -> dict:
+    """CPU model, cores, memory, OS, Python and key library versions, and the time."""
+    cpu = platform.processor()
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+        mem_kb = next(int(line.split()[1]) for line in open("/proc/meminfo") if line.startswith("MemTotal"))
+    except OSError:
+        mem_kb = 0
+    versions = {}
+    for name in ("pandas", "numpy", "torch", "dagster", "feast", "great_expectations", "duckdb", "pyarrow"):
+        try:
+            versions[name] = __import__(name).__version__
+        except ImportError:
+            versions[name] = None
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                                check=False).stdout.strip()
+    except OSError:
+        commit = ""
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "affinity_cores": len(os.sched_getaffinity(0)),
+        "memory_gb": round(mem_kb / 1024 / 1024, 1),
+        "os": platform.platform(),
+        "python": platform.python_version(),
+        "versions": versions,
+        "git_commit": commit,
+        "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }

@@ -1,0 +1,69 @@
+"""Benchmark: generate a preset and materialize the whole asset graph; time every step.
+
+    python bench/pipeline.py --preset default [--data-dir DIR]
+
+Prints the figures and saves them to bench/results/pipeline_<preset>.json with the machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.machine import machine_info  # noqa: E402
+from dagster_project.settings import layout  # noqa: E402
+from dagster_project.sources.generator import generate, preset  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", default="default")
+    parser.add_argument("--data-dir", default=None, help="default: a fresh temporary directory")
+    args = parser.parse_args()
+
+    from dagster import DagsterInstance, materialize
+
+    from dagster_project.definitions import all_assets, all_checks, platform_resources
+
+    root = Path(args.data_dir or tempfile.mkdtemp(prefix=f"bench-{args.preset}-"))
+    out = layout(root)
+    started = time.perf_counter()
+    manifest = generate(preset(args.preset), out)
+    generated = time.perf_counter()
+    with DagsterInstance.ephemeral() as instance:
+        result = materialize([*all_assets, *all_checks], instance=instance,
+                             resources=platform_resources(str(root)), raise_on_error=False)
+        stats = instance.get_run_step_stats(result.run_id)
+    finished = time.perf_counter()
+    steps = {s.step_key: round(s.end_time - s.start_time, 2) for s in stats if s.end_time and s.start_time}
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    figures = {
+        "benchmark": "pipeline",
+        "preset": args.preset,
+        "success": result.success,
+        "event_rows": manifest["event_rows"],
+        "generate_seconds": round(generated - started, 2),
+        "materialize_seconds": round(finished - generated, 2),
+        "total_seconds": round(finished - started, 2),
+        "events_per_second_end_to_end": round(manifest["event_rows"] / (finished - started)),
+        "peak_rss_mb": round(peak_mb),
+        "step_seconds": dict(sorted(steps.items(), key=lambda kv: -kv[1])),
+        "evaluation": json.loads((out.reports / "evaluation.json").read_text())["results"] if result.success else None,
+        "machine": machine_info(),
+    }
+    target = Path(__file__).resolve().parent / "results" / f"pipeline_{args.preset}.json"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(json.dumps(figures, indent=2))
+    print(json.dumps({k: v for k, v in figures.items() if k != "machine"}, indent=2))
+    print(f"saved to {target}")
+
+
+if __name__ == "__main__":
+    main()
