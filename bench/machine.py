@@ -16,18 +16,30 @@ def machine_info() -> dict:
             if line.startswith("model name"):
                 cpu = line.split(":", 1)[1].strip()
                 break
-        mem_kb = next(int(line.split()[1]) for line in open("/proc/meminfo") if line.startswith("MemTotal"))
+        mem_kb = next(
+            int(line.split()[1]) for line in open("/proc/meminfo") if line.startswith("MemTotal")
+        )
     except OSError:
         mem_kb = 0
     versions = {}
-    for name in ("pandas", "numpy", "torch", "dagster", "feast", "great_expectations", "duckdb", "pyarrow"):
+    for name in (
+        "pandas",
+        "numpy",
+        "torch",
+        "dagster",
+        "feast",
+        "great_expectations",
+        "duckdb",
+        "pyarrow",
+    ):
         try:
             versions[name] = __import__(name).__version__
         except ImportError:
             versions[name] = None
     try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                                check=False).stdout.strip()
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
+        ).stdout.strip()
     except OSError:
         commit = ""
     return {

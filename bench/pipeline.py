@@ -23,7 +23,9 @@ from dagster_project.sources.generator import generate, preset  # noqa: E402
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--preset", default="default")
     parser.add_argument("--data-dir", default=None, help="default: a fresh temporary directory")
     args = parser.parse_args()
@@ -38,11 +40,19 @@ def main() -> None:
     manifest = generate(preset(args.preset), out)
     generated = time.perf_counter()
     with DagsterInstance.ephemeral() as instance:
-        result = materialize([*all_assets, *all_checks], instance=instance,
-                             resources=platform_resources(str(root)), raise_on_error=False)
+        result = materialize(
+            [*all_assets, *all_checks],
+            instance=instance,
+            resources=platform_resources(str(root)),
+            raise_on_error=False,
+        )
         stats = instance.get_run_step_stats(result.run_id)
     finished = time.perf_counter()
-    steps = {s.step_key: round(s.end_time - s.start_time, 2) for s in stats if s.end_time and s.start_time}
+    steps = {
+        s.step_key: round(s.end_time - s.start_time, 2)
+        for s in stats
+        if s.end_time and s.start_time
+    }
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     figures = {
         "benchmark": "pipeline",
@@ -55,7 +65,9 @@ def main() -> None:
         "events_per_second_end_to_end": round(manifest["event_rows"] / (finished - started)),
         "peak_rss_mb": round(peak_mb),
         "step_seconds": dict(sorted(steps.items(), key=lambda kv: -kv[1])),
-        "evaluation": json.loads((out.reports / "evaluation.json").read_text())["results"] if result.success else None,
+        "evaluation": json.loads((out.reports / "evaluation.json").read_text())["results"]
+        if result.success
+        else None,
         "machine": machine_info(),
     }
     target = Path(__file__).resolve().parent / "results" / f"pipeline_{args.preset}.json"

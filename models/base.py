@@ -31,7 +31,8 @@ class Recommender(ABC):
     def __init__(self) -> None:
         self.item_ids: np.ndarray = np.array([], dtype=object)
         self.user_index: pd.Index = pd.Index([])
-        self._seen: dict[int, np.ndarray] = {}
+        self._seen_ptr = np.zeros(1, dtype=np.int64)
+        self._seen_items = np.array([], dtype=np.int64)
 
     def _index(
         self, interactions: pd.DataFrame, items: pd.DataFrame
@@ -46,9 +47,20 @@ class Recommender(ABC):
             raise ValueError(
                 f"{int((i < 0).sum())} interactions refer to items missing from the item table"
             )
-        pairs = pd.DataFrame({"u": u, "i": i}).drop_duplicates()
-        self._seen = {k: g.to_numpy() for k, g in pairs.groupby("u")["i"]}
+        # Items each user interacted with, as CSR: user u's items are seen_items[ptr[u]:ptr[u+1]].
+        pairs = np.unique(np.stack([u, i], axis=1), axis=0)
+        self._seen_ptr = np.r_[
+            0, np.cumsum(np.bincount(pairs[:, 0], minlength=len(self.user_index)))
+        ]
+        self._seen_items = pairs[:, 1]
         return u, i
+
+    def _seen_cells(self, users: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(row in `users`, item index) of every item the given users already interacted with."""
+        lengths = self._seen_ptr[users + 1] - self._seen_ptr[users]
+        rows = np.repeat(np.arange(len(users)), lengths)
+        offsets = np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+        return rows, self._seen_items[np.repeat(self._seen_ptr[users], lengths) + offsets]
 
     @abstractmethod
     def _score(self, users: np.ndarray) -> torch.Tensor:
@@ -67,17 +79,8 @@ class Recommender(ABC):
             with torch.no_grad():
                 scores = self._score(batch).float()
                 if filter_seen:
-                    rows = np.concatenate(
-                        [np.full(len(self._seen.get(u, [])), r) for r, u in enumerate(batch)]
-                        or [[]]
-                    )
-                    cols = np.concatenate(
-                        [self._seen.get(u, np.array([], int)) for u in batch] or [[]]
-                    )
-                    scores[
-                        torch.as_tensor(rows, dtype=torch.long),
-                        torch.as_tensor(cols, dtype=torch.long),
-                    ] = -torch.inf
+                    rows, cols = self._seen_cells(batch)
+                    scores[torch.as_tensor(rows), torch.as_tensor(cols)] = -torch.inf
                 top = torch.topk(scores, k, dim=1)
             frames.append(
                 pd.DataFrame(

@@ -32,8 +32,8 @@ class EmbeddingConfig:
 
     dim: int = 64
     epochs: int = 15
-    batch_size: int = 2048
-    negatives: int = 1024
+    batch_size: int = 4096
+    negatives: int = 512
     learning_rate: float = 0.01
     weight_decay: float = 1e-6
     validation_days: int = 2
@@ -82,13 +82,14 @@ class TwoTower(nn.Module):
         dim: int,
     ) -> None:
         super().__init__()
-        self.user_id = nn.Embedding(n_users, dim)
-        self.item_id = nn.Embedding(n_items, dim)
+        # The large id tables get sparse gradients: each step touches only the batch's rows.
+        self.user_id = nn.Embedding(n_users, dim, sparse=True)
+        self.item_id = nn.Embedding(n_items, dim, sparse=True)
         self.category = nn.Embedding(n_categories, dim)
         self.price_bucket = nn.Embedding(n_price_buckets, dim)
         self.user_features = nn.Linear(max(n_user_features, 1), dim, bias=False)
         self.item_features = nn.Linear(max(n_item_features, 1), dim, bias=False)
-        self.item_bias = nn.Embedding(n_items, 1)
+        self.item_bias = nn.Embedding(n_items, 1, sparse=True)
         for emb in (self.user_id, self.item_id, self.category, self.price_bucket):
             nn.init.normal_(emb.weight, std=0.05)
         nn.init.zeros_(self.item_bias.weight)
@@ -220,9 +221,12 @@ class EmbeddingRecommender(Recommender):
             self.item_latest.shape[1],
             cfg.dim,
         ).to(dev)
-        optimiser = torch.optim.Adam(
-            self.model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay
-        )
+        sparse = [self.model.user_id.weight, self.model.item_id.weight, self.model.item_bias.weight]
+        dense = [p for p in self.model.parameters() if all(p is not q for q in sparse)]
+        optimisers = [
+            torch.optim.SparseAdam(sparse, lr=cfg.learning_rate),
+            torch.optim.Adam(dense, lr=cfg.learning_rate, weight_decay=cfg.weight_decay),
+        ]
         category, price_bucket = self.item_category.to(dev), self.item_price_bucket.to(dev)
         item_latest, user_latest = self.item_latest.to(dev), self.user_latest.to(dev)
         n_items = len(self.item_ids)
@@ -251,9 +255,11 @@ class EmbeddingRecommender(Recommender):
                 loss = (
                     nn.functional.cross_entropy(logits, target, reduction="none") * w
                 ).sum() / w.sum()
-                optimiser.zero_grad()
+                for optimiser in optimisers:
+                    optimiser.zero_grad()
                 loss.backward()
-                optimiser.step()
+                for optimiser in optimisers:
+                    optimiser.step()
                 total += float(loss.detach()) * len(batch)
             record = {
                 "epoch": epoch,
