@@ -30,7 +30,7 @@ ui: install
 
 ## bench: benchmarks under bench/, figures saved as JSON in bench/results/
 bench: install
-	$(BIN)/python bench/pipeline.py --preset $(PRESET)
+	$(BIN)/python -m bench.pipeline --preset $(PRESET)
 
 lint: install
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .

@@ -12,13 +12,12 @@ def machine_info() -> dict:
     """CPU model, cores, memory, OS, Python and key library versions, and the time."""
     cpu = platform.processor()
     try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-        mem_kb = next(
-            int(line.split()[1]) for line in open("/proc/meminfo") if line.startswith("MemTotal")
-        )
+        with open("/proc/cpuinfo") as f:
+            cpu = next(
+                (line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu
+            )
+        with open("/proc/meminfo") as f:
+            mem_kb = next(int(line.split()[1]) for line in f if line.startswith("MemTotal"))
     except OSError:
         mem_kb = 0
     versions = {}

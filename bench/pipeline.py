@@ -1,6 +1,6 @@
 """Benchmark: generate a preset and materialize the whole asset graph; time every step.
 
-    python bench/pipeline.py --preset default [--data-dir DIR]
+    python -m bench.pipeline --preset default [--data-dir DIR]
 
 Prints the figures and saves them to bench/results/pipeline_<preset>.json with the machine.
 """
@@ -10,16 +10,13 @@ from __future__ import annotations
 import argparse
 import json
 import resource
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from bench.machine import machine_info  # noqa: E402
-from dagster_project.settings import layout  # noqa: E402
-from dagster_project.sources.generator import generate, preset  # noqa: E402
+from bench.machine import machine_info
+from dagster_project.settings import layout
+from dagster_project.sources.generator import generate, preset
 
 
 def main() -> None:
