@@ -1,5 +1,7 @@
 """Group quality: raw -> clean tables and the quarantine; GX suites as blocking checks."""
 
+from pathlib import Path
+
 import pandas as pd
 from dagster import (
     AssetCheckResult,
@@ -23,6 +25,17 @@ from dagster_project.sources.landing import read_source_manifest
 from dagster_project.storage import write_parquet_atomic
 
 
+def _cleaning_metadata(
+    clean: pd.DataFrame, path: Path, raw: pd.DataFrame, quarantine: pd.DataFrame
+) -> dict:
+    return {
+        **table_metadata(clean, path),
+        "rows_read": len(raw),
+        "rows_quarantined": len(quarantine),
+        "quarantined_by_reason": _reason_counts(quarantine),
+    }
+
+
 def _reason_counts(quarantine: pd.DataFrame) -> MetadataValue:
     counts = quarantine.groupby("reason").size().sort_values(ascending=False)
     return MetadataValue.md(
@@ -43,14 +56,7 @@ def items_clean(context: AssetExecutionContext, storage: PlatformStorage) -> Mat
     items, quarantine = clean_items(raw, context.run_id, pd.Timestamp.now(tz="UTC"))
     write_parquet_atomic(quarantine, out.table("quarantine_items"))
     path = write_parquet_atomic(items, out.table("items_clean"))
-    return MaterializeResult(
-        metadata={
-            **table_metadata(items, path),
-            "rows_read": len(raw),
-            "rows_quarantined": len(quarantine),
-            "quarantined_by_reason": _reason_counts(quarantine),
-        }
-    )
+    return MaterializeResult(metadata=_cleaning_metadata(items, path, raw, quarantine))
 
 
 @asset(
@@ -77,14 +83,7 @@ def events_clean(context: AssetExecutionContext, storage: PlatformStorage) -> Ma
     context.log.info(
         f"events_clean: {len(events):,} of {len(raw):,} rows clean, {len(quarantine):,} quarantined"
     )
-    return MaterializeResult(
-        metadata={
-            **table_metadata(events, path),
-            "rows_read": len(raw),
-            "rows_quarantined": len(quarantine),
-            "quarantined_by_reason": _reason_counts(quarantine),
-        }
-    )
+    return MaterializeResult(metadata=_cleaning_metadata(events, path, raw, quarantine))
 
 
 @asset(

@@ -1,6 +1,5 @@
 """Group recommender: point-in-time training set from Feast, the torch model, top-K recommendations."""
 
-import numpy as np
 import pandas as pd
 from dagster import (
     AssetCheckResult,
@@ -12,7 +11,7 @@ from dagster import (
 )
 
 from dagster_project.assets._common import OWNERS, suite_check_result, table_metadata
-from dagster_project.features.build import PRICE_BUCKET_EDGES
+from dagster_project.features.build import price_bucket
 from dagster_project.resources import (
     FeastResource,
     PlatformStorage,
@@ -49,7 +48,7 @@ def model_items(storage: PlatformStorage) -> pd.DataFrame:
     catalog = pd.read_parquet(
         storage.layout().table("items"), columns=["item_id", "category", "price"]
     )
-    return catalog.assign(price_bucket=np.digitize(catalog["price"], PRICE_BUCKET_EDGES) - 1)
+    return catalog.assign(price_bucket=price_bucket(catalog["price"]))
 
 
 def evaluation_split(storage: PlatformStorage, settings: RecommenderSettings):

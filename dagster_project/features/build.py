@@ -21,6 +21,16 @@ COUNT_COLUMNS = {
 PRICE_BUCKET_EDGES = [0, 5, 10, 20, 40, 80, 160, np.inf]
 
 
+def price_bucket(price: pd.Series) -> np.ndarray:
+    """Price bucket 0..6 for the edges PRICE_BUCKET_EDGES (e.g. [5, 10) -> 1)."""
+    return (np.digitize(price, PRICE_BUCKET_EDGES) - 1).astype("int64")
+
+
+def _rate(numerator: pd.Series, denominator: pd.Series) -> pd.Series:
+    """A per-view rate, capped at 1 (a purchase without a recorded view still counts once)."""
+    return (numerator / denominator.clip(lower=1)).clip(upper=1.0)
+
+
 def _daily_cumulative(events: pd.DataFrame, key: str) -> pd.DataFrame:
     day = events["event_time"].dt.floor("D")
     counts = (
@@ -55,8 +65,8 @@ def user_features(
     snap["spend"] = snap.groupby("user_id")["spend"].ffill().fillna(0.0)
     first_day = snap.groupby("user_id")["day"].transform("min")
     snap["tenure_days"] = ((snap["day"] - first_day).dt.days + 1).astype("int64")
-    snap["cart_rate"] = (snap["carts"] / snap["views"].clip(lower=1)).clip(upper=1.0)
-    snap["purchase_rate"] = (snap["purchases"] / snap["views"].clip(lower=1)).clip(upper=1.0)
+    snap["cart_rate"] = _rate(snap["carts"], snap["views"])
+    snap["purchase_rate"] = _rate(snap["purchases"], snap["views"])
     snap = snap.merge(scores[["user_id", "bot_score"]], on="user_id", how="left").fillna(
         {"bot_score": 0.0}
     )
@@ -91,11 +101,9 @@ def item_features(events: pd.DataFrame, items: pd.DataFrame, created: pd.Timesta
     snap = snap.merge(
         items[["item_id", "price", "category", "available"]], on="item_id", how="inner"
     )
-    snap["view_to_cart_rate"] = (snap["carts"] / snap["views"].clip(lower=1)).clip(upper=1.0)
-    snap["view_to_purchase_rate"] = (snap["purchases"] / snap["views"].clip(lower=1)).clip(
-        upper=1.0
-    )
-    snap["price_bucket"] = (np.digitize(snap["price"], PRICE_BUCKET_EDGES) - 1).astype("int64")
+    snap["view_to_cart_rate"] = _rate(snap["carts"], snap["views"])
+    snap["view_to_purchase_rate"] = _rate(snap["purchases"], snap["views"])
+    snap["price_bucket"] = price_bucket(snap["price"])
     snap["created"] = created
     for c in COUNT_COLUMNS.values():
         snap[c] = snap[c].astype("int64")

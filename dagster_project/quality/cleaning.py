@@ -79,9 +79,15 @@ def _raw_text(rows: pd.DataFrame, columns: list[str]) -> pd.Series:
 class _Verdicts:
     """Collects the first failing rule per row."""
 
-    def __init__(self, index: pd.Index) -> None:
-        self.reason = pd.Series(None, index=index, dtype=object)
-        self.detail = pd.Series(None, index=index, dtype=object)
+    def __init__(self, raw: pd.DataFrame) -> None:
+        self.reason = pd.Series(None, index=raw.index, dtype=object)
+        self.detail = pd.Series(None, index=raw.index, dtype=object)
+        # The first rule for every table: the record could not even be split into fields.
+        self.fail(
+            raw["parse_error"].notna(),
+            "unparseable_row",
+            lambda hit: "unparseable: " + raw["parse_error"][hit],
+        )
 
     @property
     def ok(self) -> pd.Series:
@@ -130,12 +136,7 @@ def clean_items(
     raw: pd.DataFrame, run_id: str, now: pd.Timestamp
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Raw catalog rows -> (items_clean, quarantine)."""
-    v = _Verdicts(raw.index)
-    v.fail(
-        raw["parse_error"].notna(),
-        "unparseable_row",
-        lambda hit: "unparseable: " + raw["parse_error"][hit],
-    )
+    v = _Verdicts(raw)
     v.fail(_blank(raw["item_id"]), "null_item_id")
     price = pd.to_numeric(raw["price"], errors="coerce")
     v.fail(price.isna(), "bad_price", _quoted(raw["price"], "price {} is not a number"))
@@ -214,12 +215,7 @@ def clean_events(
     quarantined_items: pd.Series | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Raw behaviour rows -> (events_clean, quarantine), checked against the clean catalog."""
-    v = _Verdicts(raw.index)
-    v.fail(
-        raw["parse_error"].notna(),
-        "unparseable_row",
-        lambda hit: "unparseable: " + raw["parse_error"][hit],
-    )
+    v = _Verdicts(raw)
     v.fail(_blank(raw["user_id"]), "null_user_id")
     v.fail(_blank(raw["item_id"]), "null_item_id")
     event_type = (
