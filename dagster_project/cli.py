@@ -108,6 +108,10 @@ def main(argv: list[str] | None = None) -> int:
     demo = sub.add_parser(
         "demo", help="generate data, materialize every asset, print the evaluation"
     )
+    home = sub.add_parser(
+        "dagster-home", help="create the Dagster instance folder and print its path"
+    )
+    home.add_argument("--data-dir", default=default_dir)
     for p in (gen, demo):
         p.add_argument("--preset", choices=sorted(PRESETS), default="default")
         p.add_argument(

@@ -1,4 +1,4 @@
-"""Group evaluation: the model beside the popularity baseline on the temporal hold-out; the SQL warehouse."""
+"""Group evaluation: model vs popularity on the temporal hold-out, GX Data Docs, the SQL warehouse."""
 
 import base64
 import io
@@ -11,7 +11,7 @@ from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, ass
 
 from dagster_project.assets._common import OWNERS
 from dagster_project.assets.recommender import evaluation_split, model_items
-from dagster_project.resources import PlatformStorage, RecommenderSettings
+from dagster_project.resources import PlatformStorage, QualityResource, RecommenderSettings
 from dagster_project.storage import write_text_atomic
 from models.baselines import PopularityRecommender
 from models.embedding import EmbeddingRecommender
@@ -144,4 +144,18 @@ def warehouse(storage: PlatformStorage) -> MaterializeResult:
             "path": MetadataValue.path(str(out.duckdb_file)),
             "views": ", ".join(sorted(p for p, f in paths.items() if f.exists())),
         }
+    )
+
+
+@asset(
+    group_name="evaluation",
+    owners=OWNERS,
+    kinds={"great_expectations", "html"},
+    deps=["events_clean", "items_clean", "user_features", "item_features", "training_set"],
+    description="Great Expectations Data Docs: every suite and its latest validation results, as HTML (the analysts' quality report).",
+)
+def data_docs(storage: PlatformStorage, quality: QualityResource) -> MaterializeResult:
+    index = quality.runner(storage).build_docs()
+    return MaterializeResult(
+        metadata={"index": MetadataValue.path(str(index)), "url": MetadataValue.url(index.as_uri())}
     )

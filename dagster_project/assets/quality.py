@@ -176,17 +176,3 @@ def events_clean_suite(storage: PlatformStorage, quality: QualityResource) -> As
     outcome = runner.validate("events_clean", events, parameters)
     runner.build_docs()
     return suite_check_result(outcome, runner.latest_docs_page("events_clean"))
-
-
-@asset(
-    group_name="quality",
-    owners=OWNERS,
-    kinds={"great_expectations", "html"},
-    deps=["events_clean", "items_clean", "user_features", "item_features", "training_set"],
-    description="Great Expectations Data Docs: every suite and its latest validation results, as HTML.",
-)
-def data_docs(storage: PlatformStorage, quality: QualityResource) -> MaterializeResult:
-    index = quality.runner(storage).build_docs()
-    return MaterializeResult(
-        metadata={"index": MetadataValue.path(str(index)), "url": MetadataValue.url(index.as_uri())}
-    )
