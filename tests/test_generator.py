@@ -97,3 +97,13 @@ def test_large_preset_is_generated_in_chunks(tmp_path):
     generate(cfg, out, progress=False)
     parts = {p.name for p in out.landing_events.rglob("*.parquet")}
     assert parts == {"part-00000.parquet", "part-00001.parquet", "part-00002.parquet"}
+
+
+def test_cli_generates_once_and_says_so(tmp_path, capsys):
+    from dagster_project.cli import main
+
+    assert main(["generate", "--preset", "tiny", "--data-dir", str(tmp_path)]) == 0
+    assert (tmp_path / "ground_truth" / "manifest.json").exists()
+    capsys.readouterr()
+    assert main(["generate", "--preset", "tiny", "--data-dir", str(tmp_path)]) == 0
+    assert "already in" in capsys.readouterr().out

@@ -1,7 +1,9 @@
 """The whole asset graph on the tiny preset: row accounting, planted problems, Feast, the model."""
 
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -140,3 +142,17 @@ def test_definitions_validate():
         check=False,
     )
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_feature_repo_works_with_the_plain_feast_cli(run):
+    env = {**os.environ, "RECSYS_DATA_DIR": str(run.root)}
+    feast = str(Path(sys.executable).with_name("feast"))
+    done = subprocess.run(
+        [feast, "-c", str(PROJECT_ROOT / "feature_repo"), "feature-views", "list"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "user_behaviour" in done.stdout and "item_stats" in done.stdout
