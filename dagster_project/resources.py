@@ -44,8 +44,8 @@ class QualityResource(ConfigurableResource):
 class FeastResource(ConfigurableResource):
     """The Feast repo in `feature_repo/`, resolved against the platform's data directory.
 
-    `config_file` picks the profile: `feature_store.yaml` (SQLite online store) or
-    `feature_store.redis.yaml` (Redis), with no code change.
+    `config_file` picks the Feast configuration file inside the repo (default: the embedded
+    profile, `feature_store.yaml`, with the SQLite online store).
     """
 
     repo_path: str = str(FEATURE_REPO_DIR)

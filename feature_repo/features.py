@@ -29,7 +29,8 @@ user_behaviour = FeatureView(
         Field(
             name="bot_score",
             dtype=Float32,
-            description="Bot score in [0, 1] from the detection group.",
+            description="Bot score in [0, 1] from the detection group. Not point-in-time: every "
+            "snapshot carries the score over the whole window, so do not train on it.",
         ),
     ],
     source=user_features_source,

@@ -262,6 +262,7 @@ class EmbeddingRecommender(Recommender):
                     optimiser.step()
                 total += float(loss.detach()) * len(batch)
             record = {
+                "phase": "select epochs" if validation is not None else "refit",
                 "epoch": epoch,
                 "loss": total / n,
                 "seconds": round(time.perf_counter() - started, 2),

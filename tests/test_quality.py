@@ -163,3 +163,19 @@ def test_rows_read_equal_clean_plus_quarantined(tmp_path_factory, lines, bad_byt
     assert accounting["balanced"].all()
     assert len(raw) == len(clean) + len(quarantine)
     assert quarantine["reason"].notna().all() and quarantine["detail"].notna().all()
+
+
+def test_non_finite_numbers_and_near_duplicate_chains(tmp_path):
+    raw = _events(
+        tmp_path,
+        [
+            "e1,u1,s1,i1,purchase,2026-09-02T11:00:00.000Z,1e30,3,",  # bad_quantity (absurd)
+            "e2,u1,s1,i1,purchase,2026-09-02T11:00:00.000Z,1,inf,",  # bad_price (not finite)
+            "e3,u1,s1,i2,view,2026-09-02T12:00:00.000Z,,,",  # kept
+            "e4,u1,s1,i2,view,2026-09-02T12:00:01.500Z,,,",  # near duplicate of e3
+            "e5,u1,s1,i2,view,2026-09-02T12:00:03.000Z,,,",  # 3 s after the kept e3: kept
+        ],
+    )
+    clean, quarantine = _clean(raw)
+    assert quarantine["reason"].tolist() == ["bad_quantity", "bad_price", "near_duplicate_event"]
+    assert clean["event_id"].tolist() == ["e3", "e5"]

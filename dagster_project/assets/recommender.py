@@ -23,6 +23,7 @@ from models.embedding import EmbeddingConfig, EmbeddingRecommender
 from models.split import temporal_holdout
 
 TRAINING_SERVICE = "recommender_training"
+# bot_score is left out: it is scored over the whole window, not point-in-time.
 USER_FEATURES = tuple(
     f"user_behaviour__{f}"
     for f in [
@@ -34,7 +35,6 @@ USER_FEATURES = tuple(
         "purchase_rate",
         "spend",
         "tenure_days",
-        "bot_score",
     ]
 )
 ITEM_FEATURES = tuple(
@@ -140,7 +140,7 @@ def embedding_model(
             "device": str(model.device),
             "users": len(model.user_index),
             "items": len(model.item_ids),
-            "epochs_run": len(history),
+            "epochs_refit": int((history["phase"] == "refit").sum()),
             "history": MetadataValue.md(history.to_markdown(index=False)),
         }
     )

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from dagster_project.quality.cleaning import EVENT_TYPES
+from dagster_project.contracts import EVENT_TYPES
 
 COUNT_COLUMNS = {
     "view": "views",

@@ -13,7 +13,12 @@ from collections.abc import Callable
 import numpy as np
 import pandas as pd
 
-from dagster_project.sources.generator import EVENT_COLUMNS, ITEM_COLUMNS
+from dagster_project.contracts import (
+    EVENT_COLUMNS,
+    ITEM_COLUMNS,
+    NEAR_DUPLICATE_WINDOW,
+    SESSION_GAP,
+)
 
 QUARANTINE_COLUMNS = [
     "table",
@@ -42,7 +47,6 @@ EVENT_TYPE_ALIASES = {
     "transaction": "purchase",
     "order": "purchase",
 }
-EVENT_TYPES = ["view", "favorite", "add_to_cart", "purchase"]
 REASONS = {
     "unparseable_row": "the record could not be split into the file's columns",
     "null_user_id": "the user id is missing",
@@ -53,14 +57,12 @@ REASONS = {
     "outside_source_window": "the timestamp lies outside the source's declared window",
     "bad_price": "the price is not a number",
     "non_positive_price": "the price is zero or negative",
-    "bad_quantity": "the quantity is not a positive whole number",
+    "bad_quantity": "the quantity is not a whole number between 1 and 1,000,000",
     "duplicate_event": "the event id was already seen",
     "near_duplicate_event": "the same user, item, event type and session within 2 seconds of a kept event",
     "unknown_item": "the item id is not in the validated catalog",
     "duplicate_item": "the item id was already seen in the catalog",
 }
-NEAR_DUPLICATE_WINDOW = pd.Timedelta(seconds=2)
-SESSION_GAP = pd.Timedelta(minutes=30)
 
 
 def _blank(s: pd.Series) -> pd.Series:
@@ -128,6 +130,15 @@ def _quoted(column: pd.Series, template: str) -> Callable[[pd.Series], pd.Series
     return lambda hit: column[hit].fillna("<empty>").map(lambda v: template.format(repr(v)))
 
 
+MAX_QUANTITY = 1_000_000
+
+
+def _finite_number(s: pd.Series) -> pd.Series:
+    """Numbers as float64; text, inf and NaN spelled out become missing."""
+    number = pd.to_numeric(s, errors="coerce").astype("float64")
+    return number.where(np.isfinite(number))
+
+
 def _parse_time(s: pd.Series) -> pd.Series:
     return pd.to_datetime(s, utc=True, errors="coerce", format="ISO8601")
 
@@ -138,8 +149,8 @@ def clean_items(
     """Raw catalog rows -> (items_clean, quarantine)."""
     v = _Verdicts(raw)
     v.fail(_blank(raw["item_id"]), "null_item_id")
-    price = pd.to_numeric(raw["price"], errors="coerce")
-    v.fail(price.isna(), "bad_price", _quoted(raw["price"], "price {} is not a number"))
+    price = _finite_number(raw["price"])
+    v.fail(price.isna(), "bad_price", _quoted(raw["price"], "price {} is not a finite number"))
     v.fail(price <= 0, "non_positive_price", _quoted(raw["price"], "price {} is not positive"))
     listed = _parse_time(raw["listed_at"])
     v.fail(
@@ -252,18 +263,19 @@ def clean_events(
             f"timestamp {{}} is outside the declared window {start:%Y-%m-%d} .. {end:%Y-%m-%d}",
         ),
     )
-    price = pd.to_numeric(raw["price"], errors="coerce")
+    price = _finite_number(raw["price"])
     v.fail(
         raw["price"].notna() & price.isna(),
         "bad_price",
-        _quoted(raw["price"], "price {} is not a number"),
+        _quoted(raw["price"], "price {} is not a finite number"),
     )
     v.fail(price <= 0, "non_positive_price", _quoted(raw["price"], "price {} is not positive"))
-    quantity = pd.to_numeric(raw["quantity"], errors="coerce")
+    quantity = _finite_number(raw["quantity"])
     v.fail(
-        raw["quantity"].notna() & ~((quantity > 0) & (quantity == quantity.round())),
+        raw["quantity"].notna()
+        & ~((quantity > 0) & (quantity <= MAX_QUANTITY) & (quantity == quantity.round())),
         "bad_quantity",
-        _quoted(raw["quantity"], "quantity {} is not a positive whole number"),
+        _quoted(raw["quantity"], "quantity {} is not a whole number between 1 and 1,000,000"),
     )
 
     event_id = raw["event_id"].where(~_blank(raw["event_id"]))
@@ -290,10 +302,7 @@ def clean_events(
             "t": event_time,
         }
     )[v.ok]
-    cand = cand.sort_values(["u", "i", "e", "s", "t"], kind="stable")
-    same = (cand[["u", "i", "e", "s"]] == cand[["u", "i", "e", "s"]].shift()).all(axis=1)
-    near = same & (cand["t"] - cand["t"].shift() <= NEAR_DUPLICATE_WINDOW)
-    v.fail(near.reindex(raw.index, fill_value=False), "near_duplicate_event")
+    v.fail(_near_duplicates(cand).reindex(raw.index, fill_value=False), "near_duplicate_event")
 
     def unknown_item_detail(hit: pd.Series) -> pd.Series:
         ids = raw["item_id"][hit]
@@ -314,7 +323,7 @@ def clean_events(
                 "item_id": raw["item_id"],
                 "event_type": event_type,
                 "event_time": event_time,
-                "quantity": quantity.astype("Int64"),
+                "quantity": quantity.where(ok).astype("Int64"),  # whole numbers on kept rows
                 "price": price,
                 "query": raw["query"],
                 "source": raw["source"],
@@ -327,6 +336,31 @@ def clean_events(
         .reset_index(drop=True)
     )
     return events, v.quarantine(raw, "behaviour_events", EVENT_COLUMNS, run_id, now)
+
+
+def _near_duplicates(cand: pd.DataFrame) -> pd.Series:
+    """True for an event within NEAR_DUPLICATE_WINDOW after the last *kept* event of its key.
+
+    `cand`: u, i, e, s (the key) and t. Pairs are vectorised; only runs of three or more close
+    events (rare) are walked one by one, so a chain is measured from the event that was kept.
+    """
+    cand = cand.sort_values(["u", "i", "e", "s", "t"], kind="stable")
+    same = (
+        (cand[["u", "i", "e", "s"]] == cand[["u", "i", "e", "s"]].shift()).all(axis=1).astype(bool)
+    )
+    near = (same & (cand["t"] - cand["t"].shift() <= NEAR_DUPLICATE_WINDOW)).astype(bool)
+    chained = near & near.shift(fill_value=False)
+    if chained.any():
+        group = (~same).cumsum()
+        for g in group[chained].unique():
+            members = group.index[group == g]
+            kept_at = None
+            for idx in members:
+                t = cand.at[idx, "t"]
+                near.at[idx] = kept_at is not None and t - kept_at <= NEAR_DUPLICATE_WINDOW
+                if not near.at[idx]:
+                    kept_at = t
+    return near
 
 
 def row_accounting(

@@ -21,35 +21,17 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
 
+from dagster_project.contracts import (
+    EVENT_COLUMNS,
+    EVENT_TYPES,
+    ITEM_COLUMNS,
+    NEAR_DUPLICATE_WINDOW,
+)
 from dagster_project.settings import DataLayout
 from dagster_project.storage import write_parquet_atomic, write_text_atomic
 
-EVENT_COLUMNS = [
-    "event_id",
-    "user_id",
-    "session_id",
-    "item_id",
-    "event_type",
-    "event_time",
-    "quantity",
-    "price",
-    "query",
-]
-ITEM_COLUMNS = [
-    "item_id",
-    "title",
-    "description",
-    "category",
-    "brand",
-    "price",
-    "available",
-    "listed_at",
-]
 SOURCE_NAME = "shop_export"
-EVENT_TYPES = np.array(["view", "favorite", "add_to_cart", "purchase"])
 MS_PER_DAY = 86_400_000
 
 # Planted problem -> the quarantine reason the quality stage must give it.
@@ -487,10 +469,12 @@ def _human_events(
         }
     )
     # The shop records one event for a double click: no two events of one kind on one item
-    # in one session within 2 s (so planted near duplicates are the only ones).
+    # in one session within the near-duplicate window (so planted near duplicates are the only ones).
     events = events.sort_values(["session_key", "item_idx", "etype", "time_ms"], kind="stable")
     same = (events[["session_key", "item_idx", "etype"]].diff() == 0).all(axis=1)
-    return events[~(same & (events["time_ms"].diff() <= 2_000))].reset_index(drop=True)
+    return events[
+        ~(same & (events["time_ms"].diff() <= NEAR_DUPLICATE_WINDOW.total_seconds() * 1000))
+    ].reset_index(drop=True)
 
 
 def _crawler_events(
@@ -586,7 +570,7 @@ def _format_events(
             "user_id": _user_ids(events["user_idx"].to_numpy()),
             "session_id": np.char.add("s", np.char.zfill(np.char.mod("%x", session_hash), 12)),
             "item_id": cat.items["item_id"].to_numpy()[events["item_idx"].to_numpy()],
-            "event_type": EVENT_TYPES[events["etype"].to_numpy()],
+            "event_type": np.array(EVENT_TYPES)[events["etype"].to_numpy()],
             "event_time": np.char.add(
                 np.datetime_as_string(
                     events["time_ms"].to_numpy().astype("datetime64[ms]"), unit="ms"
@@ -703,9 +687,7 @@ def _write_event_day(
             data = data.copy()
             data.loc[bad, "event_time"] = "garbled:0x1f"
             problem = np.where(bad, "bad_timestamp", problem)
-        tmp = path.with_name(path.name + ".tmp")
-        pq.write_table(pa.Table.from_pandas(data, preserve_index=False), tmp)
-        tmp.replace(path)
+        write_parquet_atomic(data, path)
         first_line = 1  # record number inside the file
     for i in np.flatnonzero(problem != ""):
         truth.append(

@@ -14,9 +14,10 @@ from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from dagster_project.sources.generator import EVENT_COLUMNS, ITEM_COLUMNS
+from dagster_project.contracts import EVENT_COLUMNS, ITEM_COLUMNS
 
 EVENT_REQUIRED = ["user_id", "item_id", "event_type", "event_time"]
 ITEM_REQUIRED = ["item_id", "price"]
@@ -55,12 +56,10 @@ def _split_line(line: str) -> list[str]:
     return next(csv.reader([line]), [])
 
 
-def _read_csv(path: Path, columns: list[str], required: list[str]) -> pd.DataFrame:
-    lines, bad_encoding = _decode_lines(path)
-    if not lines:
-        raise LandingFileError(f"{path}: the file is empty (no header line)")
-    header = [h.strip() for h in _split_line(lines[0])]
-    _check_header(path, header, required)
+def _split_with_csv_module(
+    lines: list[str], header: list[str], bad_encoding: set[int]
+) -> tuple[pd.DataFrame, dict[int, str]]:
+    """Line by line (slow, exact for any input): (fields by line index, errors by line index)."""
     width = len(header)
     good_rows, good_idx, errors = [], [], {}
     for i, line in enumerate(lines[1:], start=1):
@@ -77,9 +76,62 @@ def _read_csv(path: Path, columns: list[str], required: list[str]) -> pd.DataFra
             continue
         good_rows.append(fields)
         good_idx.append(i)
-    good = pd.DataFrame(good_rows, columns=header, index=good_idx, dtype=object)
-    frame = good.reindex(range(1, len(lines)))
-    frame = frame.reindex(columns=columns)
+    return pd.DataFrame(good_rows, columns=header, index=good_idx, dtype=object), errors
+
+
+class _NeedsLineReader(Exception):
+    """pyarrow cannot say which line a rejected row was on."""
+
+
+def _split_with_arrow(
+    path: Path, lines: list[str], header: list[str]
+) -> tuple[pd.DataFrame, dict[int, str]] | None:
+    """pyarrow's CSV parser (fast); None when its rows cannot be mapped to lines exactly."""
+    if any("\r" in line for line in lines):
+        return None  # a bare carriage return splits a row for arrow but not for us
+    errors: dict[int, str] = {}
+
+    def on_invalid(row: pacsv.InvalidRow) -> str:
+        if row.number is None:
+            raise _NeedsLineReader
+        errors[row.number - 1] = (
+            f"{row.actual_columns} fields where the header has {row.expected_columns}"
+        )
+        return "skip"
+
+    try:
+        table = pacsv.read_csv(
+            path,
+            read_options=pacsv.ReadOptions(use_threads=False),
+            parse_options=pacsv.ParseOptions(
+                invalid_row_handler=on_invalid, ignore_empty_lines=False
+            ),
+            convert_options=pacsv.ConvertOptions(
+                column_types=dict.fromkeys(header, pa.string()), strings_can_be_null=True
+            ),
+        )
+    except (pa.ArrowInvalid, _NeedsLineReader):
+        return None
+    kept = [i for i in range(1, len(lines)) if i not in errors]
+    if table.column_names != header or table.num_rows != len(kept):
+        return None
+    good = table.to_pandas().set_axis(kept)
+    if len(header) > 1:  # a blank line is one empty field: wrong width, as the line reader says
+        blank = [i for i in kept if not lines[i].strip()]
+        errors.update(dict.fromkeys(blank, "blank line"))
+        good = good.drop(index=blank)
+    return good, errors
+
+
+def _read_csv(path: Path, columns: list[str], required: list[str]) -> pd.DataFrame:
+    lines, bad_encoding = _decode_lines(path)
+    if not lines:
+        raise LandingFileError(f"{path}: the file is empty (no header line)")
+    header = [h.strip() for h in _split_line(lines[0])]
+    _check_header(path, header, required)
+    split = None if bad_encoding else _split_with_arrow(path, lines, header)
+    good, errors = split or _split_with_csv_module(lines, header, bad_encoding)
+    frame = good.reindex(range(1, len(lines))).reindex(columns=columns)
     frame = frame.mask(frame == "")
     frame["source_line"] = range(2, len(lines) + 1)  # physical line; line 1 is the header
     frame["raw"] = lines[1:]
