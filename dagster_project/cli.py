@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from dagster_project.settings import DATA_DIR_ENV, FEATURE_REPO_DIR, layout
-from dagster_project.sources.generator import PRESETS, generate, preset
+from dagster_project.sources.generator import PRESETS, dataset_fingerprint, generate, preset
 
 
 def _generate(preset_name: str, data_dir: Path, seed: int | None, force: bool) -> None:
@@ -19,8 +19,8 @@ def _generate(preset_name: str, data_dir: Path, seed: int | None, force: bool) -
     cfg = preset(preset_name, **({"seed": seed} if seed is not None else {}))
     manifest_path = out.ground_truth / "manifest.json"
     if manifest_path.exists() and not force:
-        existing = json.loads(manifest_path.read_text())["config"]
-        if existing["preset"] == cfg.preset and existing["seed"] == cfg.seed:
+        existing = json.loads(manifest_path.read_text())
+        if existing.get("fingerprint") == dataset_fingerprint(cfg):
             print(
                 f"[generate] {cfg.preset} data set (seed {cfg.seed}) already in {out.landing}; --force to redo"
             )
@@ -54,6 +54,8 @@ def materialize_all(data_dir: Path, **settings: int | str) -> bool:
             instance=instance,
             resources=platform_resources(str(data_dir), **settings),
             raise_on_error=False,
+            # INFO keeps each step's own messages and drops Dagster's per-event DEBUG lines.
+            run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}},
         )
     for check in result.get_asset_check_evaluations():
         status = "passed" if check.passed else f"FAILED ({check.severity.value})"

@@ -29,7 +29,12 @@ CONSISTENCY_FEATURES = ["views", "carts", "purchases", "bot_score"]
 )
 def feast_registry(context: AssetExecutionContext, feast: FeastResource) -> MaterializeResult:
     output = feast.apply()
-    context.log.info(output)
+    summary = [
+        line
+        for line in output.splitlines()
+        if line.startswith(("Applying", "Created", "Updated", "Deleted", "Deploying", "No changes"))
+    ]
+    context.log.info("feast apply: " + "; ".join(summary or ["done"]))
     store = feast.store()
     views = sorted(v.name for v in store.list_feature_views())
     services = sorted(s.name for s in store.list_feature_services())

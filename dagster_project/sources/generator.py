@@ -13,6 +13,7 @@ and new items and new users appear over the window.
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 from collections.abc import Iterator
@@ -740,6 +741,17 @@ def _plant_catalog_problems(
     return out, list(labels)
 
 
+GENERATOR_VERSION = 1  # bump whenever the same config would write different files
+
+
+def dataset_fingerprint(cfg: GeneratorConfig) -> str:
+    """Identifies the files `generate(cfg)` writes: the config plus the generator version."""
+    text = json.dumps(
+        {"version": GENERATOR_VERSION, "config": asdict(cfg)}, sort_keys=True, default=str
+    )
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
 def _chunks(n: int, size: int) -> Iterator[tuple[int, np.ndarray]]:
     for k, lo in enumerate(range(0, n, size)):
         yield k, np.arange(lo, min(n, lo + size))
@@ -841,6 +853,7 @@ def generate(cfg: GeneratorConfig, out: DataLayout, progress: bool = True) -> di
     )
     write_parquet_atomic(bots, out.ground_truth / "bot_users.parquet")
     manifest = {
+        "fingerprint": dataset_fingerprint(cfg),
         "config": asdict(cfg),
         "event_rows": n_rows,
         "catalog_rows": len(catalog),
