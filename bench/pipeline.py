@@ -29,7 +29,7 @@ def main() -> None:
 
     from dagster import DagsterInstance, materialize
 
-    from dagster_project.definitions import all_assets, all_checks, platform_resources
+    from dagster_project.definitions import INFO_LOGGING, all_assets, all_checks, platform_resources
 
     root = Path(args.data_dir or tempfile.mkdtemp(prefix=f"bench-{args.preset}-"))
     out = layout(root)
@@ -42,6 +42,7 @@ def main() -> None:
             instance=instance,
             resources=platform_resources(str(root)),
             raise_on_error=False,
+            run_config=INFO_LOGGING,
         )
         stats = instance.get_run_step_stats(result.run_id)
     finished = time.perf_counter()

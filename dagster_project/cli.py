@@ -44,7 +44,7 @@ def materialize_all(data_dir: Path, **settings: int | str) -> bool:
     """Materialize every asset (and run every check) into the Dagster instance under the data dir."""
     from dagster import DagsterInstance, materialize
 
-    from dagster_project.definitions import all_assets, all_checks, platform_resources
+    from dagster_project.definitions import INFO_LOGGING, all_assets, all_checks, platform_resources
 
     home = prepare_dagster_home(data_dir)
     os.environ.setdefault("DAGSTER_HOME", str(home))
@@ -54,8 +54,7 @@ def materialize_all(data_dir: Path, **settings: int | str) -> bool:
             instance=instance,
             resources=platform_resources(str(data_dir), **settings),
             raise_on_error=False,
-            # INFO keeps each step's own messages and drops Dagster's per-event DEBUG lines.
-            run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}},
+            run_config=INFO_LOGGING,
         )
     for check in result.get_asset_check_evaluations():
         status = "passed" if check.passed else f"FAILED ({check.severity.value})"

@@ -47,6 +47,10 @@ full_pipeline = define_asset_job(
 )
 
 
+# Run config for scripted runs: each step's own messages, not Dagster's per-event DEBUG lines.
+INFO_LOGGING = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
+
+
 def platform_resources(data_dir: str = "", **settings: int | str) -> dict:
     """The resources for one data directory ('' = $RECSYS_DATA_DIR or ./data)."""
     return {
