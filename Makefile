@@ -30,6 +30,7 @@ ui: install
 
 ## bench: benchmarks under bench/, figures saved as JSON in bench/results/
 bench: install
+	$(BIN)/python -m bench.generator --preset large
 	$(BIN)/python -m bench.pipeline --preset $(PRESET)
 
 lint: install
