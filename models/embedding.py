@@ -309,13 +309,6 @@ class EmbeddingRecommender(Recommender):
         vectors, bias = self._item_matrix()
         return ue @ vectors.T + bias
 
-    def user_embeddings(self) -> pd.DataFrame:
-        """user_id and its vector e_u (as of the latest features)."""
-        with torch.no_grad():
-            u = torch.arange(len(self.user_index), device=self.device)
-            vec = self.model.user_vector(u, self.user_latest.to(self.device)).cpu().numpy()
-        return pd.DataFrame({"user_id": self.user_index.to_numpy(), "embedding": list(vec)})
-
     def similar_items(self, item_id: str, k: int = 10) -> pd.DataFrame:
         """Items closest to `item_id` by cosine similarity of item vectors."""
         with torch.no_grad():
