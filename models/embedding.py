@@ -136,15 +136,13 @@ class EmbeddingRecommender(Recommender):
         cfg = self.config
         interactions = interactions.sort_values("event_time", kind="stable")
         self._index(interactions, items)
-        # One training row per (user, item): its strongest event, with the point-in-time
-        # features of the latest interaction.
-        strength = pd.Series(
-            interaction_weights(interactions["event_type"]), index=interactions.index
+        # One training row per (user, item), weighted by its strongest event.
+        rows = (
+            interactions.assign(_w=interaction_weights(interactions["event_type"]))
+            .groupby(["user_id", "item_id"], sort=False)["_w"]
+            .max()
+            .reset_index()
         )
-        pairs = interactions.assign(_w=strength).groupby(["user_id", "item_id"], sort=False)
-        rows = pairs.tail(1).set_index(["user_id", "item_id"])
-        rows["_w"] = pairs["_w"].max()
-        rows = rows.reset_index()
         u = self.user_index.get_indexer(rows["user_id"])
         i = self.item_index.get_indexer(rows["item_id"])
         self.categories = pd.Index(items["category"].unique())
