@@ -7,14 +7,18 @@ import uuid
 from pathlib import Path
 
 import pandas as pd
+import polars as pl
 
 
-def write_parquet_atomic(frame: pd.DataFrame, path: Path) -> Path:
-    """Write `frame` to `path` through a temporary file and an atomic rename."""
+def write_parquet_atomic(frame: pd.DataFrame | pl.DataFrame, path: Path) -> Path:
+    """Write `frame` (pandas or polars) to `path` through a temporary file and an atomic rename."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     try:
-        frame.to_parquet(tmp, index=False)
+        if isinstance(frame, pl.DataFrame):
+            frame.write_parquet(tmp, compression="zstd", compression_level=1, statistics=True)
+        else:
+            frame.to_parquet(tmp, index=False)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

@@ -2,6 +2,7 @@ import string
 from pathlib import Path
 
 import pandas as pd
+import polars as pl
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -12,17 +13,18 @@ from dagster_project.sources.landing import LandingFileError, read_landing_file
 HEADER = "event_id,user_id,session_id,item_id,event_type,event_time,quantity,price,query"
 NOW = pd.Timestamp("2026-11-30", tz="UTC")
 WINDOW = (pd.Timestamp("2026-09-01", tz="UTC"), pd.Timestamp("2026-10-01", tz="UTC"))
-CATALOG = pd.DataFrame({"item_id": ["i1", "i2"]})
+CATALOG = pl.Series(["i1", "i2"])
 
 
-def _events(tmp_path: Path, lines: list[str], name: str = "events.csv") -> pd.DataFrame:
+def _events(tmp_path: Path, lines: list[str], name: str = "events.csv") -> pl.DataFrame:
     path = tmp_path / name
     path.write_text("\n".join([HEADER, *lines]) + "\n", encoding="utf-8")
     return read_landing_file(path, "events", "test")
 
 
-def _clean(raw: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    return clean_events(raw, CATALOG, WINDOW, "run-1", NOW)
+def _clean(raw: pl.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    cleaned = clean_events(raw, CATALOG, WINDOW, "run-1", NOW)
+    return cleaned.clean.to_pandas(), cleaned.quarantine.to_pandas()
 
 
 def test_every_rule_gives_its_reason(tmp_path):
@@ -110,7 +112,8 @@ def test_catalog_rules(tmp_path):
         ",Nameless,x,Home/Kitchen/Mug,Acme,4.5,True,2026-09-01T00:00:00Z\n"
         "i2,Free,x,Home/Kitchen/Mug,Acme,0,True,2026-09-01T00:00:00Z\n"
     )
-    items, quarantine = clean_items(read_landing_file(path, "items", "test"), "run-1", NOW)
+    cleaned = clean_items(read_landing_file(path, "items", "test"), "run-1", NOW)
+    items, quarantine = cleaned.clean.to_pandas(), cleaned.quarantine.to_pandas()
     assert items["item_id"].tolist() == ["i1"] and items["description"].iloc[0] == "A mug, blue"
     assert quarantine["reason"].tolist() == ["duplicate_item", "null_item_id", "non_positive_price"]
 
@@ -139,30 +142,81 @@ field = st.one_of(
             "\u00e9\u00e8",
             '"quoted, comma"',
             '"unterminated',
+            "e1",  # duplicate ids
+            "-99999999999999999999",
+            "1e-320",
+            "inf",
+            "0x1F",
         ]
     ),
 )
+odd_time = st.sampled_from(
+    [
+        "2026-09-02T10:00:00Z",
+        "2026-09-02T10:00:00.123456789Z",
+        "2026-09-02T10:00:00+05:30",
+        "2026-09-02T10:00:00-0800",
+        "2026-09-02 10:00:00",
+        "2026-09-02",
+        "2026/09/02 10:00",
+        "Wed, 02 Sep 2026 10:00:00 GMT",
+        "1725271200000",
+        "2026-02-30T10:00:00Z",
+        "0000-01-01T00:00:00Z",
+        "99999-01-01T00:00:00Z",
+        "2026-09-02T24:00:00Z",
+        "",
+    ]
+)
+# Rows of the right width with plausible and odd values, so every rule is reached.
+shaped = st.tuples(
+    st.sampled_from(["e1", "e2", "", "e3"]),
+    st.sampled_from(["u1", "", " ", "u2"]),
+    st.sampled_from(["s1", ""]),
+    st.sampled_from(["i1", "i2", "i9", ""]),
+    st.sampled_from(["view", "pv", "PURCHASE", "teleport", ""]),
+    odd_time,
+    st.sampled_from(["", "1", "0", "-2", "2.5", "1e9", "x"]),
+    st.sampled_from(["", "9.99", "0", "-1", "nan", "1e400", "abc"]),
+    st.sampled_from(["", "red shoes", '"a, b"']),
+).map(lambda fields: ",".join(fields))
 row = st.lists(field, min_size=0, max_size=12).map(lambda fields: ",".join(fields))
-line = st.one_of(row, row.map(lambda r: r.replace(",", ";")), row.map(lambda r: r[: len(r) // 2]))
+line = st.one_of(
+    shaped,
+    shaped,
+    row,
+    row.map(lambda r: r.replace(",", ";")),  # wrong delimiter
+    row.map(lambda r: r.replace(",", "\t")),
+    row.map(lambda r: r[: len(r) // 2]),  # truncated
+)
 
 
 @settings(
-    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
-@given(lines=st.lists(line, min_size=1, max_size=40), bad_bytes=st.booleans())
-def test_rows_read_equal_clean_plus_quarantined(tmp_path_factory, lines, bad_bytes):
+@given(
+    lines=st.lists(line, min_size=1, max_size=40),
+    bad_bytes=st.booleans(),
+    line_end=st.sampled_from(["\n", "\r\n"]),
+    bom=st.booleans(),
+)
+def test_rows_read_equal_clean_plus_quarantined(tmp_path_factory, lines, bad_bytes, line_end, bom):
     folder = tmp_path_factory.mktemp("prop")
     path = folder / "events.csv"
-    payload = ("\n".join([HEADER, *lines]) + "\n").encode()
+    payload = (line_end.join([HEADER, *lines]) + line_end).encode()
     if bad_bytes:
-        payload = payload.replace(b"u1", b"u\xff1")  # invalid UTF-8 in some lines
+        payload = payload.replace(b"u1", b"u\xff1").replace(b"i2", "i\u00e9".encode("latin-1"))
+    if bom:
+        payload = b"\xef\xbb\xbf" + payload
     path.write_bytes(payload)
     raw = read_landing_file(path, "events", "test")
-    clean, quarantine = _clean(raw)
+    cleaned = clean_events(raw, CATALOG, WINDOW, "run-1", NOW)
+    clean, quarantine = cleaned.clean, cleaned.quarantine
     accounting = row_accounting(raw, clean, quarantine)
     assert accounting["balanced"].all()
+    assert raw["source_line"].to_list() == list(range(2, len(raw) + 2))  # every line, in order
     assert len(raw) == len(clean) + len(quarantine)
-    assert quarantine["reason"].notna().all() and quarantine["detail"].notna().all()
+    assert quarantine["reason"].null_count() == 0 and quarantine["detail"].null_count() == 0
 
 
 def test_non_finite_numbers_and_near_duplicate_chains(tmp_path):

@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import pandas as pd
+import pyarrow.parquet as pq
 from dagster import AssetCheckResult, AssetCheckSeverity, MetadataValue
 
 from dagster_project.quality.validation import SuiteOutcome
@@ -28,7 +29,19 @@ def table_metadata(frame: pd.DataFrame, path: Path, preview_rows: int = 5) -> di
     }
 
 
-def suite_check_result(outcome: SuiteOutcome, docs_page: Path | None) -> AssetCheckResult:
+def parquet_table_metadata(path: Path, preview_rows: int = 5) -> dict:
+    """Row count, path, a preview and the schema of a Parquet table, without loading it."""
+    file = pq.ParquetFile(path)
+    preview = next(file.iter_batches(batch_size=preview_rows), None)
+    frame = preview.to_pandas() if preview is not None else pd.DataFrame()
+    return {
+        **table_metadata(frame, path, preview_rows),
+        "dagster/row_count": file.metadata.num_rows,
+        "columns": MetadataValue.md(", ".join(f"`{f.name}` {f.type}" for f in file.schema_arrow)),
+    }
+
+
+def suite_check_result(outcome: SuiteOutcome) -> AssetCheckResult:
     """A GX suite outcome as a Dagster check result: ERROR if a contract broke, WARN if only drift."""
     errors = [o for o in outcome.failed if o.severity != "warn"]
     failed = pd.DataFrame(
@@ -54,8 +67,9 @@ def suite_check_result(outcome: SuiteOutcome, docs_page: Path | None) -> AssetCh
         "summary": MetadataValue.text(outcome.summary()),
         "failures": MetadataValue.md(failed.to_markdown(index=False) if len(failed) else "none"),
     }
-    if docs_page is not None:
-        metadata["data_docs"] = MetadataValue.path(str(docs_page))
+    if outcome.docs_page:
+        metadata["data_docs"] = MetadataValue.path(outcome.docs_page)
+        metadata["data_docs_url"] = MetadataValue.url(Path(outcome.docs_page).as_uri())
     return AssetCheckResult(
         passed=outcome.success,
         severity=AssetCheckSeverity.ERROR if errors else AssetCheckSeverity.WARN,

@@ -1,7 +1,14 @@
 """Group features: user and item feature snapshots as Parquet, the files Feast's sources read."""
 
 import pandas as pd
-from dagster import AssetCheckResult, AssetExecutionContext, MaterializeResult, asset, asset_check
+from dagster import (
+    AssetCheckExecutionContext,
+    AssetCheckResult,
+    AssetExecutionContext,
+    MaterializeResult,
+    asset,
+    asset_check,
+)
 
 from dagster_project.assets._common import OWNERS, suite_check_result, table_metadata
 from dagster_project.features.build import item_features as build_item_features
@@ -48,22 +55,26 @@ def item_features(storage: PlatformStorage) -> MaterializeResult:
 
 
 def _feature_suite(
-    table: str, storage: PlatformStorage, quality: QualityResource
+    table: str, storage: PlatformStorage, quality: QualityResource, run_id: str
 ) -> AssetCheckResult:
     runner = quality.runner(storage)
-    outcome = runner.validate(table, pd.read_parquet(storage.layout().feature_table(table)))
-    return suite_check_result(outcome, None)
+    outcome = runner.validate_table(table, storage.layout().feature_table(table), run_name=run_id)
+    return suite_check_result(outcome)
 
 
 @asset_check(
     asset=user_features, blocking=True, description="GX suite expectations/user_features.json."
 )
-def user_features_suite(storage: PlatformStorage, quality: QualityResource) -> AssetCheckResult:
-    return _feature_suite("user_features", storage, quality)
+def user_features_suite(
+    context: AssetCheckExecutionContext, storage: PlatformStorage, quality: QualityResource
+) -> AssetCheckResult:
+    return _feature_suite("user_features", storage, quality, context.run.run_id)
 
 
 @asset_check(
     asset=item_features, blocking=True, description="GX suite expectations/item_features.json."
 )
-def item_features_suite(storage: PlatformStorage, quality: QualityResource) -> AssetCheckResult:
-    return _feature_suite("item_features", storage, quality)
+def item_features_suite(
+    context: AssetCheckExecutionContext, storage: PlatformStorage, quality: QualityResource
+) -> AssetCheckResult:
+    return _feature_suite("item_features", storage, quality, context.run.run_id)

@@ -1,29 +1,33 @@
 """Group ingest: landing files -> raw tables (every record kept, with its file and line)."""
 
+import duckdb
 from dagster import AssetExecutionContext, MaterializeResult, asset
 
-from dagster_project.assets._common import OWNERS, table_metadata
+from dagster_project.assets._common import OWNERS, parquet_table_metadata
 from dagster_project.resources import PlatformStorage
-from dagster_project.sources.landing import read_landing
-from dagster_project.storage import write_parquet_atomic
+from dagster_project.sources.landing import ingest_landing
 
 
 def _ingest(
     kind: str, table: str, storage: PlatformStorage, context: AssetExecutionContext
 ) -> MaterializeResult:
     out = storage.layout()
-    raw = read_landing(out.landing, kind)
-    path = write_parquet_atomic(raw, out.table(table))
-    unparseable = int(raw["parse_error"].notna().sum())
+    path = out.table(table)
+    rows = ingest_landing(out.landing, kind, path)
+    files, unparseable, rejected = duckdb.sql(
+        "SELECT count(DISTINCT source_file), count(parse_error), count(source_reason) "
+        f"FROM read_parquet('{path}')"
+    ).fetchall()[0]
     context.log.info(
-        f"{table}: {len(raw):,} records from {raw['source_file'].nunique()} file(s), "
-        f"{unparseable:,} could not be split into fields"
+        f"{table}: {rows:,} records from {files} file(s), {unparseable:,} could not be split "
+        f"into fields, {rejected:,} rejected by the format adapter"
     )
     return MaterializeResult(
         metadata={
-            **table_metadata(raw, path),
-            "files": raw["source_file"].nunique(),
+            **parquet_table_metadata(path),
+            "files": files,
             "unparseable_records": unparseable,
+            "rejected_by_adapter": rejected,
         }
     )
 
@@ -31,7 +35,7 @@ def _ingest(
 @asset(
     group_name="ingest",
     owners=OWNERS,
-    kinds={"parquet", "pandas"},
+    kinds={"parquet", "duckdb"},
     description="Every record of the catalog export, as text, with source file and line.",
 )
 def raw_items(context: AssetExecutionContext, storage: PlatformStorage) -> MaterializeResult:
@@ -41,7 +45,7 @@ def raw_items(context: AssetExecutionContext, storage: PlatformStorage) -> Mater
 @asset(
     group_name="ingest",
     owners=OWNERS,
-    kinds={"parquet", "pandas"},
+    kinds={"parquet", "duckdb"},
     description="Every record of the behaviour exports (events by day), as text, with source file and line.",
 )
 def raw_events(context: AssetExecutionContext, storage: PlatformStorage) -> MaterializeResult:

@@ -1,9 +1,13 @@
 """Group quality: raw -> clean tables and the quarantine; GX suites as blocking checks."""
 
-from pathlib import Path
+import json
+from datetime import UTC, datetime
 
 import pandas as pd
+import polars as pl
+import pyarrow.parquet as pq
 from dagster import (
+    AssetCheckExecutionContext,
     AssetCheckResult,
     AssetCheckSeverity,
     AssetExecutionContext,
@@ -13,99 +17,137 @@ from dagster import (
     asset_check,
 )
 
-from dagster_project.assets._common import OWNERS, suite_check_result, table_metadata
+from dagster_project.assets._common import OWNERS, parquet_table_metadata, suite_check_result
 from dagster_project.quality.cleaning import (
     QUARANTINE_COLUMNS,
+    Cleaned,
     clean_events,
     clean_items,
     row_accounting,
 )
 from dagster_project.resources import PlatformStorage, QualityResource
-from dagster_project.sources.landing import read_source_manifest
-from dagster_project.storage import write_parquet_atomic
+from dagster_project.settings import DataLayout
+from dagster_project.sources.landing import source_window
+from dagster_project.storage import write_parquet_atomic, write_text_atomic
 
 
-def _cleaning_metadata(
-    clean: pd.DataFrame, path: Path, raw: pd.DataFrame, quarantine: pd.DataFrame
-) -> dict:
-    return {
-        **table_metadata(clean, path),
-        "rows_read": len(raw),
-        "rows_quarantined": len(quarantine),
-        "quarantined_by_reason": _reason_counts(quarantine),
-    }
-
-
-def _reason_counts(quarantine: pd.DataFrame) -> MetadataValue:
-    counts = quarantine.groupby("reason").size().sort_values(ascending=False)
+def _reason_counts(quarantine: pl.DataFrame) -> MetadataValue:
+    counts = quarantine.group_by("reason").len("rows").sort("rows", descending=True)
     return MetadataValue.md(
-        counts.rename("rows").to_frame().to_markdown() if len(counts) else "none"
+        counts.to_pandas().to_markdown(index=False) if counts.height else "none"
+    )
+
+
+def _rule_hits(hits: dict[str, int]) -> MetadataValue:
+    rows = [{"rule": k, "rows_breaking_it": v} for k, v in hits.items() if v]
+    return MetadataValue.md(pd.DataFrame(rows).to_markdown(index=False) if rows else "none")
+
+
+def _save_cleaning_stats(
+    out: DataLayout, table: str, run_id: str, cleaned: Cleaned, read: int
+) -> None:
+    stats = {
+        "table": table,
+        "run_id": run_id,
+        "rows_read": read,
+        "rows_clean": cleaned.clean_rows,
+        "rows_quarantined": cleaned.quarantine.height,
+        "rule_hits": cleaned.rule_hits,
+    }
+    write_text_atomic(
+        json.dumps(stats, indent=2), out.reports / "quality" / f"cleaning_{table}.json"
+    )
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+@asset(
+    group_name="quality",
+    owners=OWNERS,
+    kinds={"parquet", "duckdb"},
+    deps=["raw_items"],
+    description="The validated item catalog: typed, one row per item id, positive prices.",
+)
+def items_clean(context: AssetExecutionContext, storage: PlatformStorage) -> MaterializeResult:
+    out = storage.layout()
+    raw_path = out.table("raw_items")
+    cleaned = clean_items(raw_path, context.run.run_id, _now())
+    write_parquet_atomic(cleaned.quarantine, out.table("quarantine_items"))
+    path = write_parquet_atomic(cleaned.clean, out.table("items_clean"))
+    read = pq.ParquetFile(raw_path).metadata.num_rows
+    _save_cleaning_stats(out, "items", context.run.run_id, cleaned, read)
+    return MaterializeResult(
+        metadata={
+            **parquet_table_metadata(path),
+            "rows_read": read,
+            "rows_quarantined": cleaned.quarantine.height,
+            "quarantined_by_reason": _reason_counts(cleaned.quarantine),
+            "rule_hits": _rule_hits(cleaned.rule_hits),
+        }
     )
 
 
 @asset(
     group_name="quality",
     owners=OWNERS,
-    kinds={"parquet", "pandas"},
-    deps=["raw_items"],
-    description="The validated item catalog: typed, one row per item id, positive prices.",
-)
-def items_clean(context: AssetExecutionContext, storage: PlatformStorage) -> MaterializeResult:
-    out = storage.layout()
-    raw = pd.read_parquet(out.table("raw_items"))
-    items, quarantine = clean_items(raw, context.run_id, pd.Timestamp.now(tz="UTC"))
-    write_parquet_atomic(quarantine, out.table("quarantine_items"))
-    path = write_parquet_atomic(items, out.table("items_clean"))
-    return MaterializeResult(metadata=_cleaning_metadata(items, path, raw, quarantine))
-
-
-@asset(
-    group_name="quality",
-    owners=OWNERS,
-    kinds={"parquet", "pandas"},
+    kinds={"parquet", "duckdb"},
     deps=["raw_events", "items_clean"],
     description="Typed behaviour events that passed every rule (ids, types, time window, prices, "
     "duplicates, known items); the rest went to the quarantine.",
 )
 def events_clean(context: AssetExecutionContext, storage: PlatformStorage) -> MaterializeResult:
     out = storage.layout()
-    manifest = read_source_manifest(out.landing)
-    window = (pd.Timestamp(manifest["window_start"]), pd.Timestamp(manifest["window_end"]))
-    raw = pd.read_parquet(out.table("raw_events"))
-    raw_items = pd.read_parquet(out.table("raw_items"), columns=["item_id"])
-    items = pd.read_parquet(out.table("items_clean"), columns=["item_id"])
-    quarantined_items = raw_items["item_id"][~raw_items["item_id"].isin(items["item_id"])]
-    events, quarantine = clean_events(
-        raw, items, window, context.run_id, pd.Timestamp.now(tz="UTC"), quarantined_items
+    raw_path = out.table("raw_events")
+    raw_items = pl.read_parquet(out.table("raw_items"), columns=["item_id"])["item_id"]
+    items = pl.read_parquet(out.table("items_clean"), columns=["item_id"])["item_id"]
+    cleaned = clean_events(
+        raw_path,
+        items,
+        source_window(out.landing),
+        context.run.run_id,
+        _now(),
+        quarantined_item_ids=raw_items.filter(~raw_items.is_in(items.implode())),
+        write_to=(out.table("events_clean"), out.table("quarantine_events")),
     )
-    write_parquet_atomic(quarantine, out.table("quarantine_events"))
-    path = write_parquet_atomic(events, out.table("events_clean"))
+    read = pq.ParquetFile(raw_path).metadata.num_rows
+    _save_cleaning_stats(out, "behaviour_events", context.run.run_id, cleaned, read)
     context.log.info(
-        f"events_clean: {len(events):,} of {len(raw):,} rows clean, {len(quarantine):,} quarantined"
+        f"events_clean: {cleaned.clean_rows:,} of {read:,} rows clean, "
+        f"{cleaned.quarantine.height:,} quarantined"
     )
-    return MaterializeResult(metadata=_cleaning_metadata(events, path, raw, quarantine))
+    return MaterializeResult(
+        metadata={
+            **parquet_table_metadata(out.table("events_clean")),
+            "rows_read": read,
+            "rows_quarantined": cleaned.quarantine.height,
+            "quarantined_by_reason": _reason_counts(cleaned.quarantine),
+            "rule_hits": _rule_hits(cleaned.rule_hits),
+        }
+    )
 
 
 @asset(
     group_name="quality",
     owners=OWNERS,
-    kinds={"parquet", "pandas"},
+    kinds={"parquet", "polars"},
     deps=["items_clean", "events_clean"],
     description="Every rejected input row: table, source file and line, raw text, reason code, "
     "a sentence saying what was wrong, and the run id.",
 )
 def quarantine(storage: PlatformStorage) -> MaterializeResult:
     out = storage.layout()
-    frame = pd.concat(
+    frame = pl.concat(
         [
-            pd.read_parquet(out.table("quarantine_items")),
-            pd.read_parquet(out.table("quarantine_events")),
+            pl.read_parquet(out.table("quarantine_items")),
+            pl.read_parquet(out.table("quarantine_events")),
         ],
-        ignore_index=True,
-    )[QUARANTINE_COLUMNS]
+        how="vertical_relaxed",
+    ).select(QUARANTINE_COLUMNS)
     path = write_parquet_atomic(frame, out.table("quarantine"))
     return MaterializeResult(
-        metadata={**table_metadata(frame, path), "by_reason": _reason_counts(frame)}
+        metadata={**parquet_table_metadata(path), "by_reason": _reason_counts(frame)}
     )
 
 
@@ -116,16 +158,17 @@ def quarantine(storage: PlatformStorage) -> MaterializeResult:
 )
 def rows_accounted_for(storage: PlatformStorage) -> AssetCheckResult:
     out = storage.layout()
-    quarantined = pd.read_parquet(out.table("quarantine"), columns=["table", "source_file"])
+    quarantined = pl.read_parquet(out.table("quarantine"), columns=["table", "source_file"])
     frames = []
     for raw_name, clean_name, table in [
         ("raw_events", "events_clean", "behaviour_events"),
         ("raw_items", "items_clean", "items"),
     ]:
-        raw = pd.read_parquet(out.table(raw_name), columns=["source_file"])
-        clean = pd.read_parquet(out.table(clean_name), columns=["source_file"])
-        frames.append(row_accounting(raw, clean, quarantined[quarantined["table"] == table]))
-    accounting = pd.concat(frames, ignore_index=True)
+        raw = pl.read_parquet(out.table(raw_name), columns=["source_file"])
+        clean = pl.read_parquet(out.table(clean_name), columns=["source_file"])
+        held = quarantined.filter(pl.col("table") == table)
+        frames.append(row_accounting(raw, clean, held))
+    accounting = pl.concat(frames).to_pandas()
     unbalanced = accounting[~accounting["balanced"]]
     return AssetCheckResult(
         passed=unbalanced.empty,
@@ -148,11 +191,26 @@ def rows_accounted_for(storage: PlatformStorage) -> AssetCheckResult:
     blocking=True,
     description="GX suite expectations/items_clean.json (contract).",
 )
-def items_clean_suite(storage: PlatformStorage, quality: QualityResource) -> AssetCheckResult:
-    runner = quality.runner(storage)
-    outcome = runner.validate("items_clean", pd.read_parquet(storage.layout().table("items_clean")))
-    runner.build_docs()
-    return suite_check_result(outcome, runner.latest_docs_page("items_clean"))
+def items_clean_suite(
+    context: AssetCheckExecutionContext, storage: PlatformStorage, quality: QualityResource
+) -> AssetCheckResult:
+    outcome = quality.runner(storage).validate_table(
+        "items_clean", storage.layout().table("items_clean"), run_name=context.run.run_id
+    )
+    return suite_check_result(outcome)
+
+
+def events_suite_parameters(out: DataLayout) -> dict:
+    """The run's values for the events_clean suite's $PARAMETERs."""
+    window_start, window_end = source_window(out.landing)
+    return {
+        "known_item_ids": pl.read_parquet(out.table("items_clean"), columns=["item_id"])[
+            "item_id"
+        ].to_list(),
+        "window_start": window_start,
+        "window_end": window_end,
+        "now": pd.Timestamp.now(tz="UTC"),
+    }
 
 
 @asset_check(
@@ -160,19 +218,11 @@ def items_clean_suite(storage: PlatformStorage, quality: QualityResource) -> Ass
     blocking=True,
     description="GX suite expectations/events_clean.json (contract).",
 )
-def events_clean_suite(storage: PlatformStorage, quality: QualityResource) -> AssetCheckResult:
+def events_clean_suite(
+    context: AssetCheckExecutionContext, storage: PlatformStorage, quality: QualityResource
+) -> AssetCheckResult:
     out = storage.layout()
-    manifest = read_source_manifest(out.landing)
-    events = pd.read_parquet(out.table("events_clean"))
-    parameters = {
-        "known_item_ids": pd.read_parquet(out.table("items_clean"), columns=["item_id"])[
-            "item_id"
-        ].tolist(),
-        "window_start": pd.Timestamp(manifest["window_start"]),
-        "window_end": pd.Timestamp(manifest["window_end"]),
-        "now": pd.Timestamp.now(tz="UTC"),
-    }
-    runner = quality.runner(storage)
-    outcome = runner.validate("events_clean", events, parameters)
-    runner.build_docs()
-    return suite_check_result(outcome, runner.latest_docs_page("events_clean"))
+    outcome = quality.runner(storage).validate_table(
+        "events_clean", out.table("events_clean"), events_suite_parameters(out), context.run.run_id
+    )
+    return suite_check_result(outcome)

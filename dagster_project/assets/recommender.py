@@ -2,6 +2,7 @@
 
 import pandas as pd
 from dagster import (
+    AssetCheckExecutionContext,
     AssetCheckResult,
     AssetExecutionContext,
     MaterializeResult,
@@ -101,12 +102,14 @@ def training_set(
 @asset_check(
     asset=training_set, blocking=True, description="GX suite expectations/training_set.json."
 )
-def training_set_suite(storage: PlatformStorage, quality: QualityResource) -> AssetCheckResult:
+def training_set_suite(
+    context: AssetCheckExecutionContext, storage: PlatformStorage, quality: QualityResource
+) -> AssetCheckResult:
     runner = quality.runner(storage)
-    outcome = runner.validate(
-        "training_set", pd.read_parquet(storage.layout().table("training_set"))
+    outcome = runner.validate_table(
+        "training_set", storage.layout().table("training_set"), run_name=context.run.run_id
     )
-    return suite_check_result(outcome, None)
+    return suite_check_result(outcome)
 
 
 @asset(

@@ -23,7 +23,7 @@ def user_traffic_features(events: pd.DataFrame) -> pd.DataFrame:
     ev = events[["user_id", "item_id", "event_type", "event_time"]].sort_values(
         ["user_id", "event_time"], kind="stable"
     )
-    t = ev["event_time"].astype("int64").to_numpy() / 1e9
+    t = ev["event_time"].astype("datetime64[ns, UTC]").astype("int64").to_numpy() / 1e9
     same_user = np.r_[False, ev["user_id"].to_numpy()[1:] == ev["user_id"].to_numpy()[:-1]]
     gap = np.where(same_user, np.r_[0.0, np.diff(t)], np.nan)
     ev = ev.assign(gap=gap, active_gap=np.where(gap < 1800, gap, np.nan))
