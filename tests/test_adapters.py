@@ -535,3 +535,41 @@ def test_missing_file_is_named(tmp_path: Path) -> None:
         read_export(tmp_path, "taobao", {"files": ["nothing.csv"]})
     with pytest.raises(ExportError, match="unknown mapping key"):
         read_export(tmp_path, "taobao", {"file": "typo"})
+
+
+def test_pipeline_runs_on_a_real_export_through_source_json(tmp_path):
+    """A landing folder that declares `"format": "taobao"` runs through the same assets."""
+    from dagster import DagsterInstance, materialize
+
+    from dagster_project.assets import ingest, quality
+    from dagster_project.definitions import platform_resources
+    from dagster_project.settings import layout
+
+    folder = sample("taobao_userbehavior")
+    out = layout(tmp_path)
+    out.landing.mkdir(parents=True)
+    for f in folder.glob("*.csv"):
+        (out.landing / f.name).symlink_to(f)
+    (out.landing / "source.json").write_text(json.dumps({"format": "taobao"}))
+    selection = [
+        ingest.raw_events,
+        ingest.raw_items,
+        quality.items_clean,
+        quality.events_clean,
+        quality.quarantine,
+        quality.rows_accounted_for,
+        quality.items_clean_suite,
+        quality.events_clean_suite,
+    ]
+    with DagsterInstance.ephemeral() as instance:
+        result = materialize(
+            selection, instance=instance, resources=platform_resources(str(tmp_path))
+        )
+    assert result.success
+    held = pl.read_parquet(out.table("quarantine"))
+    assert held.filter(pl.col("reason") == "outside_source_window").height == 35
+    raw = pl.read_parquet(out.table("raw_events")).height
+    clean = pl.read_parquet(out.table("events_clean")).height
+    assert (
+        raw == 84_476 and raw == clean + held.filter(pl.col("table") == "behaviour_events").height
+    )

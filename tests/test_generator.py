@@ -64,8 +64,10 @@ def test_ground_truth_names_every_planted_problem_and_bot(tiny_layout):
 def test_structure_a_recommender_can_learn(tiny_layout):
     from dagster_project.sources.landing import read_landing
 
-    events = read_landing(tiny_layout.landing, "events").dropna(
-        subset=["user_id", "item_id", "event_type"]
+    events = (
+        read_landing(tiny_layout.landing, "events")
+        .to_pandas()
+        .dropna(subset=["user_id", "item_id", "event_type"])
     )
     types = events["event_type"].value_counts()
     # Funnel: views >> carts > purchases.

@@ -233,3 +233,116 @@ def test_non_finite_numbers_and_near_duplicate_chains(tmp_path):
     clean, quarantine = _clean(raw)
     assert quarantine["reason"].tolist() == ["bad_quantity", "bad_price", "near_duplicate_event"]
     assert clean["event_id"].tolist() == ["e3", "e5"]
+
+
+# -- the two suite engines agree ---------------------------------------------------------------
+def test_sql_engine_gives_gx_verdicts(tmp_path):
+    """The pipeline's SQL evaluation of a suite matches GX's pandas engine, count for count."""
+    from dagster_project.quality.validation import SuiteRunner
+    from dagster_project.settings import EXPECTATIONS_DIR
+
+    events = pd.DataFrame(
+        {
+            "event_id": ["e1", "e2", "e2", "e4", None, "e6"],
+            "user_id": ["u1", None, "u2", "u3", "u4", "u5"],
+            "session_id": ["s1"] * 6,
+            "item_id": ["i1", "i2", "i404", "i1", "i2", "i1"],
+            "event_type": ["view", "view", "teleport", "purchase", "view", "view"],
+            "event_time": pd.to_datetime(
+                [
+                    "2026-09-02",
+                    "2026-09-03",
+                    "2026-10-09",
+                    "2026-09-04",
+                    "2026-09-05",
+                    "2071-01-01",
+                ],
+                utc=True,
+            ),
+            "quantity": [None, None, None, 0, None, None],
+            "price": [None, None, None, -1.0, None, 5.0],
+            "query": [None] * 6,
+            "source": ["t"] * 6,
+            "source_file": ["f"] * 6,
+            "source_line": range(6),
+            "ingested_at": pd.Timestamp("2026-11-30", tz="UTC"),
+        }
+    )
+    path = tmp_path / "events_clean.parquet"
+    events.to_parquet(path)
+    parameters = {
+        "known_item_ids": ["i1", "i2"],
+        "window_start": WINDOW[0],
+        "window_end": WINDOW[1],
+        "now": NOW,
+    }
+    runner = SuiteRunner(tmp_path / "gx", EXPECTATIONS_DIR)
+    sql = runner.validate_table("events_clean", path, parameters, run_name="test")
+    gx_pandas = runner.validate("events_clean", events, parameters)
+
+    def verdicts(outcome):
+        return sorted(
+            (
+                o.expectation,
+                o.column or "",
+                o.success,
+                o.unexpected_count,
+                round(o.unexpected_percent, 9),
+            )
+            for o in outcome.outcomes
+        )
+
+    assert verdicts(sql) == verdicts(gx_pandas)
+    assert not sql.success and len(sql.failed) >= 5
+    assert sql.docs_page and Path(sql.docs_page).is_file()  # stored as a GX result, rendered
+
+
+def test_drift_measures_shifts():
+    import numpy as np
+
+    from dagster_project.quality.drift import numeric_psi, psi
+
+    rng = np.random.default_rng(0)
+    same = numeric_psi(rng.normal(10, 2, 20_000), rng.normal(10, 2, 20_000))
+    shifted = numeric_psi(rng.normal(10, 2, 20_000), rng.normal(10, 2, 20_000) * 100)  # cents
+    assert same < 0.01 and shifted > 1
+    assert psi(np.array([80, 10, 8, 2]), np.array([80, 10, 8, 2])) == 0
+    assert psi(np.array([80, 10, 8, 2]), np.array([40, 30, 20, 10])) > 0.25
+
+
+def test_check_history_says_since_when(tmp_path):
+    from dagster_project.quality.report import check_history
+    from dagster_project.quality.validation import SuiteRunner
+    from dagster_project.settings import EXPECTATIONS_DIR
+
+    runner = SuiteRunner(tmp_path / "gx", EXPECTATIONS_DIR)
+    items = pd.DataFrame(
+        {
+            "item_id": ["i1", "i2"],
+            "title": ["a", "b"],
+            "description": ["", ""],
+            "category": ["A/B", "A/B"],
+            "brand": ["x", "x"],
+            "price": [1.0, 2.0],
+            "available": [True, True],
+            "listed_at": pd.Timestamp("2026-09-01", tz="UTC"),
+            "source": "t",
+            "source_file": "f",
+            "source_line": [2, 3],
+            "ingested_at": pd.Timestamp("2026-11-30", tz="UTC"),
+        }
+    )
+    path = tmp_path / "items_clean.parquet"
+    items.to_parquet(path)
+    assert runner.validate_table("items_clean", path, run_name="r1").success
+    items.loc[1, "item_id"] = "i1"  # a duplicate id from the second run on
+    items.to_parquet(path)
+    second = runner.validate_table("items_clean", path, run_name="r2")
+    runner.validate_table("items_clean", path, run_name="r3")
+    assert not second.success
+    history = check_history(runner.validations_dir)
+    failing = history[history["status"] == "FAILED"]
+    assert len(failing) >= 1 and (failing["runs"] == 3).all()
+    # failing since the second run: after the first (which passed), before the last
+    assert (failing["failing_since"] > failing["first_run"]).all()
+    assert (failing["failing_since"] < failing["last_run"]).all()

@@ -10,7 +10,9 @@ import pandas as pd
 from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, asset
 
 from dagster_project.assets._common import OWNERS
+from dagster_project.assets.quality import drift_figures
 from dagster_project.assets.recommender import evaluation_split, model_items
+from dagster_project.quality.report import collect_report_data, render_report
 from dagster_project.resources import PlatformStorage, QualityResource, RecommenderSettings
 from dagster_project.storage import write_text_atomic
 from models.baselines import PopularityRecommender
@@ -158,4 +160,57 @@ def data_docs(storage: PlatformStorage, quality: QualityResource) -> Materialize
     index = quality.runner(storage).build_docs()
     return MaterializeResult(
         metadata={"index": MetadataValue.path(str(index)), "url": MetadataValue.url(index.as_uri())}
+    )
+
+
+@asset(
+    group_name="evaluation",
+    owners=OWNERS,
+    kinds={"html", "duckdb"},
+    deps=["quarantine", "behaviour_events", "data_docs"],
+    description="The analysts' data-quality report for this run, one self-contained HTML page: "
+    "rows in / clean / quarantined by reason and source, null rates, failing checks and since "
+    "when, drift against the previous day, bot share, with plots.",
+)
+def quality_report(
+    context: AssetExecutionContext, storage: PlatformStorage, quality: QualityResource
+) -> MaterializeResult:
+    out = storage.layout()
+    names = [
+        "raw_events",
+        "raw_items",
+        "events_clean",
+        "items_clean",
+        "quarantine",
+        "user_traffic_scores",
+        "behaviour_exclusions",
+    ]
+    stats = {
+        table: json.loads((out.reports / "quality" / f"cleaning_{table}.json").read_text())
+        for table in ("behaviour_events", "items")
+    }
+    days, verdicts = drift_figures(out)
+    runner = quality.runner(storage)
+    data = collect_report_data(
+        {n: out.table(n) for n in names},
+        {t: s["rule_hits"] for t, s in stats.items()},
+        runner.validations_dir,
+        days,
+        verdicts,
+        context.run.run_id,
+    )
+    page = render_report(data, runner.docs_index)
+    latest = write_text_atomic(page, out.reports / "quality_report.html")
+    write_text_atomic(page, out.reports / "quality" / f"report_{context.run.run_id}.html")
+    failing = data.checks[data.checks["status"] == "FAILED"] if len(data.checks) else data.checks
+    return MaterializeResult(
+        metadata={
+            "report": MetadataValue.path(str(latest)),
+            "report_url": MetadataValue.url(latest.as_uri()),
+            "failing_expectations": len(failing),
+            "drift_warnings": int(verdicts["warn"].sum()),
+            "quarantined_by_reason": MetadataValue.md(
+                data.by_reason.to_markdown(index=False) if len(data.by_reason) else "none"
+            ),
+        }
     )

@@ -3,6 +3,7 @@
 import json
 from datetime import UTC, datetime
 
+import duckdb
 import pandas as pd
 import polars as pl
 import pyarrow.parquet as pq
@@ -25,8 +26,14 @@ from dagster_project.quality.cleaning import (
     clean_items,
     row_accounting,
 )
+from dagster_project.quality.drift import (
+    day_over_day,
+    evaluate_drift,
+    latest_against_reference,
+    load_drift_checks,
+)
 from dagster_project.resources import PlatformStorage, QualityResource
-from dagster_project.settings import DataLayout
+from dagster_project.settings import EXPECTATIONS_DIR, DataLayout
 from dagster_project.sources.landing import source_window
 from dagster_project.storage import write_parquet_atomic, write_text_atomic
 
@@ -226,3 +233,35 @@ def events_clean_suite(
         "events_clean", out.table("events_clean"), events_suite_parameters(out), context.run.run_id
     )
     return suite_check_result(outcome)
+
+
+def drift_figures(out: DataLayout) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(day-over-day drift of events_clean, the reviewed drift checks' verdicts)."""
+    relation = f"read_parquet('{out.table('events_clean')}')"
+    with duckdb.connect() as con:
+        days = day_over_day(con, relation)
+        latest = latest_against_reference(con, relation)
+    previous = days.iloc[-1].drop("day").to_dict() if len(days) else {}
+    checks = load_drift_checks(EXPECTATIONS_DIR / "events_clean.drift.json")
+    return days, evaluate_drift(checks, latest, previous)
+
+
+@asset_check(
+    asset=events_clean,
+    blocking=False,
+    description="Statistical (WARN): the latest event day against the day before and the "
+    "reference window: row count, event-type mix, price and events-per-user PSI, null-rate "
+    "change (expectations/events_clean.drift.json).",
+)
+def events_clean_drift(storage: PlatformStorage) -> AssetCheckResult:
+    days, verdicts = drift_figures(storage.layout())
+    warned = verdicts[verdicts["warn"]]
+    return AssetCheckResult(
+        passed=warned.empty,
+        severity=AssetCheckSeverity.WARN,
+        metadata={
+            "warnings": len(warned),
+            "checks": MetadataValue.md(verdicts.to_markdown(index=False)),
+            "days_compared": len(days),
+        },
+    )

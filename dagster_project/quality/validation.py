@@ -173,6 +173,16 @@ class SuiteRunner:
         outcome.docs_page = str(self.latest_docs_page(table) or "")
         return outcome
 
+    @property
+    def validations_dir(self) -> Path:
+        """Where GX keeps every stored validation result (the check history)."""
+        return self.gx_root / "gx" / "uncommitted" / "validations"
+
+    @property
+    def docs_index(self) -> Path:
+        """The Data Docs site's index page."""
+        return self.gx_root / "gx" / "uncommitted" / "data_docs" / "local_site" / "index.html"
+
     def build_docs(self) -> Path:
         """Build the Data Docs site; returns the path of its index page."""
         self.context.build_data_docs()

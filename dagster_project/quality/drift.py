@@ -1,0 +1,160 @@
+"""Statistical checks: how the latest day of behaviour compares with the day before and with a
+reference window (every earlier day). Pure functions over a DuckDB relation of events_clean.
+
+Thresholds and notes live in `expectations/events_clean.drift.json`, reviewed like the suites.
+Population stability index (PSI): < 0.1 stable, 0.1-0.25 moderate, > 0.25 a real shift.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pandas as pd
+
+from dagster_project.contracts import EVENT_TYPES
+
+EPSILON = 1e-4
+
+
+def psi(reference: np.ndarray, current: np.ndarray) -> float:
+    """Population stability index of two distributions given as counts over the same bins."""
+    ref = np.maximum(reference / max(reference.sum(), 1), EPSILON)
+    cur = np.maximum(current / max(current.sum(), 1), EPSILON)
+    return float(np.sum((cur - ref) * np.log(cur / ref)))
+
+
+def numeric_psi(reference: np.ndarray, current: np.ndarray, bins: int = 10) -> float:
+    """PSI of a numeric column over the reference's quantile bins."""
+    reference, current = reference[np.isfinite(reference)], current[np.isfinite(current)]
+    if len(reference) == 0 or len(current) == 0:
+        return float("nan")
+    edges = np.unique(np.quantile(reference, np.linspace(0, 1, bins + 1)))
+    edges[0], edges[-1] = -np.inf, np.inf
+    return psi(np.histogram(reference, edges)[0], np.histogram(current, edges)[0])
+
+
+@dataclass
+class DriftCheck:
+    """One statistical check from the reviewed JSON."""
+
+    name: str
+    metric: str
+    warn_above: float
+    notes: str
+
+
+def load_drift_checks(path: Path) -> list[DriftCheck]:
+    """The reviewed statistical checks (`expectations/<table>.drift.json`)."""
+    spec = json.loads(path.read_text())
+    return [DriftCheck(**c) for c in spec["checks"]]
+
+
+def daily_profile(con: duckdb.DuckDBPyConnection, relation: str) -> pd.DataFrame:
+    """Per event day: rows, users, event-type counts, null rates, and price/activity samples."""
+    types = ", ".join(f"count_if(event_type = '{t}') AS n_{t}" for t in EVENT_TYPES)
+    return con.execute(
+        f"""SELECT CAST(event_time AS DATE) AS day, count(*) AS rows,
+            count(DISTINCT user_id) AS users, {types},
+            1 - count(price) / count_if(event_type IN ('add_to_cart', 'purchase'))::DOUBLE
+                AS price_null_rate_on_money_events,
+            1 - count(query) / count(*)::DOUBLE AS query_null_rate
+        FROM {relation} GROUP BY 1 ORDER BY 1"""
+    ).df()
+
+
+def _values(con: duckdb.DuckDBPyConnection, relation: str, query: str, days: list) -> np.ndarray:
+    listing = ", ".join(f"DATE '{d}'" for d in days)
+    return (
+        con.execute(query.format(relation=relation, days=listing)).df().iloc[:, 0].to_numpy(float)
+    )
+
+
+PRICE = (
+    "SELECT price FROM {relation} WHERE price IS NOT NULL AND CAST(event_time AS DATE) IN ({days})"
+)
+EVENTS_PER_USER = (
+    "SELECT count(*) FROM {relation} WHERE CAST(event_time AS DATE) IN ({days}) "
+    "GROUP BY user_id, CAST(event_time AS DATE)"
+)
+
+
+def day_over_day(con: duckdb.DuckDBPyConnection, relation: str) -> pd.DataFrame:
+    """Every day against the day before: row-count ratio, mix PSI, price PSI, activity PSI."""
+    profile = daily_profile(con, relation)
+    rows = []
+    days = profile["day"].tolist()
+    for previous, day in itertools.pairwise(days):
+        a = profile[profile["day"] == previous].iloc[0]
+        b = profile[profile["day"] == day].iloc[0]
+        mix = [f"n_{t}" for t in EVENT_TYPES]
+        rows.append(
+            {
+                "day": day,
+                "row_count_ratio": b["rows"] / a["rows"] if a["rows"] else float("nan"),
+                "event_type_mix_psi": psi(a[mix].to_numpy(float), b[mix].to_numpy(float)),
+                "price_psi": numeric_psi(
+                    _values(con, relation, PRICE, [previous]), _values(con, relation, PRICE, [day])
+                ),
+                "events_per_user_psi": numeric_psi(
+                    _values(con, relation, EVENTS_PER_USER, [previous]),
+                    _values(con, relation, EVENTS_PER_USER, [day]),
+                ),
+                "price_null_rate_change": b["price_null_rate_on_money_events"]
+                - a["price_null_rate_on_money_events"],
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def latest_against_reference(con: duckdb.DuckDBPyConnection, relation: str) -> dict[str, float]:
+    """The latest day against the reference window (every earlier day)."""
+    profile = daily_profile(con, relation)
+    if len(profile) < 2:
+        return {}
+    latest, reference = profile["day"].iloc[-1], profile["day"].iloc[:-1].tolist()
+    mix = [f"n_{t}" for t in EVENT_TYPES]
+    ref_rows = profile.iloc[:-1]
+    return {
+        "row_count_vs_reference_mean": float(profile["rows"].iloc[-1] / ref_rows["rows"].mean()),
+        "event_type_mix_psi_vs_reference": psi(
+            ref_rows[mix].sum().to_numpy(float), profile[mix].iloc[-1].to_numpy(float)
+        ),
+        "price_psi_vs_reference": numeric_psi(
+            _values(con, relation, PRICE, reference), _values(con, relation, PRICE, [latest])
+        ),
+        "events_per_user_psi_vs_reference": numeric_psi(
+            _values(con, relation, EVENTS_PER_USER, reference),
+            _values(con, relation, EVENTS_PER_USER, [latest]),
+        ),
+    }
+
+
+def evaluate_drift(
+    checks: list[DriftCheck], latest: dict[str, float], previous_day: dict[str, float]
+) -> pd.DataFrame:
+    """Each check's observed value and whether it warns. A ratio metric warns when it leaves
+    [1 / warn_above, warn_above]; the others when they exceed warn_above in absolute value."""
+    observed = {**{f"{k}_vs_previous_day": v for k, v in previous_day.items()}, **latest}
+    rows = []
+    for c in checks:
+        value = observed.get(c.metric, float("nan"))
+        if "ratio" in c.metric or "vs_reference_mean" in c.metric:
+            warn = bool(np.isfinite(value) and not (1 / c.warn_above <= value <= c.warn_above))
+        else:
+            warn = bool(np.isfinite(value) and abs(value) > c.warn_above)
+        rows.append(
+            {
+                "check": c.name,
+                "metric": c.metric,
+                "observed": round(float(value), 4) if np.isfinite(value) else None,
+                "warn_above": c.warn_above,
+                "warn": warn,
+                "protects": c.notes,
+            }
+        )
+    return pd.DataFrame(rows)

@@ -1,0 +1,279 @@
+"""The analyst's data-quality report: one self-contained HTML page per run (plots inline).
+
+Pure functions: `collect_report_data` reads the run's tables through DuckDB and GX's stored
+validation results; `render_report` turns that into HTML.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+import matplotlib
+import pandas as pd
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+
+from dagster_project.contracts import EVENT_COLUMNS
+
+
+@dataclass
+class ReportData:
+    """Everything the report shows, as frames."""
+
+    run_id: str
+    accounting: pd.DataFrame  # per table and source file: read, clean, quarantined
+    by_reason: pd.DataFrame  # table, reason, rows, share of rows read
+    by_day: pd.DataFrame  # event day (from the file path or time): clean and quarantined
+    null_rates: pd.DataFrame  # column, null share in the raw events
+    rule_hits: pd.DataFrame  # rule, rows breaking it (overlapping)
+    checks: pd.DataFrame  # suite, expectation, column, status, failing since, runs
+    drift_days: pd.DataFrame  # day-over-day drift figures
+    drift_checks: pd.DataFrame  # the reviewed drift checks and their verdicts
+    bots: pd.DataFrame  # users, flagged users, events excluded
+
+
+def check_history(validations_dir: Path) -> pd.DataFrame:
+    """Per expectation, from GX's stored results: latest status and since when it has failed."""
+    rows = []
+    for path in validations_dir.rglob("*.json"):
+        result = json.loads(path.read_text())
+        run_time = pd.Timestamp(result["meta"]["run_id"]["run_time"])
+        for r in result["results"]:
+            cfg = r["expectation_config"]
+            kwargs = cfg.get("kwargs", {})
+            rows.append(
+                {
+                    "suite": result["suite_name"],
+                    "expectation": cfg["type"],
+                    "column": kwargs.get("column") or ",".join(kwargs.get("column_list", [])),
+                    "severity": (cfg.get("meta") or {}).get("severity", "error"),
+                    "run_time": run_time,
+                    "success": bool(r["success"]),
+                    "unexpected_count": (r.get("result") or {}).get("unexpected_count"),
+                }
+            )
+    if not rows:
+        return pd.DataFrame(
+            columns=["suite", "expectation", "column", "status", "failing_since", "runs"]
+        )
+    frame = pd.DataFrame(rows).sort_values("run_time")
+    out = []
+    for key, runs in frame.groupby(["suite", "expectation", "column", "severity"], sort=True):
+        latest = runs.iloc[-1]
+        since = None
+        if not latest["success"]:
+            passed = runs[runs["success"]]
+            failing = runs[runs["run_time"] > passed["run_time"].max()] if len(passed) else runs
+            since = failing["run_time"].min()
+        out.append(
+            {
+                "suite": key[0],
+                "expectation": key[1],
+                "column": key[2],
+                "severity": key[3],
+                "status": "passed" if latest["success"] else "FAILED",
+                "failing_rows": latest["unexpected_count"],
+                "failing_since": since,
+                "runs": len(runs),
+                "first_run": runs["run_time"].iloc[0],
+                "last_run": latest["run_time"],
+            }
+        )
+    return pd.DataFrame(out).sort_values(["status", "suite"], ascending=[True, True])
+
+
+def collect_report_data(
+    tables: dict[str, Path],
+    rule_hits: dict[str, dict[str, int]],
+    validations_dir: Path,
+    drift_days: pd.DataFrame,
+    drift_checks: pd.DataFrame,
+    run_id: str,
+) -> ReportData:
+    """Read what the report needs. `tables` maps raw_events, raw_items, events_clean,
+    items_clean, quarantine, user_traffic_scores and behaviour_exclusions to their Parquet."""
+    con = duckdb.connect()
+
+    def rel(name: str) -> str:
+        return f"read_parquet('{tables[name]}')"
+
+    def q(sql: str) -> pd.DataFrame:
+        return con.execute(sql).df()
+
+    accounting = q(
+        f"""WITH r AS (SELECT 'behaviour_events' AS tbl, source_file, count(*) AS rows_read FROM {rel("raw_events")} GROUP BY ALL
+                UNION ALL SELECT 'items', source_file, count(*) FROM {rel("raw_items")} GROUP BY ALL),
+            c AS (SELECT 'behaviour_events' AS tbl, source_file, count(*) AS rows_clean FROM {rel("events_clean")} GROUP BY ALL
+                UNION ALL SELECT 'items', source_file, count(*) FROM {rel("items_clean")} GROUP BY ALL),
+            k AS (SELECT "table" AS tbl, source_file, count(*) AS rows_quarantined FROM {rel("quarantine")} GROUP BY ALL)
+        SELECT r.tbl AS "table", r.source_file, rows_read, coalesce(rows_clean, 0) AS rows_clean,
+            coalesce(rows_quarantined, 0) AS rows_quarantined
+        FROM r LEFT JOIN c USING (tbl, source_file) LEFT JOIN k USING (tbl, source_file)
+        ORDER BY 1, 2"""
+    )
+    con.register("accounting", accounting)
+    read = accounting.groupby("table")["rows_read"].sum()
+    by_reason = q(
+        f'SELECT "table", reason, source, count(*) AS rows FROM {rel("quarantine")} GROUP BY ALL ORDER BY rows DESC'
+    )
+    by_reason["share_of_rows_read_%"] = (
+        100 * by_reason["rows"] / by_reason["table"].map(read).astype(float)
+    ).round(4)
+    by_day = q(
+        """SELECT coalesce(regexp_extract(source_file, 'date=([0-9-]+)', 1), '') AS day,
+            sum(rows_clean) AS clean, sum(rows_quarantined) AS quarantined
+        FROM (SELECT * FROM accounting WHERE "table" = 'behaviour_events') GROUP BY 1 ORDER BY 1"""
+    )
+    nulls = ", ".join(f'1 - count("{c}") / count(*)::DOUBLE AS "{c}"' for c in EVENT_COLUMNS)
+    null_rates = (
+        q(f"SELECT {nulls} FROM {rel('raw_events')}")
+        .T.reset_index()
+        .set_axis(["column", "null_share"], axis=1)
+    )
+    hits = pd.DataFrame(
+        [
+            {"table": t, "rule": rule, "rows_breaking_it": n}
+            for t, per_rule in rule_hits.items()
+            for rule, n in per_rule.items()
+            if n
+        ]
+    )
+    scores = tables["user_traffic_scores"]
+    exclusions = tables["behaviour_exclusions"]
+    bots = q(
+        f"""SELECT (SELECT count(*) FROM read_parquet('{scores}')) AS users_scored,
+            (SELECT count_if(is_bot) FROM read_parquet('{scores}')) AS users_flagged,
+            (SELECT count(*) FROM read_parquet('{exclusions}')) AS events_excluded,
+            (SELECT count(*) FROM {rel("events_clean")}) AS clean_events"""
+    )
+    bots["flagged_user_share_%"] = 100 * bots["users_flagged"] / bots["users_scored"]
+    bots["excluded_event_share_%"] = 100 * bots["events_excluded"] / bots["clean_events"]
+    return ReportData(
+        run_id=run_id,
+        accounting=accounting,
+        by_reason=by_reason,
+        by_day=by_day,
+        null_rates=null_rates,
+        rule_hits=hits,
+        checks=check_history(validations_dir),
+        drift_days=drift_days,
+        drift_checks=drift_checks,
+        bots=bots,
+    )
+
+
+def _png(fig: plt.Figure) -> str:
+    buf = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buf, format="png", dpi=100)
+    plt.close(fig)
+    return (
+        f"<img alt='plot' src='data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}'/>"
+    )
+
+
+def _plots(data: ReportData) -> dict[str, str]:
+    plots = {}
+    if len(data.by_reason):
+        fig, ax = plt.subplots(figsize=(7, 3))
+        data.by_reason.groupby("reason")["rows"].sum().sort_values().plot.barh(
+            ax=ax, color="#c0392b"
+        )
+        ax.set_xlabel("rows quarantined")
+        ax.set_title("Quarantined rows by reason")
+        plots["reasons"] = _png(fig)
+    if len(data.by_day) > 1:
+        fig, ax = plt.subplots(figsize=(9, 3))
+        data.by_day.set_index("day")[["clean", "quarantined"]].plot.bar(
+            ax=ax, stacked=True, color=["#27ae60", "#c0392b"], rot=90
+        )
+        ax.set_yscale("log")
+        ax.set_title("Rows per event day (log scale)")
+        plots["days"] = _png(fig)
+    fig, ax = plt.subplots(figsize=(7, 2.8))
+    data.null_rates.set_index("column")["null_share"].mul(100).plot.bar(ax=ax, rot=30)
+    ax.set_ylabel("% null")
+    ax.set_title("Null rate by column (raw events)")
+    plots["nulls"] = _png(fig)
+    if len(data.drift_days):
+        fig, ax = plt.subplots(figsize=(9, 3))
+        cols = ["event_type_mix_psi", "price_psi", "events_per_user_psi"]
+        data.drift_days.set_index("day")[cols].plot(ax=ax, marker="o")
+        ax.axhline(0.25, color="grey", ls="--", lw=1)
+        ax.set_ylabel("PSI vs day before")
+        ax.set_title("Drift, day over day (dashed: 0.25 = a real shift)")
+        plots["drift"] = _png(fig)
+    b = data.bots.iloc[0]
+    fig, ax = plt.subplots(figsize=(5, 2.5))
+    ax.barh(
+        ["users flagged", "events excluded"],
+        [b["flagged_user_share_%"], b["excluded_event_share_%"]],
+        color="#8e44ad",
+    )
+    ax.set_xlabel("% of all")
+    ax.set_title("Bot traffic")
+    plots["bots"] = _png(fig)
+    return plots
+
+
+def _table(frame: pd.DataFrame, empty: str = "none") -> str:
+    if frame is None or len(frame) == 0:
+        return f"<p><em>{empty}</em></p>"
+    return frame.to_html(index=False, float_format=lambda v: f"{v:,.4f}", na_rep="", border=0)
+
+
+CSS = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1100px;color:#222}
+table{border-collapse:collapse;margin:.5em 0 1.5em;font-size:.85em}
+td,th{border-bottom:1px solid #ddd;padding:3px 8px;text-align:right}
+th{background:#f4f4f4}.bad{color:#c0392b;font-weight:bold}.ok{color:#27ae60}
+h2{border-bottom:2px solid #eee;margin-top:1.6em}"""
+
+
+def render_report(data: ReportData, data_docs: Path | None = None) -> str:
+    """The report as one HTML page (no external files, opens from disk)."""
+    plots = _plots(data)
+    totals = data.accounting.groupby("table")[["rows_read", "rows_clean", "rows_quarantined"]].sum()
+    balanced = bool(
+        (totals["rows_read"] == totals["rows_clean"] + totals["rows_quarantined"]).all()
+    )
+    failed = data.checks[data.checks["status"] == "FAILED"] if len(data.checks) else data.checks
+    warns = (
+        data.drift_checks[data.drift_checks["warn"]]
+        if len(data.drift_checks)
+        else data.drift_checks
+    )
+    docs = (
+        f"<p>Expectation-level detail: <a href='{data_docs.as_uri()}'>Great Expectations Data Docs</a></p>"
+        if data_docs
+        else ""
+    )
+    status = (
+        f"<p class='{'ok' if balanced else 'bad'}'>Rows read = clean + quarantined for every file: "
+        f"{'yes' if balanced else 'NO'}.</p>"
+        f"<p>{len(failed)} expectation(s) failing, {len(warns)} drift warning(s).</p>"
+    )
+    return f"""<!doctype html><html><head><meta charset="utf-8">
+<title>Data-quality report, run {html.escape(data.run_id)}</title><style>{CSS}</style></head><body>
+<h1>Data-quality report</h1>
+<p>Run <code>{html.escape(data.run_id)}</code>, built {pd.Timestamp.now(tz="UTC"):%Y-%m-%d %H:%M} UTC.</p>
+{status}{docs}
+<h2>Rows in, clean, quarantined</h2>{_table(totals.reset_index())}
+{plots.get("days", "")}
+<h2>Quarantine by reason and source</h2>{plots.get("reasons", "")}{_table(data.by_reason)}
+<p>Each row has exactly one reason: the first rule it broke. The rules below count every row that breaks them, whatever else is wrong with it.</p>
+{_table(data.rule_hits)}
+<h2>Null rates by column (raw events)</h2>{plots["nulls"]}{_table(data.null_rates)}
+<h2>Checks: what fails, and since when</h2>{_table(failed, "every expectation passed in its latest run")}
+<details><summary>All expectations ({len(data.checks)})</summary>{_table(data.checks)}</details>
+<h2>Drift against the previous day and the reference window</h2>{_table(data.drift_checks)}
+{plots.get("drift", "")}<details><summary>Day by day</summary>{_table(data.drift_days)}</details>
+<h2>Bot traffic</h2>{plots["bots"]}{_table(data.bots)}
+<h2>Per file</h2><details><summary>{len(data.accounting)} files</summary>{_table(data.accounting)}</details>
+</body></html>"""
