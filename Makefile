@@ -32,6 +32,7 @@ ui: install
 bench: install
 	$(BIN)/python -m bench.generator --preset large
 	$(BIN)/python -m bench.pipeline --preset $(PRESET)
+	$(BIN)/python -m bench.quality
 
 lint: install
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .

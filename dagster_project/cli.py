@@ -87,6 +87,7 @@ def _demo(args: argparse.Namespace) -> int:
         ("landing files", out.landing),
         ("tables (Parquet)", out.tables),
         ("quarantine", out.table("quarantine")),
+        ("data-quality report (analysts)", out.reports / "quality_report.html"),
         ("evaluation report", out.reports / "evaluation.html"),
         ("GX Data Docs", out.gx / "gx" / "uncommitted" / "data_docs" / "local_site" / "index.html"),
         ("DuckDB (views over the tables)", out.duckdb_file),
