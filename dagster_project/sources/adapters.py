@@ -15,7 +15,6 @@ format.
 
 from __future__ import annotations
 
-import csv
 import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -31,6 +30,7 @@ from dagster_project.contracts import (
     QUARANTINE_REASONS,
     RAW_LINEAGE_COLUMNS,
 )
+from dagster_project.sources.landing import LandingFileError, read_delimited
 
 ISO_WITH_OFFSET = "%Y-%m-%dT%H:%M:%S%.f%:z"  # fraction only where there is one
 NULL_TOKENS = ("",)
@@ -81,19 +81,6 @@ INSTACART_ORDER_COLUMNS = [
 RETAILROCKET_PRICE_PROPERTY = "790"
 
 
-class AdapterError(ValueError):
-    """An export cannot be read as a whole (used only where `LandingFileError` is unavailable)."""
-
-
-def _error(message: str) -> Exception:
-    """The platform's whole-file error; imported late so landing.py may import this module."""
-    try:
-        from dagster_project.sources.landing import LandingFileError
-    except ImportError:
-        return AdapterError(message)
-    return LandingFileError(message)
-
-
 @dataclass
 class SourceExport:
     """One export mapped onto the raw contract, with its declared window and measured facts."""
@@ -109,42 +96,9 @@ class SourceExport:
 # ---------------------------------------------------------------- reading records
 
 
-def _decoded_lines(path: Path) -> tuple[list[str], set[int]]:
-    """Physical lines of a text file (no line ends) and the indexes of lines that are not UTF-8."""
-    data = path.read_bytes()
-    bad: set[int] = set()
-    try:
-        lines = data.decode("utf-8-sig").split("\n")
-    except UnicodeDecodeError:
-        lines = []
-        for i, chunk in enumerate(data.split(b"\n")):
-            try:
-                lines.append(chunk.decode("utf-8-sig" if i == 0 else "utf-8"))
-            except UnicodeDecodeError:
-                lines.append(chunk.decode("utf-8", errors="replace"))
-                bad.add(i)
-    if lines and lines[-1] == "":
-        lines.pop()
-    return [line.removesuffix("\r") for line in lines], bad
-
-
-def _split_quoted(lines: list[str], sep: str) -> tuple[list[list[str] | None], list[str | None]]:
-    """Split lines with quotes one at a time, so an open quote never swallows the next line."""
-    fields: list[list[str] | None] = []
-    errors: list[str | None] = []
-    for line in lines:
-        try:
-            fields.append(next(csv.reader([line], delimiter=sep, strict=True), []))
-            errors.append(None)
-        except csv.Error as exc:
-            fields.append(None)
-            errors.append(f"the quoting is broken ({exc})")
-    return fields, errors
-
-
 def _require_file(path: Path) -> None:
     if not path.is_file():
-        raise _error(f"{path}: no such file")
+        raise LandingFileError(f"{path}: no such file")
 
 
 def read_records(
@@ -165,60 +119,20 @@ def read_records(
     """
     path = folder / name
     _require_file(path)
-    lines, bad_encoding = _decoded_lines(path)
-    first_line = 1
-    if header:
-        if not lines:
-            raise _error(f"{path}: the file is empty (no header line)")
-        names = [c.strip() for c in next(csv.reader([lines[0]], delimiter=sep), [])]
-        lines, first_line = lines[1:], 2
-        bad_encoding = {i - 1 for i in bad_encoding if i > 0}
-        missing = [c for c in required if c not in names]
-        if missing:
-            raise _error(f"{path}: column(s) {', '.join(missing)} missing; the file has {names}")
-        names = [c if c else f"column_{i + 1}" for i, c in enumerate(names)]
-    else:
-        names = list(columns or [])
-    width = len(names)
-
-    frame = pl.DataFrame({"raw": pl.Series(lines, dtype=pl.String)}).with_row_index("row")
-    quoted_mask = frame["raw"].str.contains('"', literal=True)
-    plain = frame.filter(~quoted_mask).with_columns(
-        pl.col("raw").str.split(sep).alias("fields"), pl.lit(None, pl.String).alias("error")
+    records = read_delimited(
+        path, names=None if header else list(columns or []), sep=sep, required=tuple(required)
     )
-    quoted = frame.filter(quoted_mask)
-    q_fields, q_errors = _split_quoted(quoted["raw"].to_list(), sep)
-    quoted = quoted.with_columns(
-        pl.Series("fields", q_fields, dtype=pl.List(pl.String)),
-        pl.Series("error", q_errors, dtype=pl.String),
-    )
-    parts = pl.concat([plain, quoted]).sort("row")
-    n_fields = pl.col("fields").list.len()
-    parse_error = (
-        pl.when(pl.col("row").is_in(sorted(bad_encoding)))
-        .then(pl.lit("the line is not valid UTF-8"))
-        .when(pl.col("raw").str.strip_chars() == "")
-        .then(pl.lit("the line is empty"))
-        .when(pl.col("error").is_not_null())
-        .then(pl.col("error"))
-        .when(n_fields != width)
-        .then(pl.format("the line has {} fields, expected {}", n_fields, pl.lit(width)))
-    )
-    parts = parts.with_columns(parse_error.alias("parse_error"))
     tokens = list(null_tokens)
-    values = [
-        pl.when(pl.col("parse_error").is_null() & ~value.str.strip_chars().is_in(tokens))
-        .then(value)
-        .alias(col)
-        for i, col in enumerate(names)
-        for value in [pl.col("fields").list.get(i, null_on_oob=True)]
-    ]
-    return parts.select(
+    fields = [c for c in records.columns if c not in ("source_line", "raw", "parse_error")]
+    return records.select(
         pl.lit(name).alias("source_file"),
-        (pl.col("row").cast(pl.Int64) + first_line).alias("source_line"),
-        pl.col("raw"),
-        pl.col("parse_error"),
-        *values,
+        "source_line",
+        "raw",
+        "parse_error",
+        *[
+            pl.when(~pl.col(c).str.strip_chars().is_in(tokens)).then(pl.col(c)).alias(c)
+            for c in fields
+        ],
     )
 
 
@@ -229,10 +143,10 @@ def read_parquet_records(folder: Path, name: str, required: Iterable[str] = ()) 
     try:
         table = pl.read_parquet(path)
     except Exception as exc:  # pyarrow/polars raise several kinds for a damaged file
-        raise _error(f"{path}: not a readable Parquet file ({exc})") from exc
+        raise LandingFileError(f"{path}: not a readable Parquet file ({exc})") from exc
     missing = [c for c in required if c not in table.columns]
     if missing:
-        raise _error(
+        raise LandingFileError(
             f"{path}: column(s) {', '.join(missing)} missing; the file has {table.columns}"
         )
     return table.select(
@@ -325,14 +239,16 @@ def _window(
     declared = mapping.get("window")
     if declared is None:
         if default is None:
-            raise _error(f"{source}: no declared window and no events to derive one from")
+            raise LandingFileError(f"{source}: no declared window and no events to derive one from")
         return default
     if "start" not in declared or "end" not in declared:
-        raise _error(f"{source}: mapping window needs 'start' and 'end', got {sorted(declared)}")
+        raise LandingFileError(
+            f"{source}: mapping window needs 'start' and 'end', got {sorted(declared)}"
+        )
     zone = declared.get("timezone", "UTC")
     start, end = _utc(declared["start"], zone), _utc(declared["end"], zone)
     if end <= start:
-        raise _error(f"{source}: mapping window end {end} is not after its start {start}")
+        raise LandingFileError(f"{source}: mapping window end {end} is not after its start {start}")
     return start, end
 
 
@@ -402,17 +318,17 @@ def _with_seq(records: list[pl.DataFrame]) -> pl.DataFrame:
 
 def _csv_files(folder: Path, mapping: dict, pattern: str = "*.csv") -> list[str]:
     if not folder.is_dir():
-        raise _error(f"{folder}: no such export folder")
+        raise LandingFileError(f"{folder}: no such export folder")
     names = mapping.get("files") or sorted(p.name for p in folder.glob(pattern) if p.is_file())
     if not names:
-        raise _error(f"{folder}: no {pattern} file in the export folder")
+        raise LandingFileError(f"{folder}: no {pattern} file in the export folder")
     return list(names)
 
 
 def _check_options(source: str, mapping: dict, allowed: set[str]) -> None:
     unknown = sorted(set(mapping) - allowed)
     if unknown:
-        raise _error(
+        raise LandingFileError(
             f"{source}: unknown mapping key(s) {unknown}; this format accepts {sorted(allowed)}"
         )
 
@@ -597,11 +513,13 @@ def read_instacart(folder: Path, mapping: dict) -> SourceExport:
     source = mapping.get("source", "instacart")
     anchor = _utc(mapping.get("anchor", INSTACART_ANCHOR))
     if not folder.is_dir():
-        raise _error(f"{folder}: no such export folder")
+        raise LandingFileError(f"{folder}: no such export folder")
     orders = read_records(folder, "orders.csv", required=INSTACART_ORDER_COLUMNS)
     line_files = sorted(p.name for p in folder.glob("order_products__*.csv"))
     if not line_files:
-        raise _error(f"{folder / 'order_products__prior.csv'}: no such file (no order lines)")
+        raise LandingFileError(
+            f"{folder / 'order_products__prior.csv'}: no such file (no order lines)"
+        )
     lines = _with_seq(
         [read_records(folder, n, required=["order_id", "product_id"]) for n in line_files]
     )
@@ -734,7 +652,7 @@ def read_retailrocket(folder: Path, mapping: dict) -> SourceExport:
     _check_options("retailrocket", mapping, {"source", "window"})
     source = mapping.get("source", "retailrocket")
     if not folder.is_dir():
-        raise _error(f"{folder}: no such export folder")
+        raise LandingFileError(f"{folder}: no such export folder")
     events = read_records(
         folder, "events.csv", required=["timestamp", "visitorid", "event", "itemid"]
     )
@@ -747,7 +665,9 @@ def read_retailrocket(folder: Path, mapping: dict) -> SourceExport:
     )
     property_files = sorted(p.name for p in folder.glob("item_properties*.csv"))
     if not property_files:
-        raise _error(f"{folder / 'item_properties_part1.csv'}: no such file (no item properties)")
+        raise LandingFileError(
+            f"{folder / 'item_properties_part1.csv'}: no such file (no item properties)"
+        )
     props = _with_seq(
         [
             read_records(folder, n, required=["timestamp", "itemid", "property", "value"])
@@ -825,7 +745,7 @@ def read_retailrocket(folder: Path, mapping: dict) -> SourceExport:
 def load_mapping(path: Path) -> dict:
     """A generic-format mapping from a JSON or YAML file."""
     if not path.is_file():
-        raise _error(f"{path}: no such mapping file")
+        raise LandingFileError(f"{path}: no such mapping file")
     text = path.read_text()
     if path.suffix in (".yaml", ".yml"):
         import yaml
@@ -834,7 +754,7 @@ def load_mapping(path: Path) -> dict:
     else:
         loaded = json.loads(text)
     if not isinstance(loaded, dict):
-        raise _error(f"{path}: a mapping must be an object, got {type(loaded).__name__}")
+        raise LandingFileError(f"{path}: a mapping must be an object, got {type(loaded).__name__}")
     return loaded
 
 
@@ -846,11 +766,11 @@ def _generic_records(
     A file column already named as a contract column is used when the mapping names none.
     """
     if "path" not in spec:
-        raise _error(f"generic mapping: section {kind!r} needs a 'path'")
+        raise LandingFileError(f"generic mapping: section {kind!r} needs a 'path'")
     mapped: dict[str, str] = dict(spec.get("columns", {}))
     unknown = sorted(set(mapped) - set(allowed))
     if unknown:
-        raise _error(
+        raise LandingFileError(
             f"generic mapping: {kind}.columns maps unknown contract column(s) {unknown}; "
             f"expected some of {allowed}"
         )
@@ -864,11 +784,13 @@ def _generic_records(
     present = [c for c in records.columns if c not in _LINEAGE]
     missing = [f"{src!r} (for {dst})" for dst, src in mapped.items() if src not in present]
     if missing:
-        raise _error(f"{path}: mapped column {', '.join(missing)} missing; the file has {present}")
+        raise LandingFileError(
+            f"{path}: mapped column {', '.join(missing)} missing; the file has {present}"
+        )
     columns = {c: c for c in allowed if c in present} | mapped
     unmapped = [c for c in required if c not in columns]
     if unmapped:
-        raise _error(
+        raise LandingFileError(
             f"{path}: no column for {', '.join(unmapped)}; map one in {kind}.columns "
             f"(the file has {present})"
         )
@@ -880,7 +802,9 @@ def _generic_time(col: str, spec: dict) -> pl.Expr:
     zone = spec.get("timezone", "UTC")
     if unit is not None:
         if unit not in ("s", "ms", "us", "ns"):
-            raise _error(f"generic mapping: timestamp unit {unit!r} is not one of s, ms, us, ns")
+            raise LandingFileError(
+                f"generic mapping: timestamp unit {unit!r} is not one of s, ms, us, ns"
+            )
         return _epoch_text(col, unit, zone)
     if fmt is not None:
         return _local_time_text(col, fmt, zone)
@@ -891,7 +815,7 @@ def read_generic(folder: Path, mapping: dict) -> SourceExport:
     """Any CSV/Parquet export whose columns a mapping names (see docs/format_adapters.md)."""
     _check_options("generic", mapping, {"source", "events", "items", "window"})
     if "events" not in mapping:
-        raise _error("generic mapping: an 'events' section is required")
+        raise LandingFileError("generic mapping: an 'events' section is required")
     source = mapping.get("source", folder.name)
     spec = mapping["events"]
     records, columns = _generic_records(
@@ -969,11 +893,11 @@ def read_export(
     """
     folder = Path(folder)
     if format not in ADAPTERS:
-        raise _error(
+        raise LandingFileError(
             f"{folder}: unknown export format {format!r}; known formats: {sorted(ADAPTERS)}"
         )
     if isinstance(mapping, str | Path):
         mapping = load_mapping(folder / mapping)
     if format == "generic" and not mapping:
-        raise _error(f"{folder}: the generic format needs a column mapping")
+        raise LandingFileError(f"{folder}: the generic format needs a column mapping")
     return ADAPTERS[format](folder, dict(mapping or {}))

@@ -66,9 +66,13 @@ def _check_header(path: Path, header: list[str], required: list[str]) -> None:
         )
 
 
-def _split_quoted(line: str) -> list[str]:
-    # One line at a time, so an unterminated quote never swallows the following lines.
-    return next(csv.reader([line]), [])
+def _split_quoted(line: str, sep: str = ",") -> list[str] | str:
+    """One line with quotes -> its fields, or why it cannot be split. One line at a time, so
+    an unterminated quote never swallows the following lines."""
+    try:
+        return next(csv.reader([line], delimiter=sep, strict=True), [])
+    except csv.Error as exc:
+        return f"the quoting is broken ({exc})"
 
 
 def _lines_exact(data: bytes) -> tuple[list[str], dict[int, str]]:
@@ -105,101 +109,120 @@ def _lines_fast(data: bytes) -> pl.Series | None:
     return lines if len(lines) == expected else None
 
 
-def _read_csv(path: Path, columns: list[str], required: list[str]) -> pl.DataFrame:
+def read_delimited(
+    path: Path,
+    *,
+    names: list[str] | None = None,
+    sep: str = ",",
+    required: list[str] | tuple[str, ...] = (),
+) -> pl.DataFrame:
+    """Every physical line of a delimited text file as one record, exactly.
+
+    Columns: `source_line` (the physical line; with a header, the header is line 1), `raw`
+    (the line as read), `parse_error` (why the line cannot be split into the file's fields,
+    else null) and one text column per field, as written ("" stays ""). `names=None` reads
+    the names from the first line; a header-less file passes them. Lines are split on `sep`
+    in bulk by polars; only lines with quotes go through Python's csv module, and only files
+    with invalid UTF-8 (or a bare CR) are decoded line by line.
+    """
     try:
         data = path.read_bytes()
     except OSError as exc:
         raise LandingFileError(f"{path}: cannot be read ({exc})") from exc
-    if not data.strip():
+    if names is None and not data.strip():
         raise LandingFileError(f"{path}: the file is empty (no header line)")
     lines = _lines_fast(data)
     encoding_errors: dict[int, str] = {}
     if lines is None:
         decoded, encoding_errors = _lines_exact(data)
         lines = pl.Series("raw", decoded, dtype=pl.String)
-    header_line = (lines[0] or "").removeprefix("\ufeff")
-    header = [h.strip() for h in _split_quoted(header_line)]
-    _check_header(path, header, required)
-    width = len(header)
-    body = lines[1:].to_frame("raw").with_row_index("i", offset=1)
+    first = 0
+    if names is None:
+        header = _split_quoted((lines[0] or "").removeprefix("\ufeff"), sep)
+        if isinstance(header, str):
+            raise LandingFileError(f"{path}: the header line cannot be read: {header}")
+        names = [h.strip() or f"column_{i + 1}" for i, h in enumerate(header)]
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise LandingFileError(f"{path}: the header repeats column(s) {', '.join(repeated)}")
+        first = 1
+    _check_header(path, names, list(required))
+    width = len(names)
+    body = lines[first:].to_frame("raw").with_row_index("i", offset=first)
     body = body.with_columns(
         quoted=pl.col("raw").str.contains('"', literal=True).fill_null(False),
-        fields=pl.col("raw").str.count_matches(",", literal=True) + 1,
+        fields=pl.col("raw").str.count_matches(sep, literal=True) + 1,
         blank=pl.col("raw").is_null() | (pl.col("raw").str.strip_chars() == ""),
     )
     plain = body.filter(~pl.col("quoted") & ~pl.col("blank") & (pl.col("fields") == width))
     split = (
         plain.select(
             "i",
-            pl.col("raw").str.split_exact(",", width - 1).struct.rename_fields(header).alias("f"),
+            pl.col("raw").str.split_exact(sep, width - 1).struct.rename_fields(names).alias("f"),
         ).unnest("f")
         if width > 1
-        else plain.select("i", pl.col("raw").alias(header[0]))
+        else plain.select("i", pl.col("raw").alias(names[0]))
     )
-    errors = body.filter(~pl.col("quoted") & (pl.col("blank") | (pl.col("fields") != width)))
-    error_text = errors.select(
-        "i",
-        pl.when(pl.col("blank"))
-        .then(pl.lit("blank line"))
-        .otherwise(
-            pl.concat_str(
-                [pl.col("fields").cast(pl.String), pl.lit(f" fields where the header has {width}")]
-            )
+    wrong_width = f" fields where {width} were expected"
+    errors = [
+        body.filter(~pl.col("quoted") & (pl.col("blank") | (pl.col("fields") != width))).select(
+            "i",
+            pl.when(pl.col("blank"))
+            .then(pl.lit("blank line"))
+            .otherwise(pl.concat_str([pl.col("fields").cast(pl.String), pl.lit(wrong_width)]))
+            .alias("parse_error"),
         )
-        .alias("parse_error"),
-    )
+    ]
     # Lines with quotes: Python's csv module, one line at a time (rare in behaviour exports).
     quoted_rows, quoted_errors = [], []
     for i, line in body.filter(pl.col("quoted")).select("i", "raw").iter_rows():
-        fields = _split_quoted(line)
-        if len(fields) == width:
+        fields = _split_quoted(line, sep)
+        if isinstance(fields, list) and len(fields) == width:
             quoted_rows.append([i, *fields])
         else:
-            quoted_errors.append((i, f"{len(fields)} fields where the header has {width}"))
+            quoted_errors.append(
+                (i, fields if isinstance(fields, str) else f"{len(fields)}{wrong_width}")
+            )
     if quoted_rows:
+        schema = {"i": pl.UInt32, **dict.fromkeys(names, pl.String)}
         split = pl.concat(
-            [
-                split,
-                pl.DataFrame(
-                    quoted_rows,
-                    schema={"i": pl.UInt32, **dict.fromkeys(header, pl.String)},
-                    orient="row",
-                ),
-            ],
+            [split, pl.DataFrame(quoted_rows, schema=schema, orient="row")],
             how="vertical_relaxed",
         )
-    parse_errors = pl.concat(
-        [
-            error_text,
-            pl.DataFrame(
-                quoted_errors + [(i, e) for i, e in encoding_errors.items() if i > 0],
-                schema={"i": pl.UInt32, "parse_error": pl.String},
-                orient="row",
-            ),
-        ],
-        how="vertical_relaxed",
-    ).unique("i", keep="last")  # an encoding error outranks the field count
+    error_schema = {"i": pl.UInt32, "parse_error": pl.String}
+    errors.append(pl.DataFrame(quoted_errors, schema=error_schema, orient="row"))
+    encoding = pl.DataFrame(
+        [(i, e) for i, e in encoding_errors.items() if i >= first],
+        schema={"i": pl.UInt32, "encoding_error": pl.String},
+        orient="row",
+    )
     frame = (
         body.select("i", "raw")
-        .join(
-            split.drop([c for c in split.columns if c not in columns and c != "i"]),
-            on="i",
-            how="left",
-        )
-        .join(parse_errors, on="i", how="left")
+        .join(split, on="i", how="left")
+        .join(pl.concat(errors, how="vertical_relaxed"), on="i", how="left")
+        .join(encoding, on="i", how="left")
         .sort("i")
+        .with_columns(parse_error=pl.coalesce("encoding_error", "parse_error"))
     )
     split_ok = pl.col("parse_error").is_null()
     return frame.select(
-        pl.col("i").cast(pl.Int64).add(1).alias("source_line"),  # physical line; 1 = header
+        (pl.col("i").cast(pl.Int64) + 1).alias("source_line"),
+        "raw",
+        "parse_error",
+        *[pl.when(split_ok).then(pl.col(c)).alias(c) for c in names],
+    )
+
+
+def _read_csv(path: Path, columns: list[str], required: list[str]) -> pl.DataFrame:
+    frame = read_delimited(path, required=required)
+    return frame.select(
+        "source_line",
         "raw",
         "parse_error",
         *[
-            (
-                pl.when(split_ok & (pl.col(c) != "")).then(pl.col(c)).alias(c)
-                if c in frame.columns
-                else pl.lit(None, pl.String).alias(c)
-            )
+            pl.when(pl.col(c) != "").then(pl.col(c)).alias(c)
+            if c in frame.columns
+            else pl.lit(None, pl.String).alias(c)
             for c in columns
         ],
     )
