@@ -3,8 +3,9 @@
     python -m bench.quality [--data-dir DIR]
 
 Two ways over the same landing files, each in its own process (so each peak RSS is its own):
-- platform: the pipeline's own code (DuckDB ingest, SQL cleaning rules, the events_clean and
-  items_clean suites evaluated in SQL and stored as GX results);
+- platform: the pipeline's own assets and checks (raw tables, clean tables, quarantine, both
+  suites evaluated in SQL and stored as GX results with Data Docs, the drift check, the row
+  accounting), materialized by Dagster in one process;
 - naive: pandas reads every file, types the columns, and GX's pandas engine runs the same
   events_clean suite over the whole frame (no cleaning at all, so it is the cheaper half).
 Prints the figures and saves bench/results/quality_large.json with the machine.
@@ -25,61 +26,50 @@ from bench.machine import machine_info
 
 
 def _platform(root: Path) -> dict:
-    import polars as pl
+    """The pipeline's own assets and checks, materialized in process (what a run does)."""
     import pyarrow.parquet as pq
+    from dagster import DagsterInstance, materialize
 
-    from dagster_project.assets.quality import events_suite_parameters
-    from dagster_project.quality.cleaning import clean_events, clean_items
-    from dagster_project.quality.validation import SuiteRunner
-    from dagster_project.settings import EXPECTATIONS_DIR, layout
-    from dagster_project.sources.landing import ingest_landing, source_window
+    from dagster_project.assets import ingest, quality
+    from dagster_project.definitions import INFO_LOGGING, platform_resources
+    from dagster_project.settings import layout
 
     out = layout(root)
-    steps, t0 = {}, time.perf_counter()
-
-    def lap(name: str, start: float) -> float:
-        now = time.perf_counter()
-        steps[name] = round(now - start, 2)
-        return now
-
-    from datetime import UTC, datetime
-
-    t = time.perf_counter()
-    ingest_landing(out.landing, "items", out.table("raw_items"))
-    rows = ingest_landing(out.landing, "events", out.table("raw_events"))
-    t = lap("read_landing_to_raw_tables", t)
-    items = clean_items(out.table("raw_items"), "bench", datetime.now(UTC))
-    out.table("items_clean").parent.mkdir(parents=True, exist_ok=True)
-    items.clean.write_parquet(out.table("items_clean"))
-    t = lap("clean_items", t)
-    raw_items = pl.read_parquet(out.table("raw_items"), columns=["item_id"])["item_id"]
-    events = clean_events(
-        out.table("raw_events"),
-        items.clean["item_id"],
-        source_window(out.landing),
-        "bench",
-        datetime.now(UTC),
-        raw_items.filter(~raw_items.is_in(items.clean["item_id"].implode())),
-        write_to=(out.table("events_clean"), out.table("quarantine_events")),
-    )
-    t = lap("clean_events_and_quarantine", t)
-    runner = SuiteRunner(out.gx, EXPECTATIONS_DIR)
-    items_outcome = runner.validate_table("items_clean", out.table("items_clean"), run_name="bench")
-    events_outcome = runner.validate_table(
-        "events_clean", out.table("events_clean"), events_suite_parameters(out), "bench"
-    )
-    lap("validate_suites_sql_and_data_docs", t)
+    selection = [
+        ingest.raw_items,
+        ingest.raw_events,
+        quality.items_clean,
+        quality.events_clean,
+        quality.quarantine,
+        quality.items_clean_suite,
+        quality.events_clean_suite,
+        quality.events_clean_drift,
+        quality.rows_accounted_for,
+    ]
+    started = time.perf_counter()
+    with DagsterInstance.ephemeral() as instance:
+        result = materialize(
+            selection,
+            instance=instance,
+            resources=platform_resources(str(root)),
+            run_config=INFO_LOGGING,
+            raise_on_error=False,
+        )
+        stats = instance.get_run_step_stats(result.run_id)
+    seconds = time.perf_counter() - started
+    checks = {c.check_name: c.passed for c in result.get_asset_check_evaluations()}
     return {
-        "rows_read": rows,
-        "rows_clean": events.clean_rows,
-        "rows_quarantined": events.quarantine.height,
-        "raw_events_rows_in_file": pq.ParquetFile(out.table("raw_events")).metadata.num_rows,
-        "suites_success": {
-            "items_clean": items_outcome.success,
-            "events_clean": events_outcome.success,
+        "success": result.success,
+        "rows_read": pq.ParquetFile(out.table("raw_events")).metadata.num_rows,
+        "rows_clean": pq.ParquetFile(out.table("events_clean")).metadata.num_rows,
+        "rows_quarantined": pq.ParquetFile(out.table("quarantine_events")).metadata.num_rows,
+        "checks_passed": checks,
+        "seconds": round(seconds, 2),
+        "step_seconds": {
+            s.step_key: round(s.end_time - s.start_time, 2)
+            for s in stats
+            if s.end_time and s.start_time
         },
-        "seconds": round(time.perf_counter() - t0, 2),
-        "step_seconds": steps,
     }
 
 

@@ -1,11 +1,13 @@
-"""Atomic Parquet writes: a killed run never leaves a half-written table behind."""
+"""Atomic writes (a killed run never leaves a half-written table behind) and the DuckDB session."""
 
 from __future__ import annotations
 
 import os
+import tempfile
 import uuid
 from pathlib import Path
 
+import duckdb
 import pandas as pd
 import polars as pl
 
@@ -35,3 +37,18 @@ def write_text_atomic(text: str, path: Path) -> Path:
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+DUCKDB_MEMORY_LIMIT = "2GB"  # DuckDB spills to disk beyond this
+
+
+def connect(threads: int | None = None) -> duckdb.DuckDBPyConnection:
+    """A DuckDB connection with the platform's settings: UTC, bounded memory, spill to /tmp."""
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    con.execute(f"SET memory_limit = '{DUCKDB_MEMORY_LIMIT}'")
+    con.execute(f"SET temp_directory = '{tempfile.gettempdir()}/recsys-duckdb'")
+    con.execute("SET preserve_insertion_order = false")
+    if threads:
+        con.execute(f"SET threads = {threads}")
+    return con

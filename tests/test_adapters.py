@@ -501,7 +501,9 @@ def test_unmapped_required_column_names_file_and_column(shop: Path) -> None:
 
 def test_missing_required_column_in_named_format(tmp_path: Path) -> None:
     write(tmp_path / "lines.csv", "InvoiceNo,StockCode,Quantity\n1,A,1\n")
-    with pytest.raises(ExportError, match=r"lines\.csv: required column\(s\) Description, InvoiceDate"):
+    with pytest.raises(
+        ExportError, match=r"lines\.csv: required column\(s\) Description, InvoiceDate"
+    ):
         read_export(tmp_path, "online_retail")
 
 

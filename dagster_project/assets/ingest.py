@@ -1,11 +1,11 @@
 """Group ingest: landing files -> raw tables (every record kept, with its file and line)."""
 
-import duckdb
 from dagster import AssetExecutionContext, MaterializeResult, asset
 
 from dagster_project.assets._common import OWNERS, parquet_table_metadata
 from dagster_project.resources import PlatformStorage
 from dagster_project.sources.landing import ingest_landing
+from dagster_project.storage import connect
 
 
 def _ingest(
@@ -14,10 +14,11 @@ def _ingest(
     out = storage.layout()
     path = out.table(table)
     rows = ingest_landing(out.landing, kind, path)
-    files, unparseable, rejected = duckdb.sql(
-        "SELECT count(DISTINCT source_file), count(parse_error), count(source_reason) "
-        f"FROM read_parquet('{path}')"
-    ).fetchall()[0]
+    with connect() as con:
+        files, unparseable, rejected = con.execute(
+            "SELECT count(DISTINCT source_file), count(parse_error), count(source_reason) "
+            f"FROM read_parquet('{path}')"
+        ).fetchall()[0]
     context.log.info(
         f"{table}: {rows:,} records from {files} file(s), {unparseable:,} could not be split "
         f"into fields, {rejected:,} rejected by the format adapter"

@@ -2,8 +2,8 @@
 
 import json
 from datetime import UTC, datetime
+from pathlib import Path
 
-import duckdb
 import pandas as pd
 import polars as pl
 import pyarrow.parquet as pq
@@ -27,6 +27,7 @@ from dagster_project.quality.cleaning import (
     row_accounting,
 )
 from dagster_project.quality.drift import (
+    daily_profile,
     day_over_day,
     evaluate_drift,
     latest_against_reference,
@@ -35,7 +36,7 @@ from dagster_project.quality.drift import (
 from dagster_project.resources import PlatformStorage, QualityResource
 from dagster_project.settings import EXPECTATIONS_DIR, DataLayout
 from dagster_project.sources.landing import source_window
-from dagster_project.storage import write_parquet_atomic, write_text_atomic
+from dagster_project.storage import connect, write_parquet_atomic, write_text_atomic
 
 
 def _reason_counts(quarantine: pl.DataFrame) -> MetadataValue:
@@ -50,9 +51,11 @@ def _rule_hits(hits: dict[str, int]) -> MetadataValue:
     return MetadataValue.md(pd.DataFrame(rows).to_markdown(index=False) if rows else "none")
 
 
-def _save_cleaning_stats(
-    out: DataLayout, table: str, run_id: str, cleaned: Cleaned, read: int
-) -> None:
+def _record_cleaning(
+    out: DataLayout, table: str, run_id: str, cleaned: Cleaned, raw: Path, clean: Path
+) -> dict:
+    """Save the cleaning's figures for the report; return them as asset metadata."""
+    read = pq.ParquetFile(raw).metadata.num_rows
     stats = {
         "table": table,
         "run_id": run_id,
@@ -64,6 +67,13 @@ def _save_cleaning_stats(
     write_text_atomic(
         json.dumps(stats, indent=2), out.reports / "quality" / f"cleaning_{table}.json"
     )
+    return {
+        **parquet_table_metadata(clean),
+        "rows_read": read,
+        "rows_quarantined": cleaned.quarantine.height,
+        "quarantined_by_reason": _reason_counts(cleaned.quarantine),
+        "rule_hits": _rule_hits(cleaned.rule_hits),
+    }
 
 
 def _now() -> datetime:
@@ -83,16 +93,8 @@ def items_clean(context: AssetExecutionContext, storage: PlatformStorage) -> Mat
     cleaned = clean_items(raw_path, context.run.run_id, _now())
     write_parquet_atomic(cleaned.quarantine, out.table("quarantine_items"))
     path = write_parquet_atomic(cleaned.clean, out.table("items_clean"))
-    read = pq.ParquetFile(raw_path).metadata.num_rows
-    _save_cleaning_stats(out, "items", context.run.run_id, cleaned, read)
     return MaterializeResult(
-        metadata={
-            **parquet_table_metadata(path),
-            "rows_read": read,
-            "rows_quarantined": cleaned.quarantine.height,
-            "quarantined_by_reason": _reason_counts(cleaned.quarantine),
-            "rule_hits": _rule_hits(cleaned.rule_hits),
-        }
+        metadata=_record_cleaning(out, "items", context.run.run_id, cleaned, raw_path, path)
     )
 
 
@@ -118,21 +120,14 @@ def events_clean(context: AssetExecutionContext, storage: PlatformStorage) -> Ma
         quarantined_item_ids=raw_items.filter(~raw_items.is_in(items.implode())),
         write_to=(out.table("events_clean"), out.table("quarantine_events")),
     )
-    read = pq.ParquetFile(raw_path).metadata.num_rows
-    _save_cleaning_stats(out, "behaviour_events", context.run.run_id, cleaned, read)
+    metadata = _record_cleaning(
+        out, "behaviour_events", context.run.run_id, cleaned, raw_path, out.table("events_clean")
+    )
     context.log.info(
-        f"events_clean: {cleaned.clean_rows:,} of {read:,} rows clean, "
+        f"events_clean: {cleaned.clean_rows:,} of {metadata['rows_read']:,} rows clean, "
         f"{cleaned.quarantine.height:,} quarantined"
     )
-    return MaterializeResult(
-        metadata={
-            **parquet_table_metadata(out.table("events_clean")),
-            "rows_read": read,
-            "rows_quarantined": cleaned.quarantine.height,
-            "quarantined_by_reason": _reason_counts(cleaned.quarantine),
-            "rule_hits": _rule_hits(cleaned.rule_hits),
-        }
-    )
+    return MaterializeResult(metadata=metadata)
 
 
 @asset(
@@ -238,9 +233,10 @@ def events_clean_suite(
 def drift_figures(out: DataLayout) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(day-over-day drift of events_clean, the reviewed drift checks' verdicts)."""
     relation = f"read_parquet('{out.table('events_clean')}')"
-    with duckdb.connect() as con:
-        days = day_over_day(con, relation)
-        latest = latest_against_reference(con, relation)
+    with connect() as con:
+        profile = daily_profile(con, relation)
+        days = day_over_day(con, relation, profile)
+        latest = latest_against_reference(con, relation, profile)
     previous = days.iloc[-1].drop("day").to_dict() if len(days) else {}
     checks = load_drift_checks(EXPECTATIONS_DIR / "events_clean.drift.json")
     return days, evaluate_drift(checks, latest, previous)

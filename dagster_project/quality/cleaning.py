@@ -14,7 +14,6 @@ by DuckDB when `write_to` is given (then `Cleaned.clean` holds no rows, only the
 from __future__ import annotations
 
 import os
-import tempfile
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -31,7 +30,7 @@ from dagster_project.contracts import (
     QUARANTINE_REASONS,
     SESSION_GAP,
 )
-from dagster_project.storage import write_parquet_atomic
+from dagster_project.storage import connect, write_parquet_atomic
 
 QUARANTINE_COLUMNS = [
     "table",
@@ -45,7 +44,6 @@ QUARANTINE_COLUMNS = [
     "quarantined_at",
 ]
 MAX_QUANTITY = 1_000_000
-MEMORY_LIMIT = "2GB"  # DuckDB spills to disk beyond this
 
 
 @dataclass
@@ -56,18 +54,6 @@ class Cleaned:
     quarantine: pl.DataFrame
     rule_hits: dict[str, int] = field(default_factory=dict)
     clean_rows: int = 0
-
-
-def connect(threads: int | None = None) -> duckdb.DuckDBPyConnection:
-    """A DuckDB connection with the platform's settings: UTC, bounded memory, spill to /tmp."""
-    con = duckdb.connect()
-    con.execute("SET TimeZone = 'UTC'")
-    con.execute(f"SET memory_limit = '{MEMORY_LIMIT}'")
-    con.execute(f"SET temp_directory = '{tempfile.gettempdir()}/recsys-duckdb'")
-    con.execute("SET preserve_insertion_order = false")
-    if threads:
-        con.execute(f"SET threads = {threads}")
-    return con
 
 
 def _lit(value: str) -> str:
@@ -149,10 +135,10 @@ def _source_reason_hits(con: duckdb.DuckDBPyConnection, table: str) -> dict[str,
 
 def _quarantine_sql(table_name: str, columns: list[str], run_id: str, now: datetime) -> str:
     """SELECT list of the quarantine's shape; Parquet records keep their fields as JSON."""
-    fields = ", ".join(f"{_lit(c)}: {c}" for c in columns)
+    fields = ", ".join(f"{_lit(c)}, {c}" for c in columns)
     return (
         f'{_lit(table_name)} AS "table", source, source_file, CAST(source_line AS BIGINT) AS source_line, '
-        f"coalesce(raw, CAST(to_json(json_object({fields.replace(': ', ', ')})) AS VARCHAR)) AS raw, "
+        f"coalesce(raw, CAST(json_object({fields}) AS VARCHAR)) AS raw, "
         f"reason, detail, {_lit(run_id)} AS run_id, "
         f"TIMESTAMPTZ {_lit(now.isoformat())} AS quarantined_at"
     )
@@ -160,17 +146,6 @@ def _quarantine_sql(table_name: str, columns: list[str], run_id: str, now: datet
 
 def _to_polars(con: duckdb.DuckDBPyConnection, query: str) -> pl.DataFrame:
     return pl.from_arrow(con.sql(query).to_arrow_table())  # type: ignore[return-value]
-
-
-def empty_quarantine() -> pl.DataFrame:
-    """A quarantine with no rows, in its schema."""
-    return pl.DataFrame(
-        schema={
-            **dict.fromkeys(QUARANTINE_COLUMNS, pl.String),
-            "source_line": pl.Int64,
-            "quarantined_at": pl.Datetime("us", "UTC"),
-        }
-    ).select(QUARANTINE_COLUMNS)
 
 
 def clean_items(raw: pl.DataFrame | Path, run_id: str, now: datetime) -> Cleaned:

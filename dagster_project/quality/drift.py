@@ -83,9 +83,11 @@ EVENTS_PER_USER = (
 )
 
 
-def day_over_day(con: duckdb.DuckDBPyConnection, relation: str) -> pd.DataFrame:
-    """Every day against the day before: row-count ratio, mix PSI, price PSI, activity PSI."""
-    profile = daily_profile(con, relation)
+def day_over_day(
+    con: duckdb.DuckDBPyConnection, relation: str, profile: pd.DataFrame
+) -> pd.DataFrame:
+    """Every day against the day before: row-count ratio, mix PSI, price PSI, activity PSI.
+    `profile` is `daily_profile` of the same relation."""
     rows = []
     days = profile["day"].tolist()
     for previous, day in itertools.pairwise(days):
@@ -111,9 +113,10 @@ def day_over_day(con: duckdb.DuckDBPyConnection, relation: str) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def latest_against_reference(con: duckdb.DuckDBPyConnection, relation: str) -> dict[str, float]:
+def latest_against_reference(
+    con: duckdb.DuckDBPyConnection, relation: str, profile: pd.DataFrame
+) -> dict[str, float]:
     """The latest day against the reference window (every earlier day)."""
-    profile = daily_profile(con, relation)
     if len(profile) < 2:
         return {}
     latest, reference = profile["day"].iloc[-1], profile["day"].iloc[:-1].tolist()

@@ -13,7 +13,6 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-import duckdb
 import matplotlib
 import pandas as pd
 
@@ -21,6 +20,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 from dagster_project.contracts import EVENT_COLUMNS
+from dagster_project.storage import connect
 
 
 @dataclass
@@ -99,7 +99,7 @@ def collect_report_data(
 ) -> ReportData:
     """Read what the report needs. `tables` maps raw_events, raw_items, events_clean,
     items_clean, quarantine, user_traffic_scores and behaviour_exclusions to their Parquet."""
-    con = duckdb.connect()
+    con = connect()
 
     def rel(name: str) -> str:
         return f"read_parquet('{tables[name]}')"

@@ -24,6 +24,8 @@ os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
 import great_expectations as gx
 from great_expectations.data_context.types.base import ProgressBarsConfig
 
+from dagster_project.storage import connect
+
 DATASOURCE = "platform"
 
 
@@ -261,11 +263,13 @@ class _SqlSuite:
     def _map(self, column: str, unexpected: str, mostly: float, nulls_count: bool = False) -> dict:
         """A column map expectation: `unexpected` is the SQL condition on non-null values."""
         col = _q(column)
-        missing = self._one(f"SELECT count(*) - count({col}) FROM tbl")
+        missing, bad = self.con.execute(  # one scan for both counts
+            f"SELECT count(*) - count({col}), count_if({col} IS NOT NULL AND ({unexpected})) "
+            "FROM tbl"
+        ).fetchall()[0]
         if nulls_count:
             bad, base = missing, self.rows
         else:
-            bad = self._one(f"SELECT count(*) FROM tbl WHERE {col} IS NOT NULL AND ({unexpected})")
             base = self.rows - missing
         percent = 100.0 * bad / base if base else 0.0
         success = (base == 0) or (1 - bad / base) >= mostly
@@ -379,8 +383,6 @@ def _validate_sql(
     from great_expectations.expectations.expectation_configuration import (
         ExpectationConfiguration,
     )
-
-    from dagster_project.quality.cleaning import connect
 
     spec = load_suite_json(runner.expectations_dir, table)
     results = []

@@ -32,6 +32,7 @@ from dagster_project.contracts import (
     ITEM_REQUIRED,
     RAW_LINEAGE_COLUMNS,
 )
+from dagster_project.storage import connect
 
 SUPPORTED_SUFFIXES = {".csv", ".parquet"}
 CANONICAL_FORMAT = "canonical"
@@ -48,14 +49,6 @@ def contract_columns(kind: str) -> tuple[list[str], list[str]]:
     if kind == "items":
         return ITEM_COLUMNS, ITEM_REQUIRED
     raise ValueError(f"unknown landing kind {kind!r}; expected 'events' or 'items'")
-
-
-def raw_frame_schema(kind: str) -> dict[str, pl.DataType]:
-    """The column types of a raw frame: all text except the line number."""
-    columns, _ = contract_columns(kind)
-    return {
-        c: (pl.Int64 if c == "source_line" else pl.String) for c in RAW_LINEAGE_COLUMNS + columns
-    }
 
 
 def _check_header(path: Path, header: list[str], required: list[str]) -> None:
@@ -341,8 +334,6 @@ def _read_export(landing: Path, manifest: dict):
 
 
 def _duckdb_frame(query: str) -> pl.DataFrame:
-    from dagster_project.quality.cleaning import connect
-
     with connect() as con:
         return pl.from_arrow(con.sql(query).to_arrow_table())  # type: ignore[return-value]
 
@@ -354,8 +345,6 @@ def ingest_landing(landing: Path, kind: str, target: Path) -> int:
     exports stream through DuckDB, CSV files go through the exact line reader; the table
     appears atomically.
     """
-    from dagster_project.quality.cleaning import connect
-
     manifest = read_source_manifest(landing)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
