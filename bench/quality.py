@@ -33,6 +33,7 @@ def _platform(root: Path) -> dict:
     from dagster_project.assets import ingest, quality
     from dagster_project.definitions import INFO_LOGGING, platform_resources
     from dagster_project.settings import layout
+    from dagster_project.sources.landing import raw_rows
 
     out = layout(root)
     selection = [
@@ -60,7 +61,7 @@ def _platform(root: Path) -> dict:
     checks = {c.check_name: c.passed for c in result.get_asset_check_evaluations()}
     return {
         "success": result.success,
-        "rows_read": pq.ParquetFile(out.table("raw_events")).metadata.num_rows,
+        "rows_read": raw_rows(out.raw_table("raw_events")),
         "rows_clean": pq.ParquetFile(out.table("events_clean")).metadata.num_rows,
         "rows_quarantined": pq.ParquetFile(out.table("quarantine_events")).metadata.num_rows,
         "checks_passed": checks,

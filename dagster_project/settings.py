@@ -75,6 +75,11 @@ class DataLayout:
         """Parquet file of a canonical table, e.g. `tables/events_clean.parquet`."""
         return self.tables / f"{name}.parquet"
 
+    def raw_table(self, name: str) -> Path:
+        """Folder of a raw table (`raw_events`, `raw_items`): the landed files, read through
+        `sources.landing.raw_relation`."""
+        return self.tables / name
+
     def feature_table(self, name: str) -> Path:
         return self.features / f"{name}.parquet"
 

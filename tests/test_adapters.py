@@ -33,6 +33,7 @@ from dagster_project.sources.adapters import (
     read_export,
 )
 from dagster_project.sources.landing import LandingFileError as ExportError
+from dagster_project.sources.landing import raw_rows
 
 PROJECT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("RECSYS_SHARED_DATA", PROJECT.parent / "shared" / "data"))
@@ -560,7 +561,7 @@ def test_pipeline_runs_on_a_real_export_through_source_json(tmp_path):
     assert result.success
     held = pl.read_parquet(out.table("quarantine"))
     assert held.filter(pl.col("reason") == "outside_source_window").height == 35
-    raw = pl.read_parquet(out.table("raw_events")).height
+    raw = raw_rows(out.raw_table("raw_events"))
     clean = pl.read_parquet(out.table("events_clean")).height
     assert (
         raw == 84_476 and raw == clean + held.filter(pl.col("table") == "behaviour_events").height

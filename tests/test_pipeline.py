@@ -10,6 +10,7 @@ import pytest
 
 from dagster_project.resources import FeastResource
 from dagster_project.settings import PROJECT_ROOT
+from dagster_project.sources.landing import read_raw
 
 
 @pytest.fixture(scope="module")
@@ -29,8 +30,8 @@ def test_every_check_passed(pipeline_run):
 
 
 def test_every_raw_row_is_clean_or_quarantined_with_a_reason(run):
-    raw_events = pd.read_parquet(run.table("raw_events"))
-    raw_items = pd.read_parquet(run.table("raw_items"))
+    raw_events = read_raw(run.raw_table("raw_events")).to_pandas()
+    raw_items = read_raw(run.raw_table("raw_items")).to_pandas()
     clean_events = pd.read_parquet(run.table("events_clean"))
     clean_items = pd.read_parquet(run.table("items_clean"))
     quarantine = pd.read_parquet(run.table("quarantine"))

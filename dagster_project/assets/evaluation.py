@@ -10,10 +10,11 @@ import pandas as pd
 from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, asset
 
 from dagster_project.assets._common import OWNERS
-from dagster_project.assets.quality import drift_figures
+from dagster_project.assets.quality import accounting_by_table, drift_figures
 from dagster_project.assets.recommender import evaluation_split, model_items
 from dagster_project.quality.report import collect_report_data, render_report
 from dagster_project.resources import PlatformStorage, QualityResource, RecommenderSettings
+from dagster_project.sources.landing import raw_relation
 from dagster_project.storage import write_text_atomic
 from models.baselines import PopularityRecommender
 from models.embedding import EmbeddingRecommender
@@ -132,14 +133,15 @@ def warehouse(storage: PlatformStorage) -> MaterializeResult:
     out = storage.layout()
     tmp = out.duckdb_file.with_name(".warehouse.duckdb.tmp")
     tmp.unlink(missing_ok=True)
-    paths = {t: out.table(t) for t in WAREHOUSE_TABLES}
+    paths = {
+        t: out.raw_table(t) if t.startswith("raw_") else out.table(t) for t in WAREHOUSE_TABLES
+    }
     paths |= {t: out.feature_table(t) for t in ("user_features", "item_features")}
     with duckdb.connect(str(tmp)) as con:
         for name, path in paths.items():
             if path.exists():
-                con.execute(
-                    f"CREATE OR REPLACE VIEW {name} AS SELECT * FROM read_parquet('{path}')"
-                )
+                source = raw_relation(path) if path.is_dir() else f"read_parquet('{path}')"
+                con.execute(f"CREATE OR REPLACE VIEW {name} AS SELECT * FROM {source}")
     tmp.replace(out.duckdb_file)
     return MaterializeResult(
         metadata={
@@ -192,7 +194,8 @@ def quality_report(
     days, verdicts = drift_figures(out)
     runner = quality.runner(storage)
     data = collect_report_data(
-        {n: out.table(n) for n in names},
+        {n: out.raw_table(n) if n.startswith("raw_") else out.table(n) for n in names},
+        accounting_by_table(out),
         {t: s["rule_hits"] for t, s in stats.items()},
         runner.validations_dir,
         days,

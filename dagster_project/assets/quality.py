@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pandas as pd
 import polars as pl
-import pyarrow.parquet as pq
 from dagster import (
     AssetCheckExecutionContext,
     AssetCheckResult,
@@ -27,7 +26,7 @@ from dagster_project.quality.cleaning import (
     row_accounting,
 )
 from dagster_project.quality.drift import (
-    daily_profile,
+    daily_samples,
     day_over_day,
     evaluate_drift,
     latest_against_reference,
@@ -35,7 +34,7 @@ from dagster_project.quality.drift import (
 )
 from dagster_project.resources import PlatformStorage, QualityResource
 from dagster_project.settings import EXPECTATIONS_DIR, DataLayout
-from dagster_project.sources.landing import source_window
+from dagster_project.sources.landing import raw_relation, raw_rows, read_raw, source_window
 from dagster_project.storage import connect, write_parquet_atomic, write_text_atomic
 
 
@@ -55,7 +54,7 @@ def _record_cleaning(
     out: DataLayout, table: str, run_id: str, cleaned: Cleaned, raw: Path, clean: Path
 ) -> dict:
     """Save the cleaning's figures for the report; return them as asset metadata."""
-    read = pq.ParquetFile(raw).metadata.num_rows
+    read = raw_rows(raw)
     stats = {
         "table": table,
         "run_id": run_id,
@@ -89,7 +88,7 @@ def _now() -> datetime:
 )
 def items_clean(context: AssetExecutionContext, storage: PlatformStorage) -> MaterializeResult:
     out = storage.layout()
-    raw_path = out.table("raw_items")
+    raw_path = out.raw_table("raw_items")
     cleaned = clean_items(raw_path, context.run.run_id, _now())
     write_parquet_atomic(cleaned.quarantine, out.table("quarantine_items"))
     path = write_parquet_atomic(cleaned.clean, out.table("items_clean"))
@@ -108,8 +107,8 @@ def items_clean(context: AssetExecutionContext, storage: PlatformStorage) -> Mat
 )
 def events_clean(context: AssetExecutionContext, storage: PlatformStorage) -> MaterializeResult:
     out = storage.layout()
-    raw_path = out.table("raw_events")
-    raw_items = pl.read_parquet(out.table("raw_items"), columns=["item_id"])["item_id"]
+    raw_path = out.raw_table("raw_events")
+    raw_items = read_raw(out.raw_table("raw_items"))["item_id"]
     items = pl.read_parquet(out.table("items_clean"), columns=["item_id"])["item_id"]
     cleaned = clean_events(
         raw_path,
@@ -153,24 +152,30 @@ def quarantine(storage: PlatformStorage) -> MaterializeResult:
     )
 
 
+def accounting_by_table(out: DataLayout) -> pd.DataFrame:
+    """Per table and source file: rows read, clean, quarantined, and whether they add up."""
+    frames = []
+    for raw_name, clean_name, table in [
+        ("raw_events", "events_clean", "behaviour_events"),
+        ("raw_items", "items_clean", "items"),
+    ]:
+        held = (
+            f"(SELECT * FROM read_parquet('{out.table('quarantine')}') WHERE \"table\" = '{table}')"
+        )
+        accounting = row_accounting(
+            raw_relation(out.raw_table(raw_name)), f"read_parquet('{out.table(clean_name)}')", held
+        )
+        frames.append(accounting.select(pl.lit(table).alias("table"), pl.all()))
+    return pl.concat(frames).to_pandas()
+
+
 @asset_check(
     asset=quarantine,
     blocking=True,
     description="Per file: rows read = rows clean + rows quarantined.",
 )
 def rows_accounted_for(storage: PlatformStorage) -> AssetCheckResult:
-    out = storage.layout()
-    quarantined = pl.read_parquet(out.table("quarantine"), columns=["table", "source_file"])
-    frames = []
-    for raw_name, clean_name, table in [
-        ("raw_events", "events_clean", "behaviour_events"),
-        ("raw_items", "items_clean", "items"),
-    ]:
-        raw = pl.read_parquet(out.table(raw_name), columns=["source_file"])
-        clean = pl.read_parquet(out.table(clean_name), columns=["source_file"])
-        held = quarantined.filter(pl.col("table") == table)
-        frames.append(row_accounting(raw, clean, held))
-    accounting = pl.concat(frames).to_pandas()
+    accounting = accounting_by_table(storage.layout())
     unbalanced = accounting[~accounting["balanced"]]
     return AssetCheckResult(
         passed=unbalanced.empty,
@@ -234,9 +239,9 @@ def drift_figures(out: DataLayout) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(day-over-day drift of events_clean, the reviewed drift checks' verdicts)."""
     relation = f"read_parquet('{out.table('events_clean')}')"
     with connect() as con:
-        profile = daily_profile(con, relation)
-        days = day_over_day(con, relation, profile)
-        latest = latest_against_reference(con, relation, profile)
+        samples = daily_samples(con, relation)
+    days = day_over_day(samples)
+    latest = latest_against_reference(samples)
     previous = days.iloc[-1].drop("day").to_dict() if len(days) else {}
     checks = load_drift_checks(EXPECTATIONS_DIR / "events_clean.drift.json")
     return days, evaluate_drift(checks, latest, previous)

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import duckdb
 import polars as pl
+import pyarrow as pa
 
 from dagster_project.contracts import (
     EVENT_COLUMNS,
@@ -30,6 +31,7 @@ from dagster_project.contracts import (
     QUARANTINE_REASONS,
     SESSION_GAP,
 )
+from dagster_project.sources.landing import raw_relation
 from dagster_project.storage import connect, write_parquet_atomic
 
 QUARANTINE_COLUMNS = [
@@ -61,7 +63,8 @@ def _lit(value: str) -> str:
 
 
 def _blank(col: str) -> str:
-    return f"({col} IS NULL OR trim({col}) = '')"
+    # trim only where the first character could be a space (trim allocates: 12M rows add up)
+    return f"({col} IS NULL OR (ascii({col}) <= 32 AND trim({col}) = ''))"
 
 
 def _quoted(col: str) -> str:
@@ -70,12 +73,12 @@ def _quoted(col: str) -> str:
 
 def sql_number(col: str) -> str:
     """Text -> DOUBLE; text that is not a number, inf and NaN become NULL."""
-    return f"CASE WHEN isfinite(TRY_CAST(trim({col}) AS DOUBLE)) THEN TRY_CAST(trim({col}) AS DOUBLE) END"
+    return f"CASE WHEN isfinite(TRY_CAST({col} AS DOUBLE)) THEN TRY_CAST({col} AS DOUBLE) END"
 
 
 def sql_timestamp(col: str) -> str:
     """ISO 8601 text (an offset, `Z`, or none = UTC) -> TIMESTAMPTZ in UTC, else NULL."""
-    return f"TRY_CAST(trim({col}) AS TIMESTAMPTZ)"
+    return f"TRY_CAST({col} AS TIMESTAMPTZ)"  # DuckDB's cast ignores surrounding spaces
 
 
 class _Rules:
@@ -96,6 +99,19 @@ class _Rules:
             f"{whens} END"
         )
 
+    def codes(self) -> list[str]:
+        """Rule codes by bit: bit 0 unparseable, bit 1 an adapter's rejection, then the rules."""
+        return ["unparseable_row", "source_reason", *[code for code, _, _ in self.rules]]
+
+    def mask_sql(self) -> str:
+        """Every broken rule of a row as one bit mask (see `codes`)."""
+        bits = [
+            "(parse_error IS NOT NULL)::UINTEGER",
+            "((source_reason IS NOT NULL)::UINTEGER << 1)",
+            *[f"(({broken})::UINTEGER << {k + 2})" for k, (_, broken, _) in enumerate(self.rules)],
+        ]
+        return " | ".join(bits)
+
     def hits_sql(self) -> str:
         counts = ", ".join(f"count_if({broken}) AS {code}" for code, broken, _ in self.rules)
         return f"count_if(parse_error IS NOT NULL) AS unparseable_row, {counts}"
@@ -115,14 +131,15 @@ class _Rules:
 
 
 def _register_raw(con: duckdb.DuckDBPyConnection, raw: pl.DataFrame | Path) -> None:
-    """The raw input as view `raw_input` with a row key `_row` in raw order."""
+    """The raw input as view `raw_input` with a row key `_row` ordered by file and line: a raw
+    table folder (see sources.landing.ingest_landing) or a raw frame."""
     if isinstance(raw, Path):
-        con.execute(
-            "CREATE VIEW raw_input AS SELECT * EXCLUDE (file_row_number), file_row_number AS _row "
-            f"FROM read_parquet({_lit(str(raw))}, file_row_number = true)"
-        )
+        con.execute(f"CREATE VIEW raw_input AS SELECT * FROM {raw_relation(raw)}")
     else:
-        con.register("raw_frame", raw.with_row_index("_row").to_arrow())
+        con.register(
+            "raw_frame",
+            raw.with_row_index("_row").with_columns(pl.col("_row").cast(pl.Int64)).to_arrow(),
+        )
         con.execute("CREATE VIEW raw_input AS SELECT * FROM raw_frame")
 
 
@@ -212,47 +229,124 @@ def _hits(con: duckdb.DuckDBPyConnection, rules: _Rules) -> tuple[list[str], tup
 
 def _event_type_sql() -> str:
     cases = " ".join(f"WHEN {_lit(k)} THEN {_lit(v)}" for k, v in EVENT_TYPE_ALIASES.items())
-    return f"CASE lower(trim(event_type)) {cases} END"
+    # The canonical spellings first, so most rows skip lower() and trim().
+    exact = " ".join(
+        f"WHEN {_lit(v)} THEN {_lit(v)}" for v in sorted(set(EVENT_TYPE_ALIASES.values()))
+    )
+    return f"CASE event_type {exact} ELSE CASE lower(trim(event_type)) {cases} END END"
 
 
-def _near_duplicates(con: duckdb.DuckDBPyConnection) -> list[int]:
-    """Rows within NEAR_DUPLICATE_WINDOW after the last *kept* event of the same key.
+def _first_reason(mask: pl.Expr, codes: list[str]) -> pl.Expr:
+    """The code of the lowest set bit of `mask` (the first rule the row broke), else null."""
+    reason = pl.lit(None, pl.String)
+    for bit in reversed(range(len(codes))):
+        reason = pl.when((mask & (1 << bit)) != 0).then(pl.lit(codes[bit])).otherwise(reason)
+    return reason
 
-    Pairs are found in SQL; only runs of three or more close events (rare) are walked one by
-    one, so a chain is measured from the event that was kept.
+
+def _near_duplicate_rows(rows: pl.DataFrame) -> list[int]:
+    """Rows within NEAR_DUPLICATE_WINDOW after the last *kept* event of the same exact key.
+
+    `rows`: _row, user_id, item_id, etype, sid, t (epoch microseconds). Pairs are vectorised;
+    only runs of three or more close events (rare) are walked one by one, so a chain is
+    measured from the event that was kept.
     """
     window_us = int(NEAR_DUPLICATE_WINDOW.total_seconds() * 1_000_000)
-    con.execute(
-        f"""CREATE TEMP TABLE near_pairs AS SELECT * FROM (
-            SELECT _row, user_id, item_id, etype, sid, t,
-                epoch_us(t) - lag(epoch_us(t)) OVER w <= {window_us}
-                    AND lag(user_id) OVER w = user_id AND lag(item_id) OVER w = item_id
-                    AND lag(etype) OVER w = etype AND lag(sid) OVER w = sid AS near,
-                lag(_row) OVER w AS previous
-            FROM survivors WHERE NOT duplicate
-            WINDOW w AS (PARTITION BY hash(user_id, item_id, etype, sid)
-                         ORDER BY t, source_file, source_line)
-        ) WHERE near"""
+    key = ["user_id", "item_id", "etype", "sid"]
+    rows = rows.sort([*key, "t", "_row"])
+    same = pl.all_horizontal([pl.col(c) == pl.col(c).shift() for c in key]).fill_null(False)
+    rows = rows.with_columns(
+        near=(same & (pl.col("t") - pl.col("t").shift() <= window_us)).fill_null(False),
+        group=(~same).cum_sum(),
     )
-    near = {r[0] for r in con.execute("SELECT _row FROM near_pairs").fetchall()}
-    chained = con.execute(
-        "SELECT DISTINCT user_id, item_id, etype, sid FROM near_pairs WHERE previous IN "
-        "(SELECT _row FROM near_pairs)"
-    ).fetchall()
-    for key in chained:
-        members = con.execute(
-            "SELECT _row, epoch_us(t) FROM survivors WHERE NOT duplicate AND user_id = ? AND "
-            "item_id = ? AND etype = ? AND sid = ? ORDER BY t, source_file, source_line",
-            list(key),
-        ).fetchall()
+    near = set(rows.filter("near")["_row"].to_list())
+    chained = rows.filter(pl.col("near") & pl.col("near").shift().fill_null(False))
+    for group in chained["group"].unique().to_list():
         kept_at = None
-        for row, t in members:
+        for row, t in rows.filter(pl.col("group") == group).select("_row", "t").iter_rows():
             if kept_at is not None and t - kept_at <= window_us:
                 near.add(row)
             else:
                 near.discard(row)
                 kept_at = t
     return sorted(near)
+
+
+def _event_rules(window: tuple[datetime, datetime], now: datetime) -> _Rules:
+    """The row rules of behaviour events, in order, over the `typed` view's columns."""
+    start, end = window
+    rules = _Rules()
+    rules.add("null_user_id", _blank("user_id"))
+    rules.add("null_item_id", _blank("item_id"))
+    rules.add(
+        "bad_event_type",
+        "etype IS NULL",
+        f"'event type ' || {_quoted('event_type')} || ' is unknown'",
+    )
+    rules.add(
+        "bad_timestamp",
+        "t IS NULL",
+        f"'timestamp ' || {_quoted('event_time')} || ' cannot be parsed'",
+    )
+    rules.add(
+        "future_timestamp",
+        f"t > TIMESTAMPTZ {_lit(now.isoformat())}",
+        f"'timestamp ' || {_quoted('event_time')} || "
+        f"{_lit(f' is after the ingestion time {now:%Y-%m-%d %H:%M} UTC')}",
+    )
+    rules.add(
+        "outside_source_window",
+        f"t < TIMESTAMPTZ {_lit(start.isoformat())} OR t >= TIMESTAMPTZ {_lit(end.isoformat())}",
+        f"'timestamp ' || {_quoted('event_time')} || "
+        + _lit(
+            f" is outside the declared window {start:%Y-%m-%d %H:%M} .. {end:%Y-%m-%d %H:%M} UTC"
+            " (end excluded)"
+        ),
+    )
+    rules.add(
+        "bad_price",
+        "price IS NOT NULL AND price_number IS NULL",
+        f"'price ' || {_quoted('price')} || ' is not a finite number'",
+    )
+    rules.add(
+        "non_positive_price",
+        "price_number <= 0",
+        f"'price ' || {_quoted('price')} || ' is not positive'",
+    )
+    rules.add(
+        "bad_quantity",
+        "quantity IS NOT NULL AND NOT coalesce(quantity_number > 0 AND quantity_number <= "
+        f"{MAX_QUANTITY} AND quantity_number = round(quantity_number), false)",
+        f"'quantity ' || {_quoted('quantity')} || ' is not a whole number between 1 and 1,000,000'",
+    )
+    return rules
+
+
+def _typed_events(rows: str) -> str:
+    """SELECT of `rows` (a relation of raw events) with the typed columns the rules use."""
+    return f"""SELECT *,
+    {_event_type_sql()} AS etype,
+    {sql_timestamp("event_time")} AS t,
+    {sql_number("price")} AS price_number, {sql_number("quantity")} AS quantity_number,
+    CASE WHEN NOT {_blank("event_id")} THEN event_id ELSE 'h' || substr(md5(
+        concat_ws('|', source, user_id, item_id, event_type, event_time)), 1, 16) END AS eid,
+    CASE WHEN NOT {_blank("session_id")} THEN session_id END AS source_sid
+FROM {rows}"""
+
+
+def _derive_sessions(con: duckdb.DuckDBPyConnection) -> None:
+    """Table `derived(_row, sid)`: sessions for the standing rows whose source carried none
+    (`need_session(_row)`); 30 minutes of inactivity end a session."""
+    gap_us = int(SESSION_GAP.total_seconds() * 1_000_000)
+    con.execute(
+        f"""CREATE TEMP TABLE derived AS
+        SELECT _row, user_id || '@' || strftime(first_value(t) OVER (PARTITION BY user_id, n
+            ORDER BY t, _row), '%Y%m%dT%H%M%S.%gZ') AS sid
+        FROM (SELECT _row, user_id, t, sum(new::INT) OVER (PARTITION BY user_id ORDER BY t, _row) AS n
+              FROM (SELECT _row, user_id, t, coalesce(epoch_us(t) - lag(epoch_us(t)) OVER
+                    (PARTITION BY user_id ORDER BY t, _row) > {gap_us}, true) AS new
+                    FROM typed WHERE _row IN (SELECT _row FROM need_session)))"""
+    )
 
 
 def clean_events(
@@ -266,132 +360,153 @@ def clean_events(
 ) -> Cleaned:
     """Raw behaviour rows -> events_clean and quarantine, checked against the clean catalog.
 
-    `write_to` = (clean Parquet, quarantine Parquet): write there instead of returning the
-    clean rows (the way to clean tens of millions of rows in bounded memory).
+    `raw` is a raw frame or a raw table folder. `write_to` = (clean Parquet, quarantine
+    Parquet): write there instead of returning the clean rows (the way to clean tens of
+    millions of rows in bounded memory).
+
+    One streaming pass gives every row its rule bits, its time and 64-bit hashes of its id and
+    of its (user, item, type, session) key; repeated ids and near duplicates are then decided
+    exactly, on the few rows whose hashes repeat; one more pass writes the clean rows.
     """
-    start, end = window
     con = connect()
     _register_raw(con, raw)
-    con.register("catalog", pl.DataFrame({"item_id": item_ids.cast(pl.String)}).to_arrow())
-    con.register(
-        "catalog_quarantined",
-        pl.DataFrame(
-            {
-                "item_id": (
-                    quarantined_item_ids
-                    if quarantined_item_ids is not None
-                    else pl.Series([], dtype=pl.String)
-                ).cast(pl.String)
-            }
-        ).to_arrow(),
+    con.register("catalog", pa.table({"item_id": item_ids.cast(pl.String).to_arrow()}))
+    held = (
+        quarantined_item_ids if quarantined_item_ids is not None else pl.Series([], dtype=pl.String)
     )
-    t, price, qty = "t", "price_number", "quantity_number"
-    rules = _Rules()
-    rules.add("null_user_id", _blank("user_id"))
-    rules.add("null_item_id", _blank("item_id"))
-    rules.add(
-        "bad_event_type",
-        "etype IS NULL",
-        f"'event type ' || {_quoted('event_type')} || ' is unknown'",
+    con.register("catalog_quarantined", pa.table({"item_id": held.cast(pl.String).to_arrow()}))
+    con.execute(f"CREATE VIEW typed AS {_typed_events('raw_input')}")
+    rules = _event_rules(window, now)
+    codes = rules.codes()
+    verdicts: pl.DataFrame = pl.from_arrow(  # type: ignore[assignment]
+        con.sql(
+            f"""SELECT _row, {rules.mask_sql()} AS mask, epoch_us(t) AS t, hash(eid) AS id_hash,
+                hash(user_id, item_id, etype, source_sid) AS key_hash,
+                item_id IN (SELECT item_id FROM catalog) AS known, source_sid IS NULL AS no_session
+            FROM typed"""
+        ).to_arrow_table()
     )
-    rules.add(
-        "bad_timestamp",
-        f"{t} IS NULL",
-        f"'timestamp ' || {_quoted('event_time')} || ' cannot be parsed'",
-    )
-    rules.add(
-        "future_timestamp",
-        f"{t} > TIMESTAMPTZ {_lit(now.isoformat())}",
-        f"'timestamp ' || {_quoted('event_time')} || "
-        f"{_lit(f' is after the ingestion time {now:%Y-%m-%d %H:%M} UTC')}",
-    )
-    rules.add(
-        "outside_source_window",
-        f"{t} < TIMESTAMPTZ {_lit(start.isoformat())} OR {t} >= TIMESTAMPTZ {_lit(end.isoformat())}",
-        f"'timestamp ' || {_quoted('event_time')} || "
-        + _lit(
-            f" is outside the declared window {start:%Y-%m-%d %H:%M} .. {end:%Y-%m-%d %H:%M} UTC"
-            " (end excluded)"
-        ),
-    )
-    rules.add(
-        "bad_price",
-        f"price IS NOT NULL AND {price} IS NULL",
-        f"'price ' || {_quoted('price')} || ' is not a finite number'",
-    )
-    rules.add(
-        "non_positive_price",
-        f"{price} <= 0",
-        f"'price ' || {_quoted('price')} || ' is not positive'",
-    )
-    rules.add(
-        "bad_quantity",
-        f"quantity IS NOT NULL AND NOT coalesce({qty} > 0 AND {qty} <= {MAX_QUANTITY} "
-        f"AND {qty} = round({qty}), false)",
-        f"'quantity ' || {_quoted('quantity')} || ' is not a whole number between 1 and 1,000,000'",
-    )
-    # Typed columns first (one projection); the reason refers to them.
-    con.execute(
-        f"""CREATE TEMP TABLE checked AS SELECT *, {rules.reason_sql()} AS reason0 FROM (
-            SELECT *, {_event_type_sql()} AS etype, {sql_timestamp("event_time")} AS {t},
-            {sql_number("price")} AS {price}, {sql_number("quantity")} AS {qty},
-            CASE WHEN NOT {_blank("event_id")} THEN event_id ELSE 'h' || substr(md5(
-                concat_ws('|', source, user_id, item_id, event_type, event_time)), 1, 16) END AS eid,
-            CASE WHEN NOT {_blank("session_id")} THEN session_id END AS sid
-        FROM raw_input)"""
-    )
-    names, values = _hits(con, rules)
-    hits = dict(zip(names, values, strict=True)) | _source_reason_hits(con, "checked")
+    mask = pl.col("mask")
+    hits = {
+        code: int(n)
+        for code, n in zip(
+            codes,
+            verdicts.select(
+                [((mask & (1 << b)) != 0).sum().alias(str(b)) for b in range(len(codes))]
+            ).row(0),
+            strict=True,
+        )
+        if code != "source_reason"
+    }
+    if verdicts.select(((mask & 2) != 0).any()).item():
+        hits |= _source_reason_hits(con, "raw_input")
+    standing = verdicts.filter(mask == 0).drop("mask")
 
-    # Sessions the source did not carry: 30 minutes of inactivity end one.
-    gap_us = int(SESSION_GAP.total_seconds() * 1_000_000)
-    con.execute(
-        f"""CREATE TEMP TABLE derived_sessions AS
-        SELECT _row, user_id || '@' || strftime(first_value({t}) OVER (PARTITION BY user_id, n ORDER BY {t}, _row), '%Y%m%dT%H%M%S.%gZ') AS derived
-        FROM (SELECT _row, user_id, {t}, sum(new::INT) OVER (PARTITION BY user_id ORDER BY {t}, _row) AS n
-              FROM (SELECT _row, user_id, {t}, coalesce(epoch_us({t}) - lag(epoch_us({t})) OVER
-                    (PARTITION BY user_id ORDER BY {t}, _row) > {gap_us}, true) AS new
-                    FROM checked WHERE reason0 IS NULL AND sid IS NULL))"""
-    )
-    con.execute(
-        """CREATE TEMP TABLE survivors AS
-        SELECT c._row, c.eid, coalesce(c.sid, d.derived) AS sid, c.user_id, c.item_id, c.etype, c.t,
-            c.source_file, c.source_line, false AS duplicate
-        FROM checked c LEFT JOIN derived_sessions d USING (_row) WHERE c.reason0 IS NULL"""
-    )
-    # Later rules, on the rows still standing: repeated ids, near duplicates, unknown items.
-    # Repeated ids: candidates by a 64-bit hash, then compared exactly; the first occurrence
-    # (by file and line) is kept.
-    con.execute(
-        """UPDATE survivors SET duplicate = true WHERE _row IN (
-            SELECT _row FROM (
-                SELECT _row, row_number() OVER (PARTITION BY eid ORDER BY source_file, source_line) AS n
-                FROM survivors WHERE hash(eid) IN (
-                    SELECT h FROM (SELECT hash(eid) AS h FROM survivors) GROUP BY h HAVING count(*) > 1))
-            WHERE n > 1)"""
-    )
-    near = _near_duplicates(con)
-    con.register("near_rows", pl.DataFrame({"_row": near}, schema={"_row": pl.Int64}).to_arrow())
-    con.execute(
-        """CREATE TEMP TABLE late AS
-        SELECT _row, 'duplicate_event' AS late_reason FROM survivors WHERE duplicate
-        UNION ALL SELECT _row, 'near_duplicate_event' FROM near_rows
-        UNION ALL SELECT _row, 'unknown_item' FROM survivors s
-            WHERE NOT duplicate AND _row NOT IN (SELECT _row FROM near_rows)
-            AND NOT EXISTS (SELECT 1 FROM catalog c WHERE c.item_id = s.item_id)"""
-    )
-    for code, n in con.execute("SELECT late_reason, count(*) FROM late GROUP BY 1").fetchall():
-        hits[code] = int(n)
-    for code in ("duplicate_event", "near_duplicate_event", "unknown_item"):
-        hits.setdefault(code, 0)
+    # Sessions the source did not carry, for the rows still standing; their key hash follows.
+    need_session = standing.filter("no_session").select("_row")
+    derived = False
+    if need_session.height:
+        con.register("need_session", need_session.to_arrow())
+        _derive_sessions(con)
+        rehashed = pl.from_arrow(
+            con.sql(
+                "SELECT _row, hash(user_id, item_id, etype, d.sid) AS derived_hash "
+                "FROM typed JOIN derived d USING (_row)"
+            ).to_arrow_table()
+        )
+        standing = (
+            standing.join(rehashed, on="_row", how="left")
+            .with_columns(key_hash=pl.coalesce("derived_hash", "key_hash"))
+            .drop("derived_hash")
+        )
+        derived = True
 
-    clean_sql = f"""SELECT c.eid AS event_id, c.user_id, coalesce(c.sid, d.derived) AS session_id,
-            c.item_id, c.etype AS event_type, CAST(c.{t} AS TIMESTAMPTZ) AS event_time,
-            CAST(c.{qty} AS BIGINT) AS quantity, c.{price} AS price, c.query, c.source,
-            c.source_file, CAST(c.source_line AS BIGINT) AS source_line,
+    # Exact decisions on the rows whose hashes repeat (a superset of the real repeats). Sorting
+    # 64-bit hashes is much cheaper than hashing them again (`is_duplicated`).
+    ids = standing["id_hash"].sort()
+    repeated_ids = ids.filter(ids == ids.shift()).unique()
+    id_candidates = standing.filter(pl.col("id_hash").is_in(repeated_ids.implode()))
+    window_us = int(NEAR_DUPLICATE_WINDOW.total_seconds() * 1_000_000)
+    keys = standing["key_hash"].sort()
+    repeated_keys = keys.filter(keys == keys.shift()).unique()
+    del keys
+    by_key = (
+        standing.filter(pl.col("key_hash").is_in(repeated_keys.implode()))
+        .select("key_hash", "t")
+        .sort(["key_hash", "t"])
+    )
+    close = by_key.filter(
+        (pl.col("key_hash") == pl.col("key_hash").shift())
+        & (pl.col("t") - pl.col("t").shift() <= window_us)
+    )["key_hash"].unique()
+    del by_key
+    key_candidates = standing.filter(pl.col("key_hash").is_in(close.implode()))
+    candidates = pl.concat([id_candidates.select("_row"), key_candidates.select("_row")]).unique()
+    # One more scan keeps every row the rest of the work needs to see whole: the candidates,
+    # the rows already rejected, and those whose item is not in the catalog.
+    needed = pl.concat(
+        [
+            candidates,
+            verdicts.filter(mask != 0).select("_row"),
+            standing.filter(~pl.col("known")).select("_row"),
+        ]
+    ).unique()
+    con.register("needed", needed.to_arrow())
+    con.execute(
+        "CREATE TEMP TABLE fetched AS SELECT * FROM raw_input WHERE _row IN (SELECT _row FROM needed)"
+    )
+    late: dict[str, list[int]] = {"duplicate_event": [], "near_duplicate_event": []}
+    if candidates.height:
+        con.register("candidates", candidates.to_arrow())
+        only_candidates = "(SELECT * FROM fetched WHERE _row IN (SELECT _row FROM candidates))"
+        sid = "coalesce(source_sid, d.sid)" if derived else "source_sid"
+        join = "LEFT JOIN derived d USING (_row)" if derived else ""
+        exact: pl.DataFrame = pl.from_arrow(  # type: ignore[assignment]
+            con.sql(
+                f"""SELECT _row, eid, user_id, item_id, etype, {sid} AS sid, epoch_us(t) AS t
+                FROM ({_typed_events(only_candidates)}) {join}"""
+            ).to_arrow_table()
+        )
+        repeated = exact.filter(pl.col("_row").is_in(id_candidates["_row"].implode()))
+        first = repeated.group_by("eid").agg(pl.col("_row").min().alias("first"))
+        late["duplicate_event"] = (
+            repeated.join(first, on="eid")
+            .filter(pl.col("_row") != pl.col("first"))["_row"]
+            .to_list()
+        )
+        keyed = exact.filter(
+            pl.col("_row").is_in(key_candidates["_row"].implode())
+            & ~pl.col("_row").is_in(pl.Series(late["duplicate_event"], dtype=pl.Int64).implode())
+        )
+        late["near_duplicate_event"] = _near_duplicate_rows(keyed)
+    decided = late["duplicate_event"] + late["near_duplicate_event"]
+    late["unknown_item"] = standing.filter(
+        ~pl.col("known") & ~pl.col("_row").is_in(pl.Series(decided, dtype=pl.Int64).implode())
+    )["_row"].to_list()
+    hits |= {code: len(rows) for code, rows in late.items()}
+
+    rejected = pl.concat(
+        [
+            verdicts.filter(mask != 0).select("_row", _first_reason(mask, codes).alias("reason")),
+            *[
+                pl.DataFrame(
+                    {"_row": rows, "reason": code}, schema={"_row": pl.Int64, "reason": pl.String}
+                )
+                for code, rows in late.items()
+            ],
+        ]
+    )
+    del verdicts, standing
+    con.register("rejected", rejected.to_arrow())
+    sid_sql = "coalesce(c.source_sid, d.sid)" if derived else "c.source_sid"
+    derived_join = "LEFT JOIN derived d USING (_row)" if derived else ""
+    clean_sql = f"""SELECT c.eid AS event_id, c.user_id, {sid_sql} AS session_id, c.item_id,
+            c.etype AS event_type, c.t AS event_time, CAST(c.quantity_number AS BIGINT) AS quantity,
+            c.price_number AS price, c.query, c.source, c.source_file,
+            CAST(c.source_line AS BIGINT) AS source_line,
             TIMESTAMPTZ {_lit(now.isoformat())} AS ingested_at
-        FROM checked c LEFT JOIN derived_sessions d USING (_row)
-        WHERE c.reason0 IS NULL AND NOT EXISTS (SELECT 1 FROM late l WHERE l._row = c._row)"""
+        FROM typed c {derived_join}
+        WHERE NOT EXISTS (SELECT 1 FROM rejected r WHERE r._row = c._row)"""
     detail = rules.detail_sql(
         {
             "duplicate_event": f"'event ' || {_quoted('eid')} || ' was already seen'",
@@ -403,20 +518,21 @@ def clean_events(
     )
     quarantine_sql = f"""SELECT {_quarantine_sql("behaviour_events", EVENT_COLUMNS, run_id, now)} FROM (
         SELECT *, {detail} AS detail FROM (
-            SELECT c.*, coalesce(c.reason0, l.late_reason) AS reason
-            FROM checked c LEFT JOIN late l USING (_row)
-            WHERE c.reason0 IS NOT NULL OR l.late_reason IS NOT NULL))
-        ORDER BY source_file, source_line"""
+            SELECT c.*, CASE WHEN r.reason = 'source_reason' THEN c.source_reason
+                ELSE r.reason END AS reason
+            FROM ({_typed_events("fetched")}) c
+            JOIN rejected r USING (_row)))
+        ORDER BY _row"""
     quarantine = _to_polars(con, quarantine_sql)
     if write_to is None:
-        clean = _to_polars(con, clean_sql)
+        clean = _to_polars(con, clean_sql + " ORDER BY c._row")
         rows = clean.height
     else:
         clean_path, quarantine_path = write_to
         write_parquet_atomic(quarantine, quarantine_path)
         clean, rows = None, _copy_parquet(con, clean_sql, clean_path)
     con.close()
-    return Cleaned(clean, quarantine, {k: int(v) for k, v in hits.items()}, rows)
+    return Cleaned(clean, quarantine, hits, rows)
 
 
 def _copy_parquet(con: duckdb.DuckDBPyConnection, query: str, path: Path) -> int:
@@ -424,10 +540,7 @@ def _copy_parquet(con: duckdb.DuckDBPyConnection, query: str, path: Path) -> int
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     try:
-        con.execute(
-            f"COPY ({query}) TO {_lit(str(tmp))} "
-            "(FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE 500000)"
-        )
+        con.execute(f"COPY ({query}) TO {_lit(str(tmp))} (FORMAT parquet, COMPRESSION zstd)")
         rows = con.execute(f"SELECT count(*) FROM read_parquet({_lit(str(tmp))})").fetchall()[0][0]
         os.replace(tmp, path)
     finally:
@@ -436,20 +549,30 @@ def _copy_parquet(con: duckdb.DuckDBPyConnection, query: str, path: Path) -> int
 
 
 def row_accounting(
-    raw: pl.DataFrame, clean: pl.DataFrame, quarantine: pl.DataFrame
+    raw: pl.DataFrame | str, clean: pl.DataFrame | str, quarantine: pl.DataFrame | str
 ) -> pl.DataFrame:
-    """Per source file: rows read, clean, quarantined, and whether they add up."""
+    """Per source file: rows read, clean, quarantined, and whether they add up.
 
-    def count(frame: pl.DataFrame, name: str) -> pl.DataFrame:
-        return frame.group_by("source_file").agg(pl.len().cast(pl.Int64).alias(name))
-
-    out = (
-        count(raw, "rows_read")
-        .join(count(clean, "rows_clean"), on="source_file", how="full", coalesce=True)
-        .join(count(quarantine, "rows_quarantined"), on="source_file", how="full", coalesce=True)
-        .fill_null(0)
-        .sort("source_file")
-    )
-    return out.with_columns(
-        balanced=pl.col("rows_read") == pl.col("rows_clean") + pl.col("rows_quarantined")
-    )
+    Each argument is a frame or a SQL relation (e.g. `read_parquet('...')`) with a
+    `source_file` column; the counting happens in DuckDB, so tables of any size are fine.
+    """
+    with connect() as con:
+        relations = []
+        for name, table in (("raw", raw), ("clean", clean), ("quarantine", quarantine)):
+            if isinstance(table, pl.DataFrame):
+                con.register(f"accounted_{name}", table.select("source_file").to_arrow())
+                table = f"accounted_{name}"
+            relations.append(table)
+        return _to_polars(
+            con,
+            f"""WITH r AS (SELECT source_file, count(*) AS rows_read FROM {relations[0]} GROUP BY 1),
+                c AS (SELECT source_file, count(*) AS rows_clean FROM {relations[1]} GROUP BY 1),
+                q AS (SELECT source_file, count(*) AS rows_quarantined FROM {relations[2]} GROUP BY 1)
+            SELECT source_file, coalesce(rows_read, 0) AS rows_read,
+                coalesce(rows_clean, 0) AS rows_clean,
+                coalesce(rows_quarantined, 0) AS rows_quarantined,
+                coalesce(rows_read, 0) = coalesce(rows_clean, 0) + coalesce(rows_quarantined, 0)
+                    AS balanced
+            FROM r FULL JOIN c USING (source_file) FULL JOIN q USING (source_file)
+            ORDER BY source_file""",
+        )

@@ -55,11 +55,10 @@ def load_drift_checks(path: Path) -> list[DriftCheck]:
 
 
 def daily_profile(con: duckdb.DuckDBPyConnection, relation: str) -> pd.DataFrame:
-    """Per event day: rows, users, event-type counts, null rates, and price/activity samples."""
+    """Per event day: rows, event-type counts, null rates, and price/activity samples."""
     types = ", ".join(f"count_if(event_type = '{t}') AS n_{t}" for t in EVENT_TYPES)
     return con.execute(
-        f"""SELECT CAST(event_time AS DATE) AS day, count(*) AS rows,
-            count(DISTINCT user_id) AS users, {types},
+        f"""SELECT CAST(event_time AS DATE) AS day, count(*) AS rows, {types},
             1 - count(price) / count_if(event_type IN ('add_to_cart', 'purchase'))::DOUBLE
                 AS price_null_rate_on_money_events,
             1 - count(query) / count(*)::DOUBLE AS query_null_rate
@@ -67,44 +66,65 @@ def daily_profile(con: duckdb.DuckDBPyConnection, relation: str) -> pd.DataFrame
     ).df()
 
 
-def _values(con: duckdb.DuckDBPyConnection, relation: str, query: str, days: list) -> np.ndarray:
-    listing = ", ".join(f"DATE '{d}'" for d in days)
-    return (
-        con.execute(query.format(relation=relation, days=listing)).df().iloc[:, 0].to_numpy(float)
+@dataclass
+class DailySamples:
+    """What the drift measures compare, per event day, fetched in one pass each."""
+
+    profile: pd.DataFrame  # daily_profile
+    prices: pd.DataFrame  # day, price (events that carry one)
+    activity: pd.DataFrame  # day, events (one row per user and day)
+
+    def __post_init__(self) -> None:
+        self._by_day = {
+            name: {day: g.to_numpy(float) for day, g in frame.groupby("day")[value]}
+            for name, frame, value in (
+                ("price", self.prices, "price"),
+                ("events", self.activity, "events"),
+            )
+        }
+
+    def _values(self, name: str, days: list) -> np.ndarray:
+        parts = [self._by_day[name][d] for d in days if d in self._by_day[name]]
+        return np.concatenate(parts) if parts else np.array([], float)
+
+    def price(self, days: list) -> np.ndarray:
+        return self._values("price", days)
+
+    def events_per_user(self, days: list) -> np.ndarray:
+        return self._values("events", days)
+
+
+def daily_samples(con: duckdb.DuckDBPyConnection, relation: str) -> DailySamples:
+    """Profile, prices and per-user activity of every event day of `relation`."""
+    return DailySamples(
+        profile=daily_profile(con, relation),
+        prices=con.execute(
+            f"SELECT CAST(event_time AS DATE) AS day, price FROM {relation} WHERE price IS NOT NULL"
+        ).df(),
+        activity=con.execute(
+            f"SELECT CAST(event_time AS DATE) AS day, count(*) AS events FROM {relation} "
+            "GROUP BY user_id, CAST(event_time AS DATE)"
+        ).df(),
     )
 
 
-PRICE = (
-    "SELECT price FROM {relation} WHERE price IS NOT NULL AND CAST(event_time AS DATE) IN ({days})"
-)
-EVENTS_PER_USER = (
-    "SELECT count(*) FROM {relation} WHERE CAST(event_time AS DATE) IN ({days}) "
-    "GROUP BY user_id, CAST(event_time AS DATE)"
-)
+MIX = [f"n_{t}" for t in EVENT_TYPES]
 
 
-def day_over_day(
-    con: duckdb.DuckDBPyConnection, relation: str, profile: pd.DataFrame
-) -> pd.DataFrame:
-    """Every day against the day before: row-count ratio, mix PSI, price PSI, activity PSI.
-    `profile` is `daily_profile` of the same relation."""
+def day_over_day(samples: DailySamples) -> pd.DataFrame:
+    """Every day against the day before: row-count ratio, mix PSI, price PSI, activity PSI."""
+    profile = samples.profile.set_index("day")
     rows = []
-    days = profile["day"].tolist()
-    for previous, day in itertools.pairwise(days):
-        a = profile[profile["day"] == previous].iloc[0]
-        b = profile[profile["day"] == day].iloc[0]
-        mix = [f"n_{t}" for t in EVENT_TYPES]
+    for previous, day in itertools.pairwise(profile.index):
+        a, b = profile.loc[previous], profile.loc[day]
         rows.append(
             {
                 "day": day,
                 "row_count_ratio": b["rows"] / a["rows"] if a["rows"] else float("nan"),
-                "event_type_mix_psi": psi(a[mix].to_numpy(float), b[mix].to_numpy(float)),
-                "price_psi": numeric_psi(
-                    _values(con, relation, PRICE, [previous]), _values(con, relation, PRICE, [day])
-                ),
+                "event_type_mix_psi": psi(a[MIX].to_numpy(float), b[MIX].to_numpy(float)),
+                "price_psi": numeric_psi(samples.price([previous]), samples.price([day])),
                 "events_per_user_psi": numeric_psi(
-                    _values(con, relation, EVENTS_PER_USER, [previous]),
-                    _values(con, relation, EVENTS_PER_USER, [day]),
+                    samples.events_per_user([previous]), samples.events_per_user([day])
                 ),
                 "price_null_rate_change": b["price_null_rate_on_money_events"]
                 - a["price_null_rate_on_money_events"],
@@ -113,26 +133,21 @@ def day_over_day(
     return pd.DataFrame(rows)
 
 
-def latest_against_reference(
-    con: duckdb.DuckDBPyConnection, relation: str, profile: pd.DataFrame
-) -> dict[str, float]:
+def latest_against_reference(samples: DailySamples) -> dict[str, float]:
     """The latest day against the reference window (every earlier day)."""
+    profile = samples.profile
     if len(profile) < 2:
         return {}
     latest, reference = profile["day"].iloc[-1], profile["day"].iloc[:-1].tolist()
-    mix = [f"n_{t}" for t in EVENT_TYPES]
     ref_rows = profile.iloc[:-1]
     return {
         "row_count_vs_reference_mean": float(profile["rows"].iloc[-1] / ref_rows["rows"].mean()),
         "event_type_mix_psi_vs_reference": psi(
-            ref_rows[mix].sum().to_numpy(float), profile[mix].iloc[-1].to_numpy(float)
+            ref_rows[MIX].sum().to_numpy(float), profile[MIX].iloc[-1].to_numpy(float)
         ),
-        "price_psi_vs_reference": numeric_psi(
-            _values(con, relation, PRICE, reference), _values(con, relation, PRICE, [latest])
-        ),
+        "price_psi_vs_reference": numeric_psi(samples.price(reference), samples.price([latest])),
         "events_per_user_psi_vs_reference": numeric_psi(
-            _values(con, relation, EVENTS_PER_USER, reference),
-            _values(con, relation, EVENTS_PER_USER, [latest]),
+            samples.events_per_user(reference), samples.events_per_user([latest])
         ),
     }
 

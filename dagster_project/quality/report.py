@@ -20,6 +20,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 from dagster_project.contracts import EVENT_COLUMNS
+from dagster_project.sources.landing import raw_relation
 from dagster_project.storage import connect
 
 
@@ -91,33 +92,25 @@ def check_history(validations_dir: Path) -> pd.DataFrame:
 
 def collect_report_data(
     tables: dict[str, Path],
+    accounting: pd.DataFrame,
     rule_hits: dict[str, dict[str, int]],
     validations_dir: Path,
     drift_days: pd.DataFrame,
     drift_checks: pd.DataFrame,
     run_id: str,
 ) -> ReportData:
-    """Read what the report needs. `tables` maps raw_events, raw_items, events_clean,
-    items_clean, quarantine, user_traffic_scores and behaviour_exclusions to their Parquet."""
+    """Read what the report needs. `tables` maps raw_events, quarantine, events_clean,
+    user_traffic_scores and behaviour_exclusions to their Parquet file (raw: its folder);
+    `accounting` is the per-table, per-file row accounting."""
     con = connect()
 
     def rel(name: str) -> str:
-        return f"read_parquet('{tables[name]}')"
+        path = tables[name]
+        return raw_relation(path) if path.is_dir() else f"read_parquet('{path}')"
 
     def q(sql: str) -> pd.DataFrame:
         return con.execute(sql).df()
 
-    accounting = q(
-        f"""WITH r AS (SELECT 'behaviour_events' AS tbl, source_file, count(*) AS rows_read FROM {rel("raw_events")} GROUP BY ALL
-                UNION ALL SELECT 'items', source_file, count(*) FROM {rel("raw_items")} GROUP BY ALL),
-            c AS (SELECT 'behaviour_events' AS tbl, source_file, count(*) AS rows_clean FROM {rel("events_clean")} GROUP BY ALL
-                UNION ALL SELECT 'items', source_file, count(*) FROM {rel("items_clean")} GROUP BY ALL),
-            k AS (SELECT "table" AS tbl, source_file, count(*) AS rows_quarantined FROM {rel("quarantine")} GROUP BY ALL)
-        SELECT r.tbl AS "table", r.source_file, rows_read, coalesce(rows_clean, 0) AS rows_clean,
-            coalesce(rows_quarantined, 0) AS rows_quarantined
-        FROM r LEFT JOIN c USING (tbl, source_file) LEFT JOIN k USING (tbl, source_file)
-        ORDER BY 1, 2"""
-    )
     con.register("accounting", accounting)
     read = accounting.groupby("table")["rows_read"].sum()
     by_reason = q(
@@ -157,7 +150,7 @@ def collect_report_data(
     bots["excluded_event_share_%"] = 100 * bots["events_excluded"] / bots["clean_events"]
     return ReportData(
         run_id=run_id,
-        accounting=accounting,
+        accounting=accounting.drop(columns="balanced"),
         by_reason=by_reason,
         by_day=by_day,
         null_rates=null_rates,

@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import polars as pl
+import pyarrow as pa
 
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
 
@@ -250,6 +252,43 @@ class _SqlSuite:
         self.parameters = parameters
         self.rows = con.execute("SELECT count(*) FROM tbl").fetchall()[0][0]
         self.columns = [r[0] for r in con.execute("DESCRIBE tbl").fetchall()]
+        self.counts: dict[tuple[str, str], tuple[int, int]] = {}
+        self._planned: list[tuple[str, str]] | None = None
+        self._registered: set[str] = set()
+
+    def _repeated_hashes(self, column: str) -> str:
+        """A registered table `h` of the hashes that occur more than once in `column`."""
+        name = f"repeated_{abs(hash(column)):x}"
+        if name not in self._registered:
+            col = _q(column)
+            hashes = pl.from_arrow(
+                self.con.sql(
+                    f"SELECT hash({col}) AS h FROM tbl WHERE {col} IS NOT NULL"
+                ).to_arrow_table()
+            )["h"].sort()
+            repeated = hashes.filter(hashes == hashes.shift()).unique()
+            self.con.register(name, pa.table({"h": repeated.to_arrow()}))
+            self._registered.add(name)
+        return name
+
+    def prepare(self, expectations: list[dict]) -> None:
+        """Count every column map expectation of the suite in one scan (then `run` reads it)."""
+        self._planned = []
+        for exp in expectations:
+            try:
+                self.run(exp["type"], exp["kwargs"])
+            except Exception:  # said properly when the expectation really runs
+                continue
+        planned, self._planned = list(dict.fromkeys(self._planned)), None
+        if not planned:
+            return
+        columns = ", ".join(
+            f"count(*) - count({_q(c)}), count_if({_q(c)} IS NOT NULL AND ({cond}))"
+            for c, cond in planned
+        )
+        values = self.con.execute(f"SELECT {columns} FROM tbl").fetchall()[0]
+        for i, key in enumerate(planned):
+            self.counts[key] = (values[2 * i], values[2 * i + 1])
 
     def _one(self, query: str) -> Any:
         return self.con.execute(query).fetchall()[0][0]
@@ -263,10 +302,16 @@ class _SqlSuite:
     def _map(self, column: str, unexpected: str, mostly: float, nulls_count: bool = False) -> dict:
         """A column map expectation: `unexpected` is the SQL condition on non-null values."""
         col = _q(column)
-        missing, bad = self.con.execute(  # one scan for both counts
-            f"SELECT count(*) - count({col}), count_if({col} IS NOT NULL AND ({unexpected})) "
-            "FROM tbl"
-        ).fetchall()[0]
+        if self._planned is not None:
+            self._planned.append((column, unexpected))
+            return {"success": True, "result": {}}
+        missing, bad = (
+            self.counts.get((column, unexpected))
+            or self.con.execute(
+                f"SELECT count(*) - count({col}), count_if({col} IS NOT NULL AND ({unexpected})) "
+                "FROM tbl"
+            ).fetchall()[0]
+        )
         if nulls_count:
             bad, base = missing, self.rows
         else:
@@ -309,13 +354,17 @@ class _SqlSuite:
             return self._map(column, " OR ".join(parts) or "false", mostly)
         if kind == "expect_column_values_to_be_in_set":
             values = pd.DataFrame({"v": list(k["value_set"])})
-            self.con.register("value_set", values)
-            return self._map(column, f"{_q(column)} NOT IN (SELECT v FROM value_set)", mostly)
+            name = f"value_set_{len(values)}_{abs(hash(tuple(values['v'].astype(str)))):x}"
+            self.con.register(name, values)
+            return self._map(column, f"{_q(column)} NOT IN (SELECT v FROM {name})", mostly)
         if kind == "expect_column_values_to_be_unique":
             col = _q(column)
+            # Repeated values: candidates by sorting 64-bit hashes (much cheaper than grouping
+            # millions of distinct strings), then compared exactly.
+            name = self._repeated_hashes(column)
             return self._map(
                 column,
-                f"{col} IN (SELECT {col} FROM tbl WHERE {col} IS NOT NULL "
+                f"{col} IN (SELECT {col} FROM tbl WHERE hash({col}) IN (SELECT h FROM {name}) "
                 f"GROUP BY {col} HAVING count(*) > 1)",
                 mostly,
             )
@@ -389,6 +438,7 @@ def _validate_sql(
     with connect() as con:
         con.execute(f"CREATE VIEW tbl AS SELECT * FROM {relation}")
         suite = _SqlSuite(con, parameters)
+        suite.prepare(spec["expectations"])
         outcome = SuiteOutcome(suite=spec["name"], rows=suite.rows)
         for exp in spec["expectations"]:
             meta = exp.get("meta", {})

@@ -15,7 +15,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
+import shutil
 import tempfile
 import uuid
 from pathlib import Path
@@ -66,6 +66,18 @@ def _split_quoted(line: str, sep: str = ",") -> list[str] | str:
         return next(csv.reader([line], delimiter=sep, strict=True), [])
     except csv.Error as exc:
         return f"the quoting is broken ({exc})"
+
+
+def _split_quoted_lines(lines: list[str], sep: str) -> list[list[str] | str]:
+    """`_split_quoted` for many lines: one csv reader over all of them when that gives one
+    record per line without an error (the usual case), else line by line."""
+    try:
+        records = list(csv.reader(lines, delimiter=sep, strict=True))
+    except csv.Error:
+        records = []
+    if len(records) == len(lines):
+        return records
+    return [_split_quoted(line, sep) for line in lines]
 
 
 def _lines_exact(data: bytes) -> tuple[list[str], dict[int, str]]:
@@ -168,8 +180,10 @@ def read_delimited(
     ]
     # Lines with quotes: Python's csv module, one line at a time (rare in behaviour exports).
     quoted_rows, quoted_errors = [], []
-    for i, line in body.filter(pl.col("quoted")).select("i", "raw").iter_rows():
-        fields = _split_quoted(line, sep)
+    quoted = body.filter(pl.col("quoted")).select("i", "raw")
+    for i, fields in zip(
+        quoted["i"], _split_quoted_lines(quoted["raw"].to_list(), sep), strict=True
+    ):
         if isinstance(fields, list) and len(fields) == width:
             quoted_rows.append([i, *fields])
         else:
@@ -338,55 +352,130 @@ def _duckdb_frame(query: str) -> pl.DataFrame:
         return pl.from_arrow(con.sql(query).to_arrow_table())  # type: ignore[return-value]
 
 
-def ingest_landing(landing: Path, kind: str, target: Path) -> int:
-    """Every record of one kind in the landing folder -> one raw Parquet table; returns its rows.
+RAW_MANIFEST = "_raw.json"
+PARSED_DIR = "_parsed"
 
-    Every file is checked (readable, required columns) before anything is written; Parquet
-    exports stream through DuckDB, CSV files go through the exact line reader; the table
-    appears atomically.
+
+def ingest_landing(landing: Path, kind: str, target: Path) -> int:
+    """Every record of one kind in the landing folder -> the raw table folder `target`.
+
+    The raw table is an immutable snapshot of what landed: Parquet exports are copied as they
+    are (their records are read through `raw_relation`, which adds the file, the line and the
+    text casts); CSV files and format-adapter exports are stored parsed, one record per line,
+    under `_parsed/`. `_raw.json` lists the files. Every file is checked (readable, required
+    columns) before anything is written; the folder is built aside and swapped in.
     """
     manifest = read_source_manifest(landing)
+    _, required = contract_columns(kind)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
-    with connect() as con:
+    (tmp / PARSED_DIR).mkdir(parents=True)
+    files: list[dict] = []
+    try:
         if manifest["format"] != CANONICAL_FORMAT:
-            con.register("export_frame", getattr(_read_export(landing, manifest), kind).to_arrow())
-            query = "SELECT * FROM export_frame"
-        else:
-            files = landing_files(landing / kind)
-            if not files:
-                raise LandingFileError(f"{landing / kind}: no landing files")
-            parts = []
-            csv_files = [p for p in files if p.suffix == ".csv"]
-            if csv_files:
-                frames = [
-                    read_landing_file(p, kind, manifest["source"], landing) for p in csv_files
-                ]
-                con.register("csv_records", pl.concat(frames).to_arrow())
-                parts.append("SELECT * FROM csv_records")
-            parquet_files = [p for p in files if p.suffix == ".parquet"]
-            if parquet_files:
-                parts.append(_parquet_select(parquet_files, kind, manifest["source"], landing))
-            query = " UNION ALL BY NAME ".join(f"({q})" for q in parts)
-        columns, _ = contract_columns(kind)
-        order = ", ".join(f'"{c}"' for c in RAW_LINEAGE_COLUMNS + columns)
-        try:
-            con.execute(
-                f"COPY (SELECT {order} FROM ({query})) "
-                f"TO {_sql_text(str(tmp))} (FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE 500000)"
+            frame = getattr(_read_export(landing, manifest), kind)
+            frame.write_parquet(tmp / PARSED_DIR / "export.parquet")
+            files.append(
+                {
+                    "path": f"{PARSED_DIR}/export.parquet",
+                    "parsed": True,
+                    "rows": frame.height,
+                    "source_files": frame["source_file"].unique(maintain_order=True).to_list(),
+                }
             )
-            rows = con.execute(
-                f"SELECT count(*) FROM read_parquet({_sql_text(str(tmp))})"
-            ).fetchall()[0][0]
-            os.replace(tmp, target)
-        finally:
-            tmp.unlink(missing_ok=True)
-    return int(rows)
+        else:
+            found = landing_files(landing / kind)
+            if not found:
+                raise LandingFileError(f"{landing / kind}: no landing files")
+            for p in found:  # check every file before copying any
+                if p.suffix == ".parquet":
+                    _parquet_columns(p, required)
+            for p in found:
+                rel = p.relative_to(landing)
+                if p.suffix == ".parquet":
+                    (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copyfile(p, tmp / rel)
+                    rows = pq.ParquetFile(p).metadata.num_rows
+                    files.append(
+                        {
+                            "path": str(rel),
+                            "parsed": False,
+                            "rows": rows,
+                            "source_files": [str(rel)],
+                        }
+                    )
+                else:
+                    frame = read_landing_file(p, kind, manifest["source"], landing)
+                    name = f"{PARSED_DIR}/{rel}.parquet"
+                    (tmp / name).parent.mkdir(parents=True, exist_ok=True)
+                    frame.write_parquet(tmp / name)
+                    files.append(
+                        {
+                            "path": name,
+                            "parsed": True,
+                            "rows": frame.height,
+                            "source_files": [str(rel)],
+                        }
+                    )
+        (tmp / RAW_MANIFEST).write_text(
+            json.dumps({"kind": kind, "source": manifest.get("source"), "files": files}, indent=1)
+        )
+        old = target.with_name(f".{target.name}.{uuid.uuid4().hex}.old")
+        if target.exists():
+            target.rename(old)
+        tmp.rename(target)
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return sum(f["rows"] for f in files)
+
+
+def raw_rows(raw: Path) -> int:
+    """Records in the raw table folder `raw` (from its manifest)."""
+    return sum(f["rows"] for f in json.loads((raw / RAW_MANIFEST).read_text())["files"])
+
+
+def raw_relation(raw: Path) -> str:
+    """SQL over the raw table folder `raw`: the raw frame's columns plus `_row`, a row key that
+    orders records by file and line (self-contained, so it can back a view)."""
+    manifest = json.loads((raw / RAW_MANIFEST).read_text())
+    columns, _ = contract_columns(manifest["kind"])
+    sources = [name for f in manifest["files"] for name in f["source_files"]]
+    files_sql = (
+        "SELECT * FROM (VALUES "
+        + ", ".join(f"({_sql_text(name)}, {i})" for i, name in enumerate(sources))
+        + ") v(source_file, _file)"
+        if sources
+        else "SELECT NULL::VARCHAR AS source_file, NULL::INTEGER AS _file WHERE false"
+    )
+    order = ", ".join(f'"{c}"' for c in RAW_LINEAGE_COLUMNS + columns)
+    parts = []
+    parsed = [raw / f["path"] for f in manifest["files"] if f["parsed"]]
+    if parsed:
+        names = ", ".join(_sql_text(str(p)) for p in parsed)
+        parts.append(f"SELECT {order} FROM read_parquet([{names}], union_by_name = true)")
+    copied = [raw / f["path"] for f in manifest["files"] if not f["parsed"]]
+    if copied:
+        parts.append(
+            f"SELECT {order} FROM ({_parquet_select(copied, manifest['kind'], manifest['source'], raw)})"
+        )
+    union = " UNION ALL BY NAME ".join(f"({q})" for q in parts)
+    return (
+        f"(SELECT r.*, (f._file::BIGINT << 32) | r.source_line AS _row FROM ({union}) r "
+        f"JOIN ({files_sql}) f USING (source_file))"
+    )
+
+
+def read_raw(raw: Path) -> pl.DataFrame:
+    """The raw table folder as one frame, in file and line order (small tables and tests)."""
+    with connect() as con:
+        query = f"SELECT * EXCLUDE (_row) FROM {raw_relation(raw)} ORDER BY _row"
+        return pl.from_arrow(con.sql(query).to_arrow_table())  # type: ignore[return-value]
 
 
 def read_landing(landing: Path, kind: str) -> pl.DataFrame:
     """Every record of one kind (`events` or `items`) in the landing folder, as one raw frame."""
     with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / f"raw_{kind}.parquet"
+        path = Path(tmp) / f"raw_{kind}"
         ingest_landing(landing, kind, path)
-        return pl.read_parquet(path)
+        return read_raw(path)
