@@ -19,6 +19,15 @@ import pandas as pd
 from dagster_project.contracts import EVENT_TYPES
 
 EPSILON = 1e-4
+# The UTC event day as a day number (cheaper than a time-zone aware cast to DATE).
+DAY = "epoch_us(event_time) // 86400000000"
+
+
+def _as_date(frame: pd.DataFrame) -> pd.DataFrame:
+    """`day` (a day number) as a date, keeping the number in `day_number`."""
+    frame["day_number"] = frame["day"]
+    frame["day"] = pd.to_datetime(frame["day"] * 86400, unit="s").dt.date
+    return frame
 
 
 def psi(reference: np.ndarray, current: np.ndarray) -> float:
@@ -57,13 +66,17 @@ def load_drift_checks(path: Path) -> list[DriftCheck]:
 def daily_profile(con: duckdb.DuckDBPyConnection, relation: str) -> pd.DataFrame:
     """Per event day: rows, event-type counts, null rates, and price/activity samples."""
     types = ", ".join(f"count_if(event_type = '{t}') AS n_{t}" for t in EVENT_TYPES)
-    return con.execute(
-        f"""SELECT CAST(event_time AS DATE) AS day, count(*) AS rows, {types},
+    return (
+        con.execute(
+            f"""SELECT {DAY} AS day, count(*) AS rows, {types},
             1 - count(price) / count_if(event_type IN ('add_to_cart', 'purchase'))::DOUBLE
                 AS price_null_rate_on_money_events,
             1 - count(query) / count(*)::DOUBLE AS query_null_rate
         FROM {relation} GROUP BY 1 ORDER BY 1"""
-    ).df()
+        )
+        .df()
+        .pipe(_as_date)
+    )
 
 
 @dataclass
@@ -71,8 +84,8 @@ class DailySamples:
     """What the drift measures compare, per event day, fetched in one pass each."""
 
     profile: pd.DataFrame  # daily_profile
-    prices: pd.DataFrame  # day, price (events that carry one)
-    activity: pd.DataFrame  # day, events (one row per user and day)
+    prices: pd.DataFrame  # day (number), price (events that carry one)
+    activity: pd.DataFrame  # day (number), events (one row per user and day)
 
     def __post_init__(self) -> None:
         self._by_day = {
@@ -99,11 +112,10 @@ def daily_samples(con: duckdb.DuckDBPyConnection, relation: str) -> DailySamples
     return DailySamples(
         profile=daily_profile(con, relation),
         prices=con.execute(
-            f"SELECT CAST(event_time AS DATE) AS day, price FROM {relation} WHERE price IS NOT NULL"
+            f"SELECT {DAY} AS day, price FROM {relation} WHERE price IS NOT NULL"
         ).df(),
         activity=con.execute(
-            f"SELECT CAST(event_time AS DATE) AS day, count(*) AS events FROM {relation} "
-            "GROUP BY user_id, CAST(event_time AS DATE)"
+            f"SELECT {DAY} AS day, count(*) AS events FROM {relation} GROUP BY user_id, {DAY}"
         ).df(),
     )
 
@@ -113,13 +125,13 @@ MIX = [f"n_{t}" for t in EVENT_TYPES]
 
 def day_over_day(samples: DailySamples) -> pd.DataFrame:
     """Every day against the day before: row-count ratio, mix PSI, price PSI, activity PSI."""
-    profile = samples.profile.set_index("day")
+    profile = samples.profile.set_index("day_number")
     rows = []
     for previous, day in itertools.pairwise(profile.index):
         a, b = profile.loc[previous], profile.loc[day]
         rows.append(
             {
-                "day": day,
+                "day": b["day"],
                 "row_count_ratio": b["rows"] / a["rows"] if a["rows"] else float("nan"),
                 "event_type_mix_psi": psi(a[MIX].to_numpy(float), b[MIX].to_numpy(float)),
                 "price_psi": numeric_psi(samples.price([previous]), samples.price([day])),
@@ -138,7 +150,8 @@ def latest_against_reference(samples: DailySamples) -> dict[str, float]:
     profile = samples.profile
     if len(profile) < 2:
         return {}
-    latest, reference = profile["day"].iloc[-1], profile["day"].iloc[:-1].tolist()
+    days = profile["day_number"]
+    latest, reference = days.iloc[-1], days.iloc[:-1].tolist()
     ref_rows = profile.iloc[:-1]
     return {
         "row_count_vs_reference_mean": float(profile["rows"].iloc[-1] / ref_rows["rows"].mean()),
