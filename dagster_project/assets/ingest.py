@@ -13,24 +13,21 @@ def _ingest(
 ) -> MaterializeResult:
     out = storage.layout()
     path = out.raw_table(table)
-    rows = ingest_landing(out.landing, kind, path)
+    summary = ingest_landing(out.landing, kind, path)
     with connect() as con:
-        files, unparseable, rejected = con.execute(
-            "SELECT count(DISTINCT source_file), count(parse_error), count(source_reason) "
-            f"FROM {raw_relation(path)}"
-        ).fetchall()[0]
         preview = con.sql(f"SELECT * EXCLUDE (_row) FROM {raw_relation(path)} LIMIT 5").df()
     context.log.info(
-        f"{table}: {rows:,} records from {files} file(s), {unparseable:,} could not be split "
-        f"into fields, {rejected:,} rejected by the format adapter"
+        f"{table}: {summary.rows:,} records from {summary.files} file(s), "
+        f"{summary.unparseable:,} could not be split into fields, "
+        f"{summary.rejected_by_adapter:,} rejected by the format adapter"
     )
     return MaterializeResult(
         metadata={
             **table_metadata(preview, path),
-            "dagster/row_count": rows,
-            "files": files,
-            "unparseable_records": unparseable,
-            "rejected_by_adapter": rejected,
+            "dagster/row_count": summary.rows,
+            "files": summary.files,
+            "unparseable_records": summary.unparseable,
+            "rejected_by_adapter": summary.rejected_by_adapter,
         }
     )
 

@@ -540,7 +540,7 @@ def _copy_parquet(con: duckdb.DuckDBPyConnection, query: str, path: Path) -> int
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     try:
-        con.execute(f"COPY ({query}) TO {_lit(str(tmp))} (FORMAT parquet, COMPRESSION zstd)")
+        con.execute(f"COPY ({query}) TO {_lit(str(tmp))} (FORMAT parquet, COMPRESSION snappy)")
         rows = con.execute(f"SELECT count(*) FROM read_parquet({_lit(str(tmp))})").fetchall()[0][0]
         os.replace(tmp, path)
     finally:

@@ -169,11 +169,12 @@ class SuiteRunner:
         run_name: str = "manual",
     ) -> SuiteOutcome:
         """Validate the Parquet table at `path` with the suite named after `table` (SQL engine),
-        store the result in GX's validation store and rebuild Data Docs."""
+        store the result in GX's validation store and render its Data Docs page."""
         relation = f"read_parquet('{str(path).replace(chr(39), chr(39) * 2)}')"
         outcome, suite_result = _validate_sql(self, table, relation, parameters or {})
-        _store(self, table, suite_result, run_name)
-        self.build_docs()
+        result_id = _store(self, table, suite_result, run_name)
+        # Render this result's page (and the index) only; the data_docs asset renders all.
+        self.context.build_data_docs(resource_identifiers=[result_id])
         outcome.docs_page = str(self.latest_docs_page(table) or "")
         return outcome
 
@@ -353,9 +354,10 @@ class _SqlSuite:
                 parts.append(f"{col} {op} {_sql_value(k['max_value'])}")
             return self._map(column, " OR ".join(parts) or "false", mostly)
         if kind == "expect_column_values_to_be_in_set":
-            values = pd.DataFrame({"v": list(k["value_set"])})
-            name = f"value_set_{len(values)}_{abs(hash(tuple(values['v'].astype(str)))):x}"
-            self.con.register(name, values)
+            name = f"value_set_{id(k['value_set']):x}"  # the same list in planning and run
+            if name not in self._registered:
+                self.con.register(name, pd.DataFrame({"v": list(k["value_set"])}))
+                self._registered.add(name)
             return self._map(column, f"{_q(column)} NOT IN (SELECT v FROM {name})", mostly)
         if kind == "expect_column_values_to_be_unique":
             col = _q(column)
@@ -492,7 +494,8 @@ def _validate_sql(
     return outcome, suite_result
 
 
-def _store(runner: SuiteRunner, table: str, suite_result: Any, run_name: str) -> None:
+def _store(runner: SuiteRunner, table: str, suite_result: Any, run_name: str) -> Any:
+    """Store the result in GX's validation store; returns its identifier."""
     from great_expectations.core.run_identifier import RunIdentifier
     from great_expectations.data_context.types.resource_identifiers import (
         ExpectationSuiteIdentifier,
@@ -503,10 +506,12 @@ def _store(runner: SuiteRunner, table: str, suite_result: Any, run_name: str) ->
     suite_result.meta["run_id"] = run_id
     suite_result.meta["validation_time"] = run_id.run_time
     suite_id = ExpectationSuiteIdentifier(name=suite_result.suite_name)
+    result_id = ValidationResultIdentifier(
+        expectation_suite_identifier=suite_id, run_id=run_id, batch_identifier=table
+    )
     runner.context.validation_results_store.store_validation_results(
         suite_validation_result=suite_result,
-        suite_validation_result_identifier=ValidationResultIdentifier(
-            expectation_suite_identifier=suite_id, run_id=run_id, batch_identifier=table
-        ),
+        suite_validation_result_identifier=result_id,
         expectation_suite_identifier=suite_id,
     )
+    return result_id

@@ -18,6 +18,7 @@ import json
 import shutil
 import tempfile
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -179,21 +180,24 @@ def read_delimited(
         )
     ]
     # Lines with quotes: Python's csv module, one line at a time (rare in behaviour exports).
-    quoted_rows, quoted_errors = [], []
     quoted = body.filter(pl.col("quoted")).select("i", "raw")
-    for i, fields in zip(
-        quoted["i"], _split_quoted_lines(quoted["raw"].to_list(), sep), strict=True
-    ):
-        if isinstance(fields, list) and len(fields) == width:
-            quoted_rows.append([i, *fields])
-        else:
-            quoted_errors.append(
-                (i, fields if isinstance(fields, str) else f"{len(fields)}{wrong_width}")
-            )
-    if quoted_rows:
-        schema = {"i": pl.UInt32, **dict.fromkeys(names, pl.String)}
+    results = _split_quoted_lines(quoted["raw"].to_list(), sep)
+    fits = [isinstance(f, list) and len(f) == width for f in results]
+    quoted_errors = [
+        (i, f if isinstance(f, str) else f"{len(f)}{wrong_width}")
+        for i, f, ok in zip(quoted["i"].to_list(), results, fits, strict=True)
+        if not ok
+    ]
+    if any(fits):
+        keep = pl.Series(fits)
+        rows = [f for f, ok in zip(results, fits, strict=True) if ok]
         split = pl.concat(
-            [split, pl.DataFrame(quoted_rows, schema=schema, orient="row")],
+            [
+                split,
+                pl.DataFrame(rows, schema=dict.fromkeys(names, pl.String), orient="row")
+                .with_columns(quoted["i"].filter(keep))
+                .select(split.columns),
+            ],
             how="vertical_relaxed",
         )
     error_schema = {"i": pl.UInt32, "parse_error": pl.String}
@@ -356,7 +360,7 @@ RAW_MANIFEST = "_raw.json"
 PARSED_DIR = "_parsed"
 
 
-def ingest_landing(landing: Path, kind: str, target: Path) -> int:
+def ingest_landing(landing: Path, kind: str, target: Path) -> RawSummary:
     """Every record of one kind in the landing folder -> the raw table folder `target`.
 
     The raw table is an immutable snapshot of what landed: Parquet exports are copied as they
@@ -380,6 +384,8 @@ def ingest_landing(landing: Path, kind: str, target: Path) -> int:
                     "path": f"{PARSED_DIR}/export.parquet",
                     "parsed": True,
                     "rows": frame.height,
+                    "unparseable": frame["parse_error"].count(),
+                    "rejected": frame["source_reason"].count(),
                     "source_files": frame["source_file"].unique(maintain_order=True).to_list(),
                 }
             )
@@ -414,6 +420,8 @@ def ingest_landing(landing: Path, kind: str, target: Path) -> int:
                             "path": name,
                             "parsed": True,
                             "rows": frame.height,
+                            "unparseable": frame["parse_error"].count(),
+                            "rejected": frame["source_reason"].count(),
                             "source_files": [str(rel)],
                         }
                     )
@@ -427,12 +435,33 @@ def ingest_landing(landing: Path, kind: str, target: Path) -> int:
         shutil.rmtree(old, ignore_errors=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return sum(f["rows"] for f in files)
+    return raw_summary(target)
+
+
+@dataclass
+class RawSummary:
+    """What a raw table folder holds, from its manifest."""
+
+    rows: int
+    files: int
+    unparseable: int
+    rejected_by_adapter: int
+
+
+def raw_summary(raw: Path) -> RawSummary:
+    """Records, source files, unparseable records and adapter rejections of a raw table."""
+    files = json.loads((raw / RAW_MANIFEST).read_text())["files"]
+    return RawSummary(
+        rows=sum(f["rows"] for f in files),
+        files=sum(len(f["source_files"]) for f in files),
+        unparseable=sum(f.get("unparseable", 0) for f in files),
+        rejected_by_adapter=sum(f.get("rejected", 0) for f in files),
+    )
 
 
 def raw_rows(raw: Path) -> int:
     """Records in the raw table folder `raw` (from its manifest)."""
-    return sum(f["rows"] for f in json.loads((raw / RAW_MANIFEST).read_text())["files"])
+    return raw_summary(raw).rows
 
 
 def raw_relation(raw: Path) -> str:
@@ -460,6 +489,7 @@ def raw_relation(raw: Path) -> str:
             f"SELECT {order} FROM ({_parquet_select(copied, manifest['kind'], manifest['source'], raw)})"
         )
     union = " UNION ALL BY NAME ".join(f"({q})" for q in parts)
+    # Every source file is listed by construction (ingest_landing writes the listing).
     return (
         f"(SELECT r.*, (f._file::BIGINT << 32) | r.source_line AS _row FROM ({union}) r "
         f"JOIN ({files_sql}) f USING (source_file))"
