@@ -32,7 +32,10 @@ def behaviour_events(config: BehaviourConfig, storage: PlatformStorage) -> Mater
         .size()
         .rename("events_excluded")
         .reset_index()
-        .merge(bots[["user_id", "bot_score", "reasons", "detector_version"]], on="user_id")
+        .merge(
+            bots[["user_id", "bot_score", "pattern", "reasons", "detector_version"]],
+            on="user_id",
+        )
     )
     write_parquet_atomic(audit, out.table("behaviour_exclusions"))
     kept = events[~excluded].drop(columns=["source_file", "source_line"]).reset_index(drop=True)

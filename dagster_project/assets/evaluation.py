@@ -1,7 +1,5 @@
 """Group evaluation: model vs popularity on the temporal hold-out, GX Data Docs, the SQL warehouse."""
 
-import base64
-import io
 import json
 
 import duckdb
@@ -12,6 +10,7 @@ from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, ass
 from dagster_project.assets._common import OWNERS
 from dagster_project.assets.quality import accounting_by_table, drift_figures
 from dagster_project.assets.recommender import evaluation_split, model_items
+from dagster_project.plots import figure_base64
 from dagster_project.quality.report import collect_report_data, render_report
 from dagster_project.resources import PlatformStorage, QualityResource, RecommenderSettings
 from dagster_project.sources.landing import raw_relation
@@ -32,11 +31,7 @@ def _plot(table: pd.DataFrame) -> str:
     table.set_index("model")[metrics].T.plot.bar(ax=ax, rot=0)
     ax.set_title(f"Temporal hold-out, top-{K}")
     ax.set_ylabel("score")
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    return base64.b64encode(buf.getvalue()).decode()
+    return figure_base64(fig, dpi=110)
 
 
 @asset(

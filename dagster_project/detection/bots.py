@@ -1,112 +1,505 @@
-"""A first bot score per user from what a real export holds: timing, breadth and repetition.
+"""Bot and abnormal-traffic detection per user and per session, from what a real export holds.
 
-Each traffic feature is turned into a robust z-score (median / MAD over all users); the
-strongest evidence, damped for users with few events, maps to a bot score in [0, 1].
+Input: behaviour events (user_id, item_id, event_type, event_time, optional query) and,
+when known, each item's category. Nothing else: no session ids, labels or generator hints.
+
+1. `traffic_features`: per session (derived from 30-minute inactivity gaps, the same rule
+   for every source) and per user: event rate, inter-event timing regularity (coefficient of
+   variation, share of gaps within 0.1 s of the modal gap), night-hour share, hour-of-day
+   entropy, session length and spacing, daily volume steadiness, distinct items and
+   categories with their ratio and entropy, repeated-item ratio, the view : cart : purchase
+   funnel, and search share.
+2. `score_users`: each feature becomes a robust z-score (median / MAD over users with enough
+   events). Patterns of abuse are conjunctions of those z-scores (a pattern scores the
+   weakest of its signs), and an Isolation Forest over the z-scores measures how unusual the
+   whole profile is. They combine into a bot score in [0, 1]; users at or above
+   `BOT_THRESHOLD` are flagged with their top reasons in words and the pattern they match.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
 import numpy as np
 import pandas as pd
+import polars as pl
+from sklearn.ensemble import IsolationForest
 
-DETECTOR_VERSION = "robust-z-0.1"
+from dagster_project.contracts import SESSION_GAP
+
+DETECTOR_VERSION = "patterns+iforest-1.0"
 BOT_THRESHOLD = 0.5
-MIN_EVENTS_FOR_EVIDENCE = 30
+MIN_EVENTS_FOR_EVIDENCE = 20  # fewer events: evidence is damped in proportion
+NIGHT_HOURS = (0, 6)  # [start, end) in UTC; exports rarely say the shopper's time zone
+MODAL_GAP_TOLERANCE_MS = 100
+RULE_WEIGHT = 0.75  # bot score = RULE_WEIGHT * pattern score + (1 - RULE_WEIGHT) * isolation
+PATTERN_Z_START, PATTERN_Z_FULL = 2.0, 5.0  # pattern z -> pattern score ramps over this range
+ISOLATION_START, ISOLATION_FULL = 0.55, 0.75  # isolation-forest anomaly -> score ramp
+_SESSION_GAP_MS = int(SESSION_GAP.total_seconds() * 1000)
 
 
-def user_traffic_features(events: pd.DataFrame) -> pd.DataFrame:
-    """Per user: volume, event rate, timing regularity and item repetition.
+def _events_frame(events: pl.DataFrame | pl.LazyFrame | pd.DataFrame) -> pl.LazyFrame:
+    if isinstance(events, pd.DataFrame):
+        events = pl.from_pandas(events)
+    lf = events.lazy()
+    names = lf.collect_schema().names()
+    query = (
+        pl.col("query").is_not_null() & (pl.col("query").cast(pl.String).str.strip_chars() != "")
+        if "query" in names
+        else pl.lit(False)
+    )
+    category = pl.col("category").cast(pl.String) if "category" in names else pl.lit(None)
+    return lf.select(
+        pl.col("user_id").cast(pl.String),
+        pl.col("item_id").cast(pl.String),
+        pl.col("event_type").cast(pl.String),
+        pl.col("event_time").dt.epoch("ms").alias("t"),
+        query.alias("searched"),
+        category.cast(pl.String).alias("category"),
+    )
 
-    `events` needs user_id, item_id, event_type and event_time (UTC). Rates are per active
-    minute (the sum of gaps shorter than 30 minutes, at least one minute).
+
+def traffic_features(
+    events: pl.DataFrame | pl.LazyFrame | pd.DataFrame,
+    categories: pl.DataFrame | pd.DataFrame | None = None,
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(per-user features, per-session features) of the events.
+
+    `categories` (item_id, category) adds category breadth when the events lack a category.
     """
-    ev = events[["user_id", "item_id", "event_type", "event_time"]].sort_values(
-        ["user_id", "event_time"], kind="stable"
+    ev = _events_frame(events)
+    if categories is not None:
+        cats = pl.from_pandas(categories) if isinstance(categories, pd.DataFrame) else categories
+        ev = ev.drop("category").join(
+            cats.lazy().select(pl.col("item_id").cast(pl.String), pl.col("category")),
+            on="item_id",
+            how="left",
+        )
+    same_user = pl.col("user_id") == pl.col("user_id").shift(1)
+    gap = pl.when(same_user).then(pl.col("t") - pl.col("t").shift(1))
+    ev = (
+        ev.sort(["user_id", "t"])
+        .with_columns(gap.alias("gap"))
+        .with_columns(
+            (pl.col("gap").is_null() | (pl.col("gap") > _SESSION_GAP_MS)).alias("new_session")
+        )
+        .with_columns(
+            pl.col("new_session").cum_sum().alias("session"),
+            # Zero gaps are one action recorded as several rows (order lines): timing ignores them.
+            pl.when(~pl.col("new_session") & (pl.col("gap") > 0))
+            .then(pl.col("gap"))
+            .alias("session_gap"),
+            ((pl.col("t") // 3_600_000) % 24).alias("hour"),
+            (pl.col("t") // 86_400_000).alias("day"),
+        )
+        .collect()
     )
-    t = ev["event_time"].astype("datetime64[ns, UTC]").astype("int64").to_numpy() / 1e9
-    same_user = np.r_[False, ev["user_id"].to_numpy()[1:] == ev["user_id"].to_numpy()[:-1]]
-    gap = np.where(same_user, np.r_[0.0, np.diff(t)], np.nan)
-    ev = ev.assign(gap=gap, active_gap=np.where(gap < 1800, gap, np.nan))
-    g = ev.groupby("user_id", sort=True)
-    views = ev[ev["event_type"] == "view"].groupby("user_id")
-    out = pd.DataFrame(
+    is_type = {k: pl.col("event_type") == k for k in ["view", "favorite", "add_to_cart"]}
+    is_buy = pl.col("event_type") == "purchase"
+    users = ev.group_by("user_id").agg(
+        pl.len().alias("events"),
+        pl.col("session").n_unique().alias("sessions"),
+        pl.col("day").n_unique().alias("active_days"),
+        pl.col("item_id").n_unique().alias("distinct_items"),
+        pl.col("category").drop_nulls().n_unique().alias("distinct_categories"),
+        is_type["view"].sum().alias("views"),
+        is_type["favorite"].sum().alias("favorites"),
+        is_type["add_to_cart"].sum().alias("carts"),
+        is_buy.sum().alias("purchases"),
+        pl.col("searched").sum().alias("searches"),
+        pl.col("session_gap").sum().alias("active_ms"),
+        pl.col("session_gap").mean().alias("gap_mean_ms"),
+        pl.col("session_gap").std().alias("gap_std_ms"),
+        pl.col("session_gap").count().alias("gaps"),
+        pl.col("hour").is_between(NIGHT_HOURS[0], NIGHT_HOURS[1] - 1).mean().alias("night_share"),
+        pl.col("t").min().alias("first_ms"),
+        pl.col("t").max().alias("last_ms"),
+    )
+
+    # Share of gaps within 0.1 s of the modal gap (100 ms bins; the best run of three bins).
+    bins = (
+        ev.filter(pl.col("session_gap").is_not_null())
+        .group_by("user_id", (pl.col("session_gap") // MODAL_GAP_TOLERANCE_MS).alias("bin"))
+        .agg(pl.len().alias("n"))
+        .sort(["user_id", "bin"])
+    )
+    neighbour = [
+        pl.when(
+            (pl.col("user_id").shift(s) == pl.col("user_id"))
+            & (pl.col("bin").shift(s) == pl.col("bin") - s)
+        )
+        .then(pl.col("n").shift(s))
+        .otherwise(0)
+        for s in (1, -1)
+    ]
+    modal = (
+        bins.with_columns((pl.col("n") + neighbour[0] + neighbour[1]).alias("near"))
+        .group_by("user_id")
+        .agg(
+            pl.col("near").max().alias("near_modal_gaps"),
+            ((pl.col("bin").sort_by("n").last() + 0.5) * MODAL_GAP_TOLERANCE_MS / 1000).alias(
+                "modal_gap_s"
+            ),
+        )
+    )
+
+    def entropy(key: str, name: str) -> pl.DataFrame:
+        counts = ev.drop_nulls(key).group_by("user_id", key).agg(pl.len().alias("n"))
+        return counts.group_by("user_id").agg(
+            (-(pl.col("n") / pl.col("n").sum() * (pl.col("n") / pl.col("n").sum()).log()))
+            .sum()
+            .alias(name)
+        )
+
+    per_item = ev.group_by("user_id", "item_id").agg(
+        pl.len().alias("n"),
+        (~is_buy).sum().alias("actions"),
+        is_type["add_to_cart"].sum().alias("carts"),
+        is_buy.sum().alias("buys"),
+    )
+    items = per_item.group_by("user_id").agg(
+        pl.col("n").max().alias("top_item_events"),
+        (pl.col("actions") > 0).sum().alias("acted_items"),
+        (pl.col("carts") > 0).sum().alias("carted_items"),
+        ((pl.col("carts") > 0) & (pl.col("buys") == 0)).sum().alias("carted_not_bought"),
+    )
+    # Seconds from the last add-to-cart of an item to its purchase (order lines count once).
+    checkout = (
+        ev.filter(is_type["add_to_cart"] | is_buy)
+        .select("user_id", "item_id", "t", is_buy.alias("buy"))
+        .unique()
+        .sort(["user_id", "item_id", "t"])
+        .with_columns(
+            pl.when(
+                pl.col("buy")
+                & ~pl.col("buy").shift(1)
+                & (pl.col("user_id") == pl.col("user_id").shift(1))
+                & (pl.col("item_id") == pl.col("item_id").shift(1))
+            )
+            .then((pl.col("t") - pl.col("t").shift(1)) / 1000)
+            .alias("checkout_s")
+        )
+        .group_by("user_id")
+        .agg(
+            pl.col("checkout_s").count().alias("checkouts"),
+            pl.col("checkout_s").median().alias("median_checkout_s"),
+        )
+    )
+    sessions = (
+        ev.group_by("user_id", "session")
+        .agg(
+            pl.len().alias("events"),
+            pl.col("t").min().alias("start_ms"),
+            (pl.col("t").max() - pl.col("t").min()).alias("duration_ms"),
+            pl.col("item_id").n_unique().alias("distinct_items"),
+            pl.col("searched").sum().alias("searches"),
+            pl.col("session_gap").std().alias("gap_std_ms"),
+            pl.col("session_gap").mean().alias("gap_mean_ms"),
+        )
+        .sort(["user_id", "start_ms"])
+        .with_columns(
+            (pl.col("events") / (pl.col("duration_ms") / 60_000).clip(lower_bound=1.0)).alias(
+                "events_per_minute"
+            ),
+            (pl.col("gap_std_ms") / pl.col("gap_mean_ms")).alias("gap_cv"),
+            pl.when(pl.col("user_id") == pl.col("user_id").shift(1))
+            .then(pl.col("start_ms") - pl.col("start_ms").shift(1))
+            .alias("since_previous_ms"),
+        )
+    )
+    spacing = sessions.group_by("user_id").agg(
+        (pl.col("duration_ms").median() / 60_000).alias("median_session_minutes"),
+        pl.col("events_per_minute").max().alias("fastest_session_events_per_minute"),
+        (
+            (pl.col("since_previous_ms") - pl.col("since_previous_ms").median()).abs().median()
+            / pl.col("since_previous_ms").median()
+        ).alias("session_spacing_dispersion"),
+    )
+    daily = (
+        ev.group_by("user_id", "day")
+        .agg(pl.len().alias("n"))
+        .group_by("user_id")
+        .agg((pl.col("n").std() / pl.col("n").mean()).alias("daily_volume_cv"))
+    )
+    out = (
+        users.join(modal, on="user_id", how="left")
+        .join(entropy("hour", "hour_entropy"), on="user_id", how="left")
+        .join(entropy("category", "category_entropy"), on="user_id", how="left")
+        .join(items, on="user_id", how="left")
+        .join(spacing, on="user_id", how="left")
+        .join(daily, on="user_id", how="left")
+        .join(checkout, on="user_id", how="left")
+        .with_columns(pl.col("checkouts").fill_null(0))
+        .with_columns(
+            (
+                (pl.col("gaps") + pl.col("sessions"))
+                / (pl.col("active_ms") / 60_000).clip(lower_bound=1.0)
+            ).alias("events_per_minute"),
+            (pl.col("gap_std_ms") / pl.col("gap_mean_ms")).alias("gap_cv"),
+            (pl.col("near_modal_gaps") / pl.col("gaps")).fill_nan(None).alias("modal_gap_share"),
+            (pl.col("distinct_items") / pl.col("events")).alias("item_ratio"),
+            (1 - pl.col("distinct_items") / pl.col("events")).alias("repeated_item_ratio"),
+            (pl.col("top_item_events") / pl.col("events")).alias("top_item_share"),
+            (
+                (pl.col("events") - pl.col("purchases")) / pl.col("acted_items").clip(lower_bound=1)
+            ).alias("actions_per_item"),
+            (pl.col("events") - pl.col("purchases") - pl.col("acted_items")).alias(
+                "repeated_actions"
+            ),
+            (pl.col("carts") / pl.col("carted_items").clip(lower_bound=1)).alias("carts_per_item"),
+            (pl.col("carted_not_bought") / pl.col("carted_items").clip(lower_bound=1)).alias(
+                "cart_abandon_share"
+            ),
+            (pl.col("views") / pl.col("events")).alias("view_share"),
+            (pl.col("carts") / pl.col("events")).alias("cart_share"),
+            (pl.col("purchases") / pl.col("events")).alias("purchase_share"),
+            (pl.col("searches") / pl.col("events")).alias("search_share"),
+            (pl.col("searches") / pl.col("sessions")).alias("searches_per_session"),
+            (pl.col("hour_entropy") / np.log(24)).alias("hour_entropy"),
+            ((pl.col("last_ms") - pl.col("first_ms")) / 86_400_000).alias("span_days"),
+        )
+        .drop(
+            "active_ms", "gap_std_ms", "near_modal_gaps", "top_item_events", "first_ms", "last_ms"
+        )
+        .sort("user_id")
+    )
+    return out, sessions
+
+
+# Evidence: a transform of one feature, its direction (z > 0 = more bot-like) and a floor for
+# its scale (the MAD is 0 when most users share one value). Users below `needs` get no z.
+@dataclass(frozen=True)
+class Evidence:
+    feature: str
+    transform: Callable[[np.ndarray], np.ndarray]
+    min_scale: float
+    needs: str = ""  # a boolean feature expression (pandas.eval) the user must satisfy
+
+
+EVIDENCE: dict[str, Evidence] = {
+    "fast": Evidence("events_per_minute", np.log, 0.3),
+    "regular_gaps": Evidence("modal_gap_share", lambda x: x, 0.05, "gaps >= 10"),
+    "repeats_items": Evidence("actions_per_item", np.log, 0.2),
+    "instant_checkout": Evidence(
+        "median_checkout_s", lambda x: -np.log(np.maximum(x, 0.1)), 0.5, "checkouts >= 1"
+    ),
+    "cart_repeats": Evidence("carts_per_item", np.log, 0.2, "carts >= 5"),
+    "search_driven": Evidence("searches_per_session", np.log1p, 0.3),
+    "regular_schedule": Evidence(
+        "session_spacing_dispersion", lambda x: -np.log(np.maximum(x, 1e-3)), 0.3, "sessions >= 10"
+    ),
+    "steady_days": Evidence(
+        "daily_volume_cv", lambda x: -np.log(np.maximum(x, 1e-3)), 0.3, "active_days >= 5"
+    ),
+    "night_activity": Evidence("night_share", lambda x: x, 0.08, "events >= 50"),
+    "around_the_clock": Evidence("hour_entropy", lambda x: x, 0.05, "events >= 50"),
+    "broad_categories": Evidence("category_entropy", lambda x: x, 0.3),
+}
+
+
+@dataclass(frozen=True)
+class Pattern:
+    """A pattern of abuse: it holds when all its signs do (its z is the weakest sign's) and
+    the user passes its gate (a pandas.eval expression on the features, e.g. no purchases)."""
+
+    signs: list[str]
+    gate: str = ""
+
+
+PATTERNS: dict[str, Pattern] = {
+    "scripted_crawl": Pattern(["fast", "regular_gaps"]),
+    # Fake engagement does not convert.
+    # Fake engagement does not convert; a shopper refreshing a deal a few times is no farm.
+    "click_farm": Pattern(
+        ["fast", "repeats_items"], "purchase_share < 0.01 and repeated_actions >= 30"
+    ),
+    # Hoarders hold carts; a buyer who re-carts and then buys is a customer.
+    "cart_hoarding": Pattern(["cart_repeats"], "cart_abandon_share >= 0.5 and carts >= 20"),
+    # Sniping: watching one page again and again, then paying faster than a person can.
+    "checkout_sniping": Pattern(["instant_checkout", "repeats_items"]),
+    "search_scraping": Pattern(["fast", "search_driven"]),
+    "scheduled_automation": Pattern(["regular_schedule", "steady_days"]),
+}
+
+
+def _describe(pattern: str, r: pd.Series) -> str:
+    """The evidence for one pattern, in the figures an analyst can check."""
+    if pattern == "scripted_crawl":
+        return (
+            f"{r.events_per_minute:.0f} events per active minute, {r.modal_gap_share:.0%} of gaps "
+            f"within 0.1 s of {r.modal_gap_s:.2f} s"
+        )
+    if pattern == "click_farm":
+        return (
+            f"{r.actions_per_item:.0f} views/favorites/carts per item over {r.distinct_items} "
+            f"items (top item {r.top_item_share:.0%} of events), {r.purchases} purchases, "
+            f"{r.events_per_minute:.1f} events per active minute"
+        )
+    if pattern == "cart_hoarding":
+        return (
+            f"{r.carts} add-to-carts of {r.carted_items} items ({r.carts_per_item:.1f} per item), "
+            f"{r.cart_abandon_share:.0%} of carted items never bought"
+        )
+    if pattern == "search_scraping":
+        return (
+            f"{r.searches} searches in {r.sessions} sessions ({r.searches_per_session:.0f} per "
+            f"session) across {r.distinct_categories} categories, "
+            f"{r.events_per_minute:.0f} events per active minute"
+        )
+    if pattern == "checkout_sniping":
+        return (
+            f"paid {r.median_checkout_s:.1f} s after adding to cart (median of {r.checkouts}), "
+            f"{r.actions_per_item:.0f} views/carts per item before buying"
+        )
+    if pattern == "scheduled_automation":
+        return (
+            f"{r.sessions} sessions on {r.active_days} days started at near-even spacing "
+            f"(dispersion {r.session_spacing_dispersion:.2f}), daily volume CV "
+            f"{r.daily_volume_cv:.2f}, {r.night_share:.0%} of events 00-06 UTC"
+        )
+    return ""
+
+
+def robust_z(values: np.ndarray, reference: np.ndarray, min_scale: float) -> np.ndarray:
+    """(x - median) / max(1.4826 * MAD, min_scale), median and MAD over `reference` rows."""
+    ref = values[reference & np.isfinite(values)]
+    if not len(ref):
+        return np.zeros_like(values)
+    median = np.median(ref)
+    scale = max(1.4826 * float(np.median(np.abs(ref - median))), min_scale)
+    return (values - median) / scale
+
+
+def evidence_z(features: pd.DataFrame) -> pd.DataFrame:
+    """Robust z per evidence (0 where the user lacks the data), over users with enough events."""
+    reference = (features["events"] >= MIN_EVENTS_FOR_EVIDENCE).to_numpy()
+    out = {}
+    for name, ev in EVIDENCE.items():
+        raw = features[ev.feature].to_numpy(dtype=float)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            x = ev.transform(raw)
+        if ev.needs:
+            x = np.where(features.eval(ev.needs).to_numpy(), x, np.nan)
+        z = robust_z(x, reference, ev.min_scale)
+        out[name] = np.nan_to_num(z, nan=0.0, posinf=0.0, neginf=0.0)
+    return pd.DataFrame(out, index=features.index)
+
+
+def _ramp(x: np.ndarray, start: float, full: float) -> np.ndarray:
+    return np.clip((x - start) / (full - start), 0.0, 1.0)
+
+
+def isolation_anomaly(z: pd.DataFrame, fit_rows: np.ndarray, seed: int = 0) -> np.ndarray:
+    """Isolation Forest anomaly (0..1, about 0.5 for ordinary users) of each user's z profile."""
+    x = np.clip(z.to_numpy(), -10, 10)
+    if fit_rows.sum() < 50:
+        return np.full(len(z), 0.5)
+    forest = IsolationForest(n_estimators=100, max_samples=512, random_state=seed, n_jobs=2)
+    forest.fit(x[fit_rows])
+    return -forest.score_samples(x)
+
+
+def score_users(features: pl.DataFrame | pd.DataFrame, window: str = "all") -> pd.DataFrame:
+    """Bot score in [0, 1], the flag at `BOT_THRESHOLD`, the pattern matched and reasons."""
+    f = features.to_pandas() if isinstance(features, pl.DataFrame) else features.copy()
+    f = f.reset_index(drop=True)
+    z = evidence_z(f)
+    volume = np.minimum(f["events"].to_numpy() / MIN_EVENTS_FOR_EVIDENCE, 1.0)
+    pattern_z = pd.DataFrame(
         {
-            "events": g.size(),
-            "distinct_items": g["item_id"].nunique(),
-            "active_minutes": (g["active_gap"].sum() / 60).clip(lower=1.0),
-            "gap_mean": g["active_gap"].mean(),
-            "gap_std": g["active_gap"].std(),
-            "views": views.size(),
-            "distinct_viewed_items": views["item_id"].nunique(),
-        }
-    ).fillna({"views": 0, "distinct_viewed_items": 0})
-    out["events_per_minute"] = out["events"] / out["active_minutes"]
-    out["gap_cv"] = (out["gap_std"] / out["gap_mean"]).fillna(1.0)
-    out["views_per_item"] = out["views"] / out["distinct_viewed_items"].clip(lower=1)
-    out["top_item_share"] = (
-        ev.groupby(["user_id", "item_id"]).size().groupby(level=0).max() / out["events"]
+            name: z[p.signs].min(axis=1) * volume * (f.eval(p.gate).to_numpy() if p.gate else 1.0)
+            for name, p in PATTERNS.items()
+        },
+        index=f.index,
     )
-    return out.drop(columns=["gap_std"]).reset_index()
-
-
-MIN_SCALE = 0.25  # log units: when most users share one value the MAD is 0; never divide by less
-
-
-def _robust_z(x: pd.Series) -> pd.Series:
-    median = x.median()
-    mad = (x - median).abs().median() * 1.4826
-    return (x - median) / max(mad, MIN_SCALE)
-
-
-def score_users(features: pd.DataFrame, window: str = "all") -> pd.DataFrame:
-    """Bot score in [0, 1], the flag at `BOT_THRESHOLD`, and the top reasons in words."""
-    f = features
-    evidence = (
-        pd.DataFrame(
-            {
-                "fast": _robust_z(np.log1p(f["events_per_minute"])),
-                "regular": _robust_z(-np.log(f["gap_cv"].clip(lower=1e-3))),
-                "repetitive": _robust_z(np.log(f["views_per_item"].clip(lower=1.0))),
-            }
-        )
-        .clip(lower=0)
-        .fillna(0)
-    )
-    # Re-viewing the same items is normal comparison shopping; at machine speed it is a farm.
-    evidence["repetitive"] = np.sqrt(evidence["repetitive"] * evidence["fast"])
-    # Fewer events, weaker evidence: damp users below MIN_EVENTS_FOR_EVIDENCE.
-    volume = (f["events"] / MIN_EVENTS_FOR_EVIDENCE).clip(upper=1.0)
-    strength = evidence.max(axis=1) * volume
-    bot_score = 1 - np.exp(-np.clip(strength - 3.0, 0, None) / 3.0)
-    words = {
-        "fast": lambda r: f"{r.events_per_minute:.1f} events per active minute",
-        "regular": lambda r: (
-            f"machine-regular timing (gap CV {r.gap_cv:.2f}, mean gap {r.gap_mean:.1f} s)"
-        ),
-        "repetitive": lambda r: (
-            f"{r.views_per_item:.1f} views per distinct item (top item {r.top_item_share:.0%} "
-            f"of events) at {r.events_per_minute:.1f} events per minute"
-        ),
-    }
-    reasons = pd.Series("", index=f.index, dtype=object)
+    strongest = pattern_z.idxmax(axis=1)
+    pattern_score = _ramp(pattern_z.max(axis=1).to_numpy(), PATTERN_Z_START, PATTERN_Z_FULL)
+    enough = f["events"].to_numpy() >= MIN_EVENTS_FOR_EVIDENCE
+    anomaly = isolation_anomaly(z, enough)
+    isolation_score = np.where(enough, _ramp(anomaly, ISOLATION_START, ISOLATION_FULL), 0.0)
+    bot_score = RULE_WEIGHT * pattern_score + (1 - RULE_WEIGHT) * isolation_score
     flagged = bot_score >= BOT_THRESHOLD
-    for i in np.flatnonzero(flagged.to_numpy()):
+
+    reasons = np.full(len(f), "", dtype=object)
+    pattern = np.full(len(f), "", dtype=object)
+    for i in np.flatnonzero(flagged):
         row = f.iloc[i]
-        top = evidence.iloc[i].sort_values(ascending=False)
-        reasons.iloc[i] = "; ".join(
-            f"{words[k](row)} (z={z:.1f})" for k, z in top.items() if z > 3.0
-        )
+        ranked = pattern_z.iloc[i].sort_values(ascending=False)
+        held = [p for p, pz in ranked.items() if pz >= PATTERN_Z_START]
+        parts = [f"{_describe(p, row)} (z={ranked[p]:.1f})" for p in held[:2]]
+        if not held:  # flagged by the whole profile's rarity, not by one pattern
+            top = z.iloc[i].sort_values(ascending=False).head(3)
+            parts = [
+                "unusual profile (isolation "
+                f"{anomaly[i]:.2f}): " + ", ".join(f"{k} z={v:.1f}" for k, v in top.items())
+            ]
+        pattern[i] = held[0] if held else "unusual_profile"
+        reasons[i] = "; ".join(parts)
     return pd.DataFrame(
         {
             "user_id": f["user_id"],
             "window": window,
             "events": f["events"],
-            "events_per_minute": f["events_per_minute"],
-            "gap_cv": f["gap_cv"],
-            "views_per_item": f["views_per_item"],
-            "bot_score": bot_score.round(4),
+            "sessions": f["sessions"],
+            "events_per_minute": f["events_per_minute"].round(3),
+            "gap_cv": f["gap_cv"].round(3),
+            "modal_gap_share": f["modal_gap_share"].round(3),
+            "night_share": f["night_share"].round(3),
+            "distinct_items": f["distinct_items"],
+            "distinct_categories": f["distinct_categories"],
+            "search_share": f["search_share"].round(4),
+            "cart_share": f["cart_share"].round(4),
+            "purchase_share": f["purchase_share"].round(4),
+            "strongest_pattern": strongest.where(pattern_z.max(axis=1) > 0, ""),
+            "pattern_z": pattern_z.max(axis=1).round(2),
+            "isolation_anomaly": np.round(anomaly, 4),
+            "bot_score": np.round(bot_score, 4),
             "is_bot": flagged,
+            "pattern": pattern,
             "reasons": reasons,
             "detector_version": DETECTOR_VERSION,
+        }
+    )
+
+
+MIN_SESSION_EVENTS = 10
+
+
+def score_sessions(sessions: pl.DataFrame, user_scores: pd.DataFrame) -> pd.DataFrame:
+    """Per session: rate and timing, and whether it is bot traffic.
+
+    A session is bot traffic when its user is flagged, or when the session alone is both fast
+    and machine-regular (the weaker of the two robust z-scores at `PATTERN_Z_FULL` or more,
+    among sessions with at least `MIN_SESSION_EVENTS` events): a script run inside a
+    person's account.
+    """
+    s = sessions.to_pandas()
+    enough = (s["events"] >= MIN_SESSION_EVENTS).to_numpy()
+    with np.errstate(divide="ignore", invalid="ignore"):
+        fast = robust_z(np.log(s["events_per_minute"].to_numpy(float)), enough, 0.3)
+        regular = robust_z(-np.log(s["gap_cv"].to_numpy(float).clip(1e-3)), enough, 0.3)
+    session_z = np.where(enough, np.nan_to_num(np.minimum(fast, regular), nan=0.0), 0.0)
+    flagged_user = s["user_id"].isin(user_scores.loc[user_scores["is_bot"], "user_id"]).to_numpy()
+    scripted = session_z >= PATTERN_Z_FULL
+    reason = np.where(flagged_user, "user flagged", "").astype(object)
+    for i in np.flatnonzero(scripted & ~flagged_user):
+        reason[i] = (
+            f"{s['events'].iat[i]} events at {s['events_per_minute'].iat[i]:.0f} per minute, "
+            f"gap CV {s['gap_cv'].iat[i]:.2f} (z={session_z[i]:.1f})"
+        )
+    return pd.DataFrame(
+        {
+            "user_id": s["user_id"],
+            "session_start": pd.to_datetime(s["start_ms"], unit="ms", utc=True),
+            "events": s["events"],
+            "duration_s": (s["duration_ms"] / 1000).round(1),
+            "events_per_minute": s["events_per_minute"].round(3),
+            "gap_cv": s["gap_cv"].round(3),
+            "distinct_items": s["distinct_items"],
+            "searches": s["searches"],
+            "session_z": np.round(session_z, 2),
+            "is_bot_session": flagged_user | scripted,
+            "reason": reason,
         }
     )

@@ -6,9 +6,7 @@ validation results; `render_report` turns that into HTML.
 
 from __future__ import annotations
 
-import base64
 import html
-import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +18,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 from dagster_project.contracts import EVENT_COLUMNS
+from dagster_project.plots import figure_html
 from dagster_project.sources.landing import raw_relation
 from dagster_project.storage import connect
 
@@ -162,16 +161,6 @@ def collect_report_data(
     )
 
 
-def _png(fig: plt.Figure) -> str:
-    buf = io.BytesIO()
-    fig.tight_layout()
-    fig.savefig(buf, format="png", dpi=100)
-    plt.close(fig)
-    return (
-        f"<img alt='plot' src='data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}'/>"
-    )
-
-
 def _plots(data: ReportData) -> dict[str, str]:
     plots = {}
     if len(data.by_reason):
@@ -181,7 +170,7 @@ def _plots(data: ReportData) -> dict[str, str]:
         )
         ax.set_xlabel("rows quarantined")
         ax.set_title("Quarantined rows by reason")
-        plots["reasons"] = _png(fig)
+        plots["reasons"] = figure_html(fig)
     if len(data.by_day) > 1:
         fig, ax = plt.subplots(figsize=(9, 3))
         data.by_day.set_index("day")[["clean", "quarantined"]].plot.bar(
@@ -189,12 +178,12 @@ def _plots(data: ReportData) -> dict[str, str]:
         )
         ax.set_yscale("log")
         ax.set_title("Rows per event day (log scale)")
-        plots["days"] = _png(fig)
+        plots["days"] = figure_html(fig)
     fig, ax = plt.subplots(figsize=(7, 2.8))
     data.null_rates.set_index("column")["null_share"].mul(100).plot.bar(ax=ax, rot=30)
     ax.set_ylabel("% null")
     ax.set_title("Null rate by column (raw events)")
-    plots["nulls"] = _png(fig)
+    plots["nulls"] = figure_html(fig)
     if len(data.drift_days):
         fig, ax = plt.subplots(figsize=(9, 3))
         cols = ["event_type_mix_psi", "price_psi", "events_per_user_psi"]
@@ -202,7 +191,7 @@ def _plots(data: ReportData) -> dict[str, str]:
         ax.axhline(0.25, color="grey", ls="--", lw=1)
         ax.set_ylabel("PSI vs day before")
         ax.set_title("Drift, day over day (dashed: 0.25 = a real shift)")
-        plots["drift"] = _png(fig)
+        plots["drift"] = figure_html(fig)
     b = data.bots.iloc[0]
     fig, ax = plt.subplots(figsize=(5, 2.5))
     ax.barh(
@@ -212,7 +201,7 @@ def _plots(data: ReportData) -> dict[str, str]:
     )
     ax.set_xlabel("% of all")
     ax.set_title("Bot traffic")
-    plots["bots"] = _png(fig)
+    plots["bots"] = figure_html(fig)
     return plots
 
 

@@ -30,10 +30,18 @@ from dagster_project.contracts import (
     NEAR_DUPLICATE_WINDOW,
 )
 from dagster_project.settings import DataLayout
+from dagster_project.sources.traffic import (
+    BOT_GENERATORS,
+    BOT_TYPES,
+    MS_PER_DAY,
+    Shop,
+    TrafficMix,
+    bulk_buyer_events,
+    flash_sale_events,
+)
 from dagster_project.storage import write_parquet_atomic, write_text_atomic
 
 SOURCE_NAME = "shop_export"
-MS_PER_DAY = 86_400_000
 
 # Planted problem -> the quarantine reason the quality stage must give it.
 PROBLEM_REASONS = {
@@ -158,8 +166,7 @@ class GeneratorConfig:
     leaves_per_subcategory: int = 3
     new_user_share: float = 0.15
     new_item_share: float = 0.10
-    crawler_share: float = 0.001
-    click_farm_share: float = 0.003
+    traffic: TrafficMix = field(default_factory=TrafficMix)
     event_format: str = "csv"
     users_per_chunk: int = 100_000
     problems: ProblemRates = field(default_factory=ProblemRates)
@@ -189,8 +196,6 @@ PRESETS: dict[str, GeneratorConfig] = {
         n_events=60_000,
         n_days=21,
         event_format="mixed",
-        crawler_share=0.002,
-        click_farm_share=0.004,
     ),
     "default": GeneratorConfig(
         "default", n_users=50_000, n_items=10_000, n_events=1_000_000, n_days=30
@@ -478,70 +483,12 @@ def _human_events(
     ].reset_index(drop=True)
 
 
-def _crawler_events(
-    cfg: GeneratorConfig, users: np.ndarray, n_items: int, rng: np.random.Generator
-) -> pd.DataFrame:
-    """Fast catalog crawlers: views at a near-constant interval, walking the catalog in order."""
-    frames = []
-    for u in users:
-        n = int(rng.integers(400, 1500))
-        interval = int(rng.integers(800, 3_000))
-        start = (
-            cfg.start_ms
-            + int(rng.integers(0, cfg.n_days)) * MS_PER_DAY
-            + int(rng.integers(0, 20)) * 3_600_000
-        )
-        t = start + np.arange(n) * interval + rng.integers(-30, 30, n)
-        frames.append(
-            pd.DataFrame(
-                {
-                    "user_idx": u,
-                    "session_key": -(10**10) - 1000 * u - np.arange(n) // 500,
-                    "item_idx": (int(rng.integers(0, n_items)) + np.arange(n)) % n_items,
-                    "etype": 0,
-                    "time_ms": t,
-                    "quantity": 0,
-                    "price": np.nan,
-                    "query": None,
-                }
-            )
-        )
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
-
-
-def _click_farm_events(
-    cfg: GeneratorConfig,
-    users: np.ndarray,
-    targets: np.ndarray,
-    item_price: np.ndarray,
-    rng: np.random.Generator,
-) -> pd.DataFrame:
-    """Click-farm accounts hammering a few target items with views, favorites and carts."""
-    frames = []
-    for u in users:
-        n = int(rng.integers(60, 250))
-        start = (
-            cfg.start_ms
-            + int(rng.integers(0, cfg.n_days)) * MS_PER_DAY
-            + int(rng.integers(0, 22)) * 3_600_000
-        )
-        t = start + np.cumsum(rng.integers(3_000, 12_000, n))
-        item = rng.choice(targets, n)
-        frames.append(
-            pd.DataFrame(
-                {
-                    "user_idx": u,
-                    "session_key": -(2 * 10**10) - u,
-                    "item_idx": item,
-                    "etype": rng.choice([0, 0, 0, 1, 2], n),
-                    "time_ms": t,
-                    "quantity": 0,
-                    "price": item_price[item],
-                    "query": None,
-                }
-            )
-        )
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+def _leaf_queries(cat: Catalog) -> np.ndarray:
+    """The search text of each leaf: its noun, as shoppers type it."""
+    names = cat.items["category"].str.rsplit("/", n=1).str[-1].str.lower().to_numpy()
+    query = np.full(cat.n_leaves, "", dtype=object)
+    query[cat.leaf] = names
+    return query
 
 
 def _user_ids(idx: np.ndarray) -> np.ndarray:
@@ -741,7 +688,7 @@ def _plant_catalog_problems(
     return out, list(labels)
 
 
-GENERATOR_VERSION = 1  # bump whenever the same config would write different files
+GENERATOR_VERSION = 2  # bump whenever the same config would write different files
 
 
 def dataset_fingerprint(cfg: GeneratorConfig) -> str:
@@ -766,39 +713,74 @@ def generate(cfg: GeneratorConfig, out: DataLayout, progress: bool = True) -> di
         f"[generate] preset={cfg.preset} users={cfg.n_users:,} items={cfg.n_items:,} target events={cfg.n_events:,}"
     )
 
-    n_crawlers = max(2, round(cfg.n_users * cfg.crawler_share))
-    n_farm = max(5, round(cfg.n_users * cfg.click_farm_share))
-    bot_users = rng.choice(cfg.n_users, n_crawlers + n_farm, replace=False)
-    bot_type = np.full(cfg.n_users, "", dtype=object)
-    bot_type[bot_users[:n_crawlers]] = "crawler"
-    bot_type[bot_users[n_crawlers:]] = "click_farm"
+    # Roles: each planted bot type and hard-negative kind gets its share of users.
+    counts = cfg.traffic.counts(cfg.n_users)
+    role = np.full(cfg.n_users, "", dtype=object)
+    special = rng.choice(cfg.n_users, sum(counts.values()), replace=False)
+    role[special] = np.repeat(list(counts), list(counts.values()))
     signup_day = np.where(
         rng.random(cfg.n_users) < cfg.new_user_share, rng.integers(1, cfg.n_days, cfg.n_users), 0
     )
-    farm_targets = rng.choice(cfg.n_items, 4, replace=False)
-    expected_bot_events = n_crawlers * 950 + n_farm * 155
-    human_events_total = max(cfg.n_events - expected_bot_events, cfg.n_events // 2)
+    by_leaf = _GroupedSampler(cat.leaf, cat.popularity, cat.n_leaves)
+    shop = Shop(
+        cfg.start_ms,
+        cfg.n_days,
+        cat.leaf,
+        cat.popularity,
+        cat.items["price"].to_numpy(),
+        _leaf_queries(cat),
+        lambda leaves: by_leaf.draw(leaves, rng),
+    )
+    is_human = np.isin(role, ["", "flash_sale"])
+    per_human = cfg.n_events / max(cfg.n_users, 1)
+    expected_other = (
+        counts["crawler"] * 950
+        + counts["click_farm"] * 155
+        + counts["cart_stuffer"] * 210
+        + counts["price_scraper"] * 940
+        + counts["humanlike"] * 1_900
+        + counts["bulk_buyer"] * 90
+        + counts["power_user"] * 300
+        + counts["shared_household"] * 3 * per_human
+    )
+    human_events_total = max(cfg.n_events - expected_other, cfg.n_events // 2)
+    n_humans = int(is_human.sum())
+    flash_sale: dict = {}
 
     for path in (out.landing_events, out.ground_truth):
         path.mkdir(parents=True, exist_ok=True)
     truth: list[dict] = []
     n_rows = 0
     for chunk, users in _chunks(cfg.n_users, cfg.users_per_chunk):
-        humans = users[bot_type[users] == ""]
-        share = len(users) / cfg.n_users
+        humans = users[is_human[users]]
         parts = [
             _human_events(
-                cfg, cat, humans, signup_day[humans], int(human_events_total * share), rng
-            ),
-            _crawler_events(cfg, users[bot_type[users] == "crawler"], cfg.n_items, rng),
-            _click_farm_events(
                 cfg,
-                users[bot_type[users] == "click_farm"],
-                farm_targets,
-                cat.items["price"].to_numpy(),
+                cat,
+                humans,
+                signup_day[humans],
+                int(human_events_total * len(humans) / max(n_humans, 1)),
                 rng,
-            ),
+            )
         ]
+        power = users[role[users] == "power_user"]
+        households = users[role[users] == "shared_household"]
+        members = np.repeat(households, rng.integers(2, 5, len(households)))
+        for k, (people, budget) in enumerate(
+            [(power, 300 * len(power)), (members, per_human * len(members))], start=1
+        ):
+            if len(people):
+                extra = _human_events(cfg, cat, people, signup_day[people], int(budget), rng)
+                parts.append(extra.assign(session_key=extra["session_key"] + k * 10**9))
+        for kind, make in BOT_GENERATORS.items():
+            parts.append(make(shop, users[role[users] == kind], rng))
+        parts.append(bulk_buyer_events(shop, users[role[users] == "bulk_buyer"], rng))
+        sale, sale_start, deals = flash_sale_events(shop, users[role[users] == "flash_sale"], rng)
+        parts.append(sale)
+        flash_sale = {
+            "start": pd.Timestamp(sale_start, unit="ms", tz="UTC").isoformat(),
+            "items": list(cat.items["item_id"].to_numpy()[deals]),
+        }
         events = pd.concat([p for p in parts if len(p)], ignore_index=True)
         events = events[(events["time_ms"] >= cfg.start_ms) & (events["time_ms"] < cfg.end_ms)]
         rows = _plant_event_problems(_format_events(events, cat, chunk, cfg), cfg.problems, rng)
@@ -848,23 +830,29 @@ def generate(cfg: GeneratorConfig, out: DataLayout, progress: bool = True) -> di
         pd.DataFrame(truth, columns=["file", "path", "line", "problem", "expected_reason"]),
         out.ground_truth / "planted_problems.parquet",
     )
-    bots = pd.DataFrame(
-        {"user_id": _user_ids(np.flatnonzero(bot_type != "")), "bot_type": bot_type[bot_type != ""]}
+    labelled = np.flatnonzero(role != "")
+    labels = pd.DataFrame(
+        {
+            "user_id": _user_ids(labelled),
+            "traffic_class": np.where(np.isin(role[labelled], BOT_TYPES), "bot", "hard_negative"),
+            "kind": role[labelled].astype(str),
+        }
     )
-    write_parquet_atomic(bots, out.ground_truth / "bot_users.parquet")
+    write_parquet_atomic(labels, out.ground_truth / "traffic_labels.parquet")
     manifest = {
         "fingerprint": dataset_fingerprint(cfg),
         "config": asdict(cfg),
         "event_rows": n_rows,
         "catalog_rows": len(catalog),
         "planted_problems": pd.Series([t["problem"] for t in truth]).value_counts().to_dict(),
-        "bot_users": bots["bot_type"].value_counts().to_dict(),
+        "traffic_labels": labels["kind"].value_counts().to_dict(),
+        "flash_sale": flash_sale,
     }
     write_text_atomic(
         json.dumps(manifest, indent=2, default=str), out.ground_truth / "manifest.json"
     )
     say(
         f"[generate] {n_rows:,} event rows, {len(catalog):,} catalog rows, {len(truth):,} planted problems, "
-        f"{len(bots)} bot users -> {out.landing}"
+        f"{int((labels['traffic_class'] == 'bot').sum())} bot users -> {out.landing}"
     )
     return manifest

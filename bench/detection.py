@@ -1,0 +1,237 @@
+"""Benchmark: bot detection quality per bot type over bot rates and seeds, and scoring speed.
+
+    python -m bench.detection [--rates 0.01 0.03 0.05 0.10] [--seeds 1 2 3]
+                              [--speed-root DIR] [--skip-speed]
+
+For every (bot rate, seed) a `bench` shop is generated (20k users, 400k events, 30 days),
+ingested and cleaned by the platform's own assets, and scored by the detector, which sees
+only the clean events and the catalog. Labels are read afterwards, only to measure:
+
+- per bot type: recall, and precision of the users the detector assigns to that type's
+  pattern (crawler -> scripted_crawl, click_farm -> click_farm, ...);
+- humanlike bots: recall at the score threshold that flags 1% of humans, and at the default;
+- hard negatives: share flagged per kind;
+- a bot design not written for the generator (bench/foreign_bots.py), mixed into the first
+  run: recall per design.
+
+Speed: features and scores for the large preset's clean events (10M rows), timed on this
+machine. Results: bench/results/detection.json, with the machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import polars as pl
+
+from bench.foreign_bots import foreign_bot_events
+from bench.machine import machine_info
+from dagster_project.detection.bots import BOT_THRESHOLD, score_users, traffic_features
+from dagster_project.settings import layout
+from dagster_project.sources.generator import generate, preset
+from dagster_project.sources.traffic import BOT_TYPES, HARD_NEGATIVES, TrafficMix
+
+RESULTS = Path(__file__).parent / "results" / "detection.json"
+PATTERN_OF_TYPE = {
+    "crawler": "scripted_crawl",
+    "click_farm": "click_farm",
+    "cart_stuffer": "cart_hoarding",
+    "price_scraper": "search_scraping",
+    "humanlike": "scheduled_automation",
+}
+CLEAN_ASSETS = {"raw_events", "raw_items", "items_clean", "events_clean"}
+
+
+def clean_tables(root: Path) -> None:
+    """Materialize ingestion and cleaning with the platform's assets, as the pipeline does."""
+    from dagster import DagsterInstance, materialize
+
+    from dagster_project.definitions import all_assets, platform_resources
+
+    selection = [a for a in all_assets if a.key.path[-1] in CLEAN_ASSETS]
+    with DagsterInstance.ephemeral() as instance:
+        result = materialize(selection, instance=instance, resources=platform_resources(str(root)))
+    if not result.success:
+        raise RuntimeError(f"cleaning failed under {root}")
+
+
+def score_tables(root: Path, extra_events: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The detector on a materialized root's clean events (plus optional extra events)."""
+    out = layout(root)
+    events = pl.scan_parquet(out.table("events_clean")).select(
+        "user_id", "item_id", "event_type", "event_time", "query"
+    )
+    if extra_events is not None:
+        extra = pl.from_pandas(
+            extra_events[["user_id", "item_id", "event_type", "event_time", "query"]]
+        )
+        events = pl.concat([events, extra.lazy().cast(events.collect_schema())], how="vertical")
+    categories = pl.read_parquet(out.table("items_clean"), columns=["item_id", "category"])
+    users, _ = traffic_features(events, categories)
+    return score_users(users)
+
+
+def quality_figures(scores: pd.DataFrame, labels: pd.DataFrame) -> dict:
+    """Per-type recall and precision, humanlike recall at 1% human FPR, hard negatives flagged."""
+    s = scores.merge(labels, on="user_id", how="left")
+    s["kind"] = s["kind"].fillna("human")
+    bot = s["kind"].isin(BOT_TYPES)
+    plain_human = s["kind"] == "human"
+    per_type = {}
+    for kind in BOT_TYPES:
+        truth = s["kind"] == kind
+        assigned = s["is_bot"] & (s["pattern"] == PATTERN_OF_TYPE[kind])
+        per_type[kind] = {
+            "users": int(truth.sum()),
+            "recall": float((truth & s["is_bot"]).sum() / max(truth.sum(), 1)),
+            "precision": float((assigned & truth).sum() / assigned.sum())
+            if assigned.any()
+            else None,
+            "precision_any_bot": float((assigned & bot).sum() / assigned.sum())
+            if assigned.any()
+            else None,
+        }
+    cut = float(np.quantile(s.loc[plain_human, "bot_score"], 0.99))
+    humanlike = s["kind"] == "humanlike"
+    flagged = s["is_bot"]
+    return {
+        "per_type": per_type,
+        "humanlike_recall_at_1pct_fpr": float((s.loc[humanlike, "bot_score"] > cut).mean()),
+        "human_score_p99": cut,
+        "human_fpr_at_threshold": float(flagged[plain_human].mean()),
+        "hard_negatives_flagged": {
+            k: float(flagged[s["kind"] == k].mean()) for k in HARD_NEGATIVES
+        },
+        "precision_all": float((flagged & bot).sum() / max(flagged.sum(), 1)),
+        "recall_all": float((flagged & bot).sum() / max(bot.sum(), 1)),
+    }
+
+
+def run_quality(rates: list[float], seeds: list[int]) -> list[dict]:
+    runs = []
+    for rate in rates:
+        for seed in seeds:
+            with tempfile.TemporaryDirectory(prefix="bench-detect-") as tmp:
+                root = Path(tmp)
+                cfg = preset(
+                    "default",
+                    preset="bench",
+                    n_users=20_000,
+                    n_items=5_000,
+                    n_events=400_000,
+                    seed=seed,
+                    traffic=TrafficMix().with_bot_rate(rate),
+                )
+                generate(cfg, layout(root), progress=False)
+                clean_tables(root)
+                labels = pd.read_parquet(layout(root).ground_truth / "traffic_labels.parquet")
+                t0 = time.perf_counter()
+                scores = score_tables(root)
+                figures = quality_figures(scores, labels)
+                run = {"bot_rate": rate, "seed": seed, "score_s": time.perf_counter() - t0}
+                run.update(figures)
+                if not runs:  # the foreign design, mixed into the first run
+                    catalog = pd.read_parquet(layout(root).table("items_clean"))
+                    fb, fb_labels = foreign_bot_events(catalog, cfg.start, cfg.n_days, 50, seed)
+                    mixed = score_tables(root, fb)
+                    fl = mixed.merge(fb_labels, on="user_id")
+                    run["foreign_recall"] = fl.groupby("design")["is_bot"].mean().to_dict()
+                    plain = mixed[
+                        ~mixed["user_id"].isin(labels["user_id"])
+                        & ~mixed["user_id"].isin(fb_labels["user_id"])
+                    ]
+                    run["foreign_run_human_fpr"] = float(plain["is_bot"].mean())
+                runs.append(run)
+                worst = min(v["recall"] for v in figures["per_type"].values())
+                print(
+                    f"[detect] rate {rate:.0%} seed {seed}: min recall {worst:.3f}, "
+                    f"humanlike@1%FPR {figures['humanlike_recall_at_1pct_fpr']:.3f}, "
+                    f"hard negatives flagged {max(figures['hard_negatives_flagged'].values()):.3%}",
+                    flush=True,
+                )
+    return runs
+
+
+def summarize(runs: list[dict]) -> dict:
+    """Worst and mean figures per bot type over every run."""
+    summary = {}
+    for kind in BOT_TYPES:
+        recall = [r["per_type"][kind]["recall"] for r in runs]
+        precision = [
+            r["per_type"][kind]["precision"]
+            for r in runs
+            if r["per_type"][kind]["precision"] is not None
+        ]
+        summary[kind] = {
+            "recall_min": min(recall),
+            "recall_mean": float(np.mean(recall)),
+            "precision_min": min(precision) if precision else None,
+            "precision_mean": float(np.mean(precision)) if precision else None,
+        }
+    summary["humanlike_recall_at_1pct_fpr_min"] = min(
+        r["humanlike_recall_at_1pct_fpr"] for r in runs
+    )
+    summary["hard_negatives_flagged_max"] = {
+        k: max(r["hard_negatives_flagged"][k] for r in runs) for k in HARD_NEGATIVES
+    }
+    summary["human_fpr_max"] = max(r["human_fpr_at_threshold"] for r in runs)
+    return summary
+
+
+def run_speed(root: Path | None) -> dict:
+    """Features + scores over the large preset's clean events (generated when not given)."""
+    if root is None or not (layout(root).table("events_clean")).exists():
+        root = Path(root or tempfile.mkdtemp(prefix="bench-detect-large-"))
+        generate(preset("large"), layout(root))
+        clean_tables(root)
+    rows = pl.scan_parquet(layout(root).table("events_clean")).select(pl.len()).collect().item()
+    t0 = time.perf_counter()
+    scores = score_tables(root)
+    seconds = time.perf_counter() - t0
+    return {
+        "events": rows,
+        "users": len(scores),
+        "seconds": round(seconds, 2),
+        "events_per_second": round(rows / seconds),
+        "flagged_users": int(scores["is_bot"].sum()),
+        "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--rates", type=float, nargs="+", default=[0.01, 0.03, 0.05, 0.10])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
+    parser.add_argument("--speed-root", type=Path, default=None)
+    parser.add_argument("--skip-speed", action="store_true")
+    args = parser.parse_args()
+
+    runs = run_quality(args.rates, args.seeds)
+    summary = summarize(runs)
+    result = {
+        "benchmark": "detection",
+        "threshold": BOT_THRESHOLD,
+        "machine": machine_info(),
+        "summary": summary,
+        "runs": runs,
+    }
+    if not args.skip_speed:
+        result["speed"] = run_speed(args.speed_root)
+        print(f"[detect] speed: {result['speed']}")
+    print(json.dumps(summary, indent=2))
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(result, indent=2, default=str))
+    print(f"[detect] saved {RESULTS}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,135 @@
+"""Item outliers: prices out of line with their category, popularity spikes, bot-driven items.
+
+Pure logic over frames: events (user_id, item_id, event_time), the catalog (item_id,
+category, price) and the flagged users. Every flag carries its reason in words.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import polars as pl
+
+PRICE_Z_LIMIT = 4.0  # robust z of log price inside the category
+MIN_CATEGORY_ITEMS = 5
+PRICE_MIN_SCALE = 0.1  # log units: categories with near-identical prices
+SPIKE_RATIO = 5.0  # a day's share of traffic against the item's usual share
+SPIKE_MIN_EVENTS = 30
+BOT_SHARE_LIMIT = 0.5
+BOT_MIN_EVENTS = 20
+
+
+def price_outliers(catalog: pl.DataFrame) -> pl.DataFrame:
+    """Robust z of log price against the item's category (median / MAD of the category)."""
+    logp = pl.col("price").log()
+    median = logp.median().over("category")
+    mad = (logp - median).abs().median().over("category") * 1.4826
+    return catalog.select("item_id", "category", "price").with_columns(
+        pl.when((pl.len().over("category") >= MIN_CATEGORY_ITEMS) & (pl.col("price") > 0))
+        .then((logp - median) / pl.max_horizontal(mad, pl.lit(PRICE_MIN_SCALE)))
+        .alias("price_z"),
+        median.exp().alias("category_median_price"),
+    )
+
+
+def popularity_spikes(events: pl.LazyFrame) -> pl.DataFrame:
+    """Each item's busiest day against its usual share of the shop's daily traffic.
+
+    usual share = the item's median daily share over the days it had any traffic or could
+    have (every day of the window, zeros included); the spike ratio compares the peak day's
+    share with it (add-one smoothed, so rare items do not spike on a handful of views).
+    """
+    daily = (
+        events.select("item_id", (pl.col("event_time").dt.epoch("ms") // 86_400_000).alias("day"))
+        .group_by("item_id", "day")
+        .agg(pl.len().alias("n"))
+        .collect()
+    )
+    totals = daily.group_by("day").agg(pl.col("n").sum().alias("day_total"))
+    n_days = totals.height
+    daily = daily.join(totals, on="day")
+    mean_total = float(totals["day_total"].mean()) if n_days else 1.0
+    per_item = daily.group_by("item_id").agg(
+        pl.col("n").sum().alias("events"),
+        pl.col("day").sort_by("n").last().alias("peak_day"),
+        pl.col("n").max().alias("peak_day_events"),
+        (pl.col("n") / pl.col("day_total")).sort_by("n").last().alias("peak_share"),
+        # median over every day of the window: days without traffic count as zero
+        pl.col("n").alias("counts"),
+        (pl.col("n") / pl.col("day_total")).alias("shares"),
+    )
+    usual = np.array(
+        [
+            np.median(np.r_[s.to_numpy(), np.zeros(n_days - len(s))]) if n_days else 0.0
+            for s in per_item["shares"]
+        ]
+    )
+    return (
+        per_item.drop("counts", "shares")
+        .with_columns(
+            pl.Series("usual_share", usual),
+            (
+                (pl.col("peak_share") * mean_total + 1)
+                / (pl.Series("usual_share", usual) * mean_total + 1)
+            ).alias("spike_ratio"),
+            (pl.col("peak_day") * 86_400_000)
+            .cast(pl.Datetime("ms", "UTC"))
+            .dt.date()
+            .alias("peak_date"),
+        )
+        .drop("peak_day")
+    )
+
+
+def item_outliers(
+    events: pl.LazyFrame | pl.DataFrame, catalog: pl.DataFrame, flagged_users: pl.Series
+) -> pd.DataFrame:
+    """One row per catalog item with its three outlier tests, the flags and reasons."""
+    events = events.lazy()
+    bot = (
+        events.select("item_id", pl.col("user_id").is_in(flagged_users.implode()).alias("bot"))
+        .group_by("item_id")
+        .agg(pl.col("bot").sum().alias("bot_events"))
+        .collect()
+    )
+    frame = (
+        price_outliers(catalog)
+        .join(popularity_spikes(events), on="item_id", how="left")
+        .join(bot, on="item_id", how="left")
+        .with_columns(pl.col("events").fill_null(0), pl.col("bot_events").fill_null(0))
+        .with_columns((pl.col("bot_events") / pl.col("events")).fill_nan(None).alias("bot_share"))
+        .with_columns(
+            (pl.col("price_z").abs() >= PRICE_Z_LIMIT).fill_null(False).alias("price_outlier"),
+            (
+                (pl.col("spike_ratio") >= SPIKE_RATIO)
+                & (pl.col("peak_day_events") >= SPIKE_MIN_EVENTS)
+            )
+            .fill_null(False)
+            .alias("popularity_spike"),
+            ((pl.col("bot_share") >= BOT_SHARE_LIMIT) & (pl.col("events") >= BOT_MIN_EVENTS))
+            .fill_null(False)
+            .alias("bot_driven"),
+        )
+        .to_pandas()
+    )
+    frame["is_outlier"] = frame[["price_outlier", "popularity_spike", "bot_driven"]].any(axis=1)
+    reasons = []
+    for r in frame.itertuples():
+        parts = []
+        if r.price_outlier:
+            parts.append(
+                f"price {r.price:.2f} is {r.price / r.category_median_price:.1f}x the "
+                f"{r.category} median {r.category_median_price:.2f} (z={r.price_z:.1f})"
+            )
+        if r.popularity_spike:
+            parts.append(
+                f"{r.peak_day_events} events on {r.peak_date}, {r.spike_ratio:.0f}x its usual "
+                "share of the day's traffic"
+            )
+        if r.bot_driven:
+            parts.append(f"{r.bot_share:.0%} of its {r.events} events came from flagged users")
+        reasons.append("; ".join(parts))
+    frame["reasons"] = reasons
+    for col in ["price_z", "usual_share", "spike_ratio", "bot_share", "peak_share"]:
+        frame[col] = frame[col].astype(float).round(4)
+    return frame
