@@ -31,6 +31,7 @@ from dagster_project.contracts import SESSION_GAP
 DETECTOR_VERSION = "patterns+iforest-1.0"
 BOT_THRESHOLD = 0.5
 MIN_EVENTS_FOR_EVIDENCE = 20  # fewer events: evidence is damped in proportion
+MIN_EVENTS_FOR_BASELINE = 5  # users whose features set the medians and MADs
 NIGHT_HOURS = (0, 6)  # [start, end) in UTC; exports rarely say the shopper's time zone
 MODAL_GAP_TOLERANCE_MS = 100
 RULE_WEIGHT = 0.75  # bot score = RULE_WEIGHT * pattern score + (1 - RULE_WEIGHT) * isolation
@@ -256,6 +257,7 @@ def traffic_features(
             (pl.col("purchases") / pl.col("events")).alias("purchase_share"),
             (pl.col("searches") / pl.col("events")).alias("search_share"),
             (pl.col("searches") / pl.col("sessions")).alias("searches_per_session"),
+            (pl.col("sessions") / pl.col("active_days")).alias("sessions_per_active_day"),
             (pl.col("hour_entropy") / np.log(24)).alias("hour_entropy"),
             ((pl.col("last_ms") - pl.col("first_ms")) / 86_400_000).alias("span_days"),
         )
@@ -274,23 +276,35 @@ class Evidence:
     feature: str
     transform: Callable[[np.ndarray], np.ndarray]
     min_scale: float
-    needs: str = ""  # a boolean feature expression (pandas.eval) the user must satisfy
+    needs: str = ""  # a boolean feature expression (pandas.eval) a scored user must satisfy
+    # Users who set the baseline (default: `needs`). Wider than `needs` where only heavy users
+    # qualify, so that heavy automation cannot become the majority of its own baseline.
+    baseline: str = ""
 
 
 EVIDENCE: dict[str, Evidence] = {
     "fast": Evidence("events_per_minute", np.log, 0.3),
-    "regular_gaps": Evidence("modal_gap_share", lambda x: x, 0.05, "gaps >= 10"),
+    "regular_gaps": Evidence("modal_gap_share", lambda x: x, 0.05, "gaps >= 10", "gaps >= 3"),
     "repeats_items": Evidence("actions_per_item", np.log, 0.2),
     "instant_checkout": Evidence(
         "median_checkout_s", lambda x: -np.log(np.maximum(x, 0.1)), 0.5, "checkouts >= 1"
     ),
-    "cart_repeats": Evidence("carts_per_item", np.log, 0.2, "carts >= 5"),
+    "cart_repeats": Evidence("carts_per_item", np.log, 0.4, "carts >= 5", "carts >= 1"),
     "search_driven": Evidence("searches_per_session", np.log1p, 0.3),
     "regular_schedule": Evidence(
-        "session_spacing_dispersion", lambda x: -np.log(np.maximum(x, 1e-3)), 0.3, "sessions >= 10"
+        "session_spacing_dispersion",
+        lambda x: -np.log(np.maximum(x, 1e-3)),
+        0.3,
+        "sessions >= 10",
+        "sessions >= 4",
     ),
+    "busy_days": Evidence("sessions_per_active_day", np.log, 0.3),
     "steady_days": Evidence(
-        "daily_volume_cv", lambda x: -np.log(np.maximum(x, 1e-3)), 0.3, "active_days >= 5"
+        "daily_volume_cv",
+        lambda x: -np.log(np.maximum(x, 1e-3)),
+        0.3,
+        "active_days >= 5",
+        "active_days >= 3",
     ),
     "night_activity": Evidence("night_share", lambda x: x, 0.08, "events >= 50"),
     "around_the_clock": Evidence("hour_entropy", lambda x: x, 0.05, "events >= 50"),
@@ -319,7 +333,8 @@ PATTERNS: dict[str, Pattern] = {
     # Sniping: watching one page again and again, then paying faster than a person can.
     "checkout_sniping": Pattern(["instant_checkout", "repeats_items"]),
     "search_scraping": Pattern(["fast", "search_driven"]),
-    "scheduled_automation": Pattern(["regular_schedule", "steady_days"]),
+    # Many sessions every day, the same volume each day: a schedule, not a person.
+    "scheduled_automation": Pattern(["busy_days", "steady_days"], "sessions >= 10"),
 }
 
 
@@ -354,9 +369,10 @@ def _describe(pattern: str, r: pd.Series) -> str:
         )
     if pattern == "scheduled_automation":
         return (
-            f"{r.sessions} sessions on {r.active_days} days started at near-even spacing "
-            f"(dispersion {r.session_spacing_dispersion:.2f}), daily volume CV "
-            f"{r.daily_volume_cv:.2f}, {r.night_share:.0%} of events 00-06 UTC"
+            f"{r.sessions} sessions on {r.active_days} days ({r.sessions_per_active_day:.1f} a "
+            f"day), daily volume CV {r.daily_volume_cv:.2f}, session starts spaced with "
+            f"dispersion {r.session_spacing_dispersion:.2f}, {r.night_share:.0%} of events "
+            "00-06 UTC"
         )
     return ""
 
@@ -371,17 +387,24 @@ def robust_z(values: np.ndarray, reference: np.ndarray, min_scale: float) -> np.
     return (values - median) / scale
 
 
-def evidence_z(features: pd.DataFrame) -> pd.DataFrame:
-    """Robust z per evidence (0 where the user lacks the data), over users with enough events."""
-    reference = (features["events"] >= MIN_EVENTS_FOR_EVIDENCE).to_numpy()
+def evidence_z(features: pd.DataFrame, exclude: np.ndarray | None = None) -> pd.DataFrame:
+    """Robust z per evidence (0 where the user lacks the data).
+
+    Medians and MADs come from users with at least `MIN_EVENTS_FOR_BASELINE` events, less
+    `exclude` (the suspects of a first pass, so heavy bot traffic cannot move the baseline).
+    """
+    reference = (features["events"] >= MIN_EVENTS_FOR_BASELINE).to_numpy()
+    if exclude is not None:
+        reference &= ~exclude
     out = {}
     for name, ev in EVIDENCE.items():
         raw = features[ev.feature].to_numpy(dtype=float)
         with np.errstate(divide="ignore", invalid="ignore"):
             x = ev.transform(raw)
+        base = reference & (features.eval(ev.baseline or ev.needs).to_numpy() if ev.needs else True)
+        z = robust_z(x, base, ev.min_scale)
         if ev.needs:
-            x = np.where(features.eval(ev.needs).to_numpy(), x, np.nan)
-        z = robust_z(x, reference, ev.min_scale)
+            z = np.where(features.eval(ev.needs).to_numpy(), z, np.nan)
         out[name] = np.nan_to_num(z, nan=0.0, posinf=0.0, neginf=0.0)
     return pd.DataFrame(out, index=features.index)
 
@@ -404,19 +427,23 @@ def score_users(features: pl.DataFrame | pd.DataFrame, window: str = "all") -> p
     """Bot score in [0, 1], the flag at `BOT_THRESHOLD`, the pattern matched and reasons."""
     f = features.to_pandas() if isinstance(features, pl.DataFrame) else features.copy()
     f = f.reset_index(drop=True)
-    z = evidence_z(f)
     volume = np.minimum(f["events"].to_numpy() / MIN_EVENTS_FOR_EVIDENCE, 1.0)
-    pattern_z = pd.DataFrame(
-        {
-            name: z[p.signs].min(axis=1) * volume * (f.eval(p.gate).to_numpy() if p.gate else 1.0)
-            for name, p in PATTERNS.items()
-        },
-        index=f.index,
-    )
+    gates = {name: f.eval(p.gate).to_numpy() if p.gate else 1.0 for name, p in PATTERNS.items()}
+
+    def patterns(z: pd.DataFrame) -> pd.DataFrame:
+        return pd.DataFrame(
+            {n: z[p.signs].min(axis=1) * volume * gates[n] for n, p in PATTERNS.items()},
+            index=f.index,
+        )
+
+    # Two passes: the second baseline leaves out the users the first pass finds suspicious.
+    suspects = (patterns(evidence_z(f)).max(axis=1) >= PATTERN_Z_START).to_numpy()
+    z = evidence_z(f, exclude=suspects)
+    pattern_z = patterns(z)
     strongest = pattern_z.idxmax(axis=1)
     pattern_score = _ramp(pattern_z.max(axis=1).to_numpy(), PATTERN_Z_START, PATTERN_Z_FULL)
     enough = f["events"].to_numpy() >= MIN_EVENTS_FOR_EVIDENCE
-    anomaly = isolation_anomaly(z, enough)
+    anomaly = isolation_anomaly(z, enough & ~suspects)
     isolation_score = np.where(enough, _ramp(anomaly, ISOLATION_START, ISOLATION_FULL), 0.0)
     bot_score = RULE_WEIGHT * pattern_score + (1 - RULE_WEIGHT) * isolation_score
     flagged = bot_score >= BOT_THRESHOLD
