@@ -1,7 +1,11 @@
+import re
+
 import numpy as np
 import pandas as pd
+import polars as pl
 
-from dagster_project.detection.bots import score_users, user_traffic_features
+from dagster_project.detection.bots import robust_z, score_users, traffic_features
+from dagster_project.detection.items import item_outliers
 from dagster_project.features.build import item_features, user_features
 
 T0 = pd.Timestamp("2026-09-01 08:00", tz="UTC")
@@ -13,38 +17,156 @@ def _humans(n_users: int, rng: np.random.Generator) -> pd.DataFrame:
         t = T0 + pd.Timedelta(hours=int(rng.integers(0, 200)))
         for _ in range(int(rng.integers(5, 60))):
             t += pd.Timedelta(seconds=float(rng.lognormal(np.log(35), 0.8)))
-            rows.append((f"h{u}", f"i{rng.integers(0, 500)}", "view", t))
+            kind = rng.choice(["view", "add_to_cart", "purchase"], p=[0.85, 0.1, 0.05])
+            rows.append((f"h{u}", f"i{rng.integers(0, 500)}", kind, t))
     return pd.DataFrame(rows, columns=["user_id", "item_id", "event_type", "event_time"])
 
 
-def test_crawler_and_click_farm_are_flagged_with_reasons_humans_are_not():
+def _events(user: str, items, types, seconds) -> pd.DataFrame:
+    n = len(seconds)
+    return pd.DataFrame(
+        {
+            "user_id": user,
+            "item_id": np.broadcast_to(np.asarray(items, dtype=object), n),
+            "event_type": np.broadcast_to(np.asarray(types, dtype=object), n),
+            "event_time": T0 + pd.to_timedelta(np.asarray(seconds, dtype=float), "s"),
+        }
+    )
+
+
+def _score(*frames: pd.DataFrame) -> pd.DataFrame:
+    users, _ = traffic_features(pd.concat(frames, ignore_index=True))
+    return score_users(users).set_index("user_id")
+
+
+def test_timing_features_are_exact():
+    """Gaps at one interval, order lines at one instant, checkout time and sessions."""
+    crawl = _events("c", [f"i{k}" for k in range(40)], "view", np.arange(40) * 0.15)
+    order = pd.concat(
+        [
+            _events("b", ["i1", "i2"], "add_to_cart", [0, 20]),
+            _events("b", ["i1", "i2"], "purchase", [50, 50]),  # one order, two lines
+            _events("b", ["i3"], "view", [50 + 3600]),  # an hour later: a second session
+        ]
+    )
+    users, sessions = traffic_features(pd.concat([crawl, order]))
+    f = users.to_pandas().set_index("user_id")
+    assert f.loc["c", "modal_gap_share"] == 1.0 and f.loc["c", "modal_gap_s"] == 0.15
+    assert f.loc["c", "events_per_minute"] == 40  # 39 gaps of 0.15 s: under a minute
+    assert f.loc["b", "gaps"] == 2  # the zero gap between order lines is not a gap
+    assert f.loc["b", "checkouts"] == 2 and f.loc["b", "median_checkout_s"] == 40.0
+    assert f.loc["b", "sessions"] == 2 and f.loc["b", "purchases"] == 2
+    assert sessions.filter(sessions["user_id"] == "b")["events"].to_list() == [4, 1]
+
+
+def test_each_abuse_pattern_is_flagged_with_reasons_and_humans_are_not():
     rng = np.random.default_rng(0)
-    humans = _humans(300, rng)
-    crawler = pd.DataFrame(
-        {
-            "user_id": "crawler",
-            "item_id": [f"i{k}" for k in range(600)],
-            "event_type": "view",
-            "event_time": T0
-            + pd.to_timedelta(np.arange(600) * 2.0 + rng.uniform(0, 0.05, 600), "s"),
-        }
+    humans = _humans(400, rng)
+    n = 600
+    crawler = _events(
+        "crawler", [f"i{k}" for k in range(n)], "view", np.arange(n) * 2.0 + rng.uniform(0, 0.05, n)
     )
-    farm = pd.DataFrame(
-        {
-            "user_id": "farm",
-            "item_id": rng.choice(["i1", "i2", "i3"], 150),
-            "event_type": "view",
-            "event_time": T0 + pd.to_timedelta(np.cumsum(rng.uniform(3, 12, 150)), "s"),
-        }
+    farm = _events(
+        "farm",
+        rng.choice(["i1", "i2", "i3"], 150),
+        rng.choice(["view", "view", "favorite", "add_to_cart"], 150),
+        np.cumsum(rng.uniform(3, 12, 150)),
     )
-    scores = score_users(user_traffic_features(pd.concat([humans, crawler, farm]))).set_index(
-        "user_id"
-    )
-    assert scores.loc["crawler", "is_bot"] and scores.loc["farm", "is_bot"]
-    assert "events per active minute" in scores.loc["crawler", "reasons"]
-    assert "views per distinct item" in scores.loc["farm", "reasons"]
-    assert scores.loc[scores.index.str.startswith("h"), "is_bot"].mean() <= 0.01
+    hoard_t = np.repeat(np.arange(30) * 720.0, 4) + np.tile(np.arange(4) * 5.0, 30)
+    hoarder = _events("hoarder", np.tile(["i7", "i8", "i9", "i10"], 30), "add_to_cart", hoard_t)
+    scores = _score(humans, crawler, farm, hoarder)
+    assert scores.loc["crawler", "pattern"] == "scripted_crawl"
+    assert re.search(r"100% of gaps within 0\.1 s of 2\.0\d s", scores.loc["crawler", "reasons"])
+    assert scores.loc["farm", "pattern"] == "click_farm"
+    assert "views/favorites/carts per item" in scores.loc["farm", "reasons"]
+    assert scores.loc["hoarder", "pattern"] == "cart_hoarding"
+    assert "100% of carted items never bought" in scores.loc["hoarder", "reasons"]
+    human = scores.index.str.startswith("h")
+    assert scores.loc[human, "is_bot"].mean() <= 0.01
     assert scores["bot_score"].between(0, 1).all()
+    assert (scores.loc[~human, "reasons"].str.len() > 0).all()
+
+
+def test_a_bulk_buyer_reordering_the_same_items_is_not_a_bot():
+    """Hard negative: repeated carts of the same SKUs, bought in bulk as one order each time."""
+    rng = np.random.default_rng(1)
+    items = [f"i{k}" for k in range(12)]
+    frames = []
+    for week in range(4):
+        start = week * 7 * 86_400 + 9 * 3600
+        carts = start + np.cumsum(rng.uniform(4, 40, len(items)))
+        frames.append(_events("b2b", items, "add_to_cart", carts))
+        frames.append(_events("b2b", items, "purchase", np.full(len(items), carts[-1] + 60)))
+    scores = _score(_humans(300, rng), *frames)
+    assert not scores.loc["b2b", "is_bot"], scores.loc["b2b"].to_dict()
+
+
+def test_robust_z_never_divides_by_a_zero_spread():
+    values = np.array([1.0, 1.0, 1.0, 1.0, 5.0])
+    z = robust_z(values, np.ones(5, bool), min_scale=0.5)
+    assert z.tolist() == [0.0, 0.0, 0.0, 0.0, 8.0]
+
+
+def test_a_bot_design_not_written_for_the_generator_is_caught(pipeline_run):
+    """bench/foreign_bots.py was written without reading the detector or the generator's bots."""
+    from bench.foreign_bots import foreign_bot_events
+
+    _, out = pipeline_run
+    humans = pd.read_parquet(
+        out.table("events_clean"), columns=["user_id", "item_id", "event_type", "event_time"]
+    )
+    catalog = pd.read_parquet(out.table("items_clean"), columns=["item_id", "category", "price"])
+    bots, labels = foreign_bot_events(catalog, "2026-09-01", 21, 20, seed=3)
+    events = pd.concat([humans, bots[humans.columns]], ignore_index=True)
+    events["event_time"] = events["event_time"].astype("datetime64[us, UTC]")
+    users, _ = traffic_features(events, catalog[["item_id", "category"]])
+    scores = score_users(users).merge(labels, on="user_id", how="left")
+    recall = scores.dropna(subset=["design"]).groupby("design")["is_bot"].mean()
+    assert recall["hoarder"] >= 0.9 and recall["scraper"] >= 0.6, recall.to_dict()
+    planted = pd.read_parquet(out.ground_truth / "traffic_labels.parquet")["user_id"]
+    plain = scores[scores["design"].isna() & ~scores["user_id"].isin(planted)]
+    assert plain["is_bot"].mean() <= 0.01
+
+
+def test_item_outliers_price_spike_and_bot_traffic():
+    cats = [f"c{k % 2}" for k in range(20)]
+    catalog = pl.DataFrame(
+        {
+            "item_id": [f"i{k}" for k in range(20)],
+            "category": cats,
+            "price": [10.0 + k % 3 for k in range(19)] + [400.0],
+        }
+    )
+    rng = np.random.default_rng(2)
+    days = np.repeat(np.arange(10), 40)
+    base = pd.DataFrame(
+        {
+            "user_id": rng.choice([f"h{k}" for k in range(30)], len(days)),
+            "item_id": rng.choice([f"i{k}" for k in range(1, 19)], len(days)),
+            "event_time": T0
+            + pd.to_timedelta(days * 86_400 + rng.uniform(0, 80_000, len(days)), "s"),
+        }
+    )
+    spike = pd.DataFrame(
+        {
+            "user_id": [f"h{k % 30}" for k in range(60)],
+            "item_id": "i0",
+            "event_time": T0 + pd.Timedelta(days=5) + pd.to_timedelta(np.arange(60) * 30.0, "s"),
+        }
+    )
+    bot = pd.DataFrame(
+        {
+            "user_id": "bot",
+            "item_id": "i19",
+            "event_time": T0 + pd.to_timedelta(np.arange(25) * 5.0, "s"),
+        }
+    )
+    events = pl.from_pandas(pd.concat([base, spike, bot], ignore_index=True))
+    out = item_outliers(events, catalog, pl.Series(["bot"])).set_index("item_id")
+    assert out.loc["i19", "price_outlier"] and "x the c1 median" in out.loc["i19", "reasons"]
+    assert out.loc["i0", "popularity_spike"] and "usual share" in out.loc["i0", "reasons"]
+    assert out.loc["i19", "bot_driven"] and "100% of its 25 events" in out.loc["i19", "reasons"]
+    assert not out.drop(index=["i0", "i19"])["is_outlier"].any()
 
 
 def test_feature_snapshots_never_see_their_own_day():

@@ -5,6 +5,7 @@ import pytest
 
 from dagster_project.settings import layout
 from dagster_project.sources.generator import PRESETS, generate, preset
+from dagster_project.sources.traffic import BOT_TYPES, HARD_NEGATIVES, TrafficMix
 
 
 def test_presets_have_the_promised_sizes():
@@ -57,8 +58,44 @@ def test_ground_truth_names_every_planted_problem_and_bot(tiny_layout):
         "catalog_duplicate",
     ]:
         assert problem in planted, problem
-    bots = pd.read_parquet(tiny_layout.ground_truth / "bot_users.parquet")
-    assert set(bots["bot_type"]) == {"crawler", "click_farm"}
+    labels = pd.read_parquet(tiny_layout.ground_truth / "traffic_labels.parquet")
+    assert labels["user_id"].is_unique
+    kinds = labels.groupby("traffic_class")["kind"].unique().map(set).to_dict()
+    assert kinds == {"bot": set(BOT_TYPES), "hard_negative": set(HARD_NEGATIVES)}
+
+
+def test_bot_rates_are_configurable():
+    mix = TrafficMix().with_bot_rate(0.10)
+    assert abs(mix.bot_rate - 0.10) < 1e-12
+    assert mix.click_farm / mix.crawler == pytest.approx(
+        TrafficMix().click_farm / TrafficMix().crawler
+    )
+    assert mix.power_user == TrafficMix().power_user  # hard negatives keep their share
+    counts = mix.counts(20_000)
+    assert sum(counts[k] for k in BOT_TYPES) == 2_000
+    with pytest.raises(ValueError, match="bot rate"):
+        TrafficMix().with_bot_rate(0.7)
+
+
+def test_planted_traffic_shows_its_signature(tiny_layout):
+    """Each planted kind does what its docstring says, seen in the exported events."""
+    from dagster_project.sources.landing import read_landing
+
+    events = read_landing(tiny_layout.landing, "events").to_pandas()
+    labels = pd.read_parquet(tiny_layout.ground_truth / "traffic_labels.parquet")
+    ev = events.merge(labels, on="user_id", how="left").fillna({"kind": "human"})
+    by_kind = ev.groupby("kind")
+    share = by_kind["event_type"].value_counts(normalize=True).unstack(fill_value=0)
+    assert share.loc["crawler", "view"] == 1.0 and share.loc["price_scraper", "view"] == 1.0
+    assert share.loc["cart_stuffer", "add_to_cart"] > 0.5
+    assert share.loc["cart_stuffer", "purchase"] == share.loc["click_farm", "purchase"] == 0
+    assert share.loc["bulk_buyer", "purchase"] > 0.3
+    searched = ev["query"].fillna("") != ""
+    per_user = ev.assign(searched=searched).groupby(["kind", "user_id"])["searched"].sum()
+    assert per_user["price_scraper"].min() >= 15 > per_user["human"].median()
+    manifest = json.loads((tiny_layout.ground_truth / "manifest.json").read_text())
+    deals = ev[ev["kind"] == "flash_sale"]["item_id"].value_counts()
+    assert set(deals.index[:3]) == set(manifest["flash_sale"]["items"])
 
 
 def test_structure_a_recommender_can_learn(tiny_layout):

@@ -1,5 +1,6 @@
 """The whole asset graph on the tiny preset: row accounting, planted problems, Feast, the model."""
 
+import json
 import os
 import subprocess
 import sys
@@ -75,17 +76,44 @@ def test_planted_problems_are_caught_with_the_expected_reason(run):
     assert len(quarantine) == len(truth)
 
 
-def test_planted_bots_are_flagged_and_excluded(run):
-    bots = pd.read_parquet(run.ground_truth / "bot_users.parquet")
+def test_planted_bots_are_flagged_and_excluded_hard_negatives_kept(run):
+    labels = pd.read_parquet(run.ground_truth / "traffic_labels.parquet")
+    bots = labels[labels["traffic_class"] == "bot"]
+    keep = labels[labels["traffic_class"] == "hard_negative"]
     scores = pd.read_parquet(run.table("user_traffic_scores")).set_index("user_id")
     assert scores.loc[bots["user_id"], "is_bot"].all()
-    humans = scores[~scores.index.isin(bots["user_id"])]
+    assert not scores.loc[keep["user_id"], "is_bot"].any()
+    humans = scores[~scores.index.isin(labels["user_id"])]
     assert humans["is_bot"].mean() <= 0.01
     assert scores.loc[bots["user_id"], "reasons"].str.len().min() > 0
     behaviour = pd.read_parquet(run.table("behaviour_events"), columns=["user_id"])
     assert not behaviour["user_id"].isin(bots["user_id"]).any()
+    assert behaviour["user_id"].isin(keep["user_id"]).any()
     audit = pd.read_parquet(run.table("behaviour_exclusions"))
-    assert set(bots["user_id"]) <= set(audit["user_id"])
+    assert set(audit["user_id"]) == set(scores.index[scores["is_bot"]])
+    sessions = pd.read_parquet(run.table("session_traffic_scores"))
+    assert sessions["events"].sum() == scores["events"].sum()  # every event in one session
+    assert sessions[sessions["user_id"].isin(bots["user_id"])]["is_bot_session"].all()
+
+
+def test_flash_sale_items_are_popularity_spikes_not_bot_driven(run):
+    manifest = json.loads((run.ground_truth / "manifest.json").read_text())
+    outliers = pd.read_parquet(run.table("item_outliers")).set_index("item_id")
+    items = pd.read_parquet(run.table("items_clean"), columns=["item_id"])
+    assert set(outliers.index) == set(items["item_id"])  # one row per catalog item
+    deals = outliers.loc[manifest["flash_sale"]["items"]]
+    spiked = deals[deals["popularity_spike"]]
+    assert len(spiked) and not deals["bot_driven"].any()  # the tiny shop: not every deal spikes
+    sale_day = pd.Timestamp(manifest["flash_sale"]["start"]).date()
+    assert (spiked["peak_date"].dt.date == sale_day).all()
+    assert spiked["reasons"].str.contains("usual share").all()
+
+
+def test_quality_report_shows_bot_scores_and_the_confusion_matrix(run):
+    page = (run.reports / "quality_report.html").read_text()
+    for text in ["Bot score distribution", "Confusion matrix", "Item outliers", "reasons"]:
+        assert text in page
+    assert "click_farm" in page and "scheduled_automation" in page
 
 
 def test_feast_serves_online_features_for_a_known_user(run):

@@ -164,7 +164,7 @@ def data_docs(storage: PlatformStorage, quality: QualityResource) -> Materialize
     group_name="evaluation",
     owners=OWNERS,
     kinds={"html", "duckdb"},
-    deps=["quarantine", "behaviour_events", "data_docs"],
+    deps=["quarantine", "behaviour_events", "item_outliers", "data_docs"],
     description="The analysts' data-quality report for this run, one self-contained HTML page: "
     "rows in / clean / quarantined by reason and source, null rates, failing checks and since "
     "when, drift against the previous day, bot share, with plots.",
@@ -181,6 +181,7 @@ def quality_report(
         "quarantine",
         "user_traffic_scores",
         "behaviour_exclusions",
+        "item_outliers",
     ]
     stats = {
         table: json.loads((out.reports / "quality" / f"cleaning_{table}.json").read_text())
@@ -196,6 +197,7 @@ def quality_report(
         days,
         verdicts,
         context.run.run_id,
+        traffic_labels=out.ground_truth / "traffic_labels.parquet",
     )
     page = render_report(data, runner.docs_index)
     latest = write_text_atomic(page, out.reports / "quality_report.html")

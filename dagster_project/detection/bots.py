@@ -122,7 +122,7 @@ def traffic_features(
     bins = (
         ev.filter(pl.col("session_gap").is_not_null())
         .group_by("user_id", (pl.col("session_gap") // MODAL_GAP_TOLERANCE_MS).alias("bin"))
-        .agg(pl.len().alias("n"))
+        .agg(pl.len().alias("n"), pl.col("session_gap").median().alias("median_gap_ms"))
         .sort(["user_id", "bin"])
     )
     neighbour = [
@@ -139,9 +139,7 @@ def traffic_features(
         .group_by("user_id")
         .agg(
             pl.col("near").max().alias("near_modal_gaps"),
-            ((pl.col("bin").sort_by("n").last() + 0.5) * MODAL_GAP_TOLERANCE_MS / 1000).alias(
-                "modal_gap_s"
-            ),
+            (pl.col("median_gap_ms").sort_by("n").last() / 1000).alias("modal_gap_s"),
         )
     )
 
@@ -287,7 +285,11 @@ EVIDENCE: dict[str, Evidence] = {
     "regular_gaps": Evidence("modal_gap_share", lambda x: x, 0.05, "gaps >= 10", "gaps >= 3"),
     "repeats_items": Evidence("actions_per_item", np.log, 0.2),
     "instant_checkout": Evidence(
-        "median_checkout_s", lambda x: -np.log(np.maximum(x, 0.1)), 0.5, "checkouts >= 1"
+        "median_checkout_s",
+        lambda x: -np.log(np.maximum(x, 0.1)),
+        1.0,
+        "checkouts >= 2",  # one quick checkout is a decided shopper, not a pattern
+        "checkouts >= 1",
     ),
     "cart_repeats": Evidence("carts_per_item", np.log, 0.4, "carts >= 5", "carts >= 1"),
     "search_driven": Evidence("searches_per_session", np.log1p, 0.3),
@@ -308,6 +310,7 @@ EVIDENCE: dict[str, Evidence] = {
     ),
     "night_activity": Evidence("night_share", lambda x: x, 0.08, "events >= 50"),
     "around_the_clock": Evidence("hour_entropy", lambda x: x, 0.05, "events >= 50"),
+    "many_items": Evidence("distinct_items", np.log, 0.5),
     "broad_categories": Evidence("category_entropy", lambda x: x, 0.3),
 }
 
@@ -328,11 +331,15 @@ PATTERNS: dict[str, Pattern] = {
     "click_farm": Pattern(
         ["fast", "repeats_items"], "purchase_share < 0.01 and repeated_actions >= 30"
     ),
-    # Hoarders hold carts; a buyer who re-carts and then buys is a customer.
-    "cart_hoarding": Pattern(["cart_repeats"], "cart_abandon_share >= 0.5 and carts >= 20"),
+    # Hoarders mostly re-add carts and hold them; one who re-carts and then buys is a customer.
+    "cart_hoarding": Pattern(
+        ["cart_repeats"], "cart_abandon_share >= 0.5 and carts >= 20 and cart_share >= 0.5"
+    ),
     # Sniping: watching one page again and again, then paying faster than a person can.
     "checkout_sniping": Pattern(["instant_checkout", "repeats_items"]),
     "search_scraping": Pattern(["fast", "search_driven"]),
+    # Fast page after page over many items, even at irregular delays, with nothing bought.
+    "catalog_sweep": Pattern(["fast", "many_items"], "purchase_share < 0.01"),
     # Many sessions every day, the same volume each day: a schedule, not a person.
     "scheduled_automation": Pattern(["busy_days", "steady_days"], "sessions >= 10"),
 }
@@ -361,6 +368,11 @@ def _describe(pattern: str, r: pd.Series) -> str:
             f"{r.searches} searches in {r.sessions} sessions ({r.searches_per_session:.0f} per "
             f"session) across {r.distinct_categories} categories, "
             f"{r.events_per_minute:.0f} events per active minute"
+        )
+    if pattern == "catalog_sweep":
+        return (
+            f"{r.distinct_items} distinct items at {r.events_per_minute:.0f} events per active "
+            f"minute over {r.sessions} sessions, {r.purchases} purchases"
         )
     if pattern == "checkout_sniping":
         return (
@@ -418,7 +430,9 @@ def isolation_anomaly(z: pd.DataFrame, fit_rows: np.ndarray, seed: int = 0) -> n
     x = np.clip(z.to_numpy(), -10, 10)
     if fit_rows.sum() < 50:
         return np.full(len(z), 0.5)
-    forest = IsolationForest(n_estimators=100, max_samples=512, random_state=seed, n_jobs=2)
+    forest = IsolationForest(
+        n_estimators=100, max_samples=min(512, int(fit_rows.sum())), random_state=seed, n_jobs=2
+    )
     forest.fit(x[fit_rows])
     return -forest.score_samples(x)
 

@@ -18,6 +18,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 from dagster_project.contracts import EVENT_COLUMNS
+from dagster_project.detection.bots import BOT_THRESHOLD
 from dagster_project.plots import figure_html
 from dagster_project.sources.landing import raw_relation
 from dagster_project.storage import connect
@@ -37,6 +38,12 @@ class ReportData:
     drift_days: pd.DataFrame  # day-over-day drift figures
     drift_checks: pd.DataFrame  # the reviewed drift checks and their verdicts
     bots: pd.DataFrame  # users, flagged users, events excluded
+    bot_score_bins: pd.DataFrame  # score bin (lower edge), users
+    flagged_users: pd.DataFrame  # the highest-scoring flagged users with their reasons
+    flagged_by_pattern: pd.DataFrame  # pattern, users, events
+    confusion: pd.DataFrame  # where labels exist: label (kind) x flagged / not flagged
+    item_outlier_counts: pd.DataFrame  # items flagged by each outlier test
+    top_item_outliers: pd.DataFrame  # the busiest outlier items with their reasons
 
 
 def check_history(validations_dir: Path) -> pd.DataFrame:
@@ -97,10 +104,12 @@ def collect_report_data(
     drift_days: pd.DataFrame,
     drift_checks: pd.DataFrame,
     run_id: str,
+    traffic_labels: Path | None = None,
 ) -> ReportData:
     """Read what the report needs. `tables` maps raw_events, quarantine, events_clean,
-    user_traffic_scores and behaviour_exclusions to their Parquet file (raw: its folder);
-    `accounting` is the per-table, per-file row accounting."""
+    user_traffic_scores, behaviour_exclusions and item_outliers to their Parquet file (raw:
+    its folder); `accounting` is the per-table, per-file row accounting; `traffic_labels`
+    (user_id, traffic_class, kind), where labels exist, gives the confusion matrix."""
     con = connect()
 
     def rel(name: str) -> str:
@@ -142,11 +151,46 @@ def collect_report_data(
     bots = q(
         f"""SELECT (SELECT count(*) FROM read_parquet('{scores}')) AS users_scored,
             (SELECT count_if(is_bot) FROM read_parquet('{scores}')) AS users_flagged,
-            (SELECT count(*) FROM read_parquet('{exclusions}')) AS events_excluded,
+            (SELECT coalesce(sum(events_excluded), 0) FROM read_parquet('{exclusions}'))
+                AS events_excluded,
             (SELECT count(*) FROM {rel("events_clean")}) AS clean_events"""
     )
     bots["flagged_user_share_%"] = 100 * bots["users_flagged"] / bots["users_scored"]
     bots["excluded_event_share_%"] = 100 * bots["events_excluded"] / bots["clean_events"]
+    flagged_users = q(
+        f"""SELECT user_id, bot_score, events, pattern, reasons FROM read_parquet('{scores}')
+        WHERE is_bot ORDER BY bot_score DESC, events DESC LIMIT 25"""
+    )
+    by_pattern = q(
+        f"""SELECT pattern, count(*) AS users, sum(events) AS events FROM read_parquet('{scores}')
+        WHERE is_bot GROUP BY 1 ORDER BY users DESC"""
+    )
+    score_bins = q(
+        f"""SELECT least(floor(bot_score * 50), 49) / 50 AS score, count(*) AS users
+        FROM read_parquet('{scores}') GROUP BY 1 ORDER BY 1"""
+    )
+    confusion = pd.DataFrame()
+    if traffic_labels is not None and traffic_labels.exists():
+        confusion = q(
+            f"""SELECT coalesce(l.traffic_class, 'human') AS traffic_class,
+                coalesce(l.kind, 'human') AS kind, count(*) AS users,
+                count_if(s.is_bot) AS flagged, count_if(NOT s.is_bot) AS not_flagged,
+                round(100 * count_if(s.is_bot) / count(*), 2) AS "flagged_%"
+            FROM read_parquet('{scores}') s LEFT JOIN read_parquet('{traffic_labels}') l
+                USING (user_id)
+            GROUP BY ALL ORDER BY 1, 2"""
+        )
+    outliers = tables["item_outliers"]
+    item_summary = q(
+        f"""SELECT count_if(price_outlier) AS price_outliers,
+            count_if(popularity_spike) AS popularity_spikes,
+            count_if(bot_driven) AS bot_driven_items, count(*) AS items
+        FROM read_parquet('{outliers}')"""
+    )
+    top_items = q(
+        f"""SELECT item_id, category, events, reasons FROM read_parquet('{outliers}')
+        WHERE is_outlier ORDER BY events DESC LIMIT 15"""
+    )
     return ReportData(
         run_id=run_id,
         accounting=accounting.drop(columns="balanced"),
@@ -158,6 +202,12 @@ def collect_report_data(
         drift_days=drift_days,
         drift_checks=drift_checks,
         bots=bots,
+        bot_score_bins=score_bins,
+        flagged_users=flagged_users,
+        flagged_by_pattern=by_pattern,
+        confusion=confusion,
+        item_outlier_counts=item_summary,
+        top_item_outliers=top_items,
     )
 
 
@@ -202,6 +252,15 @@ def _plots(data: ReportData) -> dict[str, str]:
     ax.set_xlabel("% of all")
     ax.set_title("Bot traffic")
     plots["bots"] = figure_html(fig)
+    if len(data.bot_score_bins):
+        fig, ax = plt.subplots(figsize=(7, 2.8))
+        ax.bar(data.bot_score_bins["score"], data.bot_score_bins["users"], width=0.02, align="edge")
+        ax.set_yscale("log")
+        ax.axvline(BOT_THRESHOLD, color="#c0392b", ls="--", lw=1)
+        ax.set_xlabel("bot score (dashed: flag threshold)")
+        ax.set_ylabel("users (log)")
+        ax.set_title("Bot score distribution")
+        plots["bot_scores"] = figure_html(fig)
     return plots
 
 
@@ -257,5 +316,10 @@ def render_report(data: ReportData, data_docs: Path | None = None) -> str:
 <h2>Drift against the previous day and the reference window</h2>{_table(data.drift_checks)}
 {plots.get("drift", "")}<details><summary>Day by day</summary>{_table(data.drift_days)}</details>
 <h2>Bot traffic</h2>{plots["bots"]}{_table(data.bots)}
+<h3>Bot score distribution</h3>{plots.get("bot_scores", "")}
+<h3>Flagged users by pattern</h3>{_table(data.flagged_by_pattern)}
+<h3>Highest-scoring flagged users, with their reasons</h3>{_table(data.flagged_users)}
+<h3>Confusion matrix against the labels</h3>{_table(data.confusion, "no labels for this data (a real export has none)")}
+<h2>Item outliers</h2>{_table(data.item_outlier_counts)}{_table(data.top_item_outliers)}
 <h2>Per file</h2><details><summary>{len(data.accounting)} files</summary>{_table(data.accounting)}</details>
 </body></html>"""

@@ -217,6 +217,9 @@ def price_scraper_events(shop: Shop, users: np.ndarray, rng: np.random.Generator
         per_query = rng.integers(10, 31, n_queries)
         q_of_view = np.repeat(np.arange(n_queries), per_query)
         item = shop.draw_in_leaf(leaves[q_of_view])
+        # A result list shows each item once.
+        unique = ~pd.DataFrame({"q": q_of_view, "i": item}).duplicated().to_numpy()
+        q_of_view, item = q_of_view[unique], item[unique]
         start = _day_start(shop, rng, last_margin=2) + int(rng.integers(0, 24)) * MS_PER_HOUR
         t = start + np.cumsum(rng.integers(1_000, 4_000, len(item)))
         first = np.r_[True, q_of_view[1:] != q_of_view[:-1]]
