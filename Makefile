@@ -7,7 +7,7 @@ PRESET ?= default
 UI_PORT ?= 3000
 export RECSYS_DATA_DIR := $(abspath $(DATA_DIR))
 
-.PHONY: install demo test ui bench lint clean
+.PHONY: install demo test ui bench bench-detection lint clean
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -33,6 +33,11 @@ bench: install
 	$(BIN)/python -m bench.generator --preset large
 	$(BIN)/python -m bench.pipeline --preset $(PRESET)
 	$(BIN)/python -m bench.quality
+	$(BIN)/python -m bench.detection
+
+## bench-detection: bot detection per type over bot rates and seeds, and 10M-event speed
+bench-detection: install
+	$(BIN)/python -m bench.detection
 
 lint: install
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .

@@ -51,13 +51,14 @@ def _events_frame(events: pl.DataFrame | pl.LazyFrame | pd.DataFrame) -> pl.Lazy
         else pl.lit(False)
     )
     category = pl.col("category").cast(pl.String) if "category" in names else pl.lit(None)
+    # Categorical ids: every sort and group-by below works on integer codes, not strings.
     return lf.select(
-        pl.col("user_id").cast(pl.String),
-        pl.col("item_id").cast(pl.String),
-        pl.col("event_type").cast(pl.String),
+        pl.col("user_id").cast(pl.String).cast(pl.Categorical),
+        pl.col("item_id").cast(pl.String).cast(pl.Categorical),
+        pl.col("event_type").cast(pl.String).cast(pl.Categorical),
         pl.col("event_time").dt.epoch("ms").alias("t"),
         query.alias("searched"),
-        category.cast(pl.String).alias("category"),
+        category.cast(pl.String).cast(pl.Categorical).alias("category"),
     )
 
 
@@ -73,14 +74,17 @@ def traffic_features(
     if categories is not None:
         cats = pl.from_pandas(categories) if isinstance(categories, pd.DataFrame) else categories
         ev = ev.drop("category").join(
-            cats.lazy().select(pl.col("item_id").cast(pl.String), pl.col("category")),
+            cats.lazy().select(
+                pl.col("item_id").cast(pl.String).cast(pl.Categorical),
+                pl.col("category").cast(pl.String).cast(pl.Categorical),
+            ),
             on="item_id",
             how="left",
         )
     same_user = pl.col("user_id") == pl.col("user_id").shift(1)
     gap = pl.when(same_user).then(pl.col("t") - pl.col("t").shift(1))
     ev = (
-        ev.sort(["user_id", "t"])
+        ev.sort([pl.col("user_id").to_physical(), "t"])
         .with_columns(gap.alias("gap"))
         .with_columns(
             (pl.col("gap").is_null() | (pl.col("gap") > _SESSION_GAP_MS)).alias("new_session")
@@ -123,7 +127,7 @@ def traffic_features(
         ev.filter(pl.col("session_gap").is_not_null())
         .group_by("user_id", (pl.col("session_gap") // MODAL_GAP_TOLERANCE_MS).alias("bin"))
         .agg(pl.len().alias("n"), pl.col("session_gap").median().alias("median_gap_ms"))
-        .sort(["user_id", "bin"])
+        .sort([pl.col("user_id").to_physical(), "bin"])
     )
     neighbour = [
         pl.when(
@@ -168,7 +172,7 @@ def traffic_features(
         ev.filter(is_type["add_to_cart"] | is_buy)
         .select("user_id", "item_id", "t", is_buy.alias("buy"))
         .unique()
-        .sort(["user_id", "item_id", "t"])
+        .sort([pl.col("user_id").to_physical(), pl.col("item_id").to_physical(), "t"])
         .with_columns(
             pl.when(
                 pl.col("buy")
@@ -196,7 +200,7 @@ def traffic_features(
             pl.col("session_gap").std().alias("gap_std_ms"),
             pl.col("session_gap").mean().alias("gap_mean_ms"),
         )
-        .sort(["user_id", "start_ms"])
+        .sort([pl.col("user_id").to_physical(), "start_ms"])
         .with_columns(
             (pl.col("events") / (pl.col("duration_ms") / 60_000).clip(lower_bound=1.0)).alias(
                 "events_per_minute"
@@ -262,9 +266,10 @@ def traffic_features(
         .drop(
             "active_ms", "gap_std_ms", "near_modal_gaps", "top_item_events", "first_ms", "last_ms"
         )
+        .with_columns(pl.col("user_id").cast(pl.String))
         .sort("user_id")
     )
-    return out, sessions
+    return out, sessions.with_columns(pl.col("user_id").cast(pl.String))
 
 
 # Evidence: a transform of one feature, its direction (z > 0 = more bot-like) and a floor for
@@ -345,7 +350,7 @@ PATTERNS: dict[str, Pattern] = {
 }
 
 
-def _describe(pattern: str, r: pd.Series) -> str:
+def _describe(pattern: str, r: tuple) -> str:
     """The evidence for one pattern, in the figures an analyst can check."""
     if pattern == "scripted_crawl":
         return (
@@ -425,16 +430,23 @@ def _ramp(x: np.ndarray, start: float, full: float) -> np.ndarray:
     return np.clip((x - start) / (full - start), 0.0, 1.0)
 
 
-def isolation_anomaly(z: pd.DataFrame, fit_rows: np.ndarray, seed: int = 0) -> np.ndarray:
-    """Isolation Forest anomaly (0..1, about 0.5 for ordinary users) of each user's z profile."""
+def isolation_anomaly(
+    z: pd.DataFrame, fit_rows: np.ndarray, score_rows: np.ndarray, seed: int = 0
+) -> np.ndarray:
+    """Isolation Forest anomaly (0..1, about 0.5 for ordinary users) of each user's z profile.
+
+    Fitted on `fit_rows`, scored on `score_rows`; other users get 0.5 (no opinion).
+    """
     x = np.clip(z.to_numpy(), -10, 10)
+    anomaly = np.full(len(z), 0.5)
     if fit_rows.sum() < 50:
-        return np.full(len(z), 0.5)
+        return anomaly
     forest = IsolationForest(
         n_estimators=100, max_samples=min(512, int(fit_rows.sum())), random_state=seed, n_jobs=2
     )
     forest.fit(x[fit_rows])
-    return -forest.score_samples(x)
+    anomaly[score_rows] = -forest.score_samples(x[score_rows])
+    return anomaly
 
 
 def score_users(features: pl.DataFrame | pd.DataFrame, window: str = "all") -> pd.DataFrame:
@@ -457,23 +469,24 @@ def score_users(features: pl.DataFrame | pd.DataFrame, window: str = "all") -> p
     strongest = pattern_z.idxmax(axis=1)
     pattern_score = _ramp(pattern_z.max(axis=1).to_numpy(), PATTERN_Z_START, PATTERN_Z_FULL)
     enough = f["events"].to_numpy() >= MIN_EVENTS_FOR_EVIDENCE
-    anomaly = isolation_anomaly(z, enough & ~suspects)
+    anomaly = isolation_anomaly(z, enough & ~suspects, enough)
     isolation_score = np.where(enough, _ramp(anomaly, ISOLATION_START, ISOLATION_FULL), 0.0)
     bot_score = RULE_WEIGHT * pattern_score + (1 - RULE_WEIGHT) * isolation_score
     flagged = bot_score >= BOT_THRESHOLD
 
     reasons = np.full(len(f), "", dtype=object)
     pattern = np.full(len(f), "", dtype=object)
-    for i in np.flatnonzero(flagged):
-        row = f.iloc[i]
-        ranked = pattern_z.iloc[i].sort_values(ascending=False)
-        held = [p for p, pz in ranked.items() if pz >= PATTERN_Z_START]
-        parts = [f"{_describe(p, row)} (z={ranked[p]:.1f})" for p in held[:2]]
+    rows = np.flatnonzero(flagged)
+    names, pz, zs = list(pattern_z.columns), pattern_z.to_numpy()[rows], z.to_numpy()[rows]
+    for k, (i, row) in enumerate(zip(rows, f.iloc[rows].itertuples(index=False), strict=True)):
+        order = np.argsort(-pz[k])
+        held = [names[j] for j in order if pz[k, j] >= PATTERN_Z_START]
+        parts = [f"{_describe(p, row)} (z={pz[k, names.index(p)]:.1f})" for p in held[:2]]
         if not held:  # flagged by the whole profile's rarity, not by one pattern
-            top = z.iloc[i].sort_values(ascending=False).head(3)
+            top = np.argsort(-zs[k])[:3]
             parts = [
-                "unusual profile (isolation "
-                f"{anomaly[i]:.2f}): " + ", ".join(f"{k} z={v:.1f}" for k, v in top.items())
+                f"unusual profile (isolation {anomaly[i]:.2f}): "
+                + ", ".join(f"{z.columns[j]} z={zs[k, j]:.1f}" for j in top)
             ]
         pattern[i] = held[0] if held else "unusual_profile"
         reasons[i] = "; ".join(parts)

@@ -738,7 +738,7 @@ def generate(cfg: GeneratorConfig, out: DataLayout, progress: bool = True) -> di
         + counts["click_farm"] * 155
         + counts["cart_stuffer"] * 210
         + counts["price_scraper"] * 940
-        + counts["humanlike"] * 1_900
+        + counts["humanlike"] * 530
         + counts["bulk_buyer"] * 90
         + counts["power_user"] * 300
         + counts["shared_household"] * 3 * per_human

@@ -232,17 +232,17 @@ def price_scraper_events(shop: Shop, users: np.ndarray, rng: np.random.Generator
 def humanlike_bot_events(shop: Shop, users: np.ndarray, rng: np.random.Generator) -> pd.DataFrame:
     """Humanlike bots: human gaps and a human funnel, run on a machine's schedule.
 
-    Each account runs for 7 days or more, 6-16 sessions a day that start at even spacing
+    Each account runs for 7-14 days, 4-10 sessions a day that start at even spacing
     (jittered by up to 12% of the spacing), around the clock or inside a 16-hour "day".
-    A session views 4-12 items of 3-5 favourite categories at lognormal gaps (median 25 s);
+    A session views 3-9 items of 3-5 favourite categories at lognormal gaps (median 25 s);
     5% become favorites, 10% carts and a third of carts purchases; 20% of sessions begin
     with a search. Timing inside a session looks human; the day does not.
     """
     rows = _Rows()
     for u in users:
-        n_days = int(rng.integers(7, max(8, shop.n_days)))
+        n_days = int(rng.integers(7, max(8, min(15, shop.n_days + 1))))
         first_day = int(rng.integers(0, max(1, shop.n_days - n_days + 1)))
-        per_day = int(rng.integers(6, 17))
+        per_day = int(rng.integers(4, 11))
         active_hours = 24 if rng.random() < 0.5 else 16
         offset_h = 0 if active_hours == 24 else int(rng.integers(6, 9))
         spacing = active_hours * MS_PER_HOUR // per_day
@@ -257,7 +257,7 @@ def humanlike_bot_events(shop: Shop, users: np.ndarray, rng: np.random.Generator
             + spacing // 2
         )
         taste = rng.choice(shop.n_leaves, int(rng.integers(3, 6)), replace=False)
-        n_views = rng.integers(4, 13, n_s)
+        n_views = rng.integers(3, 10, n_s)
         v_session = np.repeat(slot, n_views)
         v_item = shop.draw_in_leaf(rng.choice(taste, len(v_session)))
         gaps = rng.lognormal(np.log(25_000), 0.6, len(v_session)).astype(np.int64)
