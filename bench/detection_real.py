@@ -57,14 +57,17 @@ def main() -> None:
         )
 
     flagged = scores[scores["is_bot"]].sort_values("bot_score", ascending=False)
-    top = flagged.head(args.top)
+    # The highest scores, flagged or not: what the detector found most suspicious, and why.
+    top = scores.sort_values("bot_score", ascending=False).head(args.top)
     pd.set_option("display.max_colwidth", 200)
     print(
         f"{len(scores):,} users scored, {len(flagged)} flagged ({len(flagged) / len(scores):.1%})"
     )
     print(flagged["pattern"].value_counts().to_string())
     for r in top.itertuples():
-        print(f"- {r.user_id}: score {r.bot_score:.2f}, {r.events} events: {r.reasons}")
+        state = "FLAGGED" if r.is_bot else "not flagged"
+        why = r.reasons or f"strongest pattern {r.strongest_pattern} at z={r.pattern_z:.1f}"
+        print(f"- {r.user_id} ({state}): score {r.bot_score:.2f}, {r.events} events: {why}")
     outliers = items[items["is_outlier"]].sort_values("events", ascending=False)
     print(
         f"item outliers: {int(items['price_outlier'].sum())} price, "

@@ -476,7 +476,8 @@ def score_users(features: pl.DataFrame | pd.DataFrame, window: str = "all") -> p
 
     reasons = np.full(len(f), "", dtype=object)
     pattern = np.full(len(f), "", dtype=object)
-    rows = np.flatnonzero(flagged)
+    # Reasons for the flagged, and for the watch list: a pattern holds but the score is short.
+    rows = np.flatnonzero(flagged | (pattern_z.max(axis=1).to_numpy() >= PATTERN_Z_START))
     names, pz, zs = list(pattern_z.columns), pattern_z.to_numpy()[rows], z.to_numpy()[rows]
     for k, (i, row) in enumerate(zip(rows, f.iloc[rows].itertuples(index=False), strict=True)):
         order = np.argsort(-pz[k])
@@ -488,7 +489,7 @@ def score_users(features: pl.DataFrame | pd.DataFrame, window: str = "all") -> p
                 f"unusual profile (isolation {anomaly[i]:.2f}): "
                 + ", ".join(f"{z.columns[j]} z={zs[k, j]:.1f}" for j in top)
             ]
-        pattern[i] = held[0] if held else "unusual_profile"
+        pattern[i] = (held[0] if held else "unusual_profile") if flagged[i] else ""
         reasons[i] = "; ".join(parts)
     return pd.DataFrame(
         {
