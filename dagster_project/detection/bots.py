@@ -31,7 +31,8 @@ from dagster_project.contracts import SESSION_GAP
 DETECTOR_VERSION = "patterns+iforest-1.0"
 BOT_THRESHOLD = 0.5
 MIN_EVENTS_FOR_EVIDENCE = 20  # fewer events: evidence is damped in proportion
-MIN_EVENTS_FOR_BASELINE = 5  # users whose features set the medians and MADs
+MIN_EVENTS_FOR_BASELINE = 5
+SUSPECT_Z = 4.0  # first pass: one evidence this extreme keeps a user out of the baseline  # users whose features set the medians and MADs
 NIGHT_HOURS = (0, 6)  # [start, end) in UTC; exports rarely say the shopper's time zone
 MODAL_GAP_TOLERANCE_MS = 100
 RULE_WEIGHT = 0.75  # bot score = RULE_WEIGHT * pattern score + (1 - RULE_WEIGHT) * isolation
@@ -323,7 +324,8 @@ EVIDENCE: dict[str, Evidence] = {
 @dataclass(frozen=True)
 class Pattern:
     """A pattern of abuse: it holds when all its signs do (its z is the weakest sign's) and
-    the user passes its gate (a pandas.eval expression on the features, e.g. no purchases)."""
+    the user passes its gate (a pandas.eval expression on the features, e.g. no purchases).
+    A sign "a|b" holds when either evidence does."""
 
     signs: list[str]
     gate: str = ""
@@ -345,9 +347,16 @@ PATTERNS: dict[str, Pattern] = {
     "search_scraping": Pattern(["fast", "search_driven"]),
     # Fast page after page over many items, even at irregular delays, with nothing bought.
     "catalog_sweep": Pattern(["fast", "many_items"], "purchase_share < 0.01"),
-    # Many sessions every day, the same volume each day: a schedule, not a person.
-    "scheduled_automation": Pattern(["busy_days", "steady_days"], "sessions >= 10"),
+    # Many sessions every day, on an even clock or at the same volume each day: a schedule.
+    "scheduled_automation": Pattern(
+        ["busy_days", "regular_schedule|steady_days"], "sessions >= 10"
+    ),
 }
+
+
+def _weakest_sign(z: pd.DataFrame, signs: list[str]) -> pd.Series:
+    held = [z[sign.split("|")].max(axis=1) for sign in signs]
+    return pd.concat(held, axis=1).min(axis=1)
 
 
 def _describe(pattern: str, r: tuple) -> str:
@@ -458,12 +467,16 @@ def score_users(features: pl.DataFrame | pd.DataFrame, window: str = "all") -> p
 
     def patterns(z: pd.DataFrame) -> pd.DataFrame:
         return pd.DataFrame(
-            {n: z[p.signs].min(axis=1) * volume * gates[n] for n, p in PATTERNS.items()},
+            {n: _weakest_sign(z, p.signs) * volume * gates[n] for n, p in PATTERNS.items()},
             index=f.index,
         )
 
-    # Two passes: the second baseline leaves out the users the first pass finds suspicious.
-    suspects = (patterns(evidence_z(f)).max(axis=1) >= PATTERN_Z_START).to_numpy()
+    # Two passes: the second baseline leaves out the users the first pass finds suspicious:
+    # a pattern holds, or any one evidence is extreme on its own.
+    first = evidence_z(f)
+    suspects = (
+        (patterns(first).max(axis=1) >= PATTERN_Z_START) | (first.max(axis=1) >= SUSPECT_Z)
+    ).to_numpy()
     z = evidence_z(f, exclude=suspects)
     pattern_z = patterns(z)
     strongest = pattern_z.idxmax(axis=1)
