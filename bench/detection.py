@@ -106,13 +106,21 @@ def quality_figures(scores: pd.DataFrame, labels: pd.DataFrame) -> dict:
             if assigned.any()
             else None,
         }
+    # Operating points on the humans' own score distribution (most humans score exactly 0,
+    # so "> the 99th percentile" is lenient; the 99.9th and the default threshold are not).
     cut = float(np.quantile(s.loc[plain_human, "bot_score"], 0.99))
+    cut_strict = float(np.quantile(s.loc[plain_human, "bot_score"], 0.999))
     humanlike = s["kind"] == "humanlike"
     flagged = s["is_bot"]
     return {
         "per_type": per_type,
         "humanlike_recall_at_1pct_fpr": float((s.loc[humanlike, "bot_score"] > cut).mean()),
+        "humanlike_recall_at_0.1pct_fpr": float(
+            (s.loc[humanlike, "bot_score"] > cut_strict).mean()
+        ),
+        "humanlike_recall_at_threshold": float(flagged[humanlike].mean()),
         "human_score_p99": cut,
+        "human_score_p99.9": cut_strict,
         "human_fpr_at_threshold": float(flagged[plain_human].mean()),
         "hard_negatives_flagged": {
             k: float(flagged[s["kind"] == k].mean()) for k in HARD_NEGATIVES
@@ -185,6 +193,12 @@ def summarize(runs: list[dict]) -> dict:
         }
     summary["humanlike_recall_at_1pct_fpr_min"] = min(
         r["humanlike_recall_at_1pct_fpr"] for r in runs
+    )
+    summary["humanlike_recall_at_0.1pct_fpr_min"] = min(
+        r["humanlike_recall_at_0.1pct_fpr"] for r in runs
+    )
+    summary["humanlike_recall_at_threshold_min"] = min(
+        r["humanlike_recall_at_threshold"] for r in runs
     )
     summary["hard_negatives_flagged_max"] = {
         k: max(r["hard_negatives_flagged"][k] for r in runs) for k in HARD_NEGATIVES

@@ -123,7 +123,7 @@ def item_outliers(
             )
         if r.popularity_spike:
             parts.append(
-                f"{r.peak_day_events} events on {r.peak_date}, {r.spike_ratio:.0f}x its usual "
+                f"{r.peak_day_events} events on {r.peak_date:%Y-%m-%d}, {r.spike_ratio:.0f}x its usual "
                 "share of the day's traffic"
             )
         if r.bot_driven:

@@ -155,6 +155,7 @@ def collect_report_data(
                 AS events_excluded,
             (SELECT count(*) FROM {rel("events_clean")}) AS clean_events"""
     )
+    bots = bots.astype({c: int for c in bots.columns})
     bots["flagged_user_share_%"] = 100 * bots["users_flagged"] / bots["users_scored"]
     bots["excluded_event_share_%"] = 100 * bots["events_excluded"] / bots["clean_events"]
     flagged_users = q(
@@ -179,7 +180,7 @@ def collect_report_data(
             FROM read_parquet('{scores}') s LEFT JOIN read_parquet('{traffic_labels}') l
                 USING (user_id)
             GROUP BY ALL ORDER BY 1, 2"""
-        )
+        ).astype({"users": int, "flagged": int, "not_flagged": int})
     outliers = tables["item_outliers"]
     item_summary = q(
         f"""SELECT count_if(price_outlier) AS price_outliers,
