@@ -9,23 +9,71 @@ from feast.types import Bool, Float32, Int64, String
 
 OWNER_TAGS = {"owner": "recsys-data-platform", "team": "data-platform"}
 
+COUNTS = {
+    "views": "item views",
+    "favorites": "favorites",
+    "carts": "add-to-cart events",
+    "purchases": "purchase events",
+}
+WINDOWS = (1, 7, 30)
+
+
+def _windowed(counts: dict[str, str], name: str = "{c}_{w}d") -> list[Field]:
+    return [
+        Field(
+            name=name.format(c=c, w=w),
+            dtype=Int64,
+            description=f"{what.capitalize()} in the {w} day(s) up to the snapshot.",
+        )
+        for c, what in counts.items()
+        for w in WINDOWS
+    ]
+
+
 user_behaviour = FeatureView(
     name="user_behaviour",
     entities=[user],
     ttl=timedelta(days=90),
     schema=[
-        Field(name="views", dtype=Int64, description="Item views up to the snapshot."),
-        Field(name="favorites", dtype=Int64, description="Favorites up to the snapshot."),
-        Field(name="carts", dtype=Int64, description="Add-to-cart events up to the snapshot."),
-        Field(name="purchases", dtype=Int64, description="Purchase events up to the snapshot."),
+        *[
+            Field(name=c, dtype=Int64, description=f"{what.capitalize()} up to the snapshot.")
+            for c, what in COUNTS.items()
+        ],
+        *_windowed(COUNTS),
         Field(name="cart_rate", dtype=Float32, description="Carts per view, capped at 1."),
         Field(name="purchase_rate", dtype=Float32, description="Purchases per view, capped at 1."),
+        Field(
+            name="cart_rate_30d",
+            dtype=Float32,
+            description="Carts per view over 30 days, capped at 1.",
+        ),
+        Field(
+            name="purchase_rate_30d",
+            dtype=Float32,
+            description="Purchases per view over 30 days, capped at 1.",
+        ),
         Field(
             name="spend",
             dtype=Float32,
             description="Money spent up to the snapshot (price x quantity).",
         ),
+        Field(name="spend_30d", dtype=Float32, description="Money spent in the last 30 days."),
+        Field(
+            name="recency_days",
+            dtype=Float32,
+            description="Days from the user's last event to the snapshot time.",
+        ),
         Field(name="tenure_days", dtype=Int64, description="Days since the user's first event."),
+        Field(
+            name="distinct_categories",
+            dtype=Int64,
+            description="Distinct leaf categories the user interacted with up to the snapshot.",
+        ),
+        Field(
+            name="top_category",
+            dtype=String,
+            description="The category with most of the user's events up to the snapshot.",
+        ),
         Field(
             name="bot_score",
             dtype=Float32,
@@ -35,7 +83,8 @@ user_behaviour = FeatureView(
     ],
     source=user_features_source,
     online=True,
-    description="What a shopper has done so far: counts, conversion, spend, tenure and bot score.",
+    description="What a shopper has done so far and lately: counts over all time and 1, 7, 30 "
+    "days, conversion, recency, spend, tenure, categories and bot score.",
     tags=OWNER_TAGS,
 )
 
@@ -44,15 +93,26 @@ item_stats = FeatureView(
     entities=[item],
     ttl=timedelta(days=90),
     schema=[
-        Field(name="views", dtype=Int64, description="Views up to the snapshot."),
-        Field(name="favorites", dtype=Int64, description="Favorites up to the snapshot."),
-        Field(name="carts", dtype=Int64, description="Add-to-cart events up to the snapshot."),
-        Field(name="purchases", dtype=Int64, description="Purchases up to the snapshot."),
+        *[
+            Field(name=c, dtype=Int64, description=f"{what.capitalize()} up to the snapshot.")
+            for c, what in COUNTS.items()
+        ],
+        *_windowed({"popularity": "events of every type"}, "{c}_{w}d"),
         Field(name="view_to_cart_rate", dtype=Float32, description="Carts per view, capped at 1."),
         Field(
             name="view_to_purchase_rate",
             dtype=Float32,
             description="Purchases per view, capped at 1.",
+        ),
+        Field(
+            name="view_to_cart_rate_30d",
+            dtype=Float32,
+            description="Carts per view over 30 days, capped at 1.",
+        ),
+        Field(
+            name="view_to_purchase_rate_30d",
+            dtype=Float32,
+            description="Purchases per view over 30 days, capped at 1.",
         ),
         Field(name="price", dtype=Float32, description="Catalog price."),
         Field(
@@ -60,11 +120,18 @@ item_stats = FeatureView(
             dtype=Int64,
             description="Price bucket 0..6 (edges 5, 10, 20, 40, 80, 160).",
         ),
+        Field(
+            name="price_outlier",
+            dtype=Bool,
+            description="Price far from its category's (robust z of log price >= 4; asset "
+            "item_outliers).",
+        ),
         Field(name="category", dtype=String, description="Category path, e.g. Home/Kitchen/Mug."),
         Field(name="available", dtype=Bool, description="Whether the item can be bought."),
     ],
     source=item_features_source,
     online=True,
-    description="How an item performs and what it is: popularity, funnel rates, price and category.",
+    description="How an item performs and what it is: popularity over all time and 1, 7, 30 "
+    "days, funnel rates, price, price-outlier flag and category.",
     tags=OWNER_TAGS,
 )

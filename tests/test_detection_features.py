@@ -3,6 +3,7 @@ import re
 import numpy as np
 import pandas as pd
 import polars as pl
+import pytest
 
 from dagster_project.detection.bots import robust_z, score_users, traffic_features
 from dagster_project.detection.items import item_outliers
@@ -184,11 +185,14 @@ def test_feature_snapshots_never_see_their_own_day():
     )
     scores = pd.DataFrame({"user_id": ["u1"], "bot_score": [0.1]})
     snap = user_features(events, scores, pd.Timestamp("2026-11-30", tz="UTC"))
+    # Active days 09-01 and 09-03, and 09-02 when 09-01's events leave the 1-day window.
     assert snap["event_timestamp"].tolist() == list(
-        pd.to_datetime(["2026-09-02", "2026-09-04"], utc=True)
+        pd.to_datetime(["2026-09-02", "2026-09-03", "2026-09-04"], utc=True)
     )
-    assert snap["views"].tolist() == [1, 2] and snap["purchases"].tolist() == [1, 1]
-    assert snap["spend"].tolist() == [10.0, 10.0]
+    assert snap["views"].tolist() == [1, 1, 2] and snap["purchases"].tolist() == [1, 1, 1]
+    assert snap["views_1d"].tolist() == [1, 0, 1] and snap["views_7d"].tolist() == [1, 1, 2]
+    assert snap["spend"].tolist() == [10.0, 10.0, 10.0]
+    assert snap["recency_days"].tolist() == pytest.approx([13 / 24, 37 / 24, 15 / 24])
     # Every snapshot's time is after every event it counts: a point-in-time join cannot leak.
     for _, s in snap.iterrows():
         counted = events[events["event_time"] < s["event_timestamp"]]

@@ -199,3 +199,22 @@ def test_drift_figures_are_measured(run):
     assert len(days) >= 10
     assert days[["event_type_mix_psi", "price_psi", "events_per_user_psi"]].notna().all().all()
     assert verdicts["observed"].notna().all(), verdicts
+
+
+def test_training_features_see_only_events_before_the_label_day(run):
+    """No leakage through Feast: a feature joined onto an interaction at time t counts exactly
+    the user's events before the start of t's day, over all time and over the last 7 days."""
+    train = pd.read_parquet(run.table("training_set"))
+    behaviour = pd.read_parquet(
+        run.table("behaviour_events"), columns=["user_id", "event_type", "event_time"]
+    )
+    views = behaviour[behaviour["event_type"] == "view"]
+    sample = train.sample(300, random_state=1)
+    for row in sample.itertuples():
+        day = row.event_time.floor("D")
+        mine = views.loc[views["user_id"] == row.user_id, "event_time"]
+        expected_all = int((mine < day).sum())
+        expected_7d = int(((mine < day) & (mine >= day - pd.Timedelta(days=7))).sum())
+        got_all = 0 if pd.isna(row.user_behaviour__views) else int(row.user_behaviour__views)
+        got_7d = 0 if pd.isna(row.user_behaviour__views_7d) else int(row.user_behaviour__views_7d)
+        assert (got_all, got_7d) == (expected_all, expected_7d), (row.user_id, row.event_time)

@@ -17,7 +17,15 @@ from dagster_project.resources import FeastResource, PlatformStorage
 
 USER_VIEW = "user_behaviour"
 ITEM_VIEW = "item_stats"
-CONSISTENCY_FEATURES = ["views", "carts", "purchases", "bot_score"]
+CONSISTENCY_FEATURES = [
+    "views",
+    "carts",
+    "purchases",
+    "views_7d",
+    "spend_30d",
+    "recency_days",
+    "bot_score",
+]
 
 
 @asset(

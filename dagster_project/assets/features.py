@@ -21,15 +21,17 @@ from dagster_project.storage import write_parquet_atomic
     group_name="features",
     owners=OWNERS,
     kinds={"parquet", "pandas"},
-    deps=["behaviour_events", "user_traffic_scores"],
-    description="Per user and active day: cumulative behaviour counts, conversion, spend, tenure, "
-    "bot score. event_timestamp = end of the day summarised.",
+    deps=["behaviour_events", "user_traffic_scores", "items"],
+    description="Per user and snapshot day: behaviour counts (all time, 1, 7, 30 days), "
+    "conversion, recency, spend, tenure, distinct and top category, bot score. "
+    "event_timestamp = end of the day summarised.",
 )
 def user_features(context: AssetExecutionContext, storage: PlatformStorage) -> MaterializeResult:
     out = storage.layout()
     events = pd.read_parquet(out.table("behaviour_events"))
     scores = pd.read_parquet(out.table("user_traffic_scores"), columns=["user_id", "bot_score"])
-    frame = build_user_features(events, scores, pd.Timestamp.now(tz="UTC"))
+    categories = pd.read_parquet(out.table("items"), columns=["item_id", "category"])
+    frame = build_user_features(events, scores, pd.Timestamp.now(tz="UTC"), categories)
     path = write_parquet_atomic(frame, out.feature_table("user_features"))
     return MaterializeResult(
         metadata={**table_metadata(frame, path), "users": frame["user_id"].nunique()}
@@ -40,14 +42,16 @@ def user_features(context: AssetExecutionContext, storage: PlatformStorage) -> M
     group_name="features",
     owners=OWNERS,
     kinds={"parquet", "pandas"},
-    deps=["behaviour_events", "items"],
-    description="Per item and active day: cumulative popularity, funnel rates, price, price bucket, category.",
+    deps=["behaviour_events", "items", "item_outliers"],
+    description="Per item and snapshot day: popularity (all time, 1, 7, 30 days), funnel rates, "
+    "price, price bucket, price-outlier flag, category.",
 )
 def item_features(storage: PlatformStorage) -> MaterializeResult:
     out = storage.layout()
     events = pd.read_parquet(out.table("behaviour_events"))
     catalog = pd.read_parquet(out.table("items"))
-    frame = build_item_features(events, catalog, pd.Timestamp.now(tz="UTC"))
+    outliers = pd.read_parquet(out.table("item_outliers"), columns=["item_id", "price_outlier"])
+    frame = build_item_features(events, catalog, pd.Timestamp.now(tz="UTC"), outliers)
     path = write_parquet_atomic(frame, out.feature_table("item_features"))
     return MaterializeResult(
         metadata={**table_metadata(frame, path), "items": frame["item_id"].nunique()}
