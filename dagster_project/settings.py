@@ -52,6 +52,11 @@ class DataLayout:
         return self.root / "feast"
 
     @property
+    def cache(self) -> Path:
+        """Work worth keeping between runs (e.g. text embeddings by text hash)."""
+        return self.root / "cache"
+
+    @property
     def models(self) -> Path:
         return self.root / "models"
 

