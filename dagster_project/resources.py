@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +17,7 @@ from dagster_project.quality.validation import SuiteRunner
 from dagster_project.settings import (
     DATA_DIR_ENV,
     EXPECTATIONS_DIR,
+    FEAST_CONFIG_ENV,
     FEATURE_REPO_DIR,
     DataLayout,
     data_dir,
@@ -44,13 +46,17 @@ class QualityResource(ConfigurableResource):
 class FeastResource(ConfigurableResource):
     """The Feast repo in `feature_repo/`, resolved against the platform's data directory.
 
-    `config_file` picks the Feast configuration file inside the repo (default: the embedded
-    profile, `feature_store.yaml`, with the SQLite online store).
+    `config_file` picks the Feast configuration file inside the repo: the embedded profile
+    `feature_store.yaml` (SQLite online store, the default) or the scale-out profile
+    `feature_store.redis.yaml` (Redis; needs RECSYS_REDIS_URL). Empty: $RECSYS_FEAST_CONFIG.
     """
 
     repo_path: str = str(FEATURE_REPO_DIR)
-    config_file: str = "feature_store.yaml"
+    config_file: str = ""  # empty: $RECSYS_FEAST_CONFIG, else feature_store.yaml
     data_dir: str = ""
+
+    def _config_file(self) -> str:
+        return self.config_file or os.environ.get(FEAST_CONFIG_ENV) or "feature_store.yaml"
 
     def _data_dir(self) -> Path:
         return Path(self.data_dir).resolve() if self.data_dir else data_dir()
@@ -59,11 +65,16 @@ class FeastResource(ConfigurableResource):
         return {**os.environ, DATA_DIR_ENV: str(self._data_dir())}
 
     def repo_config(self) -> RepoConfig:
-        text = (Path(self.repo_path) / self.config_file).read_text()
-        raw = yaml.safe_load(
-            os.path.expandvars(text.replace("${" + DATA_DIR_ENV + "}", str(self._data_dir())))
+        path = Path(self.repo_path) / self._config_file()
+        if not path.is_file():
+            raise FileNotFoundError(f"Feast configuration {path} does not exist")
+        text = os.path.expandvars(
+            path.read_text().replace("${" + DATA_DIR_ENV + "}", str(self._data_dir()))
         )
-        return RepoConfig(repo_path=Path(self.repo_path), **raw)
+        unset = sorted(set(re.findall(r"\$\{(\w+)\}", text)))
+        if unset:
+            raise ValueError(f"{path.name} needs environment variable(s) {', '.join(unset)}")
+        return RepoConfig(repo_path=Path(self.repo_path), **yaml.safe_load(text))
 
     def store(self) -> FeatureStore:
         (self._data_dir() / "feast").mkdir(parents=True, exist_ok=True)
@@ -77,7 +88,7 @@ class FeastResource(ConfigurableResource):
             "-c",
             self.repo_path,
             "-f",
-            str(Path(self.repo_path) / self.config_file),
+            str(Path(self.repo_path) / self._config_file()),
             "apply",
         ]
         done = subprocess.run(cmd, env=self._env(), capture_output=True, text=True, check=False)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DATA_DIR_ENV = "RECSYS_DATA_DIR"
+FEAST_CONFIG_ENV = "RECSYS_FEAST_CONFIG"  # feature_store.yaml (SQLite) or feature_store.redis.yaml
 EXPECTATIONS_DIR = PROJECT_ROOT / "expectations"
 FEATURE_REPO_DIR = PROJECT_ROOT / "feature_repo"
 

@@ -1,0 +1,59 @@
+"""The scale-out profile: the same Feast repo with a real Redis online store, chosen by config."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from dagster_project.redis_server import redis_server
+from dagster_project.resources import FeastResource
+
+
+@pytest.fixture(scope="module")
+def redis_url():
+    with redis_server() as url:
+        yield url
+
+
+def test_redis_profile_serves_what_the_offline_store_holds(pipeline_run, redis_url, monkeypatch):
+    _, out = pipeline_run
+    monkeypatch.setenv("RECSYS_REDIS_URL", redis_url)
+    feast = FeastResource(data_dir=str(out.root), config_file="feature_store.redis.yaml")
+    feast.apply()  # the plain `feast apply` CLI, with the Redis profile
+    store = feast.store()
+    assert store.config.online_store.type == "redis"
+    offline = pd.read_parquet(out.feature_table("user_features"))
+    store.materialize(
+        start_date=offline["event_timestamp"].min().to_pydatetime(),
+        end_date=(offline["event_timestamp"].max() + pd.Timedelta(seconds=1)).to_pydatetime(),
+        feature_views=["user_behaviour", "item_stats"],
+    )
+    latest = offline.sort_values("event_timestamp").groupby("user_id").tail(1).set_index("user_id")
+    sample = latest.sample(25, random_state=2)
+    online = (
+        store.get_online_features(
+            features=[
+                "user_behaviour:views_7d",
+                "user_behaviour:spend",
+                "user_behaviour:top_category",
+            ],
+            entity_rows=[{"user_id": u} for u in [*sample.index, "no-such-user"]],
+        )
+        .to_df()
+        .set_index("user_id")
+    )
+    assert np.array_equal(online.loc[sample.index, "views_7d"], sample["views_7d"])
+    assert np.allclose(online.loc[sample.index, "spend"], sample["spend"], rtol=1e-6)
+    assert (online.loc[sample.index, "top_category"] == sample["top_category"]).all()
+    assert online.loc["no-such-user"].isna().all()  # unknown entity: nothing, not a crash
+
+
+def test_profiles_are_chosen_by_configuration_alone(pipeline_run, monkeypatch):
+    _, out = pipeline_run
+    monkeypatch.setenv("RECSYS_FEAST_CONFIG", "feature_store.redis.yaml")
+    monkeypatch.delenv("RECSYS_REDIS_URL", raising=False)
+    with pytest.raises(ValueError, match="RECSYS_REDIS_URL"):
+        FeastResource(data_dir=str(out.root)).repo_config()
+    monkeypatch.setenv("RECSYS_REDIS_URL", "127.0.0.1:1")
+    assert FeastResource(data_dir=str(out.root)).repo_config().online_store.type == "redis"
+    monkeypatch.delenv("RECSYS_FEAST_CONFIG")
+    assert FeastResource(data_dir=str(out.root)).repo_config().online_store.type == "sqlite"
