@@ -1,0 +1,111 @@
+"""Other teams' three ways in: the SDK, the HTTP feature server, a point-in-time training set."""
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pandas as pd
+import pytest
+
+from examples.fetch_features import over_http, training_set, with_sdk
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def served(pipeline_run):
+    """The HTTP feature server on the tiny run's store, on loopback; stopped by its PID."""
+    _, out = pipeline_run
+    port = _free_port()
+    env = {**os.environ, "RECSYS_DATA_DIR": str(out.root)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dagster_project.feature_server", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/health", timeout=1) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"feature server did not start: {proc.stderr.read()[-800:]}")
+            time.sleep(0.5)
+        yield url, out
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def _user_with_history(out) -> str:
+    features = pd.read_parquet(out.feature_table("user_features"))
+    return features.sort_values("views")["user_id"].iloc[-1]
+
+
+def test_http_serves_known_entities_and_says_not_found(served, monkeypatch):
+    url, out = served
+    user = _user_with_history(out)
+    status, body = over_http(url, user, "i0000001")
+    assert status == 200
+    named = dict(zip(body["metadata"]["feature_names"], body["results"], strict=True))
+    assert named["user_behaviour__views"]["statuses"] == ["PRESENT"]
+    monkeypatch.setenv("RECSYS_DATA_DIR", str(out.root))
+    sdk = with_sdk(user, "i0000001")
+    assert named["user_behaviour__views"]["values"][0] == sdk["user_behaviour__views"][0]
+    status, body = over_http(url, "no-such-user", "i0000001")
+    named = dict(zip(body["metadata"]["feature_names"], body["results"], strict=True))
+    assert status == 200 and named["user_behaviour__views"]["statuses"] == ["NOT_FOUND"]
+    assert with_sdk("no-such-user", "i0000001")["user_behaviour__views"] == [None]
+
+
+@pytest.mark.parametrize(
+    ("body", "status"),
+    [
+        (b'{"feature_service": "nope", "entities": {"user_id": ["u1"]}}', 404),
+        (b'{"features": ["user_behaviour:nope"], "entities": {"user_id": ["u1"]}}', 400),
+        (b'{"entities": {}}', 400),
+        (
+            b'{"features": ["user_behaviour:views"], "entities": {"user_id": ["a", "b"], "item_id": ["x"]}}',
+            400,
+        ),
+        (b"not json", 422),
+    ],
+)
+def test_malformed_requests_get_a_4xx_never_a_crash(served, body, status):
+    url, _ = served
+    request = urllib.request.Request(
+        f"{url}/get-online-features", data=body, headers={"Content-Type": "application/json"}
+    )
+    with pytest.raises(urllib.error.HTTPError) as error:
+        urllib.request.urlopen(request, timeout=10)
+    assert error.value.code == status
+    with urllib.request.urlopen(f"{url}/health", timeout=5) as r:  # still serving
+        assert r.status == 200
+
+
+def test_training_set_is_point_in_time(served, monkeypatch):
+    _, out = served
+    monkeypatch.setenv("RECSYS_DATA_DIR", str(out.root))
+    user = _user_with_history(out)
+    events = pd.read_parquet(
+        out.table("behaviour_events"), columns=["user_id", "event_type", "event_time"]
+    )
+    views = events[(events["user_id"] == user) & (events["event_type"] == "view")]["event_time"]
+    times = pd.to_datetime(["2026-09-05 12:00", "2026-09-12 12:00", "2026-09-20 12:00"], utc=True)
+    rows = pd.DataFrame({"user_id": user, "item_id": "i0000001", "event_timestamp": times})
+    got = training_set(rows).set_index("event_timestamp").loc[times, "user_behaviour__views"]
+    expected = [int((views < t.floor("D")).sum()) for t in times]
+    assert got.fillna(0).astype(int).tolist() == expected
