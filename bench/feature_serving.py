@@ -1,0 +1,275 @@
+"""Benchmark: Feast feature serving and retrieval on a materialized data directory.
+
+    python -m bench.feature_serving [--data-dir DIR] [--users 1000000] [--historical-rows 1000000]
+
+DIR is a data directory the pipeline has materialized (`make demo`; default $RECSYS_DATA_DIR
+or ./data). Measured, each printed and saved to bench/results/feature_serving.json:
+
+- get_online_features for the `online_ranking` service (user_behaviour + item_stats), 1 and
+  100 (user, item) rows, p50/p99 in-process, on the SQLite profile and on the Redis profile
+  (a real redis-server on loopback, fed by `feast materialize`);
+- the same over HTTP (the platform's feature server, one keep-alive connection), 1 row;
+- materialization of `--users` users (the data set's latest user snapshots, copied under new
+  ids) into SQLite and Redis: rows per second;
+- get_historical_features for `--historical-rows` entity rows (training service);
+- item text embeddings per second on this machine's CPU (and CUDA where present).
+
+Reference: Feast's published Python feature-server p99 is 7.23 ms for 1 row x 50 features.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from bench.machine import machine_info
+from dagster_project.redis_server import redis_server
+from dagster_project.resources import FeastResource
+from dagster_project.settings import layout
+
+RESULTS = Path(__file__).parent / "results" / "feature_serving.json"
+SERVICE = "online_ranking"
+FEAST_PYTHON_SERVER_P99_MS = 7.23
+
+
+def _percentiles(seconds: list[float]) -> dict:
+    ms = np.asarray(seconds) * 1000
+    return {
+        "calls": len(ms),
+        "p50_ms": round(float(np.percentile(ms, 50)), 3),
+        "p99_ms": round(float(np.percentile(ms, 99)), 3),
+        "mean_ms": round(float(ms.mean()), 3),
+    }
+
+
+def online_latency(store, users: np.ndarray, items: np.ndarray, batch: int, calls: int) -> dict:
+    service = store.get_feature_service(SERVICE)
+    rng = np.random.default_rng(0)
+    timings = []
+    for k in range(calls + 20):
+        rows = [
+            {"user_id": u, "item_id": i}
+            for u, i in zip(rng.choice(users, batch), rng.choice(items, batch), strict=True)
+        ]
+        t0 = time.perf_counter()
+        store.get_online_features(features=service, entity_rows=rows, full_feature_names=True)
+        if k >= 20:  # the first calls warm caches and connections
+            timings.append(time.perf_counter() - t0)
+    features = sum(len(p.features) for p in service.feature_view_projections)
+    return {**_percentiles(timings), "entities": batch, "features": features}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def http_latency(data_dir: Path, users: np.ndarray, items: np.ndarray, calls: int) -> dict:
+    port = _free_port()
+    env = {**os.environ, "RECSYS_DATA_DIR": str(data_dir)}
+    env.pop("RECSYS_FEAST_CONFIG", None)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dagster_project.feature_server", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        conn = None
+        deadline = time.monotonic() + 120
+        while conn is None:
+            try:
+                c = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+                c.request("GET", "/health")
+                if c.getresponse().read() is not None:
+                    conn = c
+            except OSError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise RuntimeError("feature server did not start") from None
+                time.sleep(0.5)
+        rng = np.random.default_rng(1)
+        timings = []
+        for k in range(calls + 20):
+            body = json.dumps(
+                {
+                    "feature_service": SERVICE,
+                    "full_feature_names": True,
+                    "entities": {
+                        "user_id": [str(rng.choice(users))],
+                        "item_id": [str(rng.choice(items))],
+                    },
+                }
+            )
+            t0 = time.perf_counter()
+            conn.request("POST", "/get-online-features", body, {"Content-Type": "application/json"})
+            response = conn.getresponse()
+            response.read()
+            if response.status != 200:
+                raise RuntimeError(f"HTTP {response.status}")
+            if k >= 20:
+                timings.append(time.perf_counter() - t0)
+        return {**_percentiles(timings), "entities": 1}
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def scaled_user_features(data_dir: Path, users: int, target: Path) -> int:
+    """A copy of the data directory's feature files in `target`, with the latest user
+    snapshots repeated under new ids until there are `users` users."""
+    src, dst = layout(data_dir), layout(target)
+    dst.features.mkdir(parents=True, exist_ok=True)
+    for name in ("item_features", "item_text_embedding"):
+        shutil.copy(src.feature_table(name), dst.feature_table(name))
+    latest = (
+        pd.read_parquet(src.feature_table("user_features"))
+        .sort_values("event_timestamp")
+        .groupby("user_id")
+        .tail(1)
+    )
+    copies = -(-users // len(latest))
+    frame = pd.concat(
+        [latest.assign(user_id=latest["user_id"] + f"-{k}") for k in range(copies)],
+        ignore_index=True,
+    ).head(users)
+    frame.to_parquet(dst.feature_table("user_features"), index=False)
+    return len(frame)
+
+
+def materialize_rate(feast: FeastResource, data_dir: Path) -> dict:
+    features = pd.read_parquet(layout(data_dir).feature_table("user_features"))
+    feast.apply()
+    store = feast.store()
+    t0 = time.perf_counter()
+    store.materialize(
+        start_date=features["event_timestamp"].min().to_pydatetime(),
+        end_date=(features["event_timestamp"].max() + pd.Timedelta(seconds=1)).to_pydatetime(),
+        feature_views=["user_behaviour"],
+    )
+    seconds = time.perf_counter() - t0
+    rows = features["user_id"].nunique()
+    return {"users": rows, "seconds": round(seconds, 2), "rows_per_second": round(rows / seconds)}
+
+
+def historical(store, data_dir: Path, rows: int) -> dict:
+    events = pd.read_parquet(
+        layout(data_dir).table("behaviour_events"), columns=["user_id", "item_id", "event_time"]
+    )
+    entity = events.sample(rows, replace=len(events) < rows, random_state=0).rename(
+        columns={"event_time": "event_timestamp"}
+    )
+    t0 = time.perf_counter()
+    frame = store.get_historical_features(
+        entity_df=entity,
+        features=store.get_feature_service("recommender_training"),
+        full_feature_names=True,
+    ).to_df()
+    seconds = time.perf_counter() - t0
+    return {"entity_rows": len(frame), "columns": frame.shape[1], "seconds": round(seconds, 2)}
+
+
+def embedding_rate(data_dir: Path, n: int = 2_000) -> dict:
+    import torch
+
+    from dagster_project.features.text import item_text, load_encoder
+
+    texts = item_text(pd.read_parquet(layout(data_dir).table("items")).head(n)).tolist()
+    out = {}
+    for device in ["cpu", *(["cuda"] if torch.cuda.is_available() else [])]:
+        encode = load_encoder(device=device)
+        encode(texts[:64])
+        t0 = time.perf_counter()
+        encode(texts)
+        out[device] = {
+            "items": len(texts),
+            "items_per_second": round(len(texts) / (time.perf_counter() - t0)),
+        }
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--data-dir", type=Path, default=None)
+    parser.add_argument("--users", type=int, default=1_000_000)
+    parser.add_argument("--historical-rows", type=int, default=1_000_000)
+    parser.add_argument("--calls", type=int, default=2_000)
+    args = parser.parse_args()
+    data_dir = (args.data_dir or layout().root).resolve()
+    if not (layout(data_dir).feast / "online_store.db").exists():
+        raise SystemExit(f"{data_dir}: no materialized feature store; run `make demo` first")
+    os.environ.pop("RECSYS_FEAST_CONFIG", None)
+
+    features = pd.read_parquet(layout(data_dir).feature_table("user_features"), columns=["user_id"])
+    items = pd.read_parquet(layout(data_dir).table("items"), columns=["item_id"])["item_id"]
+    users = features["user_id"].unique()
+    result: dict = {
+        "benchmark": "feature_serving",
+        "machine": machine_info(),
+        "data_dir": str(data_dir),
+    }
+    result["feast_python_server_p99_ms_published"] = FEAST_PYTHON_SERVER_P99_MS
+
+    sqlite = FeastResource(data_dir=str(data_dir)).store()
+    result["sqlite"] = {
+        "online_1": online_latency(sqlite, users, items.to_numpy(), 1, args.calls),
+        "online_100": online_latency(sqlite, users, items.to_numpy(), 100, args.calls // 5),
+    }
+    print(f"[serving] sqlite: {result['sqlite']}", flush=True)
+    result["http"] = {"online_1": http_latency(data_dir, users, items.to_numpy(), args.calls)}
+    print(f"[serving] http: {result['http']}", flush=True)
+
+    with redis_server() as url:
+        os.environ["RECSYS_REDIS_URL"] = url
+        redis = FeastResource(data_dir=str(data_dir), config_file="feature_store.redis.yaml")
+        redis.apply()
+        store = redis.store()
+        feats = pd.read_parquet(
+            layout(data_dir).feature_table("item_features"), columns=["event_timestamp"]
+        )
+        store.materialize(
+            start_date=feats["event_timestamp"].min().to_pydatetime(),
+            end_date=(feats["event_timestamp"].max() + pd.Timedelta(days=2)).to_pydatetime(),
+            feature_views=["user_behaviour", "item_stats"],
+        )
+        result["redis"] = {
+            "online_1": online_latency(store, users, items.to_numpy(), 1, args.calls),
+            "online_100": online_latency(store, users, items.to_numpy(), 100, args.calls // 5),
+        }
+        print(f"[serving] redis: {result['redis']}", flush=True)
+        with tempfile.TemporaryDirectory(prefix="bench-materialize-") as tmp:
+            n = scaled_user_features(data_dir, args.users, Path(tmp))
+            print(f"[serving] materializing {n:,} users", flush=True)
+            result["materialize"] = {
+                "redis": materialize_rate(
+                    FeastResource(data_dir=tmp, config_file="feature_store.redis.yaml"), Path(tmp)
+                ),
+                "sqlite": materialize_rate(FeastResource(data_dir=tmp), Path(tmp)),
+            }
+        print(f"[serving] materialize: {result['materialize']}", flush=True)
+
+    result["historical"] = historical(sqlite, data_dir, args.historical_rows)
+    print(f"[serving] historical: {result['historical']}", flush=True)
+    result["text_embedding"] = embedding_rate(data_dir)
+    print(f"[serving] text embedding: {result['text_embedding']}", flush=True)
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(result, indent=2, default=str))
+    print(f"[serving] saved {RESULTS}")
+
+
+if __name__ == "__main__":
+    main()
