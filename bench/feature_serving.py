@@ -9,7 +9,7 @@ or ./data). Measured, each printed and saved to bench/results/feature_serving.js
   100 (user, item) rows, p50/p99 in-process, on the SQLite profile and on the Redis profile
   (a real redis-server on loopback, fed by `feast materialize`);
 - the same over HTTP (the platform's feature server, one keep-alive connection), 1 row;
-- materialization of `--users` users (the data set's latest user snapshots, copied under new
+- materialization of `--users` users (default 200k) (the data set's latest user snapshots, copied under new
   ids) into SQLite and Redis: rows per second;
 - get_historical_features for `--historical-rows` entity rows (training service);
 - item text embeddings per second on this machine's CPU (and CUDA where present).
@@ -23,6 +23,7 @@ import argparse
 import http.client
 import json
 import os
+import resource
 import shutil
 import socket
 import subprocess
@@ -200,12 +201,25 @@ def embedding_rate(data_dir: Path, n: int = 2_000) -> dict:
     return out
 
 
+def _save(result: dict) -> None:
+    """Save what is measured so far (a long run that is stopped keeps its figures)."""
+    result["peak_rss_gb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(result, indent=2, default=str))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--data-dir", type=Path, default=None)
-    parser.add_argument("--users", type=int, default=1_000_000)
+    parser.add_argument(
+        "--users",
+        type=int,
+        default=200_000,
+        help="users to materialize (Feast's local materialization holds them all in memory: "
+        "1M users took over 20 GB and was stopped on a 24 GB machine)",
+    )
     parser.add_argument("--historical-rows", type=int, default=1_000_000)
     parser.add_argument("--calls", type=int, default=2_000)
     args = parser.parse_args()
@@ -230,8 +244,10 @@ def main() -> None:
         "online_100": online_latency(sqlite, users, items.to_numpy(), 100, args.calls // 5),
     }
     print(f"[serving] sqlite: {result['sqlite']}", flush=True)
+    _save(result)
     result["http"] = {"online_1": http_latency(data_dir, users, items.to_numpy(), args.calls)}
     print(f"[serving] http: {result['http']}", flush=True)
+    _save(result)
 
     with redis_server() as url:
         os.environ["RECSYS_REDIS_URL"] = url
@@ -251,6 +267,7 @@ def main() -> None:
             "online_100": online_latency(store, users, items.to_numpy(), 100, args.calls // 5),
         }
         print(f"[serving] redis: {result['redis']}", flush=True)
+        _save(result)
         with tempfile.TemporaryDirectory(prefix="bench-materialize-") as tmp:
             n = scaled_user_features(data_dir, args.users, Path(tmp))
             print(f"[serving] materializing {n:,} users", flush=True)
@@ -261,13 +278,14 @@ def main() -> None:
                 "sqlite": materialize_rate(FeastResource(data_dir=tmp), Path(tmp)),
             }
         print(f"[serving] materialize: {result['materialize']}", flush=True)
+        _save(result)
 
     result["historical"] = historical(sqlite, data_dir, args.historical_rows)
     print(f"[serving] historical: {result['historical']}", flush=True)
+    _save(result)
     result["text_embedding"] = embedding_rate(data_dir)
     print(f"[serving] text embedding: {result['text_embedding']}", flush=True)
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=2, default=str))
+    _save(result)
     print(f"[serving] saved {RESULTS}")
 
 
