@@ -42,25 +42,16 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from dagster_project.contracts import EVENT_COLUMNS, EVENT_TYPES
+
 DAY = 86_400.0
 HOUR = 3_600.0
 VIEW, FAV, CART, BUY = 0, 1, 2, 3
-EVENT_TYPES = np.array(["view", "favorite", "add_to_cart", "purchase"], dtype=object)
+EVENT_TYPE_NAMES = np.array(EVENT_TYPES, dtype=object)
 # Search-text modifiers combined with a category leaf ("cases", "cheap cases", ...).
 MODIFIERS = ("{}", "cheap {}", "best {}", "{} sale", "new {}", "{} deals")
 N_MOD = len(MODIFIERS)
 DESIGNS = ("scalper", "scraper", "warmer", "hoarder")
-COLUMNS = [
-    "event_id",
-    "user_id",
-    "session_id",
-    "item_id",
-    "event_type",
-    "event_time",
-    "quantity",
-    "price",
-    "query",
-]
 
 
 @dataclass(frozen=True)
@@ -447,7 +438,7 @@ def foreign_bot_events(
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Generate bot traffic for all four designs.
 
-    Returns ``(events, labels)``: events in the behaviour-log schema (see ``COLUMNS``),
+    Returns ``(events, labels)``: events in the behaviour-log schema (see ``EVENT_COLUMNS``),
     sorted by time, with every time in ``[start, start + n_days)``. Labels have one row per bot
     account (``user_id``, ``design``), including accounts whose events all fell outside the
     window.
@@ -478,7 +469,7 @@ def foreign_bot_events(
                     "user_id": users[ev["acct"]],
                     "session_id": sess_names[sess_idx],
                     "item_id": cat.item_id[ev["item"]],
-                    "event_type": EVENT_TYPES[etype],
+                    "event_type": EVENT_TYPE_NAMES[etype],
                     "t_us": np.floor(ev["t"] * 1e6).astype(np.int64),
                     "quantity": np.where(etype == BUY, ev["qty"], np.nan),
                     "price": np.where(priced, cat.price[ev["item"]], np.nan),
@@ -488,7 +479,7 @@ def foreign_bot_events(
         )
     label_df = pd.concat(labels, ignore_index=True)
     if not parts:
-        empty = pd.DataFrame({c: pd.Series(dtype=object) for c in COLUMNS})
+        empty = pd.DataFrame({c: pd.Series(dtype=object) for c in EVENT_COLUMNS})
         empty["event_time"] = pd.Series(dtype="datetime64[ns, UTC]")
         empty[["quantity", "price"]] = empty[["quantity", "price"]].astype(float)
         return empty, label_df
@@ -498,4 +489,4 @@ def foreign_bot_events(
     ev_df = ev_df.reset_index(drop=True)
     ev_df["event_time"] = pd.to_datetime(ev_df["t_us"].to_numpy() + start_us, unit="us", utc=True)
     ev_df["event_id"] = [f"fb-{i:09d}" for i in range(len(ev_df))]
-    return ev_df[COLUMNS], label_df
+    return ev_df[EVENT_COLUMNS], label_df

@@ -3,26 +3,25 @@
 from _paths import FEATURES_DIR
 from feast import FileSource
 
-user_features_source = FileSource(
-    name="user_features_source",
-    path=str(FEATURES_DIR / "user_features.parquet"),
-    timestamp_field="event_timestamp",
-    created_timestamp_column="created",
-    description="Daily cumulative behaviour snapshots per user (asset user_features).",
-)
 
-item_features_source = FileSource(
-    name="item_features_source",
-    path=str(FEATURES_DIR / "item_features.parquet"),
-    timestamp_field="event_timestamp",
-    created_timestamp_column="created",
-    description="Daily popularity and catalog snapshots per item (asset item_features).",
-)
+def _features_file(table: str, description: str) -> FileSource:
+    """A Parquet file the features group writes: feature time and write time per row."""
+    return FileSource(
+        name=f"{table}_source",
+        path=str(FEATURES_DIR / f"{table}.parquet"),
+        timestamp_field="event_timestamp",
+        created_timestamp_column="created",
+        description=description,
+    )
 
-item_text_embedding_source = FileSource(
-    name="item_text_embedding_source",
-    path=str(FEATURES_DIR / "item_text_embedding.parquet"),
-    timestamp_field="event_timestamp",
-    created_timestamp_column="created",
-    description="MiniLM vectors of item title + description (asset item_text_embeddings).",
+
+user_features_source = _features_file(
+    "user_features", "Behaviour snapshots per user and snapshot day (asset user_features)."
+)
+item_features_source = _features_file(
+    "item_features", "Popularity and catalog snapshots per item (asset item_features)."
+)
+item_text_embedding_source = _features_file(
+    "item_text_embedding",
+    "MiniLM vectors of item title + description (asset item_text_embeddings).",
 )

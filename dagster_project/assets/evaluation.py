@@ -102,6 +102,8 @@ WAREHOUSE_TABLES = [
     "items_clean",
     "quarantine",
     "user_traffic_scores",
+    "session_traffic_scores",
+    "item_outliers",
     "behaviour_events",
     "behaviour_exclusions",
     "items",
@@ -117,6 +119,7 @@ WAREHOUSE_TABLES = [
     deps=[
         "quarantine",
         "behaviour_events",
+        "item_outliers",
         "items",
         "user_features",
         "item_features",

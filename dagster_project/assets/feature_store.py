@@ -100,9 +100,9 @@ def online_matches_offline(feast: FeastResource, storage: PlatformStorage) -> As
     offline = pd.read_parquet(storage.layout().feature_table("user_features"))
     latest = offline.sort_values("event_timestamp").groupby("user_id").tail(1).set_index("user_id")
     sample = latest.sample(min(50, len(latest)), random_state=0)
+    store = feast.store()
     online = (
-        feast.store()
-        .get_online_features(
+        store.get_online_features(
             features=[f"{USER_VIEW}:{f}" for f in CONSISTENCY_FEATURES],
             entity_rows=[{"user_id": u} for u in sample.index],
         )
@@ -119,13 +119,9 @@ def online_matches_offline(feast: FeastResource, storage: PlatformStorage) -> As
         ]
     texts = pd.read_parquet(storage.layout().feature_table("item_text_embedding"))
     texts = texts.sample(min(20, len(texts)), random_state=0).set_index("item_id")
-    online_texts = (
-        feast.store()
-        .get_online_features(
-            features=[f"{TEXT_VIEW}:embedding"], entity_rows=[{"item_id": i} for i in texts.index]
-        )
-        .to_dict()
-    )
+    online_texts = store.get_online_features(
+        features=[f"{TEXT_VIEW}:embedding"], entity_rows=[{"item_id": i} for i in texts.index]
+    ).to_dict()
     for item, vector in zip(online_texts["item_id"], online_texts["embedding"], strict=True):
         if vector is None or not np.allclose(vector, texts.loc[item, "embedding"], atol=1e-6):
             mismatches.append(f"{item}.embedding: online vector differs from the offline one")

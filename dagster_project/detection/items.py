@@ -55,7 +55,6 @@ def popularity_spikes(events: pl.LazyFrame) -> pl.DataFrame:
         pl.col("n").max().alias("peak_day_events"),
         (pl.col("n") / pl.col("day_total")).sort_by("n").last().alias("peak_share"),
         # median over every day of the window: days without traffic count as zero
-        pl.col("n").alias("counts"),
         (pl.col("n") / pl.col("day_total")).alias("shares"),
     )
     usual = np.array(
@@ -65,7 +64,7 @@ def popularity_spikes(events: pl.LazyFrame) -> pl.DataFrame:
         ]
     )
     return (
-        per_item.drop("counts", "shares")
+        per_item.drop("shares")
         .with_columns(
             pl.Series("usual_share", usual),
             (
