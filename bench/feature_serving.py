@@ -34,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from feast import FeatureStore, RepoConfig
 
 from bench.machine import machine_info
 from dagster_project.redis_server import redis_server
@@ -55,21 +56,36 @@ def _percentiles(seconds: list[float]) -> dict:
     }
 
 
-def online_latency(store, users: np.ndarray, items: np.ndarray, batch: int, calls: int) -> dict:
+def online_latency(
+    store, users: np.ndarray, items: np.ndarray, batch: int, calls: int, one_user: bool = False
+) -> dict:
+    """p50/p99 of get_online_features(online_ranking) for `batch` (user, item) rows: distinct
+    random pairs, or (`one_user`) one user with `batch` candidate items, as a ranker asks."""
     service = store.get_feature_service(SERVICE)
     rng = np.random.default_rng(0)
     timings = []
     for k in range(calls + 20):
+        who = np.repeat(rng.choice(users), batch) if one_user else rng.choice(users, batch)
         rows = [
             {"user_id": u, "item_id": i}
-            for u, i in zip(rng.choice(users, batch), rng.choice(items, batch), strict=True)
+            for u, i in zip(who, rng.choice(items, batch), strict=True)
         ]
         t0 = time.perf_counter()
         store.get_online_features(features=service, entity_rows=rows, full_feature_names=True)
         if k >= 20:  # the first calls warm caches and connections
             timings.append(time.perf_counter() - t0)
     features = sum(len(p.features) for p in service.feature_view_projections)
-    return {**_percentiles(timings), "entities": batch, "features": features}
+    entities = (1 if one_user else batch) + batch
+    return {**_percentiles(timings), "rows": batch, "entities": entities, "features": features}
+
+
+def ranking_latencies(store, users: np.ndarray, items: np.ndarray, calls: int) -> dict:
+    """The three request shapes: 1 pair, 1 user x 100 candidates, 100 distinct pairs."""
+    return {
+        "online_1": online_latency(store, users, items, 1, calls),
+        "online_100_candidates": online_latency(store, users, items, 100, calls // 5, True),
+        "online_100_pairs": online_latency(store, users, items, 100, calls // 5),
+    }
 
 
 def _free_port() -> int:
@@ -247,11 +263,16 @@ def main() -> None:
     result["feast_python_server_p99_ms_published"] = FEAST_PYTHON_SERVER_P99_MS
 
     sqlite = FeastResource(data_dir=str(data_dir)).store()
-    result["sqlite"] = {
-        "online_1": online_latency(sqlite, users, items.to_numpy(), 1, args.calls),
-        "online_100": online_latency(sqlite, users, items.to_numpy(), 100, args.calls // 5),
-    }
+    result["sqlite"] = ranking_latencies(sqlite, users, items.to_numpy(), args.calls)
     print(f"[serving] sqlite: {result['sqlite']}", flush=True)
+    # The same database through Feast's own SQLite store class, for comparison.
+    stock_config = FeastResource(data_dir=str(data_dir)).repo_config().model_dump(by_alias=True)
+    stock_config["online_store"] = {"type": "sqlite", "path": sqlite.config.online_store.path}
+    stock = FeatureStore(config=RepoConfig(**stock_config))
+    result["sqlite_feast_stock_store"] = ranking_latencies(
+        stock, users, items.to_numpy(), args.calls
+    )
+    print(f"[serving] sqlite, Feast's stock store: {result['sqlite_feast_stock_store']}", flush=True)
     _save(result)
     result["http"] = {"online_1": http_latency(data_dir, users, items.to_numpy(), args.calls)}
     print(f"[serving] http: {result['http']}", flush=True)
@@ -270,10 +291,7 @@ def main() -> None:
             end_date=(feats["event_timestamp"].max() + pd.Timedelta(days=2)).to_pydatetime(),
             feature_views=["user_behaviour", "item_stats"],
         )
-        result["redis"] = {
-            "online_1": online_latency(store, users, items.to_numpy(), 1, args.calls),
-            "online_100": online_latency(store, users, items.to_numpy(), 100, args.calls // 5),
-        }
+        result["redis"] = ranking_latencies(store, users, items.to_numpy(), args.calls)
         print(f"[serving] redis: {result['redis']}", flush=True)
         _save(result)
         if args.latency_only:

@@ -1,5 +1,6 @@
-"""Fetch the platform's features three ways: the Feast SDK, the HTTP feature server, and a
-point-in-time training set. Run after `make demo` (or on any materialized data directory):
+"""Fetch the platform's features and recommendations three ways: the Feast SDK, the HTTP
+feature server, and a point-in-time training set. Run after `make demo` (or on any
+materialized data directory):
 
     RECSYS_DATA_DIR=$PWD/data .venv/bin/python examples/fetch_features.py \
         [--server http://127.0.0.1:6566] [--user u0000001] [--item i0000001]
@@ -22,23 +23,20 @@ from feast import FeatureStore
 REPO = Path(__file__).resolve().parents[1] / "feature_repo"
 
 
-def with_sdk(user: str, item: str) -> dict:
-    """Online features for ranking one (user, item) pair, with the plain Feast SDK."""
+def with_sdk(service: str, entity_rows: list[dict]) -> dict:
+    """Online values of a feature service for some entities, with the plain Feast SDK:
+    `online_ranking` for (user_id, item_id) pairs, `recommendations` for user_ids."""
     store = FeatureStore(repo_path=str(REPO))  # reads feature_store.yaml and RECSYS_DATA_DIR
     return store.get_online_features(
-        features=store.get_feature_service("online_ranking"),
-        entity_rows=[{"user_id": user, "item_id": item}],
+        features=store.get_feature_service(service),
+        entity_rows=entity_rows,
         full_feature_names=True,
     ).to_dict()
 
 
-def over_http(server: str, user: str, item: str) -> tuple[int, dict]:
+def over_http(server: str, service: str, entities: dict[str, list]) -> tuple[int, dict]:
     """The same over HTTP: POST /get-online-features. Returns (status, body)."""
-    body = {
-        "feature_service": "online_ranking",
-        "full_feature_names": True,
-        "entities": {"user_id": [user], "item_id": [item]},
-    }
+    body = {"feature_service": service, "full_feature_names": True, "entities": entities}
     request = urllib.request.Request(
         f"{server}/get-online-features",
         data=json.dumps(body).encode(),
@@ -51,13 +49,21 @@ def over_http(server: str, user: str, item: str) -> tuple[int, dict]:
         return error.code, json.loads(error.read() or b"{}")
 
 
-def training_set(interactions: pd.DataFrame) -> pd.DataFrame:
-    """Point-in-time features for (user_id, item_id, event_timestamp) rows: each row sees the
-    features as they were at its own time, never later."""
+def by_name(body: dict) -> dict[str, dict]:
+    """An HTTP answer as {feature name: {"values": [...], "statuses": [...]}}."""
+    return dict(zip(body["metadata"]["feature_names"], body["results"], strict=True))
+
+
+def training_set(
+    interactions: pd.DataFrame, features: str | list[str] = "recommender_training"
+) -> pd.DataFrame:
+    """Point-in-time values for (user_id[, item_id], event_timestamp) rows: each row sees the
+    features as they were at its own time, never later. `features` is a feature service
+    name or a list of "view:feature" references."""
     store = FeatureStore(repo_path=str(REPO))
     return store.get_historical_features(
         entity_df=interactions,
-        features=store.get_feature_service("recommender_training"),
+        features=store.get_feature_service(features) if isinstance(features, str) else features,
         full_feature_names=True,
     ).to_df()
 
@@ -69,17 +75,27 @@ def main() -> None:
     parser.add_argument("--server", default="http://127.0.0.1:6566")
     parser.add_argument("--user", default="u0000001")
     parser.add_argument("--item", default="i0000001")
+    parser.add_argument(
+        "--at", default="2026-10-01 12:00", help="time for the point-in-time recommendations"
+    )
     args = parser.parse_args()
+    pair = {"user_id": args.user, "item_id": args.item}
 
-    features = with_sdk(args.user, args.item)
-    print("SDK:", {k: v[0] for k, v in list(features.items())[:8]}, "...")
-    unknown = with_sdk("no-such-user", args.item)
-    print("SDK, unknown user: user_behaviour__views =", unknown["user_behaviour__views"][0])
+    features = with_sdk("online_ranking", [pair])
+    print("SDK ranking features:", {k: v[0] for k, v in features.items()})
+    recs = with_sdk("recommendations", [{"user_id": args.user}])
+    print("SDK recommendations:", recs["user_recommendations__item_ids"][0])
+    print("   by model", recs["user_recommendations__model_version"][0])
+    unknown = with_sdk("recommendations", [{"user_id": "no-such-user"}])
+    print("SDK, unknown user:", unknown["user_recommendations__item_ids"][0])
     try:
-        status, body = over_http(args.server, args.user, args.item)
-        names = body.get("metadata", {}).get("feature_names", [])
-        values = [r["values"][0] for r in body.get("results", [])]
-        print(f"HTTP {status}:", dict(list(zip(names, values, strict=False))[:8]), "...")
+        status, body = over_http(args.server, "online_ranking", {k: [v] for k, v in pair.items()})
+        print(
+            f"HTTP {status} ranking features:",
+            {k: v["values"][0] for k, v in by_name(body).items()},
+        )
+        status, body = over_http(args.server, "recommendations", {"user_id": [args.user]})
+        print(f"HTTP {status} recommendations:", by_name(body)["user_recommendations__item_ids"])
     except urllib.error.URLError as error:
         print(f"HTTP: no server at {args.server} ({error.reason}); start it as shown above")
     rows = pd.DataFrame(
@@ -92,6 +108,14 @@ def main() -> None:
     print(
         training_set(rows)[["event_timestamp", "user_behaviour__views", "user_behaviour__views_7d"]]
     )
+    served = training_set(
+        pd.DataFrame(
+            {"user_id": [args.user], "event_timestamp": [pd.Timestamp(args.at, tz="UTC")]}
+        ),
+        ["user_recommendations:item_ids", "user_recommendations:model_version"],
+    )
+    print(f"Recommendations the user would have been served at {args.at} (offline store):")
+    print(served.iloc[0].to_dict())
 
 
 if __name__ == "__main__":

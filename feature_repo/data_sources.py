@@ -25,3 +25,16 @@ item_text_embedding_source = _features_file(
     "item_text_embedding",
     "MiniLM vectors of item title + description (asset item_text_embeddings).",
 )
+
+# Model outputs, written by the recommender group after training.
+user_embedding_source = _features_file(
+    "user_embedding", "User vectors e_u of the trained recommender (asset model_vectors)."
+)
+item_embedding_source = _features_file(
+    "item_embedding",
+    "Item vectors e_i and biases b_i of the trained recommender (asset model_vectors).",
+)
+user_recommendations_source = _features_file(
+    "user_recommendations",
+    "Top-K items per user from the trained recommender (asset recommendations).",
+)

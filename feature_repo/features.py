@@ -2,7 +2,14 @@
 
 from datetime import timedelta
 
-from data_sources import item_features_source, item_text_embedding_source, user_features_source
+from data_sources import (
+    item_embedding_source,
+    item_features_source,
+    item_text_embedding_source,
+    user_embedding_source,
+    user_features_source,
+    user_recommendations_source,
+)
 from entities import item, user
 from feast import FeatureView, Field
 from feast.types import Array, Bool, Float32, Int64, String
@@ -156,4 +163,76 @@ item_text_embedding = FeatureView(
     online=True,
     description="What an item's text means, as a vector: for content-based retrieval and new items.",
     tags={**OWNER_TAGS, "model": "all-MiniLM-L6-v2"},
+)
+
+# -- Model outputs: written after training, stamped with the time the model's data ends -------
+MODEL_TAGS = {**OWNER_TAGS, "team": "recommender", "produced_by": "recommender asset group"}
+MODEL_OUTPUT_TTL = timedelta(days=30)  # a model older than a month should not be served
+MODEL_VERSION = Field(
+    name="model_version",
+    dtype=String,
+    description="The model that produced the row: embedding-<digest of its weights>.",
+)
+
+user_embedding = FeatureView(
+    name="user_embedding",
+    entities=[user],
+    ttl=MODEL_OUTPUT_TTL,
+    schema=[
+        Field(
+            name="embedding",
+            dtype=Array(Float32),
+            description="User vector e_u of the recommender: the interest in item i is "
+            "e_u . e_i + b_i (item_embedding).",
+        ),
+        MODEL_VERSION,
+    ],
+    source=user_embedding_source,
+    online=True,
+    description="The trained recommender's user vectors, for scoring candidates or "
+    "nearest-neighbour retrieval in another team's index.",
+    tags=MODEL_TAGS,
+)
+
+item_embedding = FeatureView(
+    name="item_embedding",
+    entities=[item],
+    ttl=MODEL_OUTPUT_TTL,
+    schema=[
+        Field(
+            name="embedding",
+            dtype=Array(Float32),
+            description="Item vector e_i of the recommender (same space as user_embedding).",
+        ),
+        Field(name="bias", dtype=Float32, description="Item bias b_i, added to e_u . e_i."),
+        MODEL_VERSION,
+    ],
+    source=item_embedding_source,
+    online=True,
+    description="The trained recommender's item vectors and biases.",
+    tags=MODEL_TAGS,
+)
+
+user_recommendations = FeatureView(
+    name="user_recommendations",
+    entities=[user],
+    ttl=MODEL_OUTPUT_TTL,
+    schema=[
+        Field(
+            name="item_ids",
+            dtype=Array(String),
+            description="Top-K items for the user, best first; items the user already "
+            "interacted with are left out.",
+        ),
+        Field(
+            name="scores",
+            dtype=Array(Float32),
+            description="The model's score of each item in item_ids (e_u . e_i + b_i).",
+        ),
+        MODEL_VERSION,
+    ],
+    source=user_recommendations_source,
+    online=True,
+    description="Personal top-K recommendations precomputed by the trained recommender.",
+    tags=MODEL_TAGS,
 )

@@ -38,6 +38,8 @@ class Recommender(ABC):
         self, interactions: pd.DataFrame, items: pd.DataFrame
     ) -> tuple[np.ndarray, np.ndarray]:
         """Set the user/item vocabularies; returns the interactions' user and item indices."""
+        # The model's feature clock: what it outputs is as of its last interaction.
+        self.trained_until = pd.Timestamp(interactions["event_time"].max())
         self.item_ids = items["item_id"].to_numpy()
         self.item_index = pd.Index(self.item_ids)
         self.user_index = pd.Index(interactions["user_id"].unique())

@@ -11,6 +11,7 @@ validation NDCG@10 picks the number of epochs, then the model is refit on all da
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from dataclasses import asdict, dataclass, field
@@ -307,6 +308,37 @@ class EmbeddingRecommender(Recommender):
         vectors, bias = self._item_matrix()
         return ue @ vectors.T + bias
 
+    @property
+    def version(self) -> str:
+        """`embedding-<12 hex>`: a digest of the weights, so equal models share a version."""
+        digest = hashlib.sha256()
+        for name, tensor in sorted(self.model.state_dict().items()):
+            digest.update(name.encode())
+            digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+        return f"{self.name}-{digest.hexdigest()[:12]}"
+
+    def user_vectors(self) -> pd.DataFrame:
+        """user_id, embedding (float32 e_u) for every known user: score items as e_u . e_i + b_i."""
+        with torch.no_grad():
+            self.model.eval()
+            users = torch.arange(len(self.user_index), device=self.device)
+            vectors = self.model.user_vector(users, self.user_latest.to(self.device))
+        return pd.DataFrame(
+            {"user_id": self.user_index.to_numpy(), "embedding": list(vectors.cpu().numpy())}
+        )
+
+    def item_vectors(self) -> pd.DataFrame:
+        """item_id, embedding (float32 e_i) and bias (b_i) for every catalog item."""
+        with torch.no_grad():
+            vectors, bias = self._item_matrix()
+        return pd.DataFrame(
+            {
+                "item_id": self.item_ids,
+                "embedding": list(vectors.cpu().numpy()),
+                "bias": bias.cpu().numpy(),
+            }
+        )
+
     def similar_items(self, item_id: str, k: int = 10) -> pd.DataFrame:
         """Items closest to `item_id` by cosine similarity of item vectors."""
         with torch.no_grad():
@@ -336,6 +368,7 @@ class EmbeddingRecommender(Recommender):
                 {
                     "config": asdict(self.config),
                     "history": self.history,
+                    "version": self.version,
                     "users": len(self.user_index),
                     "items": len(self.item_ids),
                 },

@@ -7,10 +7,11 @@ import sys
 import time
 import urllib.request
 
+import numpy as np
 import pandas as pd
 import pytest
 
-from examples.fetch_features import over_http, training_set, with_sdk
+from examples.fetch_features import by_name, over_http, training_set, with_sdk
 
 
 def _free_port() -> int:
@@ -58,17 +59,47 @@ def _user_with_history(out) -> str:
 def test_http_serves_known_entities_and_says_not_found(served, monkeypatch):
     url, out = served
     user = _user_with_history(out)
-    status, body = over_http(url, user, "i0000001")
+    pair = {"user_id": [user], "item_id": ["i0000001"]}
+    status, body = over_http(url, "online_ranking", pair)
     assert status == 200
-    named = dict(zip(body["metadata"]["feature_names"], body["results"], strict=True))
-    assert named["user_behaviour__views"]["statuses"] == ["PRESENT"]
+    named = by_name(body)
+    assert named["user_behaviour__views_7d"]["statuses"] == ["PRESENT"]
     monkeypatch.setenv("RECSYS_DATA_DIR", str(out.root))
-    sdk = with_sdk(user, "i0000001")
-    assert named["user_behaviour__views"]["values"][0] == sdk["user_behaviour__views"][0]
-    status, body = over_http(url, "no-such-user", "i0000001")
-    named = dict(zip(body["metadata"]["feature_names"], body["results"], strict=True))
-    assert status == 200 and named["user_behaviour__views"]["statuses"] == ["NOT_FOUND"]
-    assert with_sdk("no-such-user", "i0000001")["user_behaviour__views"] == [None]
+    sdk = with_sdk("online_ranking", [{"user_id": user, "item_id": "i0000001"}])
+    assert named["user_behaviour__views_7d"]["values"][0] == sdk["user_behaviour__views_7d"][0]
+    status, body = over_http(url, "online_ranking", {**pair, "user_id": ["no-such-user"]})
+    named = by_name(body)
+    assert status == 200 and named["user_behaviour__views_7d"]["statuses"] == ["NOT_FOUND"]
+    unknown = with_sdk("online_ranking", [{"user_id": "no-such-user", "item_id": "i0000001"}])
+    assert unknown["user_behaviour__views_7d"] == [None]
+
+
+def test_recommendations_come_back_the_same_three_ways(served, monkeypatch):
+    url, out = served
+    monkeypatch.setenv("RECSYS_DATA_DIR", str(out.root))
+    lists = pd.read_parquet(out.feature_table("user_recommendations")).set_index("user_id")
+    user = lists.index[0]
+    expected = list(lists.loc[user, "item_ids"])
+    assert len(expected) == 20
+    sdk = with_sdk("recommendations", [{"user_id": user}, {"user_id": "no-such-user"}])
+    assert sdk["user_recommendations__item_ids"] == [expected, None]
+    assert sdk["user_recommendations__model_version"][0].startswith("embedding-")
+    status, body = over_http(url, "recommendations", {"user_id": [user, "no-such-user"]})
+    named = by_name(body)
+    assert status == 200 and named["user_recommendations__item_ids"]["values"][0] == expected
+    assert named["user_recommendations__item_ids"]["statuses"] == ["PRESENT", "NOT_FOUND"]
+    # Offline, point in time: nothing before the model's data ended, the list after it.
+    as_of = lists.loc[user, "event_timestamp"]
+    rows = pd.DataFrame(
+        {
+            "user_id": user,
+            "event_timestamp": [as_of - pd.Timedelta(hours=1), as_of + pd.Timedelta(days=1)],
+        }
+    )
+    got = training_set(rows, ["user_recommendations:item_ids"]).sort_values("event_timestamp")
+    before, after = got["user_recommendations__item_ids"]
+    assert before is None or (not isinstance(before, list | np.ndarray) and pd.isna(before))
+    assert list(after) == expected
 
 
 @pytest.mark.parametrize(

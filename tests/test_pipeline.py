@@ -119,15 +119,16 @@ def test_quality_report_shows_bot_scores_and_the_confusion_matrix(run):
 def test_feast_serves_online_features_for_a_known_user(run):
     features = pd.read_parquet(run.feature_table("user_features"))
     latest = features.sort_values("event_timestamp").groupby("user_id").tail(1).set_index("user_id")
-    user = latest["views"].idxmax()
+    user = latest["views_7d"].idxmax()
     store = FeastResource(data_dir=str(run.root)).store()
     online = store.get_online_features(
         features=store.get_feature_service("online_ranking"),
         entity_rows=[{"user_id": user, "item_id": "i0000001"}],
         full_feature_names=True,
     ).to_dict()
-    assert online["user_behaviour__views"][0] == latest.loc[user, "views"]
+    assert online["user_behaviour__views_7d"][0] == latest.loc[user, "views_7d"]
     assert online["item_stats__category"][0]
+    assert "user_behaviour__views" not in online  # the ranking service carries recent activity
 
 
 def test_training_set_is_point_in_time_and_model_beats_popularity(run):

@@ -18,6 +18,14 @@ from dagster_project.resources import FeastResource, PlatformStorage
 USER_VIEW = "user_behaviour"
 ITEM_VIEW = "item_stats"
 TEXT_VIEW = "item_text_embedding"
+MODEL_VIEWS = ["user_embedding", "item_embedding", "user_recommendations"]
+# The feature file behind each view (feature_repo/data_sources.py).
+SOURCE_TABLE = {
+    USER_VIEW: "user_features",
+    ITEM_VIEW: "item_features",
+    TEXT_VIEW: "item_text_embedding",
+    **{v: v for v in MODEL_VIEWS},
+}
 CONSISTENCY_FEATURES = [
     "views",
     "carts",
@@ -57,6 +65,33 @@ def feast_registry(context: AssetExecutionContext, feast: FeastResource) -> Mate
     )
 
 
+def _materialize(
+    context: AssetExecutionContext, feast: FeastResource, storage: PlatformStorage, views: list[str]
+) -> MaterializeResult:
+    """Materialize `views` (each backed by the feature file of the same name) over the span of
+    their event timestamps."""
+    out = storage.layout()
+    stamps = pd.concat(
+        [
+            pd.read_parquet(out.feature_table(SOURCE_TABLE[v]), columns=["event_timestamp"])
+            for v in views
+        ]
+    )["event_timestamp"]
+    start = stamps.min().to_pydatetime()
+    end = (stamps.max() + pd.Timedelta(seconds=1)).to_pydatetime()
+    store = feast.store()
+    store.materialize(start_date=start, end_date=end, feature_views=views)
+    context.log.info(f"materialized {', '.join(views)} for {start:%Y-%m-%d} .. {end:%Y-%m-%d}")
+    return MaterializeResult(
+        metadata={
+            "feature_views": ", ".join(views),
+            "start": start.isoformat(),
+            "end": end.isoformat(),
+            "online_store": store.config.online_store.type,
+        }
+    )
+
+
 @asset(
     group_name="feature_store",
     owners=OWNERS,
@@ -67,27 +102,54 @@ def feast_registry(context: AssetExecutionContext, feast: FeastResource) -> Mate
 def feast_online(
     context: AssetExecutionContext, feast: FeastResource, storage: PlatformStorage
 ) -> MaterializeResult:
-    out = storage.layout()
-    stamps = pd.concat(
-        [
-            pd.read_parquet(out.feature_table(t), columns=["event_timestamp"])
-            for t in ("user_features", "item_features", "item_text_embedding")
-        ]
-    )["event_timestamp"]
-    start, end = (
-        stamps.min().to_pydatetime(),
-        (stamps.max() + pd.Timedelta(seconds=1)).to_pydatetime(),
-    )
-    store = feast.store()
-    views = [USER_VIEW, ITEM_VIEW, TEXT_VIEW]
-    store.materialize(start_date=start, end_date=end, feature_views=views)
-    context.log.info(f"materialized {', '.join(views)} for {start:%Y-%m-%d} .. {end:%Y-%m-%d}")
-    return MaterializeResult(
+    return _materialize(context, feast, storage, [USER_VIEW, ITEM_VIEW, TEXT_VIEW])
+
+
+@asset(
+    group_name="feature_store",
+    owners=OWNERS,
+    kinds={"feast", "sqlite"},
+    deps=["feast_registry", "recommendations", "model_vectors"],
+    description="The trained model's outputs in the online store: user and item vectors and "
+    "top-K recommendations per user (service `recommendations`).",
+)
+def feast_model_outputs(
+    context: AssetExecutionContext, feast: FeastResource, storage: PlatformStorage
+) -> MaterializeResult:
+    return _materialize(context, feast, storage, MODEL_VIEWS)
+
+
+def _list_mismatches(
+    store, view: str, field: str, key: str, offline: pd.DataFrame, sample: int
+) -> list[str]:
+    """Entities of a sample whose online list feature (a vector or top-K list) differs from the
+    offline one."""
+    rows = offline.sample(min(sample, len(offline)), random_state=0).set_index(key)
+    online = store.get_online_features(
+        features=[f"{view}:{field}"], entity_rows=[{key: k} for k in rows.index]
+    ).to_dict()
+    mismatches = []
+    for entity, got in zip(online[key], online[field], strict=True):
+        want = rows.loc[entity, field]
+        same = got is not None and len(got) == len(want)
+        if same and np.asarray(want).dtype.kind == "f":
+            same = np.allclose(got, want, atol=1e-6)
+        elif same:
+            same = list(got) == list(want)
+        if not same:
+            mismatches.append(f"{entity}.{view}.{field}: online differs from offline")
+    return mismatches
+
+
+def _check_result(sampled: int, mismatches: list[str]) -> AssetCheckResult:
+    return AssetCheckResult(
+        passed=not mismatches,
+        severity=AssetCheckSeverity.ERROR,
         metadata={
-            "start": start.isoformat(),
-            "end": end.isoformat(),
-            "online_store": store.config.online_store.type,
-        }
+            "entities_sampled": sampled,
+            "mismatches": len(mismatches),
+            "examples": MetadataValue.text("\n".join(mismatches[:10]) or "none"),
+        },
     )
 
 
@@ -118,19 +180,28 @@ def online_matches_offline(feast: FeastResource, storage: PlatformStorage) -> As
             for u, g, o in zip(sample.index[diff], got[diff], sample[f][diff], strict=True)
         ]
     texts = pd.read_parquet(storage.layout().feature_table("item_text_embedding"))
-    texts = texts.sample(min(20, len(texts)), random_state=0).set_index("item_id")
-    online_texts = store.get_online_features(
-        features=[f"{TEXT_VIEW}:embedding"], entity_rows=[{"item_id": i} for i in texts.index]
-    ).to_dict()
-    for item, vector in zip(online_texts["item_id"], online_texts["embedding"], strict=True):
-        if vector is None or not np.allclose(vector, texts.loc[item, "embedding"], atol=1e-6):
-            mismatches.append(f"{item}.embedding: online vector differs from the offline one")
-    return AssetCheckResult(
-        passed=not mismatches,
-        severity=AssetCheckSeverity.ERROR,
-        metadata={
-            "entities_sampled": len(sample) + len(texts),
-            "mismatches": len(mismatches),
-            "examples": MetadataValue.text("\n".join(mismatches[:10]) or "none"),
-        },
-    )
+    mismatches += _list_mismatches(store, TEXT_VIEW, "embedding", "item_id", texts, 20)
+    return _check_result(len(sample) + min(20, len(texts)), mismatches)
+
+
+@asset_check(
+    asset=feast_model_outputs,
+    blocking=True,
+    description="For a sample of users and items, the online vectors and top-K lists equal the "
+    "model's offline outputs.",
+)
+def model_outputs_online_match_offline(
+    feast: FeastResource, storage: PlatformStorage
+) -> AssetCheckResult:
+    out, store = storage.layout(), feast.store()
+    mismatches, sampled = [], 0
+    for view, field, key in [
+        ("user_recommendations", "item_ids", "user_id"),
+        ("user_recommendations", "scores", "user_id"),
+        ("user_embedding", "embedding", "user_id"),
+        ("item_embedding", "embedding", "item_id"),
+    ]:
+        offline = pd.read_parquet(out.feature_table(SOURCE_TABLE[view]))
+        mismatches += _list_mismatches(store, view, field, key, offline, 30)
+        sampled += min(30, len(offline))
+    return _check_result(sampled, mismatches)

@@ -1,7 +1,6 @@
 """Group features: user and item feature snapshots as Parquet, the files Feast's sources read."""
 
 import pandas as pd
-import polars as pl
 import torch
 from dagster import (
     AssetCheckExecutionContext,
@@ -16,6 +15,7 @@ from dagster import (
 from dagster_project.assets._common import OWNERS, suite_check_result, table_metadata
 from dagster_project.features.build import item_features as build_item_features
 from dagster_project.features.build import user_features as build_user_features
+from dagster_project.features.model_outputs import feast_table
 from dagster_project.features.text import DIM, MODEL_NAME, embed_items, load_encoder
 from dagster_project.resources import PlatformStorage, QualityResource
 from dagster_project.storage import write_parquet_atomic
@@ -82,13 +82,8 @@ def item_text_embeddings(
         lambda: load_encoder(device="cuda" if torch.cuda.is_available() else "cpu"),
         progress=context.log.info,
     )
-    frame = vectors.merge(catalog[["item_id", "first_seen"]], on="item_id").rename(
-        columns={"first_seen": "event_timestamp"}
-    )
-    frame["created"] = pd.Timestamp.now(tz="UTC")
-    table = pl.from_pandas(frame.drop(columns="embedding")).with_columns(
-        pl.Series("embedding", list(frame["embedding"]), dtype=pl.List(pl.Float32))
-    )
+    frame = vectors.merge(catalog[["item_id", "first_seen"]], on="item_id")
+    table = feast_table(frame.drop(columns="first_seen"), frame["first_seen"], ("embedding",))
     path = write_parquet_atomic(table, out.feature_table("item_text_embedding"))
     context.log.info(
         f"item_text_embeddings: {run.items:,} items, {run.embedded:,} embedded now "

@@ -13,6 +13,7 @@ from dagster import (
 
 from dagster_project.assets._common import OWNERS, suite_check_result, table_metadata
 from dagster_project.features.build import price_bucket
+from dagster_project.features.model_outputs import recommendation_lists, vector_table
 from dagster_project.resources import (
     FeastResource,
     PlatformStorage,
@@ -154,18 +155,55 @@ def embedding_model(
     owners=OWNERS,
     kinds={"parquet", "pytorch"},
     deps=["embedding_model"],
-    description="Top-K items per user (already-seen items removed) with scores and the model version.",
+    description="Top-K items per user (already-seen items removed) with scores and the model "
+    "version; also one list row per user for the Feast view user_recommendations.",
 )
-def recommendations(storage: PlatformStorage, settings: RecommenderSettings) -> MaterializeResult:
+def recommendations(
+    context: AssetExecutionContext, storage: PlatformStorage, settings: RecommenderSettings
+) -> MaterializeResult:
     out = storage.layout()
     model = EmbeddingRecommender.load(out.models / "embedding" / "model.pt", settings.device)
+    version = model.version
     frame = model.recommend(model.user_index, settings.top_k)
-    frame["model_version"] = f"embedding-{model.config.dim}d-seed{model.config.seed}"
+    frame["model_version"] = version
     path = write_parquet_atomic(frame, out.table("recommendations"))
+    lists = recommendation_lists(frame, version, model.trained_until)
+    write_parquet_atomic(lists, out.feature_table("user_recommendations"))
+    context.log.info(f"recommendations: top {settings.top_k} for {len(lists):,} users by {version}")
     return MaterializeResult(
         metadata={
             **table_metadata(frame, path),
             "users": frame["user_id"].nunique(),
             "distinct_items": frame["item_id"].nunique(),
+            "model_version": version,
+            "as_of": model.trained_until.isoformat(),
+        }
+    )
+
+
+@asset(
+    group_name="recommender",
+    owners=OWNERS,
+    kinds={"parquet", "pytorch"},
+    deps=["embedding_model"],
+    description="The trained model's user vectors e_u and item vectors e_i with biases b_i, "
+    "for the Feast views user_embedding and item_embedding.",
+)
+def model_vectors(storage: PlatformStorage, settings: RecommenderSettings) -> MaterializeResult:
+    out = storage.layout()
+    model = EmbeddingRecommender.load(out.models / "embedding" / "model.pt", settings.device)
+    version, as_of = model.version, model.trained_until
+    users = vector_table(model.user_vectors(), version, as_of)
+    items = vector_table(model.item_vectors(), version, as_of)
+    write_parquet_atomic(users, out.feature_table("user_embedding"))
+    path = write_parquet_atomic(items, out.feature_table("item_embedding"))
+    return MaterializeResult(
+        metadata={
+            "users": len(users),
+            "items": len(items),
+            "dimensions": model.config.dim,
+            "model_version": version,
+            "as_of": as_of.isoformat(),
+            "path": MetadataValue.path(str(path.parent)),
         }
     )
