@@ -10,7 +10,10 @@ import urllib.request
 import numpy as np
 import pandas as pd
 import pytest
+from feast import FeatureStore, RepoConfig
 
+from dagster_project.feast_sqlite import STORE_TYPE
+from dagster_project.resources import FeastResource
 from examples.fetch_features import by_name, over_http, training_set, with_sdk
 
 
@@ -140,3 +143,27 @@ def test_training_set_is_point_in_time(served, monkeypatch):
     got = training_set(rows).set_index("event_timestamp").loc[times, "user_behaviour__views"]
     expected = [int((views < t.floor("D")).sum()) for t in times]
     assert got.fillna(0).astype(int).tolist() == expected
+
+
+def test_sqlite_store_answers_exactly_as_feasts_own(pipeline_run):
+    """The embedded profile's store reads only the requested features; the answer, unknown
+    entities and repeated entities included, equals Feast's own SQLite store's."""
+    _, out = pipeline_run
+    ours = FeastResource(data_dir=str(out.root)).store()
+    assert ours.config.online_store.type == STORE_TYPE
+    config = FeastResource(data_dir=str(out.root)).repo_config().model_dump(by_alias=True)
+    config["online_store"] = {"type": "sqlite", "path": ours.config.online_store.path}
+    stock = FeatureStore(config=RepoConfig(**config))
+    users = pd.read_parquet(out.feature_table("user_features"))["user_id"].unique()[:30].tolist()
+    rows = [
+        {"user_id": u, "item_id": i}
+        for u, i in zip([*users, "no-such-user", users[0]], ["i0000001"] * 32, strict=True)
+    ]
+    for features in [
+        ours.get_feature_service("online_ranking"),
+        ["user_behaviour:views", "user_behaviour:top_category", "item_stats:price"],
+    ]:
+        got = ours.get_online_features(features=features, entity_rows=rows).to_dict()
+        want = stock.get_online_features(features=features, entity_rows=rows).to_dict()
+        assert got == want
+    assert got["views"][-2] is None and got["views"][-1] == got["views"][0]

@@ -27,7 +27,7 @@ def test_every_check_passed(pipeline_run):
         f"{c.asset_key.to_user_string()}:{c.check_name}": c.passed
         for c in result.get_asset_check_evaluations()
     }
-    assert len(evaluations) == 8 and all(evaluations.values()), evaluations
+    assert len(evaluations) == 9 and all(evaluations.values()), evaluations
 
 
 def test_every_raw_row_is_clean_or_quarantined_with_a_reason(run):
