@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 import torch
 
 EVENT_WEIGHTS = {"view": 1.0, "favorite": 2.0, "add_to_cart": 3.0, "purchase": 4.0}
@@ -21,6 +22,15 @@ EVENT_WEIGHTS = {"view": 1.0, "favorite": 2.0, "add_to_cart": 3.0, "purchase": 4
 def interaction_weights(event_type: pd.Series) -> np.ndarray:
     """Strength of each interaction by event type (view 1 ... purchase 4)."""
     return event_type.map(EVENT_WEIGHTS).fillna(1.0).to_numpy(dtype=np.float32)
+
+
+def interaction_strength(interactions: pd.DataFrame) -> np.ndarray:
+    """Strength of each interaction: its `weight` column, else by `event_type`, else 1."""
+    if "weight" in interactions:
+        return interactions["weight"].fillna(1.0).to_numpy(dtype=np.float32)
+    if "event_type" in interactions:
+        return interaction_weights(interactions["event_type"])
+    return np.ones(len(interactions), dtype=np.float32)
 
 
 class Recommender(ABC):
@@ -56,6 +66,16 @@ class Recommender(ABC):
         ]
         self._seen_items = pairs[:, 1]
         return u, i
+
+    def _user_item_matrix(
+        self, interactions: pd.DataFrame, u: np.ndarray, i: np.ndarray, binary: bool = False
+    ) -> sp.csr_matrix:
+        """Users x items (float32 CSR): each pair's strongest interaction, or 1 if `binary`."""
+        strength = np.ones(len(u), np.float32) if binary else interaction_strength(interactions)
+        frame = pd.DataFrame({"u": u, "i": i, "w": strength}).groupby(["u", "i"])["w"].max()
+        rows, cols = frame.index.get_level_values(0), frame.index.get_level_values(1)
+        shape = (len(self.user_index), len(self.item_ids))
+        return sp.csr_matrix((frame.to_numpy(np.float32), (rows, cols)), shape=shape)
 
     def _seen_cells(self, users: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(row in `users`, item index) of every item the given users already interacted with."""
@@ -101,6 +121,23 @@ class Recommender(ABC):
         )
         return out[np.isfinite(out["score"].astype(float))].reset_index(drop=True)
 
-    def similar_items(self, item_id: str, k: int = 10) -> pd.DataFrame:
-        """Items to show beside `item_id` (product page); not every model supports it."""
+    def _item_similarity(self, item: int) -> torch.Tensor:
+        """Similarity of every item to item index `item`, shape (n_items,)."""
         raise NotImplementedError(f"{self.name} has no item-to-item similarity")
+
+    def similar_items(self, item_id: str, k: int = 10) -> pd.DataFrame:
+        """Items to show beside `item_id` (product page): item_id, rank, score."""
+        if item_id not in self.item_index:
+            raise KeyError(f"unknown item {item_id!r}")
+        idx = self.item_index.get_loc(item_id)
+        with torch.no_grad():
+            similarity = self._item_similarity(idx).float().clone()
+            similarity[idx] = -torch.inf
+            top = torch.topk(similarity, min(k, len(self.item_ids) - 1))
+        return pd.DataFrame(
+            {
+                "item_id": self.item_ids[top.indices.cpu().numpy()],
+                "rank": np.arange(1, len(top.indices) + 1),
+                "score": top.values.cpu().numpy(),
+            }
+        )

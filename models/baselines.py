@@ -1,9 +1,17 @@
-"""Baselines that every model is shown beside."""
+"""Baselines that every model is shown beside, behind the shared `Recommender` interface.
+
+- `popularity`: recent interaction strength per item.
+- `item_knn`: item-item cosine similarity of co-occurrence (each user's items vote for
+  their nearest neighbours).
+- `ease`: EASE (Steck, 2019), a closed-form linear item-item model.
+- `als`: implicit-feedback matrix factorisation from the `implicit` package, an external peer.
+"""
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 import torch
 
 from models.base import Recommender, interaction_weights
@@ -23,9 +31,12 @@ class PopularityRecommender(Recommender):
         age_days = (
             interactions["event_time"].max() - interactions["event_time"]
         ).dt.total_seconds() / 86_400
-        weight = interaction_weights(interactions["event_type"]) * np.power(
-            0.5, age_days.to_numpy() / self.half_life_days
+        strength = (
+            interaction_weights(interactions["event_type"])
+            if "event_type" in interactions
+            else np.ones(len(interactions), np.float32)
         )
+        weight = strength * np.power(0.5, age_days.to_numpy() / self.half_life_days)
         self.popularity = torch.as_tensor(
             np.bincount(i, weights=weight, minlength=len(self.item_ids)), dtype=torch.float32
         )
@@ -33,3 +44,148 @@ class PopularityRecommender(Recommender):
 
     def _score(self, users: np.ndarray) -> torch.Tensor:
         return self.popularity.expand(len(users), -1).clone()
+
+    def _item_similarity(self, item: int) -> torch.Tensor:
+        return self.popularity.clone()  # "customers also bought": the best sellers
+
+
+class ItemKNNRecommender(Recommender):
+    """Item-kNN: cosine similarity of items' user vectors, keeping each item's `neighbours`
+    nearest; a user's score for an item sums the similarity to the items they interacted with."""
+
+    name = "item_knn"
+
+    def __init__(self, neighbours: int = 100, binary: bool = True) -> None:
+        super().__init__()
+        self.neighbours = neighbours
+        self.binary = binary
+
+    def fit(self, interactions: pd.DataFrame, items: pd.DataFrame) -> ItemKNNRecommender:
+        u, i = self._index(interactions, items)
+        self.user_items = self._user_item_matrix(interactions, u, i, binary=self.binary)
+        norms = np.sqrt(np.asarray(self.user_items.multiply(self.user_items).sum(0))).ravel()
+        scale = sp.diags(1.0 / np.maximum(norms, 1e-9))
+        cosine = (scale @ (self.user_items.T @ self.user_items) @ scale).tocsr()
+        cosine.setdiag(0.0)
+        cosine.eliminate_zeros()
+        self.similarity = _keep_top_per_row(cosine, self.neighbours).T.tocsr()
+        return self
+
+    def _score(self, users: np.ndarray) -> torch.Tensor:
+        return torch.as_tensor((self.user_items[users] @ self.similarity).toarray())
+
+    def _item_similarity(self, item: int) -> torch.Tensor:
+        return torch.as_tensor(self.similarity[:, item].toarray().ravel())
+
+
+def _keep_top_per_row(matrix: sp.csr_matrix, k: int) -> sp.csr_matrix:
+    """The `k` largest entries of each row of a CSR matrix."""
+    rows, cols, vals = [], [], []
+    for r in range(matrix.shape[0]):
+        lo, hi = matrix.indptr[r], matrix.indptr[r + 1]
+        if hi == lo:
+            continue
+        row_vals = matrix.data[lo:hi]
+        keep = np.argpartition(-row_vals, k)[:k] if hi - lo > k else np.arange(hi - lo)
+        rows.append(np.full(len(keep), r))
+        cols.append(matrix.indices[lo:hi][keep])
+        vals.append(row_vals[keep])
+    if not rows:
+        return sp.csr_matrix(matrix.shape, dtype=np.float32)
+    return sp.csr_matrix(
+        (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
+        shape=matrix.shape,
+        dtype=np.float32,
+    )
+
+
+class EASERecommender(Recommender):
+    """EASE: B = I - P / diag(P) with P = (X'X + λI)^-1, zero diagonal; score = X_u B.
+
+    The item-item matrix is dense, so EASE keeps the `max_items` most interacted items
+    (the rest score -inf): 20,000 items take 1.6 GB and about a minute on 2 cores."""
+
+    name = "ease"
+
+    def __init__(self, l2: float = 500.0, max_items: int = 20_000, binary: bool = True) -> None:
+        super().__init__()
+        self.l2 = l2
+        self.max_items = max_items
+        self.binary = binary
+
+    def fit(self, interactions: pd.DataFrame, items: pd.DataFrame) -> EASERecommender:
+        u, i = self._index(interactions, items)
+        user_items = self._user_item_matrix(interactions, u, i, binary=self.binary)
+        counts = np.asarray(user_items.getnnz(0)).ravel()
+        self.kept = np.sort(np.argsort(-counts, kind="stable")[: self.max_items])
+        self.kept = self.kept[counts[self.kept] > 0]
+        x = user_items[:, self.kept]
+        gram = torch.as_tensor((x.T @ x).toarray(), dtype=torch.float64)
+        gram.diagonal().add_(self.l2)
+        precision = torch.linalg.inv(gram)
+        weights = precision / (-precision.diagonal())
+        weights.diagonal().zero_()
+        self.weights = weights.float()
+        self.user_items = x.tocsr()
+        return self
+
+    def _score(self, users: np.ndarray) -> torch.Tensor:
+        kept_scores = torch.as_tensor(self.user_items[users].toarray()) @ self.weights
+        scores = torch.full((len(users), len(self.item_ids)), -torch.inf)
+        scores[:, torch.as_tensor(self.kept)] = kept_scores
+        return scores
+
+    def _item_similarity(self, item: int) -> torch.Tensor:
+        similarity = torch.full((len(self.item_ids),), -torch.inf)
+        where = np.searchsorted(self.kept, item)
+        if where < len(self.kept) and self.kept[where] == item:
+            similarity[torch.as_tensor(self.kept)] = self.weights[where]
+        return similarity
+
+
+class ALSRecommender(Recommender):
+    """Implicit-feedback ALS (Hu, Koren, Volinsky) from the `implicit` package: confidence
+    1 + alpha * strength, `factors` latent dimensions. The defaults were the best of a
+    27-point grid (factors 32/64/128, regularization 0.01/0.1/1, alpha 1/5/20) on
+    MovieLens 100k under the msr protocol (NDCG@10 0.451)."""
+
+    name = "als"
+
+    def __init__(
+        self,
+        factors: int = 32,
+        regularization: float = 1.0,
+        alpha: float = 1.0,
+        iterations: int = 15,
+        seed: int = 42,
+        binary: bool = False,
+    ) -> None:
+        super().__init__()
+        self.params = {
+            "factors": factors,
+            "regularization": regularization,
+            "alpha": alpha,
+            "iterations": iterations,
+            "random_state": seed,
+        }
+        self.binary = binary
+
+    def fit(self, interactions: pd.DataFrame, items: pd.DataFrame) -> ALSRecommender:
+        from implicit.cpu.als import AlternatingLeastSquares
+        from threadpoolctl import threadpool_limits
+
+        u, i = self._index(interactions, items)
+        user_items = self._user_item_matrix(interactions, u, i, binary=self.binary)
+        with threadpool_limits(1, "blas"):  # implicit's advice: its own threads, not BLAS's
+            model = AlternatingLeastSquares(**self.params, calculate_training_loss=False)
+            model.fit(user_items, show_progress=False)
+        self.user_factors = torch.as_tensor(np.asarray(model.user_factors))
+        self.item_factors = torch.as_tensor(np.asarray(model.item_factors))
+        return self
+
+    def _score(self, users: np.ndarray) -> torch.Tensor:
+        return self.user_factors[torch.as_tensor(users)] @ self.item_factors.T
+
+    def _item_similarity(self, item: int) -> torch.Tensor:
+        vectors = torch.nn.functional.normalize(self.item_factors, dim=1)
+        return vectors @ vectors[item]

@@ -339,22 +339,10 @@ class EmbeddingRecommender(Recommender):
             }
         )
 
-    def similar_items(self, item_id: str, k: int = 10) -> pd.DataFrame:
-        """Items closest to `item_id` by cosine similarity of item vectors."""
-        with torch.no_grad():
-            vectors, _ = self._item_matrix()
-            vectors = nn.functional.normalize(vectors, dim=1)
-            idx = self.item_index.get_loc(item_id)
-            sim = vectors @ vectors[idx]
-            sim[idx] = -torch.inf
-            top = torch.topk(sim, min(k, len(self.item_ids) - 1))
-        return pd.DataFrame(
-            {
-                "item_id": self.item_ids[top.indices.cpu().numpy()],
-                "rank": np.arange(1, len(top.indices) + 1),
-                "score": top.values.cpu().numpy(),
-            }
-        )
+    def _item_similarity(self, item: int) -> torch.Tensor:
+        """Cosine similarity of item vectors."""
+        vectors = nn.functional.normalize(self._item_matrix()[0], dim=1)
+        return vectors @ vectors[item]
 
     def save(self, folder: Path) -> Path:
         """The whole fitted recommender (weights, vocabularies, scalers) and its config + history."""

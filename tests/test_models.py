@@ -2,10 +2,27 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from models.baselines import PopularityRecommender
+from models.baselines import (
+    ALSRecommender,
+    EASERecommender,
+    ItemKNNRecommender,
+    PopularityRecommender,
+)
 from models.embedding import EmbeddingConfig, EmbeddingRecommender
-from models.metrics import evaluate, ndcg_at_k, precision_at_k, recall_at_k
-from models.split import temporal_holdout
+from models.metrics import (
+    evaluate,
+    evaluate_by_segment,
+    hit_rate_at_k,
+    intra_list_diversity,
+    long_tail_items,
+    map_at_k,
+    mrr_at_k,
+    ndcg_at_k,
+    novelty,
+    precision_at_k,
+    recall_at_k,
+)
+from models.split import make_split, temporal_holdout
 
 
 def test_metrics_on_a_hand_example():
@@ -17,6 +34,35 @@ def test_metrics_on_a_hand_example():
     assert recall_at_k(truth, recs, 2) == pytest.approx((1 / 2 + 0) / 2)
     idcg_a = 1 + 1 / np.log2(3)
     assert ndcg_at_k(truth, recs, 2) == pytest.approx((1 / idcg_a + 0) / 2)
+
+
+def test_ranking_and_beyond_accuracy_metrics_on_a_hand_example():
+    truth = pd.DataFrame({"user_id": ["u1"] * 3 + ["u2"], "item_id": ["a", "b", "c", "d"]})
+    recs = pd.DataFrame(
+        {
+            "user_id": ["u1"] * 3 + ["u2"] * 2,
+            "item_id": ["a", "x", "b", "y", "z"],
+            "rank": [1, 2, 3, 1, 2],
+        }
+    )
+    assert precision_at_k(truth, recs, 3) == pytest.approx((2 / 3 + 0) / 2)
+    assert map_at_k(truth, recs, 3) == pytest.approx(((1 + 2 / 3) / 3 + 0) / 2)
+    assert hit_rate_at_k(truth, recs, 3) == 0.5 and mrr_at_k(truth, recs, 3) == 0.5
+    assert mrr_at_k(truth, recs.assign(rank=[2, 1, 3, 1, 2]), 3) == pytest.approx(0.25)
+    categories = pd.Series({"a": "A", "x": "A", "b": "B", "y": "B", "z": "C"})
+    # u1: pairs (a,x) same, (a,b) and (x,b) differ -> 2/3; u2: 1.
+    assert intra_list_diversity(recs, categories, 3) == pytest.approx((2 / 3 + 1) / 2)
+    popularity = pd.Series({"a": 0.5, "b": 0.25, "x": 0.125, "y": 0.125})
+    assert set(long_tail_items(popularity, head_share=0.7)) == {"x", "y"}
+    # z was never seen in training: as rare as the rarest item (0.125 -> 3 bits).
+    assert novelty(recs, popularity, 3) == pytest.approx((1 + 3 + 2 + 3 + 3) / 5)
+    by_segment = evaluate_by_segment(
+        truth, recs, pd.Series({"u1": "warm", "u2": "cold"}), 10, 3, popularity, categories
+    )
+    assert by_segment["warm"]["hr@3"] == 1.0 and by_segment["cold"]["hr@3"] == 0.0
+    assert by_segment["all"]["users"] == 2 and by_segment["all"]["long_tail@3"] == pytest.approx(
+        2 / 5
+    )  # y and z
 
 
 def test_temporal_holdout_keeps_only_new_items_of_known_users():
@@ -94,3 +140,51 @@ def test_training_is_seeded(tmp_path):
     path = model.save(tmp_path / "m")
     b = EmbeddingRecommender.load(path, "cpu").recommend(["u1", "u2"], 5)
     pd.testing.assert_frame_equal(a, b)
+
+
+@pytest.mark.parametrize(
+    "baseline",
+    [ItemKNNRecommender(), EASERecommender(l2=50.0), ALSRecommender(factors=16, seed=3)],
+    ids=lambda m: m.name,
+)
+def test_each_baseline_learns_taste_and_beats_popularity(baseline):
+    interactions, items = _taste_world()
+    split = temporal_holdout(interactions, 3)
+    users = split.truth["user_id"].unique()
+    pop = PopularityRecommender().fit(split.train, items)
+    recs = baseline.fit(split.train, items).recommend(users, 10)
+    ours = evaluate(split.truth, recs, len(items))
+    assert (
+        ours["ndcg@10"] > 2 * evaluate(split.truth, pop.recommend(users, 10), len(items))["ndcg@10"]
+    )
+    seen = split.train[["user_id", "item_id"]].drop_duplicates()
+    assert recs.merge(seen, on=["user_id", "item_id"]).empty  # already-seen items are filtered
+    similar = baseline.similar_items("i0", 5)  # category c0: items i0, i8, i16, ...
+    assert "i0" not in set(similar["item_id"])
+    assert (items.set_index("item_id").loc[similar["item_id"], "category"] == "c0").mean() >= 0.8
+
+
+def test_leave_last_out_holds_out_each_users_last_new_item():
+    t = pd.Timestamp("2026-09-01", tz="UTC") + pd.to_timedelta([0, 1, 2, 0, 1, 0], unit="D")
+    frame = pd.DataFrame(
+        {
+            "user_id": ["a", "a", "a", "b", "b", "c"],
+            "item_id": ["x", "y", "z", "x", "x", "y"],
+            "event_time": t,
+        }
+    )
+    split = make_split(frame, "loo")
+    # a's last item z is held out; b's last item x repeats an earlier one, c has one event.
+    assert split.truth.to_dict("records") == [{"user_id": "a", "item_id": "z"}]
+    assert len(split.train) == 5 and split.protocol == "loo"
+
+
+def test_msr_split_keeps_three_quarters_of_each_item_and_is_seeded():
+    interactions, _ = _taste_world()
+    a, b = make_split(interactions, "msr"), make_split(interactions, "msr")
+    pd.testing.assert_frame_equal(a.train, b.train)
+    per_item = a.train.groupby("item_id").size() / interactions.groupby("item_id").size()
+    assert per_item.between(0.7, 0.8).all()
+    assert a.truth["user_id"].isin(a.train["user_id"]).all()
+    with pytest.raises(ValueError, match="unknown protocol"):
+        make_split(interactions, "random")
