@@ -22,7 +22,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from models.base import Recommender, interaction_weights
+from models.base import Recommender, interaction_strength
 from models.metrics import ndcg_at_k
 from models.split import temporal_holdout
 
@@ -139,18 +139,25 @@ class EmbeddingRecommender(Recommender):
         self._index(interactions, items)
         # One training row per (user, item), weighted by its strongest event.
         rows = (
-            interactions.assign(_w=interaction_weights(interactions["event_type"]))
+            interactions.assign(_w=interaction_strength(interactions))
             .groupby(["user_id", "item_id"], sort=False)["_w"]
             .max()
             .reset_index()
         )
         u = self.user_index.get_indexer(rows["user_id"])
         i = self.item_index.get_indexer(rows["item_id"])
-        self.categories = pd.Index(items["category"].unique())
-        self.item_category = torch.as_tensor(
-            self.categories.get_indexer(items["category"]), dtype=torch.long
+        # Catalogs without categories or prices (public benchmarks) get one of each.
+        category = (
+            items["category"].fillna("") if "category" in items else pd.Series("", items.index)
         )
-        self.item_price_bucket = torch.as_tensor(items["price_bucket"].to_numpy(), dtype=torch.long)
+        self.categories = pd.Index(category.unique())
+        self.item_category = torch.as_tensor(
+            self.categories.get_indexer(category), dtype=torch.long
+        )
+        bucket = items["price_bucket"] if "price_bucket" in items else pd.Series(0, items.index)
+        self.item_price_bucket = torch.as_tensor(
+            bucket.fillna(0).astype(int).to_numpy(), dtype=torch.long
+        )
         self.user_scaler = (
             _Standardiser(interactions[list(cfg.user_feature_columns)])
             if cfg.user_feature_columns

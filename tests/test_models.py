@@ -1,13 +1,17 @@
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
 
+from models.__main__ import main
 from models.baselines import (
     ALSRecommender,
     EASERecommender,
     ItemKNNRecommender,
     PopularityRecommender,
 )
+from models.compare import load_interactions
 from models.embedding import EmbeddingConfig, EmbeddingRecommender
 from models.metrics import (
     evaluate,
@@ -188,3 +192,61 @@ def test_msr_split_keeps_three_quarters_of_each_item_and_is_seeded():
     assert a.truth["user_id"].isin(a.train["user_id"]).all()
     with pytest.raises(ValueError, match="unknown protocol"):
         make_split(interactions, "random")
+
+
+def test_evaluate_command_reads_any_interactions_file_and_writes_the_comparison(tmp_path, capsys):
+    interactions, _ = _taste_world()
+    inter = tmp_path / "taste.inter"  # RecBole atomic file, epoch-second timestamps
+    interactions.assign(timestamp=interactions["event_time"].astype("int64") // 10**9).rename(
+        columns={
+            "user_id": "user_id:token",
+            "item_id": "item_id:token",
+            "timestamp": "timestamp:float",
+        }
+    )[["user_id:token", "item_id:token", "timestamp:float"]].to_csv(inter, sep="\t", index=False)
+    out = tmp_path / "result.json"
+    code = main(
+        [
+            "evaluate",
+            "--interactions",
+            str(inter),
+            "--protocol",
+            "loo",
+            "--json",
+            str(out),
+            "--models",
+            "popularity,item_knn",
+        ]
+    )
+    assert code == 0
+    result = json.loads(out.read_text())
+    assert result["protocol"] == "loo" and set(result["models"]) == {"popularity", "item_knn"}
+    for metrics in result["models"].values():
+        assert {
+            "ndcg@10",
+            "precision@10",
+            "recall@10",
+            "map",
+            "hr@10",
+            "coverage",
+            "train_s",
+            "score_s",
+        } <= set(metrics)
+    assert result["models"]["item_knn"]["ndcg@10"] > result["models"]["popularity"]["ndcg@10"]
+    assert "item_knn" in capsys.readouterr().out
+
+
+def test_interactions_files_with_problems_get_clear_errors_or_counted_drops(tmp_path):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("user,item,ts\nu1,i1,1\n")
+    with pytest.raises(ValueError, match="missing column"):
+        load_interactions(bad)
+    partial = tmp_path / "partial.csv"
+    partial.write_text(
+        "user_id,item_id,timestamp,weight\nu1,i1,1700000000,1\nu2,,1700000001,1\nu3,i3,1700000002,0\n"
+    )
+    said = []
+    frame = load_interactions(partial, report=said.append)
+    assert len(frame) == 1 and "dropped 2 of 3 rows" in said[0]
+    with pytest.raises(FileNotFoundError):
+        load_interactions(tmp_path / "nope.csv")
