@@ -67,8 +67,7 @@ def online_latency(
     for k in range(calls + 20):
         who = np.repeat(rng.choice(users), batch) if one_user else rng.choice(users, batch)
         rows = [
-            {"user_id": u, "item_id": i}
-            for u, i in zip(who, rng.choice(items, batch), strict=True)
+            {"user_id": u, "item_id": i} for u, i in zip(who, rng.choice(items, batch), strict=True)
         ]
         t0 = time.perf_counter()
         store.get_online_features(features=service, entity_rows=rows, full_feature_names=True)
@@ -272,7 +271,9 @@ def main() -> None:
     result["sqlite_feast_stock_store"] = ranking_latencies(
         stock, users, items.to_numpy(), args.calls
     )
-    print(f"[serving] sqlite, Feast's stock store: {result['sqlite_feast_stock_store']}", flush=True)
+    print(
+        f"[serving] sqlite, Feast's stock store: {result['sqlite_feast_stock_store']}", flush=True
+    )
     _save(result)
     result["http"] = {"online_1": http_latency(data_dir, users, items.to_numpy(), args.calls)}
     print(f"[serving] http: {result['http']}", flush=True)

@@ -63,7 +63,7 @@ def main() -> None:
         "events_per_second_end_to_end": round(manifest["event_rows"] / (finished - started)),
         "peak_rss_mb": round(peak_mb),
         "step_seconds": dict(sorted(steps.items(), key=lambda kv: -kv[1])),
-        "evaluation": json.loads((out.reports / "evaluation.json").read_text())["results"]
+        "evaluation": json.loads((out.reports / "evaluation.json").read_text())["models"]
         if result.success
         else None,
         "machine": machine_info(),

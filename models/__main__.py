@@ -19,6 +19,7 @@ from pathlib import Path
 import pandas as pd
 
 from models.compare import compare, comparison_table, default_models, load_interactions
+from models.metrics import user_segments
 from models.split import PROTOCOLS, make_split
 
 
@@ -41,7 +42,9 @@ def evaluate_command(args: argparse.Namespace) -> int:
         print(f"unknown model(s) {', '.join(unknown)}; choose from {', '.join(available)}")
         return 2
     items = pd.DataFrame({"item_id": sorted(interactions["item_id"].unique())})
-    results = compare(split, items, {n: available[n] for n in names}, args.k)
+    results = compare(
+        split, items, {n: available[n] for n in names}, args.k, segments=user_segments(split.train)
+    )
     print(comparison_table(results, args.k).to_markdown(floatfmt=".4f"))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -22,7 +22,7 @@ from models.baselines import (
     PopularityRecommender,
 )
 from models.embedding import EmbeddingConfig, EmbeddingRecommender
-from models.metrics import evaluate, item_popularity
+from models.metrics import evaluate, evaluate_by_segment, item_popularity
 from models.split import Split
 
 REQUIRED = ("user_id", "item_id", "timestamp")
@@ -105,16 +105,22 @@ def compare(
     models: dict[str, Callable[[], Recommender]],
     k: int = 10,
     report: Callable[[str], None] = print,
-) -> dict[str, dict[str, float]]:
-    """Train each model on `split.train`, rank for the users in `split.truth`, measure."""
+    fitted: dict[str, Recommender] | None = None,
+    segments: pd.Series | None = None,
+) -> dict[str, dict]:
+    """Train each model on `split.train` (or take it from `fitted`), rank for the users in
+    `split.truth`, and measure; with `segments` (segment per user_id), also per segment."""
     users = split.truth["user_id"].unique()
     popularity = item_popularity(split.train)
     categories = items.set_index("item_id")["category"] if "category" in items else None
-    results = {}
-    for name, make in models.items():
-        report(f"[compare] {name}: training on {len(split.train):,} interactions")
+    results: dict[str, dict] = {}
+    for name in [*(fitted or {}), *models]:
         t0 = time.perf_counter()
-        model = make().fit(split.train, items)
+        if fitted and name in fitted:
+            model = fitted[name]
+        else:
+            report(f"[compare] {name}: training on {len(split.train):,} interactions")
+            model = models[name]().fit(split.train, items)
         t1 = time.perf_counter()
         recommendations = model.recommend(users, k)
         t2 = time.perf_counter()
@@ -126,6 +132,11 @@ def compare(
             "train_s": round(t1 - t0, 2),
             "score_s": round(t2 - t1, 2),
         }
+        if segments is not None:
+            by_segment = evaluate_by_segment(
+                split.truth, recommendations, segments, len(items), k, popularity, categories
+            )
+            results[name]["segments"] = {s: m for s, m in by_segment.items() if s != "all"}
         report(
             f"[compare] {name}: ndcg@{k} {metrics[f'ndcg@{k}']:.4f}, train {t1 - t0:.1f} s, "
             f"score {t2 - t1:.1f} s"
@@ -135,7 +146,12 @@ def compare(
 
 def comparison_table(results: dict[str, dict[str, float]], k: int = 10) -> pd.DataFrame:
     """One row per model, the headline columns first."""
-    table = pd.DataFrame(results).T
+    table = pd.DataFrame(
+        {
+            name: {m: v for m, v in r.items() if not isinstance(v, dict)}
+            for name, r in results.items()
+        }
+    ).T
     first = [f"ndcg@{k}", f"precision@{k}", f"recall@{k}", "map", f"hr@{k}", f"mrr@{k}", "coverage"]
     rest = [c for c in table.columns if c not in first and c not in (f"map@{k}", f"coverage@{k}")]
     return table[[c for c in first if c in table] + rest].rename_axis("model")

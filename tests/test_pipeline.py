@@ -148,9 +148,10 @@ def test_training_set_is_point_in_time_and_model_beats_popularity(run):
         assert (0 if pd.isna(joined) else joined) == len(before), row[
             ["user_id", "event_time"]
         ].to_dict()
-    report = pd.read_json(run.reports / "evaluation.json", typ="series")
-    results = pd.DataFrame(report["results"]).set_index("model")
-    assert results.loc["embedding", "ndcg@10"] > results.loc["popularity", "ndcg@10"]
+    results = json.loads((run.reports / "evaluation.json").read_text())["models"]
+    assert set(results) == {"embedding", "popularity", "item_knn", "ease", "als"}
+    assert results["embedding"]["ndcg@10"] > results["popularity"]["ndcg@10"]
+    assert set(results["embedding"]["segments"]) <= {"cold", "warm"}
     recs = pd.read_parquet(run.table("recommendations"))
     assert recs.groupby("user_id").size().max() == 20 and recs["model_version"].notna().all()
     assert (
