@@ -103,9 +103,9 @@ class RecommenderSettings(ConfigurableResource):
     """The evaluation protocol and model size shared by training, scoring and evaluation."""
 
     test_days: int = 3
-    validation_days: int = 2
+    validation_share: float = 0.1  # of each user's items, held out to choose the epochs
     top_k: int = 20
     dim: int = 64
-    epochs: int = 15
+    epochs: int = 40
     seed: int = 42
     device: str = "auto"

@@ -103,7 +103,7 @@ class EASERecommender(Recommender):
     """EASE: B = I - P / diag(P) with P = (X'X + λI)^-1, zero diagonal; score = X_u B.
 
     The item-item matrix is dense, so EASE keeps the `max_items` most interacted items
-    (the rest score -inf): 20,000 items take 1.6 GB and about a minute on 2 cores."""
+    (the rest score -inf): 10,000 items take 0.4 GB and about 45 s on 2 cores."""
 
     name = "ease"
 
@@ -120,17 +120,19 @@ class EASERecommender(Recommender):
         self.kept = np.sort(np.argsort(-counts, kind="stable")[: self.max_items])
         self.kept = self.kept[counts[self.kept] > 0]
         x = user_items[:, self.kept]
-        gram = torch.as_tensor((x.T @ x).toarray(), dtype=torch.float64)
+        # float32 is enough: the l2 ridge keeps the Gram matrix well conditioned.
+        gram = torch.as_tensor((x.T @ x).toarray(), dtype=torch.float32)
         gram.diagonal().add_(self.l2)
         precision = torch.linalg.inv(gram)
         weights = precision / (-precision.diagonal())
         weights.diagonal().zero_()
-        self.weights = weights.float()
+        self.weights = weights
         self.user_items = x.tocsr()
         return self
 
     def _score(self, users: np.ndarray) -> torch.Tensor:
-        kept_scores = torch.as_tensor(self.user_items[users].toarray()) @ self.weights
+        # Sparse history times the dense item-item matrix: only the items a user has count.
+        kept_scores = torch.as_tensor(self.user_items[users] @ self.weights.numpy())
         scores = torch.full((len(users), len(self.item_ids)), -torch.inf)
         scores[:, torch.as_tensor(self.kept)] = kept_scores
         return scores

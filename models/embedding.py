@@ -1,12 +1,19 @@
 """The torch embedding recommender: interest I(u, i) = e_u . e_i + b_i.
 
-e_u = user id embedding + a projection of the user's features; e_i = item id embedding +
-category embedding + price-bucket embedding + a projection of the item's features; b_i an
-item bias. Features are the latest point-in-time snapshot per user / item in the training
-set (as of the hold-out cutoff), the same values used when scoring, so training and serving
-see one feature clock. Trained with a sampled softmax over uniformly drawn negatives shared
-by the batch, one row per (user, item) weighted by its strongest event; early stopping on
-validation NDCG@10 picks the number of epochs, then the model is refit on all data.
+- e_u pools the user's interaction history: a weighted sum of history item embeddings,
+  each weighted by its strongest event type (view 1 ... purchase 4) and its recency
+  (half-life `history_half_life_days` before the end of training), divided by the square
+  root of the total weight; plus a projection of the user's features. There is no user id
+  embedding, so a new user's few events give a vector without retraining.
+- e_i = item id embedding + a projection of the item's MiniLM text vector + category and
+  price-bucket embeddings + a projection of the item's features. During training the id
+  embedding of a random share of items is dropped (`id_dropout`), so the content part learns
+  to stand on its own and new items are scored from content alone.
+- Training: sampled softmax over the batch's positives (in-batch negatives) plus uniform
+  negatives shared by the batch, with the logQ correction for how often each candidate is
+  sampled (Yi et al. 2019; Yang et al. 2020). Each example's own item is left out of its
+  history pool. Early stopping on NDCG@10 of a held-out share of each user's items picks the
+  epoch count; the model is then refit on everything.
 """
 
 from __future__ import annotations
@@ -24,7 +31,8 @@ from torch import nn
 
 from models.base import Recommender, interaction_strength
 from models.metrics import ndcg_at_k
-from models.split import temporal_holdout
+
+UNKNOWN_CATEGORY = "<none>"
 
 
 @dataclass(frozen=True)
@@ -32,13 +40,18 @@ class EmbeddingConfig:
     """Typed configuration, written beside every trained model."""
 
     dim: int = 64
-    epochs: int = 15
-    batch_size: int = 4096
-    negatives: int = 512
-    learning_rate: float = 0.01
-    weight_decay: float = 1e-6
-    validation_days: int = 2
-    patience: int = 2
+    epochs: int = 40
+    batch_size: int = 4096  # (user, item) pairs per step, whole users at a time
+    batch_negatives: int = 128  # negatives drawn from the batch's positives (popular items)
+    negatives: int = 128  # uniform negatives; >= the catalog size means a full softmax
+    text_components: int = 64  # principal components of the MiniLM vectors that are kept
+    learning_rate: float = 0.005
+    weight_decay: float = 0.0
+    history_half_life_days: float = 60.0
+    history_dropout: float = 0.2  # share of history entries dropped per example (denoising)
+    id_dropout: float = 0.2
+    validation_share: float = 0.1  # of each user's items (users with 3+), for early stopping
+    patience: int = 3
     seed: int = 42
     device: str = "auto"  # auto = CUDA where present, else CPU
     user_feature_columns: tuple[str, ...] = field(default_factory=tuple)
@@ -66,52 +79,69 @@ class _Standardiser:
         return np.sign(x) * np.log1p(np.abs(x))
 
     def __call__(self, frame: pd.DataFrame) -> np.ndarray:
-        return ((self._raw(frame) - self.mean) / self.std).astype(np.float32)
+        return np.nan_to_num((self._raw(frame) - self.mean) / self.std).astype(np.float32)
 
 
 class TwoTower(nn.Module):
-    """User and item towers whose dot product (plus item bias) is the interest score."""
+    """History-pooling user tower and content-aware item tower."""
 
     def __init__(
         self,
-        n_users: int,
         n_items: int,
         n_categories: int,
         n_price_buckets: int,
+        text_dim: int,
         n_user_features: int,
         n_item_features: int,
         dim: int,
     ) -> None:
         super().__init__()
         # The large id tables get sparse gradients: each step touches only the batch's rows.
-        self.user_id = nn.Embedding(n_users, dim, sparse=True)
+        self.history = nn.EmbeddingBag(n_items, dim, mode="sum", sparse=True)
         self.item_id = nn.Embedding(n_items, dim, sparse=True)
+        self.item_bias = nn.Embedding(n_items, 1, sparse=True)
         self.category = nn.Embedding(n_categories, dim)
         self.price_bucket = nn.Embedding(n_price_buckets, dim)
+        self.text = nn.Linear(max(text_dim, 1), dim, bias=False)
         self.user_features = nn.Linear(max(n_user_features, 1), dim, bias=False)
         self.item_features = nn.Linear(max(n_item_features, 1), dim, bias=False)
-        self.item_bias = nn.Embedding(n_items, 1, sparse=True)
-        for emb in (self.user_id, self.item_id, self.category, self.price_bucket):
+        for emb in (self.history, self.item_id, self.category, self.price_bucket):
             nn.init.normal_(emb.weight, std=0.05)
         nn.init.zeros_(self.item_bias.weight)
-        # Start as plain matrix factorisation; feature projections grow only where they help.
         nn.init.zeros_(self.user_features.weight)
         nn.init.zeros_(self.item_features.weight)
 
-    def user_vector(self, users: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
-        return self.user_id(users) + self.user_features(features)
-
-    def item_vector(
+    def user_vector(
         self,
         items: torch.Tensor,
-        category: torch.Tensor,
-        price_bucket: torch.Tensor,
+        offsets: torch.Tensor,
+        weights: torch.Tensor,
         features: torch.Tensor,
     ) -> torch.Tensor:
+        """Pooled history (EmbeddingBag inputs) / sqrt(total weight) + user features."""
+        pooled = self.history(items, offsets, per_sample_weights=weights)
+        ends = torch.cat([offsets[1:], offsets.new_tensor([len(items)])])
+        totals = torch.zeros(len(offsets), device=weights.device).index_add_(
+            0,
+            torch.repeat_interleave(
+                torch.arange(len(offsets), device=weights.device), ends - offsets
+            ),
+            weights,
+        )
+        return pooled / totals.clamp(min=1e-6).sqrt()[:, None] + self.user_features(features)
+
+    def content_vector(
+        self,
+        category: torch.Tensor,
+        price_bucket: torch.Tensor,
+        text: torch.Tensor,
+        features: torch.Tensor,
+    ) -> torch.Tensor:
+        """What the catalog alone says about an item."""
         return (
-            self.item_id(items)
-            + self.category(category)
+            self.category(category)
             + self.price_bucket(price_bucket)
+            + self.text(text)
             + self.item_features(features)
         )
 
@@ -126,138 +156,215 @@ class EmbeddingRecommender(Recommender):
         self.config = config or EmbeddingConfig()
         self.progress = progress
         self.device = resolve_device(self.config.device)
-        self.history: list[dict] = []
+        self.history_log: list[dict] = []
+
+    @property
+    def history(self) -> list[dict]:
+        """One record per epoch: phase, loss, seconds, validation NDCG@10."""
+        return self.history_log
 
     def _say(self, message: str) -> None:
         if self.progress:
             print(f"[embedding] {message}", flush=True)
 
     # -- data ---------------------------------------------------------------------------
-    def _prepare(self, interactions: pd.DataFrame, items: pd.DataFrame) -> dict[str, torch.Tensor]:
-        cfg = self.config
-        interactions = interactions.sort_values("event_time", kind="stable")
-        self._index(interactions, items)
-        # One training row per (user, item), weighted by its strongest event.
-        rows = (
-            interactions.assign(_w=interaction_strength(interactions))
-            .groupby(["user_id", "item_id"], sort=False)["_w"]
-            .max()
-            .reset_index()
-        )
-        u = self.user_index.get_indexer(rows["user_id"])
-        i = self.item_index.get_indexer(rows["item_id"])
-        # Catalogs without categories or prices (public benchmarks) get one of each.
+    def _prepare_items(self, items: pd.DataFrame) -> None:
         category = (
-            items["category"].fillna("") if "category" in items else pd.Series("", items.index)
+            items["category"].fillna(UNKNOWN_CATEGORY)
+            if "category" in items
+            else pd.Series(UNKNOWN_CATEGORY, index=items.index)
         )
-        self.categories = pd.Index(category.unique())
+        self.categories = pd.Index(pd.unique(pd.concat([pd.Series([UNKNOWN_CATEGORY]), category])))
         self.item_category = torch.as_tensor(
             self.categories.get_indexer(category), dtype=torch.long
         )
-        bucket = items["price_bucket"] if "price_bucket" in items else pd.Series(0, items.index)
+        bucket = (
+            items["price_bucket"] if "price_bucket" in items else pd.Series(0, index=items.index)
+        )
         self.item_price_bucket = torch.as_tensor(
             bucket.fillna(0).astype(int).to_numpy(), dtype=torch.long
         )
+        if "text_embedding" in items and items["text_embedding"].notna().any():
+            dim = len(items["text_embedding"].dropna().iloc[0])
+            text = np.zeros((len(items), dim), np.float32)
+            has = items["text_embedding"].notna().to_numpy()
+            text[has] = np.stack(items["text_embedding"][has].to_numpy())
+            self.item_text = torch.as_tensor(
+                _principal_components(text, self.config.text_components)
+            )
+        else:
+            self.item_text = torch.zeros((len(items), 1))
+
+    def _pairs(self, interactions: pd.DataFrame, u: np.ndarray, i: np.ndarray) -> pd.DataFrame:
+        """One row per (user, item): strongest interaction and its recency-weighted strength."""
+        age_days = (self.trained_until - interactions["event_time"]).dt.total_seconds() / 86_400
+        decay = np.power(0.5, age_days.to_numpy() / self.config.history_half_life_days)
+        strength = interaction_strength(interactions)
+        frame = pd.DataFrame({"u": u, "i": i, "strength": strength, "weight": strength * decay})
+        return frame.groupby(["u", "i"], sort=True).max().reset_index()
+
+    def _set_history(self, pairs: pd.DataFrame) -> None:
+        """Per user, the history items and weights as CSR arrays (pairs sorted by user)."""
+        self.hist_ptr = np.r_[0, np.cumsum(np.bincount(pairs["u"], minlength=len(self.user_index)))]
+        self.hist_items = pairs["i"].to_numpy(np.int64)
+        self.hist_weights = pairs["weight"].to_numpy(np.float32)
+        # What the model has seen is what rankings leave out (validation items stay in).
+        self._seen_ptr, self._seen_items = self.hist_ptr, self.hist_items
+
+    def _bags(
+        self, users: np.ndarray, weights: np.ndarray | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """EmbeddingBag inputs for the users' whole histories (optionally other weights for
+        the same entries, in CSR order)."""
+        lengths = self.hist_ptr[users + 1] - self.hist_ptr[users]
+        flat = _ranges(self.hist_ptr[users], lengths)
+        dev = self.device
+        return (
+            torch.as_tensor(self.hist_items[flat], device=dev),
+            torch.as_tensor(np.r_[0, np.cumsum(lengths)[:-1]], dtype=torch.long, device=dev),
+            torch.as_tensor(self.hist_weights[flat] if weights is None else weights, device=dev),
+        )
+
+    def _latest_features(self, interactions: pd.DataFrame) -> None:
+        cfg = self.config
+        ordered = interactions.sort_values("event_time", kind="stable")
         self.user_scaler = (
-            _Standardiser(interactions[list(cfg.user_feature_columns)])
+            _Standardiser(ordered[list(cfg.user_feature_columns)])
             if cfg.user_feature_columns
             else None
         )
         self.item_scaler = (
-            _Standardiser(interactions[list(cfg.item_feature_columns)])
+            _Standardiser(ordered[list(cfg.item_feature_columns)])
             if cfg.item_feature_columns
             else None
         )
-        # Latest features per user / item, for scoring after training.
-        latest = interactions.groupby("user_id").tail(1).set_index("user_id")
+        # The latest snapshot per user / item: the same values when training and scoring.
+        latest = ordered.groupby("user_id").tail(1).set_index("user_id")
         self.user_latest = torch.as_tensor(self._user_x(latest.reindex(self.user_index)))
-        item_latest = interactions.groupby("item_id").tail(1).set_index("item_id")
+        item_latest = ordered.groupby("item_id").tail(1).set_index("item_id")
         self.item_latest = torch.as_tensor(self._item_x(item_latest.reindex(self.item_ids)))
-        return {
-            "user": torch.as_tensor(u, dtype=torch.long),
-            "item": torch.as_tensor(i, dtype=torch.long),
-            "weight": torch.as_tensor(rows["_w"].to_numpy(np.float32)),
-        }
 
     def _user_x(self, frame: pd.DataFrame) -> np.ndarray:
         if self.user_scaler is None:
             return np.zeros((len(frame), 1), np.float32)
-        return np.nan_to_num(self.user_scaler(frame[list(self.config.user_feature_columns)]))
+        return self.user_scaler(frame[list(self.config.user_feature_columns)])
 
     def _item_x(self, frame: pd.DataFrame) -> np.ndarray:
         if self.item_scaler is None:
             return np.zeros((len(frame), 1), np.float32)
-        return np.nan_to_num(self.item_scaler(frame[list(self.config.item_feature_columns)]))
+        return self.item_scaler(frame[list(self.config.item_feature_columns)])
 
     # -- training -----------------------------------------------------------------------
     def fit(self, interactions: pd.DataFrame, items: pd.DataFrame) -> EmbeddingRecommender:
-        """Pick the epoch count on a temporal validation slice, then refit on everything."""
+        """Pick the epoch count on held-out items of each user, then refit on everything."""
         cfg = self.config
+        started = time.perf_counter()
+        u, i = self._index(interactions, items)
+        self._prepare_items(items)
+        self._latest_features(interactions)
+        pairs = self._pairs(interactions, u, i)
         epochs = cfg.epochs
-        if cfg.validation_days > 0:
-            split = temporal_holdout(interactions, cfg.validation_days)
-            if len(split.truth) and len(split.train):
+        if cfg.validation_share > 0:
+            train, validation = self._validation_split(pairs)
+            if len(validation):
                 self._say(
-                    f"choosing epochs on a {cfg.validation_days}-day validation slice "
-                    f"({len(split.train):,} rows, {split.truth['user_id'].nunique():,} validation users)"
+                    f"choosing epochs on {len(validation):,} held-out items of "
+                    f"{validation['u'].nunique():,} users ({len(train):,} training pairs)"
                 )
-                epochs = self._train(split.train, items, cfg.epochs, validation=split.truth)
-        self._say(f"refit on all {len(interactions):,} rows for {epochs} epoch(s) on {self.device}")
-        self._train(interactions, items, epochs, validation=None)
+                epochs = self._train(train, cfg.epochs, validation)
+        self._say(
+            f"refit on all {len(pairs):,} (user, item) pairs for {epochs} epoch(s) on {self.device}"
+        )
+        self._train(pairs, epochs, None)
+        self._set_history(pairs)
+        self.fit_seconds = time.perf_counter() - started
         return self
 
-    def _train(
-        self,
-        interactions: pd.DataFrame,
-        items: pd.DataFrame,
-        epochs: int,
-        validation: pd.DataFrame | None,
-    ) -> int:
-        cfg = self.config
+    def _validation_split(self, pairs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+        rng = np.random.default_rng(self.config.seed)
+        size = pairs.groupby("u")["i"].transform("size").to_numpy()
+        held = (size >= 3) & (rng.random(len(pairs)) < self.config.validation_share)
+        return pairs[~held].reset_index(drop=True), pairs[held].reset_index(drop=True)
+
+    def _train(self, pairs: pd.DataFrame, epochs: int, validation: pd.DataFrame | None) -> int:
+        cfg, dev = self.config, self.device
         torch.manual_seed(cfg.seed)
-        generator = torch.Generator().manual_seed(cfg.seed)
-        data = self._prepare(interactions, items)
-        dev = self.device
+        rng = np.random.default_rng(cfg.seed)
+        self._set_history(pairs)
+        n_items = len(self.item_ids)
         self.model = TwoTower(
-            len(self.user_index),
-            len(self.item_ids),
+            n_items,
             len(self.categories),
             int(self.item_price_bucket.max()) + 1,
+            self.item_text.shape[1],
             self.user_latest.shape[1],
             self.item_latest.shape[1],
             cfg.dim,
         ).to(dev)
-        sparse = [self.model.user_id.weight, self.model.item_id.weight, self.model.item_bias.weight]
+        sparse = [self.model.history.weight, self.model.item_id.weight, self.model.item_bias.weight]
         dense = [p for p in self.model.parameters() if all(p is not q for q in sparse)]
         optimisers = [
             torch.optim.SparseAdam(sparse, lr=cfg.learning_rate),
             torch.optim.Adam(dense, lr=cfg.learning_rate, weight_decay=cfg.weight_decay),
         ]
-        category, price_bucket = self.item_category.to(dev), self.item_price_bucket.to(dev)
-        item_latest, user_latest = self.item_latest.to(dev), self.user_latest.to(dev)
-        n_items = len(self.item_ids)
-        n = len(data["user"])
+        positives = pairs["i"].to_numpy()
+        strength = torch.as_tensor(pairs["strength"].to_numpy(np.float32), device=dev)
+        # logQ: expected count of each item among a batch's candidates.
+        full_softmax = cfg.negatives >= n_items
+        n_batch_neg, n_neg = (0, n_items) if full_softmax else (cfg.batch_negatives, cfg.negatives)
+        frequency = np.bincount(positives, minlength=n_items) / len(pairs)
+        log_q = torch.as_tensor(
+            np.log(n_batch_neg * frequency + n_neg / n_items + 1e-12),
+            dtype=torch.float32,
+            device=dev,
+        )
+        tensors = self._item_tensors()
+        lengths = np.diff(self.hist_ptr)
         best, best_epoch, stale = -1.0, epochs, 0
         for epoch in range(1, epochs + 1):
             self.model.train()
-            started, total = time.perf_counter(), 0.0
-            for batch in torch.randperm(n, generator=generator).split(cfg.batch_size):
-                u, i = data["user"][batch].to(dev), data["item"][batch].to(dev)
-                ue = self.model.user_vector(u, user_latest[u])
-                # Positives and negatives see the same (latest) item features, as scoring does:
-                # mixing point-in-time positives with latest negatives would teach the model the
-                # feature clock instead of the user's taste.
-                ie = self.model.item_vector(i, category[i], price_bucket[i], item_latest[i])
-                positive = (ue * ie).sum(1) + self.model.item_bias(i).squeeze(1)
-                # Negatives shared by the batch, drawn uniformly: a sampled softmax whose
-                # proposal is uniform, so no popularity correction is needed.
-                neg = torch.randint(0, n_items, (cfg.negatives,), generator=generator).to(dev)
-                ne = self.model.item_vector(neg, category[neg], price_bucket[neg], item_latest[neg])
-                negative = ue @ ne.T + self.model.item_bias(neg).squeeze(1)
-                negative = negative.masked_fill(neg[None, :] == i[:, None], -1e9)
+            t0, total = time.perf_counter(), 0.0
+            for users in _user_batches(
+                rng.permutation(np.flatnonzero(lengths)), lengths, cfg.batch_size
+            ):
+                # Every pair of the batch's users is an example; each example's user vector
+                # pools the user's history with some entries dropped and its own item left out.
+                rows = _ranges(self.hist_ptr[users], lengths[users])
+                pos = self.hist_items[rows]
+                kept = self.hist_weights[rows] * (rng.random(len(rows)) >= cfg.history_dropout)
+                items_t, offsets, kept_t = self._bags(users, kept)
+                pooled = self.model.history(items_t, offsets, per_sample_weights=kept_t)
+                owner = torch.as_tensor(
+                    np.repeat(np.arange(len(users)), lengths[users]), device=dev
+                )
+                totals = torch.zeros(len(users), device=dev).index_add_(0, owner, kept_t)
+                own = self.model.history(
+                    items_t, torch.arange(len(rows), device=dev), per_sample_weights=kept_t
+                )
+                remaining = (totals[owner] - kept_t).clamp(min=1e-6)
+                ue = (pooled[owner] - own) / remaining.sqrt()[:, None]
+                ue = ue + self.model.user_features(
+                    tensors["user_x"][torch.as_tensor(users, device=dev)][owner]
+                )
+                if full_softmax:
+                    shared = np.arange(n_items)
+                else:
+                    picked = rng.integers(0, len(rows), n_batch_neg)
+                    shared = np.concatenate([pos[picked], rng.integers(0, n_items, n_neg)])
+                pos_t = torch.as_tensor(pos, device=dev)
+                shared_t = torch.as_tensor(shared, device=dev)
+                positive = (ue * self._item_vectors(pos_t, tensors, cfg.id_dropout)).sum(1)
+                positive = positive + self.model.item_bias(pos_t).squeeze(1) - log_q[pos_t]
+                negative = ue @ self._item_vectors(shared_t, tensors, cfg.id_dropout).T
+                negative = negative + self.model.item_bias(shared_t).squeeze(1) - log_q[shared_t]
+                # Not negatives: the example's own item, and items of the same user's history.
+                blocked = torch.as_tensor(
+                    _in_history(self.hist_ptr, self.hist_items, users, lengths, shared), device=dev
+                )
+                negative = negative.masked_fill(blocked, -1e9)
                 logits = torch.cat([positive[:, None], negative], dim=1)
-                target = torch.zeros(len(i), dtype=torch.long, device=dev)
-                w = data["weight"][batch].to(dev)
+                target = torch.zeros(len(rows), dtype=torch.long, device=dev)
+                w = strength[torch.as_tensor(rows, device=dev)]
                 loss = (
                     nn.functional.cross_entropy(logits, target, reduction="none") * w
                 ).sum() / w.sum()
@@ -266,18 +373,16 @@ class EmbeddingRecommender(Recommender):
                 loss.backward()
                 for optimiser in optimisers:
                     optimiser.step()
-                total += float(loss.detach()) * len(batch)
+                total += float(loss.detach()) * len(rows)
             record = {
                 "phase": "select epochs" if validation is not None else "refit",
                 "epoch": epoch,
-                "loss": total / n,
-                "seconds": round(time.perf_counter() - started, 2),
+                "loss": total / len(pairs),
+                "seconds": round(time.perf_counter() - t0, 2),
             }
             if validation is not None:
-                record["val_ndcg@10"] = ndcg_at_k(
-                    validation, self.recommend(validation["user_id"].unique(), 10), 10
-                )
-            self.history.append(record)
+                record["val_ndcg@10"] = self._validation_ndcg(validation)
+            self.history_log.append(record)
             self._say(
                 " ".join(
                     f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}"
@@ -294,26 +399,66 @@ class EmbeddingRecommender(Recommender):
                         break
         return best_epoch
 
-    # -- scoring ------------------------------------------------------------------------
-    def _item_matrix(self) -> tuple[torch.Tensor, torch.Tensor]:
-        dev = self.device
-        items = torch.arange(len(self.item_ids), device=dev)
-        self.model.eval()
-        vectors = self.model.item_vector(
-            items,
-            self.item_category.to(dev),
-            self.item_price_bucket.to(dev),
-            self.item_latest.to(dev),
+    def _validation_ndcg(self, validation: pd.DataFrame, max_users: int = 5_000) -> float:
+        users = np.unique(validation["u"].to_numpy())
+        if len(users) > max_users:
+            users = np.random.default_rng(0).choice(users, max_users, replace=False)
+        truth = validation[validation["u"].isin(users)]
+        truth = pd.DataFrame(
+            {"user_id": self.user_index[truth["u"]], "item_id": self.item_ids[truth["i"]]}
         )
+        return ndcg_at_k(truth, self.recommend(self.user_index[users], 10), 10)
+
+    # -- vectors --------------------------------------------------------------------------
+    def _item_tensors(self) -> dict[str, torch.Tensor]:
+        dev = self.device
+        return {
+            "category": self.item_category.to(dev),
+            "price_bucket": self.item_price_bucket.to(dev),
+            "text": self.item_text.to(dev),
+            "item_x": self.item_latest.to(dev),
+            "user_x": self.user_latest.to(dev),
+        }
+
+    def _item_vectors(
+        self,
+        items: torch.Tensor,
+        tensors: dict[str, torch.Tensor],
+        dropout: float = 0.0,
+        content_only: bool = False,
+    ) -> torch.Tensor:
+        content = self.model.content_vector(
+            tensors["category"][items],
+            tensors["price_bucket"][items],
+            tensors["text"][items],
+            tensors["item_x"][items],
+        )
+        if content_only:
+            return content
+        ids = self.model.item_id(items)
+        if dropout > 0:
+            ids = ids * (torch.rand(len(items), 1, device=ids.device) >= dropout)
+        return ids + content
+
+    def _item_matrix(self) -> tuple[torch.Tensor, torch.Tensor]:
+        self.model.eval()
+        items = torch.arange(len(self.item_ids), device=self.device)
+        vectors = self._item_vectors(items, self._item_tensors())
         return vectors, self.model.item_bias(items).squeeze(1)
 
-    def _score(self, users: np.ndarray) -> torch.Tensor:
-        dev = self.device
-        u = torch.as_tensor(users, dtype=torch.long, device=dev)
+    def _user_matrix(self, users: np.ndarray) -> torch.Tensor:
         self.model.eval()
-        ue = self.model.user_vector(u, self.user_latest[users].to(dev))
+        features = self.user_latest[users].to(self.device)
+        return self.model.user_vector(*self._bags(users), features)
+
+    def _score(self, users: np.ndarray) -> torch.Tensor:
         vectors, bias = self._item_matrix()
-        return ue @ vectors.T + bias
+        return self._user_matrix(users) @ vectors.T + bias
+
+    def _item_similarity(self, item: int) -> torch.Tensor:
+        """Cosine similarity of item vectors."""
+        vectors = nn.functional.normalize(self._item_matrix()[0], dim=1)
+        return vectors @ vectors[item]
 
     @property
     def version(self) -> str:
@@ -327,9 +472,7 @@ class EmbeddingRecommender(Recommender):
     def user_vectors(self) -> pd.DataFrame:
         """user_id, embedding (float32 e_u) for every known user: score items as e_u . e_i + b_i."""
         with torch.no_grad():
-            self.model.eval()
-            users = torch.arange(len(self.user_index), device=self.device)
-            vectors = self.model.user_vector(users, self.user_latest.to(self.device))
+            vectors = self._user_matrix(np.arange(len(self.user_index)))
         return pd.DataFrame(
             {"user_id": self.user_index.to_numpy(), "embedding": list(vectors.cpu().numpy())}
         )
@@ -345,11 +488,6 @@ class EmbeddingRecommender(Recommender):
                 "bias": bias.cpu().numpy(),
             }
         )
-
-    def _item_similarity(self, item: int) -> torch.Tensor:
-        """Cosine similarity of item vectors."""
-        vectors = nn.functional.normalize(self._item_matrix()[0], dim=1)
-        return vectors @ vectors[item]
 
     def save(self, folder: Path) -> Path:
         """The whole fitted recommender (weights, vocabularies, scalers) and its config + history."""
@@ -382,3 +520,43 @@ class EmbeddingRecommender(Recommender):
         model.device = resolve_device(device)
         model.model.to(model.device)
         return model
+
+
+def _ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """Concatenated arange(start, start + length) for each pair."""
+    within = np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    return np.repeat(starts, lengths) + within
+
+
+def _user_batches(users: np.ndarray, lengths: np.ndarray, batch_pairs: int):
+    """Consecutive groups of `users` holding about `batch_pairs` (user, item) pairs each."""
+    bounds = np.cumsum(lengths[users]) // batch_pairs
+    for group in np.split(users, np.flatnonzero(np.diff(bounds)) + 1):
+        if len(group):
+            yield group
+
+
+def _principal_components(vectors: np.ndarray, components: int) -> np.ndarray:
+    """`vectors` centred and projected on their first `components` principal axes, so the
+    item tower multiplies 64 numbers per item instead of 384."""
+    centred = vectors - vectors.mean(0)
+    _, _, axes = np.linalg.svd(centred[:: max(1, len(centred) // 20_000)], full_matrices=False)
+    return (centred @ axes[:components].T).astype(np.float32)
+
+
+def _in_history(
+    ptr: np.ndarray, items: np.ndarray, users: np.ndarray, lengths: np.ndarray, shared: np.ndarray
+) -> np.ndarray:
+    """Boolean (pairs of `users`, len(shared)): whether shared[j] is in the pair's user's history."""
+    owner = np.repeat(np.arange(len(users)), lengths[users])
+    blocked = np.zeros((len(users), len(shared)), dtype=bool)
+    rows = _ranges(ptr[users], lengths[users])
+    # Every (user, history item) against the shared items, by sorting the shared items once.
+    order = np.argsort(shared, kind="stable")
+    sorted_shared = shared[order]
+    lo = np.searchsorted(sorted_shared, items[rows], "left")
+    hi = np.searchsorted(sorted_shared, items[rows], "right")
+    counts = hi - lo
+    which = order[_ranges(lo, counts)]
+    blocked[np.repeat(owner, counts), which] = True
+    return blocked[owner]

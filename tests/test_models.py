@@ -119,9 +119,9 @@ def test_embedding_model_learns_taste_and_beats_popularity():
     split = temporal_holdout(interactions, 3)
     users = split.truth["user_id"].unique()
     pop = PopularityRecommender().fit(split.train, items)
-    model = EmbeddingRecommender(
-        EmbeddingConfig(dim=16, epochs=15, validation_days=2), progress=False
-    ).fit(split.train, items)
+    model = EmbeddingRecommender(EmbeddingConfig(dim=16, epochs=15), progress=False).fit(
+        split.train, items
+    )
     ours = evaluate(split.truth, model.recommend(users, 10), len(items))
     theirs = evaluate(split.truth, pop.recommend(users, 10), len(items))
     assert ours["ndcg@10"] > 2 * theirs["ndcg@10"]
@@ -134,7 +134,7 @@ def test_embedding_model_learns_taste_and_beats_popularity():
 
 def test_training_is_seeded(tmp_path):
     interactions, items = _taste_world(1)
-    cfg = EmbeddingConfig(dim=8, epochs=2, validation_days=0)
+    cfg = EmbeddingConfig(dim=8, epochs=2, validation_share=0)
     a = (
         EmbeddingRecommender(cfg, progress=False)
         .fit(interactions, items)

@@ -46,11 +46,16 @@ ITEM_FEATURES = tuple(
 
 
 def model_items(storage: PlatformStorage) -> pd.DataFrame:
-    """The catalog as the model sees it: item_id, category, price_bucket."""
-    catalog = pd.read_parquet(
-        storage.layout().table("items"), columns=["item_id", "category", "price"]
+    """The catalog as the model sees it: item_id, category, price_bucket and text_embedding
+    (the MiniLM vector of title + description)."""
+    out = storage.layout()
+    catalog = pd.read_parquet(out.table("items"), columns=["item_id", "category", "price"])
+    text = pd.read_parquet(
+        out.feature_table("item_text_embedding"), columns=["item_id", "embedding"]
+    ).rename(columns={"embedding": "text_embedding"})
+    return catalog.assign(price_bucket=price_bucket(catalog["price"])).merge(
+        text, on="item_id", how="left"
     )
-    return catalog.assign(price_bucket=price_bucket(catalog["price"]))
 
 
 def evaluation_split(storage: PlatformStorage, settings: RecommenderSettings):
@@ -117,8 +122,10 @@ def training_set_suite(
     group_name="recommender",
     owners=OWNERS,
     kinds={"pytorch"},
-    deps=["training_set", "items"],
-    description="Two-tower torch recommender, I(u,i) = e_u . e_i + b_i, trained on the Feast training set.",
+    deps=["training_set", "items", "item_text_embeddings"],
+    description="Two-tower torch recommender, I(u,i) = e_u . e_i + b_i: e_u pools the user's "
+    "history (by event type and recency) plus user features; e_i joins an id embedding, the "
+    "MiniLM text vector, category, price bucket and item features. Trained on the Feast training set.",
 )
 def embedding_model(
     context: AssetExecutionContext, storage: PlatformStorage, settings: RecommenderSettings
@@ -128,7 +135,7 @@ def embedding_model(
     config = EmbeddingConfig(
         dim=settings.dim,
         epochs=settings.epochs,
-        validation_days=settings.validation_days,
+        validation_share=settings.validation_share,
         seed=settings.seed,
         device=settings.device,
         user_feature_columns=USER_FEATURES,
