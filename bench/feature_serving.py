@@ -1,16 +1,18 @@
 """Benchmark: Feast feature serving and retrieval on a materialized data directory.
 
     python -m bench.feature_serving [--data-dir DIR] [--users 1000000] [--historical-rows 1000000]
+        [--only latency,materialize,historical,embedding]
 
 DIR is a data directory the pipeline has materialized (`make demo`; default $RECSYS_DATA_DIR
 or ./data). Measured, each printed and saved to bench/results/feature_serving.json:
 
-- get_online_features for the `online_ranking` service (user_behaviour + item_stats), 1 and
-  100 (user, item) rows, p50/p99 in-process, on the SQLite profile and on the Redis profile
-  (a real redis-server on loopback, fed by `feast materialize`);
+- get_online_features for the `online_ranking` service (8 user_behaviour + 8 item_stats
+  features): 1 (user, item) pair, 1 user x 100 candidate items, and 100 distinct pairs,
+  p50/p99 in-process, on the SQLite profile (our store class and Feast's own, same file) and
+  on the Redis profile (a real redis-server on loopback, fed by `feast materialize`);
 - the same over HTTP (the platform's feature server, one keep-alive connection), 1 row;
-- materialization of `--users` users (default 200k) (the data set's latest user snapshots, copied under new
-  ids) into SQLite and Redis: rows per second;
+- materialization of `--users` users (default 1M; the data set's latest user snapshots
+  copied under new ids) into SQLite and Redis: rows per second;
 - get_historical_features for `--historical-rows` entity rows (training service);
 - item text embeddings per second on this machine's CPU (and CUDA where present).
 
@@ -43,6 +45,7 @@ from dagster_project.settings import layout
 
 RESULTS = Path(__file__).parent / "results" / "feature_serving.json"
 SERVICE = "online_ranking"
+PARTS = ("latency", "materialize", "historical", "embedding")
 FEAST_PYTHON_SERVER_P99_MS = 7.23
 
 
@@ -231,18 +234,24 @@ def main() -> None:
     parser.add_argument(
         "--users",
         type=int,
-        default=200_000,
-        help="users to materialize (Feast's local materialization holds them all in memory: "
-        "1M users took over 20 GB and was stopped on a 24 GB machine)",
+        default=1_000_000,
+        help="users to materialize (written in batches of 20,000 rows; 1M users peak at 5 GB, "
+        "and take about 6 minutes into Redis and 20 into SQLite on 2 cores)",
     )
     parser.add_argument("--historical-rows", type=int, default=1_000_000)
     parser.add_argument("--calls", type=int, default=2_000)
     parser.add_argument(
-        "--latency-only",
-        action="store_true",
-        help="re-measure the online latencies; keep the saved throughput figures",
+        "--only",
+        default="",
+        help=f"comma-separated parts to re-measure ({', '.join(PARTS)}); the saved figures "
+        "of the other parts are kept",
     )
     args = parser.parse_args()
+    parts = set(args.only.split(",")) if args.only else set(PARTS)
+    if parts - set(PARTS):
+        raise SystemExit(
+            f"unknown part(s) {', '.join(sorted(parts - set(PARTS)))}; choose from {', '.join(PARTS)}"
+        )
     data_dir = (args.data_dir or layout().root).resolve()
     if not (layout(data_dir).feast / "online_store.db").exists():
         raise SystemExit(f"{data_dir}: no materialized feature store; run `make demo` first")
@@ -251,72 +260,73 @@ def main() -> None:
     features = pd.read_parquet(layout(data_dir).feature_table("user_features"), columns=["user_id"])
     items = pd.read_parquet(layout(data_dir).table("items"), columns=["item_id"])["item_id"]
     users = features["user_id"].unique()
-    saved = json.loads(RESULTS.read_text()) if args.latency_only and RESULTS.exists() else {}
-    keep = ("materialize", "historical", "text_embedding")
+    saved = json.loads(RESULTS.read_text()) if args.only and RESULTS.exists() else {}
     result: dict = {
+        **saved,
         "benchmark": "feature_serving",
         "machine": machine_info(),
         "data_dir": str(data_dir),
-        **{k: saved[k] for k in keep if k in saved},
+        "feast_python_server_p99_ms_published": FEAST_PYTHON_SERVER_P99_MS,
     }
-    result["feast_python_server_p99_ms_published"] = FEAST_PYTHON_SERVER_P99_MS
-
     sqlite = FeastResource(data_dir=str(data_dir)).store()
-    result["sqlite"] = ranking_latencies(sqlite, users, items.to_numpy(), args.calls)
-    print(f"[serving] sqlite: {result['sqlite']}", flush=True)
-    # The same database through Feast's own SQLite store class, for comparison.
-    stock_config = FeastResource(data_dir=str(data_dir)).repo_config().model_dump(by_alias=True)
-    stock_config["online_store"] = {"type": "sqlite", "path": sqlite.config.online_store.path}
-    stock = FeatureStore(config=RepoConfig(**stock_config))
-    result["sqlite_feast_stock_store"] = ranking_latencies(
-        stock, users, items.to_numpy(), args.calls
-    )
-    print(
-        f"[serving] sqlite, Feast's stock store: {result['sqlite_feast_stock_store']}", flush=True
-    )
-    _save(result)
-    result["http"] = {"online_1": http_latency(data_dir, users, items.to_numpy(), args.calls)}
-    print(f"[serving] http: {result['http']}", flush=True)
-    _save(result)
-
-    with redis_server() as url:
-        os.environ["RECSYS_REDIS_URL"] = url
-        redis = FeastResource(data_dir=str(data_dir), config_file="feature_store.redis.yaml")
-        redis.apply()
-        store = redis.store()
-        feats = pd.read_parquet(
-            layout(data_dir).feature_table("item_features"), columns=["event_timestamp"]
+    if "latency" in parts:
+        result["sqlite"] = ranking_latencies(sqlite, users, items.to_numpy(), args.calls)
+        print(f"[serving] sqlite: {result['sqlite']}", flush=True)
+        # The same database through Feast's own SQLite store class, for comparison.
+        stock_config = FeastResource(data_dir=str(data_dir)).repo_config().model_dump(by_alias=True)
+        stock_config["online_store"] = {"type": "sqlite", "path": sqlite.config.online_store.path}
+        stock = FeatureStore(config=RepoConfig(**stock_config))
+        result["sqlite_feast_stock_store"] = ranking_latencies(
+            stock, users, items.to_numpy(), args.calls
         )
-        store.materialize(
-            start_date=feats["event_timestamp"].min().to_pydatetime(),
-            end_date=(feats["event_timestamp"].max() + pd.Timedelta(days=2)).to_pydatetime(),
-            feature_views=["user_behaviour", "item_stats"],
-        )
-        result["redis"] = ranking_latencies(store, users, items.to_numpy(), args.calls)
-        print(f"[serving] redis: {result['redis']}", flush=True)
+        print(f"[serving] sqlite, Feast's class: {result['sqlite_feast_stock_store']}", flush=True)
         _save(result)
-        if args.latency_only:
-            print(f"[serving] saved {RESULTS}")
-            return
-        with tempfile.TemporaryDirectory(prefix="bench-materialize-") as tmp:
-            n = scaled_user_features(data_dir, args.users, Path(tmp))
-            print(f"[serving] materializing {n:,} users", flush=True)
-            result["materialize"] = {
-                "redis": materialize_rate(
-                    FeastResource(data_dir=tmp, config_file="feature_store.redis.yaml"), Path(tmp)
-                ),
-                "sqlite": materialize_rate(FeastResource(data_dir=tmp), Path(tmp)),
-            }
-        print(f"[serving] materialize: {result['materialize']}", flush=True)
+        result["http"] = {"online_1": http_latency(data_dir, users, items.to_numpy(), args.calls)}
+        print(f"[serving] http: {result['http']}", flush=True)
         _save(result)
-
-    result["historical"] = historical(sqlite, data_dir, args.historical_rows)
-    print(f"[serving] historical: {result['historical']}", flush=True)
-    _save(result)
-    result["text_embedding"] = embedding_rate(data_dir)
-    print(f"[serving] text embedding: {result['text_embedding']}", flush=True)
-    _save(result)
+    if parts & {"latency", "materialize"}:
+        with redis_server() as url:
+            os.environ["RECSYS_REDIS_URL"] = url
+            if "latency" in parts:
+                result["redis"] = redis_latency(data_dir, users, items.to_numpy(), args.calls)
+                print(f"[serving] redis: {result['redis']}", flush=True)
+                _save(result)
+            if "materialize" in parts:
+                with tempfile.TemporaryDirectory(prefix="bench-materialize-") as tmp:
+                    n = scaled_user_features(data_dir, args.users, Path(tmp))
+                    print(f"[serving] materializing {n:,} users", flush=True)
+                    redis = FeastResource(data_dir=tmp, config_file="feature_store.redis.yaml")
+                    result["materialize"] = {
+                        "redis": materialize_rate(redis, Path(tmp)),
+                        "sqlite": materialize_rate(FeastResource(data_dir=tmp), Path(tmp)),
+                    }
+                print(f"[serving] materialize: {result['materialize']}", flush=True)
+                _save(result)
+    if "historical" in parts:
+        result["historical"] = historical(sqlite, data_dir, args.historical_rows)
+        print(f"[serving] historical: {result['historical']}", flush=True)
+        _save(result)
+    if "embedding" in parts:
+        result["text_embedding"] = embedding_rate(data_dir)
+        print(f"[serving] text embedding: {result['text_embedding']}", flush=True)
+        _save(result)
     print(f"[serving] saved {RESULTS}")
+
+
+def redis_latency(data_dir: Path, users: np.ndarray, items: np.ndarray, calls: int) -> dict:
+    """The Redis profile on the server at $RECSYS_REDIS_URL, fed by `feast materialize`."""
+    redis = FeastResource(data_dir=str(data_dir), config_file="feature_store.redis.yaml")
+    redis.apply()
+    store = redis.store()
+    stamps = pd.read_parquet(
+        layout(data_dir).feature_table("item_features"), columns=["event_timestamp"]
+    )["event_timestamp"]
+    store.materialize(
+        start_date=stamps.min().to_pydatetime(),
+        end_date=(stamps.max() + pd.Timedelta(days=2)).to_pydatetime(),
+        feature_views=["user_behaviour", "item_stats"],
+    )
+    return ranking_latencies(store, users, items, calls)
 
 
 if __name__ == "__main__":

@@ -89,13 +89,32 @@ class Recommender(ABC):
         """Scores of every item for the given user indices, shape (len(users), n_items)."""
 
     def recommend(
-        self, user_ids: Sequence[str], k: int = 10, filter_seen: bool = True, batch_size: int = 4096
+        self,
+        user_ids: Sequence[str],
+        k: int = 10,
+        filter_seen: bool = True,
+        batch_size: int = 4096,
+        unavailable: Sequence[str] = (),
+        exclude: pd.DataFrame | None = None,
     ) -> pd.DataFrame:
-        """Top-k items per known user; unknown users get no rows."""
+        """Top-k items per known user; unknown users get no rows.
+
+        Left out: items the user interacted with in training (`filter_seen`), `unavailable`
+        items (for everyone), and `exclude` pairs (user_id, item_id), e.g. past purchases."""
         users = self.user_index.get_indexer(pd.Index(user_ids))
         users = users[users >= 0]
         frames = []
         k = min(k, len(self.item_ids))
+        blocked_items = self.item_index.get_indexer(pd.Index(unavailable))
+        blocked_items = torch.as_tensor(blocked_items[blocked_items >= 0])
+        excluded = None
+        if exclude is not None and len(exclude):
+            excluded = pd.DataFrame(
+                {
+                    "u": self.user_index.get_indexer(exclude["user_id"]),
+                    "i": self.item_index.get_indexer(exclude["item_id"]),
+                }
+            ).query("u >= 0 and i >= 0")
         for lo in range(0, len(users), batch_size):
             batch = users[lo : lo + batch_size]
             with torch.no_grad():
@@ -103,6 +122,14 @@ class Recommender(ABC):
                 if filter_seen:
                     rows, cols = self._seen_cells(batch)
                     scores[torch.as_tensor(rows), torch.as_tensor(cols)] = -torch.inf
+                scores[:, blocked_items] = -torch.inf
+                if excluded is not None:
+                    row_of = pd.Series(np.arange(len(batch)), index=batch)
+                    mine = excluded[excluded["u"].isin(batch)]
+                    scores[
+                        torch.as_tensor(row_of[mine["u"]].to_numpy()),
+                        torch.as_tensor(mine["i"].to_numpy()),
+                    ] = -torch.inf
                 top = torch.topk(scores, k, dim=1)
             frames.append(
                 pd.DataFrame(

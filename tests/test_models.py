@@ -26,6 +26,7 @@ from models.metrics import (
     precision_at_k,
     recall_at_k,
 )
+from models.rerank import mmr, prefer_long_tail
 from models.split import make_split, temporal_holdout
 
 
@@ -250,3 +251,37 @@ def test_interactions_files_with_problems_get_clear_errors_or_counted_drops(tmp_
     assert len(frame) == 1 and "dropped 2 of 3 rows" in said[0]
     with pytest.raises(FileNotFoundError):
         load_interactions(tmp_path / "nope.csv")
+
+
+def test_recommendations_leave_out_unavailable_and_excluded_items():
+    interactions, items = _taste_world()
+    model = ItemKNNRecommender().fit(interactions, items)
+    plain = model.recommend(["u0", "u1"], 5)
+    gone = plain.loc[plain["user_id"] == "u0", "item_id"].iloc[0]
+    bought = plain.loc[plain["user_id"] == "u1", "item_id"].iloc[1]
+    filtered = model.recommend(
+        ["u0", "u1"],
+        5,
+        unavailable=[gone],
+        exclude=pd.DataFrame({"user_id": ["u1"], "item_id": [bought]}),
+    )
+    assert gone not in set(filtered["item_id"])
+    assert bought not in set(filtered.loc[filtered["user_id"] == "u1", "item_id"])
+    assert filtered.groupby("user_id").size().tolist() == [5, 5]
+
+
+def test_mmr_trades_relevance_for_variety_and_long_tail_lifts_rare_items():
+    candidates = pd.DataFrame(
+        {"user_id": "u", "item_id": ["a", "b", "c", "d"], "score": [1.0, 0.9, 0.5, 0.8]}
+    )
+    category = {"a": 0, "b": 0, "c": 1, "d": 0}
+    vectors = pd.DataFrame(
+        {"item_id": list(category), "embedding": [np.eye(2)[c] for c in category.values()]}
+    )
+    assert mmr(candidates, vectors, 2, diversity=0.0)["item_id"].tolist() == ["a", "b"]
+    assert mmr(candidates, vectors, 2, diversity=0.7)["item_id"].tolist() == ["a", "c"]
+    with pytest.raises(ValueError, match="diversity"):
+        mmr(candidates, vectors, 2, diversity=2.0)
+    popularity = pd.Series({"a": 0.9, "b": 0.8, "c": 0.01, "d": 0.5})
+    assert prefer_long_tail(candidates, popularity, 2, 0.0)["item_id"].tolist() == ["a", "b"]
+    assert prefer_long_tail(candidates, popularity, 1, 2.0)["item_id"].tolist() == ["c"]
