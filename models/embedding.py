@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -169,31 +170,42 @@ class EmbeddingRecommender(Recommender):
 
     # -- data ---------------------------------------------------------------------------
     def _prepare_items(self, items: pd.DataFrame) -> None:
-        category = (
-            items["category"].fillna(UNKNOWN_CATEGORY)
-            if "category" in items
-            else pd.Series(UNKNOWN_CATEGORY, index=items.index)
-        )
+        category = _category(items)
         self.categories = pd.Index(pd.unique(pd.concat([pd.Series([UNKNOWN_CATEGORY]), category])))
-        self.item_category = torch.as_tensor(
-            self.categories.get_indexer(category), dtype=torch.long
+        text = _text_matrix(items)
+        self.text_mean, self.text_axes = (
+            _principal_axes(text, self.config.text_components) if text is not None else (None, None)
         )
+        self.item_category, self.item_price_bucket, self.item_text = self._content_inputs(items)
+
+    def _content_inputs(
+        self, items: pd.DataFrame
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Category index, price bucket and projected text of `items` (the catalog or new ones);
+        unknown categories and missing text count as none."""
+        category = self.categories.get_indexer(_category(items))
+        category[category < 0] = 0  # UNKNOWN_CATEGORY
         bucket = (
             items["price_bucket"] if "price_bucket" in items else pd.Series(0, index=items.index)
         )
-        self.item_price_bucket = torch.as_tensor(
-            bucket.fillna(0).astype(int).to_numpy(), dtype=torch.long
+        n_buckets = (
+            int(self.item_price_bucket.max()) + 1 if hasattr(self, "item_price_bucket") else None
         )
-        if "text_embedding" in items and items["text_embedding"].notna().any():
-            dim = len(items["text_embedding"].dropna().iloc[0])
-            text = np.zeros((len(items), dim), np.float32)
-            has = items["text_embedding"].notna().to_numpy()
-            text[has] = np.stack(items["text_embedding"][has].to_numpy())
-            self.item_text = torch.as_tensor(
-                _principal_components(text, self.config.text_components)
-            )
+        bucket = bucket.fillna(0).astype(int).to_numpy()
+        if n_buckets is not None:
+            bucket = np.clip(bucket, 0, n_buckets - 1)
+        raw = _text_matrix(items)
+        if self.text_axes is None or raw is None:
+            width = 1 if self.text_axes is None else len(self.text_axes)
+            text = np.zeros((len(items), width), np.float32)
         else:
-            self.item_text = torch.zeros((len(items), 1))
+            text = ((raw - self.text_mean) @ self.text_axes.T).astype(np.float32)
+            text[~items["text_embedding"].notna().to_numpy()] = 0.0
+        return (
+            torch.as_tensor(category, dtype=torch.long),
+            torch.as_tensor(bucket, dtype=torch.long),
+            torch.as_tensor(text),
+        )
 
     def _pairs(self, interactions: pd.DataFrame, u: np.ndarray, i: np.ndarray) -> pd.DataFrame:
         """One row per (user, item): strongest interaction and its recency-weighted strength."""
@@ -460,6 +472,76 @@ class EmbeddingRecommender(Recommender):
         vectors = nn.functional.normalize(self._item_matrix()[0], dim=1)
         return vectors @ vectors[item]
 
+    def recommend_for_history(self, history: pd.DataFrame, k: int = 10) -> pd.DataFrame:
+        """Top-k for someone the model was not trained on, from a few events (item_id and
+        optionally event_type, event_time, weight): their items are pooled as training pools
+        a history, with no retraining. Items in `history` are left out."""
+        known = history[history["item_id"].isin(self.item_index)]
+        if known.empty:
+            raise ValueError("none of the history's items is in the catalog the model knows")
+        strength = interaction_strength(known)
+        if "event_time" in known:
+            age = (known["event_time"].max() - known["event_time"]).dt.total_seconds() / 86_400
+            strength = strength * np.power(0.5, age.to_numpy() / self.config.history_half_life_days)
+        pooled = pd.DataFrame({"i": self.item_index.get_indexer(known["item_id"]), "w": strength})
+        pooled = pooled.groupby("i")["w"].max()
+        dev = self.device
+        with torch.no_grad():
+            self.model.eval()
+            user = self.model.user_vector(
+                torch.as_tensor(pooled.index.to_numpy(), device=dev),
+                torch.zeros(1, dtype=torch.long, device=dev),
+                torch.as_tensor(pooled.to_numpy(np.float32), device=dev),
+                torch.zeros((1, self.user_latest.shape[1]), device=dev),
+            )
+            vectors, bias = self._item_matrix()
+            scores = (user @ vectors.T + bias).squeeze(0)
+            scores[torch.as_tensor(pooled.index.to_numpy(), device=dev)] = -torch.inf
+            top = torch.topk(scores, min(k, len(self.item_ids) - len(pooled)))
+        return pd.DataFrame(
+            {
+                "item_id": self.item_ids[top.indices.cpu().numpy()],
+                "rank": np.arange(1, len(top.indices) + 1),
+                "score": top.values.cpu().numpy(),
+            }
+        )
+
+    def new_item_vectors(self, items: pd.DataFrame) -> pd.DataFrame:
+        """item_id, embedding for items not in training, from content alone (category, price
+        bucket, MiniLM text; no id embedding, no bias): score them as e_u . e_i."""
+        category, bucket, text = self._content_inputs(items)
+        dev = self.device
+        with torch.no_grad():
+            self.model.eval()
+            vectors = self.model.content_vector(
+                category.to(dev),
+                bucket.to(dev),
+                text.to(dev),
+                torch.zeros((len(items), self.item_latest.shape[1]), device=dev),
+            )
+        return pd.DataFrame(
+            {"item_id": items["item_id"].to_numpy(), "embedding": list(vectors.cpu().numpy())}
+        )
+
+    def recommend_new_items(
+        self, user_ids: Sequence[str], new_items: pd.DataFrame, k: int = 10
+    ) -> pd.DataFrame:
+        """Top-k among `new_items` (not in training) for known users, scored from content."""
+        vectors = torch.as_tensor(np.stack(self.new_item_vectors(new_items)["embedding"]))
+        users = self.user_index.get_indexer(pd.Index(user_ids))
+        users = users[users >= 0]
+        with torch.no_grad():
+            scores = self._user_matrix(users).cpu() @ vectors.T
+            top = torch.topk(scores, min(k, len(new_items)), dim=1)
+        return pd.DataFrame(
+            {
+                "user_id": np.repeat(self.user_index[users].to_numpy(), top.indices.shape[1]),
+                "item_id": new_items["item_id"].to_numpy()[top.indices.numpy().ravel()],
+                "rank": np.tile(np.arange(1, top.indices.shape[1] + 1), len(users)),
+                "score": top.values.numpy().ravel(),
+            }
+        )
+
     @property
     def version(self) -> str:
         """`embedding-<12 hex>`: a digest of the weights, so equal models share a version."""
@@ -536,12 +618,29 @@ def _user_batches(users: np.ndarray, lengths: np.ndarray, batch_pairs: int):
             yield group
 
 
-def _principal_components(vectors: np.ndarray, components: int) -> np.ndarray:
-    """`vectors` centred and projected on their first `components` principal axes, so the
-    item tower multiplies 64 numbers per item instead of 384."""
-    centred = vectors - vectors.mean(0)
-    _, _, axes = np.linalg.svd(centred[:: max(1, len(centred) // 20_000)], full_matrices=False)
-    return (centred @ axes[:components].T).astype(np.float32)
+def _category(items: pd.DataFrame) -> pd.Series:
+    if "category" not in items:
+        return pd.Series(UNKNOWN_CATEGORY, index=items.index)
+    return items["category"].fillna(UNKNOWN_CATEGORY)
+
+
+def _text_matrix(items: pd.DataFrame) -> np.ndarray | None:
+    """The items' MiniLM vectors as a matrix (zeros where missing), or None without text."""
+    if "text_embedding" not in items or not items["text_embedding"].notna().any():
+        return None
+    has = items["text_embedding"].notna().to_numpy()
+    text = np.zeros((len(items), len(items["text_embedding"][has].iloc[0])), np.float32)
+    text[has] = np.stack(items["text_embedding"][has].to_numpy())
+    return text
+
+
+def _principal_axes(vectors: np.ndarray, components: int) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and first `components` principal axes of `vectors`, so the item tower multiplies
+    64 numbers per item instead of 384."""
+    mean = vectors.mean(0)
+    sample = vectors[:: max(1, len(vectors) // 20_000)] - mean
+    _, _, axes = np.linalg.svd(sample, full_matrices=False)
+    return mean, axes[:components]
 
 
 def _in_history(

@@ -285,3 +285,30 @@ def test_mmr_trades_relevance_for_variety_and_long_tail_lifts_rare_items():
     popularity = pd.Series({"a": 0.9, "b": 0.8, "c": 0.01, "d": 0.5})
     assert prefer_long_tail(candidates, popularity, 2, 0.0)["item_id"].tolist() == ["a", "b"]
     assert prefer_long_tail(candidates, popularity, 1, 2.0)["item_id"].tolist() == ["c"]
+
+
+def test_new_users_and_new_items_are_served_from_the_same_vectors():
+    interactions, items = _taste_world()
+    # A text vector per item that says its category (as a title would).
+    items["text_embedding"] = [np.eye(8, dtype=np.float32)[k % 8] for k in range(len(items))]
+    model = EmbeddingRecommender(EmbeddingConfig(dim=16, epochs=10), progress=False)
+    model.fit(interactions, items)
+    category = items.set_index("item_id")["category"]
+    # A new user with three c3 views, no retraining.
+    history = pd.DataFrame({"item_id": ["i3", "i11", "i19"], "event_type": "view"})
+    recs = model.recommend_for_history(history, 10)
+    assert not set(history["item_id"]) & set(recs["item_id"])
+    assert (category[recs["item_id"]] == "c3").mean() >= 0.8
+    # New items, from content alone: user u0 likes c0.
+    new = pd.DataFrame(
+        {
+            "item_id": [f"new{k}" for k in range(16)],
+            "category": [f"c{k % 8}" for k in range(16)],
+            "price_bucket": 0,
+            "text_embedding": [np.eye(8, dtype=np.float32)[k % 8] for k in range(16)],
+        }
+    )
+    top = model.recommend_new_items(["u0"], new, 2)
+    assert set(top["item_id"]) == {"new0", "new8"}
+    with pytest.raises(ValueError, match="none of the history"):
+        model.recommend_for_history(pd.DataFrame({"item_id": ["nope"]}))
