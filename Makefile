@@ -7,7 +7,7 @@ PRESET ?= default
 UI_PORT ?= 3000
 export RECSYS_DATA_DIR := $(abspath $(DATA_DIR))
 
-.PHONY: install demo test ui serve bench bench-detection lint clean
+.PHONY: install demo test ui serve bench bench-detection bench-recommender lint clean
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -35,10 +35,15 @@ bench: install
 	$(BIN)/python -m bench.quality
 	$(BIN)/python -m bench.detection
 	$(BIN)/python -m bench.feature_serving --data-dir $(DATA_DIR)
+	$(BIN)/python -m bench.recommender --data-dir $(DATA_DIR)
 
 ## serve: the HTTP feature server on 127.0.0.1:6566 (after make demo)
 serve: install
 	$(BIN)/python -m dagster_project.feature_server
+
+## bench-recommender: every model side by side on MovieLens 100k and the demo's data, and speed
+bench-recommender: install
+	$(BIN)/python -m bench.recommender --data-dir $(DATA_DIR)
 
 ## bench-detection: bot detection per type over bot rates and seeds, and 10M-event speed
 bench-detection: install
