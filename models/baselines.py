@@ -99,6 +99,17 @@ def _keep_top_per_row(matrix: sp.csr_matrix, k: int) -> sp.csr_matrix:
     )
 
 
+def ease_weights(user_items: sp.spmatrix, l2: float) -> torch.Tensor:
+    """EASE's item-item matrix B = I - P / diag(P), P = (X'X + l2 I)^-1, zero diagonal
+    (float32 is enough: the l2 ridge keeps the Gram matrix well conditioned)."""
+    gram = torch.as_tensor((user_items.T @ user_items).toarray(), dtype=torch.float32)
+    gram.diagonal().add_(l2)
+    precision = torch.linalg.inv(gram)
+    weights = precision / (-precision.diagonal())
+    weights.diagonal().zero_()
+    return weights
+
+
 class EASERecommender(Recommender):
     """EASE: B = I - P / diag(P) with P = (X'X + λI)^-1, zero diagonal; score = X_u B.
 
@@ -120,13 +131,7 @@ class EASERecommender(Recommender):
         self.kept = np.sort(np.argsort(-counts, kind="stable")[: self.max_items])
         self.kept = self.kept[counts[self.kept] > 0]
         x = user_items[:, self.kept]
-        # float32 is enough: the l2 ridge keeps the Gram matrix well conditioned.
-        gram = torch.as_tensor((x.T @ x).toarray(), dtype=torch.float32)
-        gram.diagonal().add_(self.l2)
-        precision = torch.linalg.inv(gram)
-        weights = precision / (-precision.diagonal())
-        weights.diagonal().zero_()
-        self.weights = weights
+        self.weights = ease_weights(x, self.l2)
         self.user_items = x.tocsr()
         return self
 

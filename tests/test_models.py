@@ -312,3 +312,15 @@ def test_new_users_and_new_items_are_served_from_the_same_vectors():
     assert set(top["item_id"]) == {"new0", "new8"}
     with pytest.raises(ValueError, match="none of the history"):
         model.recommend_for_history(pd.DataFrame({"item_id": ["nope"]}))
+
+
+def test_the_model_can_start_from_low_rank_ease():
+    interactions, items = _taste_world()
+    split = temporal_holdout(interactions, 3)
+    users = split.truth["user_id"].unique()
+    config = EmbeddingConfig(dim=16, epochs=3, ease_init=True, ease_l2=10.0)
+    model = EmbeddingRecommender(config, progress=False).fit(split.train, items)
+    pop = PopularityRecommender().fit(split.train, items)
+    ours = evaluate(split.truth, model.recommend(users, 10), len(items))["ndcg@10"]
+    assert ours > 2 * evaluate(split.truth, pop.recommend(users, 10), len(items))["ndcg@10"]
+    assert model.history[0]["phase"] == "select epochs"
