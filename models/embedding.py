@@ -166,12 +166,7 @@ class EmbeddingRecommender(Recommender):
         self.config = config or EmbeddingConfig()
         self.progress = progress
         self.device = resolve_device(self.config.device)
-        self.history_log: list[dict] = []
-
-    @property
-    def history(self) -> list[dict]:
-        """One record per epoch: phase, loss, seconds, validation NDCG@10."""
-        return self.history_log
+        self.history: list[dict] = []  # per epoch: phase, loss, seconds, validation NDCG@10
 
     def _say(self, message: str) -> None:
         if self.progress:
@@ -185,6 +180,8 @@ class EmbeddingRecommender(Recommender):
         self.text_mean, self.text_axes = (
             _principal_axes(text, self.config.text_components) if text is not None else (None, None)
         )
+        bucket = items["price_bucket"] if "price_bucket" in items else pd.Series(0, items.index)
+        self.n_price_buckets = int(bucket.fillna(0).astype(int).max()) + 1
         self.item_category, self.item_price_bucket, self.item_text = self._content_inputs(items)
 
     def _content_inputs(
@@ -197,12 +194,7 @@ class EmbeddingRecommender(Recommender):
         bucket = (
             items["price_bucket"] if "price_bucket" in items else pd.Series(0, index=items.index)
         )
-        n_buckets = (
-            int(self.item_price_bucket.max()) + 1 if hasattr(self, "item_price_bucket") else None
-        )
-        bucket = bucket.fillna(0).astype(int).to_numpy()
-        if n_buckets is not None:
-            bucket = np.clip(bucket, 0, n_buckets - 1)
+        bucket = np.clip(bucket.fillna(0).astype(int).to_numpy(), 0, self.n_price_buckets - 1)
         raw = _text_matrix(items)
         if self.text_axes is None or raw is None:
             width = 1 if self.text_axes is None else len(self.text_axes)
@@ -316,7 +308,7 @@ class EmbeddingRecommender(Recommender):
         self.model = TwoTower(
             n_items,
             len(self.categories),
-            int(self.item_price_bucket.max()) + 1,
+            self.n_price_buckets,
             self.item_text.shape[1],
             self.user_latest.shape[1],
             self.item_latest.shape[1],
@@ -408,7 +400,7 @@ class EmbeddingRecommender(Recommender):
             }
             if validation is not None:
                 record["val_ndcg@10"] = self._validation_ndcg(validation)
-            self.history_log.append(record)
+            self.history.append(record)
             self._say(
                 " ".join(
                     f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}"

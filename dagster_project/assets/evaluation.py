@@ -9,14 +9,13 @@ from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, ass
 
 from dagster_project.assets._common import OWNERS
 from dagster_project.assets.quality import accounting_by_table, drift_figures
-from dagster_project.assets.recommender import evaluation_split, model_items
+from dagster_project.assets.recommender import evaluation_split, model_items, trained_model
 from dagster_project.plots import figure_base64
 from dagster_project.quality.report import collect_report_data, render_report
 from dagster_project.resources import PlatformStorage, QualityResource, RecommenderSettings
 from dagster_project.sources.landing import raw_relation
 from dagster_project.storage import write_text_atomic
 from models.compare import compare, comparison_table, default_models
-from models.embedding import EmbeddingRecommender
 from models.metrics import user_segments
 from models.split import Split
 
@@ -82,11 +81,7 @@ def evaluation_report(
         baselines,
         K,
         report=context.log.info,
-        fitted={
-            "embedding": EmbeddingRecommender.load(
-                out.models / "embedding" / "model.pt", settings.device
-            )
-        },
+        fitted={"embedding": trained_model(storage, settings)},
         segments=user_segments(train),
     )
     table = comparison_table(results, K)

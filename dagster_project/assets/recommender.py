@@ -58,6 +58,13 @@ def model_items(storage: PlatformStorage) -> pd.DataFrame:
     )
 
 
+def trained_model(storage: PlatformStorage, settings: RecommenderSettings) -> EmbeddingRecommender:
+    """The model the `embedding_model` asset saved."""
+    return EmbeddingRecommender.load(
+        storage.layout().models / "embedding" / "model.pt", settings.device
+    )
+
+
 def evaluation_split(storage: PlatformStorage, settings: RecommenderSettings):
     events = pd.read_parquet(
         storage.layout().table("behaviour_events"),
@@ -169,7 +176,7 @@ def recommendations(
     context: AssetExecutionContext, storage: PlatformStorage, settings: RecommenderSettings
 ) -> MaterializeResult:
     out = storage.layout()
-    model = EmbeddingRecommender.load(out.models / "embedding" / "model.pt", settings.device)
+    model = trained_model(storage, settings)
     version = model.version
     frame = model.recommend(model.user_index, settings.top_k)
     frame["model_version"] = version
@@ -198,7 +205,7 @@ def recommendations(
 )
 def model_vectors(storage: PlatformStorage, settings: RecommenderSettings) -> MaterializeResult:
     out = storage.layout()
-    model = EmbeddingRecommender.load(out.models / "embedding" / "model.pt", settings.device)
+    model = trained_model(storage, settings)
     version, as_of = model.version, model.trained_until
     users = vector_table(model.user_vectors(), version, as_of)
     items = vector_table(model.item_vectors(), version, as_of)
