@@ -34,6 +34,7 @@ from torch import nn
 from models.base import Recommender, interaction_strength
 from models.baselines import ease_weights
 from models.metrics import ndcg_at_k
+from models.search import search_items
 
 UNKNOWN_CATEGORY = "<none>"
 
@@ -418,8 +419,8 @@ class EmbeddingRecommender(Recommender):
         return best_epoch
 
     def _start_from_ease(self, pairs: pd.DataFrame) -> None:
-        """History and item id embeddings from EASE's B ~ U S V' (rank dim): h = U S^1/2,
-        e = V S^1/2; content parts start at zero, so training begins from low-rank EASE."""
+        """History embeddings and item vectors from EASE's B ~ U S V' (rank dim): h = U S^1/2,
+        e = V S^1/2, so training begins from low-rank EASE."""
         x = sp.csr_matrix(
             (np.ones(len(pairs), np.float32), (pairs["u"], pairs["i"])),
             shape=(len(self.user_index), len(self.item_ids)),
@@ -430,9 +431,35 @@ class EmbeddingRecommender(Recommender):
         root = s.sqrt()
         with torch.no_grad():
             self.model.history.weight.copy_(u * root)
-            self.model.item_id.weight.copy_(v * root)
-            for part in (self.model.category, self.model.price_bucket, self.model.text):
-                part.weight.zero_()
+            self._split_item_vectors(v * root)
+
+    def _split_item_vectors(self, targets: torch.Tensor, ridge: float = 1.0) -> None:
+        """Set the item tower so that e_i = `targets` exactly: the content parts (category,
+        price bucket, text, features) are the ridge regression of the targets on the catalog,
+        and the id embedding is what content does not explain. New items then get the
+        content part, a real vector learnt from the catalog."""
+        n_items = len(self.item_ids)
+        parts = [
+            torch.nn.functional.one_hot(self.item_category, len(self.categories)).float(),
+            torch.nn.functional.one_hot(self.item_price_bucket, self.n_price_buckets).float(),
+            self.item_text.float(),
+            self.item_latest.float(),
+        ]
+        design = torch.cat(parts, dim=1)
+        gram = design.T @ design + ridge * torch.eye(design.shape[1])
+        coefficients = torch.linalg.solve(gram, design.T @ targets.cpu())
+        widths = np.cumsum([0, *(p.shape[1] for p in parts)])
+        block = [coefficients[widths[j] : widths[j + 1]] for j in range(len(parts))]
+        dev = self.device
+        with torch.no_grad():
+            self.model.category.weight.copy_(block[0].to(dev))
+            self.model.price_bucket.weight.copy_(block[1].to(dev))
+            self.model.text.weight.copy_(block[2].T.to(dev))
+            self.model.item_features.weight.copy_(block[3].T.to(dev))
+            content = self._item_vectors(
+                torch.arange(n_items, device=dev), self._item_tensors(), content_only=True
+            )
+            self.model.item_id.weight.copy_(targets.to(dev) - content)
 
     def _validation_ndcg(self, validation: pd.DataFrame, max_users: int = 5_000) -> float:
         users = np.unique(validation["u"].to_numpy())
@@ -528,6 +555,25 @@ class EmbeddingRecommender(Recommender):
                 "score": top.values.cpu().numpy(),
             }
         )
+
+    def search(
+        self,
+        query: np.ndarray,
+        text: pd.DataFrame,
+        user_id: str | None = None,
+        k: int = 10,
+        personalisation: float = 0.5,
+        candidates: int = 100,
+    ) -> pd.DataFrame:
+        """Items for a search query (its MiniLM vector), among `text` (item_id, embedding):
+        by text relevance, re-ranked by this model's e_u . e_i + b_i when `user_id` is known
+        (see `models.search.search_items`). An unknown or absent user gets plain relevance."""
+        interest = None
+        if user_id is not None and user_id in self.user_index:
+            with torch.no_grad():
+                scores = self._score(np.array([self.user_index.get_loc(user_id)]))[0]
+            interest = pd.Series(scores.cpu().numpy(), index=self.item_ids)
+        return search_items(query, text, k, interest, personalisation, candidates)
 
     def new_item_vectors(self, items: pd.DataFrame) -> pd.DataFrame:
         """item_id, embedding for items not in training, from content alone (category, price

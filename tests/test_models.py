@@ -324,3 +324,55 @@ def test_the_model_can_start_from_low_rank_ease():
     ours = evaluate(split.truth, model.recommend(users, 10), len(items))["ndcg@10"]
     assert ours > 2 * evaluate(split.truth, pop.recommend(users, 10), len(items))["ndcg@10"]
     assert model.history[0]["phase"] == "select epochs"
+
+
+def _with_category_text(items: pd.DataFrame) -> pd.DataFrame:
+    """A text vector per item that says its category (as a title would)."""
+    return items.assign(
+        text_embedding=[np.eye(8, dtype=np.float32)[int(c[1:])] for c in items["category"]]
+    )
+
+
+def test_an_ease_start_still_gives_new_items_a_vector_from_content():
+    interactions, items = _taste_world()
+    items = _with_category_text(items)
+    config = EmbeddingConfig(dim=16, epochs=2, ease_init=True, ease_l2=10.0)
+    model = EmbeddingRecommender(config, progress=False).fit(interactions, items)
+    new = _with_category_text(
+        pd.DataFrame(
+            {
+                "item_id": [f"new{k}" for k in range(16)],
+                "category": [f"c{k % 8}" for k in range(16)],
+            }
+        ).assign(price_bucket=0)
+    )
+    for user, taste in [("u0", "c0"), ("u5", "c5")]:
+        top = model.recommend_new_items([user], new, 2)
+        assert set(new.set_index("item_id").loc[top["item_id"], "category"]) == {taste}
+
+
+def test_search_finds_items_by_text_and_personalises_for_a_known_user():
+    interactions, items = _taste_world()
+    items = _with_category_text(items)
+    model = EmbeddingRecommender(EmbeddingConfig(dim=16, epochs=10), progress=False)
+    model.fit(interactions, items)
+    text = items[["item_id"]].assign(embedding=items["text_embedding"])
+    category = items.set_index("item_id")["category"]
+    query_c3 = np.eye(8, dtype=np.float32)[3]
+    anyone = model.search(query_c3, text, k=10)
+    assert (category[anyone["item_id"]] == "c3").all()
+    assert anyone["rank"].tolist() == list(range(1, 11))
+    # A query that matches c0 and c3 equally: the user who likes c0 gets c0 items first.
+    both = np.eye(8, dtype=np.float32)[0] + query_c3
+    for user, taste in [("u0", "c0"), ("u3", "c3")]:
+        mine = model.search(both, text, user_id=user, k=10, personalisation=0.8)
+        assert (category[mine["item_id"]] == taste).all()
+        assert mine["interest"].notna().all()
+    # An unknown user gets plain relevance, with no interest.
+    stranger = model.search(both, text, user_id="nobody", k=10)
+    assert stranger["interest"].isna().all()
+    assert set(category[stranger["item_id"]]) <= {"c0", "c3"}
+    with pytest.raises(ValueError, match="dimensions"):
+        model.search(np.ones(5), text)
+    with pytest.raises(ValueError, match="personalisation"):
+        model.search(query_c3, text, personalisation=2.0)
