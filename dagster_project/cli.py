@@ -1,4 +1,4 @@
-"""Command line: `python -m dagster_project.cli generate|demo ...`."""
+"""Command line: `python -m dagster_project.cli generate|demo|recommend ...`."""
 
 from __future__ import annotations
 
@@ -100,6 +100,49 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _recommend(args: argparse.Namespace) -> int:
+    """Every scenario from the trained model's vectors, printed with the items' titles."""
+    import pandas as pd
+
+    from dagster_project.assets.recommender import model_items, trained_model
+    from dagster_project.features.text import load_encoder
+    from dagster_project.resources import PlatformStorage, RecommenderSettings
+
+    storage = PlatformStorage(data_dir=str(Path(args.data_dir).resolve()))
+    out = storage.layout()
+    if not (out.models / "embedding" / "model.pt").exists():
+        print(f"no trained model in {out.models}: run `make demo` (or materialize embedding_model)")
+        return 2
+    model = trained_model(storage, RecommenderSettings(device=args.device))
+    catalog = pd.read_parquet(
+        out.table("items"), columns=["item_id", "title", "category", "price", "available"]
+    )
+    unavailable = catalog.loc[~catalog["available"].fillna(False).astype(bool), "item_id"]
+    if args.query:
+        items = model_items(storage)
+        items = items[items["text_embedding"].notna() & ~items["item_id"].isin(unavailable)]
+        text = items[["item_id"]].assign(embedding=items["text_embedding"])
+        query = load_encoder(args.device if args.device != "auto" else "cpu")([args.query])[0]
+        shown = model.search(query, text, user_id=args.user, k=args.k)
+        title = f"search {args.query!r}" + (f" for {args.user}" if args.user else "")
+    elif args.similar_to:
+        shown = model.similar_items(args.similar_to, args.k)
+        title = f"items like {args.similar_to}"
+    elif args.history:
+        history = pd.DataFrame({"item_id": args.history.split(",")})
+        shown = model.recommend_for_history(history, args.k)
+        title = f"a new visitor who looked at {args.history}"
+    else:
+        shown = model.recommend([args.user], args.k, unavailable=unavailable)
+        title = f"for {args.user}"
+        if shown.empty:
+            print(f"user {args.user!r} is not in the model's training data; try --history")
+            return 2
+    print(f"[{model.version}] {title}:")
+    print(shown.merge(catalog, on="item_id", how="left").to_string(index=False))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     default_dir = os.environ.get(DATA_DIR_ENV) or str(layout().root)
     parser = argparse.ArgumentParser(prog="python -m dagster_project.cli", description=__doc__)
@@ -114,6 +157,18 @@ def main(argv: list[str] | None = None) -> int:
         "dagster-home", help="create the Dagster instance folder and print its path"
     )
     home.add_argument("--data-dir", default=default_dir)
+    rec = sub.add_parser(
+        "recommend",
+        help="recommendations from the trained model: for a user, like an item, a search, "
+        "or a new visitor's few items",
+    )
+    rec.add_argument("--data-dir", default=default_dir)
+    rec.add_argument("--user", help="a user id: their top-k, or whose taste re-ranks --query")
+    rec.add_argument("--query", help="search text (MiniLM), personalised when --user is given")
+    rec.add_argument("--similar-to", metavar="ITEM", help="items to show on ITEM's page")
+    rec.add_argument("--history", metavar="ITEMS", help="comma-separated items of a new visitor")
+    rec.add_argument("--k", type=int, default=10)
+    rec.add_argument("--device", default="auto")
     for p in (gen, demo):
         p.add_argument("--preset", choices=sorted(PRESETS), default="default")
         p.add_argument(
@@ -132,6 +187,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "dagster-home":
         print(prepare_dagster_home(Path(args.data_dir).resolve()))
         return 0
+    if args.command == "recommend":
+        if not (args.user or args.query or args.similar_to or args.history):
+            parser.error("recommend needs --user, --query, --similar-to or --history")
+        return _recommend(args)
     if args.command == "generate":
         _generate(args.preset, Path(args.data_dir).resolve(), args.seed, args.force)
         return 0

@@ -55,11 +55,12 @@ class EmbeddingConfig:
     history_dropout: float = 0.2  # share of history entries dropped per example (denoising)
     id_dropout: float = 0.2
     validation_share: float = 0.1  # of each user's items (users with 3+), for early stopping
-    # Start the id towers from a rank-`dim` factorisation of EASE's item-item matrix (pooled
-    # history x item vector is exactly low-rank EASE), for catalogs up to this many items.
-    # Off by default: the content parts then start at zero, and when early stopping keeps the
-    # starting point (it does on MovieLens and on the generated data) new items get no vector.
-    ease_init: bool = False
+    # Start from a rank-`dim` factorisation of EASE's item-item matrix (pooled history x item
+    # vector is exactly low-rank EASE), for catalogs up to `ease_init_max_items` items; the
+    # content parts start as the ridge fit of those item vectors on the catalog. Off: random
+    # start. On MovieLens 100k (msr) NDCG@10 0.48 against 0.41, on the generated data 0.115
+    # against 0.102; sampled-softmax epochs have not yet improved on this start.
+    ease_init: bool = True
     ease_init_max_items: int = 20_000
     ease_l2: float = 500.0
     patience: int = 3
@@ -161,9 +162,13 @@ class EmbeddingRecommender(Recommender):
     """Two-tower embedding model behind the shared recommender interface."""
 
     name = "embedding"
+    # Saved models are whole pickled objects: bump this whenever their attributes change, so
+    # an old file gives a clear error instead of a missing attribute deep inside scoring.
+    ARTIFACT_FORMAT = 2
 
     def __init__(self, config: EmbeddingConfig | None = None, progress: bool = True) -> None:
         super().__init__()
+        self.artifact_format = self.ARTIFACT_FORMAT
         self.config = config or EmbeddingConfig()
         self.progress = progress
         self.device = resolve_device(self.config.device)
@@ -370,12 +375,13 @@ class EmbeddingRecommender(Recommender):
                 else:
                     picked = rng.integers(0, len(rows), n_batch_neg)
                     shared = np.concatenate([pos[picked], rng.integers(0, n_items, n_neg)])
-                pos_t = torch.as_tensor(pos, device=dev)
-                shared_t = torch.as_tensor(shared, device=dev)
-                positive = (ue * self._item_vectors(pos_t, tensors, cfg.id_dropout)).sum(1)
-                positive = positive + self.model.item_bias(pos_t).squeeze(1) - log_q[pos_t]
-                negative = ue @ self._item_vectors(shared_t, tensors, cfg.id_dropout).T
-                negative = negative + self.model.item_bias(shared_t).squeeze(1) - log_q[shared_t]
+                # One lookup for positives and shared negatives: one sparse gradient per table.
+                candidates = torch.as_tensor(np.concatenate([pos, shared]), device=dev)
+                vectors = self._item_vectors(candidates, tensors, cfg.id_dropout)
+                bias = self.model.item_bias(candidates).squeeze(1) - log_q[candidates]
+                n_pos = len(pos)
+                positive = (ue * vectors[:n_pos]).sum(1) + bias[:n_pos]
+                negative = ue @ vectors[n_pos:].T + bias[n_pos:]
                 # Not negatives: the example's own item, and items of the same user's history.
                 blocked = torch.as_tensor(
                     _in_history(self.hist_ptr, self.hist_items, users, lengths, shared), device=dev
@@ -514,8 +520,25 @@ class EmbeddingRecommender(Recommender):
         return self.model.user_vector(*self._bags(users), features)
 
     def _score(self, users: np.ndarray) -> torch.Tensor:
-        vectors, bias = self._item_matrix()
-        return self._user_matrix(users) @ vectors.T + bias
+        vectors, bias = getattr(self, "_scoring_items", None) or self._item_matrix()
+        return torch.addmm(bias, self._user_matrix(users), vectors.T)
+
+    def recommend(
+        self,
+        user_ids: Sequence[str],
+        k: int = 10,
+        filter_seen: bool = True,
+        batch_size: int = 4096,
+        unavailable: Sequence[str] = (),
+        exclude: pd.DataFrame | None = None,
+    ) -> pd.DataFrame:
+        """`Recommender.recommend`, with the item matrix computed once for all batches."""
+        with torch.no_grad():
+            self._scoring_items = self._item_matrix()
+        try:
+            return super().recommend(user_ids, k, filter_seen, batch_size, unavailable, exclude)
+        finally:
+            self._scoring_items = None
 
     def _item_similarity(self, item: int) -> torch.Tensor:
         """Cosine similarity of item vectors."""
@@ -668,6 +691,13 @@ class EmbeddingRecommender(Recommender):
         model: EmbeddingRecommender = torch.load(
             path, weights_only=False, map_location=resolve_device(device)
         )
+        saved = getattr(model, "artifact_format", 1)
+        if saved != EmbeddingRecommender.ARTIFACT_FORMAT:
+            raise ValueError(
+                f"{path} was saved by an older version of the model (format {saved}, this code "
+                f"reads {EmbeddingRecommender.ARTIFACT_FORMAT}): retrain it (materialize "
+                "embedding_model, or run `make demo`)"
+            )
         model.device = resolve_device(device)
         model.model.to(model.device)
         return model

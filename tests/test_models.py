@@ -145,6 +145,11 @@ def test_training_is_seeded(tmp_path):
     path = model.save(tmp_path / "m")
     b = EmbeddingRecommender.load(path, "cpu").recommend(["u1", "u2"], 5)
     pd.testing.assert_frame_equal(a, b)
+    # A model saved by older code is refused with a clear message.
+    model.artifact_format = 1
+    model.save(tmp_path / "old")
+    with pytest.raises(ValueError, match="older version"):
+        EmbeddingRecommender.load(tmp_path / "old" / "model.pt", "cpu")
 
 
 @pytest.mark.parametrize(

@@ -248,3 +248,28 @@ def test_item_text_embeddings_are_cached_by_text(run):
     first = after.set_index("item_id").loc[items.loc[0, "item_id"], "embedding"]
     before = again.set_index("item_id").loc[items.loc[0, "item_id"], "embedding"]
     assert not np.allclose(first, before)
+
+
+def test_recommend_command_serves_every_scenario_from_the_trained_model(run, capsys):
+    from dagster_project.cli import main
+
+    recs = pd.read_parquet(run.table("recommendations"))
+    items = pd.read_parquet(run.table("items"))
+    user, item = recs["user_id"].iloc[0], recs["item_id"].iloc[0]
+    data_dir = ["--data-dir", str(run.root), "--k", "5"]
+    assert main(["recommend", "--user", user, *data_dir]) == 0
+    printed = capsys.readouterr().out
+    assert f"for {user}" in printed and printed.count("\n") == 7  # title, header, 5 rows
+    # Search by the words of one item's title: that item comes first for anyone.
+    title = items.loc[items["available"].astype(bool), "title"].iloc[0]
+    assert main(["recommend", "--query", title, *data_dir]) == 0
+    first = capsys.readouterr().out.splitlines()[2]
+    assert title in first
+    assert main(["recommend", "--query", title, "--user", user, *data_dir]) == 0
+    assert "search" in capsys.readouterr().out
+    assert main(["recommend", "--similar-to", item, *data_dir]) == 0
+    assert f"items like {item}" in capsys.readouterr().out
+    assert main(["recommend", "--history", f"{item},nope", *data_dir]) == 0
+    assert "new visitor" in capsys.readouterr().out
+    assert main(["recommend", "--user", "nobody", *data_dir]) == 2
+    assert "not in the model's training data" in capsys.readouterr().out
