@@ -1,4 +1,4 @@
-"""The one Definitions object: assets, checks, jobs and resources."""
+"""The one Definitions object: assets, checks, jobs, schedules, sensors and resources."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from dagster import (
     load_assets_from_modules,
 )
 
+from dagster_project import automation
 from dagster_project.assets import (
     behaviour,
     detection,
@@ -37,8 +38,8 @@ ASSET_MODULES = [
     evaluation,
 ]
 
-all_assets = load_assets_from_modules(ASSET_MODULES)
-all_checks = load_asset_checks_from_modules(ASSET_MODULES)
+all_assets = automation.with_automation(load_assets_from_modules(ASSET_MODULES))
+all_checks = [*load_asset_checks_from_modules(ASSET_MODULES), *automation.freshness_checks]
 
 full_pipeline = define_asset_job(
     "full_pipeline",
@@ -62,5 +63,10 @@ def platform_resources(data_dir: str = "", **settings: int | str) -> dict:
 
 
 defs = Definitions(
-    assets=all_assets, asset_checks=all_checks, jobs=[full_pipeline], resources=platform_resources()
+    assets=all_assets,
+    asset_checks=all_checks,
+    jobs=[full_pipeline, *automation.jobs],
+    schedules=automation.schedules,
+    sensors=automation.sensors,
+    resources=platform_resources(),
 )

@@ -1,0 +1,172 @@
+"""What runs with no person watching: jobs, schedules, the landing-files sensor, declarative
+automation of the downstream assets, and freshness checks.
+
+- `landing_files_sensor` starts `daily_refresh` when files land (or change) in the landing
+  folder. Its cursor records each file's size and modification time, and each run's key is
+  a digest of exactly the files it was started for, so a file is handled once and a repeated
+  evaluation starts nothing new.
+- `daily_refresh_schedule` runs `daily_refresh` every morning at 06:00 UTC for the previous
+  day (tag `recsys/day`). `weekly_retrain_schedule` retrains, scores, evaluates and pushes
+  the model outputs to Feast every Monday at 04:00 UTC.
+- Between those, the feature and feature-store assets follow their inputs by declarative
+  automation (`AutomationCondition.eager()`), evaluated by `platform_automation`.
+- Freshness checks warn when the online features are older than 26 hours, or the
+  recommendations older than 8 days.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import timedelta
+
+from dagster import (
+    AssetSelection,
+    AutomationCondition,
+    AutomationConditionSensorDefinition,
+    DefaultScheduleStatus,
+    DefaultSensorStatus,
+    RunRequest,
+    ScheduleEvaluationContext,
+    SensorEvaluationContext,
+    SkipReason,
+    build_last_update_freshness_checks,
+    build_sensor_for_freshness_checks,
+    define_asset_job,
+    schedule,
+    sensor,
+)
+
+from dagster_project.resources import PlatformStorage
+from dagster_project.sources.landing import landing_files
+
+DAILY_GROUPS = ("ingest", "quality", "detection", "behaviour", "features", "feature_store")
+RETRAIN_GROUPS = ("recommender", "evaluation")
+# The analysts' reports and SQL views are rebuilt daily too; the model evaluation weekly.
+DAILY_REPORTS = ("quality_report", "data_docs", "warehouse")
+# Assets that follow their inputs on their own: everything the daily job builds after ingest.
+AUTOMATED_GROUPS = ("quality", "detection", "behaviour", "features", "feature_store")
+MODEL_OUTPUTS = ("feast_model_outputs",)
+
+daily_selection = (
+    AssetSelection.groups(*DAILY_GROUPS) | AssetSelection.assets(*DAILY_REPORTS)
+) - AssetSelection.assets(*MODEL_OUTPUTS)
+daily_refresh = define_asset_job(
+    "daily_refresh",
+    selection=daily_selection,
+    description="Ingest new landing files, clean, detect bots, rebuild features, materialize "
+    "the online store.",
+)
+weekly_retrain = define_asset_job(
+    "weekly_retrain",
+    selection=(AssetSelection.groups(*RETRAIN_GROUPS) | AssetSelection.assets(*MODEL_OUTPUTS))
+    - AssetSelection.assets(*DAILY_REPORTS),
+    description="Train the recommender on a fresh Feast training set, score, evaluate, and "
+    "push embeddings and recommendations to Feast.",
+)
+
+
+def landing_fingerprints(storage: PlatformStorage) -> dict[str, str]:
+    """`relative path -> "size:mtime_ns"` of every landing file (a missing folder: none)."""
+    landing = storage.layout().landing
+    if not landing.exists():
+        return {}
+    return {
+        str(path.relative_to(landing)): f"{path.stat().st_size}:{path.stat().st_mtime_ns}"
+        for path in landing_files(landing)
+    }
+
+
+@sensor(
+    job=daily_refresh,
+    minimum_interval_seconds=60,
+    default_status=DefaultSensorStatus.RUNNING,
+    description="Starts daily_refresh when files land in (or change in) the landing folder; "
+    "each file is handled once.",
+)
+def landing_files_sensor(context: SensorEvaluationContext, storage: PlatformStorage):
+    seen: dict[str, str] = json.loads(context.cursor) if context.cursor else {}
+    current = landing_fingerprints(storage)
+    new = {name: stamp for name, stamp in current.items() if seen.get(name) != stamp}
+    if not new:
+        return SkipReason(f"no new landing files ({len(current)} already handled)")
+    digest = hashlib.sha256(json.dumps(sorted(new.items())).encode()).hexdigest()[:16]
+    context.update_cursor(json.dumps({**seen, **new}, sort_keys=True))
+    names = sorted(new)
+    return RunRequest(
+        run_key=f"landing-{digest}",
+        tags={
+            "recsys/trigger": "landing_files",
+            "recsys/new_files": str(len(names)),
+            "recsys/first_file": names[0],
+        },
+    )
+
+
+@schedule(
+    job=daily_refresh,
+    cron_schedule="0 6 * * *",
+    execution_timezone="UTC",
+    default_status=DefaultScheduleStatus.RUNNING,
+    description="Every morning at 06:00 UTC: the previous day's data into features and Feast.",
+)
+def daily_refresh_schedule(context: ScheduleEvaluationContext) -> RunRequest:
+    day = (context.scheduled_execution_time - timedelta(days=1)).strftime("%Y-%m-%d")
+    return RunRequest(run_key=f"daily-{day}", tags={"recsys/day": day})
+
+
+@schedule(
+    job=weekly_retrain,
+    cron_schedule="0 4 * * 1",
+    execution_timezone="UTC",
+    default_status=DefaultScheduleStatus.RUNNING,
+    description="Every Monday at 04:00 UTC: retrain, score, evaluate, push to Feast.",
+)
+def weekly_retrain_schedule(context: ScheduleEvaluationContext) -> RunRequest:
+    week = context.scheduled_execution_time.strftime("%G-W%V")
+    return RunRequest(run_key=f"retrain-{week}", tags={"recsys/week": week})
+
+
+def with_automation(assets: list) -> list:
+    """The assets, with `AutomationCondition.eager()` on those in AUTOMATED_GROUPS."""
+    from dagster import AssetsDefinition, map_asset_specs
+
+    def follow_inputs(spec):
+        follows = spec.group_name in AUTOMATED_GROUPS or spec.key.to_user_string() in DAILY_REPORTS
+        if follows and spec.automation_condition is None:
+            return spec.replace_attributes(automation_condition=AutomationCondition.eager())
+        return spec
+
+    return [
+        map_asset_specs(follow_inputs, [a])[0] if isinstance(a, AssetsDefinition) else a
+        for a in assets
+    ]
+
+
+platform_automation = AutomationConditionSensorDefinition(
+    "platform_automation",
+    target=AssetSelection.groups(*AUTOMATED_GROUPS) | AssetSelection.assets(*DAILY_REPORTS),
+    default_status=DefaultSensorStatus.RUNNING,
+    description="Evaluates the assets' automation conditions: clean data, features, the "
+    "online store and the quality reports follow new raw data.",
+)
+
+freshness_checks = [
+    *build_last_update_freshness_checks(
+        assets=["feast_online", "user_features", "item_features"],
+        lower_bound_delta=timedelta(hours=26),
+    ),
+    *build_last_update_freshness_checks(
+        assets=["recommendations", "feast_model_outputs"],
+        lower_bound_delta=timedelta(days=8),
+    ),
+]
+freshness_sensor = build_sensor_for_freshness_checks(
+    freshness_checks=freshness_checks,
+    name="freshness_checks_sensor",
+    default_status=DefaultSensorStatus.RUNNING,
+)
+
+jobs = [daily_refresh, weekly_retrain]
+schedules = [daily_refresh_schedule, weekly_retrain_schedule]
+sensors = [landing_files_sensor, platform_automation, freshness_sensor]
