@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import os
 import re
+import sqlite3
 import subprocess
 import sys
+from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 
 import yaml
@@ -23,6 +26,22 @@ from dagster_project.settings import (
     data_dir,
     layout,
 )
+from dagster_project.storage import retry_with_backoff
+
+
+def _online_store_errors() -> tuple[type[BaseException], ...]:
+    """What an online store raises when it is down, busy or unreachable (worth a retry)."""
+    errors: list[type[BaseException]] = [ConnectionError, TimeoutError, sqlite3.OperationalError]
+    try:
+        import redis.exceptions
+
+        errors += [redis.exceptions.ConnectionError, redis.exceptions.TimeoutError]
+    except ImportError:  # the embedded profile does not need the redis client
+        pass
+    return tuple(errors)
+
+
+ONLINE_STORE_ERRORS = _online_store_errors()
 
 
 class PlatformStorage(ConfigurableResource):
@@ -79,6 +98,35 @@ class FeastResource(ConfigurableResource):
     def store(self) -> FeatureStore:
         (self._data_dir() / "feast").mkdir(parents=True, exist_ok=True)
         return FeatureStore(config=self.repo_config())
+
+    def materialize(
+        self,
+        views: list[str],
+        start: datetime,
+        end: datetime,
+        attempts: int = 4,
+        first_wait_s: float = 2.0,
+        log: Callable[[str], None] = print,
+    ) -> FeatureStore:
+        """Materialize `views` over [start, end) into the online store, retrying with backoff
+        (2, 4, 8 s) when the store does not answer; then a clear error naming the store."""
+        store = self.store()
+        online = store.config.online_store
+        where = getattr(online, "connection_string", None) or getattr(online, "path", "")
+
+        def write() -> FeatureStore:
+            store.materialize(start_date=start, end_date=end, feature_views=views)
+            return store
+
+        return retry_with_backoff(
+            write,
+            ONLINE_STORE_ERRORS,
+            f"materializing {', '.join(views)} into the {online.type} online store at {where} "
+            "(is it running and reachable?)",
+            attempts,
+            first_wait_s,
+            log,
+        )
 
     def apply(self) -> str:
         """`feast apply` through the plain CLI, exactly as another team would run it."""

@@ -1,15 +1,21 @@
-"""Atomic writes (a killed run never leaves a half-written table behind) and the DuckDB session."""
+"""Atomic writes (a killed run never leaves a half-written table behind), the DuckDB session,
+and retries with backoff for calls to servers."""
 
 from __future__ import annotations
 
 import os
 import tempfile
+import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import duckdb
 import pandas as pd
 import polars as pl
+
+T = TypeVar("T")
 
 
 def write_parquet_atomic(frame: pd.DataFrame | pl.DataFrame, path: Path) -> Path:
@@ -53,3 +59,32 @@ def connect(threads: int | None = None) -> duckdb.DuckDBPyConnection:
     if threads:
         con.execute(f"SET threads = {threads}")
     return con
+
+
+def retry_with_backoff(
+    action: Callable[[], T],
+    retry_on: tuple[type[BaseException], ...],
+    what: str,
+    attempts: int = 4,
+    first_wait_s: float = 2.0,
+    log: Callable[[str], None] = print,
+    sleep: Callable[[float], None] = time.sleep,
+) -> T:
+    """`action()`, tried up to `attempts` times on the `retry_on` errors with waits of
+    first_wait_s, 2x, 4x ... between; then a RuntimeError that says what failed and why."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return action()
+        except retry_on as error:
+            if attempt == attempts:
+                raise RuntimeError(
+                    f"{what} failed {attempts} times; the last error was "
+                    f"{type(error).__name__}: {error}"
+                ) from error
+            wait = first_wait_s * 2 ** (attempt - 1)
+            log(
+                f"{what}: attempt {attempt} of {attempts} failed ({type(error).__name__}: "
+                f"{error}); retrying in {wait:g} s"
+            )
+            sleep(wait)
+    raise AssertionError("unreachable")

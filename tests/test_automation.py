@@ -96,3 +96,36 @@ def test_jobs_split_the_graph_into_daily_work_and_weekly_retraining():
         "recommendations",
         "feast_model_outputs",
     }
+
+
+def test_retry_with_backoff_waits_longer_each_time_then_names_the_failure():
+    from dagster_project.storage import retry_with_backoff
+
+    calls, waits = [], []
+
+    def flaky():
+        calls.append(1)
+        if len(calls) < 3:
+            raise ConnectionError("refused")
+        return "done"
+
+    assert (
+        retry_with_backoff(flaky, (ConnectionError,), "writing", 4, 1.0, print, waits.append)
+        == "done"
+    )
+    assert waits == [1.0, 2.0]
+    try:
+        retry_with_backoff(
+            lambda: 1 / 0, (ZeroDivisionError,), "dividing", 2, 0.5, print, waits.append
+        )
+    except RuntimeError as error:
+        assert "dividing failed 2 times" in str(error) and "ZeroDivisionError" in str(error)
+    else:
+        raise AssertionError("expected a RuntimeError")
+    # Errors that are not worth retrying go straight through.
+    try:
+        retry_with_backoff(
+            lambda: {}["x"], (ConnectionError,), "reading", 3, 1.0, print, waits.append
+        )
+    except KeyError:
+        assert waits == [1.0, 2.0, 0.5]

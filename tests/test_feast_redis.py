@@ -61,3 +61,29 @@ def test_profiles_are_chosen_by_configuration_alone(pipeline_run, monkeypatch):
         .repo_config()
         .online_store.type.endswith("SqliteOnlineStore")
     )
+
+
+def test_materializing_into_a_stopped_redis_retries_then_says_which_store(
+    pipeline_run, monkeypatch
+):
+    _, out = pipeline_run
+    with redis_server() as url:
+        monkeypatch.setenv("RECSYS_REDIS_URL", url)
+        feast = FeastResource(data_dir=str(out.root), config_file="feature_store.redis.yaml")
+        feast.apply()
+    # The server is gone now (stopped by its PID): every attempt is refused.
+    offline = pd.read_parquet(out.feature_table("item_features"), columns=["event_timestamp"])
+    waits: list[str] = []
+    with pytest.raises(RuntimeError) as failure:
+        feast.materialize(
+            ["item_stats"],
+            offline["event_timestamp"].min().to_pydatetime(),
+            offline["event_timestamp"].max().to_pydatetime(),
+            attempts=3,
+            first_wait_s=0.01,
+            log=waits.append,
+        )
+    message = str(failure.value)
+    assert f"redis online store at {url}" in message and "failed 3 times" in message
+    assert "ConnectionError" in message
+    assert [w.split("retrying in ")[1] for w in waits] == ["0.01 s", "0.02 s"]

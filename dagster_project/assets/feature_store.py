@@ -79,8 +79,7 @@ def _materialize(
     )["event_timestamp"]
     start = stamps.min().to_pydatetime()
     end = (stamps.max() + pd.Timedelta(seconds=1)).to_pydatetime()
-    store = feast.store()
-    store.materialize(start_date=start, end_date=end, feature_views=views)
+    store = feast.materialize(views, start, end, log=context.log.warning)
     context.log.info(f"materialized {', '.join(views)} for {start:%Y-%m-%d} .. {end:%Y-%m-%d}")
     return MaterializeResult(
         metadata={
