@@ -27,7 +27,6 @@ import json
 import os
 import resource
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -42,6 +41,7 @@ from bench.machine import machine_info
 from dagster_project.redis_server import redis_server
 from dagster_project.resources import FeastResource
 from dagster_project.settings import layout
+from dagster_project.system_tools import free_port
 
 RESULTS = Path(__file__).parent / "results" / "feature_serving.json"
 SERVICE = "online_ranking"
@@ -90,14 +90,8 @@ def ranking_latencies(store, users: np.ndarray, items: np.ndarray, calls: int) -
     }
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def http_latency(data_dir: Path, users: np.ndarray, items: np.ndarray, calls: int) -> dict:
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "RECSYS_DATA_DIR": str(data_dir)}
     env.pop("RECSYS_FEAST_CONFIG", None)
     proc = subprocess.Popen(

@@ -2,9 +2,10 @@
 automation of the downstream assets, and freshness checks.
 
 - `landing_files_sensor` starts `daily_refresh` when files land (or change) in the landing
-  folder. Its cursor records each file's size and modification time, and each run's key is
-  a digest of exactly the files it was started for, so a file is handled once and a repeated
-  evaluation starts nothing new.
+  folder. Its cursor records each file's size and modification time (on its first tick, the
+  files the raw tables already hold count as handled), and each run's key is a digest of
+  exactly the files it was started for, so a file is handled once and a repeated evaluation
+  starts nothing new.
 - `daily_refresh_schedule` runs `daily_refresh` every morning at 06:00 UTC for the previous
   day (tag `recsys/day`). `weekly_retrain_schedule` retrains, scores, evaluates and pushes
   the model outputs to Feast every Monday at 04:00 UTC.
@@ -38,7 +39,7 @@ from dagster import (
 )
 
 from dagster_project.resources import PlatformStorage
-from dagster_project.sources.landing import landing_files
+from dagster_project.sources.landing import RAW_MANIFEST, landing_files
 
 DAILY_GROUPS = ("ingest", "quality", "detection", "behaviour", "features", "feature_store")
 RETRAIN_GROUPS = ("recommender", "evaluation")
@@ -47,6 +48,7 @@ DAILY_REPORTS = ("quality_report", "data_docs", "warehouse")
 # Assets that follow their inputs on their own: everything the daily job builds after ingest.
 AUTOMATED_GROUPS = ("quality", "detection", "behaviour", "features", "feature_store")
 MODEL_OUTPUTS = ("feast_model_outputs",)
+LANDING_KINDS = ("events", "items")  # the landing sub-folders ingestion reads
 
 daily_selection = (
     AssetSelection.groups(*DAILY_GROUPS) | AssetSelection.assets(*DAILY_REPORTS)
@@ -67,14 +69,31 @@ weekly_retrain = define_asset_job(
 
 
 def landing_fingerprints(storage: PlatformStorage) -> dict[str, str]:
-    """`relative path -> "size:mtime_ns"` of every landing file (a missing folder: none)."""
+    """`relative path -> "size:mtime_ns"` of every events and items file in the landing folder
+    (what ingestion reads; a missing folder has none)."""
     landing = storage.layout().landing
-    if not landing.exists():
-        return {}
+    files = [
+        p
+        for kind in LANDING_KINDS
+        if (landing / kind).is_dir()
+        for p in landing_files(landing / kind)
+    ]
     return {
         str(path.relative_to(landing)): f"{path.stat().st_size}:{path.stat().st_mtime_ns}"
-        for path in landing_files(landing)
+        for path in files
     }
+
+
+def ingested_files(storage: PlatformStorage) -> set[str]:
+    """Landing files (relative paths) that the raw tables already hold, from their manifests."""
+    out = storage.layout()
+    names: set[str] = set()
+    for table in ("raw_events", "raw_items"):
+        manifest = out.raw_table(table) / RAW_MANIFEST
+        if manifest.exists():
+            for entry in json.loads(manifest.read_text())["files"]:
+                names.update(entry["source_files"])
+    return names
 
 
 @sensor(
@@ -85,10 +104,16 @@ def landing_fingerprints(storage: PlatformStorage) -> dict[str, str]:
     "each file is handled once.",
 )
 def landing_files_sensor(context: SensorEvaluationContext, storage: PlatformStorage):
-    seen: dict[str, str] = json.loads(context.cursor) if context.cursor else {}
     current = landing_fingerprints(storage)
+    if context.cursor:
+        seen: dict[str, str] = json.loads(context.cursor)
+    else:  # first tick: files the raw tables already hold (e.g. after `make demo`) are done
+        held = ingested_files(storage)
+        seen = {name: stamp for name, stamp in current.items() if name in held}
     new = {name: stamp for name, stamp in current.items() if seen.get(name) != stamp}
     if not new:
+        if not context.cursor:
+            context.update_cursor(json.dumps(seen, sort_keys=True))
         return SkipReason(f"no new landing files ({len(current)} already handled)")
     digest = hashlib.sha256(json.dumps(sorted(new.items())).encode()).hexdigest()[:16]
     context.update_cursor(json.dumps({**seen, **new}, sort_keys=True))

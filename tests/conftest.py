@@ -21,12 +21,15 @@ def tiny_layout(tmp_path_factory: pytest.TempPathFactory) -> DataLayout:
 
 @pytest.fixture(scope="session")
 def pipeline_run(tiny_layout: DataLayout, tmp_path_factory: pytest.TempPathFactory):
-    """Every asset and check materialized on the tiny data set, in an ephemeral Dagster instance."""
+    """Every asset and check materialized on the tiny data set, recorded in a Dagster instance
+    under its data directory (as `make demo` does), so the UI test can show the runs."""
     from dagster import DagsterInstance, materialize
 
+    from dagster_project.cli import prepare_dagster_home
     from dagster_project.definitions import all_assets, all_checks, platform_resources
 
-    with DagsterInstance.ephemeral() as instance:
+    home = prepare_dagster_home(tiny_layout.root)
+    with DagsterInstance.from_config(str(home)) as instance:
         result = materialize(
             [*all_assets, *all_checks],
             instance=instance,

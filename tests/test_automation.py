@@ -30,6 +30,7 @@ def test_landing_sensor_handles_each_file_once(tmp_path):
     first, cursor = _tick(storage, None)
     assert isinstance(first, SkipReason)  # no landing folder yet: nothing to do
     (landing / "events").mkdir(parents=True)
+    (landing / "source.json").write_text("{}")  # the export's manifest is not a data file
     (landing / "events" / "day1.csv").write_text("event_id\n1\n")
     (landing / "events" / "day2.csv").write_text("event_id\n2\n")
     request, cursor = _tick(storage, cursor)
@@ -58,6 +59,27 @@ def test_landing_sensor_handles_each_file_once(tmp_path):
         "events/day2.csv",
         "events/day3.csv",
     }
+
+
+def test_landing_sensor_starts_with_what_the_raw_tables_already_hold(tmp_path):
+    storage = PlatformStorage(data_dir=str(tmp_path))
+    out = layout(tmp_path)
+    (out.landing / "events").mkdir(parents=True)
+    for day in ("day1", "day2"):
+        (out.landing / "events" / f"{day}.csv").write_text("event_id\n1\n")
+    raw = out.raw_table("raw_events")
+    raw.mkdir(parents=True)
+    (raw / "_raw.json").write_text(
+        json.dumps({"files": [{"path": "x", "rows": 1, "source_files": ["events/day1.csv"]}]})
+    )
+    request, cursor = _tick(storage, None)
+    assert request.tags["recsys/new_files"] == "1"
+    assert request.tags["recsys/first_file"] == "events/day2.csv"
+    assert set(json.loads(cursor)) == {"events/day1.csv", "events/day2.csv"}
+    # Everything already ingested: no run, and the cursor is kept for the next tick.
+    (out.landing / "events" / "day2.csv").unlink()
+    skipped, cursor = _tick(storage, None)
+    assert isinstance(skipped, SkipReason) and set(json.loads(cursor)) == {"events/day1.csv"}
 
 
 def test_schedules_run_the_previous_day_and_the_weekly_retrain():

@@ -1,7 +1,6 @@
 """Other teams' three ways in: the SDK, the HTTP feature server, a point-in-time training set."""
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -14,20 +13,15 @@ from feast import FeatureStore, RepoConfig
 
 from dagster_project.feast_sqlite import STORE_TYPE
 from dagster_project.resources import FeastResource
+from dagster_project.system_tools import free_port
 from examples.fetch_features import by_name, over_http, training_set, with_sdk
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
 def served(pipeline_run):
     """The HTTP feature server on the tiny run's store, on loopback; stopped by its PID."""
     _, out = pipeline_run
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "RECSYS_DATA_DIR": str(out.root)}
     proc = subprocess.Popen(
         [sys.executable, "-m", "dagster_project.feature_server", "--port", str(port)],
