@@ -151,3 +151,14 @@ def test_retry_with_backoff_waits_longer_each_time_then_names_the_failure():
         )
     except KeyError:
         assert waits == [1.0, 2.0, 0.5]
+
+
+def test_every_asset_says_what_it_is_who_owns_it_and_how_it_is_stored():
+    graph = defs.resolve_asset_graph()
+    for key in graph.get_all_asset_keys():
+        node = graph.get(key)
+        name = key.to_user_string()
+        assert node.description and len(node.description) > 20, name
+        assert node.group_name and node.group_name != "default", name
+        assert node.owners == ["team:data-platform"], name
+        assert any(tag.startswith("dagster/kind/") for tag in node.tags), name

@@ -27,7 +27,9 @@ def test_every_check_passed(pipeline_run):
         f"{c.asset_key.to_user_string()}:{c.check_name}": c.passed
         for c in result.get_asset_check_evaluations()
     }
-    assert len(evaluations) == 9 and all(evaluations.values()), evaluations
+    # 9 quality and serving checks, and 5 freshness checks (features and model outputs).
+    assert len(evaluations) == 14 and all(evaluations.values()), evaluations
+    assert sum(name.endswith("freshness_check") for name in evaluations) == 5
 
 
 def test_every_raw_row_is_clean_or_quarantined_with_a_reason(run):
@@ -273,3 +275,18 @@ def test_recommend_command_serves_every_scenario_from_the_trained_model(run, cap
     assert "new visitor" in capsys.readouterr().out
     assert main(["recommend", "--user", "nobody", *data_dir]) == 2
     assert "not in the model's training data" in capsys.readouterr().out
+
+
+def test_every_table_asset_records_rows_a_preview_and_its_column_schema(pipeline_run):
+    result, _ = pipeline_run
+    tables = {}
+    for event in result.get_asset_materialization_events():
+        materialization = event.event_specific_data.materialization
+        if "dagster/row_count" in materialization.metadata:
+            tables[materialization.asset_key.to_user_string()] = materialization.metadata
+    assert {"raw_events", "events_clean", "quarantine", "user_features", "training_set"} <= set(
+        tables
+    )
+    for name, metadata in tables.items():
+        assert "dagster/column_schema" in metadata, name
+        assert metadata["dagster/column_schema"].value.columns, name

@@ -4,7 +4,13 @@ from pathlib import Path
 
 import pandas as pd
 import pyarrow.parquet as pq
-from dagster import AssetCheckResult, AssetCheckSeverity, MetadataValue
+from dagster import (
+    AssetCheckResult,
+    AssetCheckSeverity,
+    MetadataValue,
+    TableColumn,
+    TableSchema,
+)
 
 from dagster_project.quality.validation import SuiteOutcome
 
@@ -12,7 +18,8 @@ OWNERS = ["team:data-platform"]
 
 
 def table_metadata(frame: pd.DataFrame, path: Path, preview_rows: int = 5) -> dict:
-    """Row count, file path, a preview and the column schema of a written table."""
+    """Row count, file path, a preview and the column schema (shown in the UI's Columns tab)
+    of a written table."""
     preview = frame.head(preview_rows).copy()
     for col in preview.columns:
         if preview[col].map(lambda v: hasattr(v, "__len__") and not isinstance(v, str)).any():
@@ -23,8 +30,8 @@ def table_metadata(frame: pd.DataFrame, path: Path, preview_rows: int = 5) -> di
         "preview": MetadataValue.md(
             preview.to_markdown(index=False) if len(preview) else "(empty)"
         ),
-        "columns": MetadataValue.md(
-            ", ".join(f"`{c}` {t}" for c, t in frame.dtypes.astype(str).items())
+        "dagster/column_schema": TableSchema(
+            columns=[TableColumn(str(c), t) for c, t in frame.dtypes.astype(str).items()]
         ),
     }
 
@@ -37,7 +44,9 @@ def parquet_table_metadata(path: Path, preview_rows: int = 5) -> dict:
     return {
         **table_metadata(frame, path, preview_rows),
         "dagster/row_count": file.metadata.num_rows,
-        "columns": MetadataValue.md(", ".join(f"`{f.name}` {f.type}" for f in file.schema_arrow)),
+        "dagster/column_schema": TableSchema(
+            columns=[TableColumn(f.name, str(f.type)) for f in file.schema_arrow]
+        ),
     }
 
 

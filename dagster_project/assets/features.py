@@ -7,12 +7,16 @@ from dagster import (
     AssetCheckResult,
     AssetExecutionContext,
     MaterializeResult,
-    MetadataValue,
     asset,
     asset_check,
 )
 
-from dagster_project.assets._common import OWNERS, suite_check_result, table_metadata
+from dagster_project.assets._common import (
+    OWNERS,
+    parquet_table_metadata,
+    suite_check_result,
+    table_metadata,
+)
 from dagster_project.features.build import item_features as build_item_features
 from dagster_project.features.build import user_features as build_user_features
 from dagster_project.features.model_outputs import feast_table
@@ -91,8 +95,7 @@ def item_text_embeddings(
     )
     return MaterializeResult(
         metadata={
-            "dagster/row_count": run.items,
-            "path": MetadataValue.path(str(path)),
+            **parquet_table_metadata(path),
             "embedded_now": run.embedded,
             "reused_from_cache": run.reused,
             "texts_per_second": round(run.texts_per_second, 1),
