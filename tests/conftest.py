@@ -3,6 +3,7 @@
 import os
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from dagster_project.settings import DataLayout, layout
@@ -27,7 +28,16 @@ def pipeline_run(tiny_layout: DataLayout, tmp_path_factory: pytest.TempPathFacto
 
     from dagster_project.cli import prepare_dagster_home
     from dagster_project.definitions import all_assets, all_checks, platform_resources
+    from dagster_project.privacy import opt_out_file
+    from dagster_project.sources.landing import read_landing
 
+    # The most active human user has opted out of recommendations (privacy/opt_out.txt).
+    events = read_landing(tiny_layout.landing, "events").to_pandas()
+    bots = set(pd.read_parquet(tiny_layout.ground_truth / "traffic_labels.parquet")["user_id"])
+    humans = events.loc[events["user_id"].notna() & ~events["user_id"].isin(bots), "user_id"]
+    opt_out = opt_out_file(tiny_layout)
+    opt_out.parent.mkdir(parents=True, exist_ok=True)
+    opt_out.write_text(f"# asked on 2026-09-20\n{humans.value_counts().index[0]}\n")
     home = prepare_dagster_home(tiny_layout.root)
     with DagsterInstance.from_config(str(home)) as instance:
         result = materialize(

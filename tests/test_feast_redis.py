@@ -4,6 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from dagster_project.privacy import delete_online_rows
 from dagster_project.redis_server import redis_server
 from dagster_project.resources import FeastResource
 
@@ -45,6 +46,14 @@ def test_redis_profile_serves_what_the_offline_store_holds(pipeline_run, redis_u
     assert np.allclose(online.loc[sample.index, "spend"], sample["spend"], rtol=1e-6)
     assert (online.loc[sample.index, "top_category"] == sample["top_category"]).all()
     assert online.loc["no-such-user"].isna().all()  # unknown entity: nothing, not a crash
+    # Removing users' rows (opt-out, deletion) works on Redis too, view by view.
+    gone = sample.index[:2].tolist()
+    assert delete_online_rows(store, ["user_behaviour"], [*gone, "no-such-user"]) == 2
+    after = store.get_online_features(
+        features=["user_behaviour:views_7d"],
+        entity_rows=[{"user_id": u} for u in [*gone, sample.index[2]]],
+    ).to_dict()
+    assert after["views_7d"][:2] == [None, None] and after["views_7d"][2] is not None
 
 
 def test_profiles_are_chosen_by_configuration_alone(pipeline_run, monkeypatch):

@@ -290,3 +290,36 @@ def test_every_table_asset_records_rows_a_preview_and_its_column_schema(pipeline
     for name, metadata in tables.items():
         assert "dagster/column_schema" in metadata, name
         assert metadata["dagster/column_schema"].value.columns, name
+
+
+def test_opted_out_users_get_no_recommendations_anywhere(run, tmp_path):
+    import shutil
+
+    from dagster_project.privacy import delete_online_rows, opt_out_file, opted_out_users
+
+    (user,) = opted_out_users(run)
+    assert "asked on" in opt_out_file(run).read_text()  # comments are allowed
+    features = pd.read_parquet(run.feature_table("user_features"), columns=["user_id"])
+    assert user in set(features["user_id"])  # opting out is not a deletion: features stay
+    assert user not in set(pd.read_parquet(run.table("recommendations"))["user_id"])
+    lists = pd.read_parquet(run.feature_table("user_recommendations"))
+    assert user not in set(lists["user_id"]) and len(lists)
+    store = FeastResource(data_dir=str(run.root)).store()
+    online = store.get_online_features(
+        features=["user_recommendations:item_ids"],
+        entity_rows=[{"user_id": user}, {"user_id": lists["user_id"].iloc[0]}],
+    ).to_dict()
+    assert online["item_ids"][0] is None and online["item_ids"][1]
+    # Rows an earlier run served are deleted when a user opts out later (on a copy of the
+    # store, so other tests keep theirs).
+    copy = tmp_path / "data"
+    shutil.copytree(run.feast, copy / "feast")
+    later = FeastResource(data_dir=str(copy)).store()
+    served = lists["user_id"].iloc[:3].tolist()
+    assert delete_online_rows(later, ["user_recommendations"], [*served, "nobody"]) == 3
+    after = later.get_online_features(
+        features=["user_recommendations:item_ids", "user_behaviour:views"],
+        entity_rows=[{"user_id": u} for u in served],
+    ).to_dict()
+    assert after["item_ids"] == [None, None, None]
+    assert all(v is not None for v in after["views"])  # other views of the user stay

@@ -13,12 +13,14 @@ from dagster import (
 )
 
 from dagster_project.assets._common import OWNERS
+from dagster_project.privacy import delete_online_rows, opted_out_users
 from dagster_project.resources import FeastResource, PlatformStorage
 
 USER_VIEW = "user_behaviour"
 ITEM_VIEW = "item_stats"
 TEXT_VIEW = "item_text_embedding"
-MODEL_VIEWS = ["user_embedding", "item_embedding", "user_recommendations"]
+RECOMMENDATIONS_VIEW = "user_recommendations"
+MODEL_VIEWS = ["user_embedding", "item_embedding", RECOMMENDATIONS_VIEW]
 # The feature file behind each view (feature_repo/data_sources.py).
 SOURCE_TABLE = {
     USER_VIEW: "user_features",
@@ -115,7 +117,13 @@ def feast_online(
 def feast_model_outputs(
     context: AssetExecutionContext, feast: FeastResource, storage: PlatformStorage
 ) -> MaterializeResult:
-    return _materialize(context, feast, storage, MODEL_VIEWS)
+    result = _materialize(context, feast, storage, MODEL_VIEWS)
+    # Recommendations an earlier run served to users who have since opted out.
+    removed = delete_online_rows(
+        feast.store(), [RECOMMENDATIONS_VIEW], opted_out_users(storage.layout())
+    )
+    context.log.info(f"opt-out: removed online recommendations of {removed} user(s)")
+    return MaterializeResult(metadata={**result.metadata, "opted_out_users_removed": removed})
 
 
 def _list_mismatches(

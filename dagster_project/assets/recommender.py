@@ -14,6 +14,7 @@ from dagster import (
 from dagster_project.assets._common import OWNERS, suite_check_result, table_metadata
 from dagster_project.features.build import price_bucket
 from dagster_project.features.model_outputs import recommendation_lists, vector_table
+from dagster_project.privacy import opted_out_users
 from dagster_project.resources import (
     FeastResource,
     PlatformStorage,
@@ -170,7 +171,8 @@ def embedding_model(
     kinds={"parquet", "pytorch"},
     deps=["embedding_model"],
     description="Top-K items per user (already-seen items removed) with scores and the model "
-    "version; also one list row per user for the Feast view user_recommendations.",
+    "version; also one list row per user for the Feast view user_recommendations. Users on "
+    "the opt-out list (privacy/opt_out.txt) get none.",
 )
 def recommendations(
     context: AssetExecutionContext, storage: PlatformStorage, settings: RecommenderSettings
@@ -178,7 +180,8 @@ def recommendations(
     out = storage.layout()
     model = trained_model(storage, settings)
     version = model.version
-    frame = model.recommend(model.user_index, settings.top_k)
+    opted_out = opted_out_users(out)
+    frame = model.recommend(model.user_index.difference(opted_out), settings.top_k)
     frame["model_version"] = version
     path = write_parquet_atomic(frame, out.table("recommendations"))
     lists = recommendation_lists(frame, version, model.trained_until)
@@ -191,6 +194,7 @@ def recommendations(
             "distinct_items": frame["item_id"].nunique(),
             "model_version": version,
             "as_of": model.trained_until.isoformat(),
+            "opted_out_users": len(opted_out & set(model.user_index)),
         }
     )
 
