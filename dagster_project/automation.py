@@ -13,9 +13,10 @@ automation of the downstream assets, and freshness checks.
   automation (`AutomationCondition.eager()`), evaluated by `platform_automation`.
 - Freshness checks warn when the online features are older than 26 hours, or the
   recommendations older than 8 days.
+- `forget_user` (run on request, with the user id as config) removes one user from every
+  file, landing exports included, and from the online store (see `privacy.py`).
 """
 
-from __future__ import annotations
 
 import hashlib
 import json
@@ -25,8 +26,10 @@ from dagster import (
     AssetSelection,
     AutomationCondition,
     AutomationConditionSensorDefinition,
+    Config,
     DefaultScheduleStatus,
     DefaultSensorStatus,
+    OpExecutionContext,
     RunRequest,
     ScheduleEvaluationContext,
     SensorEvaluationContext,
@@ -34,11 +37,19 @@ from dagster import (
     build_last_update_freshness_checks,
     build_sensor_for_freshness_checks,
     define_asset_job,
+    job,
+    op,
     schedule,
     sensor,
 )
 
-from dagster_project.resources import PlatformStorage
+from dagster_project.privacy import (
+    delete_online_rows,
+    forget_user_files,
+    record_deletion,
+    user_views,
+)
+from dagster_project.resources import FeastResource, PlatformStorage
 from dagster_project.sources.landing import RAW_MANIFEST, landing_files
 
 DAILY_GROUPS = ("ingest", "quality", "detection", "behaviour", "features", "feature_store")
@@ -192,6 +203,47 @@ freshness_sensor = build_sensor_for_freshness_checks(
     default_status=DefaultSensorStatus.RUNNING,
 )
 
-jobs = [daily_refresh, weekly_retrain]
+
+class ForgetUserConfig(Config):
+    user_id: str
+
+
+@op(
+    description="Remove one user from every file (landing exports, raw, clean and derived "
+    "tables, quarantine, features, model outputs) and from the online store; log the "
+    "deletion by a digest of the id."
+)
+def forget_user_everywhere(
+    context: OpExecutionContext,
+    config: ForgetUserConfig,
+    storage: PlatformStorage,
+    feast: FeastResource,
+) -> None:
+    out = storage.layout()
+    removed = forget_user_files(out, config.user_id)
+    store = feast.store()
+    views = user_views(store)
+    online = delete_online_rows(store, views, [config.user_id])
+    log = record_deletion(out, config.user_id, removed, online)
+    for name, rows in removed.items():
+        context.log.info(f"forget_user: {rows:,} row(s) removed from {name}")
+    context.log.info(
+        f"forget_user: {sum(removed.values()):,} rows in {len(removed)} file(s); online rows of "
+        f"{', '.join(views)}: {'removed' if online else 'none held'}; logged in {log}"
+    )
+    context.add_output_metadata(
+        {"rows_removed": sum(removed.values()), "files": len(removed), "online": online}
+    )
+
+
+@job(
+    description="A deletion request: forget one user everywhere (config: user_id). The next "
+    "training set cannot contain them: their events are gone from the landing exports too."
+)
+def forget_user() -> None:
+    forget_user_everywhere()
+
+
+jobs = [daily_refresh, weekly_retrain, forget_user]
 schedules = [daily_refresh_schedule, weekly_retrain_schedule]
 sensors = [landing_files_sensor, platform_automation, freshness_sensor]

@@ -1,23 +1,35 @@
-"""Privacy: the opt-out list, and removing users' rows from the online store.
+"""Privacy: the opt-out list, and forgetting a user everywhere.
 
 The opt-out list is `<data dir>/privacy/opt_out.txt`: one user id per line, `#` starts a
 comment. Users on it get no recommendations: none in the `recommendations` table, none in
 the Feast view `user_recommendations`, and rows an earlier run put in the online store are
 deleted. Their features and events are still used (opting out of personalisation is not a
 deletion request).
+
+A deletion request (`forget_user` job) removes one user from every file the platform keeps,
+landing exports included, and from the online store, and logs it without the id.
 """
 
 from __future__ import annotations
 
+import csv
+import hashlib
+import json
+import re
 from collections.abc import Iterable
+from datetime import UTC, datetime
 from pathlib import Path
 
+import polars as pl
+import pyarrow.parquet as pq
 from feast import FeatureStore
 from feast.infra.key_encoding_utils import serialize_entity_key
 from feast.protos.feast.types.EntityKey_pb2 import EntityKey
 from feast.protos.feast.types.Value_pb2 import Value
 
 from dagster_project.settings import DataLayout
+from dagster_project.sources.landing import CANONICAL_FORMAT, read_source_manifest
+from dagster_project.storage import write_parquet_atomic, write_text_atomic
 
 
 def opt_out_file(out: DataLayout) -> Path:
@@ -79,3 +91,106 @@ def delete_online_rows(store: FeatureStore, view_names: list[str], user_ids: Ite
     else:
         raise NotImplementedError(f"deleting rows from a {kind!r} online store")
     return deleted
+
+
+def _token_pattern(user_id: str) -> str:
+    """The user id as a whole token inside raw text (u12 does not match u123); the syntax
+    works in Python's `re` and in polars."""
+    return rf"(^|[^A-Za-z0-9_]){re.escape(user_id)}([^A-Za-z0-9_]|$)"
+
+
+def _forget_in_csv(path: Path, user_id: str) -> int:
+    """Drop the user's records from a canonical CSV export; returns how many."""
+    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    if not lines:
+        return 0
+    header = next(csv.reader([lines[0]]))
+    column = header.index("user_id") if "user_id" in header else None
+    mentions = re.compile(_token_pattern(user_id))
+    kept = [lines[0]]
+    for line in lines[1:]:
+        fields = next(csv.reader([line]), []) if column is not None else []
+        mine = (
+            fields[column] == user_id
+            if column is not None and len(fields) == len(header)
+            else bool(mentions.search(line))  # a line that does not split: by its text
+        )
+        if not mine:
+            kept.append(line)
+    if len(kept) < len(lines):
+        write_text_atomic("".join(kept), path)
+    return len(lines) - len(kept)
+
+
+def _forget_in_parquet(path: Path, user_id: str) -> int:
+    """Drop the rows of `user_id` (by a user_id column, or a `raw` text column that names
+    it) from one Parquet file; returns how many."""
+    names = pq.read_schema(path).names
+    if "user_id" not in names and "raw" not in names:
+        return 0
+    frame = pl.read_parquet(path)
+    mine = pl.lit(False)
+    if "user_id" in names:
+        mine = mine | (pl.col("user_id").cast(pl.String) == user_id).fill_null(False)
+    if "raw" in names:
+        raw = pl.col("raw").cast(pl.String)
+        mine = mine | raw.str.contains(_token_pattern(user_id)).fill_null(False)
+    removed = frame.filter(mine).height
+    if removed:
+        write_parquet_atomic(frame.filter(~mine), path)
+    return removed
+
+
+def forget_user_files(out: DataLayout, user_id: str) -> dict[str, int]:
+    """Remove one user from every file the platform keeps: the landing exports (so the next
+    run cannot bring them back), the raw, clean and derived tables, the quarantine, the
+    feature files (Feast's offline store) and the model outputs. Returns rows removed per
+    file (relative to the data directory) where there were any."""
+    if not user_id:
+        raise ValueError("no user id given")
+    manifest = read_source_manifest(out.landing) if out.landing.exists() else {}
+    if manifest.get("format", CANONICAL_FORMAT) != CANONICAL_FORMAT:
+        raise NotImplementedError(
+            f"the landing folder holds a {manifest['format']!r} export; forgetting a user in "
+            "adapter formats is not supported yet: remove them at the source and re-export"
+        )
+    removed: dict[str, int] = {}
+    files = [
+        *(sorted(out.landing.rglob("*")) if out.landing.exists() else []),
+        *sorted(out.tables.rglob("*.parquet")),
+        *sorted(out.features.glob("*.parquet")),
+    ]
+    for path in files:
+        if not path.is_file() or path.name.startswith("."):
+            continue
+        if path.suffix == ".csv":
+            count = _forget_in_csv(path, user_id)
+        elif path.suffix == ".parquet":
+            count = _forget_in_parquet(path, user_id)
+        else:
+            continue
+        if count:
+            removed[str(path.relative_to(out.root))] = count
+    return removed
+
+
+def user_views(store: FeatureStore) -> list[str]:
+    """The feature views keyed by the user entity."""
+    return sorted(v.name for v in store.list_feature_views() if "user" in v.entities)
+
+
+def record_deletion(out: DataLayout, user_id: str, removed: dict[str, int], online: int) -> Path:
+    """Append to privacy/deletions.jsonl when and how much was removed, naming the user only
+    by a SHA-256 digest (the log must not keep the id it deleted)."""
+    path = out.root / "privacy" / "deletions.jsonl"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    entry = {
+        "user_sha256": hashlib.sha256(user_id.encode()).hexdigest(),
+        "deleted_at": datetime.now(UTC).isoformat(),
+        "rows_removed": sum(removed.values()),
+        "files": len(removed),
+        "online_users_removed": online,
+    }
+    with path.open("a") as log:
+        log.write(json.dumps(entry) + "\n")
+    return path

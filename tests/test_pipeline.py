@@ -323,3 +323,59 @@ def test_opted_out_users_get_no_recommendations_anywhere(run, tmp_path):
     ).to_dict()
     assert after["item_ids"] == [None, None, None]
     assert all(v is not None for v in after["views"])  # other views of the user stay
+
+
+def test_a_forgotten_user_is_gone_everywhere_and_stays_gone(run, tmp_path):
+    """The forget_user job on a copy of the tiny run, then the whole graph again."""
+    import shutil
+
+    from dagster import DagsterInstance, materialize
+
+    from dagster_project.automation import forget_user
+    from dagster_project.definitions import all_assets, platform_resources
+    from dagster_project.privacy import _forget_in_csv, _forget_in_parquet
+    from dagster_project.settings import layout
+
+    copy = layout(tmp_path / "data")
+    shutil.copytree(run.root, copy.root, ignore=shutil.ignore_patterns("dagster_home", "gx"))
+    counts = pd.read_parquet(run.table("behaviour_events"), columns=["user_id"]).value_counts()
+    user = counts.index[1][0]  # a busy user (the busiest has opted out)
+    resources = platform_resources(str(copy.root))
+    done = forget_user.execute_in_process(
+        run_config={"ops": {"forget_user_everywhere": {"config": {"user_id": user}}}},
+        resources={"storage": resources["storage"], "feast": resources["feast"]},
+    )
+    assert done.success
+    # Nothing left in any file: checking again finds nothing to remove (on scratch copies).
+    # (ground_truth/ is the generator's answer key for tests and benchmarks, not platform data)
+    files = [
+        p
+        for p in copy.root.rglob("*")
+        if p.suffix in (".csv", ".parquet") and p.is_file() and "ground_truth" not in p.parts
+    ]
+    assert any(p.suffix == ".csv" for p in files) and len(files) > 20
+    for path in files:
+        scratch = tmp_path / "scratch" / path.name
+        scratch.parent.mkdir(exist_ok=True)
+        shutil.copy(path, scratch)
+        left = (
+            _forget_in_csv(scratch, user)
+            if path.suffix == ".csv"
+            else _forget_in_parquet(scratch, user)
+        )
+        assert left == 0, path
+    store = FeastResource(data_dir=str(copy.root)).store()
+    online = store.get_online_features(
+        features=["user_behaviour:views", "user_embedding:embedding"],
+        entity_rows=[{"user_id": user}],
+    ).to_dict()
+    assert online["views"] == [None] and online["embedding"] == [None]
+    log = (copy.root / "privacy" / "deletions.jsonl").read_text()
+    assert user not in log and json.loads(log.splitlines()[-1])["rows_removed"] > 0
+    # The next run (ingest to training set and recommendations) cannot bring them back.
+    selection = [a for a in all_assets if "evaluation" not in a.group_names_by_key.values()]
+    with DagsterInstance.ephemeral() as instance:
+        rerun = materialize(selection, instance=instance, resources=resources)
+    assert rerun.success
+    for table in ("events_clean", "behaviour_events", "training_set", "recommendations"):
+        assert user not in set(pd.read_parquet(copy.table(table))["user_id"]), table
