@@ -34,6 +34,7 @@ import polars as pl
 from bench.foreign_bots import foreign_bot_events
 from bench.machine import machine_info
 from dagster_project.detection.bots import BOT_THRESHOLD, score_users, traffic_features
+from dagster_project.pseudonyms import pseudonymise
 from dagster_project.settings import layout
 from dagster_project.sources.generator import generate, preset
 from dagster_project.sources.traffic import BOT_TYPES, HARD_NEGATIVES, TrafficMix
@@ -148,6 +149,7 @@ def run_quality(rates: list[float], seeds: list[int]) -> list[dict]:
                 generate(cfg, layout(root), progress=False)
                 clean_tables(root)
                 labels = pd.read_parquet(layout(root).ground_truth / "traffic_labels.parquet")
+                labels["user_id"] = pseudonymise(labels["user_id"])  # tables hold pseudonyms
                 t0 = time.perf_counter()
                 scores = score_tables(root)
                 figures = quality_figures(scores, labels)

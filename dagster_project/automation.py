@@ -17,7 +17,6 @@ automation of the downstream assets, and freshness checks.
   file, landing exports included, and from the online store (see `privacy.py`).
 """
 
-
 import hashlib
 import json
 from datetime import timedelta
@@ -49,6 +48,7 @@ from dagster_project.privacy import (
     record_deletion,
     user_views,
 )
+from dagster_project.pseudonyms import pseudonymise
 from dagster_project.resources import FeastResource, PlatformStorage
 from dagster_project.sources.landing import RAW_MANIFEST, landing_files
 
@@ -205,7 +205,7 @@ freshness_sensor = build_sensor_for_freshness_checks(
 
 
 class ForgetUserConfig(Config):
-    user_id: str
+    user_id: str  # the id customers know (the tables hold its pseudonym)
 
 
 @op(
@@ -223,7 +223,7 @@ def forget_user_everywhere(
     removed = forget_user_files(out, config.user_id)
     store = feast.store()
     views = user_views(store)
-    online = delete_online_rows(store, views, [config.user_id])
+    online = delete_online_rows(store, views, pseudonymise([config.user_id]))
     log = record_deletion(out, config.user_id, removed, online)
     for name, rows in removed.items():
         context.log.info(f"forget_user: {rows:,} row(s) removed from {name}")

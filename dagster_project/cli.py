@@ -1,4 +1,4 @@
-"""Command line: `python -m dagster_project.cli generate|demo|recommend ...`."""
+"""Command line: `python -m dagster_project.cli generate|demo|recommend|pseudonym ...`."""
 
 from __future__ import annotations
 
@@ -106,6 +106,7 @@ def _recommend(args: argparse.Namespace) -> int:
 
     from dagster_project.assets.recommender import model_items, trained_model
     from dagster_project.features.text import load_encoder
+    from dagster_project.pseudonyms import pseudonymise
     from dagster_project.resources import PlatformStorage, RecommenderSettings
 
     storage = PlatformStorage(data_dir=str(Path(args.data_dir).resolve()))
@@ -114,6 +115,10 @@ def _recommend(args: argparse.Namespace) -> int:
         print(f"no trained model in {out.models}: run `make demo` (or materialize embedding_model)")
         return 2
     model = trained_model(storage, RecommenderSettings(device=args.device))
+    # The tables hold pseudonyms; a customer's own id is pseudonymised here.
+    user = args.user
+    if user and user not in model.user_index:
+        user = pseudonymise([user])[0]
     catalog = pd.read_parquet(
         out.table("items"), columns=["item_id", "title", "category", "price", "available"]
     )
@@ -123,7 +128,7 @@ def _recommend(args: argparse.Namespace) -> int:
         items = items[items["text_embedding"].notna() & ~items["item_id"].isin(unavailable)]
         text = items[["item_id"]].assign(embedding=items["text_embedding"])
         query = load_encoder(args.device if args.device != "auto" else "cpu")([args.query])[0]
-        shown = model.search(query, text, user_id=args.user, k=args.k)
+        shown = model.search(query, text, user_id=user, k=args.k)
         title = f"search {args.query!r}" + (f" for {args.user}" if args.user else "")
     elif args.similar_to:
         shown = model.similar_items(args.similar_to, args.k)
@@ -133,7 +138,7 @@ def _recommend(args: argparse.Namespace) -> int:
         shown = model.recommend_for_history(history, args.k)
         title = f"a new visitor who looked at {args.history}"
     else:
-        shown = model.recommend([args.user], args.k, unavailable=unavailable)
+        shown = model.recommend([user], args.k, unavailable=unavailable)
         title = f"for {args.user}"
         if shown.empty:
             print(f"user {args.user!r} is not in the model's training data; try --history")
@@ -157,6 +162,12 @@ def main(argv: list[str] | None = None) -> int:
         "dagster-home", help="create the Dagster instance folder and print its path"
     )
     home.add_argument("--data-dir", default=default_dir)
+    pseudo = sub.add_parser(
+        "pseudonym",
+        help="the pseudonym the tables and Feast use for each user id (key: "
+        "$RECSYS_PSEUDONYM_KEY, else the development key)",
+    )
+    pseudo.add_argument("user_ids", nargs="+")
     rec = sub.add_parser(
         "recommend",
         help="recommendations from the trained model: for a user, like an item, a search, "
@@ -186,6 +197,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "dagster-home":
         print(prepare_dagster_home(Path(args.data_dir).resolve()))
+        return 0
+    if args.command == "pseudonym":
+        from dagster_project.pseudonyms import pseudonymise
+
+        for raw, pseudonym in zip(args.user_ids, pseudonymise(args.user_ids), strict=True):
+            print(f"{raw}\t{pseudonym}")
         return 0
     if args.command == "recommend":
         if not (args.user or args.query or args.similar_to or args.history):

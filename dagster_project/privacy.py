@@ -27,6 +27,7 @@ from feast.infra.key_encoding_utils import serialize_entity_key
 from feast.protos.feast.types.EntityKey_pb2 import EntityKey
 from feast.protos.feast.types.Value_pb2 import Value
 
+from dagster_project.pseudonyms import pseudonymise
 from dagster_project.settings import DataLayout
 from dagster_project.sources.landing import CANONICAL_FORMAT, read_source_manifest
 from dagster_project.storage import write_parquet_atomic, write_text_atomic
@@ -37,12 +38,13 @@ def opt_out_file(out: DataLayout) -> Path:
 
 
 def opted_out_users(out: DataLayout) -> set[str]:
-    """The user ids on the opt-out list (none when there is no list)."""
+    """The pseudonyms of the users on the opt-out list, which names them by the ids customers
+    know (none when there is no list)."""
     path = opt_out_file(out)
     if not path.exists():
         return set()
     lines = (line.split("#", 1)[0].strip() for line in path.read_text().splitlines())
-    return {line for line in lines if line}
+    return set(pseudonymise([line for line in lines if line]))
 
 
 def _entity_keys(join_key: str, ids: Iterable[str]) -> list[EntityKey]:
@@ -100,7 +102,7 @@ def _token_pattern(user_id: str) -> str:
 
 
 def _forget_in_csv(path: Path, user_id: str) -> int:
-    """Drop the user's records from a canonical CSV export; returns how many."""
+    """Drop the user's records (raw id) from a canonical CSV export; returns how many."""
     lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
     if not lines:
         return 0
@@ -142,12 +144,14 @@ def _forget_in_parquet(path: Path, user_id: str) -> int:
 
 
 def forget_user_files(out: DataLayout, user_id: str) -> dict[str, int]:
-    """Remove one user from every file the platform keeps: the landing exports (so the next
-    run cannot bring them back), the raw, clean and derived tables, the quarantine, the
-    feature files (Feast's offline store) and the model outputs. Returns rows removed per
-    file (relative to the data directory) where there were any."""
+    """Remove one user (by the id customers know) from every file the platform keeps: the
+    landing exports (so the next run cannot bring them back), the raw tables and quarantine
+    (raw id), and the clean and derived tables, the feature files (Feast's offline store)
+    and the model outputs (pseudonym). Returns rows removed per file (relative to the data
+    directory) where there were any."""
     if not user_id:
         raise ValueError("no user id given")
+    (pseudonym,) = pseudonymise([user_id])
     manifest = read_source_manifest(out.landing) if out.landing.exists() else {}
     if manifest.get("format", CANONICAL_FORMAT) != CANONICAL_FORMAT:
         raise NotImplementedError(
@@ -166,7 +170,7 @@ def forget_user_files(out: DataLayout, user_id: str) -> dict[str, int]:
         if path.suffix == ".csv":
             count = _forget_in_csv(path, user_id)
         elif path.suffix == ".parquet":
-            count = _forget_in_parquet(path, user_id)
+            count = _forget_in_parquet(path, user_id) + _forget_in_parquet(path, pseudonym)
         else:
             continue
         if count:

@@ -3,7 +3,9 @@ feature server, and a point-in-time training set. Run after `make demo` (or on a
 materialized data directory):
 
     RECSYS_DATA_DIR=$PWD/data .venv/bin/python examples/fetch_features.py \
-        [--server http://127.0.0.1:6566] [--user u0000001] [--item i0000001]
+        [--server http://127.0.0.1:6566] [--user p7b2620b048a9f82f] [--item i0000001]
+
+User ids in Feast are pseudonyms: `python -m dagster_project.cli pseudonym u0000001`.
 
 Start the server first for the HTTP part:
     RECSYS_DATA_DIR=$PWD/data .venv/bin/python -m dagster_project.feature_server
@@ -73,7 +75,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--server", default="http://127.0.0.1:6566")
-    parser.add_argument("--user", default="u0000001")
+    parser.add_argument("--user", default="p7b2620b048a9f82f", help="a pseudonymous user id")
     parser.add_argument("--item", default="i0000001")
     parser.add_argument(
         "--at", default="2026-10-01 12:00", help="time for the point-in-time recommendations"

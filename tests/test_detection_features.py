@@ -8,6 +8,7 @@ import pytest
 from dagster_project.detection.bots import robust_z, score_users, traffic_features
 from dagster_project.detection.items import item_outliers
 from dagster_project.features.build import item_features, user_features
+from dagster_project.pseudonyms import pseudonymise
 
 T0 = pd.Timestamp("2026-09-01 08:00", tz="UTC")
 
@@ -124,7 +125,7 @@ def test_a_bot_design_not_written_for_the_generator_is_caught(pipeline_run):
     scores = score_users(users).merge(labels, on="user_id", how="left")
     recall = scores.dropna(subset=["design"]).groupby("design")["is_bot"].mean()
     assert recall["hoarder"] >= 0.9 and recall["scraper"] >= 0.6, recall.to_dict()
-    planted = pd.read_parquet(out.ground_truth / "traffic_labels.parquet")["user_id"]
+    planted = pseudonymise(pd.read_parquet(out.ground_truth / "traffic_labels.parquet")["user_id"])
     plain = scores[scores["design"].isna() & ~scores["user_id"].isin(planted)]
     assert plain["is_bot"].mean() <= 0.01
 

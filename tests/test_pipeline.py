@@ -9,9 +9,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from dagster_project.pseudonyms import pseudonymise
 from dagster_project.resources import FeastResource
 from dagster_project.settings import PROJECT_ROOT
-from dagster_project.sources.landing import read_raw
+from dagster_project.sources.landing import read_landing, read_raw
 
 
 @pytest.fixture(scope="module")
@@ -80,6 +81,7 @@ def test_planted_problems_are_caught_with_the_expected_reason(run):
 
 def test_planted_bots_are_flagged_and_excluded_hard_negatives_kept(run):
     labels = pd.read_parquet(run.ground_truth / "traffic_labels.parquet")
+    labels["user_id"] = pseudonymise(labels["user_id"])  # the tables hold pseudonyms
     bots = labels[labels["traffic_class"] == "bot"]
     keep = labels[labels["traffic_class"] == "hard_negative"]
     scores = pd.read_parquet(run.table("user_traffic_scores")).set_index("user_id")
@@ -333,16 +335,21 @@ def test_a_forgotten_user_is_gone_everywhere_and_stays_gone(run, tmp_path):
 
     from dagster_project.automation import forget_user
     from dagster_project.definitions import all_assets, platform_resources
-    from dagster_project.privacy import _forget_in_csv, _forget_in_parquet
+    from dagster_project.privacy import _forget_in_csv, _forget_in_parquet, opted_out_users
     from dagster_project.settings import layout
 
     copy = layout(tmp_path / "data")
     shutil.copytree(run.root, copy.root, ignore=shutil.ignore_patterns("dagster_home", "gx"))
-    counts = pd.read_parquet(run.table("behaviour_events"), columns=["user_id"]).value_counts()
-    user = counts.index[1][0]  # a busy user (the busiest has opted out)
+    # A busy human user who has not opted out, by the id the customer knows.
+    events = read_landing(run.landing, "events").to_pandas()
+    humans = set(pd.read_parquet(run.table("behaviour_events"))["user_id"]) - opted_out_users(run)
+    raw_id = next(
+        u for u in events["user_id"].value_counts().index if pseudonymise([u])[0] in humans
+    )
+    (user,) = pseudonymise([raw_id])
     resources = platform_resources(str(copy.root))
     done = forget_user.execute_in_process(
-        run_config={"ops": {"forget_user_everywhere": {"config": {"user_id": user}}}},
+        run_config={"ops": {"forget_user_everywhere": {"config": {"user_id": raw_id}}}},
         resources={"storage": resources["storage"], "feast": resources["feast"]},
     )
     assert done.success
@@ -358,12 +365,11 @@ def test_a_forgotten_user_is_gone_everywhere_and_stays_gone(run, tmp_path):
         scratch = tmp_path / "scratch" / path.name
         scratch.parent.mkdir(exist_ok=True)
         shutil.copy(path, scratch)
-        left = (
-            _forget_in_csv(scratch, user)
-            if path.suffix == ".csv"
-            else _forget_in_parquet(scratch, user)
-        )
-        assert left == 0, path
+        for gone in (raw_id, user):
+            if path.suffix == ".csv":
+                assert _forget_in_csv(scratch, gone) == 0, path
+            else:
+                assert _forget_in_parquet(scratch, gone) == 0, path
     store = FeastResource(data_dir=str(copy.root)).store()
     online = store.get_online_features(
         features=["user_behaviour:views", "user_embedding:embedding"],
@@ -371,7 +377,11 @@ def test_a_forgotten_user_is_gone_everywhere_and_stays_gone(run, tmp_path):
     ).to_dict()
     assert online["views"] == [None] and online["embedding"] == [None]
     log = (copy.root / "privacy" / "deletions.jsonl").read_text()
-    assert user not in log and json.loads(log.splitlines()[-1])["rows_removed"] > 0
+    assert (
+        raw_id not in log
+        and user not in log
+        and json.loads(log.splitlines()[-1])["rows_removed"] > 0
+    )
     # The next run (ingest to training set and recommendations) cannot bring them back.
     selection = [a for a in all_assets if "evaluation" not in a.group_names_by_key.values()]
     with DagsterInstance.ephemeral() as instance:
@@ -379,3 +389,18 @@ def test_a_forgotten_user_is_gone_everywhere_and_stays_gone(run, tmp_path):
     assert rerun.success
     for table in ("events_clean", "behaviour_events", "training_set", "recommendations"):
         assert user not in set(pd.read_parquet(copy.table(table))["user_id"]), table
+
+
+def test_user_ids_are_pseudonymised_from_the_clean_tables_on(run, monkeypatch):
+    raw_ids = set(read_landing(run.landing, "events").to_pandas()["user_id"].dropna())
+    for table in ("events_clean", "behaviour_events", "training_set", "recommendations"):
+        users = pd.read_parquet(run.table(table), columns=["user_id"])["user_id"]
+        assert users.str.fullmatch(r"p[0-9a-f]{16}").all(), table
+        assert not set(users) & raw_ids, table
+    features = pd.read_parquet(run.feature_table("user_features"), columns=["user_id"])
+    assert not set(features["user_id"]) & raw_ids
+    # The same id always gets the same pseudonym; another key gives others.
+    some = sorted(raw_ids)[:3]
+    assert set(pseudonymise(some)) <= set(pd.read_parquet(run.table("events_clean"))["user_id"])
+    monkeypatch.setenv("RECSYS_PSEUDONYM_KEY", "another secret")
+    assert not set(pseudonymise(some)) & set(pseudonymise(some, b"recsys-development-key"))

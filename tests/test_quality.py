@@ -7,6 +7,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from dagster_project.pseudonyms import pseudonymise
 from dagster_project.quality.cleaning import clean_events, clean_items, row_accounting
 from dagster_project.sources.landing import LandingFileError, read_landing_file
 
@@ -84,6 +85,10 @@ def test_missing_ids_and_sessions_are_derived(tmp_path):
     assert quarantine.empty and clean["event_id"].str.startswith("h").all()
     sessions = clean["session_id"].tolist()
     assert sessions[0] == sessions[1] != sessions[2]  # 30 minutes of inactivity ends a session
+    # The user id is pseudonymised, in derived session ids too.
+    (pseudonym,) = pseudonymise(["u1"])
+    assert (clean["user_id"] == pseudonym).all()
+    assert all(s.startswith(f"{pseudonym}@") and "u1" not in s for s in sessions)
 
 
 def test_file_level_failures_name_the_file(tmp_path):

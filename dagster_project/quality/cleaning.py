@@ -31,6 +31,7 @@ from dagster_project.contracts import (
     QUARANTINE_REASONS,
     SESSION_GAP,
 )
+from dagster_project.pseudonyms import pseudonymise
 from dagster_project.sources.landing import raw_relation
 from dagster_project.storage import connect, write_parquet_atomic
 
@@ -498,14 +499,28 @@ def clean_events(
     )
     del verdicts, standing
     con.register("rejected", rejected.to_arrow())
-    sid_sql = "coalesce(c.source_sid, d.sid)" if derived else "c.source_sid"
+    # Pseudonyms replace user ids from here on (derived session ids start with the user id).
+    users = con.sql("SELECT DISTINCT user_id FROM typed WHERE user_id IS NOT NULL").fetchall()
+    raw_ids = [u for (u,) in users]
+    con.register(
+        "pseudonyms",
+        pl.DataFrame(
+            {"user_id": raw_ids, "pseudonym": pseudonymise(raw_ids)},
+            schema={"user_id": pl.String, "pseudonym": pl.String},
+        ).to_arrow(),
+    )
+    sid_sql = (
+        "coalesce(c.source_sid, p.pseudonym || substr(d.sid, length(c.user_id) + 1))"
+        if derived
+        else "c.source_sid"
+    )
     derived_join = "LEFT JOIN derived d USING (_row)" if derived else ""
-    clean_sql = f"""SELECT c.eid AS event_id, c.user_id, {sid_sql} AS session_id, c.item_id,
+    clean_sql = f"""SELECT c.eid AS event_id, p.pseudonym AS user_id, {sid_sql} AS session_id, c.item_id,
             c.etype AS event_type, c.t AS event_time, CAST(c.quantity_number AS BIGINT) AS quantity,
             c.price_number AS price, c.query, c.source, c.source_file,
             CAST(c.source_line AS BIGINT) AS source_line,
             TIMESTAMPTZ {_lit(now.isoformat())} AS ingested_at
-        FROM typed c {derived_join}
+        FROM typed c {derived_join} LEFT JOIN pseudonyms p ON p.user_id = c.user_id
         WHERE NOT EXISTS (SELECT 1 FROM rejected r WHERE r._row = c._row)"""
     detail = rules.detail_sql(
         {

@@ -20,6 +20,7 @@ import matplotlib.pyplot as plt
 from dagster_project.contracts import EVENT_COLUMNS
 from dagster_project.detection.bots import BOT_THRESHOLD
 from dagster_project.plots import figure_html
+from dagster_project.pseudonyms import pseudonymise
 from dagster_project.sources.landing import raw_relation
 from dagster_project.storage import connect
 
@@ -172,12 +173,15 @@ def collect_report_data(
     )
     confusion = pd.DataFrame()
     if traffic_labels is not None and traffic_labels.exists():
+        # The generator's answer key names raw user ids; the tables hold pseudonyms.
+        labels = pd.read_parquet(traffic_labels)
+        con.register("traffic_labels", labels.assign(user_id=pseudonymise(labels["user_id"])))
         confusion = q(
             f"""SELECT coalesce(l.traffic_class, 'human') AS traffic_class,
                 coalesce(l.kind, 'human') AS kind, count(*) AS users,
                 count_if(s.is_bot) AS flagged, count_if(NOT s.is_bot) AS not_flagged,
                 round(100 * count_if(s.is_bot) / count(*), 2) AS "flagged_%"
-            FROM read_parquet('{scores}') s LEFT JOIN read_parquet('{traffic_labels}') l
+            FROM read_parquet('{scores}') s LEFT JOIN traffic_labels l
                 USING (user_id)
             GROUP BY ALL ORDER BY 1, 2"""
         ).astype({"users": int, "flagged": int, "not_flagged": int})
