@@ -162,3 +162,42 @@ def test_every_asset_says_what_it_is_who_owns_it_and_how_it_is_stored():
         assert node.group_name and node.group_name != "default", name
         assert node.owners == ["team:data-platform"], name
         assert any(tag.startswith("dagster/kind/") for tag in node.tags), name
+
+
+def test_a_write_killed_midway_leaves_the_previous_table_whole(tmp_path):
+    """kill -9 during write_parquet_atomic: readers still see the old table, never a part."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import pandas as pd
+
+    from dagster_project.storage import write_parquet_atomic
+
+    path = tmp_path / "events_clean.parquet"
+    old = pd.DataFrame({"user_id": ["p1", "p2"], "n": [1, 2]})
+    write_parquet_atomic(old, path)
+    writer = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import numpy as np, pandas as pd, sys\n"
+            "from dagster_project.storage import write_parquet_atomic\n"
+            "big = pd.DataFrame({'n': np.arange(30_000_000), 'x': np.random.rand(30_000_000)})\n"
+            "print('writing', flush=True)\n"
+            f"write_parquet_atomic(big, __import__('pathlib').Path({str(path)!r}))\n",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert writer.stdout.readline().strip() == "writing"
+    deadline = time.monotonic() + 60
+    while not list(tmp_path.glob(".events_clean.parquet.*.tmp")):
+        assert time.monotonic() < deadline and writer.poll() is None, "the write never started"
+        time.sleep(0.01)
+    writer.send_signal(signal.SIGKILL)
+    writer.wait()
+    pd.testing.assert_frame_equal(pd.read_parquet(path), old)
+    # What the killed writer left is a hidden temporary file, which no reader globs for.
+    assert all(p.name.startswith(".") for p in tmp_path.iterdir() if p != path)
