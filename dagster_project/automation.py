@@ -60,6 +60,9 @@ DAILY_REPORTS = ("quality_report", "data_docs", "warehouse")
 AUTOMATED_GROUPS = ("quality", "detection", "behaviour", "features", "feature_store")
 MODEL_OUTPUTS = ("feast_model_outputs",)
 LANDING_KINDS = ("events", "items")  # the landing sub-folders ingestion reads
+# Every job that writes the data directory carries this tag; the instance (dagster.yaml, see
+# cli.prepare_dagster_home) runs one such run at a time and queues the rest.
+WRITES_DATA = {"recsys/writes": "data_dir"}
 
 daily_selection = (
     AssetSelection.groups(*DAILY_GROUPS) | AssetSelection.assets(*DAILY_REPORTS)
@@ -67,11 +70,13 @@ daily_selection = (
 daily_refresh = define_asset_job(
     "daily_refresh",
     selection=daily_selection,
+    tags=WRITES_DATA,
     description="Ingest new landing files, clean, detect bots, rebuild features, materialize "
     "the online store.",
 )
 weekly_retrain = define_asset_job(
     "weekly_retrain",
+    tags=WRITES_DATA,
     selection=(AssetSelection.groups(*RETRAIN_GROUPS) | AssetSelection.assets(*MODEL_OUTPUTS))
     - AssetSelection.assets(*DAILY_REPORTS),
     description="Train the recommender on a fresh Feast training set, score, evaluate, and "
@@ -237,8 +242,9 @@ def forget_user_everywhere(
 
 
 @job(
+    tags=WRITES_DATA,
     description="A deletion request: forget one user everywhere (config: user_id). The next "
-    "training set cannot contain them: their events are gone from the landing exports too."
+    "training set cannot contain them: their events are gone from the landing exports too.",
 )
 def forget_user() -> None:
     forget_user_everywhere()

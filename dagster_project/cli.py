@@ -30,13 +30,26 @@ def _generate(preset_name: str, data_dir: Path, seed: int | None, force: bool) -
     generate(cfg, out)
 
 
+# Runs that write the data directory queue behind each other (tag recsys/writes, limit 1):
+# two runs of the same day can never interleave their writes.
+DAGSTER_YAML = """telemetry:
+  enabled: false
+concurrency:
+  runs:
+    tag_concurrency_limits:
+      - key: "recsys/writes"
+        limit: 1
+"""
+
+
 def prepare_dagster_home(data_dir: Path) -> Path:
-    """The Dagster instance folder under the data directory (telemetry off: no network here)."""
+    """The Dagster instance folder under the data directory: telemetry off (no network here),
+    and one writing run at a time."""
     home = layout(data_dir).dagster_home
     home.mkdir(parents=True, exist_ok=True)
     config = home / "dagster.yaml"
-    if not config.exists():
-        config.write_text("telemetry:\n  enabled: false\n")
+    if not config.exists() or "recsys/writes" not in config.read_text():
+        config.write_text(DAGSTER_YAML)
     return home
 
 

@@ -43,6 +43,7 @@ all_checks = [*load_asset_checks_from_modules(ASSET_MODULES), *automation.freshn
 
 full_pipeline = define_asset_job(
     "full_pipeline",
+    tags=automation.WRITES_DATA,
     selection="*",
     description="Ingest, clean, detect, build features, serve, train, evaluate.",
 )

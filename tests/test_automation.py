@@ -201,3 +201,18 @@ def test_a_write_killed_midway_leaves_the_previous_table_whole(tmp_path):
     pd.testing.assert_frame_equal(pd.read_parquet(path), old)
     # What the killed writer left is a hidden temporary file, which no reader globs for.
     assert all(p.name.startswith(".") for p in tmp_path.iterdir() if p != path)
+
+
+def test_runs_that_write_the_data_directory_queue_one_at_a_time(tmp_path):
+    from dagster import DagsterInstance
+
+    from dagster_project.automation import WRITES_DATA
+    from dagster_project.cli import prepare_dagster_home
+
+    home = prepare_dagster_home(tmp_path)
+    with DagsterInstance.from_config(str(home)) as instance:
+        limits = instance.get_concurrency_config().run_queue_config.tag_concurrency_limits
+    assert limits == [{"key": "recsys/writes", "limit": 1}]
+    jobs = {j.name: j for j in defs.get_repository_def().get_all_jobs()}
+    for name in ("daily_refresh", "weekly_retrain", "full_pipeline", "forget_user"):
+        assert WRITES_DATA.items() <= jobs[name].tags.items(), name
