@@ -292,6 +292,9 @@ def test_every_table_asset_records_rows_a_preview_and_its_column_schema(pipeline
     for name, metadata in tables.items():
         assert "dagster/column_schema" in metadata, name
         assert metadata["dagster/column_schema"].value.columns, name
+    # Plots as images, where people would rather look than read.
+    for name, key in [("quarantine", "by_reason_plot"), ("behaviour_events", "events_per_day")]:
+        assert "data:image/png;base64," in tables[name][key].value, name
 
 
 def test_opted_out_users_get_no_recommendations_anywhere(run, tmp_path):

@@ -1,15 +1,27 @@
 """Group behaviour: validated tables without bot traffic, and an audit of what was excluded."""
 
+import matplotlib.pyplot as plt
 import pandas as pd
-from dagster import Config, MaterializeResult, asset
+from dagster import Config, MaterializeResult, MetadataValue, asset
 
 from dagster_project.assets._common import OWNERS, table_metadata
+from dagster_project.plots import figure_markdown
 from dagster_project.resources import PlatformStorage
 from dagster_project.storage import write_parquet_atomic
 
 
 class BehaviourConfig(Config):
     exclude_bots: bool = True
+
+
+def _events_per_day_plot(events: pd.DataFrame) -> MetadataValue:
+    """Events per day by type (log scale: purchases are a few percent of views)."""
+    daily = events.groupby([events["event_time"].dt.floor("D"), "event_type"]).size().unstack()
+    fig, ax = plt.subplots(figsize=(8, 2.8))
+    daily.plot(ax=ax, logy=True)
+    ax.set_xlabel("")
+    ax.set_ylabel("events")
+    return MetadataValue.md(figure_markdown(fig, "events per day by type"))
 
 
 @asset(
@@ -43,6 +55,7 @@ def behaviour_events(config: BehaviourConfig, storage: PlatformStorage) -> Mater
     return MaterializeResult(
         metadata={
             **table_metadata(kept, path),
+            "events_per_day": _events_per_day_plot(kept),
             "bot_filter_on": config.exclude_bots,
             "events_excluded": int(excluded.sum()),
             "users_excluded": len(audit),

@@ -4,6 +4,7 @@ import json
 from datetime import UTC, datetime
 from pathlib import Path
 
+import matplotlib.pyplot as plt
 import pandas as pd
 import polars as pl
 from dagster import (
@@ -18,6 +19,7 @@ from dagster import (
 )
 
 from dagster_project.assets._common import OWNERS, parquet_table_metadata, suite_check_result
+from dagster_project.plots import figure_markdown
 from dagster_project.quality.cleaning import (
     QUARANTINE_COLUMNS,
     Cleaned,
@@ -43,6 +45,19 @@ def _reason_counts(quarantine: pl.DataFrame) -> MetadataValue:
     return MetadataValue.md(
         counts.to_pandas().to_markdown(index=False) if counts.height else "none"
     )
+
+
+def _reason_plot(quarantine: pl.DataFrame) -> MetadataValue:
+    """Quarantined rows per reason and table, as a bar chart."""
+    counts = quarantine.group_by("table", "reason").len("rows").to_pandas()
+    if counts.empty:
+        return MetadataValue.md("nothing quarantined")
+    wide = counts.pivot_table(index="reason", columns="table", values="rows", fill_value=0)
+    fig, ax = plt.subplots(figsize=(7, 0.35 * len(wide) + 1.2))
+    wide.loc[wide.sum(axis=1).sort_values().index].plot.barh(stacked=True, ax=ax)
+    ax.set_xlabel("rows quarantined")
+    ax.set_ylabel("")
+    return MetadataValue.md(figure_markdown(fig, "quarantined rows by reason"))
 
 
 def _rule_hits(hits: dict[str, int]) -> MetadataValue:
@@ -148,7 +163,11 @@ def quarantine(storage: PlatformStorage) -> MaterializeResult:
     ).select(QUARANTINE_COLUMNS)
     path = write_parquet_atomic(frame, out.table("quarantine"))
     return MaterializeResult(
-        metadata={**parquet_table_metadata(path), "by_reason": _reason_counts(frame)}
+        metadata={
+            **parquet_table_metadata(path),
+            "by_reason": _reason_counts(frame),
+            "by_reason_plot": _reason_plot(frame),
+        }
     )
 
 
