@@ -13,13 +13,15 @@ automation of the downstream assets, and freshness checks.
   automation (`AutomationCondition.eager()`), evaluated by `platform_automation`.
 - Freshness checks warn when the online features are older than 26 hours, or the
   recommendations older than 8 days.
+- `failed_runs_report` writes every failed run (job, failed steps, the error) to
+  `reports/failed_runs.jsonl` and the log; Feast steps retry on their own first.
 - `forget_user` (run on request, with the user id as config) removes one user from every
   file, landing exports included, and from the online store (see `privacy.py`).
 """
 
 import hashlib
 import json
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 from dagster import (
     AssetSelection,
@@ -29,6 +31,7 @@ from dagster import (
     DefaultScheduleStatus,
     DefaultSensorStatus,
     OpExecutionContext,
+    RunFailureSensorContext,
     RunRequest,
     ScheduleEvaluationContext,
     SensorEvaluationContext,
@@ -38,6 +41,7 @@ from dagster import (
     define_asset_job,
     job,
     op,
+    run_failure_sensor,
     schedule,
     sensor,
 )
@@ -192,6 +196,35 @@ platform_automation = AutomationConditionSensorDefinition(
     "online store and the quality reports follow new raw data.",
 )
 
+
+@run_failure_sensor(
+    monitor_all_code_locations=True,
+    default_status=DefaultSensorStatus.RUNNING,
+    description="Reports every failed run: job, failed steps and the error, appended to "
+    "reports/failed_runs.jsonl (for alerting) and the daemon's log.",
+)
+def failed_runs_report(context: RunFailureSensorContext, storage: PlatformStorage) -> None:
+    run = context.dagster_run
+    failed_steps = sorted(
+        {e.step_key for e in context.get_step_failure_events() if e.step_key is not None}
+    )
+    entry = {
+        "run_id": run.run_id,
+        "job": run.job_name,
+        "tags": {k: v for k, v in run.tags.items() if k.startswith("recsys/")},
+        "failed_steps": failed_steps,
+        "error": context.failure_event.message,
+        "reported_at": datetime.now(UTC).isoformat(),
+    }
+    path = storage.layout().reports / "failed_runs.jsonl"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as report:
+        report.write(json.dumps(entry) + "\n")
+    context.log.error(
+        f"run {run.run_id} of {run.job_name} failed at {failed_steps}: {entry['error']}"
+    )
+
+
 freshness_checks = [
     *build_last_update_freshness_checks(
         assets=["feast_online", "user_features", "item_features"],
@@ -252,4 +285,4 @@ def forget_user() -> None:
 
 jobs = [daily_refresh, weekly_retrain, forget_user]
 schedules = [daily_refresh_schedule, weekly_retrain_schedule]
-sensors = [landing_files_sensor, platform_automation, freshness_sensor]
+sensors = [landing_files_sensor, platform_automation, freshness_sensor, failed_runs_report]

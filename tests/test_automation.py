@@ -216,3 +216,43 @@ def test_runs_that_write_the_data_directory_queue_one_at_a_time(tmp_path):
     jobs = {j.name: j for j in defs.get_repository_def().get_all_jobs()}
     for name in ("daily_refresh", "weekly_retrain", "full_pipeline", "forget_user"):
         assert WRITES_DATA.items() <= jobs[name].tags.items(), name
+
+
+def test_a_failed_run_is_reported_with_its_step_and_error(tmp_path):
+    from dagster import DagsterInstance, build_run_status_sensor_context, job, op
+
+    from dagster_project.automation import failed_runs_report
+
+    @op
+    def materialize_online_store():
+        raise ConnectionError("the online store at 127.0.0.1:1 refused the connection")
+
+    @job(tags={"recsys/day": "2026-09-09"})
+    def daily_refresh_like():
+        materialize_online_store()
+
+    with DagsterInstance.ephemeral() as instance:
+        result = daily_refresh_like.execute_in_process(instance=instance, raise_on_error=False)
+        assert not result.success
+        context = build_run_status_sensor_context(
+            sensor_name="failed_runs_report",
+            dagster_instance=instance,
+            dagster_run=result.dagster_run,
+            dagster_event=result.get_run_failure_event(),
+            resources={"storage": PlatformStorage(data_dir=str(tmp_path))},
+        ).for_run_failure()
+        failed_runs_report(context)
+    (line,) = (tmp_path / "reports" / "failed_runs.jsonl").read_text().splitlines()
+    entry = json.loads(line)
+    assert entry["job"] == "daily_refresh_like" and entry["run_id"] == result.run_id
+    assert entry["failed_steps"] == ["materialize_online_store"]
+    assert entry["tags"] == {"recsys/day": "2026-09-09"}
+    assert "materialize_online_store" in entry["error"]
+
+
+def test_feast_steps_retry_with_backoff():
+    graph = defs.resolve_asset_graph()
+    for name in ("feast_registry", "feast_online", "feast_model_outputs"):
+        key = next(k for k in graph.get_all_asset_keys() if k.to_user_string() == name)
+        policy = graph.get(key).assets_def.op.retry_policy
+        assert policy.max_retries == 2 and policy.backoff is not None, name

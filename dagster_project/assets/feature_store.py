@@ -6,8 +6,10 @@ from dagster import (
     AssetCheckResult,
     AssetCheckSeverity,
     AssetExecutionContext,
+    Backoff,
     MaterializeResult,
     MetadataValue,
+    RetryPolicy,
     asset,
     asset_check,
 )
@@ -20,6 +22,9 @@ USER_VIEW = "user_behaviour"
 ITEM_VIEW = "item_stats"
 TEXT_VIEW = "item_text_embedding"
 RECOMMENDATIONS_VIEW = "user_recommendations"
+# A whole Feast step is retried twice (after 30 s, then 60 s) when it still fails after the
+# in-step retries of FeastResource.materialize: a store that was restarting gets time.
+FEAST_RETRIES = RetryPolicy(max_retries=2, delay=30, backoff=Backoff.EXPONENTIAL)
 MODEL_VIEWS = ["user_embedding", "item_embedding", RECOMMENDATIONS_VIEW]
 # The feature file behind each view (feature_repo/data_sources.py).
 SOURCE_TABLE = {
@@ -40,6 +45,7 @@ CONSISTENCY_FEATURES = [
 
 
 @asset(
+    retry_policy=FEAST_RETRIES,
     group_name="feature_store",
     owners=OWNERS,
     kinds={"feast"},
@@ -94,6 +100,7 @@ def _materialize(
 
 
 @asset(
+    retry_policy=FEAST_RETRIES,
     group_name="feature_store",
     owners=OWNERS,
     kinds={"feast", "sqlite"},
@@ -107,6 +114,7 @@ def feast_online(
 
 
 @asset(
+    retry_policy=FEAST_RETRIES,
     group_name="feature_store",
     owners=OWNERS,
     kinds={"feast", "sqlite"},
