@@ -174,7 +174,7 @@ def weekly_retrain_schedule(context: ScheduleEvaluationContext) -> RunRequest:
 
 def with_automation(assets: list) -> list:
     """The assets, with `AutomationCondition.eager()` on those in AUTOMATED_GROUPS."""
-    from dagster import AssetsDefinition, map_asset_specs
+    from dagster import map_asset_specs
 
     def follow_inputs(spec):
         follows = spec.group_name in AUTOMATED_GROUPS or spec.key.to_user_string() in DAILY_REPORTS
@@ -182,10 +182,7 @@ def with_automation(assets: list) -> list:
             return spec.replace_attributes(automation_condition=AutomationCondition.eager())
         return spec
 
-    return [
-        map_asset_specs(follow_inputs, [a])[0] if isinstance(a, AssetsDefinition) else a
-        for a in assets
-    ]
+    return list(map_asset_specs(follow_inputs, assets))
 
 
 platform_automation = AutomationConditionSensorDefinition(

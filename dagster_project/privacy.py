@@ -124,19 +124,19 @@ def _forget_in_csv(path: Path, user_id: str) -> int:
     return len(lines) - len(kept)
 
 
-def _forget_in_parquet(path: Path, user_id: str) -> int:
-    """Drop the rows of `user_id` (by a user_id column, or a `raw` text column that names
-    it) from one Parquet file; returns how many."""
+def _forget_in_parquet(path: Path, *user_ids: str) -> int:
+    """Drop the rows of any of `user_ids` (by a user_id column, or a `raw` text column that
+    names one) from one Parquet file, read and written once; returns how many."""
     names = pq.read_schema(path).names
     if "user_id" not in names and "raw" not in names:
         return 0
     frame = pl.read_parquet(path)
     mine = pl.lit(False)
     if "user_id" in names:
-        mine = mine | (pl.col("user_id").cast(pl.String) == user_id).fill_null(False)
+        mine = mine | pl.col("user_id").cast(pl.String).is_in(list(user_ids)).fill_null(False)
     if "raw" in names:
-        raw = pl.col("raw").cast(pl.String)
-        mine = mine | raw.str.contains(_token_pattern(user_id)).fill_null(False)
+        pattern = "|".join(f"(?:{_token_pattern(u)})" for u in user_ids)
+        mine = mine | pl.col("raw").cast(pl.String).str.contains(pattern).fill_null(False)
     removed = frame.filter(mine).height
     if removed:
         write_parquet_atomic(frame.filter(~mine), path)
@@ -170,7 +170,7 @@ def forget_user_files(out: DataLayout, user_id: str) -> dict[str, int]:
         if path.suffix == ".csv":
             count = _forget_in_csv(path, user_id)
         elif path.suffix == ".parquet":
-            count = _forget_in_parquet(path, user_id) + _forget_in_parquet(path, pseudonym)
+            count = _forget_in_parquet(path, user_id, pseudonym)
         else:
             continue
         if count:

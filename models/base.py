@@ -9,7 +9,7 @@ user_id, item_id, rank, score with items the user already interacted with remove
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -88,6 +88,11 @@ class Recommender(ABC):
     def _score(self, users: np.ndarray) -> torch.Tensor:
         """Scores of every item for the given user indices, shape (len(users), n_items)."""
 
+    def _scorer(self) -> Callable[[np.ndarray], torch.Tensor]:
+        """`_score`, for one `recommend` call over many batches: a model whose scoring needs
+        per-call work (e.g. building the item matrix) does it here, once."""
+        return self._score
+
     def recommend(
         self,
         user_ids: Sequence[str],
@@ -115,10 +120,12 @@ class Recommender(ABC):
                     "i": self.item_index.get_indexer(exclude["item_id"]),
                 }
             ).query("u >= 0 and i >= 0")
+        with torch.no_grad():
+            score = self._scorer()
         for lo in range(0, len(users), batch_size):
             batch = users[lo : lo + batch_size]
             with torch.no_grad():
-                scores = self._score(batch).float()
+                scores = score(batch).float()
                 if filter_seen:
                     rows, cols = self._seen_cells(batch)
                     scores[torch.as_tensor(rows), torch.as_tensor(cols)] = -torch.inf

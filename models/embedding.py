@@ -21,7 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -520,25 +520,12 @@ class EmbeddingRecommender(Recommender):
         return self.model.user_vector(*self._bags(users), features)
 
     def _score(self, users: np.ndarray) -> torch.Tensor:
-        vectors, bias = getattr(self, "_scoring_items", None) or self._item_matrix()
-        return torch.addmm(bias, self._user_matrix(users), vectors.T)
+        return self._scorer()(users)
 
-    def recommend(
-        self,
-        user_ids: Sequence[str],
-        k: int = 10,
-        filter_seen: bool = True,
-        batch_size: int = 4096,
-        unavailable: Sequence[str] = (),
-        exclude: pd.DataFrame | None = None,
-    ) -> pd.DataFrame:
-        """`Recommender.recommend`, with the item matrix computed once for all batches."""
-        with torch.no_grad():
-            self._scoring_items = self._item_matrix()
-        try:
-            return super().recommend(user_ids, k, filter_seen, batch_size, unavailable, exclude)
-        finally:
-            self._scoring_items = None
+    def _scorer(self) -> Callable[[np.ndarray], torch.Tensor]:
+        """Scores e_u . e_i + b_i, with the item matrix built once for every batch of users."""
+        vectors, bias = self._item_matrix()
+        return lambda users: torch.addmm(bias, self._user_matrix(users), vectors.T)
 
     def _item_similarity(self, item: int) -> torch.Tensor:
         """Cosine similarity of item vectors."""
