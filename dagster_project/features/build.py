@@ -35,6 +35,7 @@ def _rate(numerator: pd.Series, denominator: pd.Series) -> pd.Series:
 
 
 WINDOWS = (1, 7, 30)
+SNAPSHOT_DAY_DTYPE = "datetime64[ns, UTC]"  # the `day` of every snapshot, full or daily
 
 
 def _daily_cumulative(events: pd.DataFrame, key: str) -> pd.DataFrame:
@@ -48,7 +49,7 @@ def _daily_cumulative(events: pd.DataFrame, key: str) -> pd.DataFrame:
         .rename(columns=COUNT_COLUMNS)
     )
     cumulative = counts.groupby(level=0).cumsum()
-    return cumulative.reset_index()
+    return cumulative.rename_axis(columns=None).reset_index()
 
 
 def _as_of(snapshots: pd.DataFrame, table: pd.DataFrame, key: str, at: str) -> pd.DataFrame:
@@ -108,18 +109,10 @@ def _top_category(events: pd.DataFrame) -> pd.DataFrame:
     )
 
 
-def user_features(
-    events: pd.DataFrame,
-    scores: pd.DataFrame,
-    created: pd.Timestamp,
-    categories: pd.DataFrame | None = None,
-) -> pd.DataFrame:
-    """Per user and snapshot day: counts (all time, 1, 7 and 30 days), conversion, recency,
-    spend, tenure, distinct and top category, and the bot score.
-
-    `categories` (item_id, category) names each item's category; without it the category
-    features are empty.
-    """
+def user_snapshots(events: pd.DataFrame, categories: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Per user and snapshot day, recomputed over all `events`: the event-derived columns
+    (`day` and USER_SNAPSHOT_COLUMNS). `categories` (item_id, category) names each item's
+    category; without it the category features are empty."""
     events = events.sort_values("event_time", kind="stable").assign(
         day=lambda f: f["event_time"].dt.floor("D")
     )
@@ -143,28 +136,65 @@ def user_features(
     daily = daily.join(new_categories).fillna({"distinct_categories": 0})
     daily["distinct_categories"] = daily.groupby(level=0)["distinct_categories"].cumsum()
     daily = daily.reset_index().merge(_top_category(events), on=["user_id", "day"], how="left")
+    # A day with events only on uncategorised items keeps the top category of the day before.
+    daily["top_category"] = daily.groupby("user_id")["top_category"].ffill()
     now = _as_of(snap, daily, "user_id", "day")
     ago = _as_of(snap.assign(day=snap["day"] - pd.Timedelta(days=30)), daily, "user_id", "day")
 
-    snap["event_timestamp"] = snap["day"] + pd.Timedelta(days=1)
     snap["spend"] = now["spend"].fillna(0.0)
     snap["spend_30d"] = snap["spend"] - ago["spend"].fillna(0.0)
-    snap["recency_days"] = (snap["event_timestamp"] - now["last_event"]).dt.total_seconds() / 86_400
+    end_of_day = snap["day"] + pd.Timedelta(days=1)
+    snap["recency_days"] = (end_of_day - now["last_event"]).dt.total_seconds() / 86_400
     first_day = snap.groupby("user_id")["day"].transform("min")
     snap["tenure_days"] = ((snap["day"] - first_day).dt.days + 1).astype("int64")
+    snap["distinct_categories"] = now["distinct_categories"].fillna(0).astype("int64")
+    snap["top_category"] = now["top_category"]
+    snap["day"] = snap["day"].astype(SNAPSHOT_DAY_DTYPE)
+    return snap[["user_id", "day", *USER_SNAPSHOT_COLUMNS]]
+
+
+def finish_user_features(
+    snapshots: pd.DataFrame, scores: pd.DataFrame, created: pd.Timestamp | None = None
+) -> pd.DataFrame:
+    """The Feast table from user snapshots (full or per day): event_timestamp (end of the day
+    summarised), conversion rates and the bot score. `created` defaults to event_timestamp,
+    so the same snapshots always give the same bytes."""
+    snap = snapshots.sort_values(["user_id", "day"], kind="stable").reset_index(drop=True)
+    snap["event_timestamp"] = snap.pop("day") + pd.Timedelta(days=1)
     snap["cart_rate"] = _rate(snap["carts"], snap["views"])
     snap["purchase_rate"] = _rate(snap["purchases"], snap["views"])
     snap["cart_rate_30d"] = _rate(snap["carts_30d"], snap["views_30d"])
     snap["purchase_rate_30d"] = _rate(snap["purchases_30d"], snap["views_30d"])
-    snap["distinct_categories"] = now["distinct_categories"].fillna(0).astype("int64")
-    snap["top_category"] = now["top_category"]
     snap = snap.merge(scores[["user_id", "bot_score"]], on="user_id", how="left").fillna(
         {"bot_score": 0.0}
     )
-    snap["created"] = created
+    snap["created"] = snap["event_timestamp"] if created is None else created
     return snap[["user_id", "event_timestamp", "created", *USER_FEATURES]]
 
 
+def user_features(
+    events: pd.DataFrame,
+    scores: pd.DataFrame,
+    created: pd.Timestamp | None = None,
+    categories: pd.DataFrame | None = None,
+) -> pd.DataFrame:
+    """Per user and snapshot day, over all events at once (the full recompute that the daily
+    partitions in `features.daily` must agree with): counts (all time, 1, 7 and 30 days),
+    conversion, recency, spend, tenure, distinct and top category, and the bot score."""
+    return finish_user_features(user_snapshots(events, categories), scores, created)
+
+
+USER_COUNT_WINDOWS = [f"{c}_{w}d" for c in COUNT_COLUMNS.values() for w in WINDOWS]
+USER_SNAPSHOT_COLUMNS = [
+    *COUNT_COLUMNS.values(),
+    *USER_COUNT_WINDOWS,
+    "spend",
+    "spend_30d",
+    "recency_days",
+    "tenure_days",
+    "distinct_categories",
+    "top_category",
+]
 USER_FEATURES = [
     *COUNT_COLUMNS.values(),
     *[f"{c}_{w}d" for c in COUNT_COLUMNS.values() for w in WINDOWS],
@@ -182,18 +212,25 @@ USER_FEATURES = [
 ]
 
 
-def item_features(
-    events: pd.DataFrame,
+def item_snapshots(events: pd.DataFrame) -> pd.DataFrame:
+    """Per item and snapshot day, recomputed over all `events`: `day` and ITEM_SNAPSHOT_COLUMNS
+    (counts all time and per trailing window, per event type and in total)."""
+    events = events.assign(day=events["event_time"].dt.floor("D"))
+    snap = _windowed_snapshots(_daily_cumulative(events, "item_id"), "item_id", events["day"].max())
+    snap["day"] = snap["day"].astype(SNAPSHOT_DAY_DTYPE)
+    return snap[["item_id", "day", *ITEM_SNAPSHOT_COLUMNS]]
+
+
+def finish_item_features(
+    snapshots: pd.DataFrame,
     items: pd.DataFrame,
-    created: pd.Timestamp,
+    created: pd.Timestamp | None = None,
     price_outliers: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
-    """Per item: a snapshot at first_seen, then one per snapshot day: popularity (all time,
-    1, 7 and 30 days), funnel rates, price, price bucket, price-outlier flag, category."""
-    events = events.assign(day=events["event_time"].dt.floor("D"))
-    daily = _windowed_snapshots(
-        _daily_cumulative(events, "item_id"), "item_id", events["day"].max()
-    )
+    """The Feast table from item snapshots (full or per day): a listing snapshot at first_seen,
+    then the daily ones, with funnel rates and the catalog's price, bucket, category and
+    price-outlier flag. `created` defaults to event_timestamp (same input, same bytes)."""
+    daily = snapshots.sort_values(["item_id", "day"], kind="stable").reset_index(drop=True)
     daily["event_timestamp"] = daily.pop("day") + pd.Timedelta(days=1)
     # The listing itself is a snapshot too: catalog attributes are known from first_seen on.
     listing = pd.DataFrame({"item_id": items["item_id"], "event_timestamp": items["first_seen"]})
@@ -215,12 +252,26 @@ def item_features(
     snap["view_to_cart_rate_30d"] = _rate(snap["carts_30d"], snap["views_30d"])
     snap["view_to_purchase_rate_30d"] = _rate(snap["purchases_30d"], snap["views_30d"])
     snap["price_bucket"] = price_bucket(snap["price"])
-    snap["created"] = created
+    snap["created"] = snap["event_timestamp"] if created is None else created
     for c in COUNT_COLUMNS.values():
         snap[c] = snap[c].astype("int64")
     return snap[["item_id", "event_timestamp", "created", *ITEM_FEATURES]]
 
 
+def item_features(
+    events: pd.DataFrame,
+    items: pd.DataFrame,
+    created: pd.Timestamp | None = None,
+    price_outliers: pd.DataFrame | None = None,
+) -> pd.DataFrame:
+    """Per item, over all events at once (the full recompute the daily partitions must agree
+    with): popularity (all time, 1, 7 and 30 days), funnel rates, price, price bucket,
+    price-outlier flag, category."""
+    return finish_item_features(item_snapshots(events), items, created, price_outliers)
+
+
+TOTAL_COLUMNS = [*COUNT_COLUMNS.values(), "events"]
+ITEM_SNAPSHOT_COLUMNS = [*TOTAL_COLUMNS, *[f"{c}_{w}d" for c in TOTAL_COLUMNS for w in WINDOWS]]
 ITEM_FEATURES = [
     *COUNT_COLUMNS.values(),
     *[f"popularity_{w}d" for w in WINDOWS],
