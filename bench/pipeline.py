@@ -29,7 +29,13 @@ def main() -> None:
 
     from dagster import DagsterInstance, materialize
 
-    from dagster_project.definitions import INFO_LOGGING, all_assets, all_checks, platform_resources
+    from dagster_project.definitions import (
+        INFO_LOGGING,
+        all_assets,
+        all_checks,
+        every_event_day,
+        platform_resources,
+    )
 
     root = Path(args.data_dir or tempfile.mkdtemp(prefix=f"bench-{args.preset}-"))
     out = layout(root)
@@ -41,6 +47,7 @@ def main() -> None:
             [*all_assets, *all_checks],
             instance=instance,
             resources=platform_resources(str(root)),
+            tags=every_event_day(root),
             raise_on_error=False,
             run_config=INFO_LOGGING,
         )

@@ -7,7 +7,8 @@ automation of the downstream assets, and freshness checks.
   exactly the files it was started for, so a file is handled once and a repeated evaluation
   starts nothing new.
 - `daily_refresh_schedule` runs `daily_refresh` every morning at 06:00 UTC for the previous
-  day (tag `recsys/day`). `weekly_retrain_schedule` retrains, scores, evaluates and pushes
+  day's partition (event-date partitions, `assets._common.EVENT_DAYS`); a new file for an
+  older day makes the sensor's run cover that day through yesterday. `weekly_retrain_schedule` retrains, scores, evaluates and pushes
   the model outputs to Feast every Monday at 04:00 UTC.
 - Between those, the feature and feature-store assets follow their inputs by declarative
   automation (`AutomationCondition.eager()`), evaluated by `platform_automation`.
@@ -21,6 +22,7 @@ automation of the downstream assets, and freshness checks.
 
 import hashlib
 import json
+import re
 from datetime import UTC, datetime, timedelta
 
 from dagster import (
@@ -37,6 +39,7 @@ from dagster import (
     SensorEvaluationContext,
     SkipReason,
     build_last_update_freshness_checks,
+    build_schedule_from_partitioned_job,
     build_sensor_for_freshness_checks,
     define_asset_job,
     job,
@@ -45,7 +48,12 @@ from dagster import (
     schedule,
     sensor,
 )
+from dagster._core.storage.tags import (
+    ASSET_PARTITION_RANGE_END_TAG,
+    ASSET_PARTITION_RANGE_START_TAG,
+)
 
+from dagster_project.assets._common import EVENT_DAYS
 from dagster_project.privacy import (
     delete_online_rows,
     forget_user_files,
@@ -67,6 +75,7 @@ LANDING_KINDS = ("events", "items")  # the landing sub-folders ingestion reads
 # Every job that writes the data directory carries this tag; the instance (dagster.yaml, see
 # cli.prepare_dagster_home) runs one such run at a time and queues the rest.
 WRITES_DATA = {"recsys/writes": "data_dir"}
+DATED_PATH = re.compile(r"date=(\d{4}-\d{2}-\d{2})")
 
 daily_selection = (
     AssetSelection.groups(*DAILY_GROUPS) | AssetSelection.assets(*DAILY_REPORTS)
@@ -116,12 +125,25 @@ def ingested_files(storage: PlatformStorage) -> set[str]:
     return names
 
 
+def days_to_refresh(new_files: list[str]) -> tuple[str, str]:
+    """The event days a run must cover for `new_files` (relative landing paths): from the
+    earliest day a file names (`date=YYYY-MM-DD` in its path; a file without one, such as a
+    catalog export, touches only the latest day) through the latest day, since every later
+    day's running totals build on the earliest one's."""
+    keys = EVENT_DAYS.get_partition_keys()
+    named = [m.group(1) for f in new_files if (m := DATED_PATH.search(f))]
+    first = min(named, default=keys[-1])
+    first = min(max(first, keys[0]), keys[-1])
+    return first, keys[-1]
+
+
 @sensor(
     job=daily_refresh,
     minimum_interval_seconds=60,
     default_status=DefaultSensorStatus.RUNNING,
-    description="Starts daily_refresh when files land in (or change in) the landing folder; "
-    "each file is handled once.",
+    description="Starts daily_refresh when files land in (or change in) the landing folder, "
+    "for the event days from the earliest the files name to yesterday; each file is handled "
+    "once.",
 )
 def landing_files_sensor(context: SensorEvaluationContext, storage: PlatformStorage):
     current = landing_fingerprints(storage)
@@ -138,9 +160,12 @@ def landing_files_sensor(context: SensorEvaluationContext, storage: PlatformStor
     digest = hashlib.sha256(json.dumps(sorted(new.items())).encode()).hexdigest()[:16]
     context.update_cursor(json.dumps({**seen, **new}, sort_keys=True))
     names = sorted(new)
+    first, last = days_to_refresh(names)
     return RunRequest(
         run_key=f"landing-{digest}",
         tags={
+            ASSET_PARTITION_RANGE_START_TAG: first,
+            ASSET_PARTITION_RANGE_END_TAG: last,
             "recsys/trigger": "landing_files",
             "recsys/new_files": str(len(names)),
             "recsys/first_file": names[0],
@@ -148,16 +173,14 @@ def landing_files_sensor(context: SensorEvaluationContext, storage: PlatformStor
     )
 
 
-@schedule(
-    job=daily_refresh,
-    cron_schedule="0 6 * * *",
-    execution_timezone="UTC",
+daily_refresh_schedule = build_schedule_from_partitioned_job(
+    daily_refresh,
+    name="daily_refresh_schedule",
+    hour_of_day=6,
     default_status=DefaultScheduleStatus.RUNNING,
-    description="Every morning at 06:00 UTC: the previous day's data into features and Feast.",
+    description="Every morning at 06:00 UTC: the previous event day's partition into features "
+    "and Feast.",
 )
-def daily_refresh_schedule(context: ScheduleEvaluationContext) -> RunRequest:
-    day = (context.scheduled_execution_time - timedelta(days=1)).strftime("%Y-%m-%d")
-    return RunRequest(run_key=f"daily-{day}", tags={"recsys/day": day})
 
 
 @schedule(

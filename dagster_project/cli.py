@@ -57,7 +57,13 @@ def materialize_all(data_dir: Path, **settings: int | str) -> bool:
     """Materialize every asset (and run every check) into the Dagster instance under the data dir."""
     from dagster import DagsterInstance, materialize
 
-    from dagster_project.definitions import INFO_LOGGING, all_assets, all_checks, platform_resources
+    from dagster_project.definitions import (
+        INFO_LOGGING,
+        all_assets,
+        all_checks,
+        every_event_day,
+        platform_resources,
+    )
 
     home = prepare_dagster_home(data_dir)
     os.environ.setdefault("DAGSTER_HOME", str(home))
@@ -66,6 +72,7 @@ def materialize_all(data_dir: Path, **settings: int | str) -> bool:
             [*all_assets, *all_checks],
             instance=instance,
             resources=platform_resources(str(data_dir), **settings),
+            tags=every_event_day(data_dir),
             raise_on_error=False,
             run_config=INFO_LOGGING,
         )

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import pandas as pd
 from dagster import (
     Definitions,
     define_asset_job,
@@ -20,12 +23,15 @@ from dagster_project.assets import (
     quality,
     recommender,
 )
+from dagster_project.assets._common import EVENT_DAYS
 from dagster_project.resources import (
     FeastResource,
     PlatformStorage,
     QualityResource,
     RecommenderSettings,
 )
+from dagster_project.settings import layout
+from dagster_project.sources.landing import source_window
 
 ASSET_MODULES = [
     ingest,
@@ -51,6 +57,21 @@ full_pipeline = define_asset_job(
 
 # Run config for scripted runs: each step's own messages, not Dagster's per-event DEBUG lines.
 INFO_LOGGING = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
+
+
+def every_event_day(data_dir: str | Path) -> dict[str, str]:
+    """Run tags that make one run cover every event day of the data in `data_dir`: a single-run
+    backfill of the daily partitions, from the first to the export's last day (or yesterday)."""
+    from dagster._core.storage.tags import (
+        ASSET_PARTITION_RANGE_END_TAG,
+        ASSET_PARTITION_RANGE_START_TAG,
+    )
+
+    _, end = source_window(layout(data_dir).landing)
+    keys = EVENT_DAYS.get_partition_keys()
+    last_data_day = f"{end - pd.Timedelta(1, 'ns'):%Y-%m-%d}"
+    last = max(keys[0], min(last_data_day, keys[-1]))
+    return {ASSET_PARTITION_RANGE_START_TAG: keys[0], ASSET_PARTITION_RANGE_END_TAG: last}
 
 
 def platform_resources(data_dir: str = "", **settings: int | str) -> dict:

@@ -162,7 +162,7 @@ def forget_user_files(out: DataLayout, user_id: str) -> dict[str, int]:
     files = [
         *(sorted(out.landing.rglob("*")) if out.landing.exists() else []),
         *sorted(out.tables.rglob("*.parquet")),
-        *sorted(out.features.glob("*.parquet")),
+        *sorted(out.features.rglob("*.parquet")),
     ]
     for path in files:
         if not path.is_file() or path.name.startswith("."):

@@ -9,8 +9,16 @@ from pathlib import Path
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DATA_DIR_ENV = "RECSYS_DATA_DIR"
 FEAST_CONFIG_ENV = "RECSYS_FEAST_CONFIG"  # feature_store.yaml (SQLite) or feature_store.redis.yaml
+FIRST_EVENT_DAY_ENV = "RECSYS_FIRST_EVENT_DAY"
+# The first daily partition: the generator's first day. Events before it fold into it.
+DEFAULT_FIRST_EVENT_DAY = "2026-09-01"
 EXPECTATIONS_DIR = PROJECT_ROOT / "expectations"
 FEATURE_REPO_DIR = PROJECT_ROOT / "feature_repo"
+
+
+def first_event_day() -> str:
+    """The first day of the event-date partitions: `$RECSYS_FIRST_EVENT_DAY` (YYYY-MM-DD)."""
+    return os.environ.get(FIRST_EVENT_DAY_ENV) or DEFAULT_FIRST_EVENT_DAY
 
 
 def data_dir() -> Path:
@@ -88,6 +96,14 @@ class DataLayout:
 
     def feature_table(self, name: str) -> Path:
         return self.features / f"{name}.parquet"
+
+    def daily_folder(self, name: str) -> Path:
+        """Folder of a table kept one file per event day, e.g. `features/daily/user_totals/`."""
+        return self.features / "daily" / name
+
+    def daily_file(self, name: str, day: str) -> Path:
+        """One event day's file (day = YYYY-MM-DD) of a table kept per day."""
+        return self.daily_folder(name) / f"{day}.parquet"
 
 
 def layout(root: Path | str | None = None) -> DataLayout:

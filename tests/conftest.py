@@ -27,7 +27,12 @@ def pipeline_run(tiny_layout: DataLayout, tmp_path_factory: pytest.TempPathFacto
     from dagster import DagsterInstance, materialize
 
     from dagster_project.cli import prepare_dagster_home
-    from dagster_project.definitions import all_assets, all_checks, platform_resources
+    from dagster_project.definitions import (
+        all_assets,
+        all_checks,
+        every_event_day,
+        platform_resources,
+    )
     from dagster_project.privacy import opt_out_file
     from dagster_project.sources.landing import read_landing
 
@@ -44,6 +49,7 @@ def pipeline_run(tiny_layout: DataLayout, tmp_path_factory: pytest.TempPathFacto
             [*all_assets, *all_checks],
             instance=instance,
             resources=platform_resources(str(tiny_layout.root)),
+            tags=every_event_day(tiny_layout.root),
             raise_on_error=False,
         )
     return result, tiny_layout

@@ -4,11 +4,17 @@ import json
 import os
 from datetime import UTC, datetime
 
-from dagster import RunRequest, SkipReason, build_schedule_context, build_sensor_context
+from dagster import (
+    DagsterInstance,
+    RunRequest,
+    SkipReason,
+    build_schedule_context,
+    build_sensor_context,
+)
 
+from dagster_project.assets._common import EVENT_DAYS
 from dagster_project.automation import (
     daily_refresh,
-    daily_refresh_schedule,
     freshness_checks,
     landing_files_sensor,
     weekly_retrain,
@@ -39,12 +45,19 @@ def test_landing_sensor_handles_each_file_once(tmp_path):
     # (Dagster starts one run per key), so a crash between tick and cursor commit is harmless.
     again, same_cursor = _tick(storage, cursor)
     assert isinstance(again, SkipReason) and same_cursor == cursor
-    # A new day's file: a run for that file alone, with a new key.
-    (landing / "events" / "day3.csv").write_text("event_id\n3\n")
+    # A new day's file: a run for that file alone, with a new key, for its day through
+    # yesterday (later days' running totals build on it).
+    (landing / "events" / "date=2026-09-03").mkdir()
+    (landing / "events" / "date=2026-09-03" / "day3.csv").write_text("event_id\n3\n")
     third, next_cursor = _tick(storage, cursor)
     assert third.tags["recsys/new_files"] == "1" and third.tags["recsys/first_file"].endswith(
         "day3.csv"
     )
+    last_day = EVENT_DAYS.get_partition_keys()[-1]
+    assert third.tags["dagster/asset_partition_range_start"] == "2026-09-03"
+    assert third.tags["dagster/asset_partition_range_end"] == last_day
+    # Files without a date (day1.csv, day2.csv) touch only the latest day.
+    assert request.tags["dagster/asset_partition_range_start"] == last_day
     assert third.run_key != request.run_key
     replay, _ = _tick(storage, cursor)
     assert replay.run_key == third.run_key
@@ -57,7 +70,7 @@ def test_landing_sensor_handles_each_file_once(tmp_path):
     assert set(json.loads(final_cursor)) == {
         "events/day1.csv",
         "events/day2.csv",
-        "events/day3.csv",
+        "events/date=2026-09-03/day3.csv",
     }
 
 
@@ -84,12 +97,15 @@ def test_landing_sensor_starts_with_what_the_raw_tables_already_hold(tmp_path):
 
 def test_schedules_run_the_previous_day_and_the_weekly_retrain():
     morning = datetime(2026, 9, 10, 6, 0, tzinfo=UTC)
-    daily = daily_refresh_schedule(build_schedule_context(scheduled_execution_time=morning))
-    assert daily.tags["recsys/day"] == "2026-09-09" and daily.run_key == "daily-2026-09-09"
+    schedule = defs.resolve_schedule_def("daily_refresh_schedule")
+    with DagsterInstance.ephemeral() as instance:
+        context = build_schedule_context(instance=instance, scheduled_execution_time=morning)
+        (daily,) = schedule.evaluate_tick(context).run_requests
+    assert daily.partition_key == "2026-09-09"
     monday = datetime(2026, 9, 7, 4, 0, tzinfo=UTC)
     weekly = weekly_retrain_schedule(build_schedule_context(scheduled_execution_time=monday))
     assert weekly.run_key == "retrain-2026-W37"
-    assert daily_refresh_schedule.cron_schedule == "0 6 * * *"
+    assert schedule.cron_schedule == "0 6 * * *"
     assert weekly_retrain_schedule.cron_schedule == "0 4 * * 1"
 
 

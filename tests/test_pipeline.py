@@ -337,7 +337,7 @@ def test_a_forgotten_user_is_gone_everywhere_and_stays_gone(run, tmp_path):
     from dagster import DagsterInstance, materialize
 
     from dagster_project.automation import forget_user
-    from dagster_project.definitions import all_assets, platform_resources
+    from dagster_project.definitions import all_assets, every_event_day, platform_resources
     from dagster_project.privacy import _forget_in_csv, _forget_in_parquet, opted_out_users
     from dagster_project.settings import layout
 
@@ -388,7 +388,9 @@ def test_a_forgotten_user_is_gone_everywhere_and_stays_gone(run, tmp_path):
     # The next run (ingest to training set and recommendations) cannot bring them back.
     selection = [a for a in all_assets if "evaluation" not in a.group_names_by_key.values()]
     with DagsterInstance.ephemeral() as instance:
-        rerun = materialize(selection, instance=instance, resources=resources)
+        rerun = materialize(
+            selection, instance=instance, resources=resources, tags=every_event_day(copy.root)
+        )
     assert rerun.success
     for table in ("events_clean", "behaviour_events", "training_set", "recommendations"):
         assert user not in set(pd.read_parquet(copy.table(table))["user_id"]), table

@@ -7,14 +7,18 @@ import pyarrow.parquet as pq
 from dagster import (
     AssetCheckResult,
     AssetCheckSeverity,
+    DailyPartitionsDefinition,
     MetadataValue,
     TableColumn,
     TableSchema,
 )
 
 from dagster_project.quality.validation import SuiteOutcome
+from dagster_project.settings import first_event_day
 
 OWNERS = ["team:data-platform"]
+# Event-date partitions (UTC), one per complete day: from the first event day to yesterday.
+EVENT_DAYS = DailyPartitionsDefinition(start_date=first_event_day(), end_offset=0)
 
 
 def table_metadata(frame: pd.DataFrame, path: Path, preview_rows: int = 5) -> dict:
