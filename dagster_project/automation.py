@@ -97,6 +97,16 @@ weekly_retrain = define_asset_job(
 )
 
 
+daily_model_refresh = define_asset_job(
+    "daily_model_refresh",
+    tags=WRITES_DATA,
+    selection=AssetSelection.groups("recommender") | AssetSelection.assets(*MODEL_OUTPUTS),
+    config={"ops": {"embedding_model": {"config": {"warm_start": True}}}},
+    description="Between weekly retrains: a fresh Feast training set, the saved model "
+    "warm-started on it, new recommendations and vectors pushed to Feast.",
+)
+
+
 def landing_fingerprints(storage: PlatformStorage) -> dict[str, str]:
     """`relative path -> "size:mtime_ns"` of every events and items file in the landing folder
     (what ingestion reads; a missing folder has none)."""
@@ -193,6 +203,18 @@ daily_refresh_schedule = build_schedule_from_partitioned_job(
 def weekly_retrain_schedule(context: ScheduleEvaluationContext) -> RunRequest:
     week = context.scheduled_execution_time.strftime("%G-W%V")
     return RunRequest(run_key=f"retrain-{week}", tags={"recsys/week": week})
+
+
+@schedule(
+    job=daily_model_refresh,
+    cron_schedule="0 7 * * 0,2-6",
+    execution_timezone="UTC",
+    default_status=DefaultScheduleStatus.RUNNING,
+    description="Every morning but Monday's (the weekly retrain) at 07:00 UTC, after the daily "
+    "refresh: warm-start the model on the new data and push its outputs to Feast.",
+)
+def daily_model_refresh_schedule(context: ScheduleEvaluationContext) -> RunRequest:
+    return RunRequest(run_key=f"warm-{context.scheduled_execution_time:%Y-%m-%d}")
 
 
 def with_automation(assets: list) -> list:
@@ -303,6 +325,6 @@ def forget_user() -> None:
     forget_user_everywhere()
 
 
-jobs = [daily_refresh, weekly_retrain, forget_user]
-schedules = [daily_refresh_schedule, weekly_retrain_schedule]
+jobs = [daily_refresh, weekly_retrain, daily_model_refresh, forget_user]
+schedules = [daily_refresh_schedule, weekly_retrain_schedule, daily_model_refresh_schedule]
 sensors = [landing_files_sensor, platform_automation, freshness_sensor, failed_runs_report]

@@ -157,3 +157,5 @@ class RecommenderSettings(ConfigurableResource):
     epochs: int = 40
     seed: int = 42
     device: str = "auto"
+    # The evaluation replays a warm start from a model this many days older (0 = skip it).
+    warm_start_days: int = 7

@@ -164,7 +164,7 @@ class EmbeddingRecommender(Recommender):
     name = "embedding"
     # Saved models are whole pickled objects: bump this whenever their attributes change, so
     # an old file gives a clear error instead of a missing attribute deep inside scoring.
-    ARTIFACT_FORMAT = 2
+    ARTIFACT_FORMAT = 3
 
     def __init__(self, config: EmbeddingConfig | None = None, progress: bool = True) -> None:
         super().__init__()
@@ -173,6 +173,8 @@ class EmbeddingRecommender(Recommender):
         self.progress = progress
         self.device = resolve_device(self.config.device)
         self.history: list[dict] = []  # per epoch: phase, loss, seconds, validation NDCG@10
+        self.warm_start_from: str | None = None  # version of the model training started from
+        self._warm: EmbeddingRecommender | None = None
 
     def _say(self, message: str) -> None:
         if self.progress:
@@ -182,12 +184,17 @@ class EmbeddingRecommender(Recommender):
     def _prepare_items(self, items: pd.DataFrame) -> None:
         category = _category(items)
         self.categories = pd.Index(pd.unique(pd.concat([pd.Series([UNKNOWN_CATEGORY]), category])))
-        text = _text_matrix(items)
-        self.text_mean, self.text_axes = (
-            _principal_axes(text, self.config.text_components) if text is not None else (None, None)
-        )
         bucket = items["price_bucket"] if "price_bucket" in items else pd.Series(0, items.index)
         self.n_price_buckets = int(bucket.fillna(0).astype(int).max()) + 1
+        if self._warm is not None:  # the earlier model's text axes, so its weights still fit
+            self.text_mean, self.text_axes = self._warm.text_mean, self._warm.text_axes
+        else:
+            text = _text_matrix(items)
+            self.text_mean, self.text_axes = (
+                _principal_axes(text, self.config.text_components)
+                if text is not None
+                else (None, None)
+            )
         self.item_category, self.item_price_bucket, self.item_text = self._content_inputs(items)
 
     def _content_inputs(
@@ -247,16 +254,19 @@ class EmbeddingRecommender(Recommender):
     def _latest_features(self, interactions: pd.DataFrame) -> None:
         cfg = self.config
         ordered = interactions.sort_values("event_time", kind="stable")
-        self.user_scaler = (
-            _Standardiser(ordered[list(cfg.user_feature_columns)])
-            if cfg.user_feature_columns
-            else None
-        )
-        self.item_scaler = (
-            _Standardiser(ordered[list(cfg.item_feature_columns)])
-            if cfg.item_feature_columns
-            else None
-        )
+        if self._warm is not None:  # the earlier model's scalers: its feature weights fit them
+            self.user_scaler, self.item_scaler = self._warm.user_scaler, self._warm.item_scaler
+        else:
+            self.user_scaler = (
+                _Standardiser(ordered[list(cfg.user_feature_columns)])
+                if cfg.user_feature_columns
+                else None
+            )
+            self.item_scaler = (
+                _Standardiser(ordered[list(cfg.item_feature_columns)])
+                if cfg.item_feature_columns
+                else None
+            )
         # The latest snapshot per user / item: the same values when training and scoring.
         latest = ordered.groupby("user_id").tail(1).set_index("user_id")
         self.user_latest = torch.as_tensor(self._user_x(latest.reindex(self.user_index)))
@@ -274,10 +284,31 @@ class EmbeddingRecommender(Recommender):
         return self.item_scaler(frame[list(self.config.item_feature_columns)])
 
     # -- training -----------------------------------------------------------------------
-    def fit(self, interactions: pd.DataFrame, items: pd.DataFrame) -> EmbeddingRecommender:
-        """Pick the epoch count on held-out items of each user, then refit on everything."""
+    def fit(
+        self,
+        interactions: pd.DataFrame,
+        items: pd.DataFrame,
+        warm_start: EmbeddingRecommender | None = None,
+    ) -> EmbeddingRecommender:
+        """Pick the epoch count on held-out items of each user, then refit on everything.
+
+        `warm_start`: an earlier fitted model to start from instead of EASE or at random. Its
+        item vectors, biases and content weights carry over for the items (and categories)
+        it knows, new items start from their content alone, and users pool their current
+        histories, so epoch 0 is the earlier model on today's data. Its text axes and
+        feature scalers are kept, so the carried weights mean what they meant."""
         cfg = self.config
         started = time.perf_counter()
+        if warm_start is not None:
+            same = ("dim", "user_feature_columns", "item_feature_columns", "text_components")
+            differ = [k for k in same if getattr(warm_start.config, k) != getattr(cfg, k)]
+            if differ:
+                raise ValueError(
+                    f"cannot warm-start from {warm_start.version}: its {', '.join(differ)} "
+                    "differ from this model's; train from scratch instead"
+                )
+        self.warm_start_from = warm_start.version if warm_start is not None else None
+        self._warm = warm_start
         u, i = self._index(interactions, items)
         self._prepare_items(items)
         self._latest_features(interactions)
@@ -296,6 +327,7 @@ class EmbeddingRecommender(Recommender):
         )
         self._train(pairs, epochs, None)
         self._set_history(pairs)
+        self._warm = None  # not saved with the model
         self.fit_seconds = time.perf_counter() - started
         return self
 
@@ -320,7 +352,9 @@ class EmbeddingRecommender(Recommender):
             self.item_latest.shape[1],
             cfg.dim,
         ).to(dev)
-        if cfg.ease_init and n_items <= cfg.ease_init_max_items:
+        if self._warm is not None:
+            self._start_from_model(self._warm)
+        elif cfg.ease_init and n_items <= cfg.ease_init_max_items:
             self._start_from_ease(pairs)
         sparse = [self.model.history.weight, self.model.item_id.weight, self.model.item_bias.weight]
         dense = [p for p in self.model.parameters() if all(p is not q for q in sparse)]
@@ -438,6 +472,29 @@ class EmbeddingRecommender(Recommender):
         with torch.no_grad():
             self.model.history.weight.copy_(u * root)
             self._split_item_vectors(v * root)
+
+    def _start_from_model(self, earlier: EmbeddingRecommender) -> None:
+        """Copy an earlier model's weights: rows of items and categories it knows (by id and
+        name), its price buckets as far as both have them, and its dense layers. New items
+        keep no id vector, history row or bias: their content part speaks for them."""
+        dev, new, old = self.device, self.model, earlier.model
+        with torch.no_grad():
+            item_rows = pd.Index(earlier.item_ids).get_indexer(self.item_ids)
+            category_rows = earlier.categories.get_indexer(self.categories)
+            for table, rows in [
+                ("history", item_rows),
+                ("item_id", item_rows),
+                ("item_bias", item_rows),
+                ("category", category_rows),
+            ]:
+                target, source = getattr(new, table).weight, getattr(old, table).weight.to(dev)
+                known = torch.as_tensor(rows >= 0, device=dev)
+                target.zero_()
+                target[known] = source[torch.as_tensor(rows[rows >= 0], device=dev)]
+            buckets = min(new.price_bucket.weight.shape[0], old.price_bucket.weight.shape[0])
+            new.price_bucket.weight[:buckets] = old.price_bucket.weight[:buckets].to(dev)
+            for layer in ("text", "user_features", "item_features"):
+                getattr(new, layer).load_state_dict(getattr(old, layer).state_dict())
 
     def _split_item_vectors(self, targets: torch.Tensor, ridge: float = 1.0) -> None:
         """Set the item tower so that e_i = `targets` exactly: the content parts (category,
@@ -663,6 +720,7 @@ class EmbeddingRecommender(Recommender):
                     "config": asdict(self.config),
                     "history": self.history,
                     "version": self.version,
+                    "warm_start_from": self.warm_start_from,
                     "users": len(self.user_index),
                     "items": len(self.item_ids),
                 },

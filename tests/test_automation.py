@@ -14,6 +14,8 @@ from dagster import (
 
 from dagster_project.assets._common import EVENT_DAYS
 from dagster_project.automation import (
+    daily_model_refresh,
+    daily_model_refresh_schedule,
     daily_refresh,
     freshness_checks,
     landing_files_sensor,
@@ -106,6 +108,9 @@ def test_schedules_run_the_previous_day_and_the_weekly_retrain():
     weekly = weekly_retrain_schedule(build_schedule_context(scheduled_execution_time=monday))
     assert weekly.run_key == "retrain-2026-W37"
     assert schedule.cron_schedule == "0 6 * * *"
+    warm = daily_model_refresh_schedule(build_schedule_context(scheduled_execution_time=morning))
+    assert warm.run_key == "warm-2026-09-10"
+    assert daily_model_refresh_schedule.cron_schedule == "0 7 * * 0,2-6"  # Mondays retrain
     assert weekly_retrain_schedule.cron_schedule == "0 4 * * 1"
 
 
@@ -116,6 +121,11 @@ def test_jobs_split_the_graph_into_daily_work_and_weekly_retraining():
     assert {"raw_events", "feast_online", "quality_report"} <= daily
     assert {"embedding_model", "recommendations", "feast_model_outputs"} <= weekly
     assert not daily & weekly
+    # Between retrains, the model is warm-started daily: the retrain's assets, bar evaluation.
+    warm = {k.to_user_string() for k in daily_model_refresh.selection.resolve(graph)}
+    assert {"training_set", "embedding_model", "feast_model_outputs"} <= warm <= weekly
+    assert "evaluation_report" not in warm
+    assert daily_model_refresh.config["ops"]["embedding_model"]["config"]["warm_start"] is True
     everything = {k.to_user_string() for k in graph.get_all_asset_keys()}
     assert daily | weekly == everything
     # Features follow new clean data on their own; training waits for its schedule.

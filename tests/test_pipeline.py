@@ -153,8 +153,16 @@ def test_training_set_is_point_in_time_and_model_beats_popularity(run):
             ["user_id", "event_time"]
         ].to_dict()
     results = json.loads((run.reports / "evaluation.json").read_text())["models"]
-    assert set(results) == {"embedding", "popularity", "item_knn", "ease", "als"}
-    assert results["embedding"]["ndcg@10"] > results["popularity"]["ndcg@10"]
+    assert set(results) == {
+        "embedding",
+        "embedding_warm_start",
+        "popularity",
+        "item_knn",
+        "ease",
+        "als",
+    }
+    for model in ("embedding", "embedding_warm_start"):
+        assert results[model]["ndcg@10"] > results["popularity"]["ndcg@10"], model
     assert set(results["embedding"]["segments"]) <= {"cold", "warm"}
     recs = pd.read_parquet(run.table("recommendations"))
     assert recs.groupby("user_id").size().max() == 20 and recs["model_version"].notna().all()
@@ -483,3 +491,37 @@ def test_two_runs_of_the_same_days_at_once_cannot_corrupt_each_other(run, tmp_pa
     assert _digests(copy) == before
     leftovers = [p for p in copy.root.rglob("*") if p.is_file() and p.name.startswith(".")]
     assert not leftovers
+
+
+def test_the_daily_model_refresh_warm_starts_from_the_saved_model(run, tmp_path):
+    import shutil
+
+    from dagster import DagsterInstance, materialize
+
+    from dagster_project.definitions import all_assets, platform_resources
+    from dagster_project.settings import layout
+
+    copy = layout(tmp_path / "data")
+    copy.tables.mkdir(parents=True)
+    for table in ("training_set", "items"):
+        shutil.copy(run.table(table), copy.table(table))
+    copy.features.mkdir(parents=True)
+    shutil.copy(run.feature_table("item_text_embedding"), copy.feature_table("item_text_embedding"))
+    shutil.copytree(run.models, copy.models)
+    saved = json.loads((run.models / "embedding" / "config.json").read_text())
+    assert saved["warm_start_from"] is None  # the pipeline's run is a full retrain
+    selection = [a for a in all_assets if "embedding_model" in {k.path[-1] for k in a.keys}]
+    warm_start = {"ops": {"embedding_model": {"config": {"warm_start": True}}}}
+    with DagsterInstance.ephemeral() as instance:
+        result = materialize(
+            selection,
+            instance=instance,
+            resources=platform_resources(str(copy.root)),
+            run_config=warm_start,
+        )
+    assert result.success
+    refreshed = json.loads((copy.models / "embedding" / "config.json").read_text())
+    assert refreshed["warm_start_from"] == saved["version"]
+    (event,) = result.get_asset_materialization_events()
+    metadata = event.event_specific_data.materialization.metadata
+    assert metadata["start"].value == f"warm start from {saved['version']}"

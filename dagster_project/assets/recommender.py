@@ -5,6 +5,7 @@ from dagster import (
     AssetCheckExecutionContext,
     AssetCheckResult,
     AssetExecutionContext,
+    Config,
     MaterializeResult,
     MetadataValue,
     asset,
@@ -44,6 +45,25 @@ ITEM_FEATURES = tuple(
     f"item_stats__{f}"
     for f in ["views", "carts", "purchases", "view_to_cart_rate", "view_to_purchase_rate", "price"]
 )
+
+
+class ModelTrainingConfig(Config):
+    # True: start from the saved model (the daily refresh between weekly retrains); a missing
+    # or incompatible saved model falls back to a full retrain.
+    warm_start: bool = False
+
+
+def model_config(settings: RecommenderSettings) -> EmbeddingConfig:
+    """The embedding model's configuration for the pipeline's settings and Feast features."""
+    return EmbeddingConfig(
+        dim=settings.dim,
+        epochs=settings.epochs,
+        validation_share=settings.validation_share,
+        seed=settings.seed,
+        device=settings.device,
+        user_feature_columns=USER_FEATURES,
+        item_feature_columns=ITEM_FEATURES,
+    )
 
 
 def model_items(storage: PlatformStorage) -> pd.DataFrame:
@@ -133,29 +153,36 @@ def training_set_suite(
     deps=["training_set", "items", "item_text_embeddings"],
     description="Two-tower torch recommender, I(u,i) = e_u . e_i + b_i: e_u pools the user's "
     "history (by event type and recency) plus user features; e_i joins an id embedding, the "
-    "MiniLM text vector, category, price bucket and item features. Trained on the Feast training set.",
+    "MiniLM text vector, category, price bucket and item features. Trained on the Feast training set: "
+    "from scratch weekly, warm-started from the saved model daily (config warm_start).",
 )
 def embedding_model(
-    context: AssetExecutionContext, storage: PlatformStorage, settings: RecommenderSettings
+    context: AssetExecutionContext,
+    config: ModelTrainingConfig,
+    storage: PlatformStorage,
+    settings: RecommenderSettings,
 ) -> MaterializeResult:
     out = storage.layout()
     train = pd.read_parquet(out.table("training_set"))
-    config = EmbeddingConfig(
-        dim=settings.dim,
-        epochs=settings.epochs,
-        validation_share=settings.validation_share,
-        seed=settings.seed,
-        device=settings.device,
-        user_feature_columns=USER_FEATURES,
-        item_feature_columns=ITEM_FEATURES,
+    earlier = None
+    if config.warm_start:
+        try:
+            earlier = trained_model(storage, settings)
+        except (FileNotFoundError, ValueError) as problem:
+            context.log.warning(f"no saved model to warm-start from ({problem}): full retrain")
+    model = EmbeddingRecommender(model_config(settings)).fit(
+        train, model_items(storage), warm_start=earlier
     )
-    model = EmbeddingRecommender(config).fit(train, model_items(storage))
     path = model.save(out.models / "embedding")
     history = pd.DataFrame(model.history)
-    context.log.info(f"model saved to {path}")
+    start = f"warm start from {earlier.version}" if earlier is not None else "full retrain"
+    context.log.info(f"model {model.version} ({start}, {model.fit_seconds:.0f} s) saved to {path}")
     return MaterializeResult(
         metadata={
             "path": MetadataValue.path(str(path)),
+            "start": start,
+            "fit_seconds": round(model.fit_seconds, 1),
+            "model_version": model.version,
             "device": str(model.device),
             "users": len(model.user_index),
             "items": len(model.item_ids),
