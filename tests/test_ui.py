@@ -122,3 +122,14 @@ def test_analyst_report_and_data_docs_render(dagster_ui):
     docs = out.gx / "gx" / "uncommitted" / "data_docs" / "local_site" / "index.html"
     index = _chromium(docs.as_uri(), "data_docs")
     assert "events_clean" in index and "items_clean" in index
+
+
+def test_the_day_by_day_story_partitions_checks_and_freshness(dagster_ui):
+    url, _ = dagster_ui
+    partitions = _chromium(f"{url}/assets/user_daily_features?view=partitions", "partitions")
+    # Every event day of the tiny data is a materialized partition.
+    assert "2026-09-01" in partitions and "2026-09-21" in partitions
+    assert "Materialized" in partitions
+    checks = _chromium(f"{url}/assets/user_features?view=checks", "checks")
+    assert "user_features_suite" in checks
+    assert "freshness" in checks.lower()

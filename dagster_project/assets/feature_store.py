@@ -6,17 +6,20 @@ from dagster import (
     AssetCheckResult,
     AssetCheckSeverity,
     AssetExecutionContext,
+    BackfillPolicy,
     Backoff,
     MaterializeResult,
     MetadataValue,
     RetryPolicy,
+    TimeWindow,
     asset,
     asset_check,
 )
 
-from dagster_project.assets._common import OWNERS
+from dagster_project.assets._common import EVENT_DAYS, OWNERS
 from dagster_project.privacy import delete_online_rows, opted_out_users
 from dagster_project.resources import FeastResource, PlatformStorage
+from dagster_project.settings import first_event_day
 
 USER_VIEW = "user_behaviour"
 ITEM_VIEW = "item_stats"
@@ -74,10 +77,16 @@ def feast_registry(context: AssetExecutionContext, feast: FeastResource) -> Mate
 
 
 def _materialize(
-    context: AssetExecutionContext, feast: FeastResource, storage: PlatformStorage, views: list[str]
+    context: AssetExecutionContext,
+    feast: FeastResource,
+    storage: PlatformStorage,
+    views: list[str],
+    days: TimeWindow | None = None,
 ) -> MaterializeResult:
-    """Materialize `views` (each backed by the feature file of the same name) over the span of
-    their event timestamps."""
+    """Materialize `views` (each backed by the feature file of the same name): the rows of the
+    event `days` when given (the snapshots of day D are stamped D+1 00:00; Feast's window is
+    inclusive), else over the whole span of their event timestamps. A window that starts on
+    the first event day also takes every earlier row (catalog listings before it)."""
     out = storage.layout()
     stamps = pd.concat(
         [
@@ -87,6 +96,11 @@ def _materialize(
     )["event_timestamp"]
     start = stamps.min().to_pydatetime()
     end = (stamps.max() + pd.Timedelta(seconds=1)).to_pydatetime()
+    if days is not None:
+        first_day = pd.Timestamp(first_event_day(), tz="UTC")
+        if pd.Timestamp(days.start) > first_day:
+            start = (pd.Timestamp(days.start) + pd.Timedelta(microseconds=1)).to_pydatetime()
+        end = pd.Timestamp(days.end).to_pydatetime()
     store = feast.materialize(views, start, end, log=context.log.warning)
     context.log.info(f"materialized {', '.join(views)} for {start:%Y-%m-%d} .. {end:%Y-%m-%d}")
     return MaterializeResult(
@@ -104,13 +118,19 @@ def _materialize(
     group_name="feature_store",
     owners=OWNERS,
     kinds={"feast", "sqlite"},
+    partitions_def=EVENT_DAYS,
+    backfill_policy=BackfillPolicy.single_run(),
     deps=["feast_registry"],
-    description="Latest feature values of every user and item materialized into the online store.",
+    description="Per event day: that day's user and item snapshots (and the items first seen "
+    "on it, with their text vectors) materialized into the online store, which so holds the "
+    "latest values of every user and item. Run the days in order (a backfill does).",
 )
 def feast_online(
     context: AssetExecutionContext, feast: FeastResource, storage: PlatformStorage
 ) -> MaterializeResult:
-    return _materialize(context, feast, storage, [USER_VIEW, ITEM_VIEW, TEXT_VIEW])
+    return _materialize(
+        context, feast, storage, [USER_VIEW, ITEM_VIEW, TEXT_VIEW], context.partition_time_window
+    )
 
 
 @asset(
@@ -174,10 +194,15 @@ def _check_result(sampled: int, mismatches: list[str]) -> AssetCheckResult:
     description="For a sample of users, the online value equals the latest offline snapshot.",
 )
 def online_matches_offline(feast: FeastResource, storage: PlatformStorage) -> AssetCheckResult:
+    store = feast.store()
+    # The online store holds the days materialized so far: compare with the offline rows then.
+    materialized = max(
+        end for _, end in store.get_feature_view(USER_VIEW).materialization_intervals
+    )
     offline = pd.read_parquet(storage.layout().feature_table("user_features"))
+    offline = offline[offline["event_timestamp"] <= pd.Timestamp(materialized)]
     latest = offline.sort_values("event_timestamp").groupby("user_id").tail(1).set_index("user_id")
     sample = latest.sample(min(50, len(latest)), random_state=0)
-    store = feast.store()
     online = (
         store.get_online_features(
             features=[f"{USER_VIEW}:{f}" for f in CONSISTENCY_FEATURES],

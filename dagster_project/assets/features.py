@@ -218,13 +218,23 @@ def item_daily_features(
     group_name="features",
     owners=OWNERS,
     kinds={"parquet", "pandas"},
-    deps=["user_daily_features", "user_traffic_scores"],
+    deps=["user_daily_features", "user_traffic_scores", "behaviour_events"],
     description="The Feast table of user features: every day's snapshots with conversion rates "
-    "and the bot score. event_timestamp = end of the day summarised.",
+    "and the bot score, less the users behaviour_events now excludes as bots (days built "
+    "before they were flagged still hold them). event_timestamp = end of the day summarised.",
 )
-def user_features(storage: PlatformStorage) -> MaterializeResult:
+def user_features(context: AssetExecutionContext, storage: PlatformStorage) -> MaterializeResult:
     out = storage.layout()
     snapshots = DailyTable(out, "user").all_snapshots()
+    excluded = pd.read_parquet(out.table("behaviour_exclusions"), columns=["user_id"])["user_id"]
+    flagged_since = snapshots["user_id"].isin(excluded)
+    if flagged_since.any():
+        context.log.info(
+            f"user_features: {flagged_since.sum():,} snapshots of "
+            f"{snapshots.loc[flagged_since, 'user_id'].nunique():,} users flagged as bots "
+            "after their days were built are left out"
+        )
+    snapshots = snapshots[~flagged_since]
     scores = pd.read_parquet(out.table("user_traffic_scores"), columns=["user_id", "bot_score"])
     frame = finish_user_features(snapshots, scores)
     path = write_parquet_atomic(frame, out.feature_table("user_features"))
