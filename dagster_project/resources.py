@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import sqlite3
@@ -87,9 +88,7 @@ class FeastResource(ConfigurableResource):
         path = Path(self.repo_path) / self._config_file()
         if not path.is_file():
             raise FileNotFoundError(f"Feast configuration {path} does not exist")
-        text = os.path.expandvars(
-            path.read_text().replace("${" + DATA_DIR_ENV + "}", str(self._data_dir()))
-        )
+        text = self._resolved_config()
         unset = sorted(set(re.findall(r"\$\{(\w+)\}", text)))
         if unset:
             raise ValueError(f"{path.name} needs environment variable(s) {', '.join(unset)}")
@@ -128,9 +127,41 @@ class FeastResource(ConfigurableResource):
             log,
         )
 
+    def _resolved_config(self) -> str:
+        path = Path(self.repo_path) / self._config_file()
+        return os.path.expandvars(
+            path.read_text().replace("${" + DATA_DIR_ENV + "}", str(self._data_dir()))
+        )
+
+    def _repo_fingerprint(self) -> str:
+        """A digest of the resolved configuration and every file of the feature repo."""
+        digest = hashlib.sha256(self._resolved_config().encode())
+        for path in sorted(Path(self.repo_path).glob("*")):
+            if path.is_file() and path.suffix in (".py", ".yaml"):
+                digest.update(path.name.encode())
+                digest.update(path.read_bytes())
+        return digest.hexdigest()
+
+    def _applied_stamp(self) -> Path:
+        return self._data_dir() / "feast" / f".applied-{Path(self._config_file()).stem}"
+
+    def _deployed(self) -> bool:
+        """The registry, and a SQLite online store's file, exist."""
+        config = yaml.safe_load(self._resolved_config())
+        registry = config["registry"]
+        files = [registry["path"] if isinstance(registry, dict) else registry]
+        if "path" in (config.get("online_store") or {}):
+            files.append(config["online_store"]["path"])
+        return all(Path(f).exists() for f in files)
+
     def apply(self) -> str:
-        """`feast apply` through the plain CLI, exactly as another team would run it."""
+        """`feast apply` through the plain CLI, exactly as another team would run it; skipped
+        when neither the feature repo nor its resolved configuration changed since the last
+        apply into this data directory (and the registry is still there)."""
         (self._data_dir() / "feast").mkdir(parents=True, exist_ok=True)
+        fingerprint, stamp = self._repo_fingerprint(), self._applied_stamp()
+        if self._deployed() and stamp.exists() and stamp.read_text() == fingerprint:
+            return "No changes: the feature repo is as it was last applied (apply skipped)\n"
         cmd = [
             str(Path(sys.executable).with_name("feast")),
             "-c",
@@ -144,6 +175,7 @@ class FeastResource(ConfigurableResource):
             raise RuntimeError(
                 f"feast apply failed ({done.returncode}):\n{done.stdout}\n{done.stderr}"
             )
+        stamp.write_text(fingerprint)
         return done.stdout
 
 

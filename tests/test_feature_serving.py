@@ -161,3 +161,21 @@ def test_sqlite_store_answers_exactly_as_feasts_own(pipeline_run):
         want = stock.get_online_features(features=features, entity_rows=rows).to_dict()
         assert got == want
     assert got["views"][-2] is None and got["views"][-1] == got["views"][0]
+
+
+def test_feast_apply_runs_only_when_the_feature_repo_changed(tmp_path):
+    import shutil
+
+    from dagster_project.settings import FEATURE_REPO_DIR
+
+    repo = tmp_path / "repo"
+    shutil.copytree(FEATURE_REPO_DIR, repo, ignore=shutil.ignore_patterns("__pycache__"))
+    feast = FeastResource(repo_path=str(repo), data_dir=str(tmp_path / "data"))
+    assert "skipped" not in feast.apply()
+    assert "apply skipped" in feast.apply()  # nothing changed: no second apply
+    with (repo / "features.py").open("a") as definitions:
+        definitions.write("\n# a change to the definitions\n")
+    assert "skipped" not in feast.apply()
+    (tmp_path / "data" / "feast" / "registry.db").unlink()  # a registry gone: apply again
+    assert "skipped" not in feast.apply()
+    assert FeatureStore(config=feast.repo_config()).list_feature_views()
