@@ -109,7 +109,12 @@ def test_asset_graph_lists_every_group_and_the_automation(dagster_ui):
     missing = [group for group in GROUPS if f">{group}<" not in page]
     assert not missing, f"groups not on the asset graph page: {missing}"
     automation = _chromium(f"{url}/automation", "automation")
-    for name in ("landing_files_sensor", "daily_refresh_schedule", "weekly_retrain_schedule"):
+    for name in (
+        "landing_files_sensor",
+        "daily_refresh_schedule",
+        "daily_model_refresh_schedule",
+        "weekly_retrain_schedule",
+    ):
         assert name in automation
     runs = _chromium(f"{url}/runs", "runs")
     assert "Success" in runs  # the tiny pipeline's run, recorded in the instance
@@ -127,9 +132,10 @@ def test_analyst_report_and_data_docs_render(dagster_ui):
 def test_the_day_by_day_story_partitions_checks_and_freshness(dagster_ui):
     url, _ = dagster_ui
     partitions = _chromium(f"{url}/assets/user_daily_features?view=partitions", "partitions")
-    # Every event day of the tiny data is a materialized partition.
-    assert "2026-09-01" in partitions and "2026-09-21" in partitions
-    assert "Materialized" in partitions
+    # Every one of the tiny data's 21 event days is a materialized partition; the days since
+    # (to yesterday) are missing, waiting for their data.
+    assert "Materialized (21)" in partitions and "Failed (0)" in partitions
+    assert ">2026-09-01<" in partitions  # the first event day, on the partitions bar
     checks = _chromium(f"{url}/assets/user_features?view=checks", "checks")
-    assert "user_features_suite" in checks
-    assert "freshness" in checks.lower()
+    assert "user_features_suite" in checks and "Succeeded" in checks
+    assert "freshness_check" in checks and "Asset is currently fresh" in checks
