@@ -37,7 +37,7 @@ from dagster_project.features.daily import (
 from dagster_project.features.model_outputs import feast_table
 from dagster_project.features.text import DIM, MODEL_NAME, embed_items, load_encoder
 from dagster_project.resources import PlatformStorage, QualityResource
-from dagster_project.settings import DataLayout, first_event_day
+from dagster_project.settings import FIRST_EVENT_DAY_ENV, DataLayout, first_event_day
 from dagster_project.storage import write_parquet_atomic
 
 DAY = pd.Timedelta(days=1)
@@ -120,6 +120,13 @@ def build_days(
         filters.append(("event_time", ">=", days[0].to_pydatetime()))
     events = pd.read_parquet(events_path, filters=filters)
     event_day = events["event_time"].dt.floor("D")
+    if folds_history and (event_day < first_day).any():
+        context.log.warning(
+            f"{(event_day < first_day).sum():,} events fall before the first event day "
+            f"{first_day:%Y-%m-%d} (from {event_day.min():%Y-%m-%d}): they count in its totals, "
+            f"and its windows reach no further back. Set ${FIRST_EVENT_DAY_ENV} to the data's "
+            "first day for exact windows."
+        )
     written = []
     for day in days:
         # The first partition also takes every event before it.
