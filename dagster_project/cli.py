@@ -8,7 +8,13 @@ import os
 import shutil
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from dagster import DagsterInstance, ExecuteInProcessResult
 
 from dagster_project.settings import DATA_DIR_ENV, FEATURE_REPO_DIR, layout
 from dagster_project.sources.generator import PRESETS, dataset_fingerprint, generate, preset
@@ -59,12 +65,15 @@ def _day_before(day: str) -> str:
     return f"{pd.Timestamp(day) - pd.Timedelta(days=1):%Y-%m-%d}"
 
 
-def materialize_all(data_dir: Path, **settings: int | str) -> bool:
+def materialize_all(
+    data_dir: Path, instance: DagsterInstance | None = None, **settings: int | str
+) -> list[ExecuteInProcessResult]:
     """Build everything as operations would, in three runs of the platform's own jobs,
-    recorded in the Dagster instance under the data directory (the UI then tells the story):
+    recorded in `instance` (default: the one under the data directory, which the UI shows):
     `daily_refresh` backfilling every event day but the last in one run, `daily_refresh` for
-    the last day (the incremental run), and `weekly_retrain`. Prints every check's result."""
-    from dagster import DagsterInstance, Definitions
+    the last day (the incremental run), and `weekly_retrain`. Prints every check's result;
+    stops after a failed run. Returns the runs' results."""
+    from dagster import Definitions
 
     from dagster_project.automation import jobs
     from dagster_project.definitions import (
@@ -75,8 +84,6 @@ def materialize_all(data_dir: Path, **settings: int | str) -> bool:
         platform_resources,
     )
 
-    home = prepare_dagster_home(data_dir)
-    os.environ.setdefault("DAGSTER_HOME", str(home))
     days = every_event_day(data_dir)
     first = days["dagster/asset_partition_range_start"]
     last = days["dagster/asset_partition_range_end"]
@@ -98,8 +105,8 @@ def materialize_all(data_dir: Path, **settings: int | str) -> bool:
     ]
     if first == last:
         runs = runs[1:]
-    ok = True
-    with DagsterInstance.get() as instance:
+    results = []
+    with _instance(data_dir, instance) as instance:
         for job_name, what, start, end in runs:
             print(f"[demo] {job_name}: {what}", flush=True)
             tags = {"recsys/trigger": "make demo"}
@@ -117,10 +124,22 @@ def materialize_all(data_dir: Path, **settings: int | str) -> bool:
                 summary = check.metadata.get("summary")
                 if not check.passed and summary is not None:
                     print("        " + str(summary.value).replace("\n", "\n        "))
+            results.append(result)
             if not result.success:
-                ok = False
                 break
-    return ok
+    return results
+
+
+@contextmanager
+def _instance(data_dir: Path, given: DagsterInstance | None) -> Iterator[DagsterInstance]:
+    """`given`, or the persistent instance under the data directory (closed afterwards)."""
+    from dagster import DagsterInstance
+
+    if given is not None:
+        yield given
+        return
+    with DagsterInstance.from_config(str(prepare_dagster_home(data_dir))) as instance:
+        yield instance
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -128,7 +147,7 @@ def _demo(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     _generate(args.preset, data_dir, args.seed, args.force)
     generated = time.perf_counter()
-    ok = materialize_all(data_dir, test_days=args.test_days)
+    ok = all(r.success for r in materialize_all(data_dir, test_days=args.test_days))
     done = time.perf_counter()
     out = layout(data_dir)
     print()
