@@ -163,7 +163,7 @@ def _demo(args: argparse.Namespace) -> int:
     for what, path in [
         ("landing files", out.landing),
         ("tables (Parquet)", out.tables),
-        ("features per event day (partitions)", out.features / "daily"),
+        ("features per event day", out.features / "daily"),
         ("quarantine", out.table("quarantine")),
         ("data-quality report (analysts)", out.reports / "quality_report.html"),
         ("evaluation report", out.reports / "evaluation.html"),
