@@ -8,14 +8,13 @@ Prints the figures and saves them to bench/results/generator_<preset>.json with 
 from __future__ import annotations
 
 import argparse
-import json
 import resource
 import shutil
 import tempfile
 import time
 from pathlib import Path
 
-from bench.machine import machine_info
+from bench.machine import machine_info, save_figures
 from dagster_project.settings import layout
 from dagster_project.sources.generator import generate, preset
 
@@ -52,10 +51,7 @@ def main() -> None:
     }
     if args.data_dir is None:
         shutil.rmtree(root, ignore_errors=True)
-    target = Path(__file__).resolve().parent / "results" / f"generator_{args.preset}.json"
-    target.write_text(json.dumps(figures, indent=2))
-    print(json.dumps({k: v for k, v in figures.items() if k != "machine"}, indent=2))
-    print(f"saved to {target}")
+    save_figures(f"generator_{args.preset}", figures)
 
 
 if __name__ == "__main__":

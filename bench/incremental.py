@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import shutil
 import tempfile
 import time
@@ -24,7 +23,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from bench.machine import machine_info
+from bench.machine import machine_info, save_figures
 from dagster_project.settings import DataLayout, layout
 from dagster_project.sources.generator import generate, preset
 
@@ -150,11 +149,7 @@ def main() -> None:
         "feast_table_differences": differences,
         "machine": machine_info(),
     }
-    target = Path(__file__).resolve().parent / "results" / f"incremental_{args.preset}.json"
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(json.dumps(figures, indent=2))
-    print(json.dumps({k: v for k, v in figures.items() if k != "machine"}, indent=2))
-    print(f"saved to {target}")
+    save_figures(f"incremental_{args.preset}", figures)
 
 
 if __name__ == "__main__":

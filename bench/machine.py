@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import subprocess
 from datetime import UTC, datetime
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def machine_info() -> dict:
@@ -52,3 +56,14 @@ def machine_info() -> dict:
         "git_commit": commit,
         "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
+
+
+def save_figures(name: str, figures: dict) -> Path:
+    """Save `figures` (with their machine) as bench/results/<name>.json, print them without
+    the machine, and return the path."""
+    target = RESULTS / f"{name}.json"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(json.dumps(figures, indent=2))
+    print(json.dumps({k: v for k, v in figures.items() if k != "machine"}, indent=2))
+    print(f"saved to {target}")
+    return target

@@ -14,7 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.machine import machine_info
+from bench.machine import machine_info, save_figures
 from dagster_project.settings import layout
 from dagster_project.sources.generator import generate, preset
 
@@ -75,11 +75,7 @@ def main() -> None:
         else None,
         "machine": machine_info(),
     }
-    target = Path(__file__).resolve().parent / "results" / f"pipeline_{args.preset}.json"
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(json.dumps(figures, indent=2))
-    print(json.dumps({k: v for k, v in figures.items() if k != "machine"}, indent=2))
-    print(f"saved to {target}")
+    save_figures(f"pipeline_{args.preset}", figures)
 
 
 if __name__ == "__main__":

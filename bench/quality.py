@@ -22,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.machine import machine_info
+from bench.machine import machine_info, save_figures
 
 
 def _platform(root: Path) -> dict:
@@ -157,10 +157,7 @@ def main() -> None:
     )
     figures["targets"] = {"seconds": 30, "peak_rss_mb": 4096}
     figures["machine"] = machine_info()
-    target = Path(__file__).resolve().parent / "results" / f"quality_{args.preset}.json"
-    target.write_text(json.dumps(figures, indent=2))
-    print(json.dumps({k: v for k, v in figures.items() if k != "machine"}, indent=2))
-    print(f"saved to {target}")
+    save_figures(f"quality_{args.preset}", figures)
 
 
 if __name__ == "__main__":

@@ -66,14 +66,13 @@ WARM = "embedding_warm_start"
 
 def _warm_started(
     context: AssetExecutionContext,
-    storage: PlatformStorage,
+    rows: pd.DataFrame,
     settings: RecommenderSettings,
     cutoff: pd.Timestamp,
     catalog: pd.DataFrame,
 ) -> tuple[EmbeddingRecommender, str]:
-    """The daily refresh, replayed: a full model of the training rows up to
+    """The daily refresh, replayed on the training set `rows`: a full model of the rows up to
     `warm_start_days` before the cutoff (last week's retrain), warm-started on all of them."""
-    rows = pd.read_parquet(storage.layout().table("training_set"))
     week_ago = cutoff - pd.Timedelta(days=settings.warm_start_days)
     older = rows[rows["event_time"] < week_ago]
     context.log.info(
@@ -105,16 +104,15 @@ def evaluation_report(
 ) -> MaterializeResult:
     out = storage.layout()
     split = evaluation_split(storage, settings)
-    train = pd.read_parquet(
-        out.table("training_set"), columns=["user_id", "item_id", "event_type", "event_time"]
-    )
+    rows = pd.read_parquet(out.table("training_set"))  # with features, for the warm start
+    train = rows[["user_id", "item_id", "event_type", "event_time"]]
     split = Split(train, split.truth, split.protocol, split.cutoff)
     catalog = model_items(storage)
     baselines = {n: make for n, make in default_models(settings.seed).items() if n != "embedding"}
     fitted = {"embedding": trained_model(storage, settings)}
     warm_note = ""
     if settings.warm_start_days > 0:
-        fitted[WARM], warm_note = _warm_started(context, storage, settings, split.cutoff, catalog)
+        fitted[WARM], warm_note = _warm_started(context, rows, settings, split.cutoff, catalog)
     results = compare(
         split,
         catalog,

@@ -42,6 +42,14 @@ from dagster_project.storage import write_parquet_atomic
 
 DAY = pd.Timedelta(days=1)
 EARLIER_DAYS = TimeWindowPartitionMapping(start_offset=-max(WINDOWS), end_offset=-1)
+# What the two day-by-day assets share: event-day partitions, a backfill in one run.
+DAILY_ASSET = {
+    "group_name": "features",
+    "owners": OWNERS,
+    "kinds": {"parquet", "pandas"},
+    "partitions_def": EVENT_DAYS,
+    "backfill_policy": BackfillPolicy.single_run(),
+}
 
 
 class DailyTable:
@@ -105,16 +113,14 @@ def build_days(
     then the day's snapshots from the totals of the day, and of 1, 7 and 30 days before."""
     days = [pd.Timestamp(k, tz="UTC") for k in context.partition_keys]
     first_day = pd.Timestamp(first_event_day(), tz="UTC")
-    previous = table.load(days[0] - DAY)
     folds_history = days[0] == first_day
+    previous = None if folds_history else table.load(days[0] - DAY)
     if previous is None and not folds_history:
         raise Failure(
             f"{table.entity}_daily_features {days[0]:%Y-%m-%d} needs the totals of the day "
             f"before, which are missing: backfill from {first_day:%Y-%m-%d} (or from the "
             "first day missing)"
         )
-    if folds_history:
-        previous = None
     filters = [("event_time", "<", (days[-1] + DAY).to_pydatetime())]
     if not folds_history:
         filters.append(("event_time", ">=", days[0].to_pydatetime()))
@@ -127,12 +133,14 @@ def build_days(
             f"and its windows reach no further back. Set ${FIRST_EVENT_DAY_ENV} to the data's "
             "first day for exact windows."
         )
-    written = []
+    written, built = [], {}  # built: this run's totals by day, so they are not read back
     for day in days:
         # The first partition also takes every event before it.
         today = events[(event_day <= day) if day == first_day else (event_day == day)]
         totals = advance(previous, today, day)
-        earlier = {w: previous if w == 1 else table.load(day - w * DAY) for w in WINDOWS}
+        earlier = {w: built.get(day - w * DAY) for w in WINDOWS}
+        earlier = {w: table.load(day - w * DAY) if t is None else t for w, t in earlier.items()}
+        earlier[1] = previous
         gaps = [w for w, t in earlier.items() if t is None and day - w * DAY >= first_day]
         if gaps:
             raise Failure(
@@ -149,7 +157,8 @@ def build_days(
             f"{table.entity}_daily_features {day:%Y-%m-%d}: {len(today):,} events, "
             f"{len(snapshots):,} snapshots"
         )
-        previous = totals
+        previous = built[day] = totals
+        built.pop(day - max(WINDOWS) * DAY, None)  # no later day of the run looks back to it
     if folds_history:  # a rebuild from the first day: later days' files are from old totals
         stale = table.remove_after(days[-1])
         if stale:
@@ -168,11 +177,7 @@ def build_days(
 
 
 @asset(
-    group_name="features",
-    owners=OWNERS,
-    kinds={"parquet", "pandas"},
-    partitions_def=EVENT_DAYS,
-    backfill_policy=BackfillPolicy.single_run(),
+    **DAILY_ASSET,
     deps=[
         "behaviour_events",
         "items",
@@ -198,11 +203,7 @@ def user_daily_features(
 
 
 @asset(
-    group_name="features",
-    owners=OWNERS,
-    kinds={"parquet", "pandas"},
-    partitions_def=EVENT_DAYS,
-    backfill_policy=BackfillPolicy.single_run(),
+    **DAILY_ASSET,
     deps=["behaviour_events", AssetDep("item_daily_features", partition_mapping=EARLIER_DAYS)],
     description="Per event day: each item's running totals through the day, and the snapshots "
     "of the items active on it or 1, 7 or 30 days before (popularity and funnel counts per "

@@ -185,9 +185,7 @@ def user_features(
 
 
 USER_COUNT_WINDOWS = [f"{c}_{w}d" for c in COUNT_COLUMNS.values() for w in WINDOWS]
-USER_SNAPSHOT_COLUMNS = [
-    *COUNT_COLUMNS.values(),
-    *USER_COUNT_WINDOWS,
+USER_TRAITS = [
     "spend",
     "spend_30d",
     "recency_days",
@@ -195,19 +193,14 @@ USER_SNAPSHOT_COLUMNS = [
     "distinct_categories",
     "top_category",
 ]
+USER_RATES = ["cart_rate", "purchase_rate", "cart_rate_30d", "purchase_rate_30d"]
+# What a day's snapshot holds, and what the Feast table adds to it (rates, bot score).
+USER_SNAPSHOT_COLUMNS = [*COUNT_COLUMNS.values(), *USER_COUNT_WINDOWS, *USER_TRAITS]
 USER_FEATURES = [
     *COUNT_COLUMNS.values(),
-    *[f"{c}_{w}d" for c in COUNT_COLUMNS.values() for w in WINDOWS],
-    "cart_rate",
-    "purchase_rate",
-    "cart_rate_30d",
-    "purchase_rate_30d",
-    "spend",
-    "spend_30d",
-    "recency_days",
-    "tenure_days",
-    "distinct_categories",
-    "top_category",
+    *USER_COUNT_WINDOWS,
+    *USER_RATES,
+    *USER_TRAITS,
     "bot_score",
 ]
 

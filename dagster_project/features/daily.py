@@ -85,9 +85,8 @@ def advance_user_totals(
     )
     by_user = events.groupby("user_id")
     today["first_day"] = by_user["event_time"].min().dt.floor("D")
-    today["last_day"] = day
+    today["last_day"] = pd.Series(day, index=today.index).astype(today["first_day"].dtype)
     today["last_event"] = by_user["event_time"].max()
-    today["last_day"] = today["last_day"].astype(today["first_day"].dtype)
     per_category = (
         events.dropna(subset=["category"]).groupby(["user_id", "category"]).size().rename("events")
     )
@@ -117,7 +116,6 @@ def advance_item_totals(
     """Per item totals (ITEM_TOTALS) through `day`, from the day before's and the new events."""
     today = _type_counts(events, "item_id")
     today["last_day"] = pd.Series(day, index=today.index).astype(events["event_time"].dtype)
-    today["last_day"] = today["last_day"].dt.floor("D")
     old = previous.set_index("item_id") if previous is not None else None
     items = _add(old, today, TOTAL_COLUMNS)
     items["last_day"] = (
