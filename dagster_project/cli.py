@@ -20,9 +20,11 @@ from dagster_project.settings import DATA_DIR_ENV, FEATURE_REPO_DIR, layout
 from dagster_project.sources.generator import PRESETS, dataset_fingerprint, generate, preset
 
 
-def _generate(preset_name: str, data_dir: Path, seed: int | None, force: bool) -> None:
+def _generate(
+    preset_name: str, data_dir: Path, seed: int | None, force: bool, sequential: bool = False
+) -> None:
     out = layout(data_dir)
-    cfg = preset(preset_name, **({"seed": seed} if seed is not None else {}))
+    cfg = preset(preset_name, sequential=sequential, **({"seed": seed} if seed is not None else {}))
     manifest_path = out.ground_truth / "manifest.json"
     if manifest_path.exists() and not force:
         existing = json.loads(manifest_path.read_text())
@@ -145,7 +147,7 @@ def _instance(data_dir: Path, given: DagsterInstance | None) -> Iterator[Dagster
 def _demo(args: argparse.Namespace) -> int:
     data_dir = Path(args.data_dir).resolve()
     started = time.perf_counter()
-    _generate(args.preset, data_dir, args.seed, args.force)
+    _generate(args.preset, data_dir, args.seed, args.force, args.sequential)
     generated = time.perf_counter()
     ok = all(r.success for r in materialize_all(data_dir, test_days=args.test_days))
     done = time.perf_counter()
@@ -269,6 +271,12 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument(
             "--force", action="store_true", help="regenerate even if the same data set exists"
         )
+        p.add_argument(
+            "--sequential",
+            action="store_true",
+            help="shoppers whose next step depends on their last: accessories after a device, "
+            "repeat purchases of consumables, sessions that continue and drift",
+        )
     demo.add_argument(
         "--test-days", type=int, default=3, help="days held out at the end for evaluation"
     )
@@ -287,7 +295,9 @@ def main(argv: list[str] | None = None) -> int:
             parser.error("recommend needs --user, --query, --similar-to or --history")
         return _recommend(args)
     if args.command == "generate":
-        _generate(args.preset, Path(args.data_dir).resolve(), args.seed, args.force)
+        _generate(
+            args.preset, Path(args.data_dir).resolve(), args.seed, args.force, args.sequential
+        )
         return 0
     return _demo(args)
 

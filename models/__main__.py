@@ -3,10 +3,14 @@
     python -m models evaluate --interactions PATH --protocol {temporal,loo,msr} [--k 10]
         [--json OUT] [--models embedding,ease,...] [--test-days 3] [--seed 42]
 
-PATH is CSV, Parquet or a RecBole `.inter` file with columns user_id, item_id, timestamp
-(epoch seconds or a date-time) and optionally weight or event_type. The model and every
+PATH is CSV/TSV, Parquet or a RecBole `.inter` file with columns user_id, item_id,
+timestamp (epoch seconds or a date-time) and optionally weight, event_type or rating (a
+rating is ignored: every rating is one implicit interaction); or an S3-Rec sequence `.txt`
+file (one user per line, `user item item ...` in time order; its
+`<stem>_item2attributes.json` beside it gives the items' attributes). The model and every
 baseline are trained on the same split; the comparison table is printed, and with --json
-written as {"protocol": ..., "models": {"<name>": {"ndcg@10": ..., ...}}}.
+written as {"protocol": ..., "interactions": ..., "k": ...,
+"models": {"<name>": {"ndcg@10": ..., ...}}}. A file that cannot be read exits with 2.
 """
 
 from __future__ import annotations
@@ -16,14 +20,29 @@ import json
 import sys
 from pathlib import Path
 
-import pandas as pd
-
-from models.compare import compare, comparison_table, default_models, load_interactions
+from models.compare import (
+    compare,
+    comparison_markdown,
+    comparison_table,
+    default_models,
+    load_interactions,
+    load_items,
+)
 from models.metrics import user_segments
 from models.split import PROTOCOLS, make_split
 
 
 def evaluate_command(args: argparse.Namespace) -> int:
+    """Run `python -m models evaluate`; returns the exit code."""
+    available = default_models(args.seed, args.device)
+    names = args.models.split(",") if args.models else list(available)
+    unknown = sorted(set(names) - set(available))
+    if unknown:
+        print(
+            f"error: unknown model(s) {', '.join(unknown)}; choose from {', '.join(available)}",
+            file=sys.stderr,
+        )
+        return 2
     interactions = load_interactions(args.interactions)
     split = make_split(interactions, args.protocol, args.test_days)
     print(
@@ -35,17 +54,11 @@ def evaluate_command(args: argparse.Namespace) -> int:
     if split.truth.empty:
         print("nothing to evaluate: the split left no relevant items", file=sys.stderr)
         return 1
-    available = default_models(args.seed, args.device)
-    names = args.models.split(",") if args.models else list(available)
-    unknown = sorted(set(names) - set(available))
-    if unknown:
-        print(f"unknown model(s) {', '.join(unknown)}; choose from {', '.join(available)}")
-        return 2
-    items = pd.DataFrame({"item_id": sorted(interactions["item_id"].unique())})
+    items = load_items(args.interactions, interactions)
     results = compare(
         split, items, {n: available[n] for n in names}, args.k, segments=user_segments(split.train)
     )
-    print(comparison_table(results, args.k).to_markdown(floatfmt=".4f"))
+    print(comparison_markdown(comparison_table(results, args.k)))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         payload = {
@@ -78,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return evaluate_command(args)
-    except (FileNotFoundError, ValueError) as error:
+    except (OSError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
 

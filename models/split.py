@@ -7,8 +7,15 @@ ranking (the recommenders' `filter_seen`), and metrics average over the users in
 - `temporal` (`temporal_holdout`, the pipeline's default): interactions before `cutoff`
   train; relevant items are those a user interacted with at or after the cutoff and never
   before it (discovery of new items), for users with history before the cutoff.
-- `loo` (`leave_last_out`): each user's last interaction (by time) is held out, for users
-  with at least two distinct items; ranked against every item.
+- `loo` (`leave_last_out`): S3-Rec's leave-one-out protocol. Per user, the last
+  interaction (by time, ties broken by row order) is the test item; every user with at
+  least two interactions is evaluated, ranked against every item, even when that item is
+  already in the user's history: history items are removed from the ranking, so such a
+  user cannot be hit and scores 0 (that is the protocol). The training rows are everything
+  but each user's last interaction. The second-last interaction is the validation item:
+  the model holds it out itself (to pick epochs; it is in the history at test time and
+  never a training target); the split leaves it in `train`. Users with one interaction
+  stay in training and are not evaluated.
 - `msr` (`stratified_split`): microsoft/recommenders' MovieLens protocol,
   `python_stratified_split(ratio=0.75, filter_by="item", seed=42)`: each item's
   interactions are shuffled and the first 75% go to training; every held-out interaction
@@ -56,18 +63,13 @@ def temporal_holdout(interactions: pd.DataFrame, test_days: int) -> Split:
 
 
 def leave_last_out(interactions: pd.DataFrame) -> Split:
-    """Hold out each user's last interaction (ties broken by row order) for users with two or
-    more; its item must be new to the user, so users whose last item was seen before, and
-    users with one interaction, keep everything in training."""
-    ordered = interactions.sort_values("event_time", kind="stable")
-    last = ordered[ordered.groupby("user_id")["item_id"].transform("size") >= 2]
-    last = last.groupby("user_id").tail(1)
-    repeated = last.set_index(["user_id", "item_id"]).index.isin(
-        ordered.drop(last.index).set_index(["user_id", "item_id"]).index
-    )
-    held_out = last[~repeated]
-    train = ordered.drop(held_out.index).reset_index(drop=True)
-    return Split(train, _known_users_pairs(train, held_out, True), "loo")
+    """Hold out each user's last interaction (ties broken by row order) for every user with
+    two or more interactions, whether or not its item is new to the user."""
+    ordered = interactions.reset_index(drop=True).sort_values("event_time", kind="stable")
+    evaluated = ordered[ordered.groupby("user_id")["item_id"].transform("size") >= 2]
+    last = evaluated.groupby("user_id").tail(1)
+    train = ordered.drop(last.index).reset_index(drop=True)
+    return Split(train, last[["user_id", "item_id"]].reset_index(drop=True), "loo")
 
 
 def stratified_split(interactions: pd.DataFrame, ratio: float = 0.75, seed: int = 42) -> Split:

@@ -1,10 +1,18 @@
+import hashlib
 import json
 
 import pandas as pd
 import pytest
 
 from dagster_project.settings import layout
-from dagster_project.sources.generator import PRESETS, generate, preset
+from dagster_project.sources.generator import (
+    PRESETS,
+    clean_interactions,
+    dataset_fingerprint,
+    generate,
+    item_sequels,
+    preset,
+)
 from dagster_project.sources.traffic import BOT_TYPES, HARD_NEGATIVES, TrafficMix
 
 
@@ -146,3 +154,159 @@ def test_cli_generates_once_and_says_so(tmp_path, capsys):
     capsys.readouterr()
     assert main(["generate", "--preset", "tiny", "--data-dir", str(tmp_path)]) == 0
     assert "already in" in capsys.readouterr().out
+    # The knob makes another data set: generated anew, with its structure as ground truth.
+    assert main(["generate", "--preset", "tiny", "--sequential", "--data-dir", str(tmp_path)]) == 0
+    assert "already in" not in capsys.readouterr().out
+    manifest = json.loads((tmp_path / "ground_truth" / "manifest.json").read_text())
+    assert manifest["config"]["sequential"] and manifest["sequential"]["devices"] > 0
+    sequels = pd.read_parquet(tmp_path / "ground_truth" / "item_sequels.parquet")
+    expected = item_sequels(preset("tiny"))
+    assert sequels["item_id"].tolist() == expected["item_id"].tolist()
+
+
+def _content_digest(out) -> str:
+    """Landing files (Parquet as decoded rows) and ground truth, less the absolute paths."""
+    h = hashlib.sha256()
+    for path in sorted(out.landing.rglob("*.*")):
+        h.update(str(path.relative_to(out.landing)).encode())
+        if path.suffix == ".parquet":
+            h.update(pd.read_parquet(path).to_csv(index=False).encode())
+        else:
+            h.update(path.read_bytes())
+    truth = pd.read_parquet(out.ground_truth / "planted_problems.parquet").drop(columns="path")
+    h.update(truth.to_csv(index=False).encode())
+    labels = pd.read_parquet(out.ground_truth / "traffic_labels.parquet")
+    h.update(labels.to_csv(index=False).encode())
+    h.update((out.ground_truth / "manifest.json").read_bytes())
+    return h.hexdigest()[:16]
+
+
+@pytest.fixture(scope="module")
+def tiny_off(tmp_path_factory):
+    out = layout(tmp_path_factory.mktemp("tiny_off"))
+    generate(preset("tiny"), out, progress=False)
+    return out
+
+
+def test_without_the_sequential_knob_the_data_is_what_it_was(tiny_off):
+    """The figures are those of the generator before the knob existed. If a change of the
+    generator meant to alter them, bump GENERATOR_VERSION and update them here."""
+    assert dataset_fingerprint(PRESETS["tiny"]) == "c5af53dbbfdfadb8"
+    assert dataset_fingerprint(PRESETS["default"]) == "60c67fdf50f00b58"
+    assert dataset_fingerprint(preset("tiny", sequential=True)) != "c5af53dbbfdfadb8"
+    assert _content_digest(tiny_off) == "99b0205199a2f2fb"
+    assert not (tiny_off.ground_truth / "item_sequels.parquet").exists()
+
+
+def test_clean_interactions_are_the_generated_human_events(tiny_off):
+    """The landing rows of non-bot users that carry no planted problem are all in
+    `clean_interactions`; what it has beyond them are the rows problems were planted on."""
+    from dagster_project.sources.landing import read_landing
+
+    rows = read_landing(tiny_off.landing, "events").to_pandas()
+    truth = pd.read_parquet(tiny_off.ground_truth / "planted_problems.parquet")
+    truth["source_file"] = truth["path"].str.split("landing/").str[-1]
+    planted = rows.merge(
+        truth, left_on=["source_file", "source_line"], right_on=["source_file", "line"]
+    )
+    labels = pd.read_parquet(tiny_off.ground_truth / "traffic_labels.parquet")
+    bots = labels.loc[labels["traffic_class"] == "bot", "user_id"]
+    rows = rows[~rows["event_id"].isin(planted["event_id"]) & ~rows["user_id"].isin(bots)]
+    interactions, catalog = clean_interactions(preset("tiny"))
+    assert set(interactions.columns) == {"user_id", "item_id", "event_type", "event_time"}
+    assert str(interactions["event_time"].dtype) == "datetime64[ns, UTC]"
+    assert interactions["event_time"].is_monotonic_increasing
+    key = ["user_id", "item_id", "event_type", "event_time"]
+    landed = rows.assign(event_time=pd.to_datetime(rows["event_time"], utc=True))[key]
+    extra = interactions.merge(landed.drop_duplicates(), how="left", indicator=True)
+    assert len(landed) == (extra["_merge"] == "both").sum()
+    assert 0 < (extra["_merge"] == "left_only").sum() <= len(truth)
+    assert not interactions["user_id"].isin(bots).any()
+    assert catalog["item_id"].is_unique and interactions["item_id"].isin(catalog["item_id"]).all()
+    assert catalog["category"].dtype.kind == "i" and catalog["price_bucket"].between(0, 6).all()
+
+
+@pytest.fixture(scope="module")
+def shops():
+    """Clean interactions of the tiny shop without and with the knob, and its sequels."""
+    cfg = preset("tiny")
+    events = {}
+    for on in (False, True):
+        interactions, catalog = clean_interactions(preset("tiny", sequential=on))
+        events[on] = interactions.merge(catalog[["item_id", "category"]], on="item_id")
+    return events, item_sequels(cfg)
+
+
+def _around_purchases(events, pairs, kind: str, days: float = 4) -> tuple[int, int]:
+    """(`kind` events on a pair's second item within `days` after, before) a purchase of its first."""
+    bought = events[events["event_type"] == "purchase"].merge(
+        pairs, left_on="item_id", right_on="first"
+    )
+    later = events[events["event_type"] == kind].rename(columns={"item_id": "second"})
+    both = bought.merge(later, on=["user_id", "second"], suffixes=("", "_2"))
+    gap = both["event_time_2"] - both["event_time"]
+    window, tick = pd.Timedelta(days=days), pd.Timedelta(1)
+    after, before = gap.between(tick, window).sum(), gap.between(-window, -tick).sum()
+    return int(after), int(before)
+
+
+def test_sequential_accessories_follow_their_device(shops):
+    events, sequels = shops
+    pairs = sequels.explode("accessories").dropna(subset=["accessories"])
+    pairs = pairs.rename(columns={"item_id": "first", "accessories": "second"})[["first", "second"]]
+    assert len(pairs) > 100
+    for kind in ("view", "purchase"):
+        after, before = _around_purchases(events[True], pairs, kind)
+        assert after > 50 and after > 5 * before, (kind, after, before)
+        assert after > 10 * max(_around_purchases(events[False], pairs, kind)[0], 1)
+
+
+def test_sequential_consumables_are_bought_again_at_their_interval(shops):
+    events, sequels = shops
+    interval = sequels.dropna(subset=["repurchase_days"]).set_index("item_id")["repurchase_days"]
+    assert interval.between(5, 15).all()
+    repeats = {}
+    for on in (False, True):
+        bought = events[on][events[on]["event_type"] == "purchase"]
+        bought = bought[bought["item_id"].isin(interval.index)].sort_values(
+            ["user_id", "item_id", "event_time"]
+        )
+        again = bought.duplicated(["user_id", "item_id"])
+        gap = bought["event_time"].diff().dt.total_seconds() / 86_400
+        repeats[on] = (gap / bought["item_id"].map(interval))[again]
+    assert len(repeats[True]) > 5 * max(len(repeats[False]), 1)
+    assert 0.85 < repeats[True].median() < 1.15
+    assert ((repeats[True] - 1).abs() < 0.3).mean() > 0.7
+
+
+def _sessions(events) -> pd.DataFrame:
+    """Views in sessions (a new one after 30 idle minutes), with their session number."""
+    ev = events.sort_values(["user_id", "event_time"], kind="stable")
+    idle = ev["event_time"].diff() > pd.Timedelta(minutes=30)
+    ev = ev.assign(session=((ev["user_id"] != ev["user_id"].shift()) | idle).cumsum())
+    return ev[ev["event_type"] == "view"]
+
+
+def test_sequential_sessions_continue_and_drift(shops):
+    """The category of the next view depends on the last one, not only on the session's or
+    the user's taste: the previous view predicts it better than the one before it, and a
+    session tends to start where the user's previous session ended."""
+    events, _ = shops
+    figures = {}
+    for on in (False, True):
+        views = _sessions(events[on])
+        same = {
+            k: views["category"]
+            .eq(views["category"].shift(k))[views["session"].eq(views["session"].shift(k))]
+            .mean()
+            for k in (1, 2)
+        }
+        first, last = views.groupby("session").head(1), views.groupby("session").tail(1)
+        last = last.assign(session=last["session"] + 1)[["session", "user_id", "category"]]
+        starts = first.merge(last, on=["session", "user_id"], suffixes=("", "_before"))
+        continued = (starts["category"] == starts["category_before"]).mean()
+        figures[on] = {"same": same[1], "order": same[1] - same[2], "continued": continued}
+    off, on = figures[False], figures[True]
+    assert on["same"] > 0.55  # mostly the same category as the view before
+    assert on["order"] > off["order"] + 0.08  # the previous view tells more than the one before
+    assert on["continued"] > off["continued"] + 0.1, figures

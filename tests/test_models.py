@@ -1,4 +1,5 @@
 import json
+import time
 
 import numpy as np
 import pandas as pd
@@ -10,8 +11,14 @@ from models.baselines import (
     EASERecommender,
     ItemKNNRecommender,
     PopularityRecommender,
+    RecentPopularityRecommender,
 )
-from models.compare import load_interactions
+from models.compare import (
+    comparison_table,
+    default_models,
+    load_interactions,
+    load_items,
+)
 from models.embedding import EmbeddingConfig, EmbeddingRecommender
 from models.metrics import (
     evaluate,
@@ -174,19 +181,35 @@ def test_each_baseline_learns_taste_and_beats_popularity(baseline):
     assert (items.set_index("item_id").loc[similar["item_id"], "category"] == "c0").mean() >= 0.8
 
 
-def test_leave_last_out_holds_out_each_users_last_new_item():
-    t = pd.Timestamp("2026-09-01", tz="UTC") + pd.to_timedelta([0, 1, 2, 0, 1, 0], unit="D")
+def test_leave_last_out_evaluates_every_user_with_two_interactions_on_their_last():
+    t = pd.Timestamp("2026-09-01", tz="UTC") + pd.to_timedelta([0, 1, 2, 0, 1, 0, 5, 5], unit="D")
     frame = pd.DataFrame(
         {
-            "user_id": ["a", "a", "a", "b", "b", "c"],
-            "item_id": ["x", "y", "z", "x", "x", "y"],
+            "user_id": ["a", "a", "a", "b", "b", "c", "d", "d"],
+            "item_id": ["x", "y", "z", "x", "x", "y", "q", "w"],
             "event_time": t,
         }
     )
+    split = make_split(frame.iloc[::-1], "loo")  # row order only matters for ties
+    # a's last item z; b's last item x repeats an earlier one and is still its test item;
+    # d's two events tie in time: the later row (w, in the original order) is the last.
+    truth = split.truth.sort_values("user_id").to_dict("records")
+    assert truth == [
+        {"user_id": "a", "item_id": "z"},
+        {"user_id": "b", "item_id": "x"},
+        {"user_id": "d", "item_id": "q"},
+    ]
     split = make_split(frame, "loo")
-    # a's last item z is held out; b's last item x repeats an earlier one, c has one event.
-    assert split.truth.to_dict("records") == [{"user_id": "a", "item_id": "z"}]
+    assert split.truth.set_index("user_id")["item_id"].to_dict() == {"a": "z", "b": "x", "d": "w"}
+    # Training: everything but each evaluated user's last interaction (c has one: kept).
     assert len(split.train) == 5 and split.protocol == "loo"
+    assert sorted(split.train["user_id"]) == ["a", "a", "b", "c", "d"]
+    # b's test item is in its history, so removed from its ranking: b counts, as a miss.
+    items = pd.DataFrame({"item_id": sorted(frame["item_id"].unique())})
+    recs = PopularityRecommender().fit(split.train, items).recommend(["a", "b", "d"], 10)
+    assert "x" not in set(recs.loc[recs["user_id"] == "b", "item_id"])
+    result = evaluate(split.truth, recs, len(items), 10)
+    assert result["users"] == 3 and result["hr@10"] == pytest.approx(2 / 3)
 
 
 def test_msr_split_keeps_three_quarters_of_each_item_and_is_seeded():
@@ -428,3 +451,160 @@ def test_a_warm_start_carries_the_earlier_model_over_and_learns_the_new_week():
         EmbeddingRecommender(EmbeddingConfig(dim=8), progress=False).fit(
             split.train, catalog, warm_start=earlier
         )
+
+
+def _write_sequences(path, users: int, seed: int = 0) -> dict[str, list[str]]:
+    """An S3-Rec sequence file (`user item item ...`), users of 3 to 12 items; returns it."""
+    rng = np.random.default_rng(seed)
+    sequences = {
+        str(u): [str(i) for i in rng.integers(1, 200, rng.integers(3, 13))]
+        for u in range(1, users + 1)
+    }
+    path.write_text("".join(f"{u} {' '.join(items)}\n" for u, items in sequences.items()))
+    return sequences
+
+
+def test_s3rec_sequence_files_are_read_in_line_order_with_their_attributes(tmp_path):
+    path = tmp_path / "Shop.txt"
+    path.write_text("1 5 3 5\n\n2 3 7\n10 8 1 2 9\n")
+    said = []
+    frame = load_interactions(path, report=said.append)
+    assert frame["user_id"].tolist() == ["1"] * 3 + ["2"] * 2 + ["10"] * 4
+    assert frame["item_id"].tolist() == ["5", "3", "5", "3", "7", "8", "1", "2", "9"]
+    start = pd.Timestamp("1970-01-01", tz="UTC")
+    assert frame["event_time"].tolist()[:3] == [start + pd.Timedelta(seconds=s) for s in range(3)]
+    assert "no timestamps" in said[0] and "order" in said[0]
+    # The last item of each line is the loo test item, the repeat of 5 included.
+    truth = make_split(frame, "loo").truth.set_index("user_id")["item_id"].to_dict()
+    assert truth == {"1": "5", "2": "7", "10": "9"}
+    # Without an attributes file: the items, sorted, and nothing else.
+    assert load_items(path, frame, report=said.append).to_dict("list") == {
+        "item_id": ["1", "2", "3", "5", "7", "8", "9"]
+    }
+    (tmp_path / "Shop_item2attributes.json").write_text('{"5": [1, 2], "9": [3], "42": [4]}')
+    said.clear()
+    items = load_items(path, frame, report=said.append)
+    attributes = items.set_index("item_id")["attributes"]
+    assert tuple(attributes["5"]) == (1, 2) and tuple(attributes["9"]) == (3,)
+    assert tuple(attributes["1"]) == () and "42" not in attributes
+    assert "attributes for 2 of 7 items" in said[0]
+    # A table that happens to be a .txt file is still read as a table.
+    table = tmp_path / "table.txt"
+    table.write_text("user_id\titem_id\ttimestamp\nu1\ti1\t1700000000\n")
+    assert load_interactions(table, report=said.append)["item_id"].tolist() == ["i1"]
+
+
+def test_a_large_sequence_file_loads_in_seconds(tmp_path):
+    path = tmp_path / "big.txt"
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(5, 12, 40_000)  # ~300k interactions, as Amazon Sports
+    items = rng.integers(1, 18_000, lengths.sum()).astype(str)
+    bounds = np.r_[0, np.cumsum(lengths)]
+    path.write_text(
+        "".join(f"{u + 1} {' '.join(items[bounds[u] : bounds[u + 1]])}\n" for u in range(40_000))
+    )
+    t0 = time.perf_counter()
+    frame = load_interactions(path, report=lambda _: None)
+    assert len(frame) == lengths.sum()
+    assert time.perf_counter() - t0 < 10  # about 0.3 s on 2 cores; generous for a busy machine
+
+
+def test_bad_sequence_files_name_the_line_or_the_user(tmp_path):
+    bad = tmp_path / "bad.txt"
+    bad.write_text("1 2 3\n2 4 5 6\n3 4 x\n")
+    with pytest.raises(ValueError, match=r"bad.txt:3: 'x'"):
+        load_interactions(bad, report=lambda _: None)
+    twice = tmp_path / "twice.txt"
+    twice.write_text("1 2 3\n2 4 5 6\n1 4\n")
+    with pytest.raises(ValueError, match="user 1 is on 2 lines"):
+        load_interactions(twice, report=lambda _: None)
+
+
+@pytest.mark.parametrize(
+    "name, content",
+    [
+        ("wrong_columns.csv", b"user,item,ts\nu1,i1,1\n"),
+        ("empty.csv", b""),
+        ("binary.csv", bytes(range(256)) * 8),
+        ("binary.parquet", b"\x00\x01not parquet\xff" * 10),
+        ("no_times.csv", b"user_id,item_id,timestamp\nu1,i1,never\nu2,i2,later\n"),
+        ("notes.json", b"{}"),
+    ],
+)
+def test_an_unreadable_file_exits_2_naming_columns_and_formats(tmp_path, capsys, name, content):
+    path = tmp_path / name
+    path.write_bytes(content)
+    code = main(["evaluate", "--interactions", str(path), "--protocol", "loo"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("error: ") and "Traceback" not in err
+    assert "user_id, item_id, timestamp" in err and "weight, event_type or rating" in err
+    for fmt in ("CSV/TSV", "Parquet", "RecBole", "S3-Rec sequence"):
+        assert fmt in err
+
+
+def test_a_rating_column_is_ignored_out_loud(tmp_path):
+    inter = tmp_path / "ratings.inter"
+    inter.write_text(
+        "user_id:token\titem_id:token\trating:float\ttimestamp:float\n"
+        "1\t10\t5\t881250949\n1\t11\t1\t881250950\n"
+    )
+    said = []
+    frame = load_interactions(inter, report=said.append)
+    assert list(frame.columns) == ["user_id", "item_id", "event_time"]
+    assert any("rating column ignored" in line for line in said)
+
+
+def test_the_cli_reads_a_sequence_file_and_prints_user_counts_as_integers(tmp_path, capsys):
+    path = tmp_path / "Shop.txt"
+    _write_sequences(path, 1_200)
+    out = tmp_path / "result.json"
+    args = ["evaluate", "--interactions", str(path), "--protocol", "loo", "--json", str(out)]
+    assert main([*args, "--models", "popularity,popularity_recent"]) == 0
+    printed = capsys.readouterr().out
+    assert "1,200 users" in printed and "1,200 relevant items" in printed
+    assert "no timestamps" in printed
+    header, _, row = [line for line in printed.splitlines() if line.startswith("|")][:3]
+    cells = {h.strip(): v.strip() for h, v in zip(header.split("|"), row.split("|"), strict=True)}
+    assert cells["users"] == "1,200"  # an integer with a thousands separator, not 1200.0000
+    result = json.loads(out.read_text())
+    assert set(result) == {"protocol", "interactions", "k", "models"}
+    assert set(result["models"]) == {"popularity", "popularity_recent"}
+    table = comparison_table(result["models"])
+    assert table["users"].dtype.kind == "i" and table["users"].tolist() == [1_200, 1_200]
+
+
+def test_popularity_counts_interactions_and_the_recent_variant_decays_them():
+    t0 = pd.Timestamp("2026-09-01", tz="UTC")
+    frame = pd.DataFrame(
+        {
+            "user_id": ["u1", "u2", "u3", "u1", "u4"],
+            "item_id": ["old", "old", "old", "new", "new"],
+            "event_type": ["view", "view", "view", "purchase", "view"],
+            "event_time": [t0] * 3 + [t0 + pd.Timedelta(days=28)] * 2,
+        }
+    )
+    items = pd.DataFrame({"item_id": ["new", "old", "never"]})
+    plain = PopularityRecommender().fit(frame, items)
+    assert plain.popularity.tolist() == [2.0, 3.0, 0.0]  # interactions per item, as PopRec
+    recent = RecentPopularityRecommender(half_life_days=7).fit(frame, items)
+    assert recent.name == "popularity_recent"
+    # new: purchase 4 + view 1 today; old: 3 views four half-lives ago.
+    assert recent.popularity.tolist() == pytest.approx([5.0, 3 / 16, 0.0])
+    assert list(default_models()) == [
+        "embedding",
+        "popularity",
+        "popularity_recent",
+        "item_knn",
+        "ease",
+        "als",
+    ]
+
+
+def test_ease_says_when_it_solves_and_how_long_it_took(capsys):
+    interactions, items = _taste_world()
+    EASERecommender(l2=50.0).fit(interactions, items)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "[ease] solving the 160 x 160 item-item system ..."
+    assert lines[1].startswith("[ease] solved in ") and lines[1].endswith(" s")
+    EASERecommender(l2=50.0, progress=False).fit(interactions, items)
+    assert capsys.readouterr().out == ""

@@ -158,6 +158,7 @@ def test_training_set_is_point_in_time_and_model_beats_popularity(run):
         "embedding",
         "embedding_warm_start",
         "popularity",
+        "popularity_recent",
         "item_knn",
         "ease",
         "als",

@@ -95,7 +95,7 @@ def _warm_started(
     kinds={"pytorch", "html"},
     deps=["embedding_model", "training_set"],
     description=f"The model (full retrain, and warm-started from a week-old model) beside "
-    f"popularity, item-kNN, EASE and ALS on the temporal hold-out: "
+    f"popularity (plain and recent), item-kNN, EASE and ALS on the temporal hold-out: "
     f"accuracy at {K} (precision, recall, NDCG, MAP, hit rate, MRR), coverage, diversity, novelty "
     "and long-tail share, for all users and for cold and warm users.",
 )

@@ -58,7 +58,7 @@ def model_config(settings: RecommenderSettings) -> EmbeddingConfig:
     return EmbeddingConfig(
         dim=settings.dim,
         epochs=settings.epochs,
-        validation_share=settings.validation_share,
+        train_seconds=settings.train_seconds,
         seed=settings.seed,
         device=settings.device,
         user_feature_columns=USER_FEATURES,
@@ -151,9 +151,10 @@ def training_set_suite(
     owners=OWNERS,
     kinds={"pytorch"},
     deps=["training_set", "items", "item_text_embeddings"],
-    description="Two-tower torch recommender, I(u,i) = e_u . e_i + b_i: e_u pools the user's "
-    "history (by event type and recency) plus user features; e_i joins an id embedding, the "
-    "MiniLM text vector, category, price bucket and item features. Trained on the Feast training set: "
+    description="Sequence-aware two-tower torch recommender, I(u,i) = e_u . e_i + b_i: e_u is a "
+    "causal self-attention encoder over the user's events in time order (item vector, event "
+    "type, time gap, position) plus user features; e_i joins an id embedding, the MiniLM text "
+    "vector, category, price bucket and item features. Trained on the Feast training set: "
     "from scratch weekly, warm-started from the saved model daily (config warm_start).",
 )
 def embedding_model(
@@ -177,6 +178,8 @@ def embedding_model(
     history = pd.DataFrame(model.history)
     start = f"warm start from {earlier.version}" if earlier is not None else "full retrain"
     context.log.info(f"model {model.version} ({start}, {model.fit_seconds:.0f} s) saved to {path}")
+    if model.best_epoch == 0:
+        context.log.warning("no trained epoch beat the start on the validation items")
     return MaterializeResult(
         metadata={
             "path": MetadataValue.path(str(path)),
@@ -186,7 +189,9 @@ def embedding_model(
             "device": str(model.device),
             "users": len(model.user_index),
             "items": len(model.item_ids),
-            "epochs_refit": int((history["phase"] == "refit").sum()),
+            "loss": model.loss_used,
+            "best_epoch": model.best_epoch,
+            "trained_epochs_beat_start": model.best_epoch > 0,
             "history": MetadataValue.md(history.to_markdown(index=False)),
         }
     )

@@ -7,7 +7,10 @@ every later stage can be checked against what was really planted.
 Structure a recommender can learn: users have latent tastes over leaf categories and brands,
 item popularity is Zipf-like inside each category, sessions follow a view -> favorite /
 add-to-cart -> purchase funnel with daily and weekly cycles, prices depend on the category,
-and new items and new users appear over the window.
+and new items and new users appear over the window. `GeneratorConfig.sequential` adds order
+a set-of-items model cannot use (accessories after a device, repeat purchases of consumables,
+sessions that continue and drift; see `sources.sequential`). `clean_interactions` gives the
+same simulation's human events without planted problems or files, for benchmarks.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import csv
 import hashlib
 import io
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -29,7 +32,16 @@ from dagster_project.contracts import (
     ITEM_COLUMNS,
     NEAR_DUPLICATE_WINDOW,
 )
+from dagster_project.features.build import price_bucket
 from dagster_project.settings import DataLayout
+from dagster_project.sources.sequential import (
+    SEQUEL_EVENT_SHARE,
+    Events,
+    SequentialShop,
+    add_sequels,
+    build_sequential_shop,
+    drift_view_leaves,
+)
 from dagster_project.sources.traffic import (
     BOT_GENERATORS,
     BOT_TYPES,
@@ -170,6 +182,9 @@ class GeneratorConfig:
     event_format: str = "csv"
     users_per_chunk: int = 100_000
     problems: ProblemRates = field(default_factory=ProblemRates)
+    # Accessories after a device, repeat purchases of consumables, sessions that continue and
+    # drift (sources.sequential). Off, the data are exactly what they were before the knob.
+    sequential: bool = False
 
     def __post_init__(self) -> None:
         if self.event_format not in {"csv", "parquet", "mixed"}:
@@ -349,16 +364,29 @@ def _hour_weights() -> np.ndarray:
     return w / w.sum()
 
 
-def _human_events(
+@dataclass
+class _Sessions:
+    """One chunk's human sessions: who, when, and what each is about."""
+
+    user: np.ndarray  # index into the chunk's users, per session
+    day: np.ndarray
+    start: np.ndarray  # epoch ms
+    leaf: np.ndarray  # the leaf category the session browses
+    explore: np.ndarray  # a leaf outside the user's taste, by popularity
+    brand: np.ndarray  # the session browses the user's favourite brand instead
+    search: np.ndarray  # the session starts with a search
+    fav_brand: np.ndarray  # per user
+
+
+def _plan_sessions(
     cfg: GeneratorConfig,
     cat: Catalog,
-    users: np.ndarray,
     signup_day: np.ndarray,
-    n_human_events: int,
+    n_human_events: float,
     rng: np.random.Generator,
-) -> pd.DataFrame:
-    """Sessions of human users in one chunk, as typed event rows (time in epoch ms)."""
-    n = len(users)
+) -> _Sessions:
+    """How many sessions each user has, when, and which leaf (or brand) each browses."""
+    n = len(signup_day)
     events_per_session = 6.2
     activity = rng.lognormal(0.0, 1.0, n)
     activity *= (n_human_events / events_per_session) / activity.sum()
@@ -396,28 +424,44 @@ def _human_events(
     s_leaf[explore] = rng.choice(cat.n_leaves, explore.sum(), p=leaf_pop / leaf_pop.sum())
     brand_session = (rng.random(n_s) < 0.2) & ~explore
     search_session = rng.random(n_s) < 0.2
+    return _Sessions(
+        s_user, s_day, s_start, s_leaf, explore, brand_session, search_session, fav_brand
+    )
 
-    # Views inside each session.
+
+def _session_views(
+    cat: Catalog, sessions: _Sessions, rng: np.random.Generator, seq: SequentialShop | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The items each session views, in order, with their times (session, item, epoch ms)."""
+    n_s = len(sessions.user)
     n_views = rng.geometric(0.2, n_s) + rng.integers(0, 2, n_s)
     v_session = np.repeat(np.arange(n_s), n_views)
+    v_leaf = (
+        sessions.leaf[v_session]
+        if seq is None
+        else drift_view_leaves(
+            seq, sessions.user, sessions.start, sessions.leaf, sessions.explore, v_session
+        )
+    )
     by_leaf = _GroupedSampler(cat.leaf, cat.popularity, cat.n_leaves)
     by_brand = _GroupedSampler(cat.brand, cat.popularity, cat.n_brands)
-    v_item = by_leaf.draw(s_leaf[v_session], rng)
+    v_item = by_leaf.draw(v_leaf, rng)
     brand_size = np.bincount(cat.brand, minlength=cat.n_brands)
-    use_brand = brand_session[v_session] & (brand_size[fav_brand[s_user[v_session]]] >= 8)
-    v_item[use_brand] = by_brand.draw(fav_brand[s_user[v_session[use_brand]]], rng)
+    fav_brand = sessions.fav_brand[sessions.user[v_session]]
+    use_brand = sessions.brand[v_session] & (brand_size[fav_brand] >= 8)
+    v_item[use_brand] = by_brand.draw(fav_brand[use_brand], rng)
     listed = cat.items["listed_day"].to_numpy()
 
     def unfit(item: np.ndarray) -> np.ndarray:
         # Not listed yet on the session's day, or already viewed in this session.
         seen = pd.DataFrame({"s": v_session, "i": item}).duplicated().to_numpy()
-        return (listed[item] > s_day[v_session]) | seen
+        return (listed[item] > sessions.day[v_session]) | seen
 
     for _ in range(4):
         redo = unfit(v_item)
         if not redo.any():
             break
-        v_item[redo] = by_leaf.draw(s_leaf[v_session[redo]], rng)
+        v_item[redo] = by_leaf.draw(v_leaf[redo], rng)
     keep = ~unfit(v_item)
     v_item, v_session = v_item[keep], v_session[keep]
 
@@ -425,15 +469,19 @@ def _human_events(
     first = np.r_[True, v_session[1:] != v_session[:-1]]
     gaps[first] = 0
     cum = np.cumsum(gaps)
-    v_time = s_start[v_session] + cum - np.maximum.accumulate(np.where(first, cum, 0))
+    v_time = sessions.start[v_session] + cum - np.maximum.accumulate(np.where(first, cum, 0))
+    return v_session, v_item, v_time
 
-    # Funnel: view -> favorite / add-to-cart -> purchase.
+
+def _funnel(
+    v_session: np.ndarray, v_item: np.ndarray, v_time: np.ndarray, rng: np.random.Generator
+) -> Events:
+    """Funnel after each view: view -> favorite / add-to-cart -> purchase."""
     fav = rng.random(len(v_item)) < 0.05
     cart = rng.random(len(v_item)) < 0.10
     buy = cart & (rng.random(len(v_item)) < 0.40)
-    item_price = cat.items["price"].to_numpy()
 
-    def part(mask: np.ndarray, etype: int, delay_lo: int, delay_hi: int) -> dict[str, np.ndarray]:
+    def part(mask: np.ndarray, etype: int, delay_lo: int, delay_hi: int) -> Events:
         idx = np.flatnonzero(mask)
         return {
             "session": v_session[idx],
@@ -448,9 +496,16 @@ def _human_events(
         part(cart, 2, 8_000, 60_000),
         part(buy, 3, 90_000, 600_000),
     ]
-    ev = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+
+def _typed_events(
+    ev: Events, user: np.ndarray, search: np.ndarray, cat: Catalog, rng: np.random.Generator
+) -> pd.DataFrame:
+    """Events -> typed rows with price, quantity and search query (`user`, `search` per session)."""
     etype = ev["etype"]
     is_money = etype >= 2
+    item_price = cat.items["price"].to_numpy()
     price = np.where(
         is_money,
         np.round(item_price[ev["item"]] * rng.choice([1.0, 1.0, 0.9, 0.8], len(etype)), 2),
@@ -459,12 +514,12 @@ def _human_events(
     quantity = np.where(etype == 3, rng.geometric(0.7, len(etype)), 0)
     query = np.full(len(etype), None, dtype=object)
     first_view = (etype == 0) & np.r_[True, ev["session"][1:] != ev["session"][:-1]][: len(etype)]
-    first_view &= search_session[ev["session"]]
+    first_view &= search[ev["session"]]
     leaf_name = cat.items["category"].str.rsplit("/", n=1).str[-1].str.lower().to_numpy()
     query[first_view] = leaf_name[ev["item"][first_view]]
     events = pd.DataFrame(
         {
-            "user_idx": users[s_user[ev["session"]]],
+            "user_idx": user[ev["session"]],
             "session_key": ev["session"],
             "item_idx": ev["item"],
             "etype": etype,
@@ -481,6 +536,31 @@ def _human_events(
     return events[
         ~(same & (events["time_ms"].diff() <= NEAR_DUPLICATE_WINDOW.total_seconds() * 1000))
     ].reset_index(drop=True)
+
+
+def _human_events(
+    cfg: GeneratorConfig,
+    cat: Catalog,
+    users: np.ndarray,
+    signup_day: np.ndarray,
+    n_human_events: int,
+    rng: np.random.Generator,
+    seq: SequentialShop | None = None,
+) -> pd.DataFrame:
+    """Sessions of human users in one chunk, as typed event rows (time in epoch ms).
+
+    With `seq` (the `sequential` knob), sessions drift and continue the previous one, and
+    device purchases and consumables bring later visits (`sources.sequential`); the sessions'
+    budget shrinks by what those visits add.
+    """
+    budget = n_human_events if seq is None else n_human_events * (1 - SEQUEL_EVENT_SHARE)
+    sessions = _plan_sessions(cfg, cat, signup_day, budget, rng)
+    ev = _funnel(*_session_views(cat, sessions, rng, seq), rng)
+    session_user, search = sessions.user, sessions.search
+    if seq is not None:
+        ev, session_user = add_sequels(seq, ev, session_user, cfg.end_ms)
+        search = np.r_[search, np.zeros(len(session_user) - len(search), bool)]
+    return _typed_events(ev, users[session_user], search, cat, rng)
 
 
 def _leaf_queries(cat: Catalog) -> np.ndarray:
@@ -691,10 +771,19 @@ def _plant_catalog_problems(
 GENERATOR_VERSION = 2  # bump whenever the same config would write different files
 
 
+def _config_record(cfg: GeneratorConfig) -> dict:
+    """The config as the manifest and fingerprint hold it; `sequential` only when on, so data
+    sets without it keep the fingerprints they had before the knob existed."""
+    record = asdict(cfg)
+    if not cfg.sequential:
+        del record["sequential"]
+    return record
+
+
 def dataset_fingerprint(cfg: GeneratorConfig) -> str:
     """Identifies the files `generate(cfg)` writes: the config plus the generator version."""
     text = json.dumps(
-        {"version": GENERATOR_VERSION, "config": asdict(cfg)}, sort_keys=True, default=str
+        {"version": GENERATOR_VERSION, "config": _config_record(cfg)}, sort_keys=True, default=str
     )
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -704,15 +793,26 @@ def _chunks(n: int, size: int) -> Iterator[tuple[int, np.ndarray]]:
         yield k, np.arange(lo, min(n, lo + size))
 
 
-def generate(cfg: GeneratorConfig, out: DataLayout, progress: bool = True) -> dict:
-    """Generate landing files and ground truth under `out`; returns the manifest."""
-    rng = np.random.default_rng(cfg.seed)
+@dataclass
+class _Population:
+    """The shop and its users, drawn once before the chunks: roles, sign-up days, budgets."""
+
+    cat: Catalog
+    shop: Shop
+    role: np.ndarray  # "" for ordinary humans, else the planted bot type or hard negative
+    signup_day: np.ndarray
+    human_events_total: int
+    per_human: float
+    seq: SequentialShop | None
+
+
+def _populate(cfg: GeneratorConfig, rng: np.random.Generator, say: Callable) -> _Population:
+    """Catalog, users' roles and sign-up days, and the human events' budget."""
     cat = build_catalog(cfg, rng)
-    say = print if progress else (lambda *a, **k: None)
     say(
         f"[generate] preset={cfg.preset} users={cfg.n_users:,} items={cfg.n_items:,} target events={cfg.n_events:,}"
+        + (" sequential" if cfg.sequential else "")
     )
-
     # Roles: each planted bot type and hard-negative kind gets its share of users.
     counts = cfg.traffic.counts(cfg.n_users)
     role = np.full(cfg.n_users, "", dtype=object)
@@ -731,7 +831,6 @@ def generate(cfg: GeneratorConfig, out: DataLayout, progress: bool = True) -> di
         _leaf_queries(cat),
         lambda leaves: by_leaf.draw(leaves, rng),
     )
-    is_human = np.isin(role, ["", "flash_sale"])
     per_human = cfg.n_events / max(cfg.n_users, 1)
     expected_other = (
         counts["crawler"] * 950
@@ -744,46 +843,68 @@ def generate(cfg: GeneratorConfig, out: DataLayout, progress: bool = True) -> di
         + counts["shared_household"] * 3 * per_human
     )
     human_events_total = max(cfg.n_events - expected_other, cfg.n_events // 2)
-    n_humans = int(is_human.sum())
-    flash_sale: dict = {}
+    seq = _sequential_shop(cfg, cat) if cfg.sequential else None
+    return _Population(cat, shop, role, signup_day, human_events_total, per_human, seq)
 
+
+def _sequential_shop(cfg: GeneratorConfig, cat: Catalog) -> SequentialShop:
+    """The knob's structure, on its own random stream: every other draw stays as it was."""
+    return build_sequential_shop(
+        cat.items["category"],
+        cat.items["listed_day"].to_numpy(),
+        len(next(iter(_DEPARTMENTS.values()))[0]),
+        cfg.leaves_per_subcategory,
+        np.random.default_rng([cfg.seed, 1]),
+    )
+
+
+def _chunk_events(
+    cfg: GeneratorConfig, pop: _Population, users: np.ndarray, rng: np.random.Generator
+) -> tuple[pd.DataFrame, dict]:
+    """Every typed event of one chunk of users inside the window, and the flash sale."""
+    role, signup_day = pop.role, pop.signup_day
+    is_human = np.isin(role, ["", "flash_sale"])
+    humans = users[is_human[users]]
+    budget = int(pop.human_events_total * len(humans) / max(int(is_human.sum()), 1))
+    parts = [_human_events(cfg, pop.cat, humans, signup_day[humans], budget, rng, pop.seq)]
+    power = users[role[users] == "power_user"]
+    households = users[role[users] == "shared_household"]
+    members = np.repeat(households, rng.integers(2, 5, len(households)))
+    for k, (people, budget) in enumerate(
+        [(power, 300 * len(power)), (members, pop.per_human * len(members))], start=1
+    ):
+        if len(people):
+            extra = _human_events(
+                cfg, pop.cat, people, signup_day[people], int(budget), rng, pop.seq
+            )
+            parts.append(extra.assign(session_key=extra["session_key"] + k * 10**9))
+    for kind, make in BOT_GENERATORS.items():
+        parts.append(make(pop.shop, users[role[users] == kind], rng))
+    parts.append(bulk_buyer_events(pop.shop, users[role[users] == "bulk_buyer"], rng))
+    sale, sale_start, deals = flash_sale_events(pop.shop, users[role[users] == "flash_sale"], rng)
+    parts.append(sale)
+    flash_sale = {
+        "start": pd.Timestamp(sale_start, unit="ms", tz="UTC").isoformat(),
+        "items": list(pop.cat.items["item_id"].to_numpy()[deals]),
+    }
+    events = pd.concat([p for p in parts if len(p)], ignore_index=True)
+    events = events[(events["time_ms"] >= cfg.start_ms) & (events["time_ms"] < cfg.end_ms)]
+    return events, flash_sale
+
+
+def generate(cfg: GeneratorConfig, out: DataLayout, progress: bool = True) -> dict:
+    """Generate landing files and ground truth under `out`; returns the manifest."""
+    rng = np.random.default_rng(cfg.seed)
+    say = print if progress else (lambda *a, **k: None)
+    pop = _populate(cfg, rng, say)
     for path in (out.landing_events, out.ground_truth):
         path.mkdir(parents=True, exist_ok=True)
     truth: list[dict] = []
     n_rows = 0
+    flash_sale: dict = {}
     for chunk, users in _chunks(cfg.n_users, cfg.users_per_chunk):
-        humans = users[is_human[users]]
-        parts = [
-            _human_events(
-                cfg,
-                cat,
-                humans,
-                signup_day[humans],
-                int(human_events_total * len(humans) / max(n_humans, 1)),
-                rng,
-            )
-        ]
-        power = users[role[users] == "power_user"]
-        households = users[role[users] == "shared_household"]
-        members = np.repeat(households, rng.integers(2, 5, len(households)))
-        for k, (people, budget) in enumerate(
-            [(power, 300 * len(power)), (members, per_human * len(members))], start=1
-        ):
-            if len(people):
-                extra = _human_events(cfg, cat, people, signup_day[people], int(budget), rng)
-                parts.append(extra.assign(session_key=extra["session_key"] + k * 10**9))
-        for kind, make in BOT_GENERATORS.items():
-            parts.append(make(shop, users[role[users] == kind], rng))
-        parts.append(bulk_buyer_events(shop, users[role[users] == "bulk_buyer"], rng))
-        sale, sale_start, deals = flash_sale_events(shop, users[role[users] == "flash_sale"], rng)
-        parts.append(sale)
-        flash_sale = {
-            "start": pd.Timestamp(sale_start, unit="ms", tz="UTC").isoformat(),
-            "items": list(cat.items["item_id"].to_numpy()[deals]),
-        }
-        events = pd.concat([p for p in parts if len(p)], ignore_index=True)
-        events = events[(events["time_ms"] >= cfg.start_ms) & (events["time_ms"] < cfg.end_ms)]
-        rows = _plant_event_problems(_format_events(events, cat, chunk, cfg), cfg.problems, rng)
+        events, flash_sale = _chunk_events(cfg, pop, users, rng)
+        rows = _plant_event_problems(_format_events(events, pop.cat, chunk, cfg), cfg.problems, rng)
         for day, day_rows in rows.groupby("_day", sort=True):
             date = (pd.Timestamp(cfg.start) + pd.Timedelta(days=int(day))).strftime("%Y-%m-%d")
             fmt = (
@@ -796,16 +917,50 @@ def generate(cfg: GeneratorConfig, out: DataLayout, progress: bool = True) -> di
         n_rows += len(rows)
         say(f"[generate] chunk {chunk}: {len(rows):,} event rows written ({n_rows:,} so far)")
 
-    catalog = cat.items.assign(
+    catalog, labels = _plant_catalog_problems(_export_catalog(cfg, pop.cat), cfg.problems, rng)
+    truth += _write_catalog(catalog, labels, out)
+    _write_source(cfg, out)
+    write_parquet_atomic(
+        pd.DataFrame(truth, columns=["file", "path", "line", "problem", "expected_reason"]),
+        out.ground_truth / "planted_problems.parquet",
+    )
+    traffic = _traffic_labels(pop.role)
+    write_parquet_atomic(traffic, out.ground_truth / "traffic_labels.parquet")
+    manifest = {
+        "fingerprint": dataset_fingerprint(cfg),
+        "config": _config_record(cfg),
+        "event_rows": n_rows,
+        "catalog_rows": len(catalog),
+        "planted_problems": pd.Series([t["problem"] for t in truth]).value_counts().to_dict(),
+        "traffic_labels": traffic["kind"].value_counts().to_dict(),
+        "flash_sale": flash_sale,
+    }
+    if pop.seq is not None:
+        manifest["sequential"] = _write_item_sequels(pop.cat, pop.seq, out)
+    write_text_atomic(
+        json.dumps(manifest, indent=2, default=str), out.ground_truth / "manifest.json"
+    )
+    say(
+        f"[generate] {n_rows:,} event rows, {len(catalog):,} catalog rows, {len(truth):,} planted problems, "
+        f"{int((traffic['traffic_class'] == 'bot').sum())} bot users -> {out.landing}"
+    )
+    return manifest
+
+
+def _export_catalog(cfg: GeneratorConfig, cat: Catalog) -> pd.DataFrame:
+    return cat.items.assign(
         listed_at=(
             pd.Timestamp(cfg.start, tz="UTC") + pd.to_timedelta(cat.items["listed_day"], "D")
         ).dt.strftime("%Y-%m-%dT%H:%M:%SZ")
     )[ITEM_COLUMNS]
-    catalog, labels = _plant_catalog_problems(catalog, cfg.problems, rng)
+
+
+def _write_catalog(catalog: pd.DataFrame, labels: list[str], out: DataLayout) -> list[dict]:
+    """Write the exported catalog; returns the ground-truth rows of its planted problems."""
     catalog_path = out.landing_items / "catalog.csv"
     catalog_path.parent.mkdir(parents=True, exist_ok=True)
     write_text_atomic("\n".join(_csv_lines(catalog)) + "\n", catalog_path)
-    truth += [
+    return [
         {
             "file": catalog_path.name,
             "path": str(catalog_path),
@@ -817,6 +972,8 @@ def generate(cfg: GeneratorConfig, out: DataLayout, progress: bool = True) -> di
         if p
     ]
 
+
+def _write_source(cfg: GeneratorConfig, out: DataLayout) -> None:
     source = {
         "source": SOURCE_NAME,
         "window_start": pd.Timestamp(cfg.start_ms, unit="ms", tz="UTC").isoformat(),
@@ -826,33 +983,84 @@ def generate(cfg: GeneratorConfig, out: DataLayout, progress: bool = True) -> di
         "catalog": "items/catalog.csv",
     }
     write_text_atomic(json.dumps(source, indent=2), out.landing / "source.json")
-    write_parquet_atomic(
-        pd.DataFrame(truth, columns=["file", "path", "line", "problem", "expected_reason"]),
-        out.ground_truth / "planted_problems.parquet",
-    )
+
+
+def _traffic_labels(role: np.ndarray) -> pd.DataFrame:
     labelled = np.flatnonzero(role != "")
-    labels = pd.DataFrame(
+    return pd.DataFrame(
         {
             "user_id": _user_ids(labelled),
             "traffic_class": np.where(np.isin(role[labelled], BOT_TYPES), "bot", "hard_negative"),
             "kind": role[labelled].astype(str),
         }
     )
-    write_parquet_atomic(labels, out.ground_truth / "traffic_labels.parquet")
-    manifest = {
-        "fingerprint": dataset_fingerprint(cfg),
-        "config": asdict(cfg),
-        "event_rows": n_rows,
-        "catalog_rows": len(catalog),
-        "planted_problems": pd.Series([t["problem"] for t in truth]).value_counts().to_dict(),
-        "traffic_labels": labels["kind"].value_counts().to_dict(),
-        "flash_sale": flash_sale,
+
+
+def _sequels_frame(cat: Catalog, seq: SequentialShop) -> pd.DataFrame:
+    item_id = cat.items["item_id"].to_numpy()
+    sequels = pd.DataFrame(
+        {
+            "item_id": item_id,
+            "accessories": [list(item_id[row[row >= 0]]) for row in seq.accessories],
+            "repurchase_days": np.where(seq.repurchase_days > 0, seq.repurchase_days, np.nan),
+        }
+    )
+    return sequels[seq.is_device | (seq.repurchase_days > 0)].reset_index(drop=True)
+
+
+def _write_item_sequels(cat: Catalog, seq: SequentialShop, out: DataLayout) -> dict:
+    """Ground truth of the sequential structure, `item_sequels.parquet` (see `item_sequels`);
+    returns counts for the manifest."""
+    write_parquet_atomic(_sequels_frame(cat, seq), out.ground_truth / "item_sequels.parquet")
+    return {
+        "devices": int(seq.is_device.sum()),
+        "consumables": int((seq.repurchase_days > 0).sum()),
     }
-    write_text_atomic(
-        json.dumps(manifest, indent=2, default=str), out.ground_truth / "manifest.json"
+
+
+def item_sequels(cfg: GeneratorConfig) -> pd.DataFrame:
+    """Each device's accessories (item ids) and each consumable's repurchase interval in days
+    (NaN for devices), as `cfg` with the `sequential` knob on has them; the knob off keeps
+    the same catalog, so this also says what the knob would add to a data set without it."""
+    cat = build_catalog(cfg, np.random.default_rng(cfg.seed))
+    return _sequels_frame(cat, _sequential_shop(cfg, cat))
+
+
+def clean_interactions(cfg: GeneratorConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The shop's behaviour as clean interactions, and its catalog, without landing files.
+
+    The same simulation as `generate(cfg)` (the same human events, hard negatives included),
+    minus the planted problems and the bot users: interactions (user_id, item_id, event_type,
+    event_time as UTC datetimes, in time order) and the true catalog (item_id, category as a
+    small int, category_name, price, price_bucket, listed_at). For a config of one chunk of
+    users (every preset but `large`) the events are exactly those `generate` writes; after the
+    first chunk, `generate` plants problems between chunks, so later chunks differ in their draws.
+    """
+    rng = np.random.default_rng(cfg.seed)
+    pop = _populate(cfg, rng, lambda *a, **k: None)
+    frames = []
+    for _, users in _chunks(cfg.n_users, cfg.users_per_chunk):
+        events, _ = _chunk_events(cfg, pop, users, rng)
+        frames.append(events[~np.isin(pop.role[events["user_idx"].to_numpy()], BOT_TYPES)])
+    events = pd.concat(frames).sort_values("time_ms", kind="stable")
+    items = pop.cat.items
+    interactions = pd.DataFrame(
+        {
+            "user_id": _user_ids(events["user_idx"].to_numpy()),
+            "item_id": items["item_id"].to_numpy()[events["item_idx"].to_numpy()],
+            "event_type": np.array(EVENT_TYPES)[events["etype"].to_numpy()],
+            "event_time": pd.to_datetime(events["time_ms"].to_numpy(), unit="ms", utc=True),
+        }
     )
-    say(
-        f"[generate] {n_rows:,} event rows, {len(catalog):,} catalog rows, {len(truth):,} planted problems, "
-        f"{int((labels['traffic_class'] == 'bot').sum())} bot users -> {out.landing}"
+    catalog = pd.DataFrame(
+        {
+            "item_id": items["item_id"],
+            "category": pop.cat.leaf.astype(np.int64),
+            "category_name": items["category"],
+            "price": items["price"],
+            "price_bucket": price_bucket(items["price"]),
+            "listed_at": pd.Timestamp(cfg.start, tz="UTC")
+            + pd.to_timedelta(items["listed_day"], "D"),
+        }
     )
-    return manifest
+    return interactions, catalog

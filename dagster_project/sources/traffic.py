@@ -18,6 +18,8 @@ from dataclasses import dataclass, fields, replace
 import numpy as np
 import pandas as pd
 
+from dagster_project.contracts import NEAR_DUPLICATE_WINDOW
+
 MS_PER_DAY = 86_400_000
 MS_PER_HOUR = 3_600_000
 BOT_TYPES = ["crawler", "click_farm", "cart_stuffer", "price_scraper", "humanlike"]
@@ -118,7 +120,21 @@ class _Rows:
     def frame(self) -> pd.DataFrame:
         if not self.parts:
             return pd.DataFrame()
-        return pd.DataFrame({k: np.concatenate([p[k] for p in self.parts]) for k in self.parts[0]})
+        events = pd.DataFrame(
+            {k: np.concatenate([p[k] for p in self.parts]) for k in self.parts[0]}
+        )
+        return events[~_double_clicks(events)].reset_index(drop=True)
+
+
+def _double_clicks(events: pd.DataFrame) -> np.ndarray:
+    """Rows the shop records once: an event of the same kind on the same item in the same
+    session within the near-duplicate window of the one before (e.g. a price scraper's two
+    queries in one leaf listing the same item back to back); the other rows keep their order."""
+    key = ["session_key", "item_idx", "etype"]
+    ordered = events.sort_values([*key, "time_ms"], kind="stable")
+    same = (ordered[key].diff() == 0).all(axis=1)
+    close = ordered["time_ms"].diff() <= NEAR_DUPLICATE_WINDOW.total_seconds() * 1000
+    return (same & close).reindex(events.index).to_numpy()
 
 
 def _session_key(kind: str, user: int, session: int | np.ndarray) -> np.ndarray:

@@ -1,0 +1,129 @@
+"""Users' events in time order, as the sequence encoder reads them.
+
+A user's sequence is their events sorted by time (ties by row order). Consecutive events on
+the same item (a view, then add-to-cart, then purchase of one product) are one token: the
+item, its strongest event type and the time since the previous token (a log-scale bucket).
+Sequences are stored as CSR arrays: user u's tokens are `items[ptr[u]:ptr[u + 1]]`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from models.base import EVENT_WEIGHTS
+
+# Token event types: 0 = unknown (no event_type column), then by strength.
+EVENT_TYPES = ("<none>", *EVENT_WEIGHTS)
+# Time since the previous token: bucket 0 for the first token, 1 for under a minute, then
+# one bucket per doubling of minutes (2 min, 4 min, ... about 90 days and beyond).
+GAP_BUCKETS = 20
+
+
+def event_type_codes(interactions: pd.DataFrame) -> np.ndarray:
+    """Index into `EVENT_TYPES` of each interaction (0 without an event_type column)."""
+    if "event_type" not in interactions:
+        return np.zeros(len(interactions), np.int64)
+    codes = pd.Categorical(interactions["event_type"], categories=EVENT_TYPES[1:]).codes
+    return (np.asarray(codes, np.int64) + 1).clip(min=0)
+
+
+def gap_buckets(seconds: np.ndarray) -> np.ndarray:
+    """Log-scale bucket of the seconds since the previous token (see `GAP_BUCKETS`)."""
+    minutes = np.maximum(seconds, 0) / 60.0
+    bucket = 1 + np.floor(np.log2(np.maximum(minutes, 1.0))).astype(np.int64)
+    return np.clip(bucket, 1, GAP_BUCKETS - 1)
+
+
+@dataclass(frozen=True)
+class Sequences:
+    """Every user's tokens (item index, event type code, gap bucket) as CSR arrays."""
+
+    ptr: np.ndarray
+    items: np.ndarray
+    types: np.ndarray
+    gaps: np.ndarray
+    repeats: np.ndarray  # the token's item came earlier in the same user's sequence
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return np.diff(self.ptr)
+
+    def user_items(self, user: int) -> np.ndarray:
+        return self.items[self.ptr[user] : self.ptr[user + 1]]
+
+
+def build_sequences(
+    user: np.ndarray, item: np.ndarray, event_type: np.ndarray, seconds: np.ndarray, n_users: int
+) -> Sequences:
+    """Tokens per user from parallel arrays of interactions (user and item indices, event type
+    codes, epoch seconds), consecutive repeats of an item merged into one token."""
+    order = np.lexsort((np.arange(len(user)), seconds, user))
+    u, i, t, s = user[order], item[order], event_type[order], seconds[order]
+    starts = np.flatnonzero(np.r_[True, (u[1:] != u[:-1]) | (i[1:] != i[:-1])])
+    token_user, token_item = u[starts], i[starts]
+    token_type = np.maximum.reduceat(t, starts) if len(starts) else t[:0]
+    token_time = s[starts]
+    first = np.r_[True, token_user[1:] != token_user[:-1]]
+    gap = np.r_[0.0, np.diff(token_time)]
+    gaps = np.where(first, 0, gap_buckets(gap))
+    ptr = np.r_[0, np.cumsum(np.bincount(token_user, minlength=n_users))].astype(np.int64)
+    repeats = pd.DataFrame({"u": token_user, "i": token_item}).duplicated().to_numpy()
+    return Sequences(
+        ptr,
+        token_item.astype(np.int64),
+        token_type.astype(np.int64),
+        gaps.astype(np.int64),
+        repeats,
+    )
+
+
+def ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """Concatenated arange(start, start + length) for each pair."""
+    within = np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    return np.repeat(starts, lengths) + within
+
+
+@dataclass(frozen=True)
+class Window:
+    """A batch of right-padded token windows (B x T) and each row's real length."""
+
+    items: np.ndarray
+    types: np.ndarray
+    gaps: np.ndarray
+    lengths: np.ndarray
+
+
+def windows(sequences: Sequences, starts: np.ndarray, ends: np.ndarray, pad_item: int) -> Window:
+    """Tokens [starts[b], ends[b]) of the sequences arrays for each row b, right-padded with
+    `pad_item` to the longest row (absolute token indices, as in `Sequences.ptr`)."""
+    lengths = np.maximum(ends - starts, 0)
+    width = max(int(lengths.max(initial=0)), 1)
+    rows = np.repeat(np.arange(len(starts)), lengths)
+    cols = ranges(np.zeros(len(starts), np.int64), lengths)
+    flat = ranges(starts, lengths)
+    items = np.full((len(starts), width), pad_item, np.int64)
+    types = np.zeros((len(starts), width), np.int64)
+    gaps = np.zeros((len(starts), width), np.int64)
+    items[rows, cols] = sequences.items[flat]
+    types[rows, cols] = sequences.types[flat]
+    gaps[rows, cols] = sequences.gaps[flat]
+    return Window(items, types, gaps, lengths)
+
+
+def length_batches(
+    users: np.ndarray, lengths: np.ndarray, batch_size: int, rng: np.random.Generator
+) -> list[np.ndarray]:
+    """`users` in shuffled batches of similar sequence length (less padding): users are
+    shuffled, sorted by length within pools of 50 batches, cut into batches, and the batches
+    shuffled."""
+    shuffled = rng.permutation(users)
+    batches: list[np.ndarray] = []
+    pool = 50 * batch_size
+    for lo in range(0, len(shuffled), pool):
+        group = shuffled[lo : lo + pool]
+        group = group[np.argsort(lengths[group], kind="stable")]
+        batches.extend(group[j : j + batch_size] for j in range(0, len(group), batch_size))
+    return [batches[j] for j in rng.permutation(len(batches))]

@@ -1,0 +1,135 @@
+"""The two towers of the embedding recommender, as plain torch modules.
+
+- `ItemTower`: e_i = id embedding + category + price bucket + projected MiniLM text + mean of
+  attribute embeddings (brand, category path) + projected item features; b_i a learnt bias.
+  The catalog's content is held as buffers, so the state dict carries it.
+- `SequenceUserTower`: a causal self-attention encoder (SASRec, Kang & McAuley 2018) over a
+  user's tokens, oldest to newest. Each position reads the item's vector from the item tower
+  (the same vectors that are scored) plus event-type, time-gap and position embeddings; the
+  output at position t is the user's vector after t, and e_u is the output at the last one.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from models.sequences import EVENT_TYPES, GAP_BUCKETS
+
+
+class ItemTower(nn.Module):
+    """Item vectors and biases for the whole catalog, from ids and content."""
+
+    def __init__(
+        self,
+        n_items: int,
+        dim: int,
+        category: torch.Tensor,
+        price_bucket: torch.Tensor,
+        text: torch.Tensor,
+        attribute_offsets: torch.Tensor,
+        attribute_values: torch.Tensor,
+        features: torch.Tensor,
+        n_categories: int,
+        n_price_buckets: int,
+        n_attributes: int,
+    ) -> None:
+        super().__init__()
+        self.register_buffer("category_of", category)
+        self.register_buffer("price_bucket_of", price_bucket)
+        self.register_buffer("text_of", text)
+        self.register_buffer("attribute_offsets", attribute_offsets)
+        self.register_buffer("attribute_values", attribute_values)
+        self.register_buffer("features_of", features)
+        self.item_id = nn.Embedding(n_items, dim)
+        self.item_bias = nn.Embedding(n_items, 1)
+        self.category = nn.Embedding(n_categories, dim)
+        self.price_bucket = nn.Embedding(n_price_buckets, dim)
+        self.text = nn.Linear(text.shape[1], dim, bias=False)
+        self.attributes = nn.EmbeddingBag(max(n_attributes, 1), dim, mode="mean")
+        self.item_features = nn.Linear(features.shape[1], dim, bias=False)
+        for table in (self.item_id, self.category, self.price_bucket, self.attributes):
+            nn.init.normal_(table.weight, std=0.02)
+        nn.init.zeros_(self.item_bias.weight)
+        nn.init.zeros_(self.item_features.weight)
+
+    @property
+    def has_content(self) -> bool:
+        """Whether anything beyond the id describes the items."""
+        return bool(
+            self.category.num_embeddings > 1
+            or self.price_bucket.num_embeddings > 1
+            or self.text_of.abs().sum() > 0
+            or len(self.attribute_values) > 0
+            or self.features_of.abs().sum() > 0
+        )
+
+    def content(self) -> torch.Tensor:
+        """What the catalog alone says about each item (n_items x dim)."""
+        return (
+            self.category(self.category_of)
+            + self.price_bucket(self.price_bucket_of)
+            + self.text(self.text_of)
+            + self.attributes(self.attribute_values, self.attribute_offsets)
+            + self.item_features(self.features_of)
+        )
+
+    def forward(self, id_dropout: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+        """(vectors, biases) of every item; `id_dropout` zeroes that share of id vectors, so
+        the content part learns to stand alone (for items the model has not seen)."""
+        ids = self.item_id.weight
+        if id_dropout > 0:
+            ids = ids * (torch.rand(len(ids), 1, device=ids.device) >= id_dropout)
+        return ids + self.content(), self.item_bias.weight.squeeze(1)
+
+
+class SequenceUserTower(nn.Module):
+    """Causal self-attention over a user's tokens; the output at each position is e_u there."""
+
+    def __init__(
+        self,
+        dim: int,
+        max_length: int,
+        layers: int,
+        heads: int,
+        dropout: float,
+        n_user_features: int,
+    ) -> None:
+        super().__init__()
+        self.dim = dim
+        self.event_type = nn.Embedding(len(EVENT_TYPES), dim)
+        self.gap = nn.Embedding(GAP_BUCKETS, dim)
+        self.position = nn.Embedding(max_length, dim)  # counted back from the newest token
+        layer = nn.TransformerEncoderLayer(
+            dim, heads, 2 * dim, dropout, batch_first=True, norm_first=True
+        )
+        self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+        self.input_dropout = nn.Dropout(dropout)
+        self.norm = nn.LayerNorm(dim)
+        self.user_features = nn.Linear(n_user_features, dim, bias=False)
+        for table in (self.event_type, self.gap, self.position):
+            nn.init.normal_(table.weight, std=0.02)
+        nn.init.zeros_(self.user_features.weight)
+
+    def forward(
+        self,
+        item_vectors: torch.Tensor,
+        types: torch.Tensor,
+        gaps: torch.Tensor,
+        lengths: torch.Tensor,
+        user_features: torch.Tensor,
+    ) -> torch.Tensor:
+        """Hidden state after every position (B x T x dim) of right-padded windows whose item
+        vectors are `item_vectors` (B x T x dim); padded positions hold garbage."""
+        width = item_vectors.shape[1]
+        steps = torch.arange(width, device=item_vectors.device)
+        back = (lengths[:, None] - 1 - steps[None, :]).clamp(0, self.position.num_embeddings - 1)
+        x = (
+            item_vectors * self.dim**0.5
+            + self.event_type(types)
+            + self.gap(gaps)
+            + self.position(back)
+        )
+        causal = nn.Transformer.generate_square_subsequent_mask(width, device=x.device)
+        hidden = self.encoder(self.input_dropout(x), mask=causal, is_causal=True)
+        return self.norm(hidden) + self.user_features(user_features)[:, None, :]
