@@ -39,7 +39,6 @@ from models.sequences import (
     Sequences,
     build_sequences,
     event_type_codes,
-    gap_buckets,
     length_batches,
     ranges,
     windows,
@@ -56,6 +55,7 @@ class EmbeddingConfig:
 
     dim: int = 64
     max_length: int = 50  # newest events the encoder reads per user
+    encoder: str = "attention"  # attention (order-aware) | pooled (bag of items, to compare)
     layers: int = 2
     heads: int = 2
     dropout: float = 0.2
@@ -234,6 +234,7 @@ class EmbeddingRecommender(Recommender):
             cfg.heads,
             cfg.dropout,
             self.user_latest.shape[1],
+            cfg.encoder,
         ).to(self.device)
 
     # -- training -----------------------------------------------------------------------
@@ -274,6 +275,7 @@ class EmbeddingRecommender(Recommender):
         same = (
             "dim",
             "max_length",
+            "encoder",
             "layers",
             "heads",
             "user_feature_columns",
@@ -428,7 +430,8 @@ class EmbeddingRecommender(Recommender):
     def _item_matrix(self) -> tuple[torch.Tensor, torch.Tensor]:
         self.item_tower.eval()
         self.user_tower.eval()
-        return self.item_tower()
+        vectors, bias = self.item_tower()
+        return vectors.detach(), bias.detach()
 
     def _validation_ndcg(self, users: np.ndarray, batch: int = 1024) -> float:
         """NDCG@10 of each validation user's newest item, ranked after the tokens before it

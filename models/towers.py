@@ -94,9 +94,12 @@ class SequenceUserTower(nn.Module):
         heads: int,
         dropout: float,
         n_user_features: int,
+        encoder: str = "attention",
     ) -> None:
         super().__init__()
-        self.dim = dim
+        if encoder not in ("attention", "pooled"):
+            raise ValueError(f"encoder must be attention or pooled, not {encoder!r}")
+        self.dim, self.pooled = dim, encoder == "pooled"
         self.event_type = nn.Embedding(len(EVENT_TYPES), dim)
         self.gap = nn.Embedding(GAP_BUCKETS, dim)
         self.position = nn.Embedding(max_length, dim)  # counted back from the newest token
@@ -123,6 +126,10 @@ class SequenceUserTower(nn.Module):
         vectors are `item_vectors` (B x T x dim); padded positions hold garbage."""
         width = item_vectors.shape[1]
         steps = torch.arange(width, device=item_vectors.device)
+        if self.pooled:  # order-blind: the running mean of item and event-type vectors
+            x = item_vectors * self.dim**0.5 + self.event_type(types)
+            mean = x.cumsum(1) / (steps + 1.0)[None, :, None]
+            return self.norm(mean) + self.user_features(user_features)[:, None, :]
         back = (lengths[:, None] - 1 - steps[None, :]).clamp(0, self.position.num_embeddings - 1)
         x = (
             item_vectors * self.dim**0.5

@@ -4,6 +4,7 @@ import time
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from models.__main__ import main
 from models.baselines import (
@@ -140,9 +141,9 @@ def test_embedding_model_learns_taste_and_beats_popularity():
     assert len(similar) == 5 and "i0" not in set(similar["item_id"])
 
 
-def test_training_is_seeded(tmp_path):
+def test_training_is_seeded_and_saved_without_pickles(tmp_path):
     interactions, items = _taste_world(1)
-    cfg = EmbeddingConfig(dim=8, epochs=2, validation_share=0)
+    cfg = EmbeddingConfig(dim=8, epochs=2)
     a = (
         EmbeddingRecommender(cfg, progress=False)
         .fit(interactions, items)
@@ -150,13 +151,95 @@ def test_training_is_seeded(tmp_path):
     )
     model = EmbeddingRecommender(cfg, progress=False).fit(interactions, items)
     path = model.save(tmp_path / "m")
-    b = EmbeddingRecommender.load(path, "cpu").recommend(["u1", "u2"], 5)
-    pd.testing.assert_frame_equal(a, b)
-    # A model saved by older code is refused with a clear message.
-    model.artifact_format = 1
-    model.save(tmp_path / "old")
-    with pytest.raises(ValueError, match="older version"):
-        EmbeddingRecommender.load(tmp_path / "old" / "model.pt", "cpu")
+    # A state dict, vocabularies and the config: loadable without unpickling any object.
+    payload = torch.load(path, weights_only=True)
+    assert set(payload) == {
+        "describe",
+        "item_tower",
+        "user_tower",
+        "user_latest",
+        "arrays",
+        "vocabulary",
+    }
+    assert payload["describe"]["config"]["dim"] == 8
+    assert payload["vocabulary"]["items"] == items["item_id"].tolist()
+    saved = json.loads((tmp_path / "m" / "config.json").read_text())
+    assert saved["loss_used"] == "full" and saved["version"] == model.version
+    loaded = EmbeddingRecommender.load(path, "cpu")
+    assert loaded.version == model.version
+    pd.testing.assert_frame_equal(a, loaded.recommend(["u1", "u2"], 5))
+    history = pd.DataFrame({"item_id": ["i3", "i11"], "event_type": "view"})
+    pd.testing.assert_frame_equal(
+        model.recommend_for_history(history), loaded.recommend_for_history(history)
+    )
+    # A model saved by older code (a whole pickled object) is refused: retrain it.
+    torch.save({"not": "a model", "artifact_format": 3}, tmp_path / "old.pt")
+    with pytest.raises(ValueError, match="retrain it"):
+        EmbeddingRecommender.load(tmp_path / "old.pt", "cpu")
+    (tmp_path / "junk.pt").write_bytes(b"pickled junk")
+    with pytest.raises(ValueError, match="retrain it"):
+        EmbeddingRecommender.load(tmp_path / "junk.pt", "cpu")
+
+
+def _two_chain_world(users: int = 300, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Each user walks two chains of items (A: a0 -> a1 -> ..., B: b0 -> b1 -> ...) in
+    sessions that stay on one chain; the next item continues the chain of the newest event.
+    The set of items seen names two candidates (the next of A and of B): only the order tells
+    which one comes next."""
+    rng = np.random.default_rng(seed)
+    chain = 40
+    items = pd.DataFrame(
+        {"item_id": [f"a{k}" for k in range(chain)] + [f"b{k}" for k in range(chain)]}
+    )
+    rows = []
+    for u in range(users):
+        position = {"a": int(rng.integers(chain)), "b": int(rng.integers(chain))}
+        t = 0
+        for session in range(int(rng.integers(3, 6))):
+            name = "ab"[session % 2] if rng.random() < 0.5 else "ba"[session % 2]
+            for _ in range(int(rng.integers(2, 4))):
+                rows.append((f"u{u}", f"{name}{position[name] % chain}", t))
+                position[name] += 1
+                t += 1
+    frame = pd.DataFrame(rows, columns=["user_id", "item_id", "seconds"])
+    frame["event_time"] = pd.to_datetime(frame.pop("seconds"), unit="h", utc=True)
+    return frame, items
+
+
+def test_the_sequence_encoder_reads_order_that_a_pooled_tower_cannot():
+    interactions, items = _two_chain_world()
+    split = make_split(interactions, "loo")
+    scores = {}
+    for encoder in ("attention", "pooled"):
+        config = EmbeddingConfig(
+            dim=32, epochs=40, patience=8, encoder=encoder, dropout=0.1, learning_rate=0.005
+        )
+        model = EmbeddingRecommender(config, progress=False).fit(split.train, items)
+        recs = model.recommend(split.truth["user_id"].unique(), 10)
+        scores[encoder] = ndcg_at_k(split.truth, recs, 10)
+        assert model.best_epoch > 0  # training beat the random start
+    assert scores["attention"] > 0.8
+    assert scores["attention"] > scores["pooled"] + 0.15
+
+
+def test_the_loss_is_the_full_softmax_up_to_a_catalog_size_then_sampled():
+    interactions, items = _taste_world()
+    split = temporal_holdout(interactions, 3)
+    users = split.truth["user_id"].unique()
+    pop = evaluate(
+        split.truth,
+        PopularityRecommender().fit(split.train, items).recommend(users, 10),
+        len(items),
+    )["ndcg@10"]
+    for threshold, expected in [(len(items), "full"), (len(items) - 1, "sampled")]:
+        config = EmbeddingConfig(dim=16, epochs=8, negatives=32, full_softmax_max_items=threshold)
+        model = EmbeddingRecommender(config, progress=False).fit(split.train, items)
+        assert model.loss_used == expected
+        assert model.describe()["loss_used"] == expected
+        ours = evaluate(split.truth, model.recommend(users, 10), len(items))["ndcg@10"]
+        assert ours > 2 * pop
+    with pytest.raises(ValueError, match="loss must be"):
+        EmbeddingRecommender(EmbeddingConfig(loss="softer"), progress=False).fit(split.train, items)
 
 
 @pytest.mark.parametrize(
@@ -342,41 +425,11 @@ def test_new_users_and_new_items_are_served_from_the_same_vectors():
         model.recommend_for_history(pd.DataFrame({"item_id": ["nope"]}))
 
 
-def test_the_model_can_start_from_low_rank_ease():
-    interactions, items = _taste_world()
-    split = temporal_holdout(interactions, 3)
-    users = split.truth["user_id"].unique()
-    config = EmbeddingConfig(dim=16, epochs=3, ease_init=True, ease_l2=10.0)
-    model = EmbeddingRecommender(config, progress=False).fit(split.train, items)
-    pop = PopularityRecommender().fit(split.train, items)
-    ours = evaluate(split.truth, model.recommend(users, 10), len(items))["ndcg@10"]
-    assert ours > 2 * evaluate(split.truth, pop.recommend(users, 10), len(items))["ndcg@10"]
-    assert model.history[0]["phase"] == "select epochs"
-
-
 def _with_category_text(items: pd.DataFrame) -> pd.DataFrame:
     """A text vector per item that says its category (as a title would)."""
     return items.assign(
         text_embedding=[np.eye(8, dtype=np.float32)[int(c[1:])] for c in items["category"]]
     )
-
-
-def test_an_ease_start_still_gives_new_items_a_vector_from_content():
-    interactions, items = _taste_world()
-    items = _with_category_text(items)
-    config = EmbeddingConfig(dim=16, epochs=2, ease_init=True, ease_l2=10.0)
-    model = EmbeddingRecommender(config, progress=False).fit(interactions, items)
-    new = _with_category_text(
-        pd.DataFrame(
-            {
-                "item_id": [f"new{k}" for k in range(16)],
-                "category": [f"c{k % 8}" for k in range(16)],
-            }
-        ).assign(price_bucket=0)
-    )
-    for user, taste in [("u0", "c0"), ("u5", "c5")]:
-        top = model.recommend_new_items([user], new, 2)
-        assert set(new.set_index("item_id").loc[top["item_id"], "category"]) == {taste}
 
 
 def test_search_finds_items_by_text_and_personalises_for_a_known_user():
@@ -412,7 +465,7 @@ def test_a_warm_start_carries_the_earlier_model_over_and_learns_the_new_week():
     split = temporal_holdout(interactions, 3)
     users = split.truth["user_id"].unique()
     last_week = split.train[split.train["event_time"] < split.cutoff - pd.Timedelta(days=4)]
-    config = EmbeddingConfig(dim=16, epochs=3, ease_l2=10.0)
+    config = EmbeddingConfig(dim=16, epochs=3)
     earlier = EmbeddingRecommender(config, progress=False).fit(last_week, items)
     # A catalog that grew since: the new items have only their content.
     new_items = _with_category_text(
@@ -420,9 +473,9 @@ def test_a_warm_start_carries_the_earlier_model_over_and_learns_the_new_week():
     )
     catalog = pd.concat([items, new_items], ignore_index=True)
     # Zero epochs: the start itself is the earlier model, item for item.
-    start = EmbeddingRecommender(
-        EmbeddingConfig(dim=16, epochs=0, validation_share=0), progress=False
-    ).fit(split.train, catalog, warm_start=earlier)
+    start = EmbeddingRecommender(EmbeddingConfig(dim=16, epochs=0), progress=False).fit(
+        split.train, catalog, warm_start=earlier
+    )
     assert start.warm_start_from == earlier.version
     before = earlier.item_vectors().set_index("item_id")
     after = start.item_vectors().set_index("item_id")
