@@ -1,28 +1,40 @@
-"""Benchmark: the embedding recommender beside every baseline, on one split per data set.
+"""Benchmark: the embedding recommender beside every baseline, each data set in one run.
 
-    python -m bench.recommender [--parts movielens,generated,new_items,speed] [--data-dir DIR]
+    python -m bench.recommender [--parts sports,movielens,generated,synthetic,ablation,speed,
+        new_items] [--data-dir DIR] [--device auto]
 
-- movielens: MovieLens 100k (../shared/data/ml-100k or $RECSYS_SHARED_DATA), `msr` protocol,
-  every model in one run (targets: the model at or above the best baseline on NDCG@10 and
-  P@10; EASE about 0.48 / 0.42; BiVAE's published 0.475 / 0.412);
-- generated: the default generated data set materialized by `make demo` (DIR, default
-  ./data), temporal protocol on the Feast training rows, every model;
-- new_items: on that data set, NDCG@10 over items unseen in training, ranked from content
-  alone against each other;
-- speed: one training epoch over 1M synthetic interactions (100k users, 50k items, dim 64)
-  and top-100 for 100k users over 50k items.
+- sports: Amazon Sports and Outdoors (../shared/data/amazon_sports, S3-Rec's file and its
+  attributes), `loo` as S3-Rec's protocol. Targets: above EASE and item-kNN of the same run
+  on NDCG@10 and HR@10, and above the published S3-Rec (0.0204 / 0.0385).
+- movielens: MovieLens 100k (../shared/data/ml-100k), `msr`. Target: above EASE on NDCG@10
+  and P@10.
+- generated: the data set `make demo` materialized (DIR, default ./data), temporal, on the
+  Feast training rows with the pipeline's own model config (its training-time budget), and
+  the same model without the budget: what the budget costs. Target: above EASE on NDCG@10
+  with coverage at least EASE's.
+- synthetic: the generator's `default` shop as clean interactions, with its sequential knob
+  off and on (accessories after a purchase, consumables re-bought, drifting sessions),
+  temporal; the model against EASE (target with the knob on: NDCG@10 at least 10% above).
+- ablation: what content adds. Sports: ids only, + attributes; generated: ids only,
+  + category and price, + MiniLM text.
+- speed: training epoch time and peak memory on Sports and on 1M synthetic interactions;
+  top-100 for 100k users x 50k items against the bare matrix product of the same shapes.
+- new_items: on the generated data set, NDCG@10 over items hidden from training, ranked
+  from content alone.
 
-Figures are printed and saved to bench/results/recommender.json with the machine; a part
-that is not run keeps its saved figures.
+Every part prints its table and saves its figures in bench/results/recommender.json with the
+machine; a part that is not run keeps its saved figures.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
+import resource
 import time
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -30,64 +42,171 @@ import pandas as pd
 import torch
 
 from bench.machine import machine_info
-from models.compare import compare, comparison_table, default_models, load_interactions
+from models.compare import (
+    compare,
+    comparison_markdown,
+    comparison_table,
+    default_models,
+    load_interactions,
+    load_items,
+)
 from models.embedding import EmbeddingConfig, EmbeddingRecommender
 from models.metrics import evaluate, user_segments
 from models.split import Split, make_split
 
 RESULTS = Path(__file__).parent / "results" / "recommender.json"
-PARTS = ("movielens", "generated", "new_items", "speed")
+PARTS = ("sports", "movielens", "generated", "synthetic", "ablation", "speed", "new_items")
+S3REC_PUBLISHED = {"ndcg@10": 0.0204, "hr@10": 0.0385}
 
 
-def _shared_data() -> Path:
+def shared_data() -> Path:
+    """../shared/data beside the project, or $RECSYS_SHARED_DATA."""
     env = os.environ.get("RECSYS_SHARED_DATA")
     return Path(env) if env else Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
-def movielens() -> dict:
-    interactions = load_interactions(_shared_data() / "ml-100k" / "ml-100k.inter")
+def _run(split: Split, items: pd.DataFrame, models: dict) -> dict:
+    results = compare(split, items, models, 10, segments=user_segments(split.train))
+    print(comparison_markdown(comparison_table(results).iloc[:, :8]), flush=True)
+    return results
+
+
+def _above(results: dict, model: str, rivals: list[str], metrics: list[str]) -> dict:
+    """Whether `model` is above each rival on each metric, and by how much (relative)."""
+    ours = results[model]
+    return {
+        f"{metric} vs {rival}": {
+            "model": round(ours[metric], 4),
+            "rival": round(results[rival][metric], 4),
+            "relative": round(ours[metric] / max(results[rival][metric], 1e-12) - 1, 4),
+            "met": ours[metric] > results[rival][metric],
+        }
+        for rival in rivals
+        for metric in metrics
+    }
+
+
+def _models(device: str, **embedding: object) -> dict:
+    config = EmbeddingConfig(device=device, **embedding)
+    return {**default_models(device=device), "embedding": lambda: EmbeddingRecommender(config)}
+
+
+def sports(device: str) -> dict:
+    path = shared_data() / "amazon_sports" / "Sports_and_Outdoors.txt"
+    interactions = load_interactions(path)
+    items = load_items(path, interactions)
+    split = make_split(interactions, "loo")
+    results = _run(split, items, _models(device))
+    published = {
+        f"{m} vs S3-Rec (published)": {
+            "model": round(results["embedding"][m], 4),
+            "rival": v,
+            "met": results["embedding"][m] > v,
+        }
+        for m, v in S3REC_PUBLISHED.items()
+    }
+    targets = {**_above(results, "embedding", ["ease", "item_knn"], ["ndcg@10", "hr@10"])}
+    return {"protocol": "loo", "models": results, "targets": {**targets, **published}}
+
+
+def movielens(device: str) -> dict:
+    interactions = load_interactions(shared_data() / "ml-100k" / "ml-100k.inter")
     split = make_split(interactions, "msr")
     items = pd.DataFrame({"item_id": sorted(interactions["item_id"].unique())})
-    # A variant for this data set: no recency weighting (the msr split is random in time, so
-    # recent ratings are no better evidence than old ones).
-    variant = EmbeddingConfig(history_half_life_days=1e9)
-    models = {
-        **default_models(),
-        "embedding_no_recency": lambda: EmbeddingRecommender(variant),
-    }
-    results = compare(split, items, models, 10, segments=user_segments(split.train))
-    print(comparison_table(results).iloc[:, :8].to_markdown(floatfmt=".4f"), flush=True)
-    return {"protocol": "msr", "variant_config": variant.__dict__, "models": results}
+    results = _run(split, items, _models(device))
+    targets = _above(results, "embedding", ["ease"], ["ndcg@10", "precision@10"])
+    return {"protocol": "msr", "models": results, "targets": targets}
 
 
-def _generated(data_dir: Path):
-    from dagster_project.assets.recommender import (
-        ITEM_FEATURES,
-        USER_FEATURES,
-        evaluation_split,
-        model_items,
-    )
+def _generated(data_dir: Path) -> tuple[Split, pd.DataFrame, EmbeddingConfig]:
+    from dagster_project.assets.recommender import evaluation_split, model_config, model_items
     from dagster_project.resources import PlatformStorage, RecommenderSettings
 
     storage, settings = PlatformStorage(data_dir=str(data_dir)), RecommenderSettings()
+    if not storage.layout().table("training_set").exists():
+        raise SystemExit(f"no training set in {data_dir}: run `make demo` first")
     held_out = evaluation_split(storage, settings)
     train = pd.read_parquet(storage.layout().table("training_set"))
     split = Split(train, held_out.truth, "temporal", held_out.cutoff)
-    config = EmbeddingConfig(user_feature_columns=USER_FEATURES, item_feature_columns=ITEM_FEATURES)
-    return split, model_items(storage), config
+    return split, model_items(storage), model_config(settings)
 
 
-def generated(data_dir: Path) -> dict:
+def generated(data_dir: Path, device: str) -> dict:
     split, items, config = _generated(data_dir)
+    config = replace(config, device=device)
     models = {
-        **default_models(),
+        **default_models(device=device),
         "embedding": lambda: EmbeddingRecommender(config),
-        # The same model trained from a random start, to show what the EASE start is worth.
-        "embedding_random_start": lambda: EmbeddingRecommender(replace(config, ease_init=False)),
+        "embedding_unbudgeted": lambda: EmbeddingRecommender(replace(config, train_seconds=0)),
     }
-    results = compare(split, items, models, 10, segments=user_segments(split.train))
-    print(comparison_table(results).iloc[:, :8].to_markdown(floatfmt=".4f"), flush=True)
-    return {"protocol": "temporal", "data_dir": str(data_dir), "models": results}
+    results = _run(split, items, models)
+    targets = _above(results, "embedding", ["ease"], ["ndcg@10", "coverage"])
+    targets["coverage vs ease"]["met"] = (
+        results["embedding"]["coverage"] >= results["ease"]["coverage"]
+    )
+    budget = {
+        "train_seconds": config.train_seconds,
+        "ndcg@10 budgeted": results["embedding"]["ndcg@10"],
+        "ndcg@10 unbudgeted": results["embedding_unbudgeted"]["ndcg@10"],
+        "train_s budgeted": results["embedding"]["train_s"],
+        "train_s unbudgeted": results["embedding_unbudgeted"]["train_s"],
+    }
+    return {
+        "protocol": "temporal",
+        "data_dir": str(data_dir),
+        "config": asdict(config),
+        "models": results,
+        "targets": targets,
+        "budget": budget,
+    }
+
+
+def synthetic(device: str) -> dict:
+    from dagster_project.sources.generator import clean_interactions, preset
+
+    out = {}
+    for knob in (False, True):
+        interactions, catalog = clean_interactions(preset("default", sequential=knob))
+        items = catalog[["item_id", "category", "price_bucket"]].astype({"category": str})
+        split = make_split(interactions, "temporal", 3)
+        models = _models(device)
+        results = _run(split, items, {n: models[n] for n in ("embedding", "ease", "item_knn")})
+        targets = _above(results, "embedding", ["ease"], ["ndcg@10"])
+        if knob:
+            targets["ndcg@10 vs ease"]["met"] = targets["ndcg@10 vs ease"]["relative"] >= 0.10
+        out["sequential" if knob else "plain"] = {"models": results, "targets": targets}
+    return {"protocol": "temporal", "preset": "default", **out}
+
+
+def ablation(data_dir: Path, device: str) -> dict:
+    """The model with less content: Sports ids only against + attributes; the generated data
+    ids only, + category and price bucket, + MiniLM text."""
+    path = shared_data() / "amazon_sports" / "Sports_and_Outdoors.txt"
+    interactions = load_interactions(path)
+    items = load_items(path, interactions)
+    split = make_split(interactions, "loo")
+    config = EmbeddingConfig(device=device)
+    sports_rows = {
+        "ids only": items[["item_id"]],
+        "+ attributes": items,
+    }
+    out: dict[str, dict] = {"sports": {}, "generated": {}}
+    for name, catalog in sports_rows.items():
+        r = compare(split, catalog, {name: lambda: EmbeddingRecommender(config)})
+        out["sports"][name] = {k: r[name][k] for k in ("ndcg@10", "hr@10", "train_s")}
+    if (data_dir / "tables").exists():
+        split, items, config = _generated(data_dir)
+        config = replace(config, device=device)
+        generated_rows = {
+            "ids only": items[["item_id"]],
+            "+ category, price": items.drop(columns="text_embedding"),
+            "+ text": items,
+        }
+        for name, catalog in generated_rows.items():
+            r = compare(split, catalog, {name: lambda: EmbeddingRecommender(config)})
+            out["generated"][name] = {k: r[name][k] for k in ("ndcg@10", "hr@10", "train_s")}
+    print(json.dumps(out, indent=2), flush=True)
+    return out
 
 
 def new_items(data_dir: Path, share: float = 0.1, seed: int = 0) -> dict:
@@ -111,44 +230,82 @@ def new_items(data_dir: Path, share: float = 0.1, seed: int = 0) -> dict:
     }
 
 
-def speed(users: int = 100_000, items: int = 50_000, interactions: int = 1_000_000) -> dict:
+def _synthetic_million(users: int, items: int, interactions: int) -> pd.DataFrame:
     rng = np.random.default_rng(0)
-    # A long-tailed catalog that still leaves ~1M distinct (user, item) pairs.
-    popularity = 1.0 / (np.arange(items) + 10.0) ** 0.7
-    item_of = rng.choice(items, interactions, p=popularity / popularity.sum())
-    frame = pd.DataFrame(
+    popularity = 1.0 / (np.arange(items) + 10.0) ** 0.7  # long-tailed, ~1M distinct pairs
+    return pd.DataFrame(
         {
-            "user_id": (rng.integers(0, users, interactions)).astype(str),
-            "item_id": item_of.astype(str),
+            "user_id": rng.integers(0, users, interactions).astype(str),
+            "item_id": rng.choice(items, interactions, p=popularity / popularity.sum()).astype(str),
             "event_time": pd.Timestamp("2026-09-01", tz="UTC")
             + pd.to_timedelta(rng.integers(0, 30 * 86_400, interactions), unit="s"),
         }
     )
-    catalog = pd.DataFrame({"item_id": np.arange(items).astype(str)})
-    model = EmbeddingRecommender(EmbeddingConfig(dim=64, epochs=1, validation_share=0))
+
+
+def _epoch_cost(data: str, device: str, queue: multiprocessing.Queue) -> None:
+    """In a child process (its own peak memory): two epochs, with their time."""
+    if data == "sports":
+        path = shared_data() / "amazon_sports" / "Sports_and_Outdoors.txt"
+        frame = load_interactions(path, report=lambda _: None)
+        catalog = load_items(path, frame, report=lambda _: None)
+    else:
+        frame = _synthetic_million(100_000, 50_000, 1_000_000)
+        catalog = pd.DataFrame({"item_id": np.arange(50_000).astype(str)})
+    model = EmbeddingRecommender(EmbeddingConfig(epochs=2, device=device), progress=False)
     model.fit(frame, catalog)
-    epoch = next(r["seconds"] for r in model.history if r["phase"] == "refit")
+    queue.put(
+        {
+            "interactions": len(frame),
+            "users": len(model.user_index),
+            "items": len(model.item_ids),
+            "loss": model.loss_used,
+            "epoch_seconds": [r["seconds"] for r in model.history],
+            "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
+            "device": str(model.device),
+        }
+    )
+
+
+def _scoring(users: int = 100_000, items: int = 50_000, dim: int = 64) -> dict:
+    """Top-100 for every user against the bare matrix product of the same shapes."""
+    frame = _synthetic_million(users, items, 1_000_000)
+    catalog = pd.DataFrame({"item_id": np.arange(items).astype(str)})
+    model = EmbeddingRecommender(EmbeddingConfig(dim=dim, epochs=0), progress=False)
+    model.fit(frame, catalog)
     t0 = time.perf_counter()
     top = model.recommend(model.user_index, 100)
     scoring = time.perf_counter() - t0
-    # What exact scoring costs here: every user x item product, at this machine's GEMM speed.
-    a, b = torch.randn(4096, 64), torch.randn(items, 64)
+    a, b = torch.randn(len(model.user_index), dim), torch.randn(items, dim)
     t0 = time.perf_counter()
-    for _ in range(3):
-        torch.mm(a, b.T)
-    gemm = 3 * 2 * 4096 * 64 * items / (time.perf_counter() - t0) / 1e9
+    for lo in range(0, len(a), 4096):
+        torch.mm(a[lo : lo + 4096], b.T)
+    gemm = time.perf_counter() - t0
     return {
-        "interactions": interactions,
-        "users": int(frame["user_id"].nunique()),
+        "users": len(model.user_index),
         "items": items,
-        "pairs": int(frame[["user_id", "item_id"]].drop_duplicates().shape[0]),
-        "epoch_seconds": epoch,
         "top100_seconds": round(scoring, 2),
         "top100_rows": len(top),
-        "top100_gflop": round(2 * len(model.user_index) * items * 64 / 1e9, 1),
-        "machine_gemm_gflops": round(gemm, 1),
-        "device": str(model.device),
+        "bare_matmul_seconds": round(gemm, 2),
+        "ratio": round(scoring / gemm, 2),
     }
+
+
+def speed(device: str) -> dict:
+    context = multiprocessing.get_context("spawn")
+    out = {}
+    for data in ("sports", "synthetic_1m"):
+        if data == "sports" and not (shared_data() / "amazon_sports").exists():
+            continue
+        queue = context.Queue()
+        child = context.Process(target=_epoch_cost, args=(data, device, queue))
+        child.start()
+        out[data] = queue.get()
+        child.join()
+        print(f"[speed] {data}: {out[data]}", flush=True)
+    out["scoring"] = _scoring()
+    print(f"[speed] scoring: {out['scoring']}", flush=True)
+    return out
 
 
 def main() -> None:
@@ -157,26 +314,35 @@ def main() -> None:
     )
     parser.add_argument("--parts", default=",".join(PARTS))
     parser.add_argument("--data-dir", type=Path, default=Path("data"))
+    parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
     args = parser.parse_args()
     parts = args.parts.split(",")
+    unknown = sorted(set(parts) - set(PARTS))
+    if unknown:
+        raise SystemExit(f"unknown part(s) {', '.join(unknown)}; choose from {', '.join(PARTS)}")
     result = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
     result.update({"benchmark": "recommender", "machine": machine_info()})
+    data_dir, device = args.data_dir.resolve(), args.device
+    runners = {
+        "sports": lambda: sports(device),
+        "movielens": lambda: movielens(device),
+        "generated": lambda: generated(data_dir, device),
+        "synthetic": lambda: synthetic(device),
+        "ablation": lambda: ablation(data_dir, device),
+        "speed": lambda: speed(device),
+        "new_items": lambda: new_items(data_dir),
+    }
     for part in parts:
         started = time.perf_counter()
-        if part == "movielens":
-            result[part] = movielens()
-        elif part == "generated":
-            result[part] = generated(args.data_dir.resolve())
-        elif part == "new_items":
-            result[part] = new_items(args.data_dir.resolve())
-        elif part == "speed":
-            result[part] = speed()
-        else:
-            raise SystemExit(f"unknown part {part!r}; choose from {', '.join(PARTS)}")
+        print(f"[recommender] {part} ...", flush=True)
+        result[part] = runners[part]()
         result[part]["bench_seconds"] = round(time.perf_counter() - started, 1)
-        print(f"[recommender] {part}: {json.dumps(result[part], default=str)[:600]}", flush=True)
+        result[part]["machine"] = result["machine"]
         RESULTS.parent.mkdir(parents=True, exist_ok=True)
         RESULTS.write_text(json.dumps(result, indent=2, default=str))
+        targets = result[part].get("targets", {})
+        for name, target in targets.items():
+            print(f"[recommender] {part}: {name}: {target}", flush=True)
     print(f"[recommender] saved {RESULTS}")
 
 

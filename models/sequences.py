@@ -80,6 +80,21 @@ def build_sequences(
     )
 
 
+SESSION_BREAK = 6  # gap bucket of 32 minutes and more: a new visit
+
+
+def serving_gap(sequences: Sequences) -> int:
+    """The gap bucket to serve with: recommendations are for the user's next visit, so the
+    median gap between visits (gaps of 32 minutes or more) where at least a tenth of the gaps
+    are such breaks; otherwise (e.g. no real clock) the median gap."""
+    gaps = sequences.gaps[sequences.gaps > 0]
+    if not len(gaps):
+        return 0
+    breaks = gaps[gaps >= SESSION_BREAK]
+    chosen = breaks if len(breaks) >= 0.1 * len(gaps) else gaps
+    return int(np.median(chosen))
+
+
 def ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
     """Concatenated arange(start, start + length) for each pair."""
     within = np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)

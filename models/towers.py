@@ -16,6 +16,8 @@ from torch import nn
 
 from models.sequences import EVENT_TYPES, GAP_BUCKETS
 
+ENCODERS = ("attention", "hybrid", "pooled")
+
 
 class ItemTower(nn.Module):
     """Item vectors and biases for the whole catalog, from ids and content."""
@@ -97,20 +99,25 @@ class SequenceUserTower(nn.Module):
         encoder: str = "attention",
     ) -> None:
         super().__init__()
-        if encoder not in ("attention", "pooled"):
-            raise ValueError(f"encoder must be attention or pooled, not {encoder!r}")
-        self.dim, self.pooled = dim, encoder == "pooled"
+        if encoder not in ENCODERS:
+            raise ValueError(f"encoder must be one of {', '.join(ENCODERS)}, not {encoder!r}")
+        self.dim, self.encoder = dim, encoder
+        self.long_term = nn.Linear(dim, dim, bias=False)
+        nn.init.eye_(self.long_term.weight)
         self.event_type = nn.Embedding(len(EVENT_TYPES), dim)
         self.gap = nn.Embedding(GAP_BUCKETS, dim)
+        # The time until the event being predicted: known in training; when serving, the
+        # model's typical gap before a next visit (the next session, not the next click).
+        self.next_gap = nn.Embedding(GAP_BUCKETS, dim)
         self.position = nn.Embedding(max_length, dim)  # counted back from the newest token
         layer = nn.TransformerEncoderLayer(
             dim, heads, 2 * dim, dropout, batch_first=True, norm_first=True
         )
-        self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+        self.layers = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
         self.input_dropout = nn.Dropout(dropout)
         self.norm = nn.LayerNorm(dim)
         self.user_features = nn.Linear(n_user_features, dim, bias=False)
-        for table in (self.event_type, self.gap, self.position):
+        for table in (self.event_type, self.gap, self.next_gap, self.position):
             nn.init.normal_(table.weight, std=0.02)
         nn.init.zeros_(self.user_features.weight)
 
@@ -121,22 +128,37 @@ class SequenceUserTower(nn.Module):
         gaps: torch.Tensor,
         lengths: torch.Tensor,
         user_features: torch.Tensor,
+        next_gaps: torch.Tensor,
+        earlier_sum: torch.Tensor | None = None,
+        earlier_count: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Hidden state after every position (B x T x dim) of right-padded windows whose item
-        vectors are `item_vectors` (B x T x dim); padded positions hold garbage."""
+        vectors are `item_vectors` (B x T x dim); padded positions hold garbage. `next_gaps`:
+        the gap bucket of the event each position predicts.
+        `earlier_sum` / `earlier_count`: the item vectors of each user's tokens before the
+        window, summed, and their count (for the long-term part; zero without)."""
         width = item_vectors.shape[1]
         steps = torch.arange(width, device=item_vectors.device)
-        if self.pooled:  # order-blind: the running mean of item and event-type vectors
-            x = item_vectors * self.dim**0.5 + self.event_type(types)
-            mean = x.cumsum(1) / (steps + 1.0)[None, :, None]
-            return self.norm(mean) + self.user_features(user_features)[:, None, :]
+        features = self.user_features(user_features)[:, None, :]
+        long_term = 0.0
+        if self.encoder != "attention":
+            before = item_vectors.new_zeros(len(item_vectors), self.dim)
+            count = item_vectors.new_zeros(len(item_vectors))
+            if earlier_sum is not None:
+                before, count = earlier_sum, earlier_count.float()
+            running = before[:, None, :] + item_vectors.cumsum(1)
+            total = count[:, None] + (steps + 1.0)[None, :]
+            long_term = self.long_term(running / total.sqrt()[:, :, None])
+            if self.encoder == "pooled":
+                return long_term + features
         back = (lengths[:, None] - 1 - steps[None, :]).clamp(0, self.position.num_embeddings - 1)
         x = (
             item_vectors * self.dim**0.5
             + self.event_type(types)
             + self.gap(gaps)
+            + self.next_gap(next_gaps)
             + self.position(back)
         )
         causal = nn.Transformer.generate_square_subsequent_mask(width, device=x.device)
-        hidden = self.encoder(self.input_dropout(x), mask=causal, is_causal=True)
-        return self.norm(hidden) + self.user_features(user_features)[:, None, :]
+        hidden = self.layers(self.input_dropout(x), mask=causal, is_causal=True)
+        return self.norm(hidden) + long_term + features
