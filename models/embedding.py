@@ -42,6 +42,7 @@ from models.sequences import (
     length_batches,
     ranges,
     serving_gap,
+    validation_tokens,
     windows,
 )
 from models.towers import ItemTower, SequenceUserTower
@@ -142,6 +143,8 @@ class EmbeddingRecommender(Recommender):
     """Sequence-aware two-tower model behind the shared recommender interface."""
 
     name = "embedding"
+    # Of a training time budget, the share for steps; the rest validates the last epoch.
+    TRAINING_SHARE = 0.85
 
     def __init__(self, config: EmbeddingConfig | None = None, progress: bool = True) -> None:
         super().__init__()
@@ -278,6 +281,7 @@ class EmbeddingRecommender(Recommender):
             u, i, event_type_codes(interactions), seconds, len(self.user_index)
         )
         self.serve_gap = serving_gap(self.sequences)
+        self.held_out = validation_tokens(self.sequences, self.serve_gap)
         self._build(self._content_inputs(items), item_features)
         if warm_start is not None:
             self._start_from_model(warm_start)
@@ -312,10 +316,10 @@ class EmbeddingRecommender(Recommender):
         return "full" if len(self.item_ids) <= cfg.full_softmax_max_items else "sampled"
 
     def _validation_users(self) -> np.ndarray:
-        """Users whose newest token is a new item after at least two earlier tokens."""
-        seq, lengths = self.sequences, self.sequences.lengths
-        last = seq.ptr[1:] - 1
-        eligible = np.flatnonzero((lengths >= 3) & ~seq.repeats[np.maximum(last, 0)])
+        """Users whose validation token is a new item after at least two earlier tokens."""
+        seq, held = self.sequences, self.held_out
+        eligible = (held - seq.ptr[:-1] >= 2) & ~seq.repeats[np.minimum(held, len(seq.items) - 1)]
+        eligible = np.flatnonzero(eligible)
         if len(eligible) > self.config.validation_users:
             rng = np.random.default_rng(self.config.seed)
             eligible = np.sort(rng.choice(eligible, self.config.validation_users, replace=False))
@@ -325,7 +329,8 @@ class EmbeddingRecommender(Recommender):
         cfg = self.config
         self.loss_used = self._loss_mode()
         lengths = self.sequences.lengths
-        trainable = np.flatnonzero(lengths >= 3)  # >= 1 target before the validation item
+        # >= 1 target before the validation token
+        trainable = np.flatnonzero(self.held_out - self.sequences.ptr[:-1] >= 2)
         validation = self._validation_users()
         parameters = [*self.item_tower.parameters(), *self.user_tower.parameters()]
         optimiser = torch.optim.Adam(
@@ -347,12 +352,17 @@ class EmbeddingRecommender(Recommender):
             batches: list[np.ndarray] = []
             while len(trainable) and len(batches) < cfg.min_steps_per_epoch:
                 batches += length_batches(trainable, lengths, cfg.batch_size, rng)
+            out_of_time = False
             for users in batches:
                 loss, n = step(users, rng)
                 optimiser.zero_grad()
                 loss.backward()
                 optimiser.step()
                 total, count = total + float(loss.detach()) * n, count + n
+                spent = time.perf_counter() - started
+                if cfg.train_seconds and spent > cfg.train_seconds * self.TRAINING_SHARE:
+                    out_of_time = True  # the rest of the budget validates this epoch
+                    break
             score = self._validation_ndcg(validation)
             seconds = time.perf_counter() - t0
             record = {
@@ -367,12 +377,11 @@ class EmbeddingRecommender(Recommender):
                 best, best_state, self.best_epoch, stale = score, self._state_copy(), epoch, 0
             else:
                 stale += 1
-            elapsed = time.perf_counter() - started
             if stale >= cfg.patience:
                 self._say(f"early stop: best val NDCG@10 {best:.4f} at epoch {self.best_epoch}")
                 break
-            if cfg.train_seconds and elapsed + seconds > cfg.train_seconds:
-                self._say(f"time budget of {cfg.train_seconds:.0f} s reached after epoch {epoch}")
+            if out_of_time:
+                self._say(f"time budget of {cfg.train_seconds:.0f} s spent in epoch {epoch}")
                 break
         self._restore(best_state)
         if self.best_epoch == 0 and self.history:
@@ -473,8 +482,8 @@ class EmbeddingRecommender(Recommender):
         return vectors.detach(), bias.detach()
 
     def _validation_ndcg(self, users: np.ndarray, batch: int = 1024) -> float:
-        """NDCG@10 of each validation user's newest item, ranked after the tokens before it
-        among every item not in those tokens."""
+        """NDCG@10 of each validation user's held-out token, ranked after the tokens before
+        it among every item not in those tokens."""
         if not len(users):
             return 0.0
         seq, gains = self.sequences, []
@@ -482,7 +491,7 @@ class EmbeddingRecommender(Recommender):
             vectors, bias = self._item_matrix()
             for lo in range(0, len(users), batch):
                 group = users[lo : lo + batch]
-                starts, ends = seq.ptr[group], seq.ptr[group + 1] - 1
+                starts, ends = seq.ptr[group], self.held_out[group]
                 e_u = self._encode_last(vectors, seq, starts, ends, self.user_latest[group])
                 scores = torch.addmm(bias, e_u, vectors.T)
                 target = torch.as_tensor(seq.items[ends], device=self.device)
@@ -822,7 +831,7 @@ class _SoftmaxStep:
     def __call__(self, users: np.ndarray, rng: np.random.Generator) -> tuple[torch.Tensor, float]:
         model, cfg, dev = self.model, self.model.config, self.model.device
         seq, n = model.sequences, len(model.item_ids)
-        first, last = seq.ptr[users], seq.ptr[users + 1] - 1  # last: the validation token
+        first, last = seq.ptr[users], model.held_out[users]  # last: the validation token
         ends = _random_ends(first, last, cfg.max_length, rng)  # targets are tokens < ends
         starts = np.maximum(first, ends - 1 - cfg.max_length)
         vectors, bias = model.item_tower(self.id_dropout)

@@ -95,6 +95,23 @@ def serving_gap(sequences: Sequences) -> int:
     return int(np.median(chosen))
 
 
+def validation_tokens(sequences: Sequences, serve_gap: int) -> np.ndarray:
+    """Per user, the token held out for validation (never a training target): the first
+    token of the user's last visit when the model serves next visits (`serve_gap` is a
+    session break) and that visit follows at least two tokens; else the newest token. Tokens
+    after it are history when serving, and neither targets nor validation in training."""
+    newest = sequences.ptr[1:] - 1
+    if serve_gap < SESSION_BREAK:
+        return newest
+    index = np.arange(len(sequences.items))
+    breaks = np.where(sequences.gaps >= SESSION_BREAK, index, -1)
+    owner = np.repeat(np.arange(len(newest)), sequences.lengths)
+    last_break = np.full(len(newest), -1)
+    np.maximum.at(last_break, owner, breaks)
+    usable = last_break - sequences.ptr[:-1] >= 2
+    return np.where(usable, last_break, newest)
+
+
 def ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
     """Concatenated arange(start, start + length) for each pair."""
     within = np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)

@@ -167,7 +167,11 @@ def test_training_is_seeded_and_saved_without_pickles(tmp_path):
     assert saved["loss_used"] == "full" and saved["version"] == model.version
     loaded = EmbeddingRecommender.load(path, "cpu")
     assert loaded.version == model.version
-    pd.testing.assert_frame_equal(a, loaded.recommend(["u1", "u2"], 5))
+    b = model.recommend(["u1", "u2"], 5)
+    pd.testing.assert_frame_equal(b, loaded.recommend(["u1", "u2"], 5))
+    # Seeded: the same training twice gives the same ranking (scores equal up to the order
+    # of float sums in multithreaded gradient kernels).
+    pd.testing.assert_frame_equal(a, b, check_exact=False, atol=1e-3)
     history = pd.DataFrame({"item_id": ["i3", "i11"], "event_type": "view"})
     pd.testing.assert_frame_equal(
         model.recommend_for_history(history), loaded.recommend_for_history(history)
