@@ -20,7 +20,7 @@ from dagster_project.quality.report import collect_report_data, render_report
 from dagster_project.resources import PlatformStorage, QualityResource, RecommenderSettings
 from dagster_project.sources.landing import raw_relation
 from dagster_project.storage import write_text_atomic
-from models.compare import compare, comparison_table, default_models
+from models.compare import compare, comparison_markdown, comparison_table, default_models
 from models.embedding import EmbeddingRecommender
 from models.metrics import user_segments
 from models.split import Split
@@ -125,7 +125,7 @@ def evaluation_report(
     table = comparison_table(results, K)
     table["users"] = table["users"].astype(int)
     segments = _segment_table(results)
-    text = table.to_markdown(floatfmt=".4f")
+    text = comparison_markdown(table)
     report = {
         "protocol": "temporal",
         "cutoff": split.cutoff.isoformat(),
