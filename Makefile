@@ -7,7 +7,7 @@ PRESET ?= default
 UI_PORT ?= 3000
 export RECSYS_DATA_DIR := $(abspath $(DATA_DIR))
 
-.PHONY: install demo test ui serve bench bench-detection bench-recommender lint clean
+.PHONY: install demo test ui serve bench bench-detection bench-recommender bench-recommender-device lint clean
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -44,6 +44,10 @@ serve: install
 ## bench-recommender: every model side by side on MovieLens 100k and the demo's data, and speed
 bench-recommender: install
 	$(BIN)/python -m bench.recommender --data-dir $(DATA_DIR)
+
+## bench-recommender-device: the model on Amazon Sports on this machine's device (GPU if any)
+bench-recommender-device: install
+	$(BIN)/python -m bench.recommender_device --device auto
 
 ## bench-detection: bot detection per type over bot rates and seeds, and 10M-event speed
 bench-detection: install

@@ -86,8 +86,11 @@ def _above(results: dict, model: str, rivals: list[str], metrics: list[str]) -> 
     }
 
 
+TRAIN_SECONDS = {"value": 0.0}  # --train-seconds: a training budget for every model fit
+
+
 def _models(device: str, **embedding: object) -> dict:
-    config = EmbeddingConfig(device=device, **embedding)
+    config = EmbeddingConfig(device=device, train_seconds=TRAIN_SECONDS["value"], **embedding)
     return {**default_models(device=device), "embedding": lambda: EmbeddingRecommender(config)}
 
 
@@ -315,7 +318,15 @@ def main() -> None:
     parser.add_argument("--parts", default=",".join(PARTS))
     parser.add_argument("--data-dir", type=Path, default=Path("data"))
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    parser.add_argument(
+        "--train-seconds",
+        type=float,
+        default=0.0,
+        help="training budget of each embedding fit in sports, movielens and synthetic "
+        "(default 0: early stopping alone)",
+    )
     args = parser.parse_args()
+    TRAIN_SECONDS["value"] = args.train_seconds
     parts = args.parts.split(",")
     unknown = sorted(set(parts) - set(PARTS))
     if unknown:
