@@ -155,6 +155,7 @@ class EmbeddingRecommender(Recommender):
         self.warm_start_from: str | None = None  # version of the model training started from
         self.loss_used = ""
         self.best_epoch = 0
+        self.best_validation_ndcg = 0.0
         self.fit_seconds = 0.0
 
     def _say(self, message: str) -> None:
@@ -668,6 +669,7 @@ class EmbeddingRecommender(Recommender):
             "loss_used": self.loss_used,
             "full_softmax_max_items": self.config.full_softmax_max_items,
             "best_epoch": self.best_epoch,
+            "best_validation_ndcg@10": self.best_validation_ndcg,
             "trained_epochs_beat_start": self.best_epoch > 0,
             "history": self.history,
             "version": self.version,
@@ -701,8 +703,9 @@ class EmbeddingRecommender(Recommender):
                 )
         if self.text_axes is not None:
             arrays["text_mean"], arrays["text_axes"] = self.text_mean, self.text_axes
+        described = json.loads(json.dumps(self.describe(), default=str))
         payload = {
-            "describe": json.loads(json.dumps(self.describe(), default=str)),
+            "describe": described,
             "item_tower": self.item_tower.state_dict(),
             "user_tower": self.user_tower.state_dict(),
             "user_latest": self.user_latest,
@@ -719,8 +722,7 @@ class EmbeddingRecommender(Recommender):
         path, tmp = folder / "model.pt", folder / ".model.pt.tmp"
         torch.save(payload, tmp)
         tmp.replace(path)
-        config = json.dumps(self.describe(), indent=2, default=str)
-        (folder / "config.json").write_text(config)
+        (folder / "config.json").write_text(json.dumps(described, indent=2))
         return path
 
     @staticmethod
@@ -759,6 +761,7 @@ def _restore_model(payload: dict, config: EmbeddingConfig) -> EmbeddingRecommend
     model.history, model.best_epoch = described["history"], described["best_epoch"]
     model.warm_start_from, model.loss_used = described["warm_start_from"], described["loss_used"]
     model.fit_seconds = described["fit_seconds"]
+    model.best_validation_ndcg = described["best_validation_ndcg@10"]
     model.sequences = Sequences(
         a["seq_ptr"], a["seq_items"], a["seq_types"], a["seq_gaps"], a["seq_repeats"]
     )

@@ -253,18 +253,18 @@ def _zipf_weights(n: int, exponent: float, rng: np.random.Generator) -> np.ndarr
     return ranks.astype(float) ** -exponent
 
 
-def build_catalog(cfg: GeneratorConfig, rng: np.random.Generator) -> Catalog:
-    """Items with a category path, brand, category-dependent price and Zipf-like popularity."""
+def _leaf_paths(cfg: GeneratorConfig) -> list[tuple[str, str, str]]:
+    """(department, subcategory, noun) of every leaf category."""
     leaves: list[tuple[str, str, str]] = []
     for dept, (subcats, nouns) in _DEPARTMENTS.items():
         for sub in subcats:
             for k in range(cfg.leaves_per_subcategory):
                 leaves.append((dept, sub, nouns[(len(leaves) + k) % len(nouns)]))
-    n_leaves = len(leaves)
-    leaf_department = np.array([list(_DEPARTMENTS).index(d) for d, _, _ in leaves])
-    n_brands = max(8, cfg.n_items // 40)
-    brand_department = rng.integers(0, len(_DEPARTMENTS), n_brands)
-    brand_names = np.array(
+    return leaves
+
+
+def _brand_names(n_brands: int) -> np.ndarray:
+    return np.array(
         [
             (
                 _BRAND_SYLLABLES[b % 12]
@@ -275,21 +275,62 @@ def build_catalog(cfg: GeneratorConfig, rng: np.random.Generator) -> Catalog:
         ]
     )
 
-    # Leaves differ in size; every leaf holds at least one item.
+
+def _place_items(
+    cfg: GeneratorConfig,
+    rng: np.random.Generator,
+    leaf_department: np.ndarray,
+    brand_department: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each item's leaf (leaves differ in size; every leaf holds at least one item) and brand
+    (a brand sells in its own department most of the time)."""
+    n_leaves = len(leaf_department)
     leaf_share = rng.dirichlet(np.full(n_leaves, 2.0))
     leaf = np.concatenate(
         [np.arange(n_leaves), rng.choice(n_leaves, cfg.n_items - n_leaves, p=leaf_share)]
     )
     rng.shuffle(leaf)
     dept = leaf_department[leaf]
-    # A brand sells in its own department (most of the time).
-    brand = rng.integers(0, n_brands, cfg.n_items)
+    brand = rng.integers(0, len(brand_department), cfg.n_items)
     same_dept = rng.random(cfg.n_items) < 0.85
     for d in range(len(_DEPARTMENTS)):
         pool = np.flatnonzero(brand_department == d)
         pick = same_dept & (dept == d)
         if len(pool) and pick.any():
             brand[pick] = rng.choice(pool, pick.sum())
+    return leaf, brand
+
+
+def _item_texts(
+    brand: np.ndarray, adjective: np.ndarray, colour: np.ndarray, noun: np.ndarray, path: np.ndarray
+) -> tuple[pd.Series, pd.Series]:
+    """Title and description of each item from its brand name, words and category path."""
+    title = pd.Series(brand) + " " + adjective + " " + noun + " (" + colour + ")"
+    description = (
+        "A "
+        + pd.Series(adjective)
+        + " "
+        + noun
+        + " by "
+        + brand
+        + " in "
+        + colour
+        + ", from our "
+        + pd.Series(path).str.replace("/", " > ")
+        + " range."
+    )
+    return title, description
+
+
+def build_catalog(cfg: GeneratorConfig, rng: np.random.Generator) -> Catalog:
+    """Items with a category path, brand, category-dependent price and Zipf-like popularity."""
+    leaves = _leaf_paths(cfg)
+    n_leaves = len(leaves)
+    leaf_department = np.array([list(_DEPARTMENTS).index(d) for d, _, _ in leaves])
+    n_brands = max(8, cfg.n_items // 40)
+    brand_department = rng.integers(0, len(_DEPARTMENTS), n_brands)
+    brand_names = _brand_names(n_brands)
+    leaf, brand = _place_items(cfg, rng, leaf_department, brand_department)
 
     base_price = np.array([_DEPARTMENT_PRICE[d] for d, _, _ in leaves])[leaf]
     price = np.round(base_price * rng.lognormal(0.0, 0.5, cfg.n_items), 2).clip(0.5)
@@ -307,20 +348,7 @@ def build_catalog(cfg: GeneratorConfig, rng: np.random.Generator) -> Catalog:
     leaf_noun = np.array([n for _, _, n in leaves])[leaf]
     leaf_path = np.array([f"{d}/{s}/{n.title()}" for d, s, n in leaves])[leaf]
     item_id = np.char.add("i", np.char.zfill(np.arange(1, cfg.n_items + 1).astype(str), 7))
-    title = pd.Series(brand_names[brand]) + " " + adjective + " " + leaf_noun + " (" + colour + ")"
-    description = (
-        "A "
-        + pd.Series(adjective)
-        + " "
-        + leaf_noun
-        + " by "
-        + brand_names[brand]
-        + " in "
-        + colour
-        + ", from our "
-        + pd.Series(leaf_path).str.replace("/", " > ")
-        + " range."
-    )
+    title, description = _item_texts(brand_names[brand], adjective, colour, leaf_noun, leaf_path)
     items = pd.DataFrame(
         {
             "item_id": item_id,
