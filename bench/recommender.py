@@ -52,7 +52,7 @@ from models.compare import (
 )
 from models.embedding import EmbeddingConfig, EmbeddingRecommender
 from models.metrics import evaluate, user_segments
-from models.split import Split, make_split
+from models.split import VALIDATION_FOR, Split, make_split
 
 RESULTS = Path(__file__).parent / "results" / "recommender.json"
 PARTS = ("sports", "movielens", "generated", "synthetic", "ablation", "speed", "new_items")
@@ -89,9 +89,17 @@ def _above(results: dict, model: str, rivals: list[str], metrics: list[str]) -> 
 TRAIN_SECONDS = {"value": 0.0}  # --train-seconds: a training budget for every model fit
 
 
-def _models(device: str, **embedding: object) -> dict:
-    config = EmbeddingConfig(device=device, train_seconds=TRAIN_SECONDS["value"], **embedding)
-    return {**default_models(device=device), "embedding": lambda: EmbeddingRecommender(config)}
+def _models(device: str, protocol: str = "temporal", **embedding: object) -> dict:
+    config = EmbeddingConfig(
+        device=device,
+        train_seconds=TRAIN_SECONDS["value"],
+        validation=VALIDATION_FOR[protocol],
+        **embedding,
+    )
+    return {
+        **default_models(device=device, protocol=protocol),
+        "embedding": lambda: EmbeddingRecommender(config),
+    }
 
 
 def sports(device: str) -> dict:
@@ -99,7 +107,7 @@ def sports(device: str) -> dict:
     interactions = load_interactions(path)
     items = load_items(path, interactions)
     split = make_split(interactions, "loo")
-    results = _run(split, items, _models(device))
+    results = _run(split, items, _models(device, "loo"))
     published = {
         f"{m} vs S3-Rec (published)": {
             "model": round(results["embedding"][m], 4),
@@ -116,7 +124,7 @@ def movielens(device: str) -> dict:
     interactions = load_interactions(shared_data() / "ml-100k" / "ml-100k.inter")
     split = make_split(interactions, "msr")
     items = pd.DataFrame({"item_id": sorted(interactions["item_id"].unique())})
-    results = _run(split, items, _models(device))
+    results = _run(split, items, _models(device, "msr"))
     targets = _above(results, "embedding", ["ease"], ["ndcg@10", "precision@10"])
     return {"protocol": "msr", "models": results, "targets": targets}
 

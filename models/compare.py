@@ -31,7 +31,7 @@ from models.baselines import (
 )
 from models.embedding import EmbeddingConfig, EmbeddingRecommender
 from models.metrics import evaluate, evaluate_by_segment, item_popularity
-from models.split import Split
+from models.split import VALIDATION_FOR, Split
 
 REQUIRED = ("user_id", "item_id", "timestamp")
 EXPECTED = (
@@ -220,10 +220,14 @@ def load_items(
     return items
 
 
-def default_models(seed: int = 42, device: str = "auto") -> dict[str, Callable[[], Recommender]]:
-    """The model and every baseline, each made fresh for a run."""
+def default_models(
+    seed: int = 42, device: str = "auto", protocol: str = "temporal"
+) -> dict[str, Callable[[], Recommender]]:
+    """The model and every baseline, each made fresh for a run; the model validates as
+    `protocol` tests (`VALIDATION_FOR`)."""
+    config = EmbeddingConfig(seed=seed, device=device, validation=VALIDATION_FOR[protocol])
     return {
-        "embedding": lambda: EmbeddingRecommender(EmbeddingConfig(seed=seed, device=device)),
+        "embedding": lambda: EmbeddingRecommender(config),
         "popularity": PopularityRecommender,
         "popularity_recent": RecentPopularityRecommender,
         "item_knn": ItemKNNRecommender,

@@ -54,6 +54,20 @@ class Sequences:
     def user_items(self, user: int) -> np.ndarray:
         return self.items[self.ptr[user] : self.ptr[user + 1]]
 
+    def without(self, tokens: np.ndarray) -> Sequences:
+        """The same sequences with the tokens at these absolute indices removed."""
+        keep = np.ones(len(self.items), bool)
+        keep[tokens] = False
+        owner = np.repeat(np.arange(len(self.lengths)), self.lengths)
+        ptr = np.r_[0, np.cumsum(np.bincount(owner[keep], minlength=len(self.lengths)))]
+        return Sequences(
+            ptr.astype(np.int64),
+            self.items[keep],
+            self.types[keep],
+            self.gaps[keep],
+            self.repeats[keep],
+        )
+
 
 def build_sequences(
     user: np.ndarray, item: np.ndarray, event_type: np.ndarray, seconds: np.ndarray, n_users: int
@@ -95,12 +109,29 @@ def serving_gap(sequences: Sequences) -> int:
     return int(np.median(chosen))
 
 
-def validation_tokens(sequences: Sequences, serve_gap: int) -> np.ndarray:
-    """Per user, the token held out for validation (never a training target): the first
-    token of the user's last visit when the model serves next visits (`serve_gap` is a
-    session break) and that visit follows at least two tokens; else the newest token. Tokens
-    after it are history when serving, and neither targets nor validation in training."""
+VALIDATION_MODES = ("next", "random")
+
+
+def validation_tokens(
+    sequences: Sequences, serve_gap: int, mode: str = "next", seed: int = 0
+) -> np.ndarray:
+    """Per user, the token held out for validation (never a training target).
+
+    - `next` (what comes next: leave-last-out and temporal tests): the first token of the
+      user's last visit when the model serves next visits (`serve_gap` is a session break)
+      and that visit follows at least two tokens; else the newest token.
+    - `random` (a random part of the history: set-style tests such as msr): a random token
+      after the first two.
+
+    Tokens after it are history when validating and serving, never training targets."""
+    if mode not in VALIDATION_MODES:
+        raise ValueError(f"validation must be one of {', '.join(VALIDATION_MODES)}, not {mode!r}")
     newest = sequences.ptr[1:] - 1
+    if mode == "random":
+        lengths = sequences.lengths
+        draw = np.random.default_rng(seed).random(len(lengths))
+        offset = 2 + np.floor(draw * np.maximum(lengths - 2, 0)).astype(np.int64)
+        return np.where(lengths >= 3, sequences.ptr[:-1] + offset, newest)
     if serve_gap < SESSION_BREAK:
         return newest
     index = np.arange(len(sequences.items))

@@ -30,6 +30,10 @@ import numpy as np
 import pandas as pd
 
 PROTOCOLS = ("temporal", "loo", "msr")
+# What the embedding model holds out to validate under each protocol: what comes next for
+# temporal and loo; a random part of the history for msr, whose test items are a random
+# quarter of each item's interactions.
+VALIDATION_FOR = {"temporal": "next", "loo": "next", "msr": "random"}
 
 
 @dataclass(frozen=True)
