@@ -536,6 +536,13 @@ def test_a_warm_start_carries_the_earlier_model_over_and_learns_the_new_week():
         for name, m in [("warm", warm), ("full", full), ("pop", pop)]
     }
     assert score["warm"] > 2 * score["pop"] and score["warm"] > 0.8 * score["full"]
+    # An earlier blend that validation finds worse than today's memory alone is shut off.
+    with torch.no_grad():
+        earlier.memory.gate.fill_(-100.0)
+    shut = EmbeddingRecommender(EmbeddingConfig(dim=16, epochs=0), progress=False).fit(
+        split.train, catalog, warm_start=earlier
+    )
+    assert float(shut.memory.gate.detach()) == 0.0
     with pytest.raises(ValueError, match="cannot warm-start"):
         EmbeddingRecommender(EmbeddingConfig(dim=8), progress=False).fit(
             split.train, catalog, warm_start=earlier
