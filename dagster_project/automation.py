@@ -16,6 +16,8 @@ automation of the downstream assets, and freshness checks.
   recommendations older than 8 days.
 - `failed_runs_report` writes every failed run (job, failed steps, the error) to
   `reports/failed_runs.jsonl` and the log; Feast steps retry on their own first.
+- `dead_runs_sensor` marks runs whose process died (`kill -9`, a crash) as failed every
+  30 s, so the writing runs queued behind them start (see `run_recovery.py`).
 - `forget_user` (run on request, with the user id as config) removes one user from every
   file, landing exports included, and from the online store (see `privacy.py`).
 """
@@ -62,6 +64,7 @@ from dagster_project.privacy import (
 )
 from dagster_project.pseudonyms import pseudonymise
 from dagster_project.resources import FeastResource, PlatformStorage
+from dagster_project.run_recovery import fail_dead_runs
 from dagster_project.sources.landing import RAW_MANIFEST, landing_files
 
 DAILY_GROUPS = ("ingest", "quality", "detection", "behaviour", "features", "feature_store")
@@ -327,4 +330,25 @@ def forget_user() -> None:
 
 jobs = [daily_refresh, weekly_retrain, daily_model_refresh, forget_user]
 schedules = [daily_refresh_schedule, weekly_retrain_schedule, daily_model_refresh_schedule]
-sensors = [landing_files_sensor, platform_automation, freshness_sensor, failed_runs_report]
+
+
+@sensor(
+    minimum_interval_seconds=30,
+    default_status=DefaultSensorStatus.RUNNING,
+    description="Marks runs whose process died (kill -9, out of memory, a crash) as failed, "
+    "so that the writing runs queued behind them start.",
+)
+def dead_runs_sensor(context: SensorEvaluationContext) -> SkipReason:
+    failed = fail_dead_runs(context.instance)
+    for run_id in failed:
+        context.log.warning(f"run {run_id}: its process is gone; marked failed")
+    return SkipReason(f"{len(failed)} run(s) with a dead process marked failed")
+
+
+sensors = [
+    landing_files_sensor,
+    platform_automation,
+    freshness_sensor,
+    failed_runs_report,
+    dead_runs_sensor,
+]

@@ -140,7 +140,11 @@ def _instance(data_dir: Path, given: DagsterInstance | None) -> Iterator[Dagster
     if given is not None:
         yield given
         return
+    from dagster_project.run_recovery import fail_dead_runs
+
     with DagsterInstance.from_config(str(prepare_dagster_home(data_dir))) as instance:
+        for run_id in fail_dead_runs(instance):
+            print(f"[runs] {run_id}: its process is gone (killed?); marked failed")
         yield instance
 
 

@@ -13,11 +13,12 @@ from datetime import datetime
 from pathlib import Path
 
 import yaml
-from dagster import ConfigurableResource
+from dagster import ConfigurableResource, InitResourceContext
 from feast import FeatureStore
 from feast.repo_config import RepoConfig
 
 from dagster_project.quality.validation import SuiteRunner
+from dagster_project.run_recovery import record_run_worker
 from dagster_project.settings import (
     DATA_DIR_ENV,
     EXPECTATIONS_DIR,
@@ -49,6 +50,11 @@ class PlatformStorage(ConfigurableResource):
     """The data directory every asset reads and writes (empty = $RECSYS_DATA_DIR or ./data)."""
 
     data_dir: str = ""
+
+    def setup_for_execution(self, context: InitResourceContext) -> None:
+        """In a run: record the run's worker process (see `run_recovery`)."""
+        if context.instance is not None and context.run_id:
+            record_run_worker(context.instance, context.run_id)
 
     def layout(self) -> DataLayout:
         return layout(self.data_dir or None)
