@@ -4,6 +4,9 @@
 The key comes from $RECSYS_PSEUDONYM_KEY. Without it the documented development key is
 used, which is fine for the generated data and wrong for real customers: set a secret key
 (and keep it: a new key gives everyone new pseudonyms, so features and models start over).
+Cleaning refuses the development key for landing files that are not exactly the built-in
+generator's (`check_pseudonym_key`), unless $RECSYS_ALLOW_DEVELOPMENT_KEY=1 says that is
+meant, and then it warns in the run's log.
 """
 
 from __future__ import annotations
@@ -15,6 +18,32 @@ from collections.abc import Iterable
 
 PSEUDONYM_KEY_ENV = "RECSYS_PSEUDONYM_KEY"
 DEVELOPMENT_KEY = "recsys-development-key"
+ALLOW_DEVELOPMENT_KEY_ENV = "RECSYS_ALLOW_DEVELOPMENT_KEY"
+
+
+class PseudonymKeyError(RuntimeError):
+    """Real data and no secret pseudonym key."""
+
+
+def check_pseudonym_key(generated: bool) -> str | None:
+    """Whether the key may pseudonymise this data: a set key always; the public development
+    key for the built-in generator's data (`generated`), or where
+    $RECSYS_ALLOW_DEVELOPMENT_KEY=1, with a warning to log (returned). Otherwise an error
+    that says how to set the key."""
+    if os.environ.get(PSEUDONYM_KEY_ENV) or generated:
+        return None
+    if os.environ.get(ALLOW_DEVELOPMENT_KEY_ENV) == "1":
+        return (
+            f"pseudonymising with the public development key (${ALLOW_DEVELOPMENT_KEY_ENV}=1): "
+            "anyone who reads the README can reverse these pseudonyms"
+        )
+    raise PseudonymKeyError(
+        f"${PSEUDONYM_KEY_ENV} is not set and the landing files are not the built-in "
+        "generator's: refusing to pseudonymise real users with the public development key. "
+        f"Set a secret key (e.g. export {PSEUDONYM_KEY_ENV}=$(openssl rand -hex 32)) and keep "
+        "it, since a new key gives everyone new pseudonyms; or set "
+        f"{ALLOW_DEVELOPMENT_KEY_ENV}=1 if you really mean the development key."
+    )
 
 
 def pseudonym_key() -> bytes:

@@ -530,8 +530,9 @@ def test_missing_file_is_named(tmp_path: Path) -> None:
         read_export(tmp_path, "taobao", {"file": "typo"})
 
 
-def test_pipeline_runs_on_a_real_export_through_source_json(tmp_path):
-    """A landing folder that declares `"format": "taobao"` runs through the same assets."""
+def test_pipeline_runs_on_a_real_export_through_source_json(tmp_path, monkeypatch):
+    """A landing folder that declares `"format": "taobao"` runs through the same assets,
+    once a secret pseudonym key is set (real users: the development key is refused)."""
     from dagster import DagsterInstance, materialize
 
     from dagster_project.assets import ingest, quality
@@ -554,7 +555,19 @@ def test_pipeline_runs_on_a_real_export_through_source_json(tmp_path):
         quality.items_clean_suite,
         quality.events_clean_suite,
     ]
+    monkeypatch.delenv("RECSYS_PSEUDONYM_KEY", raising=False)
+    monkeypatch.delenv("RECSYS_ALLOW_DEVELOPMENT_KEY", raising=False)
     with DagsterInstance.ephemeral() as instance:
+        refused = materialize(
+            selection[:4],
+            instance=instance,
+            resources=platform_resources(str(tmp_path)),
+            raise_on_error=False,
+        )
+        assert not refused.success
+        [failure] = refused.get_step_failure_events()
+        assert "RECSYS_PSEUDONYM_KEY is not set" in failure.event_specific_data.error.message
+        monkeypatch.setenv("RECSYS_PSEUDONYM_KEY", "a secret for this test")
         result = materialize(
             selection, instance=instance, resources=platform_resources(str(tmp_path))
         )

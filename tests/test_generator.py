@@ -310,3 +310,38 @@ def test_sequential_sessions_continue_and_drift(shops):
     assert on["same"] > 0.55  # mostly the same category as the view before
     assert on["order"] > off["order"] + 0.08  # the previous view tells more than the one before
     assert on["continued"] > off["continued"] + 0.1, figures
+
+
+def test_the_development_key_is_refused_for_landing_files_the_generator_did_not_write(
+    tiny_layout, tmp_path, monkeypatch
+):
+    import shutil
+
+    from dagster_project.pseudonyms import (
+        ALLOW_DEVELOPMENT_KEY_ENV,
+        PSEUDONYM_KEY_ENV,
+        PseudonymKeyError,
+        check_pseudonym_key,
+    )
+    from dagster_project.sources.generator import generated_landing
+
+    monkeypatch.delenv(PSEUDONYM_KEY_ENV, raising=False)
+    monkeypatch.delenv(ALLOW_DEVELOPMENT_KEY_ENV, raising=False)
+    assert generated_landing(tiny_layout) and check_pseudonym_key(True) is None
+    copy = layout(tmp_path)
+    for folder in ("landing", "ground_truth"):
+        shutil.copytree(tiny_layout.root / folder, copy.root / folder)
+    assert generated_landing(copy)
+    # One more export beside the generator's: real customers, maybe.
+    extra = copy.landing_events / "date=2026-09-03" / "crm-export.csv"
+    extra.write_text("event_id,user_id\n1,jane.doe@example.com\n")
+    assert not generated_landing(copy)
+    extra.unlink()
+    (copy.landing / "source.json").write_text(json.dumps({"source": "prod_shop"}))
+    assert not generated_landing(copy)
+    with pytest.raises(PseudonymKeyError, match=f"{PSEUDONYM_KEY_ENV}.*not set"):
+        check_pseudonym_key(False)
+    monkeypatch.setenv(ALLOW_DEVELOPMENT_KEY_ENV, "1")  # the explicit override: a warning
+    assert "public development key" in check_pseudonym_key(False)
+    monkeypatch.setenv(PSEUDONYM_KEY_ENV, "a secret")
+    assert check_pseudonym_key(False) is None

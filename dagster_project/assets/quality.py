@@ -12,6 +12,7 @@ from dagster import (
     AssetCheckResult,
     AssetCheckSeverity,
     AssetExecutionContext,
+    Failure,
     MaterializeResult,
     MetadataValue,
     asset,
@@ -20,6 +21,7 @@ from dagster import (
 
 from dagster_project.assets._common import OWNERS, parquet_table_metadata, suite_check_result
 from dagster_project.plots import figure_markdown
+from dagster_project.pseudonyms import PseudonymKeyError, check_pseudonym_key
 from dagster_project.quality.cleaning import (
     QUARANTINE_COLUMNS,
     Cleaned,
@@ -36,6 +38,7 @@ from dagster_project.quality.drift import (
 )
 from dagster_project.resources import PlatformStorage, QualityResource
 from dagster_project.settings import EXPECTATIONS_DIR, DataLayout
+from dagster_project.sources.generator import generated_landing
 from dagster_project.sources.landing import raw_relation, raw_rows, read_raw, source_window
 from dagster_project.storage import connect, write_parquet_atomic, write_text_atomic
 
@@ -122,6 +125,12 @@ def items_clean(context: AssetExecutionContext, storage: PlatformStorage) -> Mat
 )
 def events_clean(context: AssetExecutionContext, storage: PlatformStorage) -> MaterializeResult:
     out = storage.layout()
+    try:
+        warning = check_pseudonym_key(generated_landing(out))
+    except PseudonymKeyError as error:
+        raise Failure(str(error)) from None
+    if warning:
+        context.log.warning(warning)
     raw_path = out.raw_table("raw_events")
     raw_items = read_raw(out.raw_table("raw_items"))["item_id"]
     items = pl.read_parquet(out.table("items_clean"), columns=["item_id"])["item_id"]

@@ -34,6 +34,7 @@ from dagster_project.contracts import (
 )
 from dagster_project.features.build import price_bucket
 from dagster_project.settings import DataLayout
+from dagster_project.sources.landing import landing_paths
 from dagster_project.sources.sequential import (
     SEQUEL_EVENT_SHARE,
     Events,
@@ -965,6 +966,8 @@ def generate(cfg: GeneratorConfig, out: DataLayout, progress: bool = True) -> di
     }
     if pop.seq is not None:
         manifest["sequential"] = _write_item_sequels(pop.cat, pop.seq, out)
+    manifest["landing_files"] = landing_paths(out.landing)
+    manifest["source"] = json.loads((out.landing / "source.json").read_text())
     write_text_atomic(
         json.dumps(manifest, indent=2, default=str), out.ground_truth / "manifest.json"
     )
@@ -973,6 +976,20 @@ def generate(cfg: GeneratorConfig, out: DataLayout, progress: bool = True) -> di
         f"{int((traffic['traffic_class'] == 'bot').sum())} bot users -> {out.landing}"
     )
     return manifest
+
+
+def generated_landing(out: DataLayout) -> bool:
+    """Whether the landing folder holds the files `generate` wrote and no other, under the
+    source declaration it wrote (what allows the development pseudonym key, see
+    `pseudonyms.check_pseudonym_key`). Paths, not contents: `forget_user` rewrites files in
+    place."""
+    manifest_path, source_path = out.ground_truth / "manifest.json", out.landing / "source.json"
+    if not manifest_path.is_file() or not source_path.is_file():
+        return False
+    manifest = json.loads(manifest_path.read_text())
+    return manifest.get("landing_files") == landing_paths(out.landing) and manifest.get(
+        "source"
+    ) == json.loads(source_path.read_text())
 
 
 def _export_catalog(cfg: GeneratorConfig, cat: Catalog) -> pd.DataFrame:

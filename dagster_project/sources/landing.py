@@ -309,6 +309,17 @@ def landing_files(folder: Path) -> list[Path]:
     return files
 
 
+def landing_paths(landing: Path) -> list[str]:
+    """Relative paths of every events and items file in the landing folder."""
+    files = [
+        p
+        for kind in ("events", "items")
+        if (landing / kind).is_dir()
+        for p in landing_files(landing / kind)
+    ]
+    return sorted(str(p.relative_to(landing)) for p in files)
+
+
 def read_source_manifest(landing: Path) -> dict:
     """The export's declared name, format and time window (`source.json`).
 
