@@ -1,5 +1,6 @@
 """Other teams' three ways in: the SDK, the HTTP feature server, a point-in-time training set."""
 
+import json
 import os
 import subprocess
 import sys
@@ -179,3 +180,71 @@ def test_feast_apply_runs_only_when_the_feature_repo_changed(tmp_path):
     (tmp_path / "data" / "feast" / "registry.db").unlink()  # a registry gone: apply again
     assert "skipped" not in feast.apply()
     assert FeatureStore(config=feast.repo_config()).list_feature_views()
+
+
+def _post(url: str, path: str, body: bytes, headers: dict | None = None) -> int:
+    request = urllib.request.Request(
+        f"{url}{path}", data=body, headers={"Content-Type": "application/json", **(headers or {})}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status
+    except urllib.error.HTTPError as error:
+        return error.code
+
+
+@pytest.mark.parametrize(
+    "path", ["/write-to-online-store", "/push", "/materialize", "/materialize-incremental"]
+)
+def test_the_server_refuses_writes_without_a_token(served, path):
+    url, _ = served
+    body = b'{"feature_view_name": "user_recommendations", "df": {"user_id": ["u1"]}}'
+    assert _post(url, path, body) == 403
+    assert _post(url, path, body, {"Authorization": "Bearer guess"}) == 403
+
+
+def test_the_server_checks_the_host_and_bounds_requests(served):
+    url, _ = served
+    lookup = b'{"features": ["user_behaviour:views"], "entities": {"user_id": ["u1"]}}'
+    assert _post(url, "/get-online-features", lookup) == 200
+    # DNS rebinding: a page on evil.example resolving to 127.0.0.1 sends its own Host.
+    assert _post(url, "/get-online-features", lookup, {"Host": "evil.example"}) == 400
+    many = {"features": ["user_behaviour:views"], "entities": {"user_id": ["u1"] * 10_001}}
+    assert _post(url, "/get-online-features", json.dumps(many).encode()) == 413
+    assert _post(url, "/get-online-features", b" " * (2 << 20)) == 413
+    with urllib.request.urlopen(f"{url}/health", timeout=5) as r:  # still serving
+        assert r.status == 200
+
+
+def test_writes_pass_the_guard_only_with_the_token():
+    import asyncio
+
+    from dagster_project.feature_server import ServingGuard
+
+    async def inner(scope, receive, send):  # stands for Feast's app: echoes the body's size
+        body = (await receive())["body"]
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": str(len(body)).encode()})
+
+    def status(guard, path, body=b"{}", authorization=None):
+        sent = []
+        headers = [(b"content-length", str(len(body)).encode())]
+        if authorization:
+            headers.append((b"authorization", authorization.encode()))
+        scope = {"type": "http", "method": "POST", "path": path, "headers": headers}
+
+        async def receive():
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        async def send(message):
+            sent.append(message)
+
+        asyncio.run(guard(scope, receive, send))
+        return sent[0]["status"], sent[1]["body"]
+
+    guarded = ServingGuard(inner, write_token="s3cret")
+    assert status(guarded, "/push")[0] == 403
+    assert status(guarded, "/push", authorization="Bearer wrong")[0] == 403
+    assert status(guarded, "/push", b'{"a": 1}', "Bearer s3cret") == (200, b"8")
+    assert status(ServingGuard(inner), "/push", authorization="Bearer s3cret")[0] == 403
+    assert status(guarded, "/get-online-features", b'{"entities": {}}') == (200, b"16")
