@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from dagster import DagsterInstance, ExecuteInProcessResult
 
-from dagster_project.settings import DATA_DIR_ENV, FEATURE_REPO_DIR, layout
+from dagster_project.settings import DATA_DIR_ENV, FEATURE_REPO_DIR, layout, use_private_umask
 from dagster_project.sources.generator import PRESETS, dataset_fingerprint, generate, preset
 
 
@@ -233,6 +233,7 @@ def _recommend(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    use_private_umask()
     default_dir = os.environ.get(DATA_DIR_ENV) or str(layout().root)
     parser = argparse.ArgumentParser(prog="python -m dagster_project.cli", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)

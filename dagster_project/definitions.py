@@ -30,7 +30,7 @@ from dagster_project.resources import (
     QualityResource,
     RecommenderSettings,
 )
-from dagster_project.settings import layout
+from dagster_project.settings import layout, use_private_umask
 from dagster_project.sources.landing import source_window
 
 ASSET_MODULES = [
@@ -84,6 +84,8 @@ def platform_resources(data_dir: str = "", **settings: int | str) -> dict:
     }
 
 
+# The code server, the daemon and `dagster dev` load this module: their files are private.
+use_private_umask()
 defs = Definitions(
     assets=all_assets,
     asset_checks=all_checks,

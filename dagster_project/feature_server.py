@@ -44,6 +44,7 @@ from feast.feature_server import get_app
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from dagster_project.resources import FeastResource
+from dagster_project.settings import use_private_umask
 
 logger = logging.getLogger(__name__)
 CLIENT_ERRORS = (ValueError, KeyError, TypeError)
@@ -240,6 +241,7 @@ def main() -> None:
         f"(default: ${ALLOWED_HOSTS_ENV})",
     )
     args = parser.parse_args()
+    use_private_umask()
     import uvicorn
 
     uvicorn.run(

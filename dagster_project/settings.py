@@ -21,6 +21,16 @@ def first_event_day() -> str:
     return os.environ.get(FIRST_EVENT_DAY_ENV) or DEFAULT_FIRST_EVENT_DAY
 
 
+# Files the platform writes hold customer data: readable by their owner only.
+PRIVATE_UMASK = 0o077
+
+
+def use_private_umask() -> None:
+    """Create every later file and folder of this process owner-only (0600 / 0700); called
+    by the platform's entry points (the CLI, the Dagster definitions, the feature server)."""
+    os.umask(PRIVATE_UMASK)
+
+
 def data_dir() -> Path:
     """The data directory: `$RECSYS_DATA_DIR`, else `data/` inside the checkout."""
     return Path(os.environ.get(DATA_DIR_ENV) or PROJECT_ROOT / "data").resolve()

@@ -45,6 +45,17 @@ def write_text_atomic(text: str, path: Path) -> Path:
     return path
 
 
+def sql_text(value: object) -> str:
+    """A SQL string literal, single quotes doubled: the one way a path or a value is pasted
+    into SQL text (a quote in a data directory's path must not break a query)."""
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+def parquet_relation(path: Path | str) -> str:
+    """DuckDB's `read_parquet('<path>')` for a file, the path quoted."""
+    return f"read_parquet({sql_text(path)})"
+
+
 DUCKDB_MEMORY_LIMIT = "2GB"  # DuckDB spills to disk beyond this
 
 

@@ -215,3 +215,24 @@ def test_feature_snapshots_never_see_their_own_day():
         and first.loc["i1", "views"] == 0
     )
     assert set(items["price_bucket"]) == {1, 4}  # [5, 10) and [40, 80)
+
+
+def test_an_items_peak_day_is_the_same_however_the_rows_arrive():
+    """Ties between equally busy days go to the later day, whatever the row order."""
+    from datetime import UTC, date, datetime, timedelta
+
+    from dagster_project.detection.items import popularity_spikes
+
+    start = datetime(2026, 9, 1, tzinfo=UTC)
+    times = [start + timedelta(days=d, hours=h) for d in (0, 3) for h in range(5)]
+    times += [start + timedelta(days=d) for d in range(6)]
+    events = pl.DataFrame(
+        {"item_id": ["i1"] * 10 + ["i2"] * 6, "event_time": times},
+        schema={"item_id": pl.String, "event_time": pl.Datetime("us", "UTC")},
+    )
+    runs = [
+        popularity_spikes(events.sample(fraction=1.0, shuffle=True, seed=s).lazy()).sort("item_id")
+        for s in range(8)
+    ]
+    assert all(r.equals(runs[0]) for r in runs)
+    assert runs[0].filter(pl.col("item_id") == "i1")["peak_date"][0] == date(2026, 9, 4)

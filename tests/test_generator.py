@@ -177,7 +177,10 @@ def _content_digest(out) -> str:
     h.update(truth.to_csv(index=False).encode())
     labels = pd.read_parquet(out.ground_truth / "traffic_labels.parquet")
     h.update(labels.to_csv(index=False).encode())
-    h.update((out.ground_truth / "manifest.json").read_bytes())
+    manifest = json.loads((out.ground_truth / "manifest.json").read_text())
+    for added in ("landing_files", "source"):  # recorded for the development-key check
+        manifest.pop(added, None)
+    h.update(json.dumps(manifest, indent=2, default=str).encode())
     return h.hexdigest()[:16]
 
 
@@ -345,3 +348,23 @@ def test_the_development_key_is_refused_for_landing_files_the_generator_did_not_
     assert "public development key" in check_pseudonym_key(False)
     monkeypatch.setenv(PSEUDONYM_KEY_ENV, "a secret")
     assert check_pseudonym_key(False) is None
+
+
+def test_the_platform_writes_private_files(tmp_path):
+    """What the platform writes is its owner's alone (the entry points set a private umask)."""
+    import os
+    import stat
+
+    import dagster_project.definitions  # noqa: F401  (what the code server and daemon load)
+    from dagster_project.settings import PRIVATE_UMASK, use_private_umask
+    from dagster_project.storage import write_parquet_atomic
+
+    before = os.umask(0o022)
+    assert before == PRIVATE_UMASK
+    try:
+        use_private_umask()
+        path = write_parquet_atomic(pd.DataFrame({"a": [1]}), tmp_path / "private" / "t.parquet")
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+        assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+    finally:
+        os.umask(before)

@@ -62,6 +62,20 @@ def test_every_raw_row_is_clean_or_quarantined_with_a_reason(run):
     assert quarantine["raw"].notna().all() and quarantine["run_id"].nunique() == 1
 
 
+def test_the_row_accounting_holds_under_a_quoted_data_directory(run, tmp_path):
+    """A `'` in the data directory's path is quoted, not pasted, into the SQL."""
+    import shutil
+
+    from dagster_project.assets.quality import accounting_by_table
+    from dagster_project.settings import layout
+
+    quoted = layout(tmp_path / "shop's data")
+    shutil.copytree(run.tables, quoted.tables)
+    accounting = accounting_by_table(quoted)
+    assert accounting["balanced"].all()
+    assert accounting.equals(accounting_by_table(run))
+
+
 def test_planted_problems_are_caught_with_the_expected_reason(run):
     truth = pd.read_parquet(run.ground_truth / "planted_problems.parquet")
     truth["source_file"] = truth["path"].map(

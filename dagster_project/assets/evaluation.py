@@ -19,7 +19,7 @@ from dagster_project.plots import figure_base64
 from dagster_project.quality.report import collect_report_data, render_report
 from dagster_project.resources import PlatformStorage, QualityResource, RecommenderSettings
 from dagster_project.sources.landing import raw_relation
-from dagster_project.storage import write_text_atomic
+from dagster_project.storage import parquet_relation, write_text_atomic
 from models.compare import compare, comparison_markdown, comparison_table, default_models
 from models.embedding import EmbeddingRecommender
 from models.metrics import user_segments
@@ -204,7 +204,7 @@ def warehouse(storage: PlatformStorage) -> MaterializeResult:
     with duckdb.connect(str(tmp)) as con:
         for name, path in paths.items():
             if path.exists():
-                source = raw_relation(path) if path.is_dir() else f"read_parquet('{path}')"
+                source = raw_relation(path) if path.is_dir() else parquet_relation(path)
                 con.execute(f"CREATE OR REPLACE VIEW {name} AS SELECT * FROM {source}")
     tmp.replace(out.duckdb_file)
     return MaterializeResult(

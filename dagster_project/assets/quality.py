@@ -40,7 +40,12 @@ from dagster_project.resources import PlatformStorage, QualityResource
 from dagster_project.settings import EXPECTATIONS_DIR, DataLayout
 from dagster_project.sources.generator import generated_landing
 from dagster_project.sources.landing import raw_relation, raw_rows, read_raw, source_window
-from dagster_project.storage import connect, write_parquet_atomic, write_text_atomic
+from dagster_project.storage import (
+    connect,
+    parquet_relation,
+    write_parquet_atomic,
+    write_text_atomic,
+)
 
 
 def _reason_counts(quarantine: pl.DataFrame) -> MetadataValue:
@@ -187,11 +192,9 @@ def accounting_by_table(out: DataLayout) -> pd.DataFrame:
         ("raw_events", "events_clean", "behaviour_events"),
         ("raw_items", "items_clean", "items"),
     ]:
-        held = (
-            f"(SELECT * FROM read_parquet('{out.table('quarantine')}') WHERE \"table\" = '{table}')"
-        )
+        held = f"(SELECT * FROM {parquet_relation(out.table('quarantine'))} WHERE \"table\" = '{table}')"
         accounting = row_accounting(
-            raw_relation(out.raw_table(raw_name)), f"read_parquet('{out.table(clean_name)}')", held
+            raw_relation(out.raw_table(raw_name)), parquet_relation(out.table(clean_name)), held
         )
         frames.append(accounting.select(pl.lit(table).alias("table"), pl.all()))
     return pl.concat(frames).to_pandas()
@@ -265,7 +268,7 @@ def events_clean_suite(
 
 def drift_figures(out: DataLayout) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(day-over-day drift of events_clean, the reviewed drift checks' verdicts)."""
-    relation = f"read_parquet('{out.table('events_clean')}')"
+    relation = parquet_relation(out.table("events_clean"))
     with connect() as con:
         samples = daily_samples(con, relation)
     days = day_over_day(samples)

@@ -51,9 +51,10 @@ def popularity_spikes(events: pl.LazyFrame) -> pl.DataFrame:
     mean_total = float(totals["day_total"].mean()) if n_days else 1.0
     per_item = daily.group_by("item_id").agg(
         pl.col("n").sum().alias("events"),
-        pl.col("day").sort_by("n").last().alias("peak_day"),
+        # ties broken by the later day: the same peak however the rows arrive
+        pl.col("day").sort_by("n", "day").last().alias("peak_day"),
         pl.col("n").max().alias("peak_day_events"),
-        (pl.col("n") / pl.col("day_total")).sort_by("n").last().alias("peak_share"),
+        (pl.col("n") / pl.col("day_total")).sort_by("n", "day").last().alias("peak_share"),
         # median over every day of the window: days without traffic count as zero
         (pl.col("n") / pl.col("day_total")).alias("shares"),
     )

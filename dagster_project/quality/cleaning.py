@@ -33,7 +33,7 @@ from dagster_project.contracts import (
 )
 from dagster_project.pseudonyms import pseudonymise
 from dagster_project.sources.landing import raw_relation
-from dagster_project.storage import connect, write_parquet_atomic
+from dagster_project.storage import connect, sql_text, write_parquet_atomic
 
 QUARANTINE_COLUMNS = [
     "table",
@@ -57,10 +57,6 @@ class Cleaned:
     quarantine: pl.DataFrame
     rule_hits: dict[str, int] = field(default_factory=dict)
     clean_rows: int = 0
-
-
-def _lit(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
 
 
 def _blank(col: str) -> str:
@@ -121,7 +117,7 @@ class _Rules:
         """The sentence for a quarantined row, from its `reason`."""
         words = {code: detail for code, _, detail in self.rules} | (late or {})
         whens = "".join(
-            f" WHEN reason = '{code}' THEN {detail or _lit(QUARANTINE_REASONS[code])}"
+            f" WHEN reason = '{code}' THEN {detail or sql_text(QUARANTINE_REASONS[code])}"
             for code, detail in words.items()
         )
         return (
@@ -153,12 +149,12 @@ def _source_reason_hits(con: duckdb.DuckDBPyConnection, table: str) -> dict[str,
 
 def _quarantine_sql(table_name: str, columns: list[str], run_id: str, now: datetime) -> str:
     """SELECT list of the quarantine's shape; Parquet records keep their fields as JSON."""
-    fields = ", ".join(f"{_lit(c)}, {c}" for c in columns)
+    fields = ", ".join(f"{sql_text(c)}, {c}" for c in columns)
     return (
-        f'{_lit(table_name)} AS "table", source, source_file, CAST(source_line AS BIGINT) AS source_line, '
+        f'{sql_text(table_name)} AS "table", source, source_file, CAST(source_line AS BIGINT) AS source_line, '
         f"coalesce(raw, CAST(json_object({fields}) AS VARCHAR)) AS raw, "
-        f"reason, detail, {_lit(run_id)} AS run_id, "
-        f"TIMESTAMPTZ {_lit(now.isoformat())} AS quarantined_at"
+        f"reason, detail, {sql_text(run_id)} AS run_id, "
+        f"TIMESTAMPTZ {sql_text(now.isoformat())} AS quarantined_at"
     )
 
 
@@ -211,7 +207,7 @@ def clean_items(raw: pl.DataFrame | Path, run_id: str, now: datetime) -> Cleaned
             lower(trim(coalesce(available, 'true'))) IN ('true', '1', 'yes', 'y') AS available,
             {sql_timestamp("listed_at")} AS listed_at, source, source_file,
             CAST(source_line AS BIGINT) AS source_line,
-            TIMESTAMPTZ {_lit(now.isoformat())} AS ingested_at
+            TIMESTAMPTZ {sql_text(now.isoformat())} AS ingested_at
         FROM judged WHERE reason IS NULL ORDER BY source_file, source_line""",
     )
     quarantine = _to_polars(
@@ -229,10 +225,12 @@ def _hits(con: duckdb.DuckDBPyConnection, rules: _Rules) -> tuple[list[str], tup
 
 
 def _event_type_sql() -> str:
-    cases = " ".join(f"WHEN {_lit(k)} THEN {_lit(v)}" for k, v in EVENT_TYPE_ALIASES.items())
+    cases = " ".join(
+        f"WHEN {sql_text(k)} THEN {sql_text(v)}" for k, v in EVENT_TYPE_ALIASES.items()
+    )
     # The canonical spellings first, so most rows skip lower() and trim().
     exact = " ".join(
-        f"WHEN {_lit(v)} THEN {_lit(v)}" for v in sorted(set(EVENT_TYPE_ALIASES.values()))
+        f"WHEN {sql_text(v)} THEN {sql_text(v)}" for v in sorted(set(EVENT_TYPE_ALIASES.values()))
     )
     return f"CASE event_type {exact} ELSE CASE lower(trim(event_type)) {cases} END END"
 
@@ -291,15 +289,15 @@ def _event_rules(window: tuple[datetime, datetime], now: datetime) -> _Rules:
     )
     rules.add(
         "future_timestamp",
-        f"t > TIMESTAMPTZ {_lit(now.isoformat())}",
+        f"t > TIMESTAMPTZ {sql_text(now.isoformat())}",
         f"'timestamp ' || {_quoted('event_time')} || "
-        f"{_lit(f' is after the ingestion time {now:%Y-%m-%d %H:%M} UTC')}",
+        f"{sql_text(f' is after the ingestion time {now:%Y-%m-%d %H:%M} UTC')}",
     )
     rules.add(
         "outside_source_window",
-        f"t < TIMESTAMPTZ {_lit(start.isoformat())} OR t >= TIMESTAMPTZ {_lit(end.isoformat())}",
+        f"t < TIMESTAMPTZ {sql_text(start.isoformat())} OR t >= TIMESTAMPTZ {sql_text(end.isoformat())}",
         f"'timestamp ' || {_quoted('event_time')} || "
-        + _lit(
+        + sql_text(
             f" is outside the declared window {start:%Y-%m-%d %H:%M} .. {end:%Y-%m-%d %H:%M} UTC"
             " (end excluded)"
         ),
@@ -519,7 +517,7 @@ def clean_events(
             c.etype AS event_type, c.t AS event_time, CAST(c.quantity_number AS BIGINT) AS quantity,
             c.price_number AS price, c.query, c.source, c.source_file,
             CAST(c.source_line AS BIGINT) AS source_line,
-            TIMESTAMPTZ {_lit(now.isoformat())} AS ingested_at
+            TIMESTAMPTZ {sql_text(now.isoformat())} AS ingested_at
         FROM typed c {derived_join} LEFT JOIN pseudonyms p ON p.user_id = c.user_id
         WHERE NOT EXISTS (SELECT 1 FROM rejected r WHERE r._row = c._row)"""
     detail = rules.detail_sql(
@@ -555,8 +553,10 @@ def _copy_parquet(con: duckdb.DuckDBPyConnection, query: str, path: Path) -> int
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     try:
-        con.execute(f"COPY ({query}) TO {_lit(str(tmp))} (FORMAT parquet, COMPRESSION snappy)")
-        rows = con.execute(f"SELECT count(*) FROM read_parquet({_lit(str(tmp))})").fetchall()[0][0]
+        con.execute(f"COPY ({query}) TO {sql_text(str(tmp))} (FORMAT parquet, COMPRESSION snappy)")
+        rows = con.execute(f"SELECT count(*) FROM read_parquet({sql_text(str(tmp))})").fetchall()[
+            0
+        ][0]
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

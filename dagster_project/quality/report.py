@@ -22,7 +22,7 @@ from dagster_project.detection.bots import BOT_THRESHOLD
 from dagster_project.plots import figure_html
 from dagster_project.pseudonyms import pseudonymise
 from dagster_project.sources.landing import raw_relation
-from dagster_project.storage import connect
+from dagster_project.storage import connect, parquet_relation
 
 
 @dataclass
@@ -115,7 +115,7 @@ def collect_report_data(
 
     def rel(name: str) -> str:
         path = tables[name]
-        return raw_relation(path) if path.is_dir() else f"read_parquet('{path}')"
+        return raw_relation(path) if path.is_dir() else parquet_relation(path)
 
     def q(sql: str) -> pd.DataFrame:
         return con.execute(sql).df()
@@ -150,9 +150,9 @@ def collect_report_data(
     scores = tables["user_traffic_scores"]
     exclusions = tables["behaviour_exclusions"]
     bots = q(
-        f"""SELECT (SELECT count(*) FROM read_parquet('{scores}')) AS users_scored,
-            (SELECT count_if(is_bot) FROM read_parquet('{scores}')) AS users_flagged,
-            (SELECT coalesce(sum(events_excluded), 0) FROM read_parquet('{exclusions}'))
+        f"""SELECT (SELECT count(*) FROM {parquet_relation(scores)}) AS users_scored,
+            (SELECT count_if(is_bot) FROM {parquet_relation(scores)}) AS users_flagged,
+            (SELECT coalesce(sum(events_excluded), 0) FROM {parquet_relation(exclusions)})
                 AS events_excluded,
             (SELECT count(*) FROM {rel("events_clean")}) AS clean_events"""
     )
@@ -160,16 +160,16 @@ def collect_report_data(
     bots["flagged_user_share_%"] = 100 * bots["users_flagged"] / bots["users_scored"]
     bots["excluded_event_share_%"] = 100 * bots["events_excluded"] / bots["clean_events"]
     flagged_users = q(
-        f"""SELECT user_id, bot_score, events, pattern, reasons FROM read_parquet('{scores}')
+        f"""SELECT user_id, bot_score, events, pattern, reasons FROM {parquet_relation(scores)}
         WHERE is_bot ORDER BY bot_score DESC, events DESC LIMIT 25"""
     )
     by_pattern = q(
-        f"""SELECT pattern, count(*) AS users, sum(events) AS events FROM read_parquet('{scores}')
+        f"""SELECT pattern, count(*) AS users, sum(events) AS events FROM {parquet_relation(scores)}
         WHERE is_bot GROUP BY 1 ORDER BY users DESC"""
     )
     score_bins = q(
         f"""SELECT least(floor(bot_score * 50), 49) / 50 AS score, count(*) AS users
-        FROM read_parquet('{scores}') GROUP BY 1 ORDER BY 1"""
+        FROM {parquet_relation(scores)} GROUP BY 1 ORDER BY 1"""
     )
     confusion = pd.DataFrame()
     if traffic_labels is not None and traffic_labels.exists():
@@ -181,7 +181,7 @@ def collect_report_data(
                 coalesce(l.kind, 'human') AS kind, count(*) AS users,
                 count_if(s.is_bot) AS flagged, count_if(NOT s.is_bot) AS not_flagged,
                 round(100 * count_if(s.is_bot) / count(*), 2) AS "flagged_%"
-            FROM read_parquet('{scores}') s LEFT JOIN traffic_labels l
+            FROM {parquet_relation(scores)} s LEFT JOIN traffic_labels l
                 USING (user_id)
             GROUP BY ALL ORDER BY 1, 2"""
         ).astype({"users": int, "flagged": int, "not_flagged": int})
@@ -190,10 +190,10 @@ def collect_report_data(
         f"""SELECT count_if(price_outlier) AS price_outliers,
             count_if(popularity_spike) AS popularity_spikes,
             count_if(bot_driven) AS bot_driven_items, count(*) AS items
-        FROM read_parquet('{outliers}')"""
+        FROM {parquet_relation(outliers)}"""
     )
     top_items = q(
-        f"""SELECT item_id, category, events, reasons FROM read_parquet('{outliers}')
+        f"""SELECT item_id, category, events, reasons FROM {parquet_relation(outliers)}
         WHERE is_outlier ORDER BY events DESC LIMIT 15"""
     )
     return ReportData(

@@ -26,7 +26,7 @@ os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
 import great_expectations as gx
 from great_expectations.data_context.types.base import ProgressBarsConfig
 
-from dagster_project.storage import connect
+from dagster_project.storage import connect, parquet_relation
 
 DATASOURCE = "platform"
 
@@ -170,7 +170,7 @@ class SuiteRunner:
     ) -> SuiteOutcome:
         """Validate the Parquet table at `path` with the suite named after `table` (SQL engine),
         store the result in GX's validation store and render its Data Docs page."""
-        relation = f"read_parquet('{str(path).replace(chr(39), chr(39) * 2)}')"
+        relation = parquet_relation(path)
         outcome, suite_result = _validate_sql(self, table, relation, parameters or {})
         result_id = _store(self, table, suite_result, run_name)
         # Render this result's page (and the index) only; the data_docs asset renders all.

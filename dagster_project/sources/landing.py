@@ -33,7 +33,7 @@ from dagster_project.contracts import (
     ITEM_REQUIRED,
     RAW_LINEAGE_COLUMNS,
 )
-from dagster_project.storage import connect
+from dagster_project.storage import connect, sql_text
 
 SUPPORTED_SUFFIXES = {".csv", ".parquet"}
 CANONICAL_FORMAT = "canonical"
@@ -253,10 +253,10 @@ def _parquet_select(files: list[Path], kind: str, source: str, root: Path | None
     """DuckDB SELECT of the raw frame over Parquet files (one scan, every record kept)."""
     columns, required = contract_columns(kind)
     present = set().union(*(_parquet_columns(p, required) for p in files))
-    listing = ", ".join(_sql_text(str(p)) for p in files)
+    listing = ", ".join(sql_text(str(p)) for p in files)
     prefix = f"{root}/" if root else None
     file_name = (
-        f"replace(filename, {_sql_text(prefix)}, '')" if prefix else "parse_filename(filename)"
+        f"replace(filename, {sql_text(prefix)}, '')" if prefix else "parse_filename(filename)"
     )
     text = [
         f'nullif(CAST("{c}" AS VARCHAR), \'\') AS "{c}"'
@@ -265,17 +265,13 @@ def _parquet_select(files: list[Path], kind: str, source: str, root: Path | None
         for c in columns
     ]
     return (
-        f"SELECT {_sql_text(source)} AS source, {file_name} AS source_file, "
+        f"SELECT {sql_text(source)} AS source, {file_name} AS source_file, "
         "CAST(file_row_number + 1 AS BIGINT) AS source_line, CAST(NULL AS VARCHAR) AS raw, "
         "CAST(NULL AS VARCHAR) AS parse_error, CAST(NULL AS VARCHAR) AS source_reason, "
         f"CAST(NULL AS VARCHAR) AS source_detail, {', '.join(text)} "
         f"FROM read_parquet([{listing}], union_by_name = true, filename = true, "
         "file_row_number = true)"
     )
-
-
-def _sql_text(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
 
 
 def read_landing_file(path: Path, kind: str, source: str, root: Path | None = None) -> pl.DataFrame:
@@ -483,7 +479,7 @@ def raw_relation(raw: Path) -> str:
     sources = [name for f in manifest["files"] for name in f["source_files"]]
     files_sql = (
         "SELECT * FROM (VALUES "
-        + ", ".join(f"({_sql_text(name)}, {i})" for i, name in enumerate(sources))
+        + ", ".join(f"({sql_text(name)}, {i})" for i, name in enumerate(sources))
         + ") v(source_file, _file)"
         if sources
         else "SELECT NULL::VARCHAR AS source_file, NULL::INTEGER AS _file WHERE false"
@@ -492,7 +488,7 @@ def raw_relation(raw: Path) -> str:
     parts = []
     parsed = [raw / f["path"] for f in manifest["files"] if f["parsed"]]
     if parsed:
-        names = ", ".join(_sql_text(str(p)) for p in parsed)
+        names = ", ".join(sql_text(str(p)) for p in parsed)
         parts.append(f"SELECT {order} FROM read_parquet([{names}], union_by_name = true)")
     copied = [raw / f["path"] for f in manifest["files"] if not f["parsed"]]
     if copied:
