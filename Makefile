@@ -7,7 +7,7 @@ PRESET ?= default
 UI_PORT ?= 3000
 export RECSYS_DATA_DIR := $(abspath $(DATA_DIR))
 
-.PHONY: install demo test ui serve bench bench-detection bench-recommender bench-recommender-device lint clean
+.PHONY: install demo test test-tools ui serve bench bench-detection bench-recommender bench-recommender-device lint clean
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,9 +20,15 @@ install: $(BIN)/.installed
 demo: install
 	$(BIN)/python -m dagster_project.cli demo --preset $(PRESET)
 
-## test: the test suite (unit tests + the whole graph on the tiny preset)
-test: install
+## test: the test suite (unit tests + the whole graph on the tiny preset); the servers and
+## the browser the tests start are installed here, never at run time
+test: install test-tools
 	$(BIN)/python -m pytest
+
+## test-tools: Debian's redis-server and chromium, when missing (needs root or sudo)
+test-tools:
+	bash scripts/install_redis.sh >/dev/null
+	bash scripts/install_chromium.sh >/dev/null
 
 ## ui: the Dagster UI on http://127.0.0.1:$(UI_PORT), over the demo's runs
 ui: install

@@ -96,3 +96,10 @@ def test_materializing_into_a_stopped_redis_retries_then_says_which_store(
     assert f"redis online store at {url}" in message and "failed 3 times" in message
     assert "ConnectionError" in message
     assert [w.split("retrying in ")[1] for w in waits] == ["0.01 s", "0.02 s"]
+
+
+def test_a_missing_server_binary_is_named_not_installed_at_run_time():
+    from dagster_project.system_tools import ensure_command
+
+    with pytest.raises(RuntimeError, match=r"not installed: run `bash .*install_redis\.sh`"):
+        ensure_command("redis-server-that-does-not-exist", "install_redis.sh")
