@@ -13,7 +13,6 @@ landing exports included, and from the online store, and logs it without the id.
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import re
 from collections.abc import Iterable
@@ -27,7 +26,7 @@ from feast.infra.key_encoding_utils import serialize_entity_key
 from feast.protos.feast.types.EntityKey_pb2 import EntityKey
 from feast.protos.feast.types.Value_pb2 import Value
 
-from dagster_project.pseudonyms import pseudonymise
+from dagster_project.pseudonyms import deletion_digest, pseudonymise
 from dagster_project.settings import DataLayout
 from dagster_project.sources.landing import CANONICAL_FORMAT, read_source_manifest
 from dagster_project.storage import write_parquet_atomic, write_text_atomic
@@ -185,11 +184,12 @@ def user_views(store: FeatureStore) -> list[str]:
 
 def record_deletion(out: DataLayout, user_id: str, removed: dict[str, int], online: int) -> Path:
     """Append to privacy/deletions.jsonl when and how much was removed, naming the user only
-    by a SHA-256 digest (the log must not keep the id it deleted)."""
+    by a keyed digest (`pseudonyms.deletion_digest`: the log must not keep the id it deleted,
+    and whoever holds the key can still answer "was this customer deleted?")."""
     path = out.root / "privacy" / "deletions.jsonl"
     path.parent.mkdir(parents=True, exist_ok=True)
     entry = {
-        "user_sha256": hashlib.sha256(user_id.encode()).hexdigest(),
+        "user_hmac": deletion_digest(user_id),
         "deleted_at": datetime.now(UTC).isoformat(),
         "rows_removed": sum(removed.values()),
         "files": len(removed),

@@ -50,6 +50,14 @@ def pseudonym_key() -> bytes:
     return os.environ.get(PSEUDONYM_KEY_ENV, DEVELOPMENT_KEY).encode()
 
 
+def deletion_digest(user_id: str) -> str:
+    """How the deletion log names a deleted customer: HMAC-SHA256 under the pseudonym key
+    (a bare hash of a short id is reversed by trying every id; this needs the key), with its
+    own prefix so that it matches no pseudonym."""
+    message = b"deletion-log:" + str(user_id).encode()
+    return hmac.new(pseudonym_key(), message, hashlib.sha256).hexdigest()
+
+
 def pseudonymise(user_ids: Iterable[str], key: bytes | None = None) -> list[str]:
     """The pseudonym of each raw user id, in order."""
     key = pseudonym_key() if key is None else key

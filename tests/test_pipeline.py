@@ -1,5 +1,6 @@
 """The whole asset graph on the tiny preset: row accounting, planted problems, Feast, the model."""
 
+import hashlib
 import json
 import os
 import subprocess
@@ -409,6 +410,11 @@ def test_a_forgotten_user_is_gone_everywhere_and_stays_gone(run, tmp_path):
         and user not in log
         and json.loads(log.splitlines()[-1])["rows_removed"] > 0
     )
+    # Keyed: not the bare SHA-256 that trying every short id reverses.
+    from dagster_project.pseudonyms import deletion_digest
+
+    assert hashlib.sha256(raw_id.encode()).hexdigest() not in log
+    assert json.loads(log.splitlines()[-1])["user_hmac"] == deletion_digest(raw_id)
     # The next run (ingest to training set and recommendations) cannot bring them back.
     selection = [a for a in all_assets if "evaluation" not in a.group_names_by_key.values()]
     with DagsterInstance.ephemeral() as instance:
@@ -463,8 +469,6 @@ def _daily_copy(run, tmp_path: Path):
 
 def _digests(out) -> dict[str, str]:
     """sha256 of every file the daily feature assets write."""
-    import hashlib
-
     files = [*out.features.rglob("*.parquet")]
     return {str(p.relative_to(out.root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
 
