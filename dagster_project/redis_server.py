@@ -12,13 +12,13 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from dagster_project.system_tools import ensure_command, free_port
+from dagster_project.system_tools import free_port, require_command
 
 
 @contextmanager
 def redis_server(timeout_s: float = 10.0) -> Iterator[str]:
     """Start redis-server on 127.0.0.1 and a free port; yield "host:port"; stop it by PID."""
-    binary = ensure_command("redis-server", "install_redis.sh")
+    binary = require_command("redis-server", "install_redis.sh")
     port = free_port()
     proc = subprocess.Popen(
         [binary, "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no"],

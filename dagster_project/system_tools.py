@@ -9,7 +9,7 @@ import socket
 from dagster_project.settings import PROJECT_ROOT
 
 
-def ensure_command(command: str, install_script: str) -> str:
+def require_command(command: str, install_script: str) -> str:
     """The path of `command`; when it is missing, an error that says how to install it
     (nothing is installed at run time: `make test` and scripts/ do that)."""
     found = shutil.which(command)

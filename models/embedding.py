@@ -431,6 +431,7 @@ class EmbeddingRecommender(Recommender):
             f"train, {len(validation):,} validate; {self.loss_used} softmax on {self.device}"
         )
         rng = np.random.default_rng(cfg.seed)
+        self._validation_view = self._validation_context()  # once per fit, not per epoch
         best = self._better_start(validation)
         best_state, self.best_epoch, stale = self._state_copy(), 0, 0
         self._say(f"epoch 0 (the start): val_ndcg@10={best:.4f}")
@@ -618,7 +619,7 @@ class EmbeddingRecommender(Recommender):
         `_validation_context`) among every item not in the context."""
         if not len(users):
             return 0.0
-        seq, context_ends = self._validation_context()
+        seq, context_ends = self._validation_view
         held_items, gains = self.sequences.items[self.held_out], []
         with torch.no_grad():
             tower, bias = self._tower_items()

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from dagster_project.settings import PROJECT_ROOT
-from dagster_project.system_tools import ensure_command, free_port
+from dagster_project.system_tools import free_port, require_command
 
 SCREENSHOTS = PROJECT_ROOT / "test-artifacts" / "screenshots"
 GROUPS = (
@@ -81,7 +81,7 @@ def dagster_ui(pipeline_run):
 
 def _chromium(url: str, screenshot: str) -> str:
     """The page's DOM once its scripts have run, and a 1600x1000 screenshot of it."""
-    binary = ensure_command("chromium", "install_chromium.sh")
+    binary = require_command("chromium", "install_chromium.sh")
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     flags = [
         "--headless=new",

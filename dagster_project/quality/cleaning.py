@@ -33,7 +33,7 @@ from dagster_project.contracts import (
 )
 from dagster_project.pseudonyms import pseudonymise
 from dagster_project.sources.landing import raw_relation
-from dagster_project.storage import connect, sql_text, write_parquet_atomic
+from dagster_project.storage import connect, parquet_relation, sql_text, write_parquet_atomic
 
 QUARANTINE_COLUMNS = [
     "table",
@@ -554,9 +554,7 @@ def _copy_parquet(con: duckdb.DuckDBPyConnection, query: str, path: Path) -> int
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     try:
         con.execute(f"COPY ({query}) TO {sql_text(str(tmp))} (FORMAT parquet, COMPRESSION snappy)")
-        rows = con.execute(f"SELECT count(*) FROM read_parquet({sql_text(str(tmp))})").fetchall()[
-            0
-        ][0]
+        rows = con.execute(f"SELECT count(*) FROM {parquet_relation(tmp)}").fetchall()[0][0]
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
