@@ -59,6 +59,7 @@ EVENT_TYPE_ALIASES = {
 }
 # Stable quarantine reason codes, each with the sentence an analyst reads.
 QUARANTINE_REASONS = {
+    "bad_file": "the whole landing file could not be read (the detail says why); it is one record",
     "unparseable_row": "the record could not be split into the file's columns",
     "cancelled_order": "the line cancels an earlier order (its invoice starts with C)",
     "non_product_line": "the line is a fee, postage or manual adjustment, not a product",

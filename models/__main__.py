@@ -34,7 +34,7 @@ from models.split import PROTOCOLS, make_split
 
 def evaluate_command(args: argparse.Namespace) -> int:
     """Run `python -m models evaluate`; returns the exit code."""
-    available = default_models(args.seed, args.device, args.protocol)
+    available = default_models(args.seed, args.device, args.protocol, args.test_days)
     names = args.models.split(",") if args.models else list(available)
     unknown = sorted(set(names) - set(available))
     if unknown:

@@ -221,11 +221,16 @@ def load_items(
 
 
 def default_models(
-    seed: int = 42, device: str = "auto", protocol: str = "temporal"
+    seed: int = 42, device: str = "auto", protocol: str = "temporal", test_days: int = 3
 ) -> dict[str, Callable[[], Recommender]]:
     """The model and every baseline, each made fresh for a run; the model validates as
-    `protocol` tests (`VALIDATION_FOR`)."""
-    config = EmbeddingConfig(seed=seed, device=device, validation=VALIDATION_FOR[protocol])
+    `protocol` tests (`VALIDATION_FOR`; `temporal` over its `test_days`)."""
+    config = EmbeddingConfig(
+        seed=seed,
+        device=device,
+        validation=VALIDATION_FOR[protocol],
+        validation_days=float(test_days),
+    )
     return {
         "embedding": lambda: EmbeddingRecommender(config),
         "popularity": PopularityRecommender,

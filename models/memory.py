@@ -5,7 +5,10 @@ items go together is what EASE (Steck 2019) knows best. The memory fits EASE's i
 weights on the training sequences (binary history, the validation tokens left out) and keeps
 a rank-r factorisation B ~ P Q'. A user's memory vector m_u is the sum of P over the distinct
 items of their history, so m_u . Q_i is low-rank EASE's score, and the served vectors stay
-dot products:
+dot products. With a half-life of h tokens, each item counts 2^(-n/h), n being the number of
+distinct items the user met after it: recent interest weighs more, as the next days are
+mostly about what a shopper just did. The fit picks h on validation, from no decay up
+(`HALF_LIVES`), so a data set whose order says nothing keeps plain EASE:
 
     e_u = [g * h_u, s * m_u]        e_i = [v_i, Q_i]        I(u, i) = e_u . e_i + b_i
 
@@ -26,6 +29,12 @@ from torch import nn
 
 from models.baselines import ease_weights
 
+# Half-lives (in distinct items) the fit tries for the memory's recency weights; 0: none.
+# Measured with full EASE: Amazon Sports loo best at 2 (NDCG@10 0.0323 against 0.0279 with
+# none), the shop with sequential structure near 20 (0.0907 against 0.0881), the plain shop
+# and MovieLens msr best with none.
+HALF_LIVES = (0.0, 32.0, 8.0, 2.0)
+
 
 class LongTermMemory(nn.Module):
     """Fixed EASE factors (P: user side, Q: item side) with a learnt gate and scale."""
@@ -36,6 +45,7 @@ class LongTermMemory(nn.Module):
         self.register_buffer("item_side", item_side)  # Q, n_items x r
         self.gate = nn.Parameter(torch.zeros(()))
         self.log_scale = nn.Parameter(torch.tensor(float(np.log(scale))))
+        self.register_buffer("half_life", torch.zeros(()))  # in distinct items; 0: no decay
 
     @staticmethod
     def empty(n_items: int) -> LongTermMemory:
@@ -61,13 +71,31 @@ class LongTermMemory(nn.Module):
             return hidden
         return torch.cat([self.gate * hidden, self.log_scale.exp() * memory], -1)
 
-    def history_sums(self, items: torch.Tensor, counted: torch.Tensor) -> torch.Tensor:
-        """Running sums of P over a padded batch of token windows (B x T item indices, any
-        index for padding) where `counted` (B x T bool: a real token whose item is new to the
-        user) holds: the memory after each position, before anything earlier is added."""
+    def recency_weights(self, later: torch.Tensor | np.ndarray) -> torch.Tensor:
+        """2^(-later / half-life) for items with `later` distinct items after them (ones
+        without a half-life)."""
+        later = torch.as_tensor(later, device=self.user_side.device, dtype=torch.float32)
+        if float(self.half_life) <= 0:
+            return torch.ones_like(later)
+        return torch.exp2(-later / self.half_life)
+
+    def history_sums(
+        self, items: torch.Tensor, counted: torch.Tensor, before: torch.Tensor
+    ) -> torch.Tensor:
+        """The memory after each position of a padded batch of token windows (B x T item
+        indices, any index for padding): `before` (B x r, the memory of the tokens before the
+        window), then P of each token where `counted` (B x T bool: a real token whose item
+        is new to the user), with the recency decay applied at each counted token."""
         padded = torch.cat([self.user_side, self.user_side.new_zeros(1, self.rank)])
         rows = padded[items.clamp(max=len(self.user_side))] * counted[..., None]
-        return rows.cumsum(1)
+        if float(self.half_life) <= 0:
+            return before[:, None, :] + rows.cumsum(1)
+        decay = torch.where(counted, self.recency_weights(torch.ones(())), 1.0)[..., None]
+        running, out = before, []
+        for step in range(items.shape[1]):
+            running = running * decay[:, step] + rows[:, step]
+            out.append(running)
+        return torch.stack(out, 1)
 
 
 def fit_memory(

@@ -46,6 +46,7 @@ class Sequences:
     types: np.ndarray
     gaps: np.ndarray
     repeats: np.ndarray  # the token's item came earlier in the same user's sequence
+    times: np.ndarray | None = None  # epoch seconds of each token (None in a loaded model)
 
     @property
     def lengths(self) -> np.ndarray:
@@ -66,6 +67,7 @@ class Sequences:
             self.types[keep],
             self.gaps[keep],
             self.repeats[keep],
+            None if self.times is None else self.times[keep],
         )
 
 
@@ -91,6 +93,7 @@ def build_sequences(
         token_type.astype(np.int64),
         gaps.astype(np.int64),
         repeats,
+        token_time.astype(np.int64),
     )
 
 
@@ -109,23 +112,34 @@ def serving_gap(sequences: Sequences) -> int:
     return int(np.median(chosen))
 
 
-VALIDATION_MODES = ("next", "random")
+VALIDATION_MODES = ("next", "random", "window")
+DAY_SECONDS = 86_400
 
 
 def validation_tokens(
-    sequences: Sequences, serve_gap: int, mode: str = "next", seed: int = 0
+    sequences: Sequences,
+    serve_gap: int,
+    mode: str = "next",
+    seed: int = 0,
+    window_days: float = 3.0,
 ) -> np.ndarray:
-    """Per user, the token held out for validation (never a training target).
+    """Per user, the first token held out for validation (never a training target).
 
     - `next` (what comes next: leave-last-out and temporal tests): the first token of the
       user's last visit when the model serves next visits (`serve_gap` is a session break)
       and that visit follows at least two tokens; else the newest token.
     - `random` (a random part of the history: set-style tests such as msr): a random token
       after the first two.
+    - `window` (what the next days bring: the `temporal` test): the user's first token in
+      the last `window_days` days before the data's end, rounded up to midnight, as
+      `models.split.temporal_holdout` cuts; the end of the sequence (nothing held out) for
+      users with no token in that window. Every token from it on is validated as a set.
 
     Tokens after it are history when validating and serving, never training targets."""
     if mode not in VALIDATION_MODES:
         raise ValueError(f"validation must be one of {', '.join(VALIDATION_MODES)}, not {mode!r}")
+    if mode == "window":
+        return _window_starts(sequences, window_days)
     newest = sequences.ptr[1:] - 1
     if mode == "random":
         lengths = sequences.lengths
@@ -141,6 +155,42 @@ def validation_tokens(
     np.maximum.at(last_break, owner, breaks)
     usable = last_break - sequences.ptr[:-1] >= 2
     return np.where(usable, last_break, newest)
+
+
+def _window_starts(sequences: Sequences, window_days: float) -> np.ndarray:
+    if sequences.times is None:
+        raise ValueError("window validation needs token times")
+    if not len(sequences.items):
+        return sequences.ptr[1:].copy()
+    end = -(-int(sequences.times.max() + 1) // DAY_SECONDS) * DAY_SECONDS  # next midnight
+    inside = sequences.times >= end - window_days * DAY_SECONDS
+    owner = np.repeat(np.arange(len(sequences.lengths)), sequences.lengths)
+    first = sequences.ptr[1:].copy()
+    index = np.flatnonzero(inside)
+    np.minimum.at(first, owner[index], index)
+    return first
+
+
+def held_tokens(sequences: Sequences, held_out: np.ndarray, mode: str) -> np.ndarray:
+    """Absolute indices of every validation token, per user in order: the held-out one for
+    `next` and `random`; for `window`, every token from the held-out one to the end."""
+    ends = sequences.ptr[1:]
+    held = np.minimum(held_out, ends)
+    counts = ends - held if mode == "window" else (held < ends).astype(np.int64)
+    return ranges(held, counts)
+
+
+def validation_truth(
+    sequences: Sequences, held_out: np.ndarray, mode: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per user, the items validation asks for, as CSR arrays (ptr, items): the items of
+    `held_tokens` that are new to the user (as every protocol's truth)."""
+    tokens = held_tokens(sequences, held_out, mode)
+    owner = np.repeat(np.arange(len(held_out)), np.diff(sequences.ptr))[tokens]
+    new = ~sequences.repeats[tokens]
+    owner = owner[new]
+    ptr = np.r_[0, np.cumsum(np.bincount(owner, minlength=len(held_out)))].astype(np.int64)
+    return ptr, sequences.items[tokens[new]]
 
 
 def ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:

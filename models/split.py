@@ -30,10 +30,13 @@ import numpy as np
 import pandas as pd
 
 PROTOCOLS = ("temporal", "loo", "msr")
-# What the embedding model holds out to validate under each protocol: what comes next for
-# temporal and loo; a random part of the history for msr, whose test items are a random
-# quarter of each item's interactions.
-VALIDATION_FOR = {"temporal": "next", "loo": "next", "msr": "random"}
+# What the embedding model holds out to validate under each protocol, as the test does: the
+# new items of the last days before the end for temporal (a window as long as the test's);
+# the next item for loo; a random part of the history for msr, whose test items are a random
+# quarter of each item's interactions. Measured on the shop with sequential structure:
+# validating temporal on the next visit chose trained epochs that scored 0.074 on the test
+# against the start's 0.087; the window's validation ranks them as the test does.
+VALIDATION_FOR = {"temporal": "window", "loo": "next", "msr": "random"}
 
 
 @dataclass(frozen=True)

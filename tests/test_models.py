@@ -35,6 +35,7 @@ from models.metrics import (
     recall_at_k,
 )
 from models.rerank import mmr, prefer_long_tail
+from models.sequences import build_sequences, held_tokens, validation_tokens, validation_truth
 from models.split import make_split, temporal_holdout
 
 
@@ -93,6 +94,27 @@ def test_temporal_holdout_keeps_only_new_items_of_known_users():
     split = temporal_holdout(frame, test_days=2)
     assert split.cutoff == pd.Timestamp("2026-09-04", tz="UTC")
     assert split.truth.to_dict("records") == [{"user_id": "a", "item_id": "z"}]
+
+
+def test_window_validation_holds_out_what_the_temporal_test_would():
+    # The same events as above: the window's cut is the temporal split's, at midnight.
+    t = pd.to_datetime(
+        ["2026-09-01", "2026-09-02", "2026-09-05", "2026-09-05", "2026-09-05", "2026-09-01"],
+        utc=True,
+    ) + pd.Timedelta(hours=1)
+    user = np.array([0, 0, 0, 0, 1, 1])
+    item = np.array([0, 1, 0, 2, 0, 3])  # user 0 sees x, y, then x again and z; user 1: w, x
+    seconds = t.astype("int64").to_numpy() // 10**9
+    seq = build_sequences(user, item, np.zeros(6, np.int64), seconds, 2)
+    held = validation_tokens(seq, 0, "window", window_days=2)
+    assert held.tolist() == [2, 5]  # each user's first token on or after 09-04 00:00
+    ptr, items = validation_truth(seq, held, "window")
+    assert items[ptr[0] : ptr[1]].tolist() == [2]  # x again is not new: only z is asked for
+    assert items[ptr[1] : ptr[2]].tolist() == [0]
+    assert held_tokens(seq, held, "window").tolist() == [2, 3, 5]
+    nothing_late = validation_tokens(seq, 0, "window", window_days=0.5)  # from 09-05 12:00
+    assert nothing_late.tolist() == seq.ptr[1:].tolist()  # nothing held out: all train
+    assert held_tokens(seq, validation_tokens(seq, 0, "next"), "next").tolist() == [3, 5]
 
 
 def _taste_world(seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -215,9 +237,15 @@ def test_the_sequence_encoder_reads_order_that_a_pooled_tower_cannot():
     interactions, items = _two_chain_world()
     split = make_split(interactions, "loo")
     scores = {}
-    for encoder in ("attention", "pooled"):
+    for encoder in ("attention", "pooled"):  # the towers alone: a decayed memory reads order
         config = EmbeddingConfig(
-            dim=32, epochs=40, patience=8, encoder=encoder, dropout=0.1, learning_rate=0.005
+            dim=32,
+            epochs=40,
+            patience=8,
+            encoder=encoder,
+            dropout=0.1,
+            learning_rate=0.005,
+            long_term="none",
         )
         model = EmbeddingRecommender(config, progress=False).fit(split.train, items)
         recs = model.recommend(split.truth["user_id"].unique(), 10)

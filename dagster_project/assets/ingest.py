@@ -19,8 +19,11 @@ def _ingest(
     context.log.info(
         f"{table}: {summary.rows:,} records from {summary.files} file(s), "
         f"{summary.unparseable:,} could not be split into fields, "
-        f"{summary.rejected_by_adapter:,} rejected by the format adapter"
+        f"{summary.rejected_by_adapter:,} rejected by the format adapter, "
+        f"{len(summary.bad_files)} bad file(s) quarantined whole"
     )
+    for name, reason in summary.bad_files.items():
+        context.log.warning(f"{table}: bad file {name} quarantined whole: {reason}")
     return MaterializeResult(
         metadata={
             **table_metadata(preview, path),
@@ -28,6 +31,7 @@ def _ingest(
             "files": summary.files,
             "unparseable_records": summary.unparseable,
             "rejected_by_adapter": summary.rejected_by_adapter,
+            "bad_files": len(summary.bad_files),
         }
     )
 

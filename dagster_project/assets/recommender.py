@@ -24,7 +24,7 @@ from dagster_project.resources import (
 )
 from dagster_project.storage import write_parquet_atomic
 from models.embedding import EmbeddingConfig, EmbeddingRecommender
-from models.split import temporal_holdout
+from models.split import VALIDATION_FOR, temporal_holdout
 
 TRAINING_SERVICE = "recommender_training"
 # bot_score is left out: it is scored over the whole window, not point-in-time.
@@ -61,6 +61,8 @@ def model_config(settings: RecommenderSettings) -> EmbeddingConfig:
         train_seconds=settings.train_seconds,
         seed=settings.seed,
         device=settings.device,
+        validation=VALIDATION_FOR["temporal"],  # as the evaluation tests it
+        validation_days=float(settings.test_days),
         user_feature_columns=USER_FEATURES,
         item_feature_columns=ITEM_FEATURES,
     )

@@ -2,17 +2,22 @@
 
 A raw frame (polars) holds one row per record read: its file, line number and raw text, the
 contract's columns as text, `parse_error` for records that could not be split into fields, and
-`source_reason` / `source_detail` where a format adapter rejected the record. Whole-file
-failures (unreadable file, a required column missing, an unknown format) raise
-`LandingFileError` naming the file and the problem, before anything is written.
+`source_reason` / `source_detail` where a format adapter rejected the record. A landing file
+that cannot be read as a whole (unreadable or empty, a required column missing or nested, an
+unknown format, corrupt pages) raises `LandingFileError` naming the file and the problem;
+`ingest_landing` reads every file in full before it swaps the raw table in, and keeps such a
+file as one `bad_file` record with that reason, so the other files still land.
 
-CSV files are read as lines by polars and split on commas in bulk; only lines with quotes go
-through Python's csv module, and only files with invalid UTF-8 are read line by line.
+CSV files (optionally gzip-compressed, `.csv.gz`) are read as lines by polars and split on
+commas in bulk; only lines with quotes go through Python's csv module, and only files with
+invalid UTF-8 are read line by line. A quoted field with line breaks inside (RFC 4180) is one
+record, numbered by its first line.
 """
 
 from __future__ import annotations
 
 import csv
+import gzip
 import io
 import json
 import shutil
@@ -21,6 +26,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+import duckdb
 import pandas as pd
 import polars as pl
 import pyarrow as pa
@@ -35,7 +41,8 @@ from dagster_project.contracts import (
 )
 from dagster_project.storage import connect, sql_text
 
-SUPPORTED_SUFFIXES = {".csv", ".parquet"}
+SUPPORTED_SUFFIXES = {".csv", ".csv.gz", ".parquet"}
+BAD_FILE = "bad_file"  # the quarantine reason of a landing file that cannot be read whole
 CANONICAL_FORMAT = "canonical"
 
 
@@ -50,6 +57,13 @@ def contract_columns(kind: str) -> tuple[list[str], list[str]]:
     if kind == "items":
         return ITEM_COLUMNS, ITEM_REQUIRED
     raise ValueError(f"unknown landing kind {kind!r}; expected 'events' or 'items'")
+
+
+def file_format(path: Path) -> str:
+    """The landing format of `path` by its name: `.csv`, `.csv.gz`, `.parquet` or another
+    suffix (unsupported)."""
+    name = path.name.lower()
+    return ".csv.gz" if name.endswith(".csv.gz") else path.suffix.lower()
 
 
 def _check_header(path: Path, header: list[str], required: list[str]) -> None:
@@ -115,6 +129,42 @@ def _lines_fast(data: bytes) -> pl.Series | None:
     return lines if len(lines) == expected else None
 
 
+def _split_record(text: str, sep: str) -> int:
+    """Fields of `text` read as exactly one strict CSV record; -1 when it is not one."""
+    try:
+        records = list(csv.reader(io.StringIO(text), delimiter=sep, strict=True))
+    except csv.Error:
+        return -1
+    return len(records[0]) if len(records) == 1 else -1
+
+
+def _multi_line_records(body: pl.DataFrame, sep: str, width: int) -> pl.DataFrame:
+    """Lines (i, raw) with records that span lines (a quoted field with line breaks inside,
+    RFC 4180) joined into one, numbered by their first line. A line opens such a record when
+    its quotes are unbalanced; the record closes at the line that balances them, and counts
+    as one only if it then splits into one record of `width` fields, else every line stays
+    its own."""
+    odd = body["raw"].str.count_matches('"', literal=True).fill_null(0) % 2 == 1
+    if not odd.any():
+        return body
+    index, raw, parities = body["i"].to_list(), body["raw"].to_list(), odd.to_list()
+    out_i, out_raw, k = [], [], 0
+    while k < len(raw):
+        end = k + 1
+        if parities[k]:
+            balance = 1
+            while end < len(raw) and balance:
+                balance ^= parities[end]
+                end += 1
+            joined = "\n".join(line or "" for line in raw[k:end])
+            if balance or _split_record(joined, sep) != width:
+                end = k + 1  # unterminated or not one record: the line stands alone
+        out_i.append(index[k])
+        out_raw.append(raw[k] if end == k + 1 else "\n".join(line or "" for line in raw[k:end]))
+        k = end
+    return pl.DataFrame({"i": out_i, "raw": out_raw}, schema=body.schema)
+
+
 def read_delimited(
     path: Path,
     *,
@@ -133,7 +183,9 @@ def read_delimited(
     """
     try:
         data = path.read_bytes()
-    except OSError as exc:
+        if file_format(path) == ".csv.gz":
+            data = gzip.decompress(data)
+    except (OSError, EOFError, gzip.BadGzipFile) as exc:
         raise LandingFileError(f"{path}: cannot be read ({exc})") from exc
     if names is None and not data.strip():
         raise LandingFileError(f"{path}: the file is empty (no header line)")
@@ -155,6 +207,7 @@ def read_delimited(
     _check_header(path, names, list(required))
     width = len(names)
     body = lines[first:].to_frame("raw").with_row_index("i", offset=first)
+    body = _multi_line_records(body, sep, width)
     body = body.with_columns(
         quoted=pl.col("raw").str.contains('"', literal=True).fill_null(False),
         fields=pl.col("raw").str.count_matches(sep, literal=True) + 1,
@@ -242,11 +295,32 @@ def _read_csv(path: Path, columns: list[str], required: list[str]) -> pl.DataFra
 def _parquet_columns(path: Path, required: list[str]) -> list[str]:
     """The file's column names (from its footer); unreadable files and missing columns raise."""
     try:
-        names = pq.read_schema(path).names
+        schema = pq.read_schema(path)
     except (pa.ArrowInvalid, OSError) as exc:
         raise LandingFileError(f"{path}: not a readable Parquet file ({exc})") from exc
-    _check_header(path, names, required)
-    return names
+    _check_header(path, schema.names, required)
+    nested = [f"{f.name} ({f.type})" for f in schema if pa.types.is_nested(f.type)]
+    if nested:
+        raise LandingFileError(
+            f"{path}: nested column(s) {', '.join(nested)}; the contract's columns are flat values"
+        )
+    return schema.names
+
+
+def _check_parquet_pages(path: Path, kind: str) -> int:
+    """Read every page of a Parquet landing file as the raw table will (every contract column
+    cast to text); corrupt pages raise naming the file. Returns its records."""
+    _, required = contract_columns(kind)
+    _parquet_columns(path, required)
+    query = _parquet_select([path], kind, "check", None)
+    try:
+        with connect() as con:
+            ((rows,),) = con.sql(
+                f"SELECT count(*) FROM ({query}) t WHERE hash(COLUMNS(*)) IS NOT NULL"
+            ).fetchall()
+    except duckdb.Error as exc:
+        raise LandingFileError(f"{path}: its data pages cannot be read ({exc})") from exc
+    return int(rows)
 
 
 def _parquet_select(files: list[Path], kind: str, source: str, root: Path | None) -> str:
@@ -277,13 +351,13 @@ def _parquet_select(files: list[Path], kind: str, source: str, root: Path | None
 def read_landing_file(path: Path, kind: str, source: str, root: Path | None = None) -> pl.DataFrame:
     """One landing file as a raw frame; `kind` is `events` or `items`."""
     columns, required = contract_columns(kind)
-    if path.suffix not in SUPPORTED_SUFFIXES:
+    if file_format(path) not in SUPPORTED_SUFFIXES:
         raise LandingFileError(
             f"{path}: unknown format {path.suffix!r}; expected one of {sorted(SUPPORTED_SUFFIXES)}"
         )
     if not path.is_file():
         raise LandingFileError(f"{path}: no such file")
-    if path.suffix == ".parquet":
+    if file_format(path) == ".parquet":
         return _duckdb_frame(_parquet_select([path], kind, source, root))
     frame = _read_csv(path, columns, required)
     return frame.with_columns(
@@ -295,14 +369,9 @@ def read_landing_file(path: Path, kind: str, source: str, root: Path | None = No
 
 
 def landing_files(folder: Path) -> list[Path]:
-    """Every data file under `folder`, in a stable order; other files are an error."""
-    files = sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
-    unknown = [p for p in files if p.suffix not in SUPPORTED_SUFFIXES]
-    if unknown:
-        raise LandingFileError(
-            f"{unknown[0]}: unknown format {unknown[0].suffix!r} in the landing folder"
-        )
-    return files
+    """Every file under `folder` but hidden ones, in a stable order (files of an unknown
+    format included: ingestion quarantines them as bad files)."""
+    return sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
 
 
 def landing_paths(landing: Path) -> list[str]:
@@ -373,11 +442,12 @@ def ingest_landing(landing: Path, kind: str, target: Path) -> RawSummary:
     The raw table is an immutable snapshot of what landed: Parquet exports are copied as they
     are (their records are read through `raw_relation`, which adds the file, the line and the
     text casts); CSV files and format-adapter exports are stored parsed, one record per line,
-    under `_parsed/`. `_raw.json` lists the files. Every file is checked (readable, required
-    columns) before anything is written; the folder is built aside and swapped in.
+    under `_parsed/`. `_raw.json` lists the files. Every file is read in full, and the folder
+    built aside, before it is swapped in: a file that cannot be read whole lands as one
+    `bad_file` record naming the reason (see `_land_files`), and when no file is good the
+    run stops and the previous raw table stays.
     """
     manifest = read_source_manifest(landing)
-    _, required = contract_columns(kind)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
     (tmp / PARSED_DIR).mkdir(parents=True)
@@ -397,41 +467,7 @@ def ingest_landing(landing: Path, kind: str, target: Path) -> RawSummary:
                 }
             )
         else:
-            found = landing_files(landing / kind)
-            if not found:
-                raise LandingFileError(f"{landing / kind}: no landing files")
-            for p in found:  # check every file before copying any
-                if p.suffix == ".parquet":
-                    _parquet_columns(p, required)
-            for p in found:
-                rel = p.relative_to(landing)
-                if p.suffix == ".parquet":
-                    (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
-                    shutil.copyfile(p, tmp / rel)
-                    rows = pq.ParquetFile(p).metadata.num_rows
-                    files.append(
-                        {
-                            "path": str(rel),
-                            "parsed": False,
-                            "rows": rows,
-                            "source_files": [str(rel)],
-                        }
-                    )
-                else:
-                    frame = read_landing_file(p, kind, manifest["source"], landing)
-                    name = f"{PARSED_DIR}/{rel}.parquet"
-                    (tmp / name).parent.mkdir(parents=True, exist_ok=True)
-                    frame.write_parquet(tmp / name)
-                    files.append(
-                        {
-                            "path": name,
-                            "parsed": True,
-                            "rows": frame.height,
-                            "unparseable": frame["parse_error"].count(),
-                            "rejected": frame["source_reason"].count(),
-                            "source_files": [str(rel)],
-                        }
-                    )
+            files = _land_files(landing, kind, manifest["source"], tmp)
         (tmp / RAW_MANIFEST).write_text(
             json.dumps({"kind": kind, "source": manifest.get("source"), "files": files}, indent=1)
         )
@@ -445,6 +481,69 @@ def ingest_landing(landing: Path, kind: str, target: Path) -> RawSummary:
     return raw_summary(target)
 
 
+def _land_files(landing: Path, kind: str, source: str, tmp: Path) -> list[dict]:
+    """Every landing file of `kind` into the raw folder being built at `tmp`, each read in
+    full first; the manifest's entries. A bad file becomes one record with `source_reason`
+    `bad_file` and the reason; all files bad (or none) raises, naming each."""
+    found = landing_files(landing / kind)
+    if not found:
+        raise LandingFileError(f"{landing / kind}: no landing files")
+    files, bad = [], []
+    for path in found:
+        try:
+            files.append(_land_file(path, kind, source, landing, tmp))
+        except LandingFileError as exc:
+            bad.append(str(exc))
+            files.append(_land_bad_file(path, str(exc), kind, source, landing, tmp))
+    if len(bad) == len(found):
+        raise LandingFileError("no landing file could be read: " + "; ".join(bad))
+    return files
+
+
+def _land_file(path: Path, kind: str, source: str, landing: Path, tmp: Path) -> dict:
+    rel = path.relative_to(landing)
+    if file_format(path) == ".parquet":
+        rows = _check_parquet_pages(path, kind)
+        (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, tmp / rel)
+        return {"path": str(rel), "parsed": False, "rows": rows, "source_files": [str(rel)]}
+    frame = read_landing_file(path, kind, source, landing)
+    return _write_parsed(frame, rel, tmp)
+
+
+def _land_bad_file(
+    path: Path, reason: str, kind: str, source: str, landing: Path, tmp: Path
+) -> dict:
+    """One record for a file that cannot be read whole: line 0, the reason in words."""
+    columns, _ = contract_columns(kind)
+    rel = path.relative_to(landing)
+    record = {c: None for c in RAW_LINEAGE_COLUMNS + columns}
+    record |= {
+        "source": source,
+        "source_file": str(rel),
+        "source_line": 0,
+        "source_reason": BAD_FILE,
+        "source_detail": reason.replace(str(landing) + "/", ""),
+    }
+    schema = {c: pl.Int64 if c == "source_line" else pl.String for c in record}
+    entry = _write_parsed(pl.DataFrame([record], schema=schema), rel, tmp)
+    return entry | {"bad_file": record["source_detail"]}
+
+
+def _write_parsed(frame: pl.DataFrame, rel: Path, tmp: Path) -> dict:
+    name = f"{PARSED_DIR}/{rel}.parquet"
+    (tmp / name).parent.mkdir(parents=True, exist_ok=True)
+    frame.write_parquet(tmp / name)
+    return {
+        "path": name,
+        "parsed": True,
+        "rows": frame.height,
+        "unparseable": frame["parse_error"].count(),
+        "rejected": frame["source_reason"].count(),
+        "source_files": [str(rel)],
+    }
+
+
 @dataclass
 class RawSummary:
     """What a raw table folder holds, from its manifest."""
@@ -453,16 +552,20 @@ class RawSummary:
     files: int
     unparseable: int
     rejected_by_adapter: int
+    bad_files: dict[str, str]  # source file -> why it could not be read whole
 
 
 def raw_summary(raw: Path) -> RawSummary:
-    """Records, source files, unparseable records and adapter rejections of a raw table."""
+    """Records, source files, unparseable records, adapter rejections and bad files of a raw
+    table."""
     files = json.loads((raw / RAW_MANIFEST).read_text())["files"]
+    bad = {f["source_files"][0]: f["bad_file"] for f in files if "bad_file" in f}
     return RawSummary(
         rows=sum(f["rows"] for f in files),
         files=sum(len(f["source_files"]) for f in files),
         unparseable=sum(f.get("unparseable", 0) for f in files),
-        rejected_by_adapter=sum(f.get("rejected", 0) for f in files),
+        rejected_by_adapter=sum(f.get("rejected", 0) for f in files) - len(bad),
+        bad_files=bad,
     )
 
 
