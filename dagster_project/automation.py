@@ -18,7 +18,7 @@ automation of the downstream assets, and freshness checks.
   `reports/failed_runs.jsonl` and the log; Feast steps retry on their own first.
 - `dead_runs_sensor` marks runs whose process died (`kill -9`, a crash) as failed every
   30 s, so the writing runs queued behind them start (see `run_recovery.py`).
-- `forget_user` (run on request, with the user id as config) removes one user from every
+- `forget_user` (run on request, with a filed request's id as config) removes one user from every
   file, landing exports included, and from the online store (see `privacy.py`).
 """
 
@@ -57,8 +57,10 @@ from dagster._core.storage.tags import (
 
 from dagster_project.assets._common import EVENT_DAYS
 from dagster_project.privacy import (
+    close_deletion_request,
     delete_online_rows,
     forget_user_files,
+    read_deletion_request,
     record_deletion,
     user_views,
 )
@@ -288,7 +290,10 @@ freshness_sensor = build_sensor_for_freshness_checks(
 
 
 class ForgetUserConfig(Config):
-    user_id: str  # the id customers know (the tables hold its pseudonym)
+    # A filed deletion request (`python -m dagster_project.cli deletion-request USER_ID`):
+    # the customer's id stays in an owner-only file that the job deletes when done, so it
+    # never lands in the run config Dagster stores.
+    request_id: str
 
 
 @op(
@@ -303,11 +308,13 @@ def forget_user_everywhere(
     feast: FeastResource,
 ) -> None:
     out = storage.layout()
-    removed = forget_user_files(out, config.user_id)
+    user_id = read_deletion_request(out, config.request_id)
+    removed = forget_user_files(out, user_id)
     store = feast.store()
     views = user_views(store)
-    online = delete_online_rows(store, views, pseudonymise([config.user_id]))
-    log = record_deletion(out, config.user_id, removed, online)
+    online = delete_online_rows(store, views, pseudonymise([user_id]))
+    log = record_deletion(out, user_id, removed, online)
+    close_deletion_request(out, config.request_id)
     for name, rows in removed.items():
         context.log.info(f"forget_user: {rows:,} row(s) removed from {name}")
     context.log.info(
@@ -321,7 +328,8 @@ def forget_user_everywhere(
 
 @job(
     tags=WRITES_DATA,
-    description="A deletion request: forget one user everywhere (config: user_id). The next "
+    description="A deletion request: forget one user everywhere (config: request_id, from "
+    "`python -m dagster_project.cli deletion-request USER_ID`). The next "
     "training set cannot contain them: their events are gone from the landing exports too.",
 )
 def forget_user() -> None:

@@ -253,6 +253,13 @@ def main(argv: list[str] | None = None) -> int:
         "$RECSYS_PSEUDONYM_KEY, else the development key)",
     )
     pseudo.add_argument("user_ids", nargs="+")
+    request = sub.add_parser(
+        "deletion-request",
+        help="file a request to forget a customer; prints the request id to give the "
+        "forget_user job (the customer's id never enters Dagster's run config)",
+    )
+    request.add_argument("user_id")
+    request.add_argument("--data-dir", default=default_dir)
     rec = sub.add_parser(
         "recommend",
         help="recommendations from the trained model: for a user, like an item, a search, "
@@ -294,6 +301,14 @@ def main(argv: list[str] | None = None) -> int:
 
         for raw, pseudonym in zip(args.user_ids, pseudonymise(args.user_ids), strict=True):
             print(f"{raw}\t{pseudonym}")
+        return 0
+    if args.command == "deletion-request":
+        from dagster_project.privacy import file_deletion_request
+
+        request_id = file_deletion_request(layout(Path(args.data_dir).resolve()), args.user_id)
+        config = {"ops": {"forget_user_everywhere": {"config": {"request_id": request_id}}}}
+        print(request_id)
+        print(f"run it with the forget_user job, config: {json.dumps(config)}", file=sys.stderr)
         return 0
     if args.command == "recommend":
         if not (args.user or args.query or args.similar_to or args.history):

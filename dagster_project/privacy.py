@@ -7,14 +7,22 @@ deleted. Their features and events are still used (opting out of personalisation
 deletion request).
 
 A deletion request (`forget_user` job) removes one user from every file the platform keeps,
-landing exports included, and from the online store, and logs it without the id.
+landing exports included, and from the online store, and logs it without the id. The job is
+given a request id, never the customer's id: `file_deletion_request` writes the id to an
+owner-only file under `privacy/requests/` and returns a random request id, the only thing
+that lands in Dagster's stored run config; the job deletes the request file when it is done.
+Files are rewritten plan-then-change: every file's new content is staged first, and only
+when all are staged are they swapped in, so a file that cannot be rewritten leaves
+everything as it was and is named in the error.
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import os
 import re
+import uuid
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -29,7 +37,7 @@ from feast.protos.feast.types.Value_pb2 import Value
 from dagster_project.pseudonyms import deletion_digest, pseudonymise
 from dagster_project.settings import DataLayout
 from dagster_project.sources.landing import CANONICAL_FORMAT, read_source_manifest
-from dagster_project.storage import write_parquet_atomic, write_text_atomic
+from dagster_project.storage import write_parquet_atomic
 
 
 def opt_out_file(out: DataLayout) -> Path:
@@ -100,35 +108,76 @@ def _token_pattern(user_id: str) -> str:
     return rf"(^|[^A-Za-z0-9_]){re.escape(user_id)}([^A-Za-z0-9_]|$)"
 
 
-def _forget_in_csv(path: Path, user_id: str) -> int:
-    """Drop the user's records (raw id) from a canonical CSV export; returns how many."""
-    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+class DeletionError(RuntimeError):
+    """A deletion request cannot be carried out; nothing was changed."""
+
+
+def _requests_dir(out: DataLayout) -> Path:
+    return out.root / "privacy" / "requests"
+
+
+def file_deletion_request(out: DataLayout, user_id: str) -> str:
+    """Write a deletion request for `user_id` (the id customers know) to an owner-only file;
+    returns its request id, which is what the `forget_user` job is given."""
+    if not user_id.strip():
+        raise ValueError("no user id given")
+    request_id = uuid.uuid4().hex
+    folder = _requests_dir(out)
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    descriptor = os.open(folder / f"{request_id}.txt", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "w") as handle:
+        handle.write(user_id.strip() + "\n")
+    return request_id
+
+
+def read_deletion_request(out: DataLayout, request_id: str) -> str:
+    """The user id of a filed deletion request."""
+    if not re.fullmatch(r"[0-9a-f]{32}", request_id):
+        raise ValueError(
+            f"{request_id!r} is not a deletion request id: file one with "
+            "`python -m dagster_project.cli deletion-request USER_ID`"
+        )
+    path = _requests_dir(out) / f"{request_id}.txt"
+    if not path.is_file():
+        raise ValueError(f"no deletion request {request_id} in {path.parent} (done already?)")
+    return path.read_text().strip()
+
+
+def close_deletion_request(out: DataLayout, request_id: str) -> None:
+    """Delete the request file: the customer's id is no longer needed anywhere."""
+    (_requests_dir(out) / f"{request_id}.txt").unlink(missing_ok=True)
+
+
+def _csv_without(path: Path, *user_ids: str) -> tuple[str | None, int]:
+    """A canonical CSV export's text without the records of any of `user_ids`, and how many
+    were dropped (None when none). Bytes that are not UTF-8 are kept as they are."""
+    text = path.read_bytes().decode("utf-8", errors="surrogateescape")
+    lines = text.splitlines(keepends=True)
     if not lines:
-        return 0
+        return None, 0
     header = next(csv.reader([lines[0]]))
     column = header.index("user_id") if "user_id" in header else None
-    mentions = re.compile(_token_pattern(user_id))
+    mentions = re.compile("|".join(f"(?:{_token_pattern(u)})" for u in user_ids))
     kept = [lines[0]]
     for line in lines[1:]:
         fields = next(csv.reader([line]), []) if column is not None else []
         mine = (
-            fields[column] == user_id
+            fields[column] in user_ids
             if column is not None and len(fields) == len(header)
             else bool(mentions.search(line))  # a line that does not split: by its text
         )
         if not mine:
             kept.append(line)
-    if len(kept) < len(lines):
-        write_text_atomic("".join(kept), path)
-    return len(lines) - len(kept)
+    removed = len(lines) - len(kept)
+    return ("".join(kept) if removed else None), removed
 
 
-def _forget_in_parquet(path: Path, *user_ids: str) -> int:
-    """Drop the rows of any of `user_ids` (by a user_id column, or a `raw` text column that
-    names one) from one Parquet file, read and written once; returns how many."""
+def _parquet_without(path: Path, *user_ids: str) -> tuple[pl.DataFrame | None, int]:
+    """One Parquet file without the rows of any of `user_ids` (by a user_id column, or a
+    `raw` text column that names one), and how many were dropped (None when none)."""
     names = pq.read_schema(path).names
     if "user_id" not in names and "raw" not in names:
-        return 0
+        return None, 0
     frame = pl.read_parquet(path)
     mine = pl.lit(False)
     if "user_id" in names:
@@ -137,8 +186,33 @@ def _forget_in_parquet(path: Path, *user_ids: str) -> int:
         pattern = "|".join(f"(?:{_token_pattern(u)})" for u in user_ids)
         mine = mine | pl.col("raw").cast(pl.String).str.contains(pattern).fill_null(False)
     removed = frame.filter(mine).height
-    if removed:
-        write_parquet_atomic(frame.filter(~mine), path)
+    return (frame.filter(~mine) if removed else None), removed
+
+
+def _stage(path: Path, *user_ids: str) -> tuple[Path | None, int]:
+    """Write `path` without the rows of any of `user_ids` to a hidden file beside it; (that
+    file, rows removed), no file when nothing is removed."""
+    if path.suffix == ".csv":
+        text, removed = _csv_without(path, *user_ids)
+    elif path.suffix == ".parquet":
+        frame, removed = _parquet_without(path, *user_ids)
+    else:
+        return None, 0
+    if not removed:
+        return None, 0
+    staged = path.with_name(f".{path.name}.{uuid.uuid4().hex}.forget")
+    if path.suffix == ".csv":
+        staged.write_bytes(text.encode("utf-8", errors="surrogateescape"))
+    else:
+        write_parquet_atomic(frame, staged)
+    return staged, removed
+
+
+def forget_in_file(path: Path, *user_ids: str) -> int:
+    """Drop the rows of any of `user_ids` from one CSV or Parquet file; returns how many."""
+    staged, removed = _stage(path, *user_ids)
+    if staged is not None:
+        os.replace(staged, path)
     return removed
 
 
@@ -157,24 +231,32 @@ def forget_user_files(out: DataLayout, user_id: str) -> dict[str, int]:
             f"the landing folder holds a {manifest['format']!r} export; forgetting a user in "
             "adapter formats is not supported yet: remove them at the source and re-export"
         )
-    removed: dict[str, int] = {}
     files = [
         *(sorted(out.landing.rglob("*")) if out.landing.exists() else []),
         *sorted(out.tables.rglob("*.parquet")),
         *sorted(out.features.rglob("*.parquet")),
     ]
-    for path in files:
-        if not path.is_file() or path.name.startswith("."):
-            continue
-        if path.suffix == ".csv":
-            count = _forget_in_csv(path, user_id)
-        elif path.suffix == ".parquet":
-            count = _forget_in_parquet(path, user_id, pseudonym)
-        else:
-            continue
-        if count:
-            removed[str(path.relative_to(out.root))] = count
-    return removed
+    staged: dict[Path, tuple[Path, int]] = {}
+    try:
+        for path in files:  # plan: every file's new content, staged beside it
+            if not path.is_file() or path.name.startswith("."):
+                continue
+            try:
+                new, count = _stage(path, user_id, pseudonym)
+            except Exception as exc:
+                raise DeletionError(
+                    f"{path.relative_to(out.root)}: cannot be rewritten without the user "
+                    f"({type(exc).__name__}: {exc}); nothing was changed"
+                ) from exc
+            if new is not None:
+                staged[path] = (new, count)
+    except BaseException:
+        for new, _ in staged.values():
+            new.unlink(missing_ok=True)
+        raise
+    for path, (new, _) in staged.items():  # change: swap every staged file in
+        os.replace(new, path)
+    return {str(path.relative_to(out.root)): count for path, (_, count) in staged.items()}
 
 
 def user_views(store: FeatureStore) -> list[str]:

@@ -363,7 +363,7 @@ def test_a_forgotten_user_is_gone_everywhere_and_stays_gone(run, tmp_path):
 
     from dagster_project.automation import forget_user
     from dagster_project.definitions import all_assets, every_event_day, platform_resources
-    from dagster_project.privacy import _forget_in_csv, _forget_in_parquet, opted_out_users
+    from dagster_project.privacy import file_deletion_request, forget_in_file, opted_out_users
     from dagster_project.settings import layout
 
     copy = layout(tmp_path / "data")
@@ -376,11 +376,14 @@ def test_a_forgotten_user_is_gone_everywhere_and_stays_gone(run, tmp_path):
     )
     (user,) = pseudonymise([raw_id])
     resources = platform_resources(str(copy.root))
+    request_id = file_deletion_request(copy, raw_id)
     done = forget_user.execute_in_process(
-        run_config={"ops": {"forget_user_everywhere": {"config": {"user_id": raw_id}}}},
+        run_config={"ops": {"forget_user_everywhere": {"config": {"request_id": request_id}}}},
         resources={"storage": resources["storage"], "feast": resources["feast"]},
     )
     assert done.success
+    assert raw_id not in json.dumps(done.dagster_run.run_config)  # only the request id
+    assert not list((copy.root / "privacy" / "requests").iterdir())  # the request is closed
     # Nothing left in any file: checking again finds nothing to remove (on scratch copies).
     # (ground_truth/ is the generator's answer key for tests and benchmarks, not platform data)
     files = [
@@ -393,11 +396,7 @@ def test_a_forgotten_user_is_gone_everywhere_and_stays_gone(run, tmp_path):
         scratch = tmp_path / "scratch" / path.name
         scratch.parent.mkdir(exist_ok=True)
         shutil.copy(path, scratch)
-        for gone in (raw_id, user):
-            if path.suffix == ".csv":
-                assert _forget_in_csv(scratch, gone) == 0, path
-            else:
-                assert _forget_in_parquet(scratch, gone) == 0, path
+        assert forget_in_file(scratch, raw_id, user) == 0, path
     store = FeastResource(data_dir=str(copy.root)).store()
     online = store.get_online_features(
         features=["user_behaviour:views", "user_embedding:embedding"],

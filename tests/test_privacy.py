@@ -1,0 +1,73 @@
+"""Deletion requests: by reference, planned before anything changes, exact on odd bytes."""
+
+import json
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from dagster_project.privacy import (
+    DeletionError,
+    close_deletion_request,
+    file_deletion_request,
+    forget_user_files,
+    read_deletion_request,
+)
+from dagster_project.pseudonyms import pseudonymise
+from dagster_project.settings import layout
+
+HEADER = b"event_id,user_id,session_id,item_id,event_type,event_time,quantity,price,query\n"
+
+
+def _data(root: Path):
+    out = layout(root)
+    (out.landing / "events").mkdir(parents=True)
+    (out.landing / "source.json").write_text(
+        json.dumps({"source": "shop", "window_start": "2026-09-01", "window_end": "2026-10-01"})
+    )
+    latin1 = "caf\u00e9".encode("latin-1")  # not UTF-8: must come back byte for byte
+    (out.landing / "events" / "day1.csv").write_bytes(
+        HEADER
+        + b"e1,u1,,i1,view,2026-09-02T10:00:00Z,,,\n"
+        + b"e2,u2,,i1,view,2026-09-02T10:00:00Z,,,"
+        + latin1
+        + b"\n"
+        + b"e3,u1,,i2,view,2026-09-02T11:00:00Z,,,\n"
+    )
+    (user,) = pseudonymise(["u1"])
+    out.tables.mkdir(parents=True)
+    pl.DataFrame({"user_id": [user, "other"], "x": [1, 2]}).write_parquet(
+        out.tables / "events_clean.parquet"
+    )
+    return out
+
+
+def test_a_request_is_filed_by_reference_and_closed(tmp_path):
+    out = layout(tmp_path)
+    request_id = file_deletion_request(out, "u1")
+    path = tmp_path / "privacy" / "requests" / f"{request_id}.txt"
+    assert "u1" not in request_id and path.stat().st_mode & 0o077 == 0
+    assert read_deletion_request(out, request_id) == "u1"
+    close_deletion_request(out, request_id)
+    with pytest.raises(ValueError, match="no deletion request"):
+        read_deletion_request(out, request_id)
+    with pytest.raises(ValueError, match="not a deletion request id"):
+        read_deletion_request(out, "u1")
+
+
+def test_forgetting_keeps_other_bytes_exact_and_changes_nothing_on_failure(tmp_path):
+    out = _data(tmp_path)
+    csv_path = out.landing / "events" / "day1.csv"
+    table = out.tables / "events_clean.parquet"
+    broken = out.tables / "zz_broken.parquet"
+    broken.write_bytes(b"PAR1 not really parquet")
+    before = {p: p.read_bytes() for p in (csv_path, table)}
+    with pytest.raises(DeletionError, match=r"zz_broken\.parquet.*nothing was changed"):
+        forget_user_files(out, "u1")
+    assert {p: p.read_bytes() for p in (csv_path, table)} == before  # planned, not half done
+    assert not [p for p in tmp_path.rglob(".*") if p.is_file()]  # no staged file left behind
+    broken.unlink()
+    removed = forget_user_files(out, "u1")
+    assert removed == {"landing/events/day1.csv": 2, "tables/events_clean.parquet": 1}
+    assert csv_path.read_bytes() == HEADER + b"e2,u2,,i1,view,2026-09-02T10:00:00Z,,,caf\xe9\n"
+    assert pl.read_parquet(table)["user_id"].to_list() == ["other"]
