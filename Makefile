@@ -7,7 +7,7 @@ PRESET ?= default
 UI_PORT ?= 3000
 export RECSYS_DATA_DIR := $(abspath $(DATA_DIR))
 
-.PHONY: install demo test test-tools ui serve bench bench-detection bench-recommender bench-recommender-device lint clean
+.PHONY: install demo test test-tools ui serve bench bench-faults bench-detection bench-recommender bench-recommender-device lint clean
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -42,6 +42,11 @@ bench: install
 	$(BIN)/python -m bench.detection
 	$(BIN)/python -m bench.feature_serving --data-dir $(DATA_DIR)
 	$(BIN)/python -m bench.recommender --data-dir $(DATA_DIR)
+	$(BIN)/python -m bench.faults --data-dir $(DATA_DIR)
+
+## bench-faults: faults and hostile input injected for real, each line pass or fail (JSON)
+bench-faults: install
+	$(BIN)/python -m bench.faults --data-dir $(DATA_DIR)
 
 ## serve: the HTTP feature server on 127.0.0.1:6566 (after make demo)
 serve: install
