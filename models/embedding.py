@@ -97,6 +97,12 @@ class EmbeddingConfig:
     long_term_rank: int = 128
     long_term_max_items: int = 20_000
     ease_l2: float = 500.0
+    # After training, EASE again on every token, the validation ones included (they are the
+    # newest: under `window` the last days), as a model is refit on all its data once
+    # validation has chosen it, when validation held out at least this share of the tokens
+    # (a second EASE solve; 1.0: never). Measured on the default shop (window validation,
+    # 11% of tokens held out): NDCG@10 0.1233 -> 0.1240.
+    long_term_refit_share: float = 0.05
     # What validation holds out per user to pick the epoch, as the test will (see
     # `models.sequences.validation_tokens`): next (the next visit or item), random (a
     # random history token, the rest of the history as context: set-style tests such as msr)
@@ -316,6 +322,9 @@ class EmbeddingRecommender(Recommender):
         if warm_start is not None:
             self._start_from_model(warm_start)
         self._train()
+        held = len(held_tokens(self.sequences, self.held_out, cfg.validation))
+        if self.memory.rank and held >= cfg.long_term_refit_share * len(self.sequences.items):
+            self.memory = self._fit_memory(every_token=True)
         self.fit_seconds = time.perf_counter() - started
         return self
 
@@ -337,10 +346,12 @@ class EmbeddingRecommender(Recommender):
                 "differ from this model's; train from scratch instead"
             )
 
-    def _fit_memory(self) -> LongTermMemory:
+    def _fit_memory(self, every_token: bool = False) -> LongTermMemory:
         """The long-term memory (`models.memory`): EASE on every token but the validation
         ones, factorised (its half-life and scale are chosen in `_choose_half_life`). None
-        when the config or the catalog's size says so."""
+        when the config or the catalog's size says so. `every_token`: once training is
+        done, EASE again with the validation tokens too, keeping the learnt gate, scale and
+        half-life (the towers never read P or Q, so nothing else depends on them)."""
         cfg, n_items, seq = self.config, len(self.item_ids), self.sequences
         if cfg.long_term not in ("ease", "none"):
             raise ValueError(f"long_term must be ease or none, not {cfg.long_term!r}")
@@ -353,7 +364,8 @@ class EmbeddingRecommender(Recommender):
             return LongTermMemory.empty(n_items).to(self.device)
         users = np.repeat(np.arange(len(seq.lengths)), seq.lengths)
         new = ~seq.repeats
-        new[held_tokens(seq, self.held_out, cfg.validation)] = False
+        if not every_token:
+            new[held_tokens(seq, self.held_out, cfg.validation)] = False
         memory = fit_memory(
             users[new],
             seq.items[new],
@@ -363,7 +375,9 @@ class EmbeddingRecommender(Recommender):
             cfg.ease_l2,
             self._say,
         ).to(self.device)
-        self.memory = memory
+        if every_token:
+            learnt = {k: v for k, v in self.memory.state_dict().items() if not k.endswith("_side")}
+            memory.load_state_dict(learnt, strict=False)
         return memory
 
     def _memory_scale(self, sample: int = 2048) -> float:
