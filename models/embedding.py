@@ -40,6 +40,7 @@ from models.sequences import (
     Sequences,
     Window,
     build_sequences,
+    epoch_seconds,
     event_type_codes,
     held_tokens,
     length_batches,
@@ -307,7 +308,7 @@ class EmbeddingRecommender(Recommender):
         u, i = self._index(interactions, items)
         self._prepare_items(items, warm_start)
         item_features = self._latest_features(interactions, warm_start)
-        seconds = interactions["event_time"].astype("int64").to_numpy() // 10**9
+        seconds = epoch_seconds(interactions["event_time"])
         self.sequences = build_sequences(
             u, i, event_type_codes(interactions), seconds, len(self.user_index)
         )
@@ -733,7 +734,7 @@ class EmbeddingRecommender(Recommender):
         if known.empty:
             raise ValueError("none of the history's items is in the catalog the model knows")
         seconds = (
-            known["event_time"].astype("int64").to_numpy() // 10**9
+            epoch_seconds(known["event_time"])
             if "event_time" in known
             else np.arange(len(known), dtype=np.int64)
         )

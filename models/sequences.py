@@ -30,6 +30,12 @@ def event_type_codes(interactions: pd.DataFrame) -> np.ndarray:
     return (np.asarray(codes, np.int64) + 1).clip(min=0)
 
 
+def epoch_seconds(times: pd.Series) -> np.ndarray:
+    """Whole seconds since 1970 of timestamps in any unit (ns, us, ms or s; naive = UTC):
+    the integer behind a timestamp column is in its own unit, not always nanoseconds."""
+    return pd.to_datetime(times, utc=True).dt.as_unit("s").astype("int64").to_numpy()
+
+
 def gap_buckets(seconds: np.ndarray) -> np.ndarray:
     """Log-scale bucket of the seconds since the previous token (see `GAP_BUCKETS`)."""
     minutes = np.maximum(seconds, 0) / 60.0

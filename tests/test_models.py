@@ -35,7 +35,13 @@ from models.metrics import (
     recall_at_k,
 )
 from models.rerank import mmr, prefer_long_tail
-from models.sequences import build_sequences, held_tokens, validation_tokens, validation_truth
+from models.sequences import (
+    build_sequences,
+    epoch_seconds,
+    held_tokens,
+    validation_tokens,
+    validation_truth,
+)
 from models.split import make_split, temporal_holdout
 
 
@@ -112,6 +118,9 @@ def test_window_validation_holds_out_what_the_temporal_test_would():
     assert items[ptr[0] : ptr[1]].tolist() == [2]  # x again is not new: only z is asked for
     assert items[ptr[1] : ptr[2]].tolist() == [0]
     assert held_tokens(seq, held, "window").tolist() == [2, 3, 5]
+    # Timestamps in any unit give the same seconds (a Parquet column is often in us or ms).
+    for unit in ("ns", "us", "ms", "s"):
+        assert (epoch_seconds(pd.Series(t).astype(f"datetime64[{unit}, UTC]")) == seconds).all()
     nothing_late = validation_tokens(seq, 0, "window", window_days=0.5)  # from 09-05 12:00
     assert nothing_late.tolist() == seq.ptr[1:].tolist()  # nothing held out: all train
     assert held_tokens(seq, validation_tokens(seq, 0, "next"), "next").tolist() == [3, 5]
