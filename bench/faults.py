@@ -352,35 +352,15 @@ def feature_server(data_dir: Path | None, seconds: float) -> dict:
         return {"pass": False, "not_run": "needs --data-dir with a materialized store (make demo)"}
     import pandas as pd
 
-    from dagster_project.system_tools import free_port
+    from bench.feature_serving import running_feature_server
 
     users = pd.read_parquet(data_dir / "features" / "user_features.parquet", columns=["user_id"])
-    port = free_port()
-    env = {**os.environ, "RECSYS_DATA_DIR": str(data_dir)}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "dagster_project.feature_server", "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                connection = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
-                connection.request("GET", "/health")
-                if connection.getresponse().status == 200:
-                    break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                return {"pass": False, "not_run": "the feature server did not start"}
-            time.sleep(0.5)
-        load = _load(port, users["user_id"].unique().tolist()[:10_000], seconds)
-        hostile = _hostile(port)
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=30)
+        with running_feature_server(data_dir) as port:
+            load = _load(port, users["user_id"].unique().tolist()[:10_000], seconds)
+            hostile = _hostile(port)
+    except RuntimeError as error:
+        return {"pass": False, "not_run": str(error)}
     refused = {
         name: status == (403 if name.startswith("write") else 400 if "Host" in name else 413)
         for name, status in hostile.items()

@@ -31,6 +31,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -90,7 +92,10 @@ def ranking_latencies(store, users: np.ndarray, items: np.ndarray, calls: int) -
     }
 
 
-def http_latency(data_dir: Path, users: np.ndarray, items: np.ndarray, calls: int) -> dict:
+@contextmanager
+def running_feature_server(data_dir: Path) -> Iterator[int]:
+    """The platform's HTTP feature server on `data_dir`'s store, on a free loopback port,
+    once it answers /health; stopped by its PID afterwards. Yields the port."""
     port = free_port()
     env = {**os.environ, "RECSYS_DATA_DIR": str(data_dir)}
     env.pop("RECSYS_FEAST_CONFIG", None)
@@ -101,18 +106,28 @@ def http_latency(data_dir: Path, users: np.ndarray, items: np.ndarray, calls: in
         stderr=subprocess.DEVNULL,
     )
     try:
-        conn = None
         deadline = time.monotonic() + 120
-        while conn is None:
+        while True:
             try:
-                c = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-                c.request("GET", "/health")
-                if c.getresponse().read() is not None:
-                    conn = c
+                connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+                connection.request("GET", "/health")
+                if connection.getresponse().status == 200:
+                    connection.close()
+                    break
             except OSError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise RuntimeError("feature server did not start") from None
-                time.sleep(0.5)
+                pass
+            if time.monotonic() > deadline or proc.poll() is not None:
+                raise RuntimeError("feature server did not start")
+            time.sleep(0.5)
+        yield port
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def http_latency(data_dir: Path, users: np.ndarray, items: np.ndarray, calls: int) -> dict:
+    with running_feature_server(data_dir) as port:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
         rng = np.random.default_rng(1)
         timings = []
         for k in range(calls + 20):
@@ -135,9 +150,6 @@ def http_latency(data_dir: Path, users: np.ndarray, items: np.ndarray, calls: in
             if k >= 20:
                 timings.append(time.perf_counter() - t0)
         return {**_percentiles(timings), "entities": 1}
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
 
 
 def scaled_user_features(data_dir: Path, users: int, target: Path) -> int:

@@ -232,8 +232,8 @@ def _recommend(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    use_private_umask()
+def _parser() -> argparse.ArgumentParser:
+    """The command line: one subcommand per task."""
     default_dir = os.environ.get(DATA_DIR_ENV) or str(layout().root)
     parser = argparse.ArgumentParser(prog="python -m dagster_project.cli", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -292,6 +292,12 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument(
         "--test-days", type=int, default=3, help="days held out at the end for evaluation"
     )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    use_private_umask()
+    parser = _parser()
     args = parser.parse_args(argv)
     if args.command == "dagster-home":
         print(prepare_dagster_home(Path(args.data_dir).resolve()))

@@ -165,6 +165,19 @@ def _multi_line_records(body: pl.DataFrame, sep: str, width: int) -> pl.DataFram
     return pl.DataFrame({"i": out_i, "raw": out_raw}, schema=body.schema)
 
 
+def _header_names(path: Path, line: str | None, sep: str) -> list[str]:
+    """Column names from a header line (a BOM dropped, blanks named by position); a header
+    that cannot be split or repeats a name raises."""
+    header = _split_quoted((line or "").removeprefix("\ufeff"), sep)
+    if isinstance(header, str):
+        raise LandingFileError(f"{path}: the header line cannot be read: {header}")
+    names = [h.strip() or f"column_{i + 1}" for i, h in enumerate(header)]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise LandingFileError(f"{path}: the header repeats column(s) {', '.join(repeated)}")
+    return names
+
+
 def read_delimited(
     path: Path,
     *,
@@ -196,14 +209,7 @@ def read_delimited(
         lines = pl.Series("raw", decoded, dtype=pl.String)
     first = 0
     if names is None:
-        header = _split_quoted((lines[0] or "").removeprefix("\ufeff"), sep)
-        if isinstance(header, str):
-            raise LandingFileError(f"{path}: the header line cannot be read: {header}")
-        names = [h.strip() or f"column_{i + 1}" for i, h in enumerate(header)]
-        repeated = sorted({n for n in names if names.count(n) > 1})
-        if repeated:
-            raise LandingFileError(f"{path}: the header repeats column(s) {', '.join(repeated)}")
-        first = 1
+        names, first = _header_names(path, lines[0], sep), 1
     _check_header(path, names, list(required))
     width = len(names)
     body = lines[first:].to_frame("raw").with_row_index("i", offset=first)
