@@ -26,12 +26,14 @@ import hashlib
 import json
 import re
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 from dagster import (
     AssetSelection,
     AutomationCondition,
     AutomationConditionSensorDefinition,
     Config,
+    DagsterInstance,
     DefaultScheduleStatus,
     DefaultSensorStatus,
     OpExecutionContext,
@@ -62,6 +64,7 @@ from dagster_project.privacy import (
     forget_user_files,
     read_deletion_request,
     record_deletion,
+    redact_user,
     user_views,
 )
 from dagster_project.pseudonyms import pseudonymise
@@ -296,6 +299,12 @@ class ForgetUserConfig(Config):
     request_id: str
 
 
+def _instance_home(instance: DagsterInstance) -> Path | None:
+    """The folder a Dagster instance keeps its runs, event logs and captured output in."""
+    root = getattr(instance, "root_directory", None)
+    return Path(root) if root and Path(root).is_dir() else None
+
+
 @op(
     description="Remove one user from every file (landing exports, raw, clean and derived "
     "tables, quarantine, features, model outputs) and from the online store; log the "
@@ -313,16 +322,31 @@ def forget_user_everywhere(
     store = feast.store()
     views = user_views(store)
     online = delete_online_rows(store, views, pseudonymise([user_id]))
-    log = record_deletion(out, user_id, removed, online)
     close_deletion_request(out, config.request_id)
+    redacted, left = redact_user(out, user_id, _instance_home(context.instance))
+    log = record_deletion(out, user_id, removed, online, redacted)
     for name, rows in removed.items():
         context.log.info(f"forget_user: {rows:,} row(s) removed from {name}")
+    context.log.info(
+        f"forget_user: mentions redacted in {len(redacted)} file(s): {', '.join(redacted)}"
+    )
+    if left:
+        context.log.warning(
+            "forget_user: still mentioned (not text or SQLite: remove at the next rebuild) in "
+            + ", ".join(f"{name} ({count})" for name, count in left.items())
+        )
     context.log.info(
         f"forget_user: {sum(removed.values()):,} rows in {len(removed)} file(s); online rows of "
         f"{', '.join(views)}: {'removed' if online else 'none held'}; logged in {log}"
     )
     context.add_output_metadata(
-        {"rows_removed": sum(removed.values()), "files": len(removed), "online": online}
+        {
+            "rows_removed": sum(removed.values()),
+            "files": len(removed),
+            "online": online,
+            "files_redacted": len(redacted),
+            "files_still_mentioning": len(left),
+        }
     )
 
 

@@ -35,6 +35,7 @@ from feast.protos.feast.types.EntityKey_pb2 import EntityKey
 from feast.protos.feast.types.Value_pb2 import Value
 
 from dagster_project.pseudonyms import deletion_digest, pseudonymise
+from dagster_project.redaction import redact_mentions
 from dagster_project.settings import DataLayout
 from dagster_project.sources.landing import CANONICAL_FORMAT, read_source_manifest
 from dagster_project.storage import write_parquet_atomic
@@ -220,7 +221,7 @@ def forget_user_files(out: DataLayout, user_id: str) -> dict[str, int]:
     """Remove one user (by the id customers know) from every file the platform keeps: the
     landing exports (so the next run cannot bring them back), the raw tables and quarantine
     (raw id), and the clean and derived tables, the feature files (Feast's offline store)
-    and the model outputs (pseudonym). Returns rows removed per file (relative to the data
+    the model outputs (pseudonym) and the generator's answer key. Returns rows removed per file (relative to the data
     directory) where there were any."""
     if not user_id:
         raise ValueError("no user id given")
@@ -235,6 +236,7 @@ def forget_user_files(out: DataLayout, user_id: str) -> dict[str, int]:
         *(sorted(out.landing.rglob("*")) if out.landing.exists() else []),
         *sorted(out.tables.rglob("*.parquet")),
         *sorted(out.features.rglob("*.parquet")),
+        *sorted(out.ground_truth.rglob("*.parquet")),
     ]
     staged: dict[Path, tuple[Path, int]] = {}
     try:
@@ -259,12 +261,40 @@ def forget_user_files(out: DataLayout, user_id: str) -> dict[str, int]:
     return {str(path.relative_to(out.root)): count for path, (_, count) in staged.items()}
 
 
+def redact_user(
+    out: DataLayout, user_id: str, dagster_home: Path | None = None
+) -> tuple[list[str], dict[str, int]]:
+    """After the rows are gone (`forget_user_files`, `delete_online_rows`): redact the
+    customer's id and pseudonym wherever text still names them under the data directory and
+    the Dagster home (event logs, captured output, reports, GX results, the opt-out list)
+    and vacuum SQLite files. Returns (files redacted, files still mentioning them with
+    counts), as paths relative to their folder. The saved model is not searched: it holds
+    the pseudonym until the next retrain (the documented exception)."""
+    ids = [user_id, *pseudonymise([user_id])]
+    folders = [out.root]
+    if dagster_home is not None and not dagster_home.resolve().is_relative_to(out.root.resolve()):
+        folders.append(dagster_home)
+    redacted: list[str] = []
+    left: dict[str, int] = {}
+    for folder in folders:
+        done, still = redact_mentions(folder, ids, skip=[out.models])
+        redacted += [str(p.relative_to(folder)) for p in done]
+        left |= {str(p.relative_to(folder)): n for p, n in still.items()}
+    return redacted, left
+
+
 def user_views(store: FeatureStore) -> list[str]:
     """The feature views keyed by the user entity."""
     return sorted(v.name for v in store.list_feature_views() if "user" in v.entities)
 
 
-def record_deletion(out: DataLayout, user_id: str, removed: dict[str, int], online: int) -> Path:
+def record_deletion(
+    out: DataLayout,
+    user_id: str,
+    removed: dict[str, int],
+    online: int,
+    redacted: list[str] | None = None,
+) -> Path:
     """Append to privacy/deletions.jsonl when and how much was removed, naming the user only
     by a keyed digest (`pseudonyms.deletion_digest`: the log must not keep the id it deleted,
     and whoever holds the key can still answer "was this customer deleted?")."""
@@ -276,6 +306,7 @@ def record_deletion(out: DataLayout, user_id: str, removed: dict[str, int], onli
         "rows_removed": sum(removed.values()),
         "files": len(removed),
         "online_users_removed": online,
+        "files_redacted": len(redacted or []),
     }
     with path.open("a") as log:
         log.write(json.dumps(entry) + "\n")

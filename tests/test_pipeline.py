@@ -3,6 +3,7 @@
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -355,8 +356,19 @@ def test_opted_out_users_get_no_recommendations_anywhere(run, tmp_path):
     assert all(v is not None for v in after["views"])  # other views of the user stay
 
 
+def _mentioned_in_logs_and_reports(root: Path, raw_ids: set[str]) -> str:
+    """The raw id of a user the Dagster event log and the quality report both name."""
+    by_pseudonym = dict(zip(pseudonymise(sorted(raw_ids)), sorted(raw_ids), strict=True))
+    pseudonym = re.compile(r"p[0-9a-f]{16}")
+    report = set(pseudonym.findall((root / "reports" / "quality_report.html").read_text()))
+    index = (root / "dagster_home" / "history" / "runs" / "index.db").read_bytes().decode("latin-1")
+    logged = set(pseudonym.findall(index))
+    return by_pseudonym[sorted(report & logged & by_pseudonym.keys())[0]]
+
+
 def test_a_forgotten_user_is_gone_everywhere_and_stays_gone(run, tmp_path):
-    """The forget_user job on a copy of the tiny run, then the whole graph again."""
+    """The forget_user job on a copy of the tiny run (its Dagster home included), then a
+    byte search of everything, then the whole graph again."""
     import shutil
 
     from dagster import DagsterInstance, materialize
@@ -364,33 +376,43 @@ def test_a_forgotten_user_is_gone_everywhere_and_stays_gone(run, tmp_path):
     from dagster_project.automation import forget_user
     from dagster_project.definitions import all_assets, every_event_day, platform_resources
     from dagster_project.privacy import file_deletion_request, forget_in_file, opted_out_users
+    from dagster_project.redaction import files_mentioning, mention_pattern
     from dagster_project.settings import layout
 
     copy = layout(tmp_path / "data")
-    shutil.copytree(run.root, copy.root, ignore=shutil.ignore_patterns("dagster_home", "gx"))
-    # A busy human user who has not opted out, by the id the customer knows.
+    shutil.copytree(run.root, copy.root)
+    # A busy human user who has not opted out, by the id the customer knows, and a user the
+    # run's event logs and reports name.
     events = read_landing(run.landing, "events").to_pandas()
     humans = set(pd.read_parquet(run.table("behaviour_events"))["user_id"]) - opted_out_users(run)
     raw_id = next(
         u for u in events["user_id"].value_counts().index if pseudonymise([u])[0] in humans
     )
     (user,) = pseudonymise([raw_id])
+    logged_id = _mentioned_in_logs_and_reports(copy.root, set(events["user_id"].dropna()))
     resources = platform_resources(str(copy.root))
-    request_id = file_deletion_request(copy, raw_id)
-    done = forget_user.execute_in_process(
-        run_config={"ops": {"forget_user_everywhere": {"config": {"request_id": request_id}}}},
-        resources={"storage": resources["storage"], "feast": resources["feast"]},
-    )
-    assert done.success
-    assert raw_id not in json.dumps(done.dagster_run.run_config)  # only the request id
-    assert not list((copy.root / "privacy" / "requests").iterdir())  # the request is closed
+    with DagsterInstance.from_config(str(copy.dagster_home)) as instance:
+        for customer in (raw_id, logged_id):
+            request_id = file_deletion_request(copy, customer)
+            done = forget_user.execute_in_process(
+                run_config={
+                    "ops": {"forget_user_everywhere": {"config": {"request_id": request_id}}}
+                },
+                resources={"storage": resources["storage"], "feast": resources["feast"]},
+                instance=instance,
+            )
+            assert done.success
+            assert customer not in json.dumps(done.dagster_run.run_config)  # the request id only
+    assert not list((copy.root / "privacy" / "requests").iterdir())  # the requests are closed
+    # Every byte under the data directory and the Dagster home, Parquet uncompressed and
+    # SQLite free pages included: neither id anywhere but in the saved model.
+    for customer in (raw_id, logged_id):
+        mentions = files_mentioning(
+            copy.root, mention_pattern([customer, *pseudonymise([customer])])
+        )
+        assert {p.relative_to(copy.root).parts[0] for p in mentions} <= {"models"}, mentions
     # Nothing left in any file: checking again finds nothing to remove (on scratch copies).
-    # (ground_truth/ is the generator's answer key for tests and benchmarks, not platform data)
-    files = [
-        p
-        for p in copy.root.rglob("*")
-        if p.suffix in (".csv", ".parquet") and p.is_file() and "ground_truth" not in p.parts
-    ]
+    files = [p for p in copy.root.rglob("*") if p.suffix in (".csv", ".parquet") and p.is_file()]
     assert any(p.suffix == ".csv" for p in files) and len(files) > 20
     for path in files:
         scratch = tmp_path / "scratch" / path.name
@@ -407,13 +429,17 @@ def test_a_forgotten_user_is_gone_everywhere_and_stays_gone(run, tmp_path):
     assert (
         raw_id not in log
         and user not in log
-        and json.loads(log.splitlines()[-1])["rows_removed"] > 0
+        and json.loads(log.splitlines()[0])["rows_removed"] > 0
     )
     # Keyed: not the bare SHA-256 that trying every short id reverses.
     from dagster_project.pseudonyms import deletion_digest
 
     assert hashlib.sha256(raw_id.encode()).hexdigest() not in log
-    assert json.loads(log.splitlines()[-1])["user_hmac"] == deletion_digest(raw_id)
+    entries = [json.loads(line) for line in log.splitlines()]
+    assert [e["user_hmac"] for e in entries] == [
+        deletion_digest(raw_id),
+        deletion_digest(logged_id),
+    ]
     # The next run (ingest to training set and recommendations) cannot bring them back.
     selection = [a for a in all_assets if "evaluation" not in a.group_names_by_key.values()]
     with DagsterInstance.ephemeral() as instance:

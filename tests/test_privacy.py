@@ -71,3 +71,48 @@ def test_forgetting_keeps_other_bytes_exact_and_changes_nothing_on_failure(tmp_p
     assert removed == {"landing/events/day1.csv": 2, "tables/events_clean.parquet": 1}
     assert csv_path.read_bytes() == HEADER + b"e2,u2,,i1,view,2026-09-02T10:00:00Z,,,caf\xe9\n"
     assert pl.read_parquet(table)["user_id"].to_list() == ["other"]
+
+
+def test_mentions_are_found_under_compression_and_redacted_in_text_and_sqlite(tmp_path):
+    import gzip
+    import sqlite3
+
+    from dagster_project.redaction import (
+        REDACTED,
+        files_mentioning,
+        mention_pattern,
+        redact_mentions,
+    )
+
+    (tmp_path / "report.html").write_text("<td>u12</td><td>u123</td><td>p00ff</td>")
+    (tmp_path / "logs").mkdir()
+    (tmp_path / "logs" / "run.out").write_text("flagged u12, kept u1234\n")
+    database = tmp_path / "runs.db"
+    connection = sqlite3.connect(database)
+    connection.execute("PRAGMA journal_mode=WAL")
+    connection.execute("CREATE TABLE events (id INTEGER PRIMARY KEY, body TEXT, key BLOB)")
+    connection.executemany(
+        "INSERT INTO events (body, key) VALUES (?, ?)",
+        [('{"user": "u12"}', b"a"), ('{"user": "u123"}', b"b"), ("x" * 500 + "p00ff", b"c")],
+    )
+    connection.commit()
+    connection.execute("DELETE FROM events WHERE id = 3")  # its bytes stay in free pages
+    connection.commit()
+    connection.close()
+    pl.DataFrame({"user_id": ["u12", "u9"]}).write_parquet(tmp_path / "t.parquet")
+    (tmp_path / "export.csv.gz").write_bytes(gzip.compress(b"user_id\nu12\n"))
+    pattern = mention_pattern(["u12", "p00ff"])
+    found = files_mentioning(tmp_path, pattern)
+    assert {p.name for p in found} >= {"report.html", "run.out", "t.parquet", "export.csv.gz"}
+    assert any(p.name.startswith("runs.db") for p in found)  # the database or its log
+    redacted, left = redact_mentions(tmp_path, ["u12", "p00ff"])
+    assert {p.name for p in redacted} == {"report.html", "run.out", "runs.db"}
+    assert {p.name for p in left} == {"t.parquet", "export.csv.gz"}  # rows: not bytes to edit
+    assert (tmp_path / "report.html").read_text() == (
+        f"<td>{REDACTED}</td><td>u123</td><td>{REDACTED}</td>"
+    )
+    assert (tmp_path / "logs" / "run.out").read_text() == f"flagged {REDACTED}, kept u1234\n"
+    with sqlite3.connect(database) as connection:
+        bodies = [b for (b,) in connection.execute("SELECT body FROM events ORDER BY id")]
+    assert bodies == [f'{{"user": "{REDACTED}"}}', '{"user": "u123"}']
+    assert b"p00ff" not in database.read_bytes()  # the deleted row's bytes are gone too
