@@ -7,7 +7,7 @@ PRESET ?= default
 UI_PORT ?= 3000
 export RECSYS_DATA_DIR := $(abspath $(DATA_DIR))
 
-.PHONY: install demo test test-tools ui serve bench bench-faults bench-detection bench-recommender bench-recommender-device lint clean
+.PHONY: install demo test test-fast test-tools ui serve bench bench-faults bench-detection bench-recommender bench-recommender-device lint clean
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -24,6 +24,10 @@ demo: install
 ## the browser the tests start are installed here, never at run time
 test: install test-tools
 	$(BIN)/python -m pytest
+
+## test-fast: the unit tests only (no pipeline, servers or browser), about a minute
+test-fast: install
+	$(BIN)/python -m pytest -m "not integration"
 
 ## test-tools: Debian's redis-server and chromium, when missing (needs root or sudo)
 test-tools:

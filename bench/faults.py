@@ -425,10 +425,12 @@ def feature_server(data_dir: Path | None, seconds: float) -> dict:
     from bench.feature_serving import running_feature_server
 
     users = pd.read_parquet(data_dir / "features" / "user_features.parquet", columns=["user_id"])
+    known = users["user_id"].unique().tolist()
     try:
         with running_feature_server(data_dir) as port:
-            load = _load(port, users["user_id"].unique().tolist()[:10_000], seconds)
+            load = _load(port, known[:10_000], seconds)
             hostile = _hostile(port)
+            memory = _memory_after_large_lookups(port, known)
     except RuntimeError as error:
         return {"pass": False, "not_run": str(error)}
     refused = {
@@ -438,8 +440,40 @@ def feature_server(data_dir: Path | None, seconds: float) -> dict:
     checks = {
         "no 5xx under 8 clients": not any(int(k) >= 500 for k in load["statuses"]),
         "hostile requests refused": all(refused.values()),
+        "memory comes back after large lookups": memory["retained_mb"] <= 100,
     }
-    return {"load": load, "hostile": hostile, "checks": checks, "pass": all(checks.values())}
+    return {
+        "load": load,
+        "hostile": hostile,
+        "memory": memory,
+        "checks": checks,
+        "pass": all(checks.values()),
+    }
+
+
+def _memory_after_large_lookups(port: int, users: list[str], lookups: int = 5) -> dict:
+    """The server's resident memory before and after `lookups` requests of 10,000 users."""
+    import psutil
+
+    (server,) = [p for p in psutil.Process().children() if str(port) in p.cmdline()]
+    before = server.memory_info().rss
+    rng = np.random.default_rng(2)
+    statuses = []
+    for _ in range(lookups):
+        body = json.dumps(
+            {
+                "features": ["user_behaviour:views", "user_embedding:embedding"],
+                "entities": {"user_id": rng.choice(users, 10_000).tolist()},
+            }
+        )
+        statuses.append(_request(port, "/get-online-features", body.encode()))
+    after = server.memory_info().rss
+    return {
+        "statuses": statuses,
+        "rss_before_mb": round(before / 2**20),
+        "rss_after_mb": round(after / 2**20),
+        "retained_mb": round((after - before) / 2**20),
+    }
 
 
 LINES = (

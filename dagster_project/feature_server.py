@@ -20,6 +20,9 @@ Safe by default (`ServingGuard`, and Starlette's `TrustedHostMiddleware`):
   DNS rebinding. Others get a 400.
 - A body over 1 MiB gets a 413 (without a Content-Length, a 411); a lookup of more than
   10,000 entity rows gets a 413 that says to split it.
+- After a lookup of 1,000 entity rows or more, the memory it freed is handed back to the
+  operating system (`release_memory`: glibc keeps freed heap in its arenas otherwise, and
+  the server's resident size would stay at its largest request's).
 
 Feature services are looked up once per registry refresh (`cache_ttl_seconds` of the
 registry config) instead of on every request: Feast rebuilds the service from the registry
@@ -29,6 +32,9 @@ proto on each lookup, which took ~3.8 ms of a ~9 ms request.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import ctypes
+import gc
 import hmac
 import json
 import logging
@@ -54,6 +60,15 @@ LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
 READ_POSTS = ("/get-online-features", "/retrieve-online-documents", "/search")
 MAX_BODY_BYTES = 1 << 20
 MAX_ENTITY_ROWS = 10_000
+LARGE_LOOKUP_ROWS = 1_000
+
+
+def release_memory() -> None:
+    """Collect garbage and hand freed heap memory back to the operating system (glibc's
+    `malloc_trim`; a no-op elsewhere)."""
+    gc.collect()
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 class ServingGuard:
@@ -111,6 +126,8 @@ class ServingGuard:
             return {"type": "http.request", "body": body, "more_body": False}
 
         await self.app(scope, replay, send)
+        if rows >= LARGE_LOOKUP_ROWS:
+            release_memory()
 
     def _write_refusal(self, authorization: str) -> str:
         if not self.write_token:

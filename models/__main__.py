@@ -72,7 +72,8 @@ def evaluate_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
+    """The command line: `evaluate` and its options."""
     parser = argparse.ArgumentParser(
         prog="python -m models",
         description=__doc__,
@@ -88,7 +89,11 @@ def main(argv: list[str] | None = None) -> int:
     evaluate.add_argument("--test-days", type=int, default=3, help="temporal protocol only")
     evaluate.add_argument("--seed", type=int, default=42)
     evaluate.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
     try:
         return evaluate_command(args)
     except (OSError, ValueError) as error:

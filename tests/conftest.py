@@ -11,6 +11,18 @@ from dagster_project.sources.generator import generate, preset
 
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
 
+# The integration tier: the whole graph on the tiny shop, servers, a browser, killed processes.
+# `make test-fast` runs everything else (unit tests, about a minute).
+INTEGRATION_FIXTURES = {"pipeline_run", "tiny_layout"}
+INTEGRATION_MODULES = {"test_feast_redis", "test_ui", "test_run_recovery", "test_pipeline"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        module = item.module.__name__.rsplit(".", 1)[-1] if item.module else ""
+        if INTEGRATION_FIXTURES & set(item.fixturenames) or module in INTEGRATION_MODULES:
+            item.add_marker(pytest.mark.integration)
+
 
 @pytest.fixture(scope="session")
 def tiny_layout(tmp_path_factory: pytest.TempPathFactory) -> DataLayout:

@@ -530,6 +530,7 @@ def test_missing_file_is_named(tmp_path: Path) -> None:
         read_export(tmp_path, "taobao", {"file": "typo"})
 
 
+@pytest.mark.integration  # a real `feast apply` / Dagster run
 def test_pipeline_runs_on_a_real_export_through_source_json(tmp_path, monkeypatch):
     """A landing folder that declares `"format": "taobao"` runs through the same assets,
     once a secret pseudonym key is set (real users: the development key is refused)."""

@@ -164,6 +164,7 @@ def test_sqlite_store_answers_exactly_as_feasts_own(pipeline_run):
     assert got["views"][-2] is None and got["views"][-1] == got["views"][0]
 
 
+@pytest.mark.integration  # a real `feast apply` / Dagster run
 def test_feast_apply_runs_only_when_the_feature_repo_changed(tmp_path):
     import shutil
 

@@ -126,6 +126,13 @@ def test_window_validation_holds_out_what_the_temporal_test_would():
     assert held_tokens(seq, validation_tokens(seq, 0, "next"), "next").tolist() == [3, 5]
 
 
+def _toy_config(**values) -> EmbeddingConfig:
+    """The model's config for the toy worlds here (a few hundred users): 10 steps make an
+    epoch (the product's minimum, 50, is for real catalogs) and sequences are read up to 32
+    events, as long as the worlds' own; everything else as given or the default."""
+    return EmbeddingConfig(**{"min_steps_per_epoch": 10, "max_length": 32, **values})
+
+
 def _taste_world(seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Users who each like one of 8 categories; popularity alone cannot tell them apart."""
     rng = np.random.default_rng(seed)
@@ -159,7 +166,7 @@ def test_embedding_model_learns_taste_and_beats_popularity():
     split = temporal_holdout(interactions, 3)
     users = split.truth["user_id"].unique()
     pop = PopularityRecommender().fit(split.train, items)
-    model = EmbeddingRecommender(EmbeddingConfig(dim=16, epochs=15), progress=False).fit(
+    model = EmbeddingRecommender(_toy_config(dim=16, epochs=15), progress=False).fit(
         split.train, items
     )
     ours = evaluate(split.truth, model.recommend(users, 10), len(items))
@@ -174,7 +181,7 @@ def test_embedding_model_learns_taste_and_beats_popularity():
 
 def test_training_is_seeded_and_saved_without_pickles(tmp_path):
     interactions, items = _taste_world(1)
-    cfg = EmbeddingConfig(dim=8, epochs=2)
+    cfg = _toy_config(dim=8, epochs=2)
     a = (
         EmbeddingRecommender(cfg, progress=False)
         .fit(interactions, items)
@@ -247,7 +254,7 @@ def test_the_sequence_encoder_reads_order_that_a_pooled_tower_cannot():
     split = make_split(interactions, "loo")
     scores = {}
     for encoder in ("attention", "pooled"):  # the towers alone: a decayed memory reads order
-        config = EmbeddingConfig(
+        config = _toy_config(
             dim=32,
             epochs=40,
             patience=8,
@@ -302,7 +309,7 @@ def test_the_loss_is_the_full_softmax_up_to_a_catalog_size_then_sampled():
         len(items),
     )["ndcg@10"]
     for threshold, expected in [(len(items), "full"), (len(items) - 1, "sampled")]:
-        config = EmbeddingConfig(dim=16, epochs=8, negatives=32, full_softmax_max_items=threshold)
+        config = _toy_config(dim=16, epochs=8, negatives=32, full_softmax_max_items=threshold)
         model = EmbeddingRecommender(config, progress=False).fit(split.train, items)
         assert model.loss_used == expected
         assert model.describe()["loss_used"] == expected
@@ -472,7 +479,7 @@ def test_new_users_and_new_items_are_served_from_the_same_vectors():
     interactions, items = _taste_world()
     # A text vector per item that says its category (as a title would).
     items["text_embedding"] = [np.eye(8, dtype=np.float32)[k % 8] for k in range(len(items))]
-    model = EmbeddingRecommender(EmbeddingConfig(dim=16, epochs=10), progress=False)
+    model = EmbeddingRecommender(_toy_config(dim=16, epochs=10), progress=False)
     model.fit(interactions, items)
     category = items.set_index("item_id")["category"]
     # A new user with three c3 views, no retraining.
@@ -505,7 +512,7 @@ def _with_category_text(items: pd.DataFrame) -> pd.DataFrame:
 def test_search_finds_items_by_text_and_personalises_for_a_known_user():
     interactions, items = _taste_world()
     items = _with_category_text(items)
-    model = EmbeddingRecommender(EmbeddingConfig(dim=16, epochs=10), progress=False)
+    model = EmbeddingRecommender(_toy_config(dim=16, epochs=10), progress=False)
     model.fit(interactions, items)
     text = items[["item_id"]].assign(embedding=items["text_embedding"])
     category = items.set_index("item_id")["category"]
@@ -535,7 +542,7 @@ def test_a_warm_start_carries_the_earlier_model_over_and_learns_the_new_week():
     split = temporal_holdout(interactions, 3)
     users = split.truth["user_id"].unique()
     last_week = split.train[split.train["event_time"] < split.cutoff - pd.Timedelta(days=4)]
-    config = EmbeddingConfig(dim=16, epochs=3)
+    config = _toy_config(dim=16, epochs=3)
     earlier = EmbeddingRecommender(config, progress=False).fit(last_week, items)
     # A catalog that grew since: the new items have only their content.
     new_items = _with_category_text(
@@ -543,7 +550,7 @@ def test_a_warm_start_carries_the_earlier_model_over_and_learns_the_new_week():
     )
     catalog = pd.concat([items, new_items], ignore_index=True)
     # Zero epochs: the start itself is the earlier model, item for item.
-    start = EmbeddingRecommender(EmbeddingConfig(dim=16, epochs=0), progress=False).fit(
+    start = EmbeddingRecommender(_toy_config(dim=16, epochs=0), progress=False).fit(
         split.train, catalog, warm_start=earlier
     )
     assert start.warm_start_from == earlier.version
@@ -576,7 +583,7 @@ def test_a_warm_start_carries_the_earlier_model_over_and_learns_the_new_week():
     # An earlier blend that validation finds worse than today's memory alone is shut off.
     with torch.no_grad():
         earlier.memory.gate.fill_(-100.0)
-    shut = EmbeddingRecommender(EmbeddingConfig(dim=16, epochs=0), progress=False).fit(
+    shut = EmbeddingRecommender(_toy_config(dim=16, epochs=0), progress=False).fit(
         split.train, catalog, warm_start=earlier
     )
     assert float(shut.memory.gate.detach()) == 0.0
