@@ -23,7 +23,8 @@ OUR_PROGRAMS = (".venv/bin/python", ".venv/bin/dagster", ".venv/bin/feast", "mak
 def _blocks() -> list[str]:
     """The README's fenced code blocks, line continuations joined."""
     text = README.read_text()
-    return [b.replace("\\\n", " ") for b in re.findall(r"^```\w*\n(.*?)^```", text, re.S | re.M)]
+    blocks = re.findall(r"^ *```\w*\n(.*?)^ *```", text, re.S | re.M)
+    return [b.replace("\\\n", " ") for b in blocks]
 
 
 def _commands() -> list[list[str]]:
@@ -32,20 +33,41 @@ def _commands() -> list[list[str]]:
     commands = []
     for block in _blocks():
         for line in block.splitlines():
-            try:
-                argv = shlex.split(line, comments=True)
-            except ValueError:
-                continue  # a Python string spread over lines: checked with its block
-            while argv and re.fullmatch(r"[A-Z_]+=.*", argv[0]):
-                argv = argv[1:]
-            if argv and argv[0] in OUR_PROGRAMS:
-                commands.append(argv)
+            inner = re.findall(r"\$\(([^()]*)\)", line)  # $(command): checked on its own
+            line = re.sub(r"\$\([^()]*\)", "VALUE", line)
+            for command in [*inner, line]:
+                argv = _argv(command)
+                if argv and argv[0] in OUR_PROGRAMS:
+                    commands.append(argv)
     return commands
+
+
+def _argv(line: str) -> list[str]:
+    """A command line's words, environment assignments dropped (none for a line that is not
+    a whole command)."""
+    try:
+        argv = shlex.split(line, comments=True)
+    except ValueError:
+        return []  # a Python string spread over lines: checked with its block
+    while argv and re.fullmatch(r"[A-Z_]+=.*", argv[0]):
+        argv = argv[1:]
+    return argv
 
 
 def _make_targets() -> set[str]:
     makefile = (PROJECT_ROOT / "Makefile").read_text()
     return set(re.findall(r"^([a-z][a-z-]*):", makefile, re.M))
+
+
+def _options_exist(group, args: list[str]) -> None:
+    """The click subcommand that `args` name exists and knows every option they give."""
+    command = group
+    words = [a for a in args if not a.startswith("-")]
+    while hasattr(command, "commands"):
+        command = command.commands[words.pop(0)]  # KeyError: no such subcommand
+    known = {o for p in command.params for o in p.opts}
+    given = {a.split("=")[0] for a in args if a.startswith("-")}
+    assert given <= known, f"unknown options {given - known} in {args}"
 
 
 def _check(argv: list[str]) -> None:
@@ -63,28 +85,30 @@ def _check(argv: list[str]) -> None:
     elif program == ".venv/bin/python" and args[0] == "-c":
         compile(args[1], "<README>", "exec")
     elif program == ".venv/bin/dagster":
+        from dagster._cli import cli
+
         from dagster_project.definitions import defs
 
-        assert args[:2] == ["asset", "materialize"] and "dagster_project.definitions" in args
-        keys = {k.to_user_string() for k in defs.resolve_all_asset_keys()}
-        selection = args[args.index("--select") + 1].split(",")
-        assert set(selection) <= keys, set(selection) - keys
+        assert "dagster_project.definitions" in args, argv
+        _options_exist(cli, args)
+        if args[:2] == ["asset", "materialize"]:
+            keys = {k.to_user_string() for k in defs.resolve_all_asset_keys()}
+            selection = args[args.index("--select") + 1].split(",")
+            assert set(selection) <= keys, set(selection) - keys
+        else:
+            defs.resolve_job_def(args[args.index("-j") + 1])
     elif program == ".venv/bin/feast":
         from feast.cli.cli import cli
 
         assert args[:2] == ["-c", "feature_repo"], argv
-        group = cli
-        for name in args[2:]:
-            group = group.commands[name]  # KeyError: no such feast command
-            if not hasattr(group, "commands"):
-                break
+        _options_exist(cli, args[2:])
     else:
         raise AssertionError(f"no check for {argv}")
 
 
 def test_every_readme_command_parses():
     commands = _commands()
-    assert len(commands) >= 10  # the extraction found the README's commands
+    assert len(commands) >= 13  # the extraction found the README's commands
     for argv in commands:
         try:
             _check(argv)
