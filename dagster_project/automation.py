@@ -307,8 +307,8 @@ def _instance_home(instance: DagsterInstance) -> Path | None:
 
 @op(
     description="Remove one user from every file (landing exports, raw, clean and derived "
-    "tables, quarantine, features, model outputs) and from the online store; log the "
-    "deletion by a digest of the id."
+    "tables, quarantine, features, model outputs) and from the online store; redact their ids "
+    "in event logs, captured output and reports; log the deletion by a digest of the id."
 )
 def forget_user_everywhere(
     context: OpExecutionContext,

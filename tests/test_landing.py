@@ -125,6 +125,22 @@ def test_when_no_file_is_good_the_previous_raw_table_stays(tmp_path):
     assert raw_summary(target).rows == 1
 
 
+def test_an_ingest_killed_between_its_renames_is_put_right_by_the_next(tmp_path):
+    landing = _landing(tmp_path)
+    target = tmp_path / "raw_events"
+    ingest_landing(landing, "events", target)
+    before = {p.relative_to(target): p.read_bytes() for p in target.rglob("*") if p.is_file()}
+    # Killed after the old table was moved aside and before the new one took its place.
+    target.rename(tmp_path / ".raw_events.0a.old")
+    (tmp_path / ".raw_events.0b.tmp" / "_parsed").mkdir(parents=True)
+    (landing / "events" / "good.csv").write_bytes(b"")  # this time nothing can land
+    with pytest.raises(LandingFileError):
+        ingest_landing(landing, "events", target)
+    after = {p.relative_to(target): p.read_bytes() for p in target.rglob("*") if p.is_file()}
+    assert after == before  # the previous table, back in its place
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["landing", "raw_events"]
+
+
 def test_a_quoted_field_over_several_lines_is_one_record(tmp_path):
     path = tmp_path / "items.csv"
     path.write_text(

@@ -451,10 +451,12 @@ def ingest_landing(landing: Path, kind: str, target: Path) -> RawSummary:
     under `_parsed/`. `_raw.json` lists the files. Every file is read in full, and the folder
     built aside, before it is swapped in: a file that cannot be read whole lands as one
     `bad_file` record naming the reason (see `_land_files`), and when no file is good the
-    run stops and the previous raw table stays.
+    run stops and the previous raw table stays. What a killed ingest left beside the table is
+    put right first (`_recover_interrupted_swap`).
     """
     manifest = read_source_manifest(landing)
     target.parent.mkdir(parents=True, exist_ok=True)
+    _recover_interrupted_swap(target)
     tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
     (tmp / PARSED_DIR).mkdir(parents=True)
     files: list[dict] = []
@@ -485,6 +487,17 @@ def ingest_landing(landing: Path, kind: str, target: Path) -> RawSummary:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return raw_summary(target)
+
+
+def _recover_interrupted_swap(target: Path) -> None:
+    """Undo what a killed ingest left beside `target`: a table moved aside (`.old`) while
+    no new one had taken its place is moved back, and half-built (`.tmp`) or superseded
+    folders are removed."""
+    aside = sorted(target.parent.glob(f".{target.name}.*.old"), key=lambda p: p.stat().st_mtime)
+    if aside and not target.exists():
+        aside.pop().rename(target)
+    for stale in [*aside, *target.parent.glob(f".{target.name}.*.tmp")]:
+        shutil.rmtree(stale, ignore_errors=True)
 
 
 def _land_files(landing: Path, kind: str, source: str, tmp: Path) -> list[dict]:
