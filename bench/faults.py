@@ -18,8 +18,9 @@ machine:
   exact bytes kept for every other record by the second.
 - `feature_server` (needs DIR, a materialized data directory: `make demo`): 8 concurrent
   clients for `--seconds`, plus the hostile requests (writes without a token, a foreign
-  Host, too many entities, a 2 MiB body). Must hold: no 5xx, p99 reported, hostile
-  requests refused with 403 / 400 / 413.
+  Host, too many entities, a 2 MiB body), then 5 lookups of 10,000 users. Must hold: no
+  5xx, p99 reported, hostile requests refused with 403 / 400 / 413, the server's resident
+  memory at most 100 MB above what it was before the large lookups.
 - `deletion_byte_search` (needs DIR): the `forget_user` job on a copy of DIR, its Dagster
   home included, for the user the event logs name most. Must hold: no byte of the copy
   (Parquet read uncompressed, SQLite free pages included) names the raw id or the pseudonym,
