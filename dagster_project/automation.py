@@ -324,7 +324,7 @@ def forget_user_everywhere(
     online = delete_online_rows(store, views, pseudonymise([user_id]))
     close_deletion_request(out, config.request_id)
     redacted, left = redact_user(out, user_id, _instance_home(context.instance))
-    log = record_deletion(out, user_id, removed, online, redacted)
+    log = record_deletion(out, user_id, removed, online, len(redacted))
     for name, rows in removed.items():
         context.log.info(f"forget_user: {rows:,} row(s) removed from {name}")
     context.log.info(

@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import ctypes
+import functools
 import gc
 import hmac
 import json
@@ -63,12 +64,21 @@ MAX_ENTITY_ROWS = 10_000
 LARGE_LOOKUP_ROWS = 1_000
 
 
+@functools.cache
+def _malloc_trim() -> Callable[[int], int] | None:
+    """glibc's `malloc_trim`, None where the C library is not glibc."""
+    with contextlib.suppress(OSError, AttributeError):
+        return ctypes.CDLL("libc.so.6").malloc_trim
+    return None
+
+
 def release_memory() -> None:
     """Collect garbage and hand freed heap memory back to the operating system (glibc's
     `malloc_trim`; a no-op elsewhere)."""
     gc.collect()
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
 
 
 class ServingGuard:

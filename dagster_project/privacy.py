@@ -220,9 +220,9 @@ def forget_in_file(path: Path, *user_ids: str) -> int:
 def forget_user_files(out: DataLayout, user_id: str) -> dict[str, int]:
     """Remove one user (by the id customers know) from every file the platform keeps: the
     landing exports (so the next run cannot bring them back), the raw tables and quarantine
-    (raw id), and the clean and derived tables, the feature files (Feast's offline store)
-    the model outputs (pseudonym) and the generator's answer key. Returns rows removed per file (relative to the data
-    directory) where there were any."""
+    (raw id), and the clean and derived tables, the feature files (Feast's offline store),
+    the model outputs (pseudonym) and the generator's answer key. Returns rows removed per
+    file (relative to the data directory) where there were any."""
     if not user_id:
         raise ValueError("no user id given")
     (pseudonym,) = pseudonymise([user_id])
@@ -293,7 +293,7 @@ def record_deletion(
     user_id: str,
     removed: dict[str, int],
     online: int,
-    redacted: list[str] | None = None,
+    files_redacted: int = 0,
 ) -> Path:
     """Append to privacy/deletions.jsonl when and how much was removed, naming the user only
     by a keyed digest (`pseudonyms.deletion_digest`: the log must not keep the id it deleted,
@@ -306,7 +306,7 @@ def record_deletion(
         "rows_removed": sum(removed.values()),
         "files": len(removed),
         "online_users_removed": online,
-        "files_redacted": len(redacted or []),
+        "files_redacted": files_redacted,
     }
     with path.open("a") as log:
         log.write(json.dumps(entry) + "\n")

@@ -104,7 +104,8 @@ def _redact_text(path: Path, pattern: re.Pattern[bytes]) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def _text_columns(connection: sqlite3.Connection) -> list[tuple[str, str]]:
+def _columns(connection: sqlite3.Connection) -> list[tuple[str, str]]:
+    """(table, column) of every rowid table of a database."""
     tables = [
         name
         for (name,) in connection.execute(
@@ -119,22 +120,27 @@ def _text_columns(connection: sqlite3.Connection) -> list[tuple[str, str]]:
     ]
 
 
-def _redact_sqlite(path: Path, pattern: re.Pattern[bytes]) -> None:
-    """Rewrite every text value that mentions an id, then VACUUM (deleted rows' bytes leave
-    the free pages; the write-ahead log is checkpointed and emptied)."""
+def _redact_sqlite(path: Path, pattern: re.Pattern[bytes], ids: list[str]) -> None:
+    """Rewrite every text value that mentions an id (SQLite picks the candidates by
+    substring, the pattern decides), then VACUUM (deleted rows' bytes leave the free pages;
+    the write-ahead log is checkpointed and emptied)."""
     text = re.compile(pattern.pattern.decode())
+    contains = " OR ".join(["instr({column}, ?) > 0"] * len(ids))
     connection = sqlite3.connect(path, timeout=60, isolation_level=None)
     try:
         connection.execute("BEGIN IMMEDIATE")
-        for table, column in _text_columns(connection):
+        for table, column in _columns(connection):
+            quoted = f'"{column}"'
             rows = connection.execute(
-                f'SELECT rowid, "{column}" FROM "{table}" WHERE typeof("{column}") = \'text\''
+                f"SELECT rowid, {quoted} FROM \"{table}\" WHERE typeof({quoted}) = 'text' "
+                f"AND ({contains.format(column=quoted)})",
+                ids,
             ).fetchall()
             for rowid, value in rows:
                 redacted = text.sub(REDACTED, value)
                 if redacted != value:
                     connection.execute(
-                        f'UPDATE "{table}" SET "{column}" = ? WHERE rowid = ?', (redacted, rowid)
+                        f'UPDATE "{table}" SET {quoted} = ? WHERE rowid = ?', (redacted, rowid)
                     )
         connection.execute("COMMIT")
         connection.execute("VACUUM")
@@ -149,6 +155,7 @@ def redact_mentions(
     """Redact `ids` in every text file and SQLite database under `folder` that mentions
     them (see the module docstring). Returns (files redacted, files still mentioning an id
     with their counts), searching again after redacting."""
+    ids = [str(i) for i in ids if str(i)]
     pattern = mention_pattern(ids)
     redacted: list[Path] = []
     for path in files_mentioning(folder, pattern, skip):
@@ -159,7 +166,7 @@ def redact_mentions(
             continue
         kind = _kind(path)
         if kind == "sqlite":
-            _redact_sqlite(path, pattern)
+            _redact_sqlite(path, pattern, ids)
         elif kind == "text":
             _redact_text(path, pattern)
         else:

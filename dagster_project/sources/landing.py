@@ -194,12 +194,7 @@ def read_delimited(
     in bulk by polars; only lines with quotes go through Python's csv module, and only files
     with invalid UTF-8 (or a bare CR) are decoded line by line.
     """
-    try:
-        data = path.read_bytes()
-        if file_format(path) == ".csv.gz":
-            data = gzip.decompress(data)
-    except (OSError, EOFError, gzip.BadGzipFile) as exc:
-        raise LandingFileError(f"{path}: cannot be read ({exc})") from exc
+    data = _file_bytes(path)
     if names is None and not data.strip():
         raise LandingFileError(f"{path}: the file is empty (no header line)")
     lines = _lines_fast(data)
@@ -211,56 +206,15 @@ def read_delimited(
     if names is None:
         names, first = _header_names(path, lines[0], sep), 1
     _check_header(path, names, list(required))
-    width = len(names)
     body = lines[first:].to_frame("raw").with_row_index("i", offset=first)
-    body = _multi_line_records(body, sep, width)
+    body = _multi_line_records(body, sep, len(names))
     body = body.with_columns(
         quoted=pl.col("raw").str.contains('"', literal=True).fill_null(False),
         fields=pl.col("raw").str.count_matches(sep, literal=True) + 1,
         blank=pl.col("raw").is_null() | (pl.col("raw").str.strip_chars() == ""),
     )
-    plain = body.filter(~pl.col("quoted") & ~pl.col("blank") & (pl.col("fields") == width))
-    split = (
-        plain.select(
-            "i",
-            pl.col("raw").str.split_exact(sep, width - 1).struct.rename_fields(names).alias("f"),
-        ).unnest("f")
-        if width > 1
-        else plain.select("i", pl.col("raw").alias(names[0]))
-    )
-    wrong_width = f" fields where {width} were expected"
-    errors = [
-        body.filter(~pl.col("quoted") & (pl.col("blank") | (pl.col("fields") != width))).select(
-            "i",
-            pl.when(pl.col("blank"))
-            .then(pl.lit("blank line"))
-            .otherwise(pl.concat_str([pl.col("fields").cast(pl.String), pl.lit(wrong_width)]))
-            .alias("parse_error"),
-        )
-    ]
-    # Lines with quotes: Python's csv module, one line at a time (rare in behaviour exports).
-    quoted = body.filter(pl.col("quoted")).select("i", "raw")
-    results = _split_quoted_lines(quoted["raw"].to_list(), sep)
-    fits = [isinstance(f, list) and len(f) == width for f in results]
-    quoted_errors = [
-        (i, f if isinstance(f, str) else f"{len(f)}{wrong_width}")
-        for i, f, ok in zip(quoted["i"].to_list(), results, fits, strict=True)
-        if not ok
-    ]
-    if any(fits):
-        keep = pl.Series(fits)
-        rows = [f for f, ok in zip(results, fits, strict=True) if ok]
-        split = pl.concat(
-            [
-                split,
-                pl.DataFrame(rows, schema=dict.fromkeys(names, pl.String), orient="row")
-                .with_columns(quoted["i"].filter(keep))
-                .select(split.columns),
-            ],
-            how="vertical_relaxed",
-        )
-    error_schema = {"i": pl.UInt32, "parse_error": pl.String}
-    errors.append(pl.DataFrame(quoted_errors, schema=error_schema, orient="row"))
+    plain, plain_errors = _split_plain_lines(body, sep, names)
+    quoted, quoted_errors = _split_quoted_records(body, sep, names)
     encoding = pl.DataFrame(
         [(i, e) for i, e in encoding_errors.items() if i >= first],
         schema={"i": pl.UInt32, "encoding_error": pl.String},
@@ -268,8 +222,12 @@ def read_delimited(
     )
     frame = (
         body.select("i", "raw")
-        .join(split, on="i", how="left")
-        .join(pl.concat(errors, how="vertical_relaxed"), on="i", how="left")
+        .join(
+            pl.concat([plain, quoted.select(plain.columns)], how="vertical_relaxed"),
+            on="i",
+            how="left",
+        )
+        .join(pl.concat([plain_errors, quoted_errors], how="vertical_relaxed"), on="i", how="left")
         .join(encoding, on="i", how="left")
         .sort("i")
         .with_columns(parse_error=pl.coalesce("encoding_error", "parse_error"))
@@ -281,6 +239,67 @@ def read_delimited(
         "parse_error",
         *[pl.when(split_ok).then(pl.col(c)).alias(c) for c in names],
     )
+
+
+def _file_bytes(path: Path) -> bytes:
+    """A landing file's bytes, a `.csv.gz` unpacked; an unreadable file raises, named."""
+    try:
+        data = path.read_bytes()
+        return gzip.decompress(data) if file_format(path) == ".csv.gz" else data
+    except (OSError, EOFError, gzip.BadGzipFile) as exc:
+        raise LandingFileError(f"{path}: cannot be read ({exc})") from exc
+
+
+_WRONG_WIDTH = " fields where {width} were expected"
+_ERROR_SCHEMA = {"i": pl.UInt32, "parse_error": pl.String}
+
+
+def _split_plain_lines(
+    body: pl.DataFrame, sep: str, names: list[str]
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Lines without quotes, split in bulk: (fields of those of the right width by line
+    index `i`, why each blank or wrong-width line cannot be split)."""
+    width = len(names)
+    plain = body.filter(~pl.col("quoted") & ~pl.col("blank") & (pl.col("fields") == width))
+    split = (
+        plain.select(
+            "i",
+            pl.col("raw").str.split_exact(sep, width - 1).struct.rename_fields(names).alias("f"),
+        ).unnest("f")
+        if width > 1
+        else plain.select("i", pl.col("raw").alias(names[0]))
+    )
+    wrong_width = _WRONG_WIDTH.format(width=width)
+    errors = body.filter(~pl.col("quoted") & (pl.col("blank") | (pl.col("fields") != width)))
+    return split, errors.select(
+        "i",
+        pl.when(pl.col("blank"))
+        .then(pl.lit("blank line"))
+        .otherwise(pl.concat_str([pl.col("fields").cast(pl.String), pl.lit(wrong_width)]))
+        .alias("parse_error"),
+    )
+
+
+def _split_quoted_records(
+    body: pl.DataFrame, sep: str, names: list[str]
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Records with quotes, through Python's csv module one at a time (rare in behaviour
+    exports): (fields of those that fit by line index `i`, why each other cannot be split)."""
+    width = len(names)
+    quoted = body.filter(pl.col("quoted")).select("i", "raw")
+    results = _split_quoted_lines(quoted["raw"].to_list(), sep)
+    fits = [isinstance(f, list) and len(f) == width for f in results]
+    wrong_width = _WRONG_WIDTH.format(width=width)
+    errors = [
+        (i, f if isinstance(f, str) else f"{len(f)}{wrong_width}")
+        for i, f, ok in zip(quoted["i"].to_list(), results, fits, strict=True)
+        if not ok
+    ]
+    rows = [f for f, ok in zip(results, fits, strict=True) if ok]
+    split = pl.DataFrame(rows, schema=dict.fromkeys(names, pl.String), orient="row").with_columns(
+        quoted["i"].filter(pl.Series(fits, dtype=pl.Boolean))
+    )
+    return split, pl.DataFrame(errors, schema=_ERROR_SCHEMA, orient="row")
 
 
 def _read_csv(path: Path, columns: list[str], required: list[str]) -> pl.DataFrame:
