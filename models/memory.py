@@ -15,6 +15,11 @@ mostly about what a shopper just did. The fit picks h on validation, from no dec
 The gate g starts at 0, so training starts from low-rank EASE (epoch 0); g and the scale s
 are learnt with the towers, and validation NDCG@10 decides whether trained epochs beat the
 EASE start. P and Q stay fixed. A memory of rank 0 is none: e_u = h_u, e_i = v_i.
+
+Items EASE never saw (in the catalog, or new ones at serving time) get their Q from content:
+a ridge map W from the item's content design (category, price bucket, text, attributes) to
+Q, fit on the items EASE saw (`fit_content_side`). So new items are scored by content alone
+whether or not training opened the gate to the towers.
 """
 
 from __future__ import annotations
@@ -40,10 +45,20 @@ HALF_LIVES = (0.0, 32.0, 8.0, 2.0)
 class LongTermMemory(nn.Module):
     """Fixed EASE factors (P: user side, Q: item side) with a learnt gate and scale."""
 
-    def __init__(self, user_side: torch.Tensor, item_side: torch.Tensor, scale: float = 1.0):
+    def __init__(
+        self,
+        user_side: torch.Tensor,
+        item_side: torch.Tensor,
+        content_side: torch.Tensor | None = None,
+        scale: float = 1.0,
+    ):
         super().__init__()
         self.register_buffer("user_side", user_side)  # P, n_items x r
         self.register_buffer("item_side", item_side)  # Q, n_items x r
+        # W, content columns x r: Q of an item from its content alone (`fit_content_side`)
+        if content_side is None:
+            content_side = item_side.new_zeros(0, item_side.shape[1])
+        self.register_buffer("content_side", content_side)
         self.gate = nn.Parameter(torch.zeros(()))
         self.log_scale = nn.Parameter(torch.tensor(float(np.log(scale))))
         self.register_buffer("half_life", torch.zeros(()))  # in distinct items; 0: no decay
@@ -57,13 +72,34 @@ class LongTermMemory(nn.Module):
     def rank(self) -> int:
         return self.item_side.shape[1]
 
-    def items(self, vectors: torch.Tensor, known: bool = True) -> torch.Tensor:
-        """e_i: the item tower's vectors with Q beside them (zeros for items the memory has
-        never seen, `known=False`: new items are scored by their content alone)."""
+    def items(self, vectors: torch.Tensor, content: sp.spmatrix | None = None) -> torch.Tensor:
+        """e_i: the item tower's vectors with Q beside them. For items the memory has never
+        seen, pass their `content` design (items x columns, see `fit_content_side`): their
+        Q is read from it (zeros where no content map was fit), so new items are scored by
+        their content alone."""
         if not self.rank:
             return vectors
-        side = self.item_side if known else vectors.new_zeros(len(vectors), self.rank)
+        if content is None:
+            return torch.cat([vectors, self.item_side], -1)
+        side = vectors.new_zeros(len(vectors), self.rank)
+        if len(self.content_side):
+            side = torch.as_tensor(content @ self.content_side.cpu().numpy()).to(side)
         return torch.cat([vectors, side], -1)
+
+    def fit_content_side(self, design: sp.spmatrix, known: np.ndarray) -> None:
+        """W by ridge regression of Q on the content `design` (catalog items x columns) of
+        the `known` items (the ones EASE saw), so that a new item's Q is its design times W;
+        the catalog's items EASE never saw get theirs the same way. The ridge is a tenth of
+        the mean squared column norm: a column's scale does not matter."""
+        design = sp.csr_matrix(design, dtype=np.float64)
+        x = design[known]
+        gram = np.asarray((x.T @ x).todense())
+        gram[np.diag_indices_from(gram)] += 0.1 * float(np.diag(gram).mean()) + 1e-6
+        target = self.item_side.cpu().double().numpy()[known]
+        weights = np.linalg.solve(gram, np.asarray(x.T @ target))
+        self.content_side = torch.as_tensor(weights).to(self.item_side)
+        unseen = torch.as_tensor(~known, device=self.item_side.device)
+        self.item_side[unseen] = torch.as_tensor(design[~known] @ weights).to(self.item_side)
 
     def users(self, hidden: torch.Tensor, memory: torch.Tensor) -> torch.Tensor:
         """e_u from the encoder's output `hidden` (... x dim) and the summed P of the history
@@ -109,7 +145,8 @@ def fit_memory(
     say: Callable[[str], None],
 ) -> LongTermMemory:
     """EASE on the binary (user, item) pairs given, factorised to `rank` (truncated SVD,
-    B ~ U S V', P = U S^1/2, Q = V S^1/2); items without any pair get zero factors."""
+    B ~ U S V', P = U S^1/2, Q = V S^1/2); items without any pair get zero factors (Q from
+    content once `fit_content_side` has run)."""
     present = np.unique(items)
     columns = np.searchsorted(present, items)
     history = sp.csr_matrix(

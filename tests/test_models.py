@@ -20,7 +20,7 @@ from models.compare import (
     load_interactions,
     load_items,
 )
-from models.embedding import EmbeddingConfig, EmbeddingRecommender
+from models.embedding import EmbeddingConfig, EmbeddingRecommender, _clearly_better
 from models.metrics import (
     evaluate,
     evaluate_by_segment,
@@ -222,6 +222,15 @@ def test_training_is_seeded_and_saved_without_pickles(tmp_path):
     (tmp_path / "junk.pt").write_bytes(b"pickled junk")
     with pytest.raises(ValueError, match="retrain it"):
         EmbeddingRecommender.load(tmp_path / "junk.pt", "cpu")
+
+
+def test_a_trained_epoch_replaces_the_start_only_beyond_validation_noise():
+    rng = np.random.default_rng(0)
+    start = torch.as_tensor(rng.random(900))
+    noisy = start + torch.as_tensor(rng.normal(0.005, 0.3, 900))  # +0.005, error 0.01
+    assert not _clearly_better(noisy, start)
+    assert _clearly_better(start + torch.as_tensor(rng.normal(0.05, 0.3, 900)), start)
+    assert not _clearly_better(start[:1] + 1, start[:1])  # one user is no evidence
 
 
 def _two_chain_world(users: int = 300, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
