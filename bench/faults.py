@@ -54,7 +54,8 @@ import pyarrow.parquet as pq
 from bench.machine import RESULTS, machine_info
 from bench.pipeline_kills import pipeline_kills
 from dagster_project.quality.cleaning import clean_events, row_accounting
-from dagster_project.sources.landing import LandingFileError, ingest_landing, read_raw
+from dagster_project.sources.raw_table import ingest_landing, read_raw
+from dagster_project.sources.records import LandingFileError
 
 HEADER = "event_id,user_id,session_id,item_id,event_type,event_time,quantity,price,query"
 WINDOW = ("2026-09-01T00:00:00Z", "2026-10-01T00:00:00Z")
@@ -185,7 +186,7 @@ def bad_files(root: Path) -> dict:
 
 INGEST = (
     "import sys; from pathlib import Path; "
-    "from dagster_project.sources.landing import ingest_landing; "
+    "from dagster_project.sources.raw_table import ingest_landing; "
     "ingest_landing(Path(sys.argv[1]), 'events', Path(sys.argv[2]))"
 )
 
@@ -282,7 +283,7 @@ def _most_logged_user(root: Path) -> str:
     import re
 
     from dagster_project.pseudonyms import pseudonymise
-    from dagster_project.sources.landing import read_landing
+    from dagster_project.sources.raw_table import read_landing
 
     raw_ids = sorted(set(read_landing(root / "landing", "events")["user_id"].drop_nulls()))
     by_pseudonym = dict(zip(pseudonymise(raw_ids), raw_ids, strict=True))

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from bench.machine import machine_info, save_figures
 from dagster_project.settings import layout
-from dagster_project.sources.generator import generate, preset
+from dagster_project.sources.synthetic.generator import generate, preset
 
 
 def main() -> None:

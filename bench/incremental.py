@@ -25,7 +25,7 @@ import pandas as pd
 
 from bench.machine import machine_info, save_figures
 from dagster_project.settings import DataLayout, layout
-from dagster_project.sources.generator import generate, preset
+from dagster_project.sources.synthetic.generator import generate, preset
 
 FEAST_TABLES = {"user_features": "user_id", "item_features": "item_id"}
 

@@ -33,7 +33,7 @@ def _platform(root: Path) -> dict:
     from dagster_project.assets import ingest, quality
     from dagster_project.definitions import INFO_LOGGING, platform_resources
     from dagster_project.settings import layout
-    from dagster_project.sources.landing import raw_rows
+    from dagster_project.sources.raw_table import raw_rows
 
     out = layout(root)
     selection = [
@@ -80,7 +80,7 @@ def _naive(root: Path) -> dict:
     from dagster_project.assets.quality import events_suite_parameters
     from dagster_project.quality.validation import SuiteRunner
     from dagster_project.settings import EXPECTATIONS_DIR, layout
-    from dagster_project.sources.landing import landing_files
+    from dagster_project.sources.raw_table import landing_files
 
     out = layout(root)
     t0 = time.perf_counter()
@@ -131,7 +131,7 @@ def main() -> None:
         return
 
     from dagster_project.settings import layout
-    from dagster_project.sources.generator import generate, preset
+    from dagster_project.sources.synthetic.generator import generate, preset
 
     out = layout(root)
     if not (out.landing / "source.json").is_file():

@@ -173,7 +173,7 @@ def generated(data_dir: Path, device: str) -> dict:
 
 
 def synthetic(device: str) -> dict:
-    from dagster_project.sources.generator import clean_interactions, preset
+    from dagster_project.sources.synthetic.generator import clean_interactions, preset
 
     out = {}
     for knob in (False, True):

@@ -21,14 +21,14 @@ from __future__ import annotations
 
 import gzip
 import io
-import os
 import re
 import sqlite3
-import uuid
 from collections.abc import Iterable
 from pathlib import Path
 
 import pyarrow.parquet as pq
+
+from dagster_project.storage import atomic_file
 
 REDACTED = "[forgotten]"
 SQLITE_MAGIC = b"SQLite format 3\x00"
@@ -95,13 +95,8 @@ def _kind(path: Path) -> str:
 
 def _redact_text(path: Path, pattern: re.Pattern[bytes]) -> None:
     content = pattern.sub(REDACTED.encode(), path.read_bytes())
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.redact")
-    try:
+    with atomic_file(path, mode=path.stat().st_mode & 0o777) as tmp:
         tmp.write_bytes(content)
-        os.chmod(tmp, path.stat().st_mode & 0o777)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _columns(connection: sqlite3.Connection) -> list[tuple[str, str]]:

@@ -7,7 +7,8 @@ import os
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TypeVar
 
@@ -18,30 +19,36 @@ import polars as pl
 T = TypeVar("T")
 
 
-def write_parquet_atomic(frame: pd.DataFrame | pl.DataFrame, path: Path) -> Path:
-    """Write `frame` (pandas or polars) to `path` through a temporary file and an atomic rename."""
+@contextmanager
+def atomic_file(path: Path, mode: int | None = None) -> Iterator[Path]:
+    """A temporary path beside `path` for the block to write; renamed onto `path` when the
+    block ends without an error (with permission bits `mode`, if given), removed otherwise:
+    the one way the platform writes a file, so a killed run never leaves half of one."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     try:
+        yield tmp
+        if mode is not None:
+            os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_parquet_atomic(frame: pd.DataFrame | pl.DataFrame, path: Path) -> Path:
+    """Write `frame` (pandas or polars) to `path` atomically (`atomic_file`)."""
+    with atomic_file(path) as tmp:
         if isinstance(frame, pl.DataFrame):
             frame.write_parquet(tmp, compression="zstd", compression_level=1, statistics=True)
         else:
             frame.to_parquet(tmp, index=False)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
 
 
 def write_text_atomic(text: str, path: Path) -> Path:
-    """Write a text file (report, JSON) through a temporary file and an atomic rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
+    """Write a text file (report, JSON) atomically (`atomic_file`)."""
+    with atomic_file(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
 
 

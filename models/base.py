@@ -16,6 +16,21 @@ import pandas as pd
 import scipy.sparse as sp
 import torch
 
+
+def resolve_device(name: str) -> torch.device:
+    """A torch device by name; `auto`: CUDA where present, else the CPU (the one resolver:
+    the model, the text encoder and the benchmarks use it)."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def half_life_weight(age, half_life):
+    """2^(-age / half_life): the one recency decay (numpy arrays or torch tensors), whatever
+    the unit of age (days for `popularity_recent`, distinct later items for the memory)."""
+    return 0.5 ** (age / half_life)
+
+
 EVENT_WEIGHTS = {"view": 1.0, "favorite": 2.0, "add_to_cart": 3.0, "purchase": 4.0}
 
 

@@ -17,7 +17,7 @@ import pandas as pd
 import scipy.sparse as sp
 import torch
 
-from models.base import Recommender, interaction_weights
+from models.base import Recommender, half_life_weight, interaction_weights
 
 
 class PopularityRecommender(Recommender):
@@ -58,7 +58,7 @@ class RecentPopularityRecommender(PopularityRecommender):
             if "event_type" in interactions
             else np.ones(len(interactions), np.float32)
         )
-        weight = strength * np.power(0.5, age_days.to_numpy() / self.half_life_days)
+        weight = strength * half_life_weight(age_days.to_numpy(), self.half_life_days)
         self.popularity = torch.as_tensor(
             np.bincount(i, weights=weight, minlength=len(self.item_ids)), dtype=torch.float32
         )

@@ -34,7 +34,7 @@ import scipy.sparse as sp
 import torch
 from torch import nn
 
-from models.base import Recommender
+from models.base import Recommender, resolve_device
 from models.memory import HALF_LIVES, LongTermMemory, fit_memory
 from models.search import search_items
 from models.sequences import (
@@ -132,13 +132,6 @@ class EmbeddingConfig:
             raise ValueError(f"unknown config keys {unknown}")
         tuples = {"user_feature_columns", "item_feature_columns"}
         return cls(**{k: tuple(v) if k in tuples else v for k, v in values.items()})
-
-
-def resolve_device(name: str) -> torch.device:
-    """`auto` -> cuda when available, else cpu."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 class _Standardiser:
@@ -473,20 +466,14 @@ class EmbeddingRecommender(Recommender):
         return eligible
 
     def _train(self) -> None:
+        """Train epoch by epoch from the start and keep the epoch with the best validation
+        NDCG@10, if it beats the start clearly (`_clearly_better`); else keep the start."""
         cfg = self.config
         self.loss_used = self._loss_mode()
-        lengths = self.sequences.lengths
         # >= 1 target before the validation token
         trainable = np.flatnonzero(self.held_out - self.sequences.ptr[:-1] >= 2)
         validation = self._validation_users()
-        parameters = [
-            *self.item_tower.parameters(),
-            *self.user_tower.parameters(),
-            *self.memory.parameters(),
-        ]
-        optimiser = torch.optim.Adam(
-            parameters, lr=cfg.learning_rate, weight_decay=cfg.weight_decay
-        )
+        optimiser = self._optimiser()
         step = _SoftmaxStep(self, self.loss_used)
         self._say(
             f"{len(self.user_index):,} users, {len(self.item_ids):,} items, "
@@ -494,42 +481,17 @@ class EmbeddingRecommender(Recommender):
             f"train, {len(validation):,} validate; {self.loss_used} softmax on {self.device}"
         )
         rng = np.random.default_rng(cfg.seed)
-        self._validation_view = self._validation_context()  # once per fit, not per epoch
-        self._choose_half_life(validation)
-        self._better_start(validation)
-        start_gains = best_gains = self._validation_gains(validation)
+        start_gains = best_gains = self._start_gains(validation)
         best = float(start_gains.mean()) if len(validation) else 0.0
         start_state = best_state = self._state_copy()
         self.best_epoch, stale = 0, 0
         self._say(f"epoch 0 (the start): val_ndcg@10={best:.4f}")
-        started = self._fit_started  # the budget covers the whole fit, memory included
         for epoch in range(1, cfg.epochs + 1):
-            t0, total, count = time.perf_counter(), 0.0, 0
-            batches: list[np.ndarray] = []
-            while len(trainable) and len(batches) < cfg.min_steps_per_epoch:
-                batches += length_batches(trainable, lengths, cfg.batch_size, rng)
-            out_of_time = False
-            for users in batches:
-                loss, n = step(users, rng)
-                optimiser.zero_grad()
-                loss.backward()
-                optimiser.step()
-                total, count = total + float(loss.detach()) * n, count + n
-                spent = time.perf_counter() - started
-                if cfg.train_seconds and spent > cfg.train_seconds * self.TRAINING_SHARE:
-                    out_of_time = True  # the rest of the budget validates this epoch
-                    break
+            t0 = time.perf_counter()
+            loss, out_of_time = self._train_epoch(step, optimiser, trainable, rng)
             gains = self._validation_gains(validation)
             score = float(gains.mean()) if len(validation) else 0.0
-            seconds = time.perf_counter() - t0
-            record = {
-                "epoch": epoch,
-                "loss": round(total / max(count, 1), 4),
-                "seconds": round(seconds, 2),
-                "val_ndcg@10": round(score, 5),
-            }
-            self.history.append(record)
-            self._say(" ".join(f"{k}={v}" for k, v in record.items()))
+            self._record_epoch(epoch, loss, time.perf_counter() - t0, score)
             if score > best:
                 best, best_state, best_gains = score, self._state_copy(), gains
                 self.best_epoch, stale = epoch, 0
@@ -552,6 +514,61 @@ class EmbeddingRecommender(Recommender):
         if self.best_epoch == 0 and self.history:
             self._say("no trained epoch beat the start: the model is its starting point")
         self.best_validation_ndcg = best
+
+    def _optimiser(self) -> torch.optim.Optimizer:
+        """Adam over both towers and the memory's learnt blend."""
+        parameters = [
+            *self.item_tower.parameters(),
+            *self.user_tower.parameters(),
+            *self.memory.parameters(),
+        ]
+        cfg = self.config
+        return torch.optim.Adam(parameters, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+
+    def _start_gains(self, validation: np.ndarray) -> torch.Tensor:
+        """Settle the start (the memory's half-life, a warm start's blend) and return its
+        per-user validation NDCG@10 (`_validation_gains`)."""
+        self._validation_view = self._validation_context()  # once per fit, not per epoch
+        self._choose_half_life(validation)
+        self._better_start(validation)
+        return self._validation_gains(validation)
+
+    def _train_epoch(
+        self,
+        step: _SoftmaxStep,
+        optimiser: torch.optim.Optimizer,
+        trainable: np.ndarray,
+        rng: np.random.Generator,
+    ) -> tuple[float, bool]:
+        """One epoch of optimiser steps: one pass over the `trainable` users, or as many as
+        make `min_steps_per_epoch` steps. Returns the mean loss per target and whether the
+        time budget ran out (the rest of it validates this epoch)."""
+        cfg = self.config
+        total, count = 0.0, 0
+        batches: list[np.ndarray] = []
+        while len(trainable) and len(batches) < cfg.min_steps_per_epoch:
+            batches += length_batches(trainable, self.sequences.lengths, cfg.batch_size, rng)
+        for users in batches:
+            loss, n = step(users, rng)
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+            total, count = total + float(loss.detach()) * n, count + n
+            spent = time.perf_counter() - self._fit_started  # the budget covers the whole fit
+            if cfg.train_seconds and spent > cfg.train_seconds * self.TRAINING_SHARE:
+                return total / max(count, 1), True
+        return total / max(count, 1), False
+
+    def _record_epoch(self, epoch: int, loss: float, seconds: float, score: float) -> None:
+        """An epoch's loss, time and validation NDCG@10 in `history` and in the log."""
+        record = {
+            "epoch": epoch,
+            "loss": round(loss, 4),
+            "seconds": round(seconds, 2),
+            "val_ndcg@10": round(score, 5),
+        }
+        self.history.append(record)
+        self._say(" ".join(f"{k}={v}" for k, v in record.items()))
 
     def _choose_half_life(self, validation: np.ndarray) -> None:
         """The memory's recency half-life (`HALF_LIVES`) with the best validation NDCG@10 of
@@ -658,25 +675,41 @@ class EmbeddingRecommender(Recommender):
         `max_length` newest, the long-term memory all of them. `item_vectors`: the item
         tower's (what the encoder reads), not the served e_i."""
         first, starts = starts, np.maximum(starts, ends - self.config.max_length)
-        earlier = self._earlier(item_vectors, sequences, first, starts)
         window = windows(sequences, starts, ends, len(self.item_ids))
-        padded = torch.cat([item_vectors, item_vectors.new_zeros(1, item_vectors.shape[1])])
-        dev = self.device
-        lengths = torch.as_tensor(window.lengths, device=dev)
         next_gaps = np.roll(window.gaps, -1, axis=1)
         next_gaps[np.arange(len(starts)), np.maximum(window.lengths - 1, 0)] = self.serve_gap
-        hidden = self.user_tower(
+        hidden = self._user_states(
+            item_vectors, sequences, first, starts, window, next_gaps, user_features
+        )
+        dev = self.device
+        last = (torch.as_tensor(window.lengths, device=dev) - 1).clamp(min=0)
+        newest = hidden[torch.arange(len(starts), device=dev), last]
+        return self.memory.users(newest, self._memory_sums(sequences, first, ends))
+
+    def _user_states(
+        self,
+        item_vectors: torch.Tensor,
+        sequences: Sequences,
+        first: np.ndarray,
+        starts: np.ndarray,
+        window: Window,
+        next_gaps: np.ndarray,
+        user_features: torch.Tensor,
+    ) -> torch.Tensor:
+        """The user tower's output after every position of `window` (B x T x dim), the rows'
+        tokens [first, starts) pooled before it (`_earlier`). `item_vectors`: the item
+        tower's; `next_gaps`: the gap bucket of the event each position predicts."""
+        dev = self.device
+        padded = torch.cat([item_vectors, item_vectors.new_zeros(1, item_vectors.shape[1])])
+        return self.user_tower(
             padded[torch.as_tensor(window.items, device=dev)],
             torch.as_tensor(window.types, device=dev),
             torch.as_tensor(window.gaps, device=dev),
-            lengths,
+            torch.as_tensor(window.lengths, device=dev),
             user_features.to(dev),
             torch.as_tensor(next_gaps, device=dev),
-            *earlier,
+            *self._earlier(item_vectors, sequences, first, starts),
         )
-        last = (lengths - 1).clamp(min=0)
-        newest = hidden[torch.arange(len(starts), device=dev), last]
-        return self.memory.users(newest, self._memory_sums(sequences, first, ends))
 
     def _earlier(
         self,
@@ -1110,7 +1143,9 @@ class _SoftmaxStep:
         )
 
     def __call__(self, users: np.ndarray, rng: np.random.Generator) -> tuple[torch.Tensor, float]:
-        model, cfg, dev = self.model, self.model.config, self.model.device
+        """The loss of a batch of `users` (mean over targets, by weight) and the targets' total
+        weight."""
+        model, cfg = self.model, self.model.config
         seq, n = model.sequences, len(model.item_ids)
         first, last = seq.ptr[users], model.held_out[users]  # last: the validation token
         ends = _random_ends(first, last, cfg.max_length, rng)  # targets are tokens < ends
@@ -1118,15 +1153,8 @@ class _SoftmaxStep:
         vectors, bias = model.item_tower(self.id_dropout)
         inputs = windows(seq, starts, ends - 1, n)
         next_gaps = windows(seq, starts + 1, ends, n).gaps
-        padded = torch.cat([vectors, vectors.new_zeros(1, vectors.shape[1])])
-        hidden = model.user_tower(
-            padded[torch.as_tensor(inputs.items, device=dev)],
-            torch.as_tensor(inputs.types, device=dev),
-            torch.as_tensor(inputs.gaps, device=dev),
-            torch.as_tensor(inputs.lengths, device=dev),
-            model.user_latest[users].to(dev),
-            torch.as_tensor(next_gaps, device=dev),
-            *model._earlier(vectors, seq, first, starts),
+        hidden = model._user_states(
+            vectors, seq, first, starts, inputs, next_gaps, model.user_latest[users]
         )
         hidden = model.memory.users(hidden, self._memory(first, starts, inputs))
         vectors = model.memory.items(vectors)

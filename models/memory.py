@@ -32,6 +32,7 @@ import scipy.sparse as sp
 import torch
 from torch import nn
 
+from models.base import half_life_weight
 from models.baselines import ease_weights
 
 # Half-lives (in distinct items) the fit tries for the memory's recency weights; 0: none.
@@ -114,7 +115,7 @@ class LongTermMemory(nn.Module):
         later = torch.as_tensor(later, device=self.user_side.device, dtype=torch.float32)
         if float(self.half_life) <= 0:
             return torch.ones_like(later)
-        return torch.exp2(-later / self.half_life)
+        return half_life_weight(later, self.half_life)
 
     def history_sums(
         self, items: torch.Tensor, counted: torch.Tensor, before: torch.Tensor

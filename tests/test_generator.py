@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 from dagster_project.settings import layout
-from dagster_project.sources.generator import (
+from dagster_project.sources.synthetic.generator import (
     PRESETS,
     clean_interactions,
     dataset_fingerprint,
@@ -13,7 +13,7 @@ from dagster_project.sources.generator import (
     item_sequels,
     preset,
 )
-from dagster_project.sources.traffic import BOT_TYPES, HARD_NEGATIVES, TrafficMix
+from dagster_project.sources.synthetic.traffic import BOT_TYPES, HARD_NEGATIVES, TrafficMix
 
 
 def test_presets_have_the_promised_sizes():
@@ -87,7 +87,7 @@ def test_bot_rates_are_configurable():
 
 def test_planted_traffic_shows_its_signature(tiny_layout):
     """Each planted kind does what its docstring says, seen in the exported events."""
-    from dagster_project.sources.landing import read_landing
+    from dagster_project.sources.raw_table import read_landing
 
     events = read_landing(tiny_layout.landing, "events").to_pandas()
     labels = pd.read_parquet(tiny_layout.ground_truth / "traffic_labels.parquet")
@@ -107,7 +107,7 @@ def test_planted_traffic_shows_its_signature(tiny_layout):
 
 
 def test_structure_a_recommender_can_learn(tiny_layout):
-    from dagster_project.sources.landing import read_landing
+    from dagster_project.sources.raw_table import read_landing
 
     events = (
         read_landing(tiny_layout.landing, "events")
@@ -204,7 +204,7 @@ def test_without_the_sequential_knob_the_data_is_what_it_was(tiny_off):
 def test_clean_interactions_are_the_generated_human_events(tiny_off):
     """The landing rows of non-bot users that carry no planted problem are all in
     `clean_interactions`; what it has beyond them are the rows problems were planted on."""
-    from dagster_project.sources.landing import read_landing
+    from dagster_project.sources.raw_table import read_landing
 
     rows = read_landing(tiny_off.landing, "events").to_pandas()
     truth = pd.read_parquet(tiny_off.ground_truth / "planted_problems.parquet")
@@ -326,7 +326,7 @@ def test_the_development_key_is_refused_for_landing_files_the_generator_did_not_
         PseudonymKeyError,
         check_pseudonym_key,
     )
-    from dagster_project.sources.generator import generated_landing
+    from dagster_project.sources.synthetic.generator import generated_landing
 
     monkeypatch.delenv(PSEUDONYM_KEY_ENV, raising=False)
     monkeypatch.delenv(ALLOW_DEVELOPMENT_KEY_ENV, raising=False)

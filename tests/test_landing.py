@@ -3,22 +3,26 @@ land, and the raw table is only swapped once every file has been read in full.""
 
 import gzip
 import json
+import shutil
 from pathlib import Path
 
+import pandas as pd
 import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
 from dagster_project.quality.cleaning import clean_events, row_accounting
-from dagster_project.sources.landing import (
+from dagster_project.sources import manifest
+from dagster_project.sources.manifest import source_window
+from dagster_project.sources.raw_table import (
     BAD_FILE,
-    LandingFileError,
     ingest_landing,
     raw_summary,
     read_landing_file,
     read_raw,
 )
+from dagster_project.sources.records import LandingFileError
 from tests.test_quality import CATALOG, HEADER, NOW, WINDOW
 
 ROW = "e{n},u1,s1,i1,view,2026-09-02T10:00:{n:02d}Z,,,"
@@ -154,3 +158,26 @@ def test_a_quoted_field_over_several_lines_is_one_record(tmp_path):
     assert raw["description"][0] == 'A mug,\nblue and\n"big"'
     assert raw["parse_error"][0] is None and raw["parse_error"][1] is not None
     assert raw["item_id"][2] == "i3"  # the unterminated quote swallowed nothing
+
+
+def test_an_adapter_window_is_read_once_per_state_of_the_export(tmp_path, monkeypatch):
+    """An adapter declares its window by reading its export: `source_window` reads it once
+    (ingest counts), and again only when a file in the landing folder changes."""
+    landing = tmp_path / "landing"
+    shutil.copytree(Path(__file__).parent / "fixtures" / "retailrocket", landing)
+    (landing / "source.json").write_text(json.dumps({"format": "retailrocket"}))
+    reads = []
+    read_export = manifest.read_export
+    monkeypatch.setattr(manifest, "read_export", lambda *a: reads.append(a) or read_export(*a))
+    ingest_landing(landing, "events", tmp_path / "raw_events")
+    window = source_window(landing)
+    assert source_window(landing) == window and len(reads) == 1
+    declared = {"window": {"start": "2015-05-01", "end": "2015-06-01"}}
+    (landing / "source.json").write_text(
+        json.dumps({"format": "retailrocket", "mapping": declared})
+    )
+    assert source_window(landing) == (
+        pd.Timestamp("2015-05-01", tz="UTC"),
+        pd.Timestamp("2015-06-01", tz="UTC"),
+    )
+    assert source_window(landing) != window and len(reads) == 2

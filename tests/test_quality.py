@@ -9,7 +9,8 @@ from hypothesis import strategies as st
 
 from dagster_project.pseudonyms import pseudonymise
 from dagster_project.quality.cleaning import clean_events, clean_items, row_accounting
-from dagster_project.sources.landing import LandingFileError, read_landing_file
+from dagster_project.sources.raw_table import read_landing_file
+from dagster_project.sources.records import LandingFileError
 
 HEADER = "event_id,user_id,session_id,item_id,event_type,event_time,quantity,price,query"
 NOW = pd.Timestamp("2026-11-30", tz="UTC")

@@ -13,8 +13,6 @@ by DuckDB when `write_to` is given (then `Cleaned.clean` holds no rows, only the
 
 from __future__ import annotations
 
-import os
-import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -32,8 +30,14 @@ from dagster_project.contracts import (
     SESSION_GAP,
 )
 from dagster_project.pseudonyms import pseudonymise
-from dagster_project.sources.landing import raw_relation
-from dagster_project.storage import connect, parquet_relation, sql_text, write_parquet_atomic
+from dagster_project.sources.raw_table import raw_relation
+from dagster_project.storage import (
+    atomic_file,
+    connect,
+    parquet_relation,
+    sql_text,
+    write_parquet_atomic,
+)
 
 QUARANTINE_COLUMNS = [
     "table",
@@ -129,7 +133,7 @@ class _Rules:
 
 def _register_raw(con: duckdb.DuckDBPyConnection, raw: pl.DataFrame | Path) -> None:
     """The raw input as view `raw_input` with a row key `_row` ordered by file and line: a raw
-    table folder (see sources.landing.ingest_landing) or a raw frame."""
+    table folder (see sources.raw_table.ingest_landing) or a raw frame."""
     if isinstance(raw, Path):
         con.execute(f"CREATE VIEW raw_input AS SELECT * FROM {raw_relation(raw)}")
     else:
@@ -368,6 +372,32 @@ def clean_events(
     exactly, on the few rows whose hashes repeat; one more pass writes the clean rows.
     """
     con = connect()
+    _register_event_inputs(con, raw, item_ids, quarantined_item_ids)
+    rules = _event_rules(window, now)
+    verdicts = _row_verdicts(con, rules)
+    hits = _rule_hits(con, verdicts, rules.codes())
+    standing = verdicts.filter(pl.col("mask") == 0).drop("mask")
+    standing, derived = _with_derived_sessions(con, standing)
+    late = _late_rejections(con, verdicts, standing, derived)
+    hits |= {code: len(rows) for code, rows in late.items()}
+    rejected = _rejected_rows(verdicts, late, rules.codes())
+    del verdicts, standing
+    con.register("rejected", rejected.to_arrow())
+    _pseudonymise_user_ids(con)
+    quarantine = _to_polars(con, _events_quarantine_sql(rules, run_id, now))
+    clean, rows = _clean_event_rows(con, _clean_events_sql(derived, now), quarantine, write_to)
+    con.close()
+    return Cleaned(clean, quarantine, hits, rows)
+
+
+def _register_event_inputs(
+    con: duckdb.DuckDBPyConnection,
+    raw: pl.DataFrame | Path,
+    item_ids: pl.Series,
+    quarantined_item_ids: pl.Series | None,
+) -> None:
+    """What the event rules read: view `raw_input`, the clean catalog's ids (`catalog`), the
+    ids quarantined from it (`catalog_quarantined`) and view `typed` (raw rows, typed)."""
     _register_raw(con, raw)
     con.register("catalog", pa.table({"item_id": item_ids.cast(pl.String).to_arrow()}))
     held = (
@@ -375,9 +405,13 @@ def clean_events(
     )
     con.register("catalog_quarantined", pa.table({"item_id": held.cast(pl.String).to_arrow()}))
     con.execute(f"CREATE VIEW typed AS {_typed_events('raw_input')}")
-    rules = _event_rules(window, now)
-    codes = rules.codes()
-    verdicts: pl.DataFrame = pl.from_arrow(  # type: ignore[assignment]
+
+
+def _row_verdicts(con: duckdb.DuckDBPyConnection, rules: _Rules) -> pl.DataFrame:
+    """One streaming pass over `typed`: per row its broken rules as bits (`mask`), its time
+    (`t`, epoch microseconds), hashes of its id and of its (user, item, type, session) key,
+    whether its item is in the catalog and whether its source gave no session."""
+    return pl.from_arrow(  # type: ignore[return-value]
         con.sql(
             f"""SELECT _row, {rules.mask_sql()} AS mask, epoch_us(t) AS t, hash(eid) AS id_hash,
                 hash(user_id, item_id, etype, source_sid) AS key_hash,
@@ -385,43 +419,71 @@ def clean_events(
             FROM typed"""
         ).to_arrow_table()
     )
+
+
+def _rule_hits(
+    con: duckdb.DuckDBPyConnection, verdicts: pl.DataFrame, codes: list[str]
+) -> dict[str, int]:
+    """Rows breaking each row rule, whatever else is wrong with them, then the rows of each
+    reason an adapter rejected (see `_Rules.codes`)."""
     mask = pl.col("mask")
-    hits = {
-        code: int(n)
-        for code, n in zip(
-            codes,
-            verdicts.select(
-                [((mask & (1 << b)) != 0).sum().alias(str(b)) for b in range(len(codes))]
-            ).row(0),
-            strict=True,
-        )
-        if code != "source_reason"
-    }
+    counts = verdicts.select(
+        [((mask & (1 << b)) != 0).sum().alias(str(b)) for b in range(len(codes))]
+    ).row(0)
+    hits = {code: int(n) for code, n in zip(codes, counts, strict=True) if code != "source_reason"}
     if verdicts.select(((mask & 2) != 0).any()).item():
         hits |= _source_reason_hits(con, "raw_input")
-    standing = verdicts.filter(mask == 0).drop("mask")
+    return hits
 
-    # Sessions the source did not carry, for the rows still standing; their key hash follows.
+
+def _with_derived_sessions(
+    con: duckdb.DuckDBPyConnection, standing: pl.DataFrame
+) -> tuple[pl.DataFrame, bool]:
+    """Sessions for the standing rows whose source carried none (table `derived`), with their
+    key hash taken again over the derived session; and whether any session was derived."""
     need_session = standing.filter("no_session").select("_row")
-    derived = False
-    if need_session.height:
-        con.register("need_session", need_session.to_arrow())
-        _derive_sessions(con)
-        rehashed = pl.from_arrow(
-            con.sql(
-                "SELECT _row, hash(user_id, item_id, etype, d.sid) AS derived_hash "
-                "FROM typed JOIN derived d USING (_row)"
-            ).to_arrow_table()
-        )
-        standing = (
-            standing.join(rehashed, on="_row", how="left")
-            .with_columns(key_hash=pl.coalesce("derived_hash", "key_hash"))
-            .drop("derived_hash")
-        )
-        derived = True
+    if not need_session.height:
+        return standing, False
+    con.register("need_session", need_session.to_arrow())
+    _derive_sessions(con)
+    rehashed = pl.from_arrow(
+        con.sql(
+            "SELECT _row, hash(user_id, item_id, etype, d.sid) AS derived_hash "
+            "FROM typed JOIN derived d USING (_row)"
+        ).to_arrow_table()
+    )
+    standing = (
+        standing.join(rehashed, on="_row", how="left")
+        .with_columns(key_hash=pl.coalesce("derived_hash", "key_hash"))
+        .drop("derived_hash")
+    )
+    return standing, True
 
-    # Exact decisions on the rows whose hashes repeat (a superset of the real repeats). Sorting
-    # 64-bit hashes is much cheaper than hashing them again (`is_duplicated`).
+
+def _late_rejections(
+    con: duckdb.DuckDBPyConnection,
+    verdicts: pl.DataFrame,
+    standing: pl.DataFrame,
+    derived: bool,
+) -> dict[str, list[int]]:
+    """The standing rows that rules across rows reject, by reason: repeated event ids,
+    near duplicates, then (of the rest) items not in the catalog. Creates table `fetched`."""
+    id_candidates, key_candidates = _repeat_candidates(standing)
+    candidates = pl.concat([id_candidates.select("_row"), key_candidates.select("_row")]).unique()
+    _fetch_needed_rows(con, candidates, verdicts, standing)
+    late = _repeated_events(con, candidates, id_candidates, key_candidates, derived)
+    decided = late["duplicate_event"] + late["near_duplicate_event"]
+    late["unknown_item"] = standing.filter(
+        ~pl.col("known") & ~pl.col("_row").is_in(pl.Series(decided, dtype=pl.Int64).implode())
+    )["_row"].to_list()
+    return late
+
+
+def _repeat_candidates(standing: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """The standing rows that may repeat an event id, and those that may be near duplicates
+    (an event of the same key hash within NEAR_DUPLICATE_WINDOW): supersets of the real
+    repeats, found on 64-bit hashes. Sorting the hashes is much cheaper than hashing them
+    again (`is_duplicated`)."""
     ids = standing["id_hash"].sort()
     repeated_ids = ids.filter(ids == ids.shift()).unique()
     id_candidates = standing.filter(pl.col("id_hash").is_in(repeated_ids.implode()))
@@ -440,13 +502,22 @@ def clean_events(
     )["key_hash"].unique()
     del by_key
     key_candidates = standing.filter(pl.col("key_hash").is_in(close.implode()))
-    candidates = pl.concat([id_candidates.select("_row"), key_candidates.select("_row")]).unique()
-    # One more scan keeps every row the rest of the work needs to see whole: the candidates,
-    # the rows already rejected, and those whose item is not in the catalog.
+    return id_candidates, key_candidates
+
+
+def _fetch_needed_rows(
+    con: duckdb.DuckDBPyConnection,
+    candidates: pl.DataFrame,
+    verdicts: pl.DataFrame,
+    standing: pl.DataFrame,
+) -> None:
+    """Table `fetched`: one more scan keeps every raw row the rest of the work needs to see
+    whole: the repeat candidates, the rows already rejected, and those whose item is not in
+    the catalog."""
     needed = pl.concat(
         [
             candidates,
-            verdicts.filter(mask != 0).select("_row"),
+            verdicts.filter(pl.col("mask") != 0).select("_row"),
             standing.filter(~pl.col("known")).select("_row"),
         ]
     ).unique()
@@ -454,37 +525,50 @@ def clean_events(
     con.execute(
         "CREATE TEMP TABLE fetched AS SELECT * FROM raw_input WHERE _row IN (SELECT _row FROM needed)"
     )
-    late: dict[str, list[int]] = {"duplicate_event": [], "near_duplicate_event": []}
-    if candidates.height:
-        con.register("candidates", candidates.to_arrow())
-        only_candidates = "(SELECT * FROM fetched WHERE _row IN (SELECT _row FROM candidates))"
-        sid = "coalesce(source_sid, d.sid)" if derived else "source_sid"
-        join = "LEFT JOIN derived d USING (_row)" if derived else ""
-        exact: pl.DataFrame = pl.from_arrow(  # type: ignore[assignment]
-            con.sql(
-                f"""SELECT _row, eid, user_id, item_id, etype, {sid} AS sid, epoch_us(t) AS t
-                FROM ({_typed_events(only_candidates)}) {join}"""
-            ).to_arrow_table()
-        )
-        repeated = exact.filter(pl.col("_row").is_in(id_candidates["_row"].implode()))
-        first = repeated.group_by("eid").agg(pl.col("_row").min().alias("first"))
-        late["duplicate_event"] = (
-            repeated.join(first, on="eid")
-            .filter(pl.col("_row") != pl.col("first"))["_row"]
-            .to_list()
-        )
-        keyed = exact.filter(
-            pl.col("_row").is_in(key_candidates["_row"].implode())
-            & ~pl.col("_row").is_in(pl.Series(late["duplicate_event"], dtype=pl.Int64).implode())
-        )
-        late["near_duplicate_event"] = _near_duplicate_rows(keyed)
-    decided = late["duplicate_event"] + late["near_duplicate_event"]
-    late["unknown_item"] = standing.filter(
-        ~pl.col("known") & ~pl.col("_row").is_in(pl.Series(decided, dtype=pl.Int64).implode())
-    )["_row"].to_list()
-    hits |= {code: len(rows) for code, rows in late.items()}
 
-    rejected = pl.concat(
+
+def _repeated_events(
+    con: duckdb.DuckDBPyConnection,
+    candidates: pl.DataFrame,
+    id_candidates: pl.DataFrame,
+    key_candidates: pl.DataFrame,
+    derived: bool,
+) -> dict[str, list[int]]:
+    """Exact decisions on the candidates' typed rows: `duplicate_event`, every row of an
+    event id but the first; `near_duplicate_event`, see `_near_duplicate_rows`."""
+    late: dict[str, list[int]] = {"duplicate_event": [], "near_duplicate_event": []}
+    if not candidates.height:
+        return late
+    con.register("candidates", candidates.to_arrow())
+    only_candidates = "(SELECT * FROM fetched WHERE _row IN (SELECT _row FROM candidates))"
+    sid = "coalesce(source_sid, d.sid)" if derived else "source_sid"
+    join = "LEFT JOIN derived d USING (_row)" if derived else ""
+    exact: pl.DataFrame = pl.from_arrow(  # type: ignore[assignment]
+        con.sql(
+            f"""SELECT _row, eid, user_id, item_id, etype, {sid} AS sid, epoch_us(t) AS t
+            FROM ({_typed_events(only_candidates)}) {join}"""
+        ).to_arrow_table()
+    )
+    repeated = exact.filter(pl.col("_row").is_in(id_candidates["_row"].implode()))
+    first = repeated.group_by("eid").agg(pl.col("_row").min().alias("first"))
+    late["duplicate_event"] = (
+        repeated.join(first, on="eid").filter(pl.col("_row") != pl.col("first"))["_row"].to_list()
+    )
+    keyed = exact.filter(
+        pl.col("_row").is_in(key_candidates["_row"].implode())
+        & ~pl.col("_row").is_in(pl.Series(late["duplicate_event"], dtype=pl.Int64).implode())
+    )
+    late["near_duplicate_event"] = _near_duplicate_rows(keyed)
+    return late
+
+
+def _rejected_rows(
+    verdicts: pl.DataFrame, late: dict[str, list[int]], codes: list[str]
+) -> pl.DataFrame:
+    """Every rejected row (`_row`) with its reason: the first row rule it broke, else the
+    reason a rule across rows gave it (`late`)."""
+    mask = pl.col("mask")
+    return pl.concat(
         [
             verdicts.filter(mask != 0).select("_row", _first_reason(mask, codes).alias("reason")),
             *[
@@ -495,9 +579,11 @@ def clean_events(
             ],
         ]
     )
-    del verdicts, standing
-    con.register("rejected", rejected.to_arrow())
-    # Pseudonyms replace user ids from here on (derived session ids start with the user id).
+
+
+def _pseudonymise_user_ids(con: duckdb.DuckDBPyConnection) -> None:
+    """Table `pseudonyms(user_id, pseudonym)` for every raw user id in `typed`: pseudonyms
+    replace user ids in the clean rows (see `_clean_events_sql`)."""
     users = con.sql("SELECT DISTINCT user_id FROM typed WHERE user_id IS NOT NULL").fetchall()
     raw_ids = [u for (u,) in users]
     con.register(
@@ -507,19 +593,29 @@ def clean_events(
             schema={"user_id": pl.String, "pseudonym": pl.String},
         ).to_arrow(),
     )
+
+
+def _clean_events_sql(derived: bool, now: datetime) -> str:
+    """SELECT of the clean events: the typed rows not `rejected`, with the pseudonym for the
+    user id, in derived session ids too (they start with the user id)."""
     sid_sql = (
         "coalesce(c.source_sid, p.pseudonym || substr(d.sid, length(c.user_id) + 1))"
         if derived
         else "c.source_sid"
     )
     derived_join = "LEFT JOIN derived d USING (_row)" if derived else ""
-    clean_sql = f"""SELECT c.eid AS event_id, p.pseudonym AS user_id, {sid_sql} AS session_id, c.item_id,
+    return f"""SELECT c.eid AS event_id, p.pseudonym AS user_id, {sid_sql} AS session_id, c.item_id,
             c.etype AS event_type, c.t AS event_time, CAST(c.quantity_number AS BIGINT) AS quantity,
             c.price_number AS price, c.query, c.source, c.source_file,
             CAST(c.source_line AS BIGINT) AS source_line,
             TIMESTAMPTZ {sql_text(now.isoformat())} AS ingested_at
         FROM typed c {derived_join} LEFT JOIN pseudonyms p ON p.user_id = c.user_id
         WHERE NOT EXISTS (SELECT 1 FROM rejected r WHERE r._row = c._row)"""
+
+
+def _events_quarantine_sql(rules: _Rules, run_id: str, now: datetime) -> str:
+    """SELECT of the quarantine's rows for the `rejected` events, with the sentence for each
+    reason, in the order read."""
     detail = rules.detail_sql(
         {
             "duplicate_event": f"'event ' || {_quoted('eid')} || ' was already seen'",
@@ -529,35 +625,36 @@ def clean_events(
                 ELSE 'item ' || {_quoted("item_id")} || ' is not in the catalog' END""",
         }
     )
-    quarantine_sql = f"""SELECT {_quarantine_sql("behaviour_events", EVENT_COLUMNS, run_id, now)} FROM (
+    return f"""SELECT {_quarantine_sql("behaviour_events", EVENT_COLUMNS, run_id, now)} FROM (
         SELECT *, {detail} AS detail FROM (
             SELECT c.*, CASE WHEN r.reason = 'source_reason' THEN c.source_reason
                 ELSE r.reason END AS reason
             FROM ({_typed_events("fetched")}) c
             JOIN rejected r USING (_row)))
         ORDER BY _row"""
-    quarantine = _to_polars(con, quarantine_sql)
+
+
+def _clean_event_rows(
+    con: duckdb.DuckDBPyConnection,
+    clean_sql: str,
+    quarantine: pl.DataFrame,
+    write_to: tuple[Path, Path] | None,
+) -> tuple[pl.DataFrame | None, int]:
+    """The clean rows in the order read, and their count; with `write_to` (clean, quarantine
+    Parquet) both are written there instead and no clean rows are returned."""
     if write_to is None:
         clean = _to_polars(con, clean_sql + " ORDER BY c._row")
-        rows = clean.height
-    else:
-        clean_path, quarantine_path = write_to
-        write_parquet_atomic(quarantine, quarantine_path)
-        clean, rows = None, _copy_parquet(con, clean_sql, clean_path)
-    con.close()
-    return Cleaned(clean, quarantine, hits, rows)
+        return clean, clean.height
+    clean_path, quarantine_path = write_to
+    write_parquet_atomic(quarantine, quarantine_path)
+    return None, _copy_parquet(con, clean_sql, clean_path)
 
 
 def _copy_parquet(con: duckdb.DuckDBPyConnection, query: str, path: Path) -> int:
-    """COPY a query to Parquet (zstd) atomically (temporary file, then rename); returns rows."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
+    """COPY a query to Parquet (snappy) atomically (`atomic_file`); returns rows."""
+    with atomic_file(path) as tmp:
         con.execute(f"COPY ({query}) TO {sql_text(str(tmp))} (FORMAT parquet, COMPRESSION snappy)")
         rows = con.execute(f"SELECT count(*) FROM {parquet_relation(tmp)}").fetchall()[0][0]
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return int(rows)
 
 

@@ -11,6 +11,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+import duckdb
 import matplotlib
 import pandas as pd
 
@@ -21,7 +22,7 @@ from dagster_project.contracts import EVENT_COLUMNS
 from dagster_project.detection.bots import BOT_THRESHOLD
 from dagster_project.plots import figure_html
 from dagster_project.pseudonyms import pseudonymise
-from dagster_project.sources.landing import raw_relation
+from dagster_project.sources.raw_table import raw_relation
 from dagster_project.storage import connect, parquet_relation
 
 
@@ -112,34 +113,78 @@ def collect_report_data(
     its folder); `accounting` is the per-table, per-file row accounting; `traffic_labels`
     (user_id, traffic_class, kind), where labels exist, gives the confusion matrix."""
     con = connect()
-
-    def rel(name: str) -> str:
-        path = tables[name]
-        return raw_relation(path) if path.is_dir() else parquet_relation(path)
-
-    def q(sql: str) -> pd.DataFrame:
-        return con.execute(sql).df()
-
     con.register("accounting", accounting)
+    scores = parquet_relation(tables["user_traffic_scores"])
+    outliers = parquet_relation(tables["item_outliers"])
+    return ReportData(
+        run_id=run_id,
+        accounting=accounting.drop(columns="balanced"),
+        by_reason=_quarantine_by_reason(con, _relation(tables, "quarantine"), accounting),
+        by_day=_rows_by_day(con),
+        null_rates=_null_rates(con, _relation(tables, "raw_events")),
+        rule_hits=_rule_hits_frame(rule_hits),
+        checks=check_history(validations_dir),
+        drift_days=drift_days,
+        drift_checks=drift_checks,
+        bots=_bot_summary(con, tables),
+        bot_score_bins=_bot_score_bins(con, scores),
+        flagged_users=_top_flagged_users(con, scores),
+        flagged_by_pattern=_flagged_by_pattern(con, scores),
+        confusion=_bot_confusion(con, scores, traffic_labels),
+        item_outlier_counts=_item_outlier_counts(con, outliers),
+        top_item_outliers=_top_item_outliers(con, outliers),
+    )
+
+
+def _relation(tables: dict[str, Path], name: str) -> str:
+    """The SQL relation of table `name`: a raw table's folder or a Parquet file."""
+    path = tables[name]
+    return raw_relation(path) if path.is_dir() else parquet_relation(path)
+
+
+def _query(con: duckdb.DuckDBPyConnection, sql: str) -> pd.DataFrame:
+    """The rows of `sql` as a pandas frame."""
+    return con.execute(sql).df()
+
+
+def _quarantine_by_reason(
+    con: duckdb.DuckDBPyConnection, quarantine: str, accounting: pd.DataFrame
+) -> pd.DataFrame:
+    """Quarantined rows per table, reason and source, and their share of the rows read."""
     read = accounting.groupby("table")["rows_read"].sum()
-    by_reason = q(
-        f'SELECT "table", reason, source, count(*) AS rows FROM {rel("quarantine")} GROUP BY ALL ORDER BY rows DESC'
+    by_reason = _query(
+        con,
+        f'SELECT "table", reason, source, count(*) AS rows FROM {quarantine} GROUP BY ALL ORDER BY rows DESC',
     )
     by_reason["share_of_rows_read_%"] = (
         100 * by_reason["rows"] / by_reason["table"].map(read).astype(float)
     ).round(4)
-    by_day = q(
+    return by_reason
+
+
+def _rows_by_day(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
+    """Clean and quarantined behaviour events per day of the file path (`accounting`)."""
+    return _query(
+        con,
         """SELECT coalesce(regexp_extract(source_file, 'date=([0-9-]+)', 1), '') AS day,
             sum(rows_clean) AS clean, sum(rows_quarantined) AS quarantined
-        FROM (SELECT * FROM accounting WHERE "table" = 'behaviour_events') GROUP BY 1 ORDER BY 1"""
+        FROM (SELECT * FROM accounting WHERE "table" = 'behaviour_events') GROUP BY 1 ORDER BY 1""",
     )
+
+
+def _null_rates(con: duckdb.DuckDBPyConnection, raw_events: str) -> pd.DataFrame:
+    """Share of null values per event column in the raw events."""
     nulls = ", ".join(f'1 - count("{c}") / count(*)::DOUBLE AS "{c}"' for c in EVENT_COLUMNS)
-    null_rates = (
-        q(f"SELECT {nulls} FROM {rel('raw_events')}")
+    return (
+        _query(con, f"SELECT {nulls} FROM {raw_events}")
         .T.reset_index()
         .set_axis(["column", "null_share"], axis=1)
     )
-    hits = pd.DataFrame(
+
+
+def _rule_hits_frame(rule_hits: dict[str, dict[str, int]]) -> pd.DataFrame:
+    """Per table, the rules some rows break, with the count of rows breaking each."""
+    return pd.DataFrame(
         [
             {"table": t, "rule": rule, "rows_breaking_it": n}
             for t, per_rule in rule_hits.items()
@@ -147,72 +192,90 @@ def collect_report_data(
             if n
         ]
     )
-    scores = tables["user_traffic_scores"]
-    exclusions = tables["behaviour_exclusions"]
-    bots = q(
-        f"""SELECT (SELECT count(*) FROM {parquet_relation(scores)}) AS users_scored,
-            (SELECT count_if(is_bot) FROM {parquet_relation(scores)}) AS users_flagged,
-            (SELECT coalesce(sum(events_excluded), 0) FROM {parquet_relation(exclusions)})
-                AS events_excluded,
-            (SELECT count(*) FROM {rel("events_clean")}) AS clean_events"""
+
+
+def _bot_summary(con: duckdb.DuckDBPyConnection, tables: dict[str, Path]) -> pd.DataFrame:
+    """Users scored and flagged, events excluded and clean, with the flagged shares."""
+    scores = parquet_relation(tables["user_traffic_scores"])
+    bots = _query(
+        con,
+        f"""SELECT (SELECT count(*) FROM {scores}) AS users_scored,
+            (SELECT count_if(is_bot) FROM {scores}) AS users_flagged,
+            (SELECT coalesce(sum(events_excluded), 0)
+                FROM {parquet_relation(tables["behaviour_exclusions"])}) AS events_excluded,
+            (SELECT count(*) FROM {_relation(tables, "events_clean")}) AS clean_events""",
     )
     bots = bots.astype({c: int for c in bots.columns})
     bots["flagged_user_share_%"] = 100 * bots["users_flagged"] / bots["users_scored"]
     bots["excluded_event_share_%"] = 100 * bots["events_excluded"] / bots["clean_events"]
-    flagged_users = q(
-        f"""SELECT user_id, bot_score, events, pattern, reasons FROM {parquet_relation(scores)}
-        WHERE is_bot ORDER BY bot_score DESC, events DESC LIMIT 25"""
+    return bots
+
+
+def _top_flagged_users(con: duckdb.DuckDBPyConnection, scores: str) -> pd.DataFrame:
+    """The 25 highest-scoring flagged users, with their reasons."""
+    return _query(
+        con,
+        f"""SELECT user_id, bot_score, events, pattern, reasons FROM {scores}
+        WHERE is_bot ORDER BY bot_score DESC, events DESC LIMIT 25""",
     )
-    by_pattern = q(
-        f"""SELECT pattern, count(*) AS users, sum(events) AS events FROM {parquet_relation(scores)}
-        WHERE is_bot GROUP BY 1 ORDER BY users DESC"""
+
+
+def _flagged_by_pattern(con: duckdb.DuckDBPyConnection, scores: str) -> pd.DataFrame:
+    """Flagged users and their events per bot pattern."""
+    return _query(
+        con,
+        f"""SELECT pattern, count(*) AS users, sum(events) AS events FROM {scores}
+        WHERE is_bot GROUP BY 1 ORDER BY users DESC""",
     )
-    score_bins = q(
+
+
+def _bot_score_bins(con: duckdb.DuckDBPyConnection, scores: str) -> pd.DataFrame:
+    """Users per bot-score bin (50 bins, by lower edge)."""
+    return _query(
+        con,
         f"""SELECT least(floor(bot_score * 50), 49) / 50 AS score, count(*) AS users
-        FROM {parquet_relation(scores)} GROUP BY 1 ORDER BY 1"""
+        FROM {scores} GROUP BY 1 ORDER BY 1""",
     )
-    confusion = pd.DataFrame()
-    if traffic_labels is not None and traffic_labels.exists():
-        # The generator's answer key names raw user ids; the tables hold pseudonyms.
-        labels = pd.read_parquet(traffic_labels)
-        con.register("traffic_labels", labels.assign(user_id=pseudonymise(labels["user_id"])))
-        confusion = q(
-            f"""SELECT coalesce(l.traffic_class, 'human') AS traffic_class,
-                coalesce(l.kind, 'human') AS kind, count(*) AS users,
-                count_if(s.is_bot) AS flagged, count_if(NOT s.is_bot) AS not_flagged,
-                round(100 * count_if(s.is_bot) / count(*), 2) AS "flagged_%"
-            FROM {parquet_relation(scores)} s LEFT JOIN traffic_labels l
-                USING (user_id)
-            GROUP BY ALL ORDER BY 1, 2"""
-        ).astype({"users": int, "flagged": int, "not_flagged": int})
-    outliers = tables["item_outliers"]
-    item_summary = q(
+
+
+def _bot_confusion(
+    con: duckdb.DuckDBPyConnection, scores: str, traffic_labels: Path | None
+) -> pd.DataFrame:
+    """Per labelled traffic class and kind: users flagged and not (empty without labels)."""
+    if traffic_labels is None or not traffic_labels.exists():
+        return pd.DataFrame()
+    # The generator's answer key names raw user ids; the tables hold pseudonyms.
+    labels = pd.read_parquet(traffic_labels)
+    con.register("traffic_labels", labels.assign(user_id=pseudonymise(labels["user_id"])))
+    return _query(
+        con,
+        f"""SELECT coalesce(l.traffic_class, 'human') AS traffic_class,
+            coalesce(l.kind, 'human') AS kind, count(*) AS users,
+            count_if(s.is_bot) AS flagged, count_if(NOT s.is_bot) AS not_flagged,
+            round(100 * count_if(s.is_bot) / count(*), 2) AS "flagged_%"
+        FROM {scores} s LEFT JOIN traffic_labels l
+            USING (user_id)
+        GROUP BY ALL ORDER BY 1, 2""",
+    ).astype({"users": int, "flagged": int, "not_flagged": int})
+
+
+def _item_outlier_counts(con: duckdb.DuckDBPyConnection, outliers: str) -> pd.DataFrame:
+    """Items flagged by each outlier test, and all items."""
+    return _query(
+        con,
         f"""SELECT count_if(price_outlier) AS price_outliers,
             count_if(popularity_spike) AS popularity_spikes,
             count_if(bot_driven) AS bot_driven_items, count(*) AS items
-        FROM {parquet_relation(outliers)}"""
+        FROM {outliers}""",
     )
-    top_items = q(
-        f"""SELECT item_id, category, events, reasons FROM {parquet_relation(outliers)}
-        WHERE is_outlier ORDER BY events DESC LIMIT 15"""
-    )
-    return ReportData(
-        run_id=run_id,
-        accounting=accounting.drop(columns="balanced"),
-        by_reason=by_reason,
-        by_day=by_day,
-        null_rates=null_rates,
-        rule_hits=hits,
-        checks=check_history(validations_dir),
-        drift_days=drift_days,
-        drift_checks=drift_checks,
-        bots=bots,
-        bot_score_bins=score_bins,
-        flagged_users=flagged_users,
-        flagged_by_pattern=by_pattern,
-        confusion=confusion,
-        item_outlier_counts=item_summary,
-        top_item_outliers=top_items,
+
+
+def _top_item_outliers(con: duckdb.DuckDBPyConnection, outliers: str) -> pd.DataFrame:
+    """The 15 busiest outlier items, with their reasons."""
+    return _query(
+        con,
+        f"""SELECT item_id, category, events, reasons FROM {outliers}
+        WHERE is_outlier ORDER BY events DESC LIMIT 15""",
     )
 
 

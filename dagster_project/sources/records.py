@@ -1,17 +1,16 @@
-"""Read landing files (CSV or Parquet exports) into raw frames: every line kept, nothing typed yet.
+"""Exact record reading: every record of a CSV or Parquet file, as text, nothing typed yet.
 
-A raw frame (polars) holds one row per record read: its file, line number and raw text, the
-contract's columns as text, `parse_error` for records that could not be split into fields, and
-`source_reason` / `source_detail` where a format adapter rejected the record. A landing file
-that cannot be read as a whole (unreadable or empty, a required column missing or nested, an
-unknown format, corrupt pages) raises `LandingFileError` naming the file and the problem;
-`ingest_landing` reads every file in full before it swaps the raw table in, and keeps such a
-file as one `bad_file` record with that reason, so the other files still land.
+A record frame (polars) holds one row per record read: its line number and raw text,
+`parse_error` for records that could not be split into fields, and one text column per
+field. A file that cannot be read as a whole (unreadable or empty, a required column missing
+or nested, an unknown format, corrupt pages) raises `LandingFileError` naming the file and
+the problem.
 
 CSV files (optionally gzip-compressed, `.csv.gz`) are read as lines by polars and split on
 commas in bulk; only lines with quotes go through Python's csv module, and only files with
 invalid UTF-8 are read line by line. A quoted field with line breaks inside (RFC 4180) is one
-record, numbered by its first line.
+record, numbered by its first line. Landing Parquet files are read through DuckDB
+(`_parquet_select`); an export's Parquet files through polars (`read_parquet_records`).
 """
 
 from __future__ import annotations
@@ -19,15 +18,10 @@ from __future__ import annotations
 import csv
 import gzip
 import io
-import json
-import shutil
-import tempfile
-import uuid
-from dataclasses import dataclass
+from collections.abc import Iterable
 from pathlib import Path
 
 import duckdb
-import pandas as pd
 import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -37,13 +31,12 @@ from dagster_project.contracts import (
     EVENT_REQUIRED,
     ITEM_COLUMNS,
     ITEM_REQUIRED,
-    RAW_LINEAGE_COLUMNS,
 )
 from dagster_project.storage import connect, sql_text
 
 SUPPORTED_SUFFIXES = {".csv", ".csv.gz", ".parquet"}
-BAD_FILE = "bad_file"  # the quarantine reason of a landing file that cannot be read whole
-CANONICAL_FORMAT = "canonical"
+ISO_WITH_OFFSET = "%Y-%m-%dT%H:%M:%S%.f%:z"  # fraction only where there is one
+NULL_TOKENS = ("",)
 
 
 class LandingFileError(RuntimeError):
@@ -215,11 +208,7 @@ def read_delimited(
     )
     plain, plain_errors = _split_plain_lines(body, sep, names)
     quoted, quoted_errors = _split_quoted_records(body, sep, names)
-    encoding = pl.DataFrame(
-        [(i, e) for i, e in encoding_errors.items() if i >= first],
-        schema={"i": pl.UInt32, "encoding_error": pl.String},
-        orient="row",
-    )
+    encoding = _encoding_errors(encoding_errors, first)
     frame = (
         body.select("i", "raw")
         .join(
@@ -238,6 +227,15 @@ def read_delimited(
         "raw",
         "parse_error",
         *[pl.when(split_ok).then(pl.col(c)).alias(c) for c in names],
+    )
+
+
+def _encoding_errors(errors: dict[int, str], first: int) -> pl.DataFrame:
+    """The lines from `first` on that are not valid UTF-8, by line index `i`, as a frame."""
+    return pl.DataFrame(
+        [(i, e) for i, e in errors.items() if i >= first],
+        schema={"i": pl.UInt32, "encoding_error": pl.String},
+        orient="row",
     )
 
 
@@ -373,287 +371,71 @@ def _parquet_select(files: list[Path], kind: str, source: str, root: Path | None
     )
 
 
-def read_landing_file(path: Path, kind: str, source: str, root: Path | None = None) -> pl.DataFrame:
-    """One landing file as a raw frame; `kind` is `events` or `items`."""
-    columns, required = contract_columns(kind)
-    if file_format(path) not in SUPPORTED_SUFFIXES:
-        raise LandingFileError(
-            f"{path}: unknown format {path.suffix!r}; expected one of {sorted(SUPPORTED_SUFFIXES)}"
-        )
+def _require_file(path: Path) -> None:
     if not path.is_file():
         raise LandingFileError(f"{path}: no such file")
-    if file_format(path) == ".parquet":
-        return _duckdb_frame(_parquet_select([path], kind, source, root))
-    frame = _read_csv(path, columns, required)
-    return frame.with_columns(
-        source=pl.lit(source, pl.String),
-        source_file=pl.lit(str(path.relative_to(root)) if root else path.name, pl.String),
-        source_reason=pl.lit(None, pl.String),
-        source_detail=pl.lit(None, pl.String),
-    ).select(RAW_LINEAGE_COLUMNS + columns)
 
 
-def landing_files(folder: Path) -> list[Path]:
-    """Every file under `folder` but hidden ones, in a stable order (files of an unknown
-    format included: ingestion quarantines them as bad files)."""
-    return sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
+def read_records(
+    folder: Path,
+    name: str,
+    columns: list[str] | None = None,
+    *,
+    header: bool = True,
+    required: Iterable[str] = (),
+    sep: str = ",",
+    null_tokens: Iterable[str] = NULL_TOKENS,
+) -> pl.DataFrame:
+    """One delimited text file as records: lineage columns plus one text column per field.
 
-
-def landing_paths(landing: Path) -> list[str]:
-    """Relative paths of every events and items file in the landing folder."""
-    files = [
-        p
-        for kind in ("events", "items")
-        if (landing / kind).is_dir()
-        for p in landing_files(landing / kind)
-    ]
-    return sorted(str(p.relative_to(landing)) for p in files)
-
-
-def read_source_manifest(landing: Path) -> dict:
-    """The export's declared name, format and time window (`source.json`).
-
-    `format` is `canonical` (files in the contract's columns under events/ and items/, the
-    default) or the name of a format adapter (see docs/format_adapters.md) with an optional
-    `mapping`; adapters declare their own window.
+    Every physical line becomes one row (`source_line` counts the header as line 1). A line
+    that cannot be split into exactly the file's fields gets `parse_error` and null fields.
+    Field values equal to a null token (after trimming spaces) become null.
     """
-    path = landing / "source.json"
-    if not path.is_file():
-        raise LandingFileError(f"{path}: missing; it declares the source name and its time window")
+    path = folder / name
+    _require_file(path)
+    records = read_delimited(
+        path, names=None if header else list(columns or []), sep=sep, required=tuple(required)
+    )
+    tokens = list(null_tokens)
+    fields = [c for c in records.columns if c not in ("source_line", "raw", "parse_error")]
+    return records.select(
+        pl.lit(name).alias("source_file"),
+        "source_line",
+        "raw",
+        "parse_error",
+        *[
+            pl.when(~pl.col(c).str.strip_chars().is_in(tokens)).then(pl.col(c)).alias(c)
+            for c in fields
+        ],
+    )
+
+
+def read_parquet_records(folder: Path, name: str, required: Iterable[str] = ()) -> pl.DataFrame:
+    """A Parquet file as records: `source_line` is the 1-based row number, `raw` the row as JSON."""
+    path = folder / name
+    _require_file(path)
     try:
-        manifest = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise LandingFileError(f"{path}: not valid JSON ({exc})") from exc
-    manifest.setdefault("format", CANONICAL_FORMAT)
-    needed = (
-        ("source", "window_start", "window_end") if manifest["format"] == CANONICAL_FORMAT else ()
-    )
-    for key in needed:
-        if key not in manifest:
-            raise LandingFileError(f"{path}: key {key!r} missing")
-    return manifest
-
-
-def source_window(landing: Path) -> tuple[pd.Timestamp, pd.Timestamp]:
-    """The declared [start, end) window of the export in `landing`, in UTC."""
-    manifest = read_source_manifest(landing)
-    if manifest["format"] != CANONICAL_FORMAT:
-        export = _read_export(landing, manifest)
-        return export.window_start, export.window_end
-    return (
-        pd.Timestamp(manifest["window_start"]).tz_convert("UTC"),
-        pd.Timestamp(manifest["window_end"]).tz_convert("UTC"),
-    )
-
-
-def _read_export(landing: Path, manifest: dict):
-    from dagster_project.sources.adapters import read_export
-
-    return read_export(landing, manifest["format"], manifest.get("mapping"))
-
-
-def _duckdb_frame(query: str) -> pl.DataFrame:
-    with connect() as con:
-        return pl.from_arrow(con.sql(query).to_arrow_table())  # type: ignore[return-value]
-
-
-RAW_MANIFEST = "_raw.json"
-PARSED_DIR = "_parsed"
-
-
-def ingest_landing(landing: Path, kind: str, target: Path) -> RawSummary:
-    """Every record of one kind in the landing folder -> the raw table folder `target`.
-
-    The raw table is an immutable snapshot of what landed: Parquet exports are copied as they
-    are (their records are read through `raw_relation`, which adds the file, the line and the
-    text casts); CSV files and format-adapter exports are stored parsed, one record per line,
-    under `_parsed/`. `_raw.json` lists the files. Every file is read in full, and the folder
-    built aside, before it is swapped in: a file that cannot be read whole lands as one
-    `bad_file` record naming the reason (see `_land_files`), and when no file is good the
-    run stops and the previous raw table stays. What a killed ingest left beside the table is
-    put right first (`_recover_interrupted_swap`).
-    """
-    manifest = read_source_manifest(landing)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    _recover_interrupted_swap(target)
-    tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
-    (tmp / PARSED_DIR).mkdir(parents=True)
-    files: list[dict] = []
-    try:
-        if manifest["format"] != CANONICAL_FORMAT:
-            frame = getattr(_read_export(landing, manifest), kind)
-            frame.write_parquet(tmp / PARSED_DIR / "export.parquet")
-            files.append(
-                {
-                    "path": f"{PARSED_DIR}/export.parquet",
-                    "parsed": True,
-                    "rows": frame.height,
-                    "unparseable": frame["parse_error"].count(),
-                    "rejected": frame["source_reason"].count(),
-                    "source_files": frame["source_file"].unique(maintain_order=True).to_list(),
-                }
-            )
-        else:
-            files = _land_files(landing, kind, manifest["source"], tmp)
-        (tmp / RAW_MANIFEST).write_text(
-            json.dumps({"kind": kind, "source": manifest.get("source"), "files": files}, indent=1)
+        table = pl.read_parquet(path)
+    except Exception as exc:  # pyarrow/polars raise several kinds for a damaged file
+        raise LandingFileError(f"{path}: not a readable Parquet file ({exc})") from exc
+    missing = [c for c in required if c not in table.columns]
+    if missing:
+        raise LandingFileError(
+            f"{path}: column(s) {', '.join(missing)} missing; the file has {table.columns}"
         )
-        old = target.with_name(f".{target.name}.{uuid.uuid4().hex}.old")
-        if target.exists():
-            target.rename(old)
-        tmp.rename(target)
-        shutil.rmtree(old, ignore_errors=True)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return raw_summary(target)
-
-
-def _recover_interrupted_swap(target: Path) -> None:
-    """Undo what a killed ingest left beside `target`: a table moved aside (`.old`) while
-    no new one had taken its place is moved back, and half-built (`.tmp`) or superseded
-    folders are removed."""
-    aside = sorted(target.parent.glob(f".{target.name}.*.old"), key=lambda p: p.stat().st_mtime)
-    if aside and not target.exists():
-        aside.pop().rename(target)
-    for stale in [*aside, *target.parent.glob(f".{target.name}.*.tmp")]:
-        shutil.rmtree(stale, ignore_errors=True)
-
-
-def _land_files(landing: Path, kind: str, source: str, tmp: Path) -> list[dict]:
-    """Every landing file of `kind` into the raw folder being built at `tmp`, each read in
-    full first; the manifest's entries. A bad file becomes one record with `source_reason`
-    `bad_file` and the reason; all files bad (or none) raises, naming each."""
-    found = landing_files(landing / kind)
-    if not found:
-        raise LandingFileError(f"{landing / kind}: no landing files")
-    files, bad = [], []
-    for path in found:
-        try:
-            files.append(_land_file(path, kind, source, landing, tmp))
-        except LandingFileError as exc:
-            bad.append(str(exc))
-            files.append(_land_bad_file(path, str(exc), kind, source, landing, tmp))
-    if len(bad) == len(found):
-        raise LandingFileError("no landing file could be read: " + "; ".join(bad))
-    return files
-
-
-def _land_file(path: Path, kind: str, source: str, landing: Path, tmp: Path) -> dict:
-    rel = path.relative_to(landing)
-    if file_format(path) == ".parquet":
-        rows = _check_parquet_pages(path, kind)
-        (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(path, tmp / rel)
-        return {"path": str(rel), "parsed": False, "rows": rows, "source_files": [str(rel)]}
-    frame = read_landing_file(path, kind, source, landing)
-    return _write_parsed(frame, rel, tmp)
-
-
-def _land_bad_file(
-    path: Path, reason: str, kind: str, source: str, landing: Path, tmp: Path
-) -> dict:
-    """One record for a file that cannot be read whole: line 0, the reason in words."""
-    columns, _ = contract_columns(kind)
-    rel = path.relative_to(landing)
-    record = {c: None for c in RAW_LINEAGE_COLUMNS + columns}
-    record |= {
-        "source": source,
-        "source_file": str(rel),
-        "source_line": 0,
-        "source_reason": BAD_FILE,
-        "source_detail": reason.replace(str(landing) + "/", ""),
-    }
-    schema = {c: pl.Int64 if c == "source_line" else pl.String for c in record}
-    entry = _write_parsed(pl.DataFrame([record], schema=schema), rel, tmp)
-    return entry | {"bad_file": record["source_detail"]}
-
-
-def _write_parsed(frame: pl.DataFrame, rel: Path, tmp: Path) -> dict:
-    name = f"{PARSED_DIR}/{rel}.parquet"
-    (tmp / name).parent.mkdir(parents=True, exist_ok=True)
-    frame.write_parquet(tmp / name)
-    return {
-        "path": name,
-        "parsed": True,
-        "rows": frame.height,
-        "unparseable": frame["parse_error"].count(),
-        "rejected": frame["source_reason"].count(),
-        "source_files": [str(rel)],
-    }
-
-
-@dataclass
-class RawSummary:
-    """What a raw table folder holds, from its manifest."""
-
-    rows: int
-    files: int
-    unparseable: int
-    rejected_by_adapter: int
-    bad_files: dict[str, str]  # source file -> why it could not be read whole
-
-
-def raw_summary(raw: Path) -> RawSummary:
-    """Records, source files, unparseable records, adapter rejections and bad files of a raw
-    table."""
-    files = json.loads((raw / RAW_MANIFEST).read_text())["files"]
-    bad = {f["source_files"][0]: f["bad_file"] for f in files if "bad_file" in f}
-    return RawSummary(
-        rows=sum(f["rows"] for f in files),
-        files=sum(len(f["source_files"]) for f in files),
-        unparseable=sum(f.get("unparseable", 0) for f in files),
-        rejected_by_adapter=sum(f.get("rejected", 0) for f in files) - len(bad),
-        bad_files=bad,
+    return table.select(
+        pl.lit(name).alias("source_file"),
+        pl.int_range(1, pl.len() + 1, dtype=pl.Int64).alias("source_line"),
+        pl.struct(pl.all()).struct.json_encode().alias("raw"),
+        pl.lit(None, pl.String).alias("parse_error"),
+        *[_parquet_text(c, dtype) for c, dtype in table.schema.items()],
     )
 
 
-def raw_rows(raw: Path) -> int:
-    """Records in the raw table folder `raw` (from its manifest)."""
-    return raw_summary(raw).rows
-
-
-def raw_relation(raw: Path) -> str:
-    """SQL over the raw table folder `raw`: the raw frame's columns plus `_row`, a row key that
-    orders records by file and line (self-contained, so it can back a view)."""
-    manifest = json.loads((raw / RAW_MANIFEST).read_text())
-    columns, _ = contract_columns(manifest["kind"])
-    sources = [name for f in manifest["files"] for name in f["source_files"]]
-    files_sql = (
-        "SELECT * FROM (VALUES "
-        + ", ".join(f"({sql_text(name)}, {i})" for i, name in enumerate(sources))
-        + ") v(source_file, _file)"
-        if sources
-        else "SELECT NULL::VARCHAR AS source_file, NULL::INTEGER AS _file WHERE false"
-    )
-    order = ", ".join(f'"{c}"' for c in RAW_LINEAGE_COLUMNS + columns)
-    parts = []
-    parsed = [raw / f["path"] for f in manifest["files"] if f["parsed"]]
-    if parsed:
-        names = ", ".join(sql_text(str(p)) for p in parsed)
-        parts.append(f"SELECT {order} FROM read_parquet([{names}], union_by_name = true)")
-    copied = [raw / f["path"] for f in manifest["files"] if not f["parsed"]]
-    if copied:
-        parts.append(
-            f"SELECT {order} FROM ({_parquet_select(copied, manifest['kind'], manifest['source'], raw)})"
-        )
-    union = " UNION ALL BY NAME ".join(f"({q})" for q in parts)
-    # Every source file is listed by construction (ingest_landing writes the listing).
-    return (
-        f"(SELECT r.*, (f._file::BIGINT << 32) | r.source_line AS _row FROM ({union}) r "
-        f"JOIN ({files_sql}) f USING (source_file))"
-    )
-
-
-def read_raw(raw: Path) -> pl.DataFrame:
-    """The raw table folder as one frame, in file and line order (small tables and tests)."""
-    with connect() as con:
-        query = f"SELECT * EXCLUDE (_row) FROM {raw_relation(raw)} ORDER BY _row"
-        return pl.from_arrow(con.sql(query).to_arrow_table())  # type: ignore[return-value]
-
-
-def read_landing(landing: Path, kind: str) -> pl.DataFrame:
-    """Every record of one kind (`events` or `items`) in the landing folder, as one raw frame."""
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / f"raw_{kind}"
-        ingest_landing(landing, kind, path)
-        return read_raw(path)
+def _parquet_text(name: str, dtype: pl.DataType) -> pl.Expr:
+    """A typed Parquet column as text; timestamps as ISO 8601 (with the offset if zoned)."""
+    if isinstance(dtype, pl.Datetime):
+        fmt = ISO_WITH_OFFSET if dtype.time_zone else "%Y-%m-%dT%H:%M:%S%.f"
+        return pl.col(name).dt.strftime(fmt)
+    return pl.col(name).cast(pl.String)

@@ -9,8 +9,8 @@ item popularity is Zipf-like inside each category, sessions follow a view -> fav
 add-to-cart -> purchase funnel with daily and weekly cycles, prices depend on the category,
 and new items and new users appear over the window. `GeneratorConfig.sequential` adds order
 a set-of-items model cannot use (accessories after a device, repeat purchases of consumables,
-sessions that continue and drift; see `sources.sequential`). `clean_interactions` gives the
-same simulation's human events without planted problems or files, for benchmarks.
+sessions that continue and drift; see `sources.synthetic.sequential`). `clean_interactions`
+gives the same simulation's human events without planted problems or files, for benchmarks.
 """
 
 from __future__ import annotations
@@ -34,8 +34,8 @@ from dagster_project.contracts import (
 )
 from dagster_project.features.build import price_bucket
 from dagster_project.settings import DataLayout
-from dagster_project.sources.landing import landing_paths
-from dagster_project.sources.sequential import (
+from dagster_project.sources.raw_table import landing_paths
+from dagster_project.sources.synthetic.sequential import (
     SEQUEL_EVENT_SHARE,
     Events,
     SequentialShop,
@@ -43,7 +43,7 @@ from dagster_project.sources.sequential import (
     build_sequential_shop,
     drift_view_leaves,
 )
-from dagster_project.sources.traffic import (
+from dagster_project.sources.synthetic.traffic import (
     BOT_GENERATORS,
     BOT_TYPES,
     MS_PER_DAY,
@@ -184,7 +184,8 @@ class GeneratorConfig:
     users_per_chunk: int = 100_000
     problems: ProblemRates = field(default_factory=ProblemRates)
     # Accessories after a device, repeat purchases of consumables, sessions that continue and
-    # drift (sources.sequential). Off, the data are exactly what they were before the knob.
+    # drift (sources.synthetic.sequential). Off, the data are exactly what they were before the
+    # knob.
     sequential: bool = False
 
     def __post_init__(self) -> None:
@@ -579,8 +580,8 @@ def _human_events(
     """Sessions of human users in one chunk, as typed event rows (time in epoch ms).
 
     With `seq` (the `sequential` knob), sessions drift and continue the previous one, and
-    device purchases and consumables bring later visits (`sources.sequential`); the sessions'
-    budget shrinks by what those visits add.
+    device purchases and consumables bring later visits (`sources.synthetic.sequential`); the
+    sessions' budget shrinks by what those visits add.
     """
     budget = n_human_events if seq is None else n_human_events * (1 - SEQUEL_EVENT_SHARE)
     sessions = _plan_sessions(cfg, cat, signup_day, budget, rng)
@@ -642,6 +643,19 @@ def _format_events(
     )
 
 
+# Field problems in the order they are planted: (problem, column, the value it gets or None
+# when `_planted_values` draws one).
+_FIELD_PROBLEMS = [
+    ("missing_user_id", "user_id", ""),
+    ("missing_item_id", "item_id", ""),
+    ("unknown_item", "item_id", None),
+    ("bad_timestamp", "event_time", None),
+    ("future_timestamp", "event_time", None),
+    ("non_positive_price", "price", None),
+    ("unparseable_row", "event_id", None),
+]
+
+
 def _plant_event_problems(
     rows: pd.DataFrame, rates: ProblemRates, rng: np.random.Generator
 ) -> pd.DataFrame:
@@ -659,53 +673,61 @@ def _plant_event_problems(
         return chosen
 
     money = rows["price"].to_numpy() != ""
-    for problem, column, value in [
-        ("missing_user_id", "user_id", ""),
-        ("missing_item_id", "item_id", ""),
-        ("unknown_item", "item_id", None),
-        ("bad_timestamp", "event_time", None),
-        ("future_timestamp", "event_time", None),
-        ("non_positive_price", "price", None),
-        ("unparseable_row", "event_id", None),
-    ]:
+    for problem, column, value in _FIELD_PROBLEMS:
         idx = take(getattr(rates, problem), money if problem == "non_positive_price" else None)
         if not len(idx):
             continue
-        col = rows.columns.get_loc(column)
-        if problem == "unknown_item":
-            rows.iloc[idx, col] = [f"x{v:07d}" for v in rng.integers(0, 10_000_000, len(idx))]
-        elif problem == "bad_timestamp":
-            rows.iloc[idx, col] = rng.choice(
-                ["31/31/2026 25:61", "yesterday", "2026-13-45T99:00:00Z", "N/A"], len(idx)
-            )
-        elif problem == "future_timestamp":
-            t = pd.to_datetime(rows["event_time"].to_numpy()[idx]) + pd.to_timedelta(
-                rng.integers(8_000, 15_000, len(idx)), "D"
-            )  # broken clocks
-            rows.iloc[idx, col] = t.strftime("%Y-%m-%dT%H:%M:%S.000Z")
-        elif problem == "non_positive_price":
-            rows.iloc[idx, col] = rng.choice(["0", "0.00", "-12.50", "-1"], len(idx))
-        elif value is not None:
-            rows.iloc[idx, col] = value
+        planted = _planted_values(problem, rows, idx, rng) if value is None else value
+        if planted is not None:
+            rows.iloc[idx, rows.columns.get_loc(column)] = planted
         rows.iloc[idx, rows.columns.get_loc("_problem")] = problem
 
     # Duplicates follow their original directly, the way a re-sent batch arrives.
-    copies = []
-    for problem in ("exact_duplicate", "near_duplicate"):
-        idx = take(getattr(rates, problem))
-        dup = rows.iloc[idx].copy()
-        dup["_problem"] = problem
-        if problem == "near_duplicate":
-            shifted = pd.to_datetime(dup["event_time"]) + pd.to_timedelta(
-                rng.integers(1, 1500, len(idx)), "ms"
-            )
-            dup["event_time"] = shifted.dt.strftime("%Y-%m-%dT%H:%M:%S.%f").str[:-3] + "Z"
-            dup["event_id"] = dup["event_id"] + "r"
-        dup["_order"] = idx + 0.5
-        copies.append(dup)
+    copies = [
+        _duplicates(rows, take(getattr(rates, problem)), problem, rng)
+        for problem in ("exact_duplicate", "near_duplicate")
+    ]
     rows["_order"] = np.arange(n, dtype=float)
     rows = pd.concat([rows, *copies]).sort_values("_order", kind="stable").drop(columns="_order")
     return rows.reset_index(drop=True)
+
+
+def _planted_values(
+    problem: str, rows: pd.DataFrame, idx: np.ndarray, rng: np.random.Generator
+) -> object:
+    """The values a drawn field problem puts on rows `idx` (None: the field stays; an
+    unparseable row is broken when its line is written)."""
+    if problem == "unknown_item":
+        return [f"x{v:07d}" for v in rng.integers(0, 10_000_000, len(idx))]
+    if problem == "bad_timestamp":
+        return rng.choice(
+            ["31/31/2026 25:61", "yesterday", "2026-13-45T99:00:00Z", "N/A"], len(idx)
+        )
+    if problem == "future_timestamp":
+        t = pd.to_datetime(rows["event_time"].to_numpy()[idx]) + pd.to_timedelta(
+            rng.integers(8_000, 15_000, len(idx)), "D"
+        )  # broken clocks
+        return t.strftime("%Y-%m-%dT%H:%M:%S.000Z")
+    if problem == "non_positive_price":
+        return rng.choice(["0", "0.00", "-12.50", "-1"], len(idx))
+    return None
+
+
+def _duplicates(
+    rows: pd.DataFrame, idx: np.ndarray, problem: str, rng: np.random.Generator
+) -> pd.DataFrame:
+    """Copies of rows `idx`, ordered right after their originals (`_order`); near duplicates
+    a little later, with their own event id."""
+    dup = rows.iloc[idx].copy()
+    dup["_problem"] = problem
+    if problem == "near_duplicate":
+        shifted = pd.to_datetime(dup["event_time"]) + pd.to_timedelta(
+            rng.integers(1, 1500, len(idx)), "ms"
+        )
+        dup["event_time"] = shifted.dt.strftime("%Y-%m-%dT%H:%M:%S.%f").str[:-3] + "Z"
+        dup["event_id"] = dup["event_id"] + "r"
+    dup["_order"] = idx + 0.5
+    return dup
 
 
 def _csv_lines(frame: pd.DataFrame) -> list[str]:

@@ -1,0 +1,2 @@
+"""The export formats `sources.adapters.read_export` knows, one module each, and what they
+share (`common`)."""

@@ -1,0 +1,287 @@
+"""The raw tables: every record of one kind that landed, as an immutable snapshot on disk.
+
+`ingest_landing` reads every file of the landing folder in full before it swaps the raw table
+in; a file that cannot be read as a whole lands as one `bad_file` record with the reason
+(`LandingFileError`), so the other files still land. A raw frame (polars) holds one row per
+record read: its file, line number and raw text, the contract's columns as text,
+`parse_error` for records that could not be split into fields, and `source_reason` /
+`source_detail` where a format adapter rejected the record. `raw_relation` is the SQL over
+a raw table, `read_raw` and `read_landing` read one as a frame.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+
+from dagster_project.contracts import RAW_LINEAGE_COLUMNS
+from dagster_project.sources.manifest import (
+    CANONICAL_FORMAT,
+    read_declared_export,
+    read_source_manifest,
+)
+from dagster_project.sources.records import (
+    SUPPORTED_SUFFIXES,
+    LandingFileError,
+    _check_parquet_pages,
+    _parquet_select,
+    _read_csv,
+    contract_columns,
+    file_format,
+)
+from dagster_project.storage import connect, sql_text
+
+BAD_FILE = "bad_file"  # the quarantine reason of a landing file that cannot be read whole
+RAW_MANIFEST = "_raw.json"
+PARSED_DIR = "_parsed"
+
+
+def read_landing_file(path: Path, kind: str, source: str, root: Path | None = None) -> pl.DataFrame:
+    """One landing file as a raw frame; `kind` is `events` or `items`."""
+    columns, required = contract_columns(kind)
+    if file_format(path) not in SUPPORTED_SUFFIXES:
+        raise LandingFileError(
+            f"{path}: unknown format {path.suffix!r}; expected one of {sorted(SUPPORTED_SUFFIXES)}"
+        )
+    if not path.is_file():
+        raise LandingFileError(f"{path}: no such file")
+    if file_format(path) == ".parquet":
+        return _duckdb_frame(_parquet_select([path], kind, source, root))
+    frame = _read_csv(path, columns, required)
+    return frame.with_columns(
+        source=pl.lit(source, pl.String),
+        source_file=pl.lit(str(path.relative_to(root)) if root else path.name, pl.String),
+        source_reason=pl.lit(None, pl.String),
+        source_detail=pl.lit(None, pl.String),
+    ).select(RAW_LINEAGE_COLUMNS + columns)
+
+
+def landing_files(folder: Path) -> list[Path]:
+    """Every file under `folder` but hidden ones, in a stable order (files of an unknown
+    format included: ingestion quarantines them as bad files)."""
+    return sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
+
+
+def landing_paths(landing: Path) -> list[str]:
+    """Relative paths of every events and items file in the landing folder."""
+    files = [
+        p
+        for kind in ("events", "items")
+        if (landing / kind).is_dir()
+        for p in landing_files(landing / kind)
+    ]
+    return sorted(str(p.relative_to(landing)) for p in files)
+
+
+def _duckdb_frame(query: str) -> pl.DataFrame:
+    with connect() as con:
+        return pl.from_arrow(con.sql(query).to_arrow_table())  # type: ignore[return-value]
+
+
+def ingest_landing(landing: Path, kind: str, target: Path) -> RawSummary:
+    """Every record of one kind in the landing folder -> the raw table folder `target`.
+
+    The raw table is an immutable snapshot of what landed: Parquet exports are copied as they
+    are (their records are read through `raw_relation`, which adds the file, the line and the
+    text casts); CSV files and format-adapter exports are stored parsed, one record per line,
+    under `_parsed/`. `_raw.json` lists the files. Every file is read in full, and the folder
+    built aside, before it is swapped in: a file that cannot be read whole lands as one
+    `bad_file` record naming the reason (see `_land_files`), and when no file is good the
+    run stops and the previous raw table stays. What a killed ingest left beside the table is
+    put right first (`_recover_interrupted_swap`).
+    """
+    manifest = read_source_manifest(landing)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    _recover_interrupted_swap(target)
+    tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
+    (tmp / PARSED_DIR).mkdir(parents=True)
+    try:
+        if manifest["format"] != CANONICAL_FORMAT:
+            files = _land_export(landing, manifest, kind, tmp)
+        else:
+            files = _land_files(landing, kind, manifest["source"], tmp)
+        (tmp / RAW_MANIFEST).write_text(
+            json.dumps({"kind": kind, "source": manifest.get("source"), "files": files}, indent=1)
+        )
+        old = target.with_name(f".{target.name}.{uuid.uuid4().hex}.old")
+        if target.exists():
+            target.rename(old)
+        tmp.rename(target)
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return raw_summary(target)
+
+
+def _recover_interrupted_swap(target: Path) -> None:
+    """Undo what a killed ingest left beside `target`: a table moved aside (`.old`) while
+    no new one had taken its place is moved back, and half-built (`.tmp`) or superseded
+    folders are removed."""
+    aside = sorted(target.parent.glob(f".{target.name}.*.old"), key=lambda p: p.stat().st_mtime)
+    if aside and not target.exists():
+        aside.pop().rename(target)
+    for stale in [*aside, *target.parent.glob(f".{target.name}.*.tmp")]:
+        shutil.rmtree(stale, ignore_errors=True)
+
+
+def _land_export(landing: Path, manifest: dict, kind: str, tmp: Path) -> list[dict]:
+    """The frame of `kind` of a format adapter's export into the raw folder being built at
+    `tmp`, parsed, as one file; the manifest's entry."""
+    frame = getattr(read_declared_export(landing, manifest), kind)
+    frame.write_parquet(tmp / PARSED_DIR / "export.parquet")
+    return [
+        {
+            "path": f"{PARSED_DIR}/export.parquet",
+            "parsed": True,
+            "rows": frame.height,
+            "unparseable": frame["parse_error"].count(),
+            "rejected": frame["source_reason"].count(),
+            "source_files": frame["source_file"].unique(maintain_order=True).to_list(),
+        }
+    ]
+
+
+def _land_files(landing: Path, kind: str, source: str, tmp: Path) -> list[dict]:
+    """Every landing file of `kind` into the raw folder being built at `tmp`, each read in
+    full first; the manifest's entries. A bad file becomes one record with `source_reason`
+    `bad_file` and the reason; all files bad (or none) raises, naming each."""
+    found = landing_files(landing / kind)
+    if not found:
+        raise LandingFileError(f"{landing / kind}: no landing files")
+    files, bad = [], []
+    for path in found:
+        try:
+            files.append(_land_file(path, kind, source, landing, tmp))
+        except LandingFileError as exc:
+            bad.append(str(exc))
+            files.append(_land_bad_file(path, str(exc), kind, source, landing, tmp))
+    if len(bad) == len(found):
+        raise LandingFileError("no landing file could be read: " + "; ".join(bad))
+    return files
+
+
+def _land_file(path: Path, kind: str, source: str, landing: Path, tmp: Path) -> dict:
+    rel = path.relative_to(landing)
+    if file_format(path) == ".parquet":
+        rows = _check_parquet_pages(path, kind)
+        (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, tmp / rel)
+        return {"path": str(rel), "parsed": False, "rows": rows, "source_files": [str(rel)]}
+    frame = read_landing_file(path, kind, source, landing)
+    return _write_parsed(frame, rel, tmp)
+
+
+def _land_bad_file(
+    path: Path, reason: str, kind: str, source: str, landing: Path, tmp: Path
+) -> dict:
+    """One record for a file that cannot be read whole: line 0, the reason in words."""
+    columns, _ = contract_columns(kind)
+    rel = path.relative_to(landing)
+    record = {c: None for c in RAW_LINEAGE_COLUMNS + columns}
+    record |= {
+        "source": source,
+        "source_file": str(rel),
+        "source_line": 0,
+        "source_reason": BAD_FILE,
+        "source_detail": reason.replace(str(landing) + "/", ""),
+    }
+    schema = {c: pl.Int64 if c == "source_line" else pl.String for c in record}
+    entry = _write_parsed(pl.DataFrame([record], schema=schema), rel, tmp)
+    return entry | {"bad_file": record["source_detail"]}
+
+
+def _write_parsed(frame: pl.DataFrame, rel: Path, tmp: Path) -> dict:
+    name = f"{PARSED_DIR}/{rel}.parquet"
+    (tmp / name).parent.mkdir(parents=True, exist_ok=True)
+    frame.write_parquet(tmp / name)
+    return {
+        "path": name,
+        "parsed": True,
+        "rows": frame.height,
+        "unparseable": frame["parse_error"].count(),
+        "rejected": frame["source_reason"].count(),
+        "source_files": [str(rel)],
+    }
+
+
+@dataclass
+class RawSummary:
+    """What a raw table folder holds, from its manifest."""
+
+    rows: int
+    files: int
+    unparseable: int
+    rejected_by_adapter: int
+    bad_files: dict[str, str]  # source file -> why it could not be read whole
+
+
+def raw_summary(raw: Path) -> RawSummary:
+    """Records, source files, unparseable records, adapter rejections and bad files of a raw
+    table."""
+    files = json.loads((raw / RAW_MANIFEST).read_text())["files"]
+    bad = {f["source_files"][0]: f["bad_file"] for f in files if "bad_file" in f}
+    return RawSummary(
+        rows=sum(f["rows"] for f in files),
+        files=sum(len(f["source_files"]) for f in files),
+        unparseable=sum(f.get("unparseable", 0) for f in files),
+        rejected_by_adapter=sum(f.get("rejected", 0) for f in files) - len(bad),
+        bad_files=bad,
+    )
+
+
+def raw_rows(raw: Path) -> int:
+    """Records in the raw table folder `raw` (from its manifest)."""
+    return raw_summary(raw).rows
+
+
+def raw_relation(raw: Path) -> str:
+    """SQL over the raw table folder `raw`: the raw frame's columns plus `_row`, a row key that
+    orders records by file and line (self-contained, so it can back a view)."""
+    manifest = json.loads((raw / RAW_MANIFEST).read_text())
+    columns, _ = contract_columns(manifest["kind"])
+    sources = [name for f in manifest["files"] for name in f["source_files"]]
+    files_sql = (
+        "SELECT * FROM (VALUES "
+        + ", ".join(f"({sql_text(name)}, {i})" for i, name in enumerate(sources))
+        + ") v(source_file, _file)"
+        if sources
+        else "SELECT NULL::VARCHAR AS source_file, NULL::INTEGER AS _file WHERE false"
+    )
+    order = ", ".join(f'"{c}"' for c in RAW_LINEAGE_COLUMNS + columns)
+    parts = []
+    parsed = [raw / f["path"] for f in manifest["files"] if f["parsed"]]
+    if parsed:
+        names = ", ".join(sql_text(str(p)) for p in parsed)
+        parts.append(f"SELECT {order} FROM read_parquet([{names}], union_by_name = true)")
+    copied = [raw / f["path"] for f in manifest["files"] if not f["parsed"]]
+    if copied:
+        parts.append(
+            f"SELECT {order} FROM ({_parquet_select(copied, manifest['kind'], manifest['source'], raw)})"
+        )
+    union = " UNION ALL BY NAME ".join(f"({q})" for q in parts)
+    # Every source file is listed by construction (ingest_landing writes the listing).
+    return (
+        f"(SELECT r.*, (f._file::BIGINT << 32) | r.source_line AS _row FROM ({union}) r "
+        f"JOIN ({files_sql}) f USING (source_file))"
+    )
+
+
+def read_raw(raw: Path) -> pl.DataFrame:
+    """The raw table folder as one frame, in file and line order (small tables and tests)."""
+    with connect() as con:
+        query = f"SELECT * EXCLUDE (_row) FROM {raw_relation(raw)} ORDER BY _row"
+        return pl.from_arrow(con.sql(query).to_arrow_table())  # type: ignore[return-value]
+
+
+def read_landing(landing: Path, kind: str) -> pl.DataFrame:
+    """Every record of one kind (`events` or `items`) in the landing folder, as one raw frame."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / f"raw_{kind}"
+        ingest_landing(landing, kind, path)
+        return read_raw(path)
