@@ -7,7 +7,7 @@ PRESET ?= default
 UI_PORT ?= 3000
 export RECSYS_DATA_DIR := $(abspath $(DATA_DIR))
 
-.PHONY: install demo test test-fast test-tools ui serve bench bench-faults bench-detection bench-recommender bench-recommender-device lint clean
+.PHONY: install demo test test-fast test-pipeline test-servers test-tools ui serve bench bench-faults bench-detection bench-recommender bench-recommender-device lint clean
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -25,9 +25,17 @@ demo: install
 test: install test-tools
 	$(BIN)/python -m pytest
 
-## test-fast: the unit tests only (no pipeline, servers or browser), about a minute
+## test-fast: the unit tier only (no pipeline, servers or browser), about a minute
 test-fast: install
-	$(BIN)/python -m pytest -m "not integration"
+	$(BIN)/python -m pytest -m "not pipeline and not servers"
+
+## test-pipeline: the pipeline tier (the whole graph on the tiny shop, Feast, Dagster runs)
+test-pipeline: install
+	$(BIN)/python -m pytest -m "pipeline and not servers"
+
+## test-servers: the servers tier (feature server, Redis, Chromium on loopback)
+test-servers: install test-tools
+	$(BIN)/python -m pytest -m servers
 
 ## test-tools: Debian's redis-server and chromium, when missing (needs root or sudo)
 test-tools:

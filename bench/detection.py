@@ -11,7 +11,7 @@ only the clean events and the catalog. Labels are read afterwards, only to measu
   pattern (crawler -> scripted_crawl, click_farm -> click_farm, ...);
 - humanlike bots: recall at the score threshold that flags 1% of humans, and at the default;
 - hard negatives: share flagged per kind;
-- a bot design not written for the generator (bench/foreign_bots.py), mixed into the first
+- a bot design not written for the generator (devtools/foreign_bots.py), mixed into the first
   run: recall per design.
 
 Speed: features and scores for the large preset's clean events (10M rows), timed on this
@@ -31,13 +31,13 @@ import numpy as np
 import pandas as pd
 import polars as pl
 
-from bench.foreign_bots import foreign_bot_events
 from bench.machine import machine_info
 from dagster_project.detection.bots import BOT_THRESHOLD, score_users, traffic_features
 from dagster_project.pseudonyms import pseudonymise
 from dagster_project.settings import layout
-from dagster_project.sources.generator import generate, preset
-from dagster_project.sources.traffic import BOT_TYPES, HARD_NEGATIVES, TrafficMix
+from dagster_project.sources.synthetic.generator import generate, preset
+from dagster_project.sources.synthetic.traffic import BOT_TYPES, HARD_NEGATIVES, TrafficMix
+from devtools.foreign_bots import foreign_bot_events
 
 RESULTS = Path(__file__).parent / "results" / "detection.json"
 PATTERN_OF_TYPE = {  # the detector's patterns that name each planted type

@@ -40,10 +40,9 @@ import pandas as pd
 from feast import FeatureStore, RepoConfig
 
 from bench.machine import machine_info
-from dagster_project.redis_server import redis_server
 from dagster_project.resources import FeastResource
 from dagster_project.settings import layout
-from dagster_project.system_tools import free_port
+from devtools.servers import free_port, redis_server
 
 RESULTS = Path(__file__).parent / "results" / "feature_serving.json"
 SERVICE = "online_ranking"

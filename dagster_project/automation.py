@@ -70,7 +70,7 @@ from dagster_project.privacy import (
 from dagster_project.pseudonyms import pseudonymise
 from dagster_project.resources import FeastResource, PlatformStorage
 from dagster_project.run_recovery import fail_dead_runs
-from dagster_project.sources.landing import RAW_MANIFEST, landing_files
+from dagster_project.sources.raw_table import RAW_MANIFEST, landing_files
 
 DAILY_GROUPS = ("ingest", "quality", "detection", "behaviour", "features", "feature_store")
 RETRAIN_GROUPS = ("recommender", "evaluation")

@@ -1,4 +1,5 @@
-"""Command line: `python -m dagster_project.cli generate|demo|recommend|pseudonym ...`."""
+"""The platform's command line, `recsys` (or `python -m dagster_project.cli`): generate, demo,
+recommend, serve, pseudonym, deletion-request, dagster-home."""
 
 from __future__ import annotations
 
@@ -17,7 +18,12 @@ if TYPE_CHECKING:
     from dagster import DagsterInstance, ExecuteInProcessResult
 
 from dagster_project.settings import DATA_DIR_ENV, FEATURE_REPO_DIR, layout, use_private_umask
-from dagster_project.sources.generator import PRESETS, dataset_fingerprint, generate, preset
+from dagster_project.sources.synthetic.generator import (
+    PRESETS,
+    dataset_fingerprint,
+    generate,
+    preset,
+)
 
 
 def _generate(
@@ -235,8 +241,12 @@ def _recommend(args: argparse.Namespace) -> int:
 def _parser() -> argparse.ArgumentParser:
     """The command line: one subcommand per task."""
     default_dir = os.environ.get(DATA_DIR_ENV) or str(layout().root)
-    parser = argparse.ArgumentParser(prog="python -m dagster_project.cli", description=__doc__)
+    parser = argparse.ArgumentParser(prog="recsys", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
+    # Listed for --help; main hands everything after `serve` to the feature server.
+    sub.add_parser(
+        "serve", help="the HTTP feature server on loopback (its options: recsys serve --help)"
+    )
     gen = sub.add_parser(
         "generate", help="write the synthetic shop's landing files and ground truth"
     )
@@ -297,6 +307,12 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     use_private_umask()
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["serve"]:
+        from dagster_project.feature_server import main as serve
+
+        serve(argv[1:])
+        return 0
     parser = _parser()
     args = parser.parse_args(argv)
     if args.command == "dagster-home":

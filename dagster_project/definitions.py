@@ -31,7 +31,7 @@ from dagster_project.resources import (
     RecommenderSettings,
 )
 from dagster_project.settings import layout, use_private_umask
-from dagster_project.sources.landing import source_window
+from dagster_project.sources.manifest import source_window
 
 ASSET_MODULES = [
     ingest,

@@ -253,9 +253,12 @@ def create_app(
     return app
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    """Serve Feast's online features over HTTP (`recsys serve`, `make serve`)."""
     parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="recsys serve",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=6566)
@@ -267,7 +270,7 @@ def main() -> None:
         help="comma-separated Host names served besides loopback and --host "
         f"(default: ${ALLOWED_HOSTS_ENV})",
     )
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     use_private_umask()
     import uvicorn
 

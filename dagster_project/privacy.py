@@ -37,7 +37,7 @@ from feast.protos.feast.types.Value_pb2 import Value
 from dagster_project.pseudonyms import deletion_digest, pseudonymise
 from dagster_project.redaction import redact_mentions
 from dagster_project.settings import DataLayout
-from dagster_project.sources.landing import CANONICAL_FORMAT, read_source_manifest
+from dagster_project.sources.manifest import CANONICAL_FORMAT, read_source_manifest
 from dagster_project.storage import write_parquet_atomic
 
 

@@ -6,8 +6,10 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from recsys_feast.paths import DATA_DIR_ENV as DATA_DIR_ENV  # the one resolver, shared
+from recsys_feast.paths import data_dir
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-DATA_DIR_ENV = "RECSYS_DATA_DIR"
 FEAST_CONFIG_ENV = "RECSYS_FEAST_CONFIG"  # feature_store.yaml (SQLite) or feature_store.redis.yaml
 FIRST_EVENT_DAY_ENV = "RECSYS_FIRST_EVENT_DAY"
 # The first daily partition: the generator's first day. Events before it fold into it.
@@ -29,11 +31,6 @@ def use_private_umask() -> None:
     """Create every later file and folder of this process owner-only (0600 / 0700); called
     by the platform's entry points (the CLI, the Dagster definitions, the feature server)."""
     os.umask(PRIVATE_UMASK)
-
-
-def data_dir() -> Path:
-    """The data directory: `$RECSYS_DATA_DIR`, else `data/` inside the checkout."""
-    return Path(os.environ.get(DATA_DIR_ENV) or PROJECT_ROOT / "data").resolve()
 
 
 @dataclass(frozen=True)
@@ -101,7 +98,7 @@ class DataLayout:
 
     def raw_table(self, name: str) -> Path:
         """Folder of a raw table (`raw_events`, `raw_items`): the landed files, read through
-        `sources.landing.raw_relation`."""
+        `sources.raw_table.raw_relation`."""
         return self.tables / name
 
     def feature_table(self, name: str) -> Path:

@@ -1,9 +1,6 @@
 """Where the feature assets write their Parquet files (shared by the definition modules)."""
 
-import os
-from pathlib import Path
+from recsys_feast.paths import data_dir
 
-DATA_DIR = Path(
-    os.environ.get("RECSYS_DATA_DIR") or Path(__file__).resolve().parent.parent / "data"
-).resolve()
+DATA_DIR = data_dir()
 FEATURES_DIR = DATA_DIR / "features"

@@ -8,7 +8,7 @@ timestamp per entity; writes, schema and files are Feast's own, so the same data
 with either class. Select it in feature_store.yaml:
 
     online_store:
-      type: dagster_project.feast_sqlite.RequestedFeaturesSqliteOnlineStore
+      type: recsys_feast.sqlite_store.RequestedFeaturesSqliteOnlineStore
       path: ...
 """
 
@@ -28,7 +28,7 @@ from feast.infra.online_stores.sqlite import (
 from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
 from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 
-STORE_TYPE = "dagster_project.feast_sqlite.RequestedFeaturesSqliteOnlineStore"
+STORE_TYPE = "recsys_feast.sqlite_store.RequestedFeaturesSqliteOnlineStore"
 
 
 class RequestedFeaturesSqliteOnlineStoreConfig(SqliteOnlineStoreConfig):

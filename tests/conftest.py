@@ -7,21 +7,30 @@ import pandas as pd
 import pytest
 
 from dagster_project.settings import DataLayout, layout
-from dagster_project.sources.generator import generate, preset
+from dagster_project.sources.synthetic.generator import generate, preset
 
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
 
-# The integration tier: the whole graph on the tiny shop, servers, a browser, killed processes.
-# `make test-fast` runs everything else (unit tests, about a minute).
-INTEGRATION_FIXTURES = {"pipeline_run", "tiny_layout"}
-INTEGRATION_MODULES = {"test_feast_redis", "test_ui", "test_run_recovery", "test_pipeline"}
+# Test tiers (pyproject's markers; `make test-fast`, `test-pipeline`, `test-servers`; `make
+# test` and CI run all three):
+# - unit: everything not marked below, no pipeline, no server (about a minute);
+# - pipeline: the whole graph on the tiny shop, a real `feast apply` or Dagster run, killed
+#   processes;
+# - servers: a server or a browser on loopback (the feature server, Redis, Chromium).
+PIPELINE_FIXTURES = {"pipeline_run", "tiny_layout"}
+PIPELINE_MODULES = {"test_pipeline", "test_run_recovery"}
+SERVER_FIXTURES = {"served"}
+SERVER_MODULES = {"test_feast_redis", "test_ui"}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         module = item.module.__name__.rsplit(".", 1)[-1] if item.module else ""
-        if INTEGRATION_FIXTURES & set(item.fixturenames) or module in INTEGRATION_MODULES:
-            item.add_marker(pytest.mark.integration)
+        fixtures = set(item.fixturenames)
+        if PIPELINE_FIXTURES & fixtures or module in PIPELINE_MODULES:
+            item.add_marker(pytest.mark.pipeline)
+        if SERVER_FIXTURES & fixtures or module in SERVER_MODULES:
+            item.add_marker(pytest.mark.servers)
 
 
 @pytest.fixture(scope="session")
@@ -55,7 +64,7 @@ def pipeline_run(tiny_layout: DataLayout, tmp_path_factory: pytest.TempPathFacto
 
     from dagster_project.cli import materialize_all, prepare_dagster_home
     from dagster_project.privacy import opt_out_file
-    from dagster_project.sources.landing import read_landing
+    from dagster_project.sources.raw_table import read_landing
 
     # The most active human user has opted out of recommendations (privacy/opt_out.txt).
     events = read_landing(tiny_layout.landing, "events").to_pandas()

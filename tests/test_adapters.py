@@ -26,14 +26,11 @@ from dagster_project.contracts import (
     RAW_LINEAGE_COLUMNS,
 )
 from dagster_project.quality.cleaning import clean_events, clean_items
-from dagster_project.sources.adapters import (
-    ADAPTERS,
-    ONLINE_RETAIL_NON_PRODUCT_CODES,
-    SourceExport,
-    read_export,
-)
-from dagster_project.sources.landing import LandingFileError as ExportError
-from dagster_project.sources.landing import raw_rows
+from dagster_project.sources.adapters import ADAPTERS, read_export
+from dagster_project.sources.formats.common import SourceExport
+from dagster_project.sources.formats.online_retail import ONLINE_RETAIL_NON_PRODUCT_CODES
+from dagster_project.sources.raw_table import raw_rows
+from dagster_project.sources.records import LandingFileError as ExportError
 
 PROJECT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("RECSYS_SHARED_DATA", PROJECT.parent / "shared" / "data"))
@@ -530,7 +527,7 @@ def test_missing_file_is_named(tmp_path: Path) -> None:
         read_export(tmp_path, "taobao", {"file": "typo"})
 
 
-@pytest.mark.integration  # a real `feast apply` / Dagster run
+@pytest.mark.pipeline  # a real `feast apply` / Dagster run
 def test_pipeline_runs_on_a_real_export_through_source_json(tmp_path, monkeypatch):
     """A landing folder that declares `"format": "taobao"` runs through the same assets,
     once a secret pseudonym key is set (real users: the development key is refused)."""

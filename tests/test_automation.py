@@ -4,6 +4,7 @@ import json
 import os
 from datetime import UTC, datetime
 
+import pytest
 from dagster import (
     DagsterInstance,
     RunRequest,
@@ -162,21 +163,17 @@ def test_retry_with_backoff_waits_longer_each_time_then_names_the_failure():
         == "done"
     )
     assert waits == [1.0, 2.0]
-    try:
+    with pytest.raises(RuntimeError, match="dividing failed 2 times") as failed:
         retry_with_backoff(
             lambda: 1 / 0, (ZeroDivisionError,), "dividing", 2, 0.5, print, waits.append
         )
-    except RuntimeError as error:
-        assert "dividing failed 2 times" in str(error) and "ZeroDivisionError" in str(error)
-    else:
-        raise AssertionError("expected a RuntimeError")
-    # Errors that are not worth retrying go straight through.
-    try:
+    assert "ZeroDivisionError" in str(failed.value)
+    # Errors that are not worth retrying go straight through, without a wait.
+    with pytest.raises(KeyError):
         retry_with_backoff(
             lambda: {}["x"], (ConnectionError,), "reading", 3, 1.0, print, waits.append
         )
-    except KeyError:
-        assert waits == [1.0, 2.0, 0.5]
+    assert waits == [1.0, 2.0, 0.5]
 
 
 def test_every_asset_says_what_it_is_who_owns_it_and_how_it_is_stored():

@@ -110,8 +110,8 @@ def test_robust_z_never_divides_by_a_zero_spread():
 
 
 def test_a_bot_design_not_written_for_the_generator_is_caught(pipeline_run):
-    """bench/foreign_bots.py was written without reading the detector or the generator's bots."""
-    from bench.foreign_bots import foreign_bot_events
+    """devtools/foreign_bots.py was written without reading the detector or the generator's bots."""
+    from devtools.foreign_bots import foreign_bot_events
 
     _, out = pipeline_run
     humans = pd.read_parquet(

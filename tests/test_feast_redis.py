@@ -5,8 +5,8 @@ import pandas as pd
 import pytest
 
 from dagster_project.privacy import delete_online_rows
-from dagster_project.redis_server import redis_server
 from dagster_project.resources import FeastResource
+from devtools.servers import redis_server
 
 
 @pytest.fixture(scope="module")
@@ -99,7 +99,7 @@ def test_materializing_into_a_stopped_redis_retries_then_says_which_store(
 
 
 def test_a_missing_server_binary_is_named_not_installed_at_run_time():
-    from dagster_project.system_tools import require_command
+    from devtools.servers import require_command
 
     with pytest.raises(RuntimeError, match=r"not installed: run `bash .*install_redis\.sh`"):
         require_command("redis-server-that-does-not-exist", "install_redis.sh")

@@ -12,10 +12,10 @@ import pandas as pd
 import pytest
 from feast import FeatureStore, RepoConfig
 
-from dagster_project.feast_sqlite import STORE_TYPE
 from dagster_project.resources import FeastResource
-from dagster_project.system_tools import free_port
+from devtools.servers import free_port
 from examples.fetch_features import by_name, over_http, training_set, with_sdk
+from recsys_feast.sqlite_store import STORE_TYPE
 
 
 @pytest.fixture(scope="module")
@@ -164,7 +164,7 @@ def test_sqlite_store_answers_exactly_as_feasts_own(pipeline_run):
     assert got["views"][-2] is None and got["views"][-1] == got["views"][0]
 
 
-@pytest.mark.integration  # a real `feast apply` / Dagster run
+@pytest.mark.pipeline  # a real `feast apply` / Dagster run
 def test_feast_apply_runs_only_when_the_feature_repo_changed(tmp_path):
     import shutil
 

@@ -6,6 +6,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -14,7 +15,7 @@ import pytest
 from dagster_project.pseudonyms import pseudonymise
 from dagster_project.resources import FeastResource
 from dagster_project.settings import PROJECT_ROOT
-from dagster_project.sources.landing import read_landing, read_raw
+from dagster_project.sources.raw_table import read_landing, read_raw
 
 
 @pytest.fixture(scope="module")
@@ -498,6 +499,13 @@ def _digests(out) -> dict[str, str]:
     return {str(p.relative_to(out.root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
 
 
+def _rewritten_since(out, started_ns: int) -> set[str]:
+    """The daily feature files written after `started_ns` (an atomic write is a new file):
+    a re-run that wrote nothing must not pass as one that wrote the same bytes."""
+    files = [*out.features.rglob("*.parquet")]
+    return {str(p.relative_to(out.root)) for p in files if p.stat().st_mtime_ns >= started_ns}
+
+
 _MATERIALIZE_DAYS = """
 import sys
 from dagster import DagsterInstance, materialize
@@ -525,10 +533,14 @@ def test_rerunning_a_partition_gives_byte_identical_outputs(run, tmp_path):
     copy = _daily_copy(run, tmp_path)
     before = _digests(copy)
     assert any("user_totals/2026-09-10" in f for f in before)
+    started = time.time_ns()
     rerun = _materialize_days(copy.root, "2026-09-10", "2026-09-10")
     assert rerun.wait(timeout=600) == 0, rerun.stderr.read()
     # The day's totals and snapshots, and the Feast tables over every day, byte for byte.
     assert _digests(copy) == before
+    rewritten = _rewritten_since(copy, started)
+    assert any("user_totals/2026-09-10" in f for f in rewritten), sorted(rewritten)
+    assert {"features/user_features.parquet", "features/item_features.parquet"} <= rewritten
 
 
 def test_two_runs_of_the_same_days_at_once_cannot_corrupt_each_other(run, tmp_path):
@@ -536,10 +548,13 @@ def test_two_runs_of_the_same_days_at_once_cannot_corrupt_each_other(run, tmp_pa
     before = _digests(copy)
     # Both runs rewrite the same ten days (and the Feast tables) at the same time, each
     # reading totals the other is rewriting.
+    started = time.time_ns()
     runs = [_materialize_days(copy.root, "2026-09-05", "2026-09-14") for _ in range(2)]
     for process in runs:
         assert process.wait(timeout=600) == 0, process.stderr.read()
     assert _digests(copy) == before
+    rewritten = _rewritten_since(copy, started)
+    assert all(any(f"/2026-09-{d}" in f for f in rewritten) for d in range(5, 15)), rewritten
     leftovers = [p for p in copy.root.rglob("*") if p.is_file() and p.name.startswith(".")]
     assert not leftovers
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from dagster_project.settings import PROJECT_ROOT
-from dagster_project.system_tools import free_port, require_command
+from devtools.servers import free_port, require_command
 
 SCREENSHOTS = PROJECT_ROOT / "test-artifacts" / "screenshots"
 GROUPS = (

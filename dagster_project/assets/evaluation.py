@@ -18,7 +18,7 @@ from dagster_project.assets.recommender import (
 from dagster_project.plots import figure_base64
 from dagster_project.quality.report import collect_report_data, render_report
 from dagster_project.resources import PlatformStorage, QualityResource, RecommenderSettings
-from dagster_project.sources.landing import raw_relation
+from dagster_project.sources.raw_table import raw_relation
 from dagster_project.storage import parquet_relation, write_text_atomic
 from models.compare import compare, comparison_markdown, comparison_table, default_models
 from models.embedding import EmbeddingRecommender

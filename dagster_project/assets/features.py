@@ -4,7 +4,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
-import torch
 from dagster import (
     AssetCheckExecutionContext,
     AssetCheckResult,
@@ -39,6 +38,7 @@ from dagster_project.features.text import DIM, MODEL_NAME, embed_items, load_enc
 from dagster_project.resources import PlatformStorage, QualityResource
 from dagster_project.settings import FIRST_EVENT_DAY_ENV, DataLayout, first_event_day
 from dagster_project.storage import write_parquet_atomic
+from models.base import resolve_device
 
 DAY = pd.Timedelta(days=1)
 EARLIER_DAYS = TimeWindowPartitionMapping(start_offset=-max(WINDOWS), end_offset=-1)
@@ -293,7 +293,7 @@ def item_text_embeddings(
     vectors, run = embed_items(
         catalog,
         out.cache / "text_embeddings.parquet",
-        lambda: load_encoder(device="cuda" if torch.cuda.is_available() else "cpu"),
+        lambda: load_encoder(device=str(resolve_device("auto"))),
         progress=context.log.info,
     )
     frame = vectors.merge(catalog[["item_id", "first_seen"]], on="item_id")

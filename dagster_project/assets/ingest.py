@@ -4,7 +4,7 @@ from dagster import AssetExecutionContext, MaterializeResult, asset
 
 from dagster_project.assets._common import OWNERS, table_metadata
 from dagster_project.resources import PlatformStorage
-from dagster_project.sources.landing import ingest_landing, raw_relation
+from dagster_project.sources.raw_table import ingest_landing, raw_relation
 from dagster_project.storage import connect
 
 

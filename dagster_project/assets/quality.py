@@ -38,8 +38,9 @@ from dagster_project.quality.drift import (
 )
 from dagster_project.resources import PlatformStorage, QualityResource
 from dagster_project.settings import EXPECTATIONS_DIR, DataLayout
-from dagster_project.sources.generator import generated_landing
-from dagster_project.sources.landing import raw_relation, raw_rows, read_raw, source_window
+from dagster_project.sources.manifest import source_window
+from dagster_project.sources.raw_table import raw_relation, raw_rows, read_raw
+from dagster_project.sources.synthetic.generator import generated_landing
 from dagster_project.storage import (
     connect,
     parquet_relation,
