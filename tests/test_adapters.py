@@ -1,9 +1,10 @@
-"""Format adapters on the real samples (../shared/data), the RetailRocket fixture and generic exports.
+"""Format adapters on small fixtures (tests/fixtures), the real samples (../shared/data, where
+present) and generic exports.
 
-Each sample's known problems (../shared/data/README.md) are measured here a second time with
-the plain csv module and compared with what the adapter and the cleaning report. Every test
-checks that no record is lost: raw rows per file = physical data lines in that file, and,
-end to end, raw rows = clean + quarantined per file.
+Each export's known problems (../shared/data/README.md, tests/fixtures/README.md) are measured
+here a second time with the plain csv module and compared with what the adapter and the
+cleaning report. Every test checks that no record is lost: raw rows per file = physical data
+lines in that file, and, end to end, raw rows = clean + quarantined per file.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ import os
 from collections import Counter
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
+from typing import NamedTuple
+from zoneinfo import ZoneInfo
 
 import polars as pl
 import pytest
@@ -22,6 +25,7 @@ from dagster_project.contracts import (
     EVENT_COLUMNS,
     EVENT_TYPE_ALIASES,
     ITEM_COLUMNS,
+    NEAR_DUPLICATE_WINDOW,
     QUARANTINE_REASONS,
     RAW_LINEAGE_COLUMNS,
 )
@@ -93,110 +97,238 @@ def reasons(cleaned) -> Counter:
     return Counter(cleaned.quarantine["reason"].to_list())
 
 
+# ---------------------------------------------------------------- fixtures and samples
+
+# Taobao, Online Retail and Instacart run on a small fixture in tests/fixtures/<format> (cut
+# from the shared sample, plus hand-made lines for what the sample lacks; see the README
+# there), and on the whole shared sample where it is present. The facts each test expects are
+# measured again here with the csv module and pinned per fixture and sample.
+SAMPLE_FOLDERS = {
+    "taobao": "taobao_userbehavior",
+    "online_retail": "online_retail",
+    "instacart": "instacart",
+}
+WHERE = ["fixture", "sample"]
+
+
+class Read(NamedTuple):
+    """One export read by its adapter: where from ("fixture" or "sample") and its folder."""
+
+    where: str
+    folder: Path
+    export: SourceExport
+
+
+def export_folder(where: str, fmt: str) -> Path:
+    """The format's fixture folder, or its shared sample's (the test skips when absent)."""
+    return FIXTURES / fmt if where == "fixture" else sample(SAMPLE_FOLDERS[fmt])
+
+
+def near_duplicates(events: list[tuple[tuple, float]]) -> int:
+    """(key, unix seconds) events within NEAR_DUPLICATE_WINDOW after the last kept one of
+    their key: the cleaning's near-duplicate rule."""
+    window = NEAR_DUPLICATE_WINDOW.total_seconds()
+    kept: dict[tuple, float] = {}
+    near = 0
+    for key, t in sorted(events):
+        if key in kept and t - kept[key] <= window:
+            near += 1
+        else:
+            kept[key] = t
+    return near
+
+
 # ---------------------------------------------------------------- Taobao
 
+TAOBAO_FILE = "UserBehavior_head84k.csv"
+TAOBAO_WINDOW = (datetime(2017, 11, 25, tzinfo=BEIJING), datetime(2017, 12, 4, tzinfo=BEIJING))
+TAOBAO_FACTS = {
+    "fixture": {
+        "lines": 147,
+        "torn": 1,
+        "users": 12,
+        "items": 116,
+        "purchases": 9,
+        "purchases_without_view": 4,
+        "purchases_without_earlier_view": 7,
+        "events_repeating_user_item_type": 20,
+        "events_per_user_min": 2,
+        "events_per_user_max": 80,
+        "items_with_several_categories": 1,
+        "outside_window": 4,
+        "near_duplicates": 1,
+    },
+    "sample": {  # ../shared/data/README.md
+        "lines": 84_476,
+        "torn": 1,
+        "users": 815,
+        "items": 55_368,
+        "purchases": 1_750,
+        "purchases_without_view": 541,
+        "purchases_without_earlier_view": 829,
+        "events_repeating_user_item_type": 16_203,  # the README's 16,204 counts the torn line
+        "events_per_user_min": 4,
+        "events_per_user_max": 539,
+        "items_with_several_categories": 1,
+        "outside_window": 35,
+        "near_duplicates": 7,
+    },
+}
+TAOBAO_FINDINGS = [
+    "users",
+    "items",
+    "purchases",
+    "purchases_without_view",
+    "purchases_without_earlier_view",
+    "events_repeating_user_item_type",
+    "events_per_user_min",
+    "events_per_user_max",
+    "items_with_several_categories",
+]
 
-@pytest.fixture(scope="module")
-def taobao() -> SourceExport:
-    return read_export(sample("taobao_userbehavior"), "taobao")
+
+def taobao_inside(rows: list[list[str]]) -> list[list[str]]:
+    """The whole lines whose time is inside the declared window (Beijing days, end excluded)."""
+    start, end = (d.timestamp() for d in TAOBAO_WINDOW)
+    return [r for r in rows if len(r) == 5 and start <= int(r[4]) < end]
 
 
-def test_taobao_adapter(taobao: SourceExport) -> None:
-    path = sample("taobao_userbehavior") / "UserBehavior_head84k.csv"
-    rows = csv_rows(path, header=False)
-    check_contract(taobao)
-    assert taobao.events.height == len(rows) == data_lines(path, header=False) == 84_476
-    assert taobao.events["source_line"].to_list()[:2] == [1, 2]  # no header: line 1 is data
+def taobao_facts(rows: list[list[str]]) -> dict[str, int]:
+    """The README's Taobao facts, measured on the csv module's rows of a header-less file."""
     whole = [r for r in rows if len(r) == 5]
-    torn = taobao.events.filter(pl.col("parse_error").is_not_null())
-    assert torn.height == len(rows) - len(whole) == 1
-    assert torn["source_line"].item() == 84_476 and torn["event_id"].item() is None
+    per_user = Counter(r[0] for r in whole)
+    categories: dict[str, set[str]] = {}
+    views: dict[tuple[str, str], list[int]] = {}
+    for user, item, category, kind, ts in whole:
+        categories.setdefault(item, set()).add(category)
+        if kind == "pv":
+            views.setdefault((user, item), []).append(int(ts))
+    buys = [r for r in whole if r[3] == "buy"]
+    inside = taobao_inside(rows)
+    return {
+        "lines": len(rows),
+        "torn": len(rows) - len(whole),
+        "users": len(per_user),
+        "items": len(categories),
+        "purchases": len(buys),
+        "purchases_without_view": sum((r[0], r[1]) not in views for r in buys),
+        "purchases_without_earlier_view": sum(
+            all(t >= int(r[4]) for t in views.get((r[0], r[1]), [])) for r in buys
+        ),
+        "events_repeating_user_item_type": len(whole) - len({(r[0], r[1], r[3]) for r in whole}),
+        "events_per_user_min": min(per_user.values()),
+        "events_per_user_max": max(per_user.values()),
+        "items_with_several_categories": sum(len(c) > 1 for c in categories.values()),
+        "outside_window": len(whole) - len(inside),
+        "near_duplicates": near_duplicates([((r[0], r[1], r[3]), int(r[4])) for r in inside]),
+    }
+
+
+@pytest.fixture(scope="module", params=WHERE)
+def taobao(request: pytest.FixtureRequest) -> Read:
+    folder = export_folder(request.param, "taobao")
+    return Read(request.param, folder, read_export(folder, "taobao"))
+
+
+def test_taobao_adapter(taobao: Read) -> None:
+    path = taobao.folder / TAOBAO_FILE
+    rows = csv_rows(path, header=False)
+    facts = taobao_facts(rows)
+    assert facts == TAOBAO_FACTS[taobao.where]
+    export = taobao.export
+    check_contract(export)
+    assert export.events.height == facts["lines"] == data_lines(path, header=False)
+    assert export.events["source_line"].to_list()[:2] == [1, 2]  # no header: line 1 is data
+    torn = export.events.filter(pl.col("parse_error").is_not_null())
+    assert torn.height == facts["torn"] == 1
+    assert torn["source_line"].item() == facts["lines"] and torn["event_id"].item() is None
     assert torn["raw"].item() == ",".join(rows[-1])
 
-    first = taobao.events.row(0, named=True)
-    assert first["event_time"] == "2017-11-25T01:21:10+08:00"  # 1511544070 in Beijing time
-    assert first["event_type"] in EVENT_TYPE_ALIASES and first["session_id"] is None
-    assert taobao.window_start == datetime(2017, 11, 25, tzinfo=BEIJING)
-    assert taobao.window_end == datetime(2017, 12, 4, tzinfo=BEIJING)
+    first = export.events.row(0, named=True)
+    assert first["event_time"] == datetime.fromtimestamp(int(rows[0][4]), BEIJING).isoformat()
+    assert first["event_type"] == rows[0][3] and first["session_id"] is None
+    assert first["event_type"] in EVENT_TYPE_ALIASES
+    assert (export.window_start, export.window_end) == TAOBAO_WINDOW
+    if taobao.where == "sample":
+        assert first["event_time"] == "2017-11-25T01:21:10+08:00"  # 1511544070 in Beijing time
 
-    # the catalog is implied by the events: one row per item, with its category
-    users, items = {r[0] for r in whole}, {r[1] for r in whole}
-    assert taobao.items.height == len(items) == 55_368
-    assert set(taobao.items["item_id"]) == set(taobao.events["item_id"].drop_nulls())
-    assert taobao.items["category"].null_count() == 0
-    buys = [r for r in whole if r[3] == "buy"]
-    viewed = {(r[0], r[1]) for r in whole if r[3] == "pv"}
-    assert taobao.findings["users"] == len(users) == 815
-    assert taobao.findings["items"] == 55_368
-    assert taobao.findings["purchases"] == len(buys) == 1_750
-    without_view = sum((r[0], r[1]) not in viewed for r in buys)
-    assert taobao.findings["purchases_without_view"] == without_view == 541
-    assert taobao.findings["purchases_without_earlier_view"] == 829
-    assert (taobao.findings["events_per_user_min"], taobao.findings["events_per_user_max"]) == (
-        4,
-        539,
-    )
+    # the catalog is implied by the events: one row per item, with its most frequent category
+    # (ties: the first seen)
+    whole = [r for r in rows if len(r) == 5]
+    categories: dict[str, Counter] = {}
+    for r in whole:
+        categories.setdefault(r[1], Counter())[r[2]] += 1
+    assert export.items.height == export.items["item_id"].n_unique() == facts["items"]
+    assert set(export.items["item_id"]) == set(export.events["item_id"].drop_nulls())
+    expected = {item: c.most_common(1)[0][0] for item, c in categories.items()}
+    assert dict(export.items.select("item_id", "category").iter_rows()) == expected
+    assert {k: export.findings[k] for k in TAOBAO_FINDINGS} == {
+        k: facts[k] for k in TAOBAO_FINDINGS
+    }
+    assert export.findings["events"] == facts["lines"] - facts["torn"]
 
 
-def test_taobao_end_to_end(taobao: SourceExport) -> None:
-    rows = csv_rows(sample("taobao_userbehavior") / "UserBehavior_head84k.csv", header=False)
-    start = datetime(2017, 11, 25, tzinfo=BEIJING).timestamp()
-    end = datetime(2017, 12, 4, tzinfo=BEIJING).timestamp()
+def test_taobao_end_to_end(taobao: Read) -> None:
+    rows = csv_rows(taobao.folder / TAOBAO_FILE, header=False)
+    facts = TAOBAO_FACTS[taobao.where]
+    start, end = (d.timestamp() for d in TAOBAO_WINDOW)
     outside = [int(r[4]) for r in rows if len(r) == 5 and not start <= int(r[4]) < end]
     days = {datetime.fromtimestamp(t, BEIJING).date().isoformat() for t in outside}
-    assert len(outside) == 35 and "2017-09-11" in days
+    assert len(outside) == facts["outside_window"] and "2017-09-11" in days
 
-    items, events = run_cleaning(taobao)
+    items, events = run_cleaning(taobao.export)
     assert items.quarantine.height == 0
     assert events.rule_hits["outside_source_window"] == len(outside)
-    assert reasons(events)["outside_source_window"] == len(outside)
-    assert reasons(events)["unparseable_row"] == 1
     assert events.rule_hits.get("unknown_item", 0) == 0
     assert events.rule_hits.get("duplicate_event", 0) == 0  # no exact duplicate rows
+    assert reasons(events) == {
+        "outside_source_window": len(outside),
+        "unparseable_row": facts["torn"],
+        "near_duplicate_event": facts["near_duplicates"],
+    }
+    inside = taobao_inside(rows)
+    assert events.clean.height == len(inside) - facts["near_duplicates"]
+    # pv, cart, fav and buy are view, add_to_cart, favorite and purchase
+    kinds = {EVENT_TYPE_ALIASES[k] for k in ("pv", "cart", "fav", "buy")}
+    assert set(events.clean["event_type"]) == kinds == {EVENT_TYPE_ALIASES[r[3]] for r in inside}
+
+
+def test_taobao_fixture_window_edges() -> None:
+    """The hand-made lines: the window's first and last second are in, its end is out."""
+    _, events = run_cleaning(read_export(FIXTURES / "taobao", "taobao"))
+    path = FIXTURES / "taobao" / TAOBAO_FILE
+    lines = {n: r for n, r in enumerate(csv_rows(path, header=False), 1) if r[0] == "1004000"}
+    assert [r[4] for r in lines.values()] == ["1511539200", "1512316799", "1512316800"]
+    kept = events.clean.filter(pl.col("source_line").is_in(list(lines)))
+    assert kept["event_time"].to_list() == [
+        datetime(2017, 11, 25, tzinfo=BEIJING),  # 00:00:00
+        datetime(2017, 12, 3, 23, 59, 59, tzinfo=BEIJING),
+    ]
+    held = events.quarantine.filter(pl.col("source_line").is_in(list(lines)))
+    assert held.select("source_line", "reason").rows() == [(143, "outside_source_window")]
 
 
 # ---------------------------------------------------------------- Online Retail
 
-
-def online_retail(name: str) -> SourceExport:
-    return read_export(sample("online_retail"), "online_retail", {"files": [name]})
-
-
-def measured_online_retail(path: Path) -> dict[str, int]:
-    """The README's Online Retail facts, measured with csv.DictReader."""
-    with path.open(newline="") as f:
-        rows = list(csv.DictReader(f))
-    missing = {"", "NA"}
-    descriptions: dict[str, set[str]] = {}
-    for r in rows:
-        if r["Description"] not in missing:
-            descriptions.setdefault(r["StockCode"], set()).add(r["Description"])
-    cancelled = [r["InvoiceNo"].startswith("C") for r in rows]
-    fee = [r["StockCode"] in ONLINE_RETAIL_NON_PRODUCT_CODES for r in rows]
-    drop_index = [k for k in rows[0] if k != ""]
-    return {
-        "rows": len(rows),
-        "no_customer": sum(r["CustomerID"] in missing for r in rows),
-        "no_description": sum(r["Description"] in missing for r in rows),
-        "cancelled": sum(cancelled),
-        "non_product": sum(f and not c for f, c in zip(fee, cancelled, strict=True)),
-        "quantity_not_positive": sum(float(r["Quantity"]) <= 0 for r in rows),
-        "price_not_positive": sum(float(r["UnitPrice"]) <= 0 for r in rows),
-        "several_descriptions": sum(len(d) > 1 for d in descriptions.values()),
-        "stock_codes": len({r["StockCode"] for r in rows}),
-        "repeats": len(rows) - len({tuple(r[k] for k in drop_index) for r in rows}),
-    }
-
-
-def test_online_retail_random_rows() -> None:
-    path = sample("online_retail") / "online_retail_random2709.csv"
-    facts = measured_online_retail(path)
-    export = online_retail(path.name)
-    check_contract(export)
-    assert export.events.height == facts["rows"] == data_lines(path) == 2_709
-    assert export.events["source_line"].min() == 2
-    assert export.events["parse_error"].null_count() == export.events.height
-    assert facts == {
+LONDON = ZoneInfo("Europe/London")
+MISSING = {"", "NA"}  # how the two layouts write a missing value
+# the fixture's random-layout file holds every non-product kind the adapter knows
+ALL_NON_PRODUCT_CODES = {*ONLINE_RETAIL_NON_PRODUCT_CODES, "gift_0001_20"}
+RANDOM_FACTS = {
+    "fixture": {
+        "rows": 73,
+        "no_customer": 28,
+        "no_description": 4,
+        "cancelled": 11,
+        "non_product": 9,
+        "quantity_not_positive": 14,
+        "price_not_positive": 7,
+        "several_descriptions": 6,
+        "stock_codes": 62,
+        "repeats": 0,
+        "not_a_london_time": 1,
+    },
+    "sample": {
         "rows": 2_709,
         "no_customer": 668,
         "no_description": 8,
@@ -207,11 +339,163 @@ def test_online_retail_random_rows() -> None:
         "several_descriptions": 18,
         "stock_codes": 1_395,
         "repeats": 0,
+        "not_a_london_time": 0,
+    },
+}
+RANDOM_FEES = {
+    "fixture": ALL_NON_PRODUCT_CODES,
+    "sample": {"POST", "DOT", "M", "C2", "AMAZONFEE"},
+}
+HEAD_FACTS = {
+    "fixture": {
+        "rows": 83,
+        "no_customer": 0,
+        "no_description": 0,
+        "cancelled": 0,
+        "non_product": 4,
+        "quantity_not_positive": 0,
+        "price_not_positive": 1,
+        "several_descriptions": 3,
+        "stock_codes": 70,
+        "repeats": 3,
+        "not_a_london_time": 0,
+    },
+    "sample": {
+        "rows": 10_000,
+        "no_customer": 0,
+        "no_description": 0,
+        "cancelled": 0,
+        "non_product": 40,
+        "quantity_not_positive": 0,
+        "price_not_positive": 1,
+        "several_descriptions": 9,
+        "stock_codes": 1_822,
+        "repeats": 255,
+        "not_a_london_time": 0,
+    },
+}
+LINES_IN_BOTH_LAYOUTS = {"fixture": 4, "sample": 48}
+# a product on a second line of the same invoice (another quantity) is a near duplicate
+NEAR_DUPLICATES_IN_HEAD = {"fixture": 1, "sample": 192}
+
+
+def online_retail(folder: Path, name: str) -> SourceExport:
+    return read_export(folder, "online_retail", {"files": [name]})
+
+
+def invoice_rows(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+def london_time(text: str) -> datetime | None:
+    """An InvoiceDate of either layout as London time; None where the clocks skip it."""
+    fmt = "%m/%d/%Y %H:%M" if "/" in text else "%Y-%m-%d %H:%M:%S"
+    naive = datetime.strptime(text, fmt)
+    local = naive.replace(tzinfo=LONDON)
+    return local if local.astimezone(UTC).astimezone(LONDON).replace(tzinfo=None) == naive else None
+
+
+def non_product(code: str) -> bool:
+    return code in ONLINE_RETAIL_NON_PRODUCT_CODES or code.startswith("gift_")
+
+
+def measured_online_retail(path: Path) -> dict[str, int]:
+    """The README's Online Retail facts, measured with csv.DictReader."""
+    rows = invoice_rows(path)
+    descriptions: dict[str, set[str]] = {}
+    for r in rows:
+        if r["Description"] not in MISSING:
+            descriptions.setdefault(r["StockCode"], set()).add(r["Description"])
+    cancelled = [r["InvoiceNo"].startswith("C") for r in rows]
+    fee = [non_product(r["StockCode"]) for r in rows]
+    drop_index = [k for k in rows[0] if k != ""]
+    return {
+        "rows": len(rows),
+        "no_customer": sum(r["CustomerID"] in MISSING for r in rows),
+        "no_description": sum(r["Description"] in MISSING for r in rows),
+        "cancelled": sum(cancelled),
+        "non_product": sum(f and not c for f, c in zip(fee, cancelled, strict=True)),
+        "quantity_not_positive": sum(float(r["Quantity"]) <= 0 for r in rows),
+        "price_not_positive": sum(float(r["UnitPrice"]) <= 0 for r in rows),
+        "several_descriptions": sum(len(d) > 1 for d in descriptions.values()),
+        "stock_codes": len({r["StockCode"] for r in rows}),
+        "repeats": len(rows) - len({tuple(r[k] for k in drop_index) for r in rows}),
+        "not_a_london_time": sum(london_time(r["InvoiceDate"]) is None for r in rows),
     }
+
+
+def expected_titles(rows: list[dict[str, str]]) -> dict[str, str | None]:
+    """Per StockCode its most frequent Description (ties: the first seen), trimmed."""
+    descriptions: dict[str, Counter] = {r["StockCode"]: Counter() for r in rows}
+    for r in rows:
+        if r["Description"] not in MISSING:
+            descriptions[r["StockCode"]][r["Description"]] += 1
+    return {code: c.most_common(1)[0][0].strip() if c else None for code, c in descriptions.items()}
+
+
+def line_key(r: dict[str, str]) -> tuple:
+    """An invoice line's content in either layout (dates parsed, "17850.0" is 17850)."""
+    description = "" if r["Description"] in MISSING else r["Description"]
+    customer = "" if r["CustomerID"] in MISSING else r["CustomerID"].removesuffix(".0")
+    when = london_time(r["InvoiceDate"]) or r["InvoiceDate"]
+    return (
+        r["InvoiceNo"],
+        r["StockCode"],
+        description,
+        r["Quantity"],
+        when,
+        r["UnitPrice"],
+        customer,
+        r["Country"],
+    )
+
+
+def expected_reasons(rows: list[dict[str, str]]) -> Counter:
+    """Each invoice line's first broken rule in the cleaning's order, in plain Python: the
+    adapter's rejections, the row rules, exact repeats of a kept line, then near duplicates
+    (the same product again in one invoice at the same minute, see docs/format_adapters.md)."""
+    out: Counter = Counter()
+    kept: set[tuple] = set()
+    for r in rows:
+        if r["InvoiceNo"].startswith("C"):
+            out["cancelled_order"] += 1
+        elif non_product(r["StockCode"]):
+            out["non_product_line"] += 1
+        elif r["CustomerID"] in MISSING:
+            out["null_user_id"] += 1
+        elif london_time(r["InvoiceDate"]) is None:
+            out["bad_timestamp"] += 1
+        elif float(r["UnitPrice"]) <= 0:
+            out["non_positive_price"] += 1
+        elif float(r["Quantity"]) <= 0:
+            out["bad_quantity"] += 1
+        elif line_key(r) in kept:
+            out["duplicate_event"] += 1
+        else:
+            kept.add(line_key(r))
+    # line_key: invoice, code, description, quantity, time, price, customer, country
+    near = near_duplicates([((k[6], k[1], k[0]), k[4].timestamp()) for k in kept])
+    return out + Counter(near_duplicate_event=near)
+
+
+@pytest.mark.parametrize("where", WHERE)
+def test_online_retail_random_rows(where: str) -> None:
+    path = export_folder(where, "online_retail") / "online_retail_random2709.csv"
+    facts = measured_online_retail(path)
+    assert facts == RANDOM_FACTS[where]
+    export = online_retail(path.parent, path.name)
+    check_contract(export)
+    assert export.events.height == facts["rows"] == data_lines(path)
+    assert export.events["source_line"].min() == 2
+    assert export.events["parse_error"].null_count() == export.events.height
     assert export.findings["rows_without_description"] == facts["no_description"]
     assert export.findings["stock_codes_with_several_descriptions"] == facts["several_descriptions"]
     source = Counter(export.events["source_reason"].drop_nulls().to_list())
-    assert source == {"cancelled_order": 50, "non_product_line": facts["non_product"]}
+    assert source == {
+        "cancelled_order": facts["cancelled"],
+        "non_product_line": facts["non_product"],
+    }
     cancelled = export.events.filter(pl.col("source_reason") == "cancelled_order").row(
         0, named=True
     )
@@ -219,8 +503,10 @@ def test_online_retail_random_rows() -> None:
     # one catalog row per StockCode; fees and postage are flagged there too
     assert export.items.height == export.items["item_id"].n_unique() == facts["stock_codes"]
     fees = export.items.filter(pl.col("source_reason") == "non_product_line")
-    assert set(fees["item_id"]) == {"POST", "DOT", "M", "C2", "AMAZONFEE"}
-    # local UK time with its offset: BST in summer, GMT in winter
+    assert set(fees["item_id"]) == RANDOM_FEES[where]
+    titles = dict(export.items.select("item_id", "title").iter_rows())
+    assert titles == expected_titles(invoice_rows(path))
+    # local UK time with its offset: BST in summer, GMT in winter (both files start alike)
     times = dict(export.events.select("source_line", "event_time").iter_rows())
     assert times[3] == "2011-06-12T12:34:00+01:00"  # "6/12/2011 12:34"
     assert times[4] == "2011-01-09T11:27:00+00:00"  # "1/9/2011 11:27"
@@ -232,103 +518,225 @@ def test_online_retail_random_rows() -> None:
     assert reasons(events)["non_product_line"] == facts["non_product"]
     assert hits["bad_quantity"] == facts["quantity_not_positive"]
     assert hits["non_positive_price"] == facts["price_not_positive"]
+    assert hits.get("bad_timestamp", 0) == facts["not_a_london_time"]
+    assert reasons(events) == expected_reasons(invoice_rows(path))
+    assert events.clean.height == facts["rows"] - sum(reasons(events).values())
 
 
-def test_online_retail_head_rows() -> None:
-    path = sample("online_retail") / "online_retail_head10k.csv"
+def test_online_retail_fixture_known_problems() -> None:
+    """The hand-made lines of the fixture: every non-product kind, an invoice starting with
+    "A", and a time the clocks skip (BST starts at 01:00 on 2011-03-27)."""
+    export = online_retail(FIXTURES / "online_retail", "online_retail_random2709.csv")
+    rows = export.events.filter(pl.col("raw").str.starts_with('"",'))
+    assert rows.height == 9
+    detail = dict(rows.select("item_id", "source_detail").iter_rows())
+    assert detail["B"] == "stock code B is a bad-debt adjustment, not a product"  # invoice A563185
+    assert detail["gift_0001_20"] == "stock code gift_0001_20 is a gift voucher, not a product"
+    assert detail["m"] == "stock code m is a manual adjustment, not a product"
+    assert detail["D"] == "invoice C536379 is a cancellation"  # cancellation before fee
+    assert detail["22423"] is None
+    skipped = rows.filter(pl.col("item_id") == "22423")["event_time"].item()
+    assert skipped == "3/27/2011 1:30"  # kept as written, so the cleaning reports it
+    _, events = run_cleaning(export)
+    [held] = events.quarantine.filter(pl.col("reason") == "bad_timestamp").to_dicts()
+    assert held["source_line"] == 74 and "3/27/2011 1:30" in held["detail"]
+
+
+@pytest.mark.parametrize("where", WHERE)
+def test_online_retail_head_rows(where: str) -> None:
+    path = export_folder(where, "online_retail") / "online_retail_head10k.csv"
     facts = measured_online_retail(path)
-    export = online_retail(path.name)
+    assert facts == HEAD_FACTS[where]
+    export = online_retail(path.parent, path.name)
     check_contract(export)
-    assert export.events.height == facts["rows"] == data_lines(path) == 10_000
-    assert facts["repeats"] == 255 and facts["price_not_positive"] == 1
-    assert (
-        facts["several_descriptions"]
-        == export.findings["stock_codes_with_several_descriptions"]
-        == 9
-    )
+    assert export.events.height == facts["rows"] == data_lines(path)
+    assert export.findings["stock_codes_with_several_descriptions"] == facts["several_descriptions"]
     assert export.findings["rows_without_description"] == 0
+    assert export.findings["stock_codes"] == export.items.height == facts["stock_codes"]
     # "17850.0" in this layout is customer 17850, as in the other layout
     assert export.events["user_id"].str.ends_with(".0").sum() == 0
+    assert export.events["user_id"].null_count() == 0
     # exact repeats share one event id
     ids = export.events["event_id"]
     assert ids.null_count() == 0 and ids.len() - ids.n_unique() == facts["repeats"]
+    # a description with a comma inside quotes is one field
+    titles = dict(export.items.select("item_id", "title").iter_rows())
+    assert titles == expected_titles(invoice_rows(path))
+    assert titles["82567"] == "AIRLINE LOUNGE,METAL SIGN"
 
     _, events = run_cleaning(export)
-    assert events.rule_hits["duplicate_event"] == reasons(events)["duplicate_event"] == 255
-    assert events.rule_hits["non_positive_price"] == 1
-    assert reasons(events)["non_product_line"] == facts["non_product"] == 40
+    assert events.rule_hits["duplicate_event"] == reasons(events)["duplicate_event"]
+    assert reasons(events)["duplicate_event"] == facts["repeats"]
+    assert events.rule_hits["non_positive_price"] == facts["price_not_positive"]
+    assert reasons(events)["non_product_line"] == facts["non_product"]
+    assert reasons(events)["near_duplicate_event"] == NEAR_DUPLICATES_IN_HEAD[where]
     assert events.rule_hits.get("null_user_id", 0) == 0
+    assert reasons(events) == expected_reasons(invoice_rows(path))
 
 
-def test_online_retail_both_layouts_share_event_ids() -> None:
+@pytest.mark.parametrize("where", WHERE)
+def test_online_retail_both_layouts_share_event_ids(where: str) -> None:
     """The folder read whole: a line present in both files is one event, the repeat a duplicate."""
-    folder = sample("online_retail")
-
-    def key(r: dict[str, str]) -> tuple:
-        fmt = "%m/%d/%Y %H:%M" if "/" in r["InvoiceDate"] else "%Y-%m-%d %H:%M:%S"
-        customer = r["CustomerID"].removesuffix(".0")
-        when = datetime.strptime(r["InvoiceDate"], fmt)
-        return (r["InvoiceNo"], r["StockCode"], r["Quantity"], when, r["UnitPrice"], customer)
-
-    keys = {}
-    for name in ("online_retail_head10k.csv", "online_retail_random2709.csv"):
-        with (folder / name).open(newline="") as f:
-            keys[name] = [key(r) for r in csv.DictReader(f)]
-    head = set(keys["online_retail_head10k.csv"])
-    overlap = sum(k in head for k in keys["online_retail_random2709.csv"])
-    assert overlap == 48
+    folder = export_folder(where, "online_retail")
+    head = invoice_rows(folder / "online_retail_head10k.csv")
+    random = invoice_rows(folder / "online_retail_random2709.csv")
+    in_head = {line_key(r) for r in head}
+    overlap = sum(line_key(r) in in_head for r in random)
+    assert overlap == LINES_IN_BOTH_LAYOUTS[where]
 
     export = read_export(folder, "online_retail")
     check_contract(export)
     assert rows_per_file(export.events) == {
-        "online_retail_head10k.csv": 10_000,
-        "online_retail_random2709.csv": 2_709,
+        "online_retail_head10k.csv": len(head),
+        "online_retail_random2709.csv": len(random),
     }
     _, events = run_cleaning(export)
-    assert events.rule_hits["duplicate_event"] == 255 + overlap
+    repeats = HEAD_FACTS[where]["repeats"]
+    assert events.rule_hits["duplicate_event"] == repeats + overlap
+    assert reasons(events) == expected_reasons(head + random)  # files are read by name
 
 
 # ---------------------------------------------------------------- Instacart
 
+INSTACART_FACTS = {
+    # cut: users 105152 and 32099 (orders listed out of order), train and test orders, lines
+    # of orders missing from orders.csv, products with commas and broken quoting in their
+    # names; hand-made: a user whose first order has no days_since_prior_order, an exact
+    # repeat of an order row, a torn order row and a torn line, a line of an unknown product,
+    # order_products__train.csv and a product whose aisle is not in aisles.csv
+    "fixture": {
+        "order_lines": 112,
+        "order_lines_with_missing_order": 7,
+        "orders": 20,
+        "orders_without_lines": 3,
+        "users": 16,
+        "products": 103,
+        "products_without_aisle_or_department": 1,
+        "unparseable_order_rows": 1,
+        "synthetic_days_span": 30,
+        "torn_lines": 1,
+        "lines_with_unknown_product": 1,
+    },
+    "sample": {
+        "order_lines": 32_290,
+        "order_lines_with_missing_order": 2_169,  # 6.7%
+        "orders": 3_220,
+        "orders_without_lines": 207,
+        "users": 3_159,
+        "products": 9_288,
+        "products_without_aisle_or_department": 0,
+        "unparseable_order_rows": 0,
+        "synthetic_days_span": 60,
+        "torn_lines": 0,
+        "lines_with_unknown_product": 0,
+    },
+}
+ORDER_COLUMNS = 7  # order_id, user_id, eval_set, order_number, order_dow, hour, days
 
-@pytest.fixture(scope="module")
-def instacart() -> SourceExport:
-    return read_export(sample("instacart"), "instacart")
+
+def instacart_facts(folder: Path) -> dict[str, int]:
+    """The adapter's findings, measured with the csv module over every file of the export."""
+    order_rows = csv_rows(folder / "orders.csv")
+    orders: dict[str, list[str]] = {}
+    for r in order_rows:
+        if len(r) == ORDER_COLUMNS:
+            orders.setdefault(r[0], r)  # the first row of a repeated order counts
+    lines = [r for f in sorted(folder.glob("order_products__*.csv")) for r in csv_rows(f)]
+    whole = [r for r in lines if len(r) == 4]
+    products = csv_rows(folder / "products.csv")
+    aisles = {r[0] for r in csv_rows(folder / "aisles.csv")}
+    departments = {r[0] for r in csv_rows(folder / "departments.csv")}
+    days: Counter = Counter()
+    for r in orders.values():
+        days[r[1]] += float(r[6] or 0)  # a first order has no days since the prior one
+    known_products = {r[0] for r in products}
+    return {
+        "order_lines": len(whole),
+        "order_lines_with_missing_order": sum(r[0] not in orders for r in whole),
+        "orders": len(orders),
+        "orders_without_lines": len(set(orders) - {r[0] for r in whole}),
+        "users": len({r[1] for r in orders.values()}),
+        "products": len(products),
+        "products_without_aisle_or_department": sum(
+            r[2] not in aisles or r[3] not in departments for r in products
+        ),
+        "unparseable_order_rows": sum(len(r) != ORDER_COLUMNS for r in order_rows),
+        "synthetic_days_span": int(max(days.values())),
+        "torn_lines": len(lines) - len(whole),
+        "lines_with_unknown_product": sum(
+            r[0] in orders and r[1] not in known_products for r in whole
+        ),
+    }
 
 
-def test_instacart_adapter(instacart: SourceExport) -> None:
-    folder = sample("instacart")
-    orders = {r[0]: r for r in csv_rows(folder / "orders.csv")}
-    lines = csv_rows(folder / "order_products__prior.csv")
-    missing = sum(r[0] not in orders for r in lines)
-    assert missing == 2_169 and round(missing / len(lines), 3) == 0.067
-    check_contract(instacart)
-    assert instacart.events.height == len(lines) == data_lines(folder / "order_products__prior.csv")
-    assert instacart.findings["order_lines_with_missing_order"] == missing
-    unknown = instacart.events.filter(pl.col("source_reason") == "unknown_order")
-    assert unknown.height == missing
+@pytest.fixture(scope="module", params=WHERE)
+def instacart(request: pytest.FixtureRequest) -> Read:
+    folder = export_folder(request.param, "instacart")
+    return Read(request.param, folder, read_export(folder, "instacart"))
+
+
+def test_instacart_adapter(instacart: Read) -> None:
+    folder, export = instacart.folder, instacart.export
+    facts = instacart_facts(folder)
+    assert facts == INSTACART_FACTS[instacart.where]
+    check_contract(export)
+    line_files = sorted(folder.glob("order_products__*.csv"))
+    assert export.events.height == sum(data_lines(f) for f in line_files)
+    assert rows_per_file(export.events) == {f.name: data_lines(f) for f in line_files}
+    assert export.findings == {k: facts[k] for k in export.findings}
+    unknown = export.events.filter(pl.col("source_reason") == "unknown_order")
+    assert unknown.height == facts["order_lines_with_missing_order"]
     assert unknown["source_detail"][0] == f"order {unknown['session_id'][0]} is not in orders.csv"
-    # catalog: products.csv with "department/aisle" categories
-    assert instacart.items.height == data_lines(folder / "products.csv") == 9_288
-    first = instacart.items.row(0, named=True)
+    assert export.events["parse_error"].drop_nulls().len() == facts["torn_lines"]
+    # catalog: products.csv with "department/aisle" categories, names as the csv module reads
+    products = csv_rows(folder / "products.csv")
+    assert export.items.height == data_lines(folder / "products.csv") == facts["products"]
+    assert export.items["title"].to_list() == [r[1] for r in products]
+    first = export.items.row(0, named=True)
     assert (first["item_id"], first["title"], first["category"]) == (
         "1",
         "Chocolate Sandwich Cookies",
         "snacks/cookies cakes",
     )
-    # synthetic times: per user, days since the prior order accumulate from the anchor
-    user = instacart.events.filter(pl.col("user_id") == "105152")
+    # synthetic times: per user, days since the prior order accumulate from the anchor, in
+    # order_number order (this user's orders are listed 31 then 5)
+    user = export.events.filter(pl.col("user_id") == "105152")
     times = dict(user.select("session_id", "event_time").unique().iter_rows())
     assert times == {"827105": "2017-01-06T08:00:00+00:00", "181036": "2017-01-12T12:00:00+00:00"}
-    assert instacart.window_start == datetime(2017, 1, 1, tzinfo=UTC)
+    assert export.window_start == datetime(2017, 1, 1, tzinfo=UTC)
+    span = timedelta(days=facts["synthetic_days_span"] + 1)
+    assert export.window_end == datetime(2017, 1, 1, tzinfo=UTC) + span
 
 
-def test_instacart_end_to_end(instacart: SourceExport) -> None:
-    items, events = run_cleaning(instacart)
+def test_instacart_fixture_known_problems() -> None:
+    """The fixture's hand-made rows: a first order without days_since_prior_order starts at
+    the anchor, "7.0" days count as 7, a train order's lines come from its own file, a
+    product whose aisle is unknown keeps its department, a torn order row's lines have no
+    order."""
+    export = read_export(FIXTURES / "instacart", "instacart")
+    user = export.events.filter(pl.col("user_id") == "206300")
+    times = dict(user.select("session_id", "event_time").unique().iter_rows())
+    assert times == {"3300001": "2017-01-01T10:00:00+00:00", "3300002": "2017-01-08T14:00:00+00:00"}
+    train = export.events.filter(pl.col("source_file") == "order_products__train.csv")
+    assert set(train["session_id"]) == {"323079"} and train["source_reason"].null_count() == 2
+    items = {r["item_id"]: r for r in export.items.iter_rows(named=True)}
+    assert items["49700"]["category"] == "beverages"
+    torn_order = export.events.filter(pl.col("session_id") == "2815180")  # its row is torn
+    assert set(torn_order["source_reason"]) == {"unknown_order"}
+
+
+def test_instacart_end_to_end(instacart: Read) -> None:
+    facts = INSTACART_FACTS[instacart.where]
+    items, events = run_cleaning(instacart.export)
     assert items.quarantine.height == 0
-    assert reasons(events)["unknown_order"] == instacart.findings["order_lines_with_missing_order"]
-    assert events.clean.height == instacart.events.height - 2_169
-    assert events.rule_hits.get("unknown_item", 0) == 0
+    expected = {
+        "unknown_order": facts["order_lines_with_missing_order"],
+        "unparseable_row": facts["torn_lines"],
+        "unknown_item": facts["lines_with_unknown_product"],
+    }
+    assert reasons(events) == {k: n for k, n in expected.items() if n}
+    assert events.clean.height == instacart.export.events.height - sum(expected.values())
+    assert events.rule_hits.get("outside_source_window", 0) == 0
 
 
 # ---------------------------------------------------------------- RetailRocket fixture
