@@ -194,17 +194,16 @@ def _recommend(args: argparse.Namespace) -> int:
     """Every scenario from the trained model's vectors, printed with the items' titles."""
     import pandas as pd
 
-    from dagster_project.assets.recommender import model_items, trained_model
     from dagster_project.features.text import load_encoder
     from dagster_project.pseudonyms import pseudonymise
-    from dagster_project.resources import PlatformStorage, RecommenderSettings
+    from dagster_project.recommender.inputs import model_items, model_path, trained_model
+    from models.base import resolve_device
 
-    storage = PlatformStorage(data_dir=str(Path(args.data_dir).resolve()))
-    out = storage.layout()
-    if not (out.models / "embedding" / "model.pt").exists():
+    out = layout(Path(args.data_dir).resolve())
+    if not model_path(out).exists():
         print(f"no trained model in {out.models}: run `make demo` (or materialize embedding_model)")
         return 2
-    model = trained_model(storage, RecommenderSettings(device=args.device))
+    model = trained_model(out, args.device)
     # The tables hold pseudonyms; a customer's own id is pseudonymised here.
     user = args.user
     if user and user not in model.user_index:
@@ -214,10 +213,10 @@ def _recommend(args: argparse.Namespace) -> int:
     )
     unavailable = catalog.loc[~catalog["available"].fillna(False).astype(bool), "item_id"]
     if args.query:
-        items = model_items(storage)
+        items = model_items(out)
         items = items[items["text_embedding"].notna() & ~items["item_id"].isin(unavailable)]
         text = items[["item_id"]].assign(embedding=items["text_embedding"])
-        query = load_encoder(args.device if args.device != "auto" else "cpu")([args.query])[0]
+        query = load_encoder(str(resolve_device(args.device)))([args.query])[0]
         shown = model.search(query, text, user_id=user, k=args.k)
         title = f"search {args.query!r}" + (f" for {args.user}" if args.user else "")
     elif args.similar_to:

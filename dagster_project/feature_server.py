@@ -253,8 +253,8 @@ def create_app(
     return app
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Serve Feast's online features over HTTP (`recsys serve`, `make serve`)."""
+def _parser() -> argparse.ArgumentParser:
+    """The server's command line (`recsys serve`)."""
     parser = argparse.ArgumentParser(
         prog="recsys serve",
         description=__doc__,
@@ -270,6 +270,12 @@ def main(argv: list[str] | None = None) -> None:
         help="comma-separated Host names served besides loopback and --host "
         f"(default: ${ALLOWED_HOSTS_ENV})",
     )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Serve Feast's online features over HTTP (`recsys serve`, `make serve`)."""
+    parser = _parser()
     args = parser.parse_args(argv)
     use_private_umask()
     import uvicorn

@@ -133,3 +133,39 @@ def test_an_event_at_midnight_counts_for_its_own_day_only():
     assert day.loc[FIRST_DAY + 8 * DAY, "views_7d"] == 0  # both left the 7-day window
     assert day.loc[FIRST_DAY + 7 * DAY, "views_7d"] == 1  # the second only on its own day
     assert day.loc[FIRST_DAY + DAY, "recency_days"] == pytest.approx(1.0)
+
+
+def test_the_day_engine_runs_days_in_pieces_as_in_one_run_and_names_missing_days(tmp_path):
+    from dagster_project.features.daily_runs import DailyTable, MissingDaysError, run_days
+    from dagster_project.settings import layout
+
+    events = _events(days=12, n=600)
+    events_path = tmp_path / "events.parquet"
+    events.to_parquet(events_path)
+    days = [FIRST_DAY + d * DAY for d in range(12)]
+
+    def run(out, some_days):
+        return run_days(
+            DailyTable(out, "item"),
+            some_days,
+            FIRST_DAY,
+            events_path,
+            advance_item_totals,
+            item_day_snapshots,
+            log=lambda _: None,
+            warn=lambda _: None,
+        )
+
+    whole, pieces = layout(tmp_path / "whole"), layout(tmp_path / "pieces")
+    summary = run(whole, days).per_day
+    assert summary["events"].sum() == len(events) and len(summary) == 12
+    run(pieces, days[:5])
+    run(pieces, days[5:])  # reads day 4's totals (and 7 days back) from the files
+    for day in days:
+        name = f"{day:%Y-%m-%d}"
+        pd.testing.assert_frame_equal(
+            pd.read_parquet(whole.daily_file("item_snapshots", name)),
+            pd.read_parquet(pieces.daily_file("item_snapshots", name)),
+        )
+    with pytest.raises(MissingDaysError, match="needs the totals of the day before"):
+        run(layout(tmp_path / "empty"), days[3:5])

@@ -236,3 +236,42 @@ def test_an_items_peak_day_is_the_same_however_the_rows_arrive():
     ]
     assert all(r.equals(runs[0]) for r in runs)
     assert runs[0].filter(pl.col("item_id") == "i1")["peak_date"][0] == date(2026, 9, 4)
+
+
+def test_flagged_users_leave_the_behaviour_table_with_an_audit_row_each():
+    from dagster_project.detection.exclusion import exclude_flagged_users
+
+    events = pd.DataFrame(
+        {
+            "user_id": ["h", "b", "b", "h", "x"],
+            "item_id": ["i1", "i2", "i3", "i4", "i5"],
+            "source_file": "f.csv",
+            "source_line": range(5),
+        }
+    )
+    scores = pd.DataFrame(
+        {
+            "user_id": ["h", "b", "x"],
+            "is_bot": [False, True, False],
+            "bot_score": [0.1, 0.9, 0.2],
+            "pattern": [None, "crawler", None],
+            "reasons": ["", "fast", ""],
+            "detector_version": "v1",
+        }
+    )
+    split = exclude_flagged_users(events, scores)
+    assert split.kept["user_id"].tolist() == ["h", "h", "x"]
+    assert "source_file" not in split.kept and split.events_excluded == 2
+    assert split.audit.to_dict("records") == [
+        {
+            "user_id": "b",
+            "events_excluded": 2,
+            "bot_score": 0.9,
+            "pattern": "crawler",
+            "reasons": "fast",
+            "detector_version": "v1",
+        }
+    ]
+    # Switched off: every event is kept, nobody is audited, nothing is lost.
+    kept_all = exclude_flagged_users(events, scores, exclude_bots=False)
+    assert len(kept_all.kept) == len(events) and kept_all.audit.empty

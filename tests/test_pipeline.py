@@ -69,7 +69,7 @@ def test_the_row_accounting_holds_under_a_quoted_data_directory(run, tmp_path):
     """A `'` in the data directory's path is quoted, not pasted, into the SQL."""
     import shutil
 
-    from dagster_project.assets.quality import accounting_by_table
+    from dagster_project.quality.accounting import accounting_by_table
     from dagster_project.settings import layout
 
     quoted = layout(tmp_path / "shop's data")
@@ -226,7 +226,7 @@ def test_feature_repo_works_with_the_plain_feast_cli(run):
 
 def test_drift_figures_are_measured(run):
     """Every drift check gets a real number on the tiny data (none silently NaN)."""
-    from dagster_project.assets.quality import drift_figures
+    from dagster_project.quality.drift import drift_figures
 
     days, verdicts = drift_figures(run)
     assert len(days) >= 10
@@ -554,7 +554,7 @@ def test_two_runs_of_the_same_days_at_once_cannot_corrupt_each_other(run, tmp_pa
         assert process.wait(timeout=600) == 0, process.stderr.read()
     assert _digests(copy) == before
     rewritten = _rewritten_since(copy, started)
-    assert all(any(f"/2026-09-{d}" in f for f in rewritten) for d in range(5, 15)), rewritten
+    assert all(any(f"/2026-09-{d:02d}" in f for f in rewritten) for d in range(5, 15)), rewritten
     leftovers = [p for p in copy.root.rglob("*") if p.is_file() and p.name.startswith(".")]
     assert not leftovers
 

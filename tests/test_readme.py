@@ -17,7 +17,13 @@ import pytest
 from dagster_project.settings import PROJECT_ROOT
 
 README = PROJECT_ROOT / "README.md"
-OUR_PROGRAMS = (".venv/bin/python", ".venv/bin/dagster", ".venv/bin/feast", "make")
+OUR_PROGRAMS = (
+    ".venv/bin/python",
+    ".venv/bin/recsys",
+    ".venv/bin/dagster",
+    ".venv/bin/feast",
+    "make",
+)
 
 
 def _blocks() -> list[str]:
@@ -78,6 +84,14 @@ def _check(argv: list[str]) -> None:
         from dagster_project.cli import _parser
 
         _parser().parse_args(args[2:])
+    elif program == ".venv/bin/recsys" and args[:1] == ["serve"]:
+        from dagster_project.feature_server import _parser
+
+        _parser().parse_args(args[1:])
+    elif program == ".venv/bin/recsys":
+        from dagster_project.cli import _parser
+
+        _parser().parse_args(args)
     elif program == ".venv/bin/python" and args[:2] == ["-m", "models"]:
         from models.__main__ import _parser
 

@@ -5,6 +5,7 @@ import pandas as pd
 from dagster import Config, MaterializeResult, MetadataValue, asset
 
 from dagster_project.assets._common import OWNERS, table_metadata
+from dagster_project.detection.exclusion import exclude_flagged_users
 from dagster_project.plots import figure_markdown
 from dagster_project.resources import PlatformStorage
 from dagster_project.storage import write_parquet_atomic
@@ -36,29 +37,17 @@ def behaviour_events(config: BehaviourConfig, storage: PlatformStorage) -> Mater
     out = storage.layout()
     events = pd.read_parquet(out.table("events_clean"))
     scores = pd.read_parquet(out.table("user_traffic_scores"))
-    bots = scores[scores["is_bot"]] if config.exclude_bots else scores.iloc[0:0]
-    excluded = events["user_id"].isin(bots["user_id"])
-    audit = (
-        events[excluded]
-        .groupby("user_id")
-        .size()
-        .rename("events_excluded")
-        .reset_index()
-        .merge(
-            bots[["user_id", "bot_score", "pattern", "reasons", "detector_version"]],
-            on="user_id",
-        )
-    )
-    write_parquet_atomic(audit, out.table("behaviour_exclusions"))
-    kept = events[~excluded].drop(columns=["source_file", "source_line"]).reset_index(drop=True)
+    split = exclude_flagged_users(events, scores, config.exclude_bots)
+    write_parquet_atomic(split.audit, out.table("behaviour_exclusions"))
+    kept = split.kept
     path = write_parquet_atomic(kept, out.table("behaviour_events"))
     return MaterializeResult(
         metadata={
             **table_metadata(kept, path),
             "events_per_day": _events_per_day_plot(kept),
             "bot_filter_on": config.exclude_bots,
-            "events_excluded": int(excluded.sum()),
-            "users_excluded": len(audit),
+            "events_excluded": split.events_excluded,
+            "users_excluded": len(split.audit),
         }
     )
 

@@ -3,90 +3,18 @@
 import json
 
 import duckdb
-import matplotlib
 import pandas as pd
 from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, asset
 
 from dagster_project.assets._common import OWNERS
-from dagster_project.assets.quality import accounting_by_table, drift_figures
-from dagster_project.assets.recommender import (
-    evaluation_split,
-    model_config,
-    model_items,
-    trained_model,
-)
-from dagster_project.plots import figure_base64
+from dagster_project.quality.accounting import accounting_by_table
+from dagster_project.quality.drift import drift_figures
 from dagster_project.quality.report import collect_report_data, render_report
+from dagster_project.recommender.evaluation import K, evaluate_models, write_evaluation
+from dagster_project.recommender.inputs import evaluation_split, model_items, trained_model
 from dagster_project.resources import PlatformStorage, QualityResource, RecommenderSettings
 from dagster_project.sources.raw_table import raw_relation
 from dagster_project.storage import parquet_relation, write_text_atomic
-from models.compare import compare, comparison_markdown, comparison_table, default_models
-from models.embedding import EmbeddingRecommender
-from models.metrics import user_segments
-from models.split import Split
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
-
-K = 10
-HEADLINE = [f"ndcg@{K}", f"precision@{K}", f"recall@{K}", "map", f"hr@{K}", f"mrr@{K}"]
-BEYOND = ["coverage", f"diversity@{K}", f"long_tail@{K}"]
-
-
-def _plot(table: pd.DataFrame) -> str:
-    fig, axes = plt.subplots(1, 2, figsize=(11, 3.4), gridspec_kw={"width_ratios": [3, 2]})
-    table[[c for c in HEADLINE if c in table]].T.plot.bar(ax=axes[0], rot=0)
-    axes[0].set_title(f"Accuracy at {K} (temporal hold-out)")
-    table[[c for c in BEYOND if c in table]].T.plot.bar(ax=axes[1], rot=0, legend=False)
-    axes[1].set_title("Beyond accuracy")
-    for ax in axes:
-        ax.set_ylabel("score")
-    fig.tight_layout()
-    return figure_base64(fig, dpi=110)
-
-
-def _segment_table(results: dict[str, dict]) -> pd.DataFrame:
-    rows = [
-        {
-            "model": name,
-            "segment": segment,
-            "users": int(m["users"]),
-            f"ndcg@{K}": m[f"ndcg@{K}"],
-            f"recall@{K}": m[f"recall@{K}"],
-            f"hr@{K}": m[f"hr@{K}"],
-        }
-        for name, r in results.items()
-        for segment, m in r.get("segments", {}).items()
-    ]
-    return pd.DataFrame(rows)
-
-
-WARM = "embedding_warm_start"
-
-
-def _warm_started(
-    context: AssetExecutionContext,
-    rows: pd.DataFrame,
-    settings: RecommenderSettings,
-    cutoff: pd.Timestamp,
-    catalog: pd.DataFrame,
-) -> tuple[EmbeddingRecommender, str]:
-    """The daily refresh, replayed on the training set `rows`: a full model of the rows up to
-    `warm_start_days` before the cutoff (last week's retrain), warm-started on all of them."""
-    week_ago = cutoff - pd.Timedelta(days=settings.warm_start_days)
-    older = rows[rows["event_time"] < week_ago]
-    context.log.info(
-        f"warm start: last week's model on {len(older):,} rows before {week_ago:%Y-%m-%d}, "
-        f"then warm-started on all {len(rows):,}"
-    )
-    earlier = EmbeddingRecommender(model_config(settings)).fit(older, catalog)
-    warm = EmbeddingRecommender(model_config(settings)).fit(rows, catalog, warm_start=earlier)
-    note = (
-        f"{WARM}: a model trained on the rows before {week_ago:%Y-%m-%d} (as last week's "
-        f"retrain would be), warm-started on every training row; its train_s is the warm "
-        f"start's own time, against the full retrain's for embedding."
-    )
-    return warm, note
 
 
 @asset(
@@ -103,59 +31,27 @@ def evaluation_report(
     context: AssetExecutionContext, storage: PlatformStorage, settings: RecommenderSettings
 ) -> MaterializeResult:
     out = storage.layout()
-    split = evaluation_split(storage, settings)
-    rows = pd.read_parquet(out.table("training_set"))  # with features, for the warm start
-    train = rows[["user_id", "item_id", "event_type", "event_time"]]
-    split = Split(train, split.truth, split.protocol, split.cutoff)
-    catalog = model_items(storage)
-    baselines = {n: make for n, make in default_models(settings.seed).items() if n != "embedding"}
-    fitted = {"embedding": trained_model(storage, settings)}
-    warm_note = ""
-    if settings.warm_start_days > 0:
-        fitted[WARM], warm_note = _warm_started(context, rows, settings, split.cutoff, catalog)
-    results = compare(
-        split,
-        catalog,
-        baselines,
-        K,
-        report=context.log.info,
-        fitted=fitted,
-        segments=user_segments(train),
+    evaluation = evaluate_models(
+        evaluation_split(out, settings.test_days),
+        pd.read_parquet(out.table("training_set")),  # with features, for the warm start
+        model_items(out),
+        trained_model(out, settings.device),
+        settings,
+        settings.warm_start_days,
+        log=context.log.info,
     )
-    table = comparison_table(results, K)
-    table["users"] = table["users"].astype(int)
-    segments = _segment_table(results)
-    text = comparison_markdown(table)
-    report = {
-        "protocol": "temporal",
-        "cutoff": split.cutoff.isoformat(),
-        "test_days": settings.test_days,
-        "k": K,
-        "models": results,
-    }
-    write_text_atomic(json.dumps(report, indent=2), out.reports / "evaluation.json")
-    write_text_atomic(text + "\n", out.reports / "evaluation.md")
-    html = (
-        f"<html><head><meta charset='utf-8'><title>Recommender evaluation</title></head><body>"
-        f"<h1>Recommender evaluation</h1><p>Temporal hold-out: the last {settings.test_days} days "
-        f"(from {split.cutoff:%Y-%m-%d}); relevant = items a user interacted with for the first time "
-        f"in that window; already-seen items are removed from every ranking. Every model is "
-        f"trained on the same rows (the Feast training set). {warm_note}</p>"
-        f"{table.to_html(float_format='%.4f')}"
-        f"<img src='data:image/png;base64,{_plot(table)}'/>"
-        f"<h2>Cold and warm users</h2><p>cold: at most 5 distinct items in training.</p>"
-        f"{segments.to_html(index=False, float_format='%.4f')}</body></html>"
-    )
-    write_text_atomic(html, out.reports / "evaluation.html")
-    context.log.info("\n" + text)
-    best_baseline = table.drop(index=["embedding", WARM], errors="ignore")[f"ndcg@{K}"].idxmax()
+    write_evaluation(out, evaluation, settings.test_days)
+    context.log.info("\n" + evaluation.markdown)
+    table = evaluation.table
     return MaterializeResult(
         metadata={
-            "evaluation": MetadataValue.md(text),
-            "by_segment": MetadataValue.md(segments.to_markdown(index=False, floatfmt=".4f")),
+            "evaluation": MetadataValue.md(evaluation.markdown),
+            "by_segment": MetadataValue.md(
+                evaluation.segments.to_markdown(index=False, floatfmt=".4f")
+            ),
             "report": MetadataValue.path(str(out.reports / "evaluation.html")),
             **{f"ndcg@{K}_{name}": float(table.loc[name, f"ndcg@{K}"]) for name in table.index},
-            "best_baseline": best_baseline,
+            "best_baseline": evaluation.best_baseline,
             "users_evaluated": int(table.loc["embedding", "users"]),
         }
     )

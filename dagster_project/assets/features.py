@@ -27,16 +27,16 @@ from dagster_project.assets._common import (
 )
 from dagster_project.features.build import WINDOWS, finish_item_features, finish_user_features
 from dagster_project.features.daily import (
-    UserTotals,
     advance_item_totals,
     advance_user_totals,
     item_day_snapshots,
     user_day_snapshots,
 )
+from dagster_project.features.daily_runs import DailyTable, MissingDaysError, run_days
 from dagster_project.features.model_outputs import feast_table
 from dagster_project.features.text import DIM, MODEL_NAME, embed_items, load_encoder
 from dagster_project.resources import PlatformStorage, QualityResource
-from dagster_project.settings import FIRST_EVENT_DAY_ENV, DataLayout, first_event_day
+from dagster_project.settings import first_event_day
 from dagster_project.storage import write_parquet_atomic
 from models.base import resolve_device
 
@@ -52,56 +52,6 @@ DAILY_ASSET = {
 }
 
 
-class DailyTable:
-    """The files of one entity's day-by-day features: running totals and snapshots per day."""
-
-    def __init__(self, out: DataLayout, entity: str) -> None:
-        self.out, self.entity = out, entity
-        self.totals_names = (
-            ("user_totals", "user_category_totals") if entity == "user" else ("item_totals",)
-        )
-
-    def load(self, day: pd.Timestamp) -> UserTotals | pd.DataFrame | None:
-        paths = [self.out.daily_file(n, f"{day:%Y-%m-%d}") for n in self.totals_names]
-        if not all(p.exists() for p in paths):
-            return None
-        frames = [pd.read_parquet(p) for p in paths]
-        return UserTotals(*frames) if self.entity == "user" else frames[0]
-
-    def save(self, day: pd.Timestamp, totals, snapshots: pd.DataFrame) -> None:
-        frames = [totals.users, totals.categories] if self.entity == "user" else [totals]
-        for name, frame in zip(self.totals_names, frames, strict=True):
-            write_parquet_atomic(frame, self.out.daily_file(name, f"{day:%Y-%m-%d}"))
-        write_parquet_atomic(snapshots, self.out.daily_file(self.snapshots, f"{day:%Y-%m-%d}"))
-
-    @property
-    def snapshots(self) -> str:
-        return f"{self.entity}_snapshots"
-
-    def remove_after(self, day: pd.Timestamp) -> int:
-        """Delete the files of days after `day`; return how many there were."""
-        names = [*self.totals_names, self.snapshots]
-        stale = [
-            f
-            for name in names
-            for f in self.out.daily_folder(name).glob("????-??-??.parquet")
-            if f.stem > f"{day:%Y-%m-%d}"
-        ]
-        for f in stale:
-            f.unlink()
-        return len(stale)
-
-    def all_snapshots(self) -> pd.DataFrame:
-        """Every day's snapshots, in day order (the input of the Feast table)."""
-        files = sorted(self.out.daily_folder(self.snapshots).glob("????-??-??.parquet"))
-        if not files:
-            raise Failure(
-                f"no {self.snapshots} in {self.out.daily_folder(self.snapshots)}: materialize "
-                f"{self.entity}_daily_features for the event days first (a backfill)"
-            )
-        return pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
-
-
 def build_days(
     context: AssetExecutionContext,
     table: DailyTable,
@@ -109,65 +59,27 @@ def build_days(
     advance: Callable,
     snapshots_of: Callable,
 ) -> MaterializeResult:
-    """Run the partition's days in order: totals from the day before's and the day's events,
-    then the day's snapshots from the totals of the day, and of 1, 7 and 30 days before."""
+    """The partition's days through `run_days`, with their figures as metadata."""
     days = [pd.Timestamp(k, tz="UTC") for k in context.partition_keys]
     first_day = pd.Timestamp(first_event_day(), tz="UTC")
-    folds_history = days[0] == first_day
-    previous = None if folds_history else table.load(days[0] - DAY)
-    if previous is None and not folds_history:
-        raise Failure(
-            f"{table.entity}_daily_features {days[0]:%Y-%m-%d} needs the totals of the day "
-            f"before, which are missing: backfill from {first_day:%Y-%m-%d} (or from the "
-            "first day missing)"
+    try:
+        run = run_days(
+            table,
+            days,
+            first_day,
+            events_path,
+            advance,
+            snapshots_of,
+            log=context.log.info,
+            warn=context.log.warning,
         )
-    filters = [("event_time", "<", (days[-1] + DAY).to_pydatetime())]
-    if not folds_history:
-        filters.append(("event_time", ">=", days[0].to_pydatetime()))
-    events = pd.read_parquet(events_path, filters=filters)
-    event_day = events["event_time"].dt.floor("D")
-    if folds_history and (event_day < first_day).any():
-        context.log.warning(
-            f"{(event_day < first_day).sum():,} events fall before the first event day "
-            f"{first_day:%Y-%m-%d} (from {event_day.min():%Y-%m-%d}): they count in its totals, "
-            f"and its windows reach no further back. Set ${FIRST_EVENT_DAY_ENV} to the data's "
-            "first day for exact windows."
-        )
-    written, built = [], {}  # built: this run's totals by day, so they are not read back
-    for day in days:
-        # The first partition also takes every event before it.
-        today = events[(event_day <= day) if day == first_day else (event_day == day)]
-        totals = advance(previous, today, day)
-        earlier = {w: built.get(day - w * DAY) for w in WINDOWS}
-        earlier = {w: table.load(day - w * DAY) if t is None else t for w, t in earlier.items()}
-        earlier[1] = previous
-        gaps = [w for w, t in earlier.items() if t is None and day - w * DAY >= first_day]
-        if gaps:
-            raise Failure(
-                f"{table.entity}_daily_features {day:%Y-%m-%d} needs the totals of "
-                f"{', '.join(f'{day - w * DAY:%Y-%m-%d}' for w in gaps)}, which are missing: "
-                "backfill those days first"
-            )
-        snapshots = snapshots_of(day, totals, earlier)
-        table.save(day, totals, snapshots)
-        written.append(
-            {"day": f"{day:%Y-%m-%d}", "events": len(today), "snapshots": len(snapshots)}
-        )
-        context.log.info(
-            f"{table.entity}_daily_features {day:%Y-%m-%d}: {len(today):,} events, "
-            f"{len(snapshots):,} snapshots"
-        )
-        previous = built[day] = totals
-        built.pop(day - max(WINDOWS) * DAY, None)  # no later day of the run looks back to it
-    if folds_history:  # a rebuild from the first day: later days' files are from old totals
-        stale = table.remove_after(days[-1])
-        if stale:
-            context.log.warning(f"removed {stale} file(s) of days after {days[-1]:%Y-%m-%d}")
-    summary = pd.DataFrame(written)
+    except MissingDaysError as error:
+        raise Failure(str(error)) from None
+    summary = run.per_day
     folder = table.out.daily_folder(table.snapshots)
     return MaterializeResult(
         metadata={
-            **table_metadata(snapshots, folder),  # preview and schema: the last day's
+            **table_metadata(run.last_snapshots, folder),  # preview and schema: the last day's
             "dagster/row_count": int(summary["snapshots"].sum()),
             "days": len(days),
             "events": int(summary["events"].sum()),

@@ -22,28 +22,20 @@ from dagster import (
 from dagster_project.assets._common import OWNERS, parquet_table_metadata, suite_check_result
 from dagster_project.plots import figure_markdown
 from dagster_project.pseudonyms import PseudonymKeyError, check_pseudonym_key
+from dagster_project.quality.accounting import accounting_by_table
 from dagster_project.quality.cleaning import (
     QUARANTINE_COLUMNS,
     Cleaned,
     clean_events,
     clean_items,
-    row_accounting,
 )
-from dagster_project.quality.drift import (
-    daily_samples,
-    day_over_day,
-    evaluate_drift,
-    latest_against_reference,
-    load_drift_checks,
-)
+from dagster_project.quality.drift import drift_figures
 from dagster_project.resources import PlatformStorage, QualityResource
-from dagster_project.settings import EXPECTATIONS_DIR, DataLayout
+from dagster_project.settings import DataLayout
 from dagster_project.sources.manifest import source_window
-from dagster_project.sources.raw_table import raw_relation, raw_rows, read_raw
+from dagster_project.sources.raw_table import raw_rows, read_raw
 from dagster_project.sources.synthetic.generator import generated_landing
 from dagster_project.storage import (
-    connect,
-    parquet_relation,
     write_parquet_atomic,
     write_text_atomic,
 )
@@ -186,21 +178,6 @@ def quarantine(storage: PlatformStorage) -> MaterializeResult:
     )
 
 
-def accounting_by_table(out: DataLayout) -> pd.DataFrame:
-    """Per table and source file: rows read, clean, quarantined, and whether they add up."""
-    frames = []
-    for raw_name, clean_name, table in [
-        ("raw_events", "events_clean", "behaviour_events"),
-        ("raw_items", "items_clean", "items"),
-    ]:
-        held = f"(SELECT * FROM {parquet_relation(out.table('quarantine'))} WHERE \"table\" = '{table}')"
-        accounting = row_accounting(
-            raw_relation(out.raw_table(raw_name)), parquet_relation(out.table(clean_name)), held
-        )
-        frames.append(accounting.select(pl.lit(table).alias("table"), pl.all()))
-    return pl.concat(frames).to_pandas()
-
-
 @asset_check(
     asset=quarantine,
     blocking=True,
@@ -265,18 +242,6 @@ def events_clean_suite(
         "events_clean", out.table("events_clean"), events_suite_parameters(out), context.run.run_id
     )
     return suite_check_result(outcome)
-
-
-def drift_figures(out: DataLayout) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(day-over-day drift of events_clean, the reviewed drift checks' verdicts)."""
-    relation = parquet_relation(out.table("events_clean"))
-    with connect() as con:
-        samples = daily_samples(con, relation)
-    days = day_over_day(samples)
-    latest = latest_against_reference(samples)
-    previous = days.iloc[-1].drop("day").to_dict() if len(days) else {}
-    checks = load_drift_checks(EXPECTATIONS_DIR / "events_clean.drift.json")
-    return days, evaluate_drift(checks, latest, previous)
 
 
 @asset_check(

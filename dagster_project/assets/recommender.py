@@ -13,9 +13,15 @@ from dagster import (
 )
 
 from dagster_project.assets._common import OWNERS, suite_check_result, table_metadata
-from dagster_project.features.build import price_bucket
 from dagster_project.features.model_outputs import recommendation_lists, vector_table
 from dagster_project.privacy import opted_out_users
+from dagster_project.recommender.inputs import (
+    evaluation_split,
+    model_config,
+    model_items,
+    model_path,
+    trained_model,
+)
 from dagster_project.resources import (
     FeastResource,
     PlatformStorage,
@@ -23,77 +29,15 @@ from dagster_project.resources import (
     RecommenderSettings,
 )
 from dagster_project.storage import write_parquet_atomic
-from models.embedding import EmbeddingConfig, EmbeddingRecommender
-from models.split import VALIDATION_FOR, temporal_holdout
+from models.embedding import EmbeddingRecommender
 
 TRAINING_SERVICE = "recommender_training"
-# bot_score is left out: it is scored over the whole window, not point-in-time.
-USER_FEATURES = tuple(
-    f"user_behaviour__{f}"
-    for f in [
-        "views",
-        "favorites",
-        "carts",
-        "purchases",
-        "cart_rate",
-        "purchase_rate",
-        "spend",
-        "tenure_days",
-    ]
-)
-ITEM_FEATURES = tuple(
-    f"item_stats__{f}"
-    for f in ["views", "carts", "purchases", "view_to_cart_rate", "view_to_purchase_rate", "price"]
-)
 
 
 class ModelTrainingConfig(Config):
     # True: start from the saved model (the daily refresh between weekly retrains); a missing
     # or incompatible saved model falls back to a full retrain.
     warm_start: bool = False
-
-
-def model_config(settings: RecommenderSettings) -> EmbeddingConfig:
-    """The embedding model's configuration for the pipeline's settings and Feast features."""
-    return EmbeddingConfig(
-        dim=settings.dim,
-        epochs=settings.epochs,
-        train_seconds=settings.train_seconds,
-        seed=settings.seed,
-        device=settings.device,
-        validation=VALIDATION_FOR["temporal"],  # as the evaluation tests it
-        validation_days=float(settings.test_days),
-        user_feature_columns=USER_FEATURES,
-        item_feature_columns=ITEM_FEATURES,
-    )
-
-
-def model_items(storage: PlatformStorage) -> pd.DataFrame:
-    """The catalog as the model sees it: item_id, category, price_bucket and text_embedding
-    (the MiniLM vector of title + description)."""
-    out = storage.layout()
-    catalog = pd.read_parquet(out.table("items"), columns=["item_id", "category", "price"])
-    text = pd.read_parquet(
-        out.feature_table("item_text_embedding"), columns=["item_id", "embedding"]
-    ).rename(columns={"embedding": "text_embedding"})
-    return catalog.assign(price_bucket=price_bucket(catalog["price"])).merge(
-        text, on="item_id", how="left"
-    )
-
-
-def trained_model(storage: PlatformStorage, settings: RecommenderSettings) -> EmbeddingRecommender:
-    """The model the `embedding_model` asset saved."""
-    return EmbeddingRecommender.load(
-        storage.layout().models / "embedding" / "model.pt", settings.device
-    )
-
-
-def evaluation_split(storage: PlatformStorage, settings: RecommenderSettings):
-    events = pd.read_parquet(
-        storage.layout().table("behaviour_events"),
-        columns=["user_id", "item_id", "event_type", "event_time"],
-    )
-    return temporal_holdout(events, settings.test_days)
 
 
 @asset(
@@ -110,7 +54,7 @@ def training_set(
     feast: FeastResource,
     settings: RecommenderSettings,
 ) -> MaterializeResult:
-    split = evaluation_split(storage, settings)
+    split = evaluation_split(storage.layout(), settings.test_days)
     entity_df = split.train.rename(columns={"event_time": "event_timestamp"})
     store = feast.store()
     frame = store.get_historical_features(
@@ -170,13 +114,13 @@ def embedding_model(
     earlier = None
     if config.warm_start:
         try:
-            earlier = trained_model(storage, settings)
+            earlier = trained_model(storage.layout(), settings.device)
         except (FileNotFoundError, ValueError) as problem:
             context.log.warning(f"no saved model to warm-start from ({problem}): full retrain")
     model = EmbeddingRecommender(model_config(settings)).fit(
-        train, model_items(storage), warm_start=earlier
+        train, model_items(storage.layout()), warm_start=earlier
     )
-    path = model.save(out.models / "embedding")
+    path = model.save(model_path(out).parent)
     history = pd.DataFrame(model.history)
     start = f"warm start from {earlier.version}" if earlier is not None else "full retrain"
     context.log.info(f"model {model.version} ({start}, {model.fit_seconds:.0f} s) saved to {path}")
@@ -212,7 +156,7 @@ def recommendations(
     context: AssetExecutionContext, storage: PlatformStorage, settings: RecommenderSettings
 ) -> MaterializeResult:
     out = storage.layout()
-    model = trained_model(storage, settings)
+    model = trained_model(storage.layout(), settings.device)
     version = model.version
     opted_out = opted_out_users(out)
     frame = model.recommend(model.user_index.difference(opted_out), settings.top_k)
@@ -243,7 +187,7 @@ def recommendations(
 )
 def model_vectors(storage: PlatformStorage, settings: RecommenderSettings) -> MaterializeResult:
     out = storage.layout()
-    model = trained_model(storage, settings)
+    model = trained_model(storage.layout(), settings.device)
     version, as_of = model.version, model.trained_until
     users = vector_table(model.user_vectors(), version, as_of)
     items = vector_table(model.item_vectors(), version, as_of)

@@ -17,6 +17,8 @@ import numpy as np
 import pandas as pd
 
 from dagster_project.contracts import EVENT_TYPES
+from dagster_project.settings import EXPECTATIONS_DIR, DataLayout
+from dagster_project.storage import connect, parquet_relation
 
 EPSILON = 1e-4
 # The UTC event day as a day number (cheaper than a time-zone aware cast to DATE).
@@ -189,3 +191,15 @@ def evaluate_drift(
             }
         )
     return pd.DataFrame(rows)
+
+
+def drift_figures(out: DataLayout) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(day-over-day drift of events_clean, the reviewed drift checks' verdicts)."""
+    relation = parquet_relation(out.table("events_clean"))
+    with connect() as con:
+        samples = daily_samples(con, relation)
+    days = day_over_day(samples)
+    latest = latest_against_reference(samples)
+    previous = days.iloc[-1].drop("day").to_dict() if len(days) else {}
+    checks = load_drift_checks(EXPECTATIONS_DIR / "events_clean.drift.json")
+    return days, evaluate_drift(checks, latest, previous)

@@ -1,0 +1,90 @@
+"""What the recommender reads, as the pipeline builds it: the Feast features it trains on, its
+configuration for the pipeline's settings, the catalog as the model sees it, the temporal
+evaluation split and the saved model. (`features.model_outputs` holds what it pushes back.)"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Protocol
+
+import pandas as pd
+
+from dagster_project.features.build import price_bucket
+from dagster_project.settings import DataLayout
+from models.embedding import EmbeddingConfig, EmbeddingRecommender
+from models.split import VALIDATION_FOR, Split, temporal_holdout
+
+# bot_score is left out: it is scored over the whole window, not point-in-time.
+USER_FEATURES = tuple(
+    f"user_behaviour__{f}"
+    for f in [
+        "views",
+        "favorites",
+        "carts",
+        "purchases",
+        "cart_rate",
+        "purchase_rate",
+        "spend",
+        "tenure_days",
+    ]
+)
+ITEM_FEATURES = tuple(
+    f"item_stats__{f}"
+    for f in ["views", "carts", "purchases", "view_to_cart_rate", "view_to_purchase_rate", "price"]
+)
+
+
+class ModelSettings(Protocol):
+    """The pipeline's model settings (`resources.RecommenderSettings` is one)."""
+
+    dim: int
+    epochs: int
+    train_seconds: float
+    seed: int
+    device: str
+    test_days: int
+
+
+def model_config(settings: ModelSettings) -> EmbeddingConfig:
+    """The embedding model's configuration for the pipeline's settings and Feast features."""
+    return EmbeddingConfig(
+        dim=settings.dim,
+        epochs=settings.epochs,
+        train_seconds=settings.train_seconds,
+        seed=settings.seed,
+        device=settings.device,
+        validation=VALIDATION_FOR["temporal"],  # as the evaluation tests it
+        validation_days=float(settings.test_days),
+        user_feature_columns=USER_FEATURES,
+        item_feature_columns=ITEM_FEATURES,
+    )
+
+
+def model_items(out: DataLayout) -> pd.DataFrame:
+    """The catalog as the model sees it: item_id, category, price_bucket and text_embedding
+    (the MiniLM vector of title + description)."""
+    catalog = pd.read_parquet(out.table("items"), columns=["item_id", "category", "price"])
+    text = pd.read_parquet(
+        out.feature_table("item_text_embedding"), columns=["item_id", "embedding"]
+    ).rename(columns={"embedding": "text_embedding"})
+    return catalog.assign(price_bucket=price_bucket(catalog["price"])).merge(
+        text, on="item_id", how="left"
+    )
+
+
+def model_path(out: DataLayout) -> Path:
+    """Where the `embedding_model` asset saves the model."""
+    return out.models / "embedding" / "model.pt"
+
+
+def trained_model(out: DataLayout, device: str) -> EmbeddingRecommender:
+    """The model the `embedding_model` asset saved."""
+    return EmbeddingRecommender.load(model_path(out), device)
+
+
+def evaluation_split(out: DataLayout, test_days: int) -> Split:
+    """behaviour_events split at midnight `test_days` before the end (`temporal_holdout`)."""
+    events = pd.read_parquet(
+        out.table("behaviour_events"), columns=["user_id", "item_id", "event_type", "event_time"]
+    )
+    return temporal_holdout(events, test_days)
