@@ -1,10 +1,9 @@
-"""Atomic writes (a killed run never leaves a half-written table behind), the DuckDB session,
-and retries with backoff for calls to servers."""
+"""Atomic writes (a killed run never leaves a half-written table behind) and retries with
+backoff for calls to servers. SQL and the DuckDB session: `dagster_project.sql`."""
 
 from __future__ import annotations
 
 import os
-import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -12,7 +11,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TypeVar
 
-import duckdb
 import pandas as pd
 import polars as pl
 
@@ -50,33 +48,6 @@ def write_text_atomic(text: str, path: Path) -> Path:
     with atomic_file(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
     return path
-
-
-def sql_text(value: object) -> str:
-    """A SQL string literal, single quotes doubled: the one way a path or a value is pasted
-    into SQL text (a quote in a data directory's path must not break a query)."""
-    return "'" + str(value).replace("'", "''") + "'"
-
-
-def parquet_relation(path: Path | str) -> str:
-    """DuckDB's `read_parquet('<path>')` for a file, the path quoted."""
-    return f"read_parquet({sql_text(path)})"
-
-
-DUCKDB_MEMORY_LIMIT = "2GB"  # DuckDB spills to disk beyond this
-
-
-def connect(threads: int | None = None) -> duckdb.DuckDBPyConnection:
-    """A DuckDB connection with the platform's settings: UTC, bounded memory, spill to /tmp."""
-    con = duckdb.connect()
-    con.execute("SET TimeZone = 'UTC'")
-    con.execute(f"SET memory_limit = '{DUCKDB_MEMORY_LIMIT}'")
-    con.execute(f"SET temp_directory = '{tempfile.gettempdir()}/recsys-duckdb'")
-    con.execute("SET preserve_insertion_order = false")
-    con.execute("SET enable_progress_bar = false")
-    if threads:
-        con.execute(f"SET threads = {threads}")
-    return con
 
 
 def retry_with_backoff(

@@ -14,7 +14,8 @@ from dagster_project.recommender.evaluation import K, evaluate_models, write_eva
 from dagster_project.recommender.inputs import evaluation_split, model_items, trained_model
 from dagster_project.resources import PlatformStorage, QualityResource, RecommenderSettings
 from dagster_project.sources.raw_table import raw_relation
-from dagster_project.storage import parquet_relation, write_text_atomic
+from dagster_project.sql import parquet_relation
+from dagster_project.storage import write_text_atomic
 
 
 @asset(

@@ -5,7 +5,7 @@ from dagster import AssetExecutionContext, MaterializeResult, asset
 from dagster_project.assets._common import OWNERS, table_metadata
 from dagster_project.resources import PlatformStorage
 from dagster_project.sources.raw_table import ingest_landing, raw_relation
-from dagster_project.storage import connect
+from dagster_project.sql import connect, query_pandas
 
 
 def _ingest(
@@ -15,7 +15,7 @@ def _ingest(
     path = out.raw_table(table)
     summary = ingest_landing(out.landing, kind, path)
     with connect() as con:
-        preview = con.sql(f"SELECT * EXCLUDE (_row) FROM {raw_relation(path)} LIMIT 5").df()
+        preview = query_pandas(con, f"SELECT * EXCLUDE (_row) FROM {raw_relation(path)} LIMIT 5")
     context.log.info(
         f"{table}: {summary.rows:,} records from {summary.files} file(s), "
         f"{summary.unparseable:,} could not be split into fields, "

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from dagster_project.contracts import EVENT_TYPES
+from dagster_project.sql import connect, query_pandas
 
 COUNT_COLUMNS = {
     "view": "views",
@@ -85,13 +86,11 @@ def _windowed_snapshots(cumulative: pd.DataFrame, key: str, last_day: pd.Timesta
 
 def _top_category(events: pd.DataFrame) -> pd.DataFrame:
     """Per user and active day: the category with the most events up to that day."""
-    from dagster_project.storage import connect
-
     con = connect()
     con.register("ev", events[["user_id", "category", "day"]])
-    return (
-        con.sql(
-            """WITH n AS (SELECT user_id, category, day, count(*) AS n FROM ev
+    return query_pandas(
+        con,
+        """WITH n AS (SELECT user_id, category, day, count(*) AS n FROM ev
                       WHERE category IS NOT NULL GROUP BY ALL),
             cum AS (SELECT user_id, category, day,
                         sum(n) OVER (PARTITION BY user_id, category ORDER BY day) AS c FROM n),
@@ -102,11 +101,8 @@ def _top_category(events: pd.DataFrame) -> pd.DataFrame:
                 QUALIFY row_number() OVER (
                     PARTITION BY d.user_id, d.day, cum.category ORDER BY cum.day DESC) = 1)
         SELECT user_id, day, arg_max(category, c ORDER BY category) AS top_category
-        FROM latest GROUP BY ALL"""
-        )
-        .df()
-        .astype({"day": events["day"].dtype})
-    )
+        FROM latest GROUP BY ALL""",
+    ).astype({"day": events["day"].dtype})
 
 
 def user_snapshots(events: pd.DataFrame, categories: pd.DataFrame | None = None) -> pd.DataFrame:

@@ -8,7 +8,7 @@ import polars as pl
 from dagster_project.quality.cleaning import row_accounting
 from dagster_project.settings import DataLayout
 from dagster_project.sources.raw_table import raw_relation
-from dagster_project.storage import parquet_relation, sql_text
+from dagster_project.sql import parquet_relation, sql_text
 
 
 def accounting_by_table(out: DataLayout) -> pd.DataFrame:

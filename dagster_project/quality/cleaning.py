@@ -31,13 +31,8 @@ from dagster_project.contracts import (
 )
 from dagster_project.pseudonyms import pseudonymise
 from dagster_project.sources.raw_table import raw_relation
-from dagster_project.storage import (
-    atomic_file,
-    connect,
-    parquet_relation,
-    sql_text,
-    write_parquet_atomic,
-)
+from dagster_project.sql import connect, parquet_relation, query_polars, sql_text
+from dagster_project.storage import atomic_file, write_parquet_atomic
 
 QUARANTINE_COLUMNS = [
     "table",
@@ -162,10 +157,6 @@ def _quarantine_sql(table_name: str, columns: list[str], run_id: str, now: datet
     )
 
 
-def _to_polars(con: duckdb.DuckDBPyConnection, query: str) -> pl.DataFrame:
-    return pl.from_arrow(con.sql(query).to_arrow_table())  # type: ignore[return-value]
-
-
 def clean_items(raw: pl.DataFrame | Path, run_id: str, now: datetime) -> Cleaned:
     """Raw catalog rows -> items_clean and quarantine."""
     con = connect()
@@ -203,7 +194,7 @@ def clean_items(raw: pl.DataFrame | Path, run_id: str, now: datetime) -> Cleaned
     detail = rules.detail_sql(
         {"duplicate_item": f"'item ' || {_quoted('item_id')} || ' appears earlier in the catalog'"}
     )
-    items = _to_polars(
+    items = query_polars(
         con,
         f"""SELECT item_id, coalesce(title, '') AS title, coalesce(description, '') AS description,
             coalesce(category, 'Unknown') AS category, coalesce(brand, 'Unknown') AS brand,
@@ -214,7 +205,7 @@ def clean_items(raw: pl.DataFrame | Path, run_id: str, now: datetime) -> Cleaned
             TIMESTAMPTZ {sql_text(now.isoformat())} AS ingested_at
         FROM judged WHERE reason IS NULL ORDER BY source_file, source_line""",
     )
-    quarantine = _to_polars(
+    quarantine = query_polars(
         con,
         f"SELECT {_quarantine_sql('items', ITEM_COLUMNS, run_id, now)} FROM "
         f"(SELECT *, {detail} AS detail FROM judged WHERE reason IS NOT NULL) ORDER BY source_file, source_line",
@@ -384,7 +375,7 @@ def clean_events(
     del verdicts, standing
     con.register("rejected", rejected.to_arrow())
     _pseudonymise_user_ids(con)
-    quarantine = _to_polars(con, _events_quarantine_sql(rules, run_id, now))
+    quarantine = query_polars(con, _events_quarantine_sql(rules, run_id, now))
     clean, rows = _clean_event_rows(con, _clean_events_sql(derived, now), quarantine, write_to)
     con.close()
     return Cleaned(clean, quarantine, hits, rows)
@@ -411,13 +402,12 @@ def _row_verdicts(con: duckdb.DuckDBPyConnection, rules: _Rules) -> pl.DataFrame
     """One streaming pass over `typed`: per row its broken rules as bits (`mask`), its time
     (`t`, epoch microseconds), hashes of its id and of its (user, item, type, session) key,
     whether its item is in the catalog and whether its source gave no session."""
-    return pl.from_arrow(  # type: ignore[return-value]
-        con.sql(
-            f"""SELECT _row, {rules.mask_sql()} AS mask, epoch_us(t) AS t, hash(eid) AS id_hash,
+    return query_polars(
+        con,
+        f"""SELECT _row, {rules.mask_sql()} AS mask, epoch_us(t) AS t, hash(eid) AS id_hash,
                 hash(user_id, item_id, etype, source_sid) AS key_hash,
                 item_id IN (SELECT item_id FROM catalog) AS known, source_sid IS NULL AS no_session
-            FROM typed"""
-        ).to_arrow_table()
+            FROM typed""",
     )
 
 
@@ -446,11 +436,10 @@ def _with_derived_sessions(
         return standing, False
     con.register("need_session", need_session.to_arrow())
     _derive_sessions(con)
-    rehashed = pl.from_arrow(
-        con.sql(
-            "SELECT _row, hash(user_id, item_id, etype, d.sid) AS derived_hash "
-            "FROM typed JOIN derived d USING (_row)"
-        ).to_arrow_table()
+    rehashed = query_polars(
+        con,
+        "SELECT _row, hash(user_id, item_id, etype, d.sid) AS derived_hash "
+        "FROM typed JOIN derived d USING (_row)",
     )
     standing = (
         standing.join(rehashed, on="_row", how="left")
@@ -543,11 +532,10 @@ def _repeated_events(
     only_candidates = "(SELECT * FROM fetched WHERE _row IN (SELECT _row FROM candidates))"
     sid = "coalesce(source_sid, d.sid)" if derived else "source_sid"
     join = "LEFT JOIN derived d USING (_row)" if derived else ""
-    exact: pl.DataFrame = pl.from_arrow(  # type: ignore[assignment]
-        con.sql(
-            f"""SELECT _row, eid, user_id, item_id, etype, {sid} AS sid, epoch_us(t) AS t
-            FROM ({_typed_events(only_candidates)}) {join}"""
-        ).to_arrow_table()
+    exact: pl.DataFrame = query_polars(
+        con,
+        f"""SELECT _row, eid, user_id, item_id, etype, {sid} AS sid, epoch_us(t) AS t
+            FROM ({_typed_events(only_candidates)}) {join}""",
     )
     repeated = exact.filter(pl.col("_row").is_in(id_candidates["_row"].implode()))
     first = repeated.group_by("eid").agg(pl.col("_row").min().alias("first"))
@@ -643,7 +631,7 @@ def _clean_event_rows(
     """The clean rows in the order read, and their count; with `write_to` (clean, quarantine
     Parquet) both are written there instead and no clean rows are returned."""
     if write_to is None:
-        clean = _to_polars(con, clean_sql + " ORDER BY c._row")
+        clean = query_polars(con, clean_sql + " ORDER BY c._row")
         return clean, clean.height
     clean_path, quarantine_path = write_to
     write_parquet_atomic(quarantine, quarantine_path)
@@ -673,7 +661,7 @@ def row_accounting(
                 con.register(f"accounted_{name}", table.select("source_file").to_arrow())
                 table = f"accounted_{name}"
             relations.append(table)
-        return _to_polars(
+        return query_polars(
             con,
             f"""WITH r AS (SELECT source_file, count(*) AS rows_read FROM {relations[0]} GROUP BY 1),
                 c AS (SELECT source_file, count(*) AS rows_clean FROM {relations[1]} GROUP BY 1),

@@ -18,7 +18,7 @@ import pandas as pd
 
 from dagster_project.contracts import EVENT_TYPES
 from dagster_project.settings import EXPECTATIONS_DIR, DataLayout
-from dagster_project.storage import connect, parquet_relation
+from dagster_project.sql import connect, parquet_relation, query_pandas
 
 EPSILON = 1e-4
 # The UTC event day as a day number (cheaper than a time-zone aware cast to DATE).
@@ -68,17 +68,14 @@ def load_drift_checks(path: Path) -> list[DriftCheck]:
 def daily_profile(con: duckdb.DuckDBPyConnection, relation: str) -> pd.DataFrame:
     """Per event day: rows, event-type counts, null rates, and price/activity samples."""
     types = ", ".join(f"count_if(event_type = '{t}') AS n_{t}" for t in EVENT_TYPES)
-    return (
-        con.execute(
-            f"""SELECT {DAY} AS day, count(*) AS rows, {types},
+    return query_pandas(
+        con,
+        f"""SELECT {DAY} AS day, count(*) AS rows, {types},
             1 - count(price) / count_if(event_type IN ('add_to_cart', 'purchase'))::DOUBLE
                 AS price_null_rate_on_money_events,
             1 - count(query) / count(*)::DOUBLE AS query_null_rate
-        FROM {relation} GROUP BY 1 ORDER BY 1"""
-        )
-        .df()
-        .pipe(_as_date)
-    )
+        FROM {relation} GROUP BY 1 ORDER BY 1""",
+    ).pipe(_as_date)
 
 
 @dataclass
@@ -113,12 +110,12 @@ def daily_samples(con: duckdb.DuckDBPyConnection, relation: str) -> DailySamples
     """Profile, prices and per-user activity of every event day of `relation`."""
     return DailySamples(
         profile=daily_profile(con, relation),
-        prices=con.execute(
-            f"SELECT {DAY} AS day, price FROM {relation} WHERE price IS NOT NULL"
-        ).df(),
-        activity=con.execute(
-            f"SELECT {DAY} AS day, count(*) AS events FROM {relation} GROUP BY user_id, {DAY}"
-        ).df(),
+        prices=query_pandas(
+            con, f"SELECT {DAY} AS day, price FROM {relation} WHERE price IS NOT NULL"
+        ),
+        activity=query_pandas(
+            con, f"SELECT {DAY} AS day, count(*) AS events FROM {relation} GROUP BY user_id, {DAY}"
+        ),
     )
 
 

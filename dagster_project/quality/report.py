@@ -23,7 +23,7 @@ from dagster_project.detection.bots import BOT_THRESHOLD
 from dagster_project.plots import figure_html
 from dagster_project.pseudonyms import pseudonymise
 from dagster_project.sources.raw_table import raw_relation
-from dagster_project.storage import connect, parquet_relation
+from dagster_project.sql import connect, parquet_relation, query_pandas
 
 
 @dataclass
@@ -142,17 +142,12 @@ def _relation(tables: dict[str, Path], name: str) -> str:
     return raw_relation(path) if path.is_dir() else parquet_relation(path)
 
 
-def _query(con: duckdb.DuckDBPyConnection, sql: str) -> pd.DataFrame:
-    """The rows of `sql` as a pandas frame."""
-    return con.execute(sql).df()
-
-
 def _quarantine_by_reason(
     con: duckdb.DuckDBPyConnection, quarantine: str, accounting: pd.DataFrame
 ) -> pd.DataFrame:
     """Quarantined rows per table, reason and source, and their share of the rows read."""
     read = accounting.groupby("table")["rows_read"].sum()
-    by_reason = _query(
+    by_reason = query_pandas(
         con,
         f'SELECT "table", reason, source, count(*) AS rows FROM {quarantine} GROUP BY ALL ORDER BY rows DESC',
     )
@@ -164,7 +159,7 @@ def _quarantine_by_reason(
 
 def _rows_by_day(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
     """Clean and quarantined behaviour events per day of the file path (`accounting`)."""
-    return _query(
+    return query_pandas(
         con,
         """SELECT coalesce(regexp_extract(source_file, 'date=([0-9-]+)', 1), '') AS day,
             sum(rows_clean) AS clean, sum(rows_quarantined) AS quarantined
@@ -176,7 +171,7 @@ def _null_rates(con: duckdb.DuckDBPyConnection, raw_events: str) -> pd.DataFrame
     """Share of null values per event column in the raw events."""
     nulls = ", ".join(f'1 - count("{c}") / count(*)::DOUBLE AS "{c}"' for c in EVENT_COLUMNS)
     return (
-        _query(con, f"SELECT {nulls} FROM {raw_events}")
+        query_pandas(con, f"SELECT {nulls} FROM {raw_events}")
         .T.reset_index()
         .set_axis(["column", "null_share"], axis=1)
     )
@@ -197,7 +192,7 @@ def _rule_hits_frame(rule_hits: dict[str, dict[str, int]]) -> pd.DataFrame:
 def _bot_summary(con: duckdb.DuckDBPyConnection, tables: dict[str, Path]) -> pd.DataFrame:
     """Users scored and flagged, events excluded and clean, with the flagged shares."""
     scores = parquet_relation(tables["user_traffic_scores"])
-    bots = _query(
+    bots = query_pandas(
         con,
         f"""SELECT (SELECT count(*) FROM {scores}) AS users_scored,
             (SELECT count_if(is_bot) FROM {scores}) AS users_flagged,
@@ -213,7 +208,7 @@ def _bot_summary(con: duckdb.DuckDBPyConnection, tables: dict[str, Path]) -> pd.
 
 def _top_flagged_users(con: duckdb.DuckDBPyConnection, scores: str) -> pd.DataFrame:
     """The 25 highest-scoring flagged users, with their reasons."""
-    return _query(
+    return query_pandas(
         con,
         f"""SELECT user_id, bot_score, events, pattern, reasons FROM {scores}
         WHERE is_bot ORDER BY bot_score DESC, events DESC LIMIT 25""",
@@ -222,7 +217,7 @@ def _top_flagged_users(con: duckdb.DuckDBPyConnection, scores: str) -> pd.DataFr
 
 def _flagged_by_pattern(con: duckdb.DuckDBPyConnection, scores: str) -> pd.DataFrame:
     """Flagged users and their events per bot pattern."""
-    return _query(
+    return query_pandas(
         con,
         f"""SELECT pattern, count(*) AS users, sum(events) AS events FROM {scores}
         WHERE is_bot GROUP BY 1 ORDER BY users DESC""",
@@ -231,7 +226,7 @@ def _flagged_by_pattern(con: duckdb.DuckDBPyConnection, scores: str) -> pd.DataF
 
 def _bot_score_bins(con: duckdb.DuckDBPyConnection, scores: str) -> pd.DataFrame:
     """Users per bot-score bin (50 bins, by lower edge)."""
-    return _query(
+    return query_pandas(
         con,
         f"""SELECT least(floor(bot_score * 50), 49) / 50 AS score, count(*) AS users
         FROM {scores} GROUP BY 1 ORDER BY 1""",
@@ -247,7 +242,7 @@ def _bot_confusion(
     # The generator's answer key names raw user ids; the tables hold pseudonyms.
     labels = pd.read_parquet(traffic_labels)
     con.register("traffic_labels", labels.assign(user_id=pseudonymise(labels["user_id"])))
-    return _query(
+    return query_pandas(
         con,
         f"""SELECT coalesce(l.traffic_class, 'human') AS traffic_class,
             coalesce(l.kind, 'human') AS kind, count(*) AS users,
@@ -261,7 +256,7 @@ def _bot_confusion(
 
 def _item_outlier_counts(con: duckdb.DuckDBPyConnection, outliers: str) -> pd.DataFrame:
     """Items flagged by each outlier test, and all items."""
-    return _query(
+    return query_pandas(
         con,
         f"""SELECT count_if(price_outlier) AS price_outliers,
             count_if(popularity_spike) AS popularity_spikes,
@@ -272,7 +267,7 @@ def _item_outlier_counts(con: duckdb.DuckDBPyConnection, outliers: str) -> pd.Da
 
 def _top_item_outliers(con: duckdb.DuckDBPyConnection, outliers: str) -> pd.DataFrame:
     """The 15 busiest outlier items, with their reasons."""
-    return _query(
+    return query_pandas(
         con,
         f"""SELECT item_id, category, events, reasons FROM {outliers}
         WHERE is_outlier ORDER BY events DESC LIMIT 15""",

@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import polars as pl
 import pyarrow as pa
 
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
@@ -26,7 +25,7 @@ os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
 import great_expectations as gx
 from great_expectations.data_context.types.base import ProgressBarsConfig
 
-from dagster_project.storage import connect, parquet_relation
+from dagster_project.sql import connect, parquet_relation, query_polars, sql_identifier, sql_value
 
 DATASOURCE = "platform"
 
@@ -229,22 +228,6 @@ def _resolve(value: Any, parameters: dict[str, Any]) -> Any:
     return value
 
 
-def _sql_value(value: Any) -> str:
-    if isinstance(value, pd.Timestamp | datetime):
-        stamp = pd.Timestamp(value)
-        stamp = stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
-        return f"TIMESTAMPTZ '{stamp.isoformat()}'"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(float(value)) if isinstance(value, float) else str(value)
-    return "'" + str(value).replace("'", "''") + "'"
-
-
-def _q(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
 class _SqlSuite:
     """One suite over one relation (`tbl`) in a DuckDB connection."""
 
@@ -261,11 +244,9 @@ class _SqlSuite:
         """A registered table `h` of the hashes that occur more than once in `column`."""
         name = f"repeated_{abs(hash(column)):x}"
         if name not in self._registered:
-            col = _q(column)
-            hashes = pl.from_arrow(
-                self.con.sql(
-                    f"SELECT hash({col}) AS h FROM tbl WHERE {col} IS NOT NULL"
-                ).to_arrow_table()
+            col = sql_identifier(column)
+            hashes = query_polars(
+                self.con, f"SELECT hash({col}) AS h FROM tbl WHERE {col} IS NOT NULL"
             )["h"].sort()
             repeated = hashes.filter(hashes == hashes.shift()).unique()
             self.con.register(name, pa.table({"h": repeated.to_arrow()}))
@@ -284,7 +265,7 @@ class _SqlSuite:
         if not planned:
             return
         columns = ", ".join(
-            f"count(*) - count({_q(c)}), count_if({_q(c)} IS NOT NULL AND ({cond}))"
+            f"count(*) - count({sql_identifier(c)}), count_if({sql_identifier(c)} IS NOT NULL AND ({cond}))"
             for c, cond in planned
         )
         values = self.con.execute(f"SELECT {columns} FROM tbl").fetchall()[0]
@@ -296,13 +277,13 @@ class _SqlSuite:
 
     def _sample(self, column: str, condition: str) -> list[Any]:
         rows = self.con.execute(
-            f"SELECT {_q(column)} FROM tbl WHERE {condition} LIMIT {SAMPLE_SIZE}"
+            f"SELECT {sql_identifier(column)} FROM tbl WHERE {condition} LIMIT {SAMPLE_SIZE}"
         ).fetchall()
         return [_jsonable(pd.Timestamp(r[0]) if isinstance(r[0], datetime) else r[0]) for r in rows]
 
     def _map(self, column: str, unexpected: str, mostly: float, nulls_count: bool = False) -> dict:
         """A column map expectation: `unexpected` is the SQL condition on non-null values."""
-        col = _q(column)
+        col = sql_identifier(column)
         if self._planned is not None:
             self._planned.append((column, unexpected))
             return {"success": True, "result": {}}
@@ -345,22 +326,24 @@ class _SqlSuite:
         if kind == "expect_column_values_to_not_be_null":
             return self._map(column, "false", mostly, nulls_count=True)
         if kind == "expect_column_values_to_be_between":
-            col, parts = _q(column), []
+            col, parts = sql_identifier(column), []
             if k.get("min_value") is not None:
                 op = "<=" if k.get("strict_min") else "<"
-                parts.append(f"{col} {op} {_sql_value(k['min_value'])}")
+                parts.append(f"{col} {op} {sql_value(k['min_value'])}")
             if k.get("max_value") is not None:
                 op = ">=" if k.get("strict_max") else ">"
-                parts.append(f"{col} {op} {_sql_value(k['max_value'])}")
+                parts.append(f"{col} {op} {sql_value(k['max_value'])}")
             return self._map(column, " OR ".join(parts) or "false", mostly)
         if kind == "expect_column_values_to_be_in_set":
             name = f"value_set_{id(k['value_set']):x}"  # the same list in planning and run
             if name not in self._registered:
                 self.con.register(name, pd.DataFrame({"v": list(k["value_set"])}))
                 self._registered.add(name)
-            return self._map(column, f"{_q(column)} NOT IN (SELECT v FROM {name})", mostly)
+            return self._map(
+                column, f"{sql_identifier(column)} NOT IN (SELECT v FROM {name})", mostly
+            )
         if kind == "expect_column_values_to_be_unique":
-            col = _q(column)
+            col = sql_identifier(column)
             # Repeated values: candidates by sorting 64-bit hashes (much cheaper than grouping
             # millions of distinct strings), then compared exactly.
             name = self._repeated_hashes(column)
@@ -371,8 +354,8 @@ class _SqlSuite:
                 mostly,
             )
         if kind == "expect_compound_columns_to_be_unique":
-            cols = ", ".join(_q(c) for c in k["column_list"])
-            any_present = " OR ".join(f"{_q(c)} IS NOT NULL" for c in k["column_list"])
+            cols = ", ".join(sql_identifier(c) for c in k["column_list"])
+            any_present = " OR ".join(f"{sql_identifier(c)} IS NOT NULL" for c in k["column_list"])
             bad = self._one(
                 f"SELECT coalesce(sum(n), 0) FROM (SELECT count(*) AS n FROM tbl WHERE {any_present} "
                 f"GROUP BY {cols} HAVING count(*) > 1)"
@@ -388,7 +371,7 @@ class _SqlSuite:
                 },
             }
         if kind == "expect_column_proportion_of_unique_values_to_be_between":
-            col = _q(column)
+            col = sql_identifier(column)
             distinct, present = self.con.execute(
                 f"SELECT count(DISTINCT {col}), count({col}) FROM tbl"
             ).fetchall()[0]

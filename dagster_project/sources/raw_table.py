@@ -35,7 +35,7 @@ from dagster_project.sources.records import (
     contract_columns,
     file_format,
 )
-from dagster_project.storage import connect, sql_text
+from dagster_project.sql import connect, query_polars, sql_text
 
 BAD_FILE = "bad_file"  # the quarantine reason of a landing file that cannot be read whole
 RAW_MANIFEST = "_raw.json"
@@ -81,7 +81,7 @@ def landing_paths(landing: Path) -> list[str]:
 
 def _duckdb_frame(query: str) -> pl.DataFrame:
     with connect() as con:
-        return pl.from_arrow(con.sql(query).to_arrow_table())  # type: ignore[return-value]
+        return query_polars(con, query)
 
 
 def ingest_landing(landing: Path, kind: str, target: Path) -> RawSummary:
@@ -276,7 +276,7 @@ def read_raw(raw: Path) -> pl.DataFrame:
     """The raw table folder as one frame, in file and line order (small tables and tests)."""
     with connect() as con:
         query = f"SELECT * EXCLUDE (_row) FROM {raw_relation(raw)} ORDER BY _row"
-        return pl.from_arrow(con.sql(query).to_arrow_table())  # type: ignore[return-value]
+        return query_polars(con, query)
 
 
 def read_landing(landing: Path, kind: str) -> pl.DataFrame:

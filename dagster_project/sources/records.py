@@ -32,7 +32,7 @@ from dagster_project.contracts import (
     ITEM_COLUMNS,
     ITEM_REQUIRED,
 )
-from dagster_project.storage import connect, sql_text
+from dagster_project.sql import connect, sql_text
 
 SUPPORTED_SUFFIXES = {".csv", ".csv.gz", ".parquet"}
 ISO_WITH_OFFSET = "%Y-%m-%dT%H:%M:%S%.f%:z"  # fraction only where there is one
