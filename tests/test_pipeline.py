@@ -591,3 +591,20 @@ def test_the_daily_model_refresh_warm_starts_from_the_saved_model(run, tmp_path)
     (event,) = result.get_asset_materialization_events()
     metadata = event.event_specific_data.materialization.metadata
     assert metadata["start"].value == f"warm start from {saved['version']}"
+
+
+def test_the_tiny_run_writes_what_it_wrote_before(run):
+    """Refactors keep behaviour: every table and feature file of the tiny run has the content
+    recorded in tests/snapshots/tiny_outputs.json (taken with the code before issue 17's
+    restructuring), lineage and the not repeatable outputs aside (devtools.outputs)."""
+    from devtools.outputs import output_digests
+
+    snapshot = json.loads((Path(__file__).parent / "snapshots" / "tiny_outputs.json").read_text())
+    digests = output_digests(run.root)
+    assert len(snapshot) > 100 and set(digests) == set(snapshot), set(digests) ^ set(snapshot)
+    changed = sorted(name for name in snapshot if digests[name] != snapshot[name])
+    assert not changed, (
+        f"{len(changed)} output(s) differ from the snapshot: {changed[:10]}. If the change is "
+        "intended, rewrite it: python -m devtools.outputs --data-dir DIR --write "
+        "tests/snapshots/tiny_outputs.json (DIR: a tiny run's data directory)"
+    )
