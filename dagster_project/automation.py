@@ -72,12 +72,19 @@ from dagster_project.resources import FeastResource, PlatformStorage
 from dagster_project.run_recovery import fail_dead_runs
 from dagster_project.sources.raw_table import RAW_MANIFEST, landing_files
 
-DAILY_GROUPS = ("ingest", "quality", "detection", "behaviour", "features", "feature_store")
-RETRAIN_GROUPS = ("recommender", "evaluation")
 # The analysts' reports and SQL views are rebuilt daily too; the model evaluation weekly.
-DAILY_REPORTS = ("quality_report", "data_docs", "warehouse")
+DAILY_GROUPS = (
+    "ingest",
+    "quality",
+    "detection",
+    "behaviour",
+    "features",
+    "feature_store",
+    "reports",
+)
+RETRAIN_GROUPS = ("recommender", "evaluation")
 # Assets that follow their inputs on their own: everything the daily job builds after ingest.
-AUTOMATED_GROUPS = ("quality", "detection", "behaviour", "features", "feature_store")
+AUTOMATED_GROUPS = DAILY_GROUPS[1:]
 MODEL_OUTPUTS = ("feast_model_outputs",)
 LANDING_KINDS = ("events", "items")  # the landing sub-folders ingestion reads
 # Every job that writes the data directory carries this tag; the instance (dagster.yaml, see
@@ -85,9 +92,7 @@ LANDING_KINDS = ("events", "items")  # the landing sub-folders ingestion reads
 WRITES_DATA = {"recsys/writes": "data_dir"}
 DATED_PATH = re.compile(r"date=(\d{4}-\d{2}-\d{2})")
 
-daily_selection = (
-    AssetSelection.groups(*DAILY_GROUPS) | AssetSelection.assets(*DAILY_REPORTS)
-) - AssetSelection.assets(*MODEL_OUTPUTS)
+daily_selection = AssetSelection.groups(*DAILY_GROUPS) - AssetSelection.assets(*MODEL_OUTPUTS)
 daily_refresh = define_asset_job(
     "daily_refresh",
     selection=daily_selection,
@@ -98,8 +103,7 @@ daily_refresh = define_asset_job(
 weekly_retrain = define_asset_job(
     "weekly_retrain",
     tags=WRITES_DATA,
-    selection=(AssetSelection.groups(*RETRAIN_GROUPS) | AssetSelection.assets(*MODEL_OUTPUTS))
-    - AssetSelection.assets(*DAILY_REPORTS),
+    selection=AssetSelection.groups(*RETRAIN_GROUPS) | AssetSelection.assets(*MODEL_OUTPUTS),
     description="Train the recommender on a fresh Feast training set, score, evaluate, and "
     "push embeddings and recommendations to Feast.",
 )
@@ -230,7 +234,7 @@ def with_automation(assets: list) -> list:
     from dagster import map_asset_specs
 
     def follow_inputs(spec):
-        follows = spec.group_name in AUTOMATED_GROUPS or spec.key.to_user_string() in DAILY_REPORTS
+        follows = spec.group_name in AUTOMATED_GROUPS
         if follows and spec.automation_condition is None:
             return spec.replace_attributes(automation_condition=AutomationCondition.eager())
         return spec
@@ -240,7 +244,7 @@ def with_automation(assets: list) -> list:
 
 platform_automation = AutomationConditionSensorDefinition(
     "platform_automation",
-    target=AssetSelection.groups(*AUTOMATED_GROUPS) | AssetSelection.assets(*DAILY_REPORTS),
+    target=AssetSelection.groups(*AUTOMATED_GROUPS),
     default_status=DefaultSensorStatus.RUNNING,
     description="Evaluates the assets' automation conditions: clean data, features, the "
     "online store and the quality reports follow new raw data.",

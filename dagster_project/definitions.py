@@ -22,6 +22,7 @@ from dagster_project.assets import (
     ingest,
     quality,
     recommender,
+    reports,
 )
 from dagster_project.assets._common import EVENT_DAYS
 from dagster_project.resources import (
@@ -42,6 +43,7 @@ ASSET_MODULES = [
     feature_store,
     recommender,
     evaluation,
+    reports,
 ]
 
 all_assets = automation.with_automation(load_assets_from_modules(ASSET_MODULES))

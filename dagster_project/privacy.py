@@ -39,6 +39,13 @@ from dagster_project.redaction import redact_mentions
 from dagster_project.settings import DataLayout
 from dagster_project.sources.manifest import CANONICAL_FORMAT, read_source_manifest
 from dagster_project.storage import write_parquet_atomic
+from recsys_feast.internals import (
+    online_store,
+    redis_client,
+    redis_fields,
+    sqlite_connection,
+    sqlite_table,
+)
 
 
 def opt_out_file(out: DataLayout) -> Path:
@@ -71,31 +78,23 @@ def delete_online_rows(store: FeatureStore, view_names: list[str], user_ids: Ite
         serialize_entity_key(k, entity_key_serialization_version=version)
         for k in _entity_keys("user_id", ids)
     ]
-    online = store._get_provider().online_store  # Feast has no public per-entity delete
+    online = online_store(store)
     kind = config.online_store.type
     deleted = 0
     if "sqlite" in kind.lower():
-        from feast.infra.online_stores.sqlite import _table_id
-
-        conn = online._get_conn(config)
-        tables = [_table_id(config.project, store.get_feature_view(n)) for n in view_names]
+        conn = sqlite_connection(online, config)
+        tables = [sqlite_table(config, store.get_feature_view(n)) for n in view_names]
         with conn:
             for key in keys:
                 removed = sum(
-                    conn.execute(f'DELETE FROM "{table}" WHERE entity_key = ?', (key,)).rowcount
+                    conn.execute(f"DELETE FROM {table} WHERE entity_key = ?", (key,)).rowcount
                     for table in tables
                 )
                 deleted += int(removed > 0)
     elif kind == "redis":
-        # Redis keeps one hash per entity for all views of the project; a view's fields are
-        # `_ts:<view>` and murmur3 hashes of `<view>:<feature>`. Drop those fields.
-        from feast.infra.online_stores.helpers import _mmh3
-
-        fields = []
-        for name in view_names:
-            view = store.get_feature_view(name)
-            fields += [f"_ts:{name}", *(_mmh3(f"{name}:{f.name}") for f in view.features)]
-        client = online._get_client(config.online_store)
+        # Redis keeps one hash per entity for all views of the project: drop the views' fields.
+        fields = [f for n in view_names for f in redis_fields(store.get_feature_view(n))]
+        client = redis_client(online, config)
         for key in keys:
             deleted += int(client.hdel(key + config.project.encode(), *fields) > 0)
     else:

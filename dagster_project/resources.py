@@ -11,11 +11,13 @@ import sys
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import yaml
 from dagster import ConfigurableResource, InitResourceContext
 from feast import FeatureStore
 from feast.repo_config import RepoConfig
+from pydantic import ModelWrapValidatorHandler, model_validator
 
 from dagster_project.quality.validation import SuiteRunner
 from dagster_project.run_recovery import record_run_worker
@@ -29,6 +31,7 @@ from dagster_project.settings import (
     layout,
 )
 from dagster_project.storage import retry_with_backoff
+from models.checks import Problems
 
 
 def _online_store_errors() -> tuple[type[BaseException], ...]:
@@ -199,3 +202,33 @@ class RecommenderSettings(ConfigurableResource):
     device: str = "auto"
     # The evaluation replays a warm start from a model this many days older (0 = skip it).
     warm_start_days: int = 7
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _check(
+        cls, data: Any, handler: ModelWrapValidatorHandler[RecommenderSettings]
+    ) -> RecommenderSettings:
+        """Check the values on creation (in code, or from a run's config as the run starts):
+        one ValueError lists every problem. A value given as an EnvVar is checked once a run
+        has resolved it (until then pydantic holds a stand-in: its name, or 0)."""
+        given = data if isinstance(data, dict) else {}
+        deferred = {k for k, v in given.items() if hasattr(v, "env_var_name")}  # (Int)EnvVar
+        settings = handler(data)
+        check = Problems("RecommenderSettings")
+        least = (("test_days", 1), ("top_k", 1), ("dim", 1), ("epochs", 0))
+        least += (("train_seconds", 0), ("seed", 0), ("warm_start_days", 0))
+        for name, low in least:  # pydantic has checked the types
+            if name not in deferred:
+                check.at_least(name, getattr(settings, name), low)
+        if "device" not in deferred:
+            check.device("device", settings.device)
+        if not check.found and not deferred:  # the model's config for them must be valid too
+            # imported here: the feature server imports this module and needs no torch
+            from dagster_project.recommender.inputs import model_config
+
+            try:
+                model_config(settings)
+            except ValueError as error:
+                check.add(f"the embedding model cannot use them ({error})")
+        check.raise_any()
+        return settings

@@ -25,7 +25,7 @@ import hashlib
 import json
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -35,9 +35,11 @@ import torch
 from torch import nn
 
 from models.base import Recommender, resolve_device
+from models.checks import Problems
 from models.memory import HALF_LIVES, LongTermMemory, fit_memory
 from models.search import search_items
 from models.sequences import (
+    VALIDATION_MODES,
     Sequences,
     Window,
     build_sequences,
@@ -51,7 +53,7 @@ from models.sequences import (
     validation_truth,
     windows,
 )
-from models.towers import ItemTower, SequenceUserTower
+from models.towers import ENCODERS, ItemTower, SequenceUserTower
 
 UNKNOWN_CATEGORY = "<none>"
 # A recency half-life must beat no decay, and a trained epoch the start, on validation
@@ -61,6 +63,8 @@ UNKNOWN_CATEGORY = "<none>"
 # 0.4711 on the test against the start's 0.4790.
 VALIDATION_EVIDENCE = 2.0
 FORMAT = 7  # of saved models; older files get a "retrain it" error
+LOSSES = ("auto", "full", "sampled")  # see EmbeddingConfig.loss
+LONG_TERMS = ("ease", "none")  # see EmbeddingConfig.long_term
 
 
 @dataclass(frozen=True)
@@ -122,6 +126,49 @@ class EmbeddingConfig:
     device: str = "auto"  # auto = CUDA where present, else CPU
     user_feature_columns: tuple[str, ...] = field(default_factory=tuple)
     item_feature_columns: tuple[str, ...] = field(default_factory=tuple)
+
+    def __post_init__(self) -> None:
+        """Check every value now (a wrong one would fail deep inside a run, or never): one
+        ValueError lists every problem."""
+        check = Problems("EmbeddingConfig")
+        size = check.at_least("dim", self.dim, 1, integer=True)
+        check.at_least("max_length", self.max_length, 1, integer=True)
+        check.one_of("encoder", self.encoder, ENCODERS)
+        check.at_least("layers", self.layers, 1, integer=True)
+        heads = check.at_least("heads", self.heads, 1, integer=True)
+        # every encoder builds the attention layers, which split dim evenly over the heads
+        if size and heads and self.dim % self.heads:
+            check.add(f"dim must be divisible by heads ({self.heads}), not {self.dim}")
+        check.within("dropout", self.dropout, 0, 1)
+        check.at_least("epochs", self.epochs, 0, integer=True)
+        check.at_least("patience", self.patience, 1, integer=True)
+        check.at_least("train_seconds", self.train_seconds, 0)
+        check.at_least("batch_size", self.batch_size, 1, integer=True)
+        check.at_least("min_steps_per_epoch", self.min_steps_per_epoch, 1, integer=True)
+        check.one_of("loss", self.loss, LOSSES)
+        check.at_least("full_softmax_max_items", self.full_softmax_max_items, 0, integer=True)
+        check.at_least("negatives", self.negatives, 1, integer=True)
+        check.at_least("future_targets", self.future_targets, 0, integer=True)
+        check.at_least("future_weight", self.future_weight, 0)
+        check.one_of("long_term", self.long_term, LONG_TERMS)
+        check.at_least("long_term_rank", self.long_term_rank, 0, integer=True)
+        check.at_least("long_term_max_items", self.long_term_max_items, 0, integer=True)
+        check.above("ease_l2", self.ease_l2, 0)
+        check.within("long_term_refit_share", self.long_term_refit_share, 0, 1, True)
+        check.one_of("validation", self.validation, VALIDATION_MODES)
+        check.above("validation_days", self.validation_days, 0)
+        check.above("learning_rate", self.learning_rate, 0)
+        check.at_least("weight_decay", self.weight_decay, 0)
+        check.at_least("text_components", self.text_components, 1, integer=True)
+        check.within("id_dropout", self.id_dropout, 0, 1)
+        check.at_least("validation_users", self.validation_users, 1, integer=True)
+        check.at_least("seed", self.seed, 0, integer=True)  # numpy's generators want >= 0
+        check.device("device", self.device)
+        for name in ("user_feature_columns", "item_feature_columns"):
+            columns = getattr(self, name)
+            if not (isinstance(columns, tuple) and all(isinstance(c, str) for c in columns)):
+                check.add(f"{name} must be a tuple of column names, not {columns!r}")
+        check.raise_any()
 
     @classmethod
     def from_dict(cls, values: dict) -> EmbeddingConfig:
@@ -378,8 +425,6 @@ class EmbeddingRecommender(Recommender):
         done, EASE again with the validation tokens too, keeping the learnt gate, scale and
         half-life (the towers never read P or Q, so nothing else depends on them)."""
         cfg, n_items, seq = self.config, len(self.item_ids), self.sequences
-        if cfg.long_term not in ("ease", "none"):
-            raise ValueError(f"long_term must be ease or none, not {cfg.long_term!r}")
         if cfg.long_term == "none" or n_items > cfg.long_term_max_items:
             if cfg.long_term == "ease":
                 self._say(
@@ -450,8 +495,6 @@ class EmbeddingRecommender(Recommender):
 
     def _loss_mode(self) -> str:
         cfg = self.config
-        if cfg.loss not in ("auto", "full", "sampled"):
-            raise ValueError(f"loss must be auto, full or sampled, not {cfg.loss!r}")
         if cfg.loss != "auto":
             return cfg.loss
         return "full" if len(self.item_ids) <= cfg.full_softmax_max_items else "sampled"
@@ -1028,12 +1071,13 @@ class EmbeddingRecommender(Recommender):
             described = payload["describe"]
             if described.get("format") != FORMAT:
                 raise ValueError(retrain)
-            config = EmbeddingConfig.from_dict({**described["config"], "device": device})
+            config = EmbeddingConfig.from_dict(described["config"])
         except FileNotFoundError:
             raise
         except Exception as error:
             raise ValueError(retrain) from error
-        return _restore_model(payload, config)
+        # the device outside the try: a wrong one is the caller's error, not the file's
+        return _restore_model(payload, replace(config, device=device))
 
 
 def _restore_model(payload: dict, config: EmbeddingConfig) -> EmbeddingRecommender:

@@ -19,14 +19,11 @@ from typing import Literal
 
 from feast import FeatureView, RepoConfig
 from feast.infra.key_encoding_utils import serialize_entity_key
-from feast.infra.online_stores.sqlite import (
-    SqliteOnlineStore,
-    SqliteOnlineStoreConfig,
-    _quote_id,
-    _table_id,
-)
+from feast.infra.online_stores.sqlite import SqliteOnlineStore, SqliteOnlineStoreConfig
 from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
 from feast.protos.feast.types.Value_pb2 import Value as ValueProto
+
+from recsys_feast.internals import sqlite_connection, sqlite_table
 
 STORE_TYPE = "recsys_feast.sqlite_store.RequestedFeaturesSqliteOnlineStore"
 
@@ -50,13 +47,10 @@ class RequestedFeaturesSqliteOnlineStore(SqliteOnlineStore):
         keys = [
             serialize_entity_key(k, config.entity_key_serialization_version) for k in entity_keys
         ]
-        name = _table_id(
-            config.project, table, config.registry.enable_online_feature_view_versioning
-        )
         sql = (
             # `event_ts + 0` has no declared type, so sqlite3 returns the epoch seconds as is
             # instead of building a datetime for every (entity, feature) row.
-            f"SELECT entity_key, feature_name, value, event_ts + 0 FROM {_quote_id(name)} "
+            f"SELECT entity_key, feature_name, value, event_ts + 0 FROM {sqlite_table(config, table)} "
             f"WHERE entity_key IN ({','.join('?' * len(keys))})"
         )
         params: list = list(keys)
@@ -64,7 +58,7 @@ class RequestedFeaturesSqliteOnlineStore(SqliteOnlineStore):
             sql += f" AND feature_name IN ({','.join('?' * len(requested_features))})"
             params += requested_features
         found: dict[bytes, tuple[int, dict[str, ValueProto]]] = {}
-        for key, feature, blob, epoch in self._get_conn(config).execute(sql, params):
+        for key, feature, blob, epoch in sqlite_connection(self, config).execute(sql, params):
             value = ValueProto()
             value.ParseFromString(blob)
             found.setdefault(key, (epoch, {}))[1][feature] = value

@@ -35,3 +35,22 @@ def test_the_feast_repo_needs_nothing_from_the_platform():
     assert not imported & {"dagster_project", "models", "dagster", "devtools", "bench"}
     for config in (ROOT / "feature_repo").glob("*.yaml"):
         assert "dagster_project" not in config.read_text(), config.name
+
+
+def test_the_private_feast_and_gx_calls_were_checked_against_the_installed_versions():
+    """Feast's and GX's internals are reached in one module each; a version other than the
+    one they were read against must be checked again before it is used."""
+    from importlib.metadata import version
+
+    from dagster_project.quality.gx_internals import GX_CHECKED
+    from recsys_feast.internals import FEAST_CHECKED
+
+    assert version("feast") == FEAST_CHECKED
+    assert version("great-expectations") == GX_CHECKED
+    private = ("._get_", "_mmh3", "_table_id", "_quote_id", "great_expectations.core")
+    allowed = {"recsys_feast/internals.py", "dagster_project/quality/gx_internals.py"}
+    for path in [*ROOT.glob("dagster_project/**/*.py"), *ROOT.glob("recsys_feast/*.py")]:
+        name = str(path.relative_to(ROOT))
+        if name not in allowed:
+            text = path.read_text()
+            assert not [p for p in private if p in text], name

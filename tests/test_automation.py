@@ -279,3 +279,34 @@ def test_feast_steps_retry_with_backoff():
         key = next(k for k in graph.get_all_asset_keys() if k.to_user_string() == name)
         policy = graph.get(key).assets_def.op.retry_policy
         assert policy.max_retries == 2 and policy.backoff is not None, name
+
+
+def test_recommender_settings_are_checked_in_code_and_from_run_config(monkeypatch):
+    from dagster import DagsterResourceFunctionError, EnvVar, asset, materialize
+
+    from dagster_project.resources import RecommenderSettings
+
+    assert RecommenderSettings().test_days == 3
+    with pytest.raises(ValueError) as error:  # pydantic's ValidationError is a ValueError
+        RecommenderSettings(test_days=0, top_k=0, epochs=-1, device="gpu")
+    assert (
+        "RecommenderSettings: test_days must be at least 1, not 0; top_k must be at least 1, "
+        "not 0; epochs must be at least 0, not -1; device must be auto, cpu, cuda, cuda:N or "
+        "mps, not 'gpu'"
+    ) in str(error.value)
+    with pytest.raises(ValueError, match=r"dim must be divisible by heads \(2\), not 63"):
+        RecommenderSettings(dim=63)  # the model's config for the settings is checked too
+
+    @asset
+    def days(settings: RecommenderSettings) -> int:
+        return settings.test_days
+
+    # From run config (the launchpad): refused as the run starts, before any step runs.
+    bad = {"resources": {"settings": {"config": {"test_days": 0}}}}
+    with pytest.raises(DagsterResourceFunctionError) as error:
+        materialize([days], resources={"settings": RecommenderSettings()}, run_config=bad)
+    assert "test_days must be at least 1, not 0" in str(error.value.__cause__)
+    # An EnvVar is checked once the run has resolved it.
+    monkeypatch.setenv("RECSYS_TEST_DAYS", "5")
+    settings = RecommenderSettings(test_days=EnvVar.int("RECSYS_TEST_DAYS"))
+    assert materialize([days], resources={"settings": settings}).output_for_node("days") == 5

@@ -1,5 +1,6 @@
 import hashlib
 import json
+import re
 
 import pandas as pd
 import pytest
@@ -7,6 +8,7 @@ import pytest
 from dagster_project.settings import layout
 from dagster_project.sources.synthetic.generator import (
     PRESETS,
+    ProblemRates,
     clean_interactions,
     dataset_fingerprint,
     generate,
@@ -83,6 +85,44 @@ def test_bot_rates_are_configurable():
     assert sum(counts[k] for k in BOT_TYPES) == 2_000
     with pytest.raises(ValueError, match="bot rate"):
         TrafficMix().with_bot_rate(0.7)
+
+
+def test_wrong_sizes_shares_and_rates_are_refused_at_once_naming_each():
+    with pytest.raises(ValueError) as error:
+        preset("tiny", n_users=0, n_days=1, start="2026-02-30", new_user_share=1.0, seed=-1)
+    assert str(error.value) == (
+        "GeneratorConfig: n_users must be at least 1, not 0; n_days must be at least 2, not 1; "
+        "start must be a date written YYYY-MM-DD, not '2026-02-30'; seed must be at least 0, "
+        "not -1; new_user_share must be in [0, 1), not 1.0"
+    )
+    wrong = {
+        "n_items": (90, "n_items must be at least the 96 leaf categories, not 90"),
+        "n_events": (2.5, "n_events must be an integer, not 2.5"),
+        "n_users": (10, "n_users must be at least the 18 users the traffic mix plants"),
+        "start": ("yesterday", "start must be a date written YYYY-MM-DD, not 'yesterday'"),
+        "leaves_per_subcategory": (0, "leaves_per_subcategory must be at least 1, not 0"),
+        "new_item_share": (-0.1, "new_item_share must be in [0, 1), not -0.1"),
+        "event_format": ("xml", "event_format must be one of csv, parquet, mixed, not 'xml'"),
+        "users_per_chunk": (0, "users_per_chunk must be at least 1, not 0"),
+        "traffic": ({"crawler": 0.1}, "traffic must be a TrafficMix"),
+    }
+    for name, (value, message) in wrong.items():
+        with pytest.raises(ValueError, match=re.escape(message)):
+            preset("tiny", **{name: value})
+    with pytest.raises(ValueError) as error:
+        ProblemRates(missing_user_id=1.0, bad_timestamp=-0.001, unknown_item=float("nan"))
+    assert str(error.value) == (
+        "ProblemRates: missing_user_id must be in [0, 1), not 1.0; bad_timestamp must be in "
+        "[0, 1), not -0.001; unknown_item must be in [0, 1), not nan"
+    )
+    with pytest.raises(ValueError, match=re.escape("TrafficMix: crawler must be in [0, 1)")):
+        TrafficMix(crawler=1.5)
+    with pytest.raises(ValueError, match=r"bot shares .* must sum below 0.5, not 0.604"):
+        TrafficMix(crawler=0.3, click_farm=0.3)
+    with pytest.raises(ValueError, match=re.escape("the shares must sum below 1, not 1.01")):
+        TrafficMix(flash_sale=0.99)
+    quiet = preset("tiny", problems=ProblemRates(unknown_item=0.0), traffic=TrafficMix(crawler=0))
+    assert quiet.problems.unknown_item == 0.0 and quiet.traffic.crawler == 0
 
 
 def test_planted_traffic_shows_its_signature(tiny_layout):

@@ -1,4 +1,6 @@
+import dataclasses
 import json
+import re
 import time
 
 import numpy as np
@@ -222,6 +224,60 @@ def test_training_is_seeded_and_saved_without_pickles(tmp_path):
     (tmp_path / "junk.pt").write_bytes(b"pickled junk")
     with pytest.raises(ValueError, match="retrain it"):
         EmbeddingRecommender.load(tmp_path / "junk.pt", "cpu")
+    # A wrong device is the caller's mistake, not the file's: no "retrain it".
+    with pytest.raises(ValueError, match=r"^EmbeddingConfig: device must be .* not 'gpu'$"):
+        EmbeddingRecommender.load(path, "gpu")
+
+
+def test_a_config_is_checked_when_it_is_made_naming_every_wrong_field():
+    default = EmbeddingConfig()
+    saved = json.loads(json.dumps(dataclasses.asdict(_toy_config(item_feature_columns=("a",)))))
+    assert EmbeddingConfig.from_dict(saved) == _toy_config(item_feature_columns=("a",))
+    assert EmbeddingConfig.from_dict(dataclasses.asdict(default)) == default
+    with pytest.raises(ValueError) as error:
+        EmbeddingConfig(dropout=1.5, heads=0, loss="softer", device="gpu", seed=-1, epochs=2.5)
+    assert str(error.value) == (
+        "EmbeddingConfig: heads must be at least 1, not 0; dropout must be in [0, 1), not 1.5; "
+        "epochs must be an integer, not 2.5; loss must be one of auto, full, sampled, not "
+        "'softer'; seed must be at least 0, not -1; device must be auto, cpu, cuda, cuda:N or "
+        "mps, not 'gpu'"
+    )
+    wrong = {
+        "dim": (0, "dim must be at least 1, not 0"),
+        "max_length": (0, "max_length must be at least 1"),
+        "encoder": ("lstm", "encoder must be one of attention, hybrid, pooled, not 'lstm'"),
+        "layers": (0, "layers must be at least 1"),
+        "patience": (0, "patience must be at least 1"),
+        "train_seconds": (-1.0, "train_seconds must be at least 0"),
+        "batch_size": (0, "batch_size must be at least 1"),
+        "min_steps_per_epoch": (0, "min_steps_per_epoch must be at least 1"),
+        "negatives": (0, "negatives must be at least 1"),
+        "future_targets": (-1, "future_targets must be at least 0"),
+        "future_weight": (-0.5, "future_weight must be at least 0"),
+        "long_term": ("lstm", "long_term must be one of ease, none, not 'lstm'"),
+        "long_term_rank": (-1, "long_term_rank must be at least 0"),
+        "ease_l2": (0.0, "ease_l2 must be above 0, not 0.0"),
+        "long_term_refit_share": (1.5, "long_term_refit_share must be in [0, 1], not 1.5"),
+        "validation": ("later", "validation must be one of next, random, window"),
+        "validation_days": (0.0, "validation_days must be above 0"),
+        "learning_rate": (float("nan"), "learning_rate must be above 0, not nan"),
+        "weight_decay": (-1e-4, "weight_decay must be at least 0"),
+        "text_components": (0, "text_components must be at least 1"),
+        "id_dropout": (1.0, "id_dropout must be in [0, 1), not 1.0"),
+        "validation_users": (0, "validation_users must be at least 1"),
+        "user_feature_columns": ("views", "user_feature_columns must be a tuple of column"),
+    }
+    for name, (value, message) in wrong.items():
+        with pytest.raises(ValueError, match=re.escape(message)):
+            EmbeddingConfig(**{name: value})
+    # The attention layers split dim over the heads, whatever the encoder.
+    with pytest.raises(ValueError, match=re.escape("dim must be divisible by heads (3), not 64")):
+        EmbeddingConfig(heads=3, encoder="pooled")
+    for device in ("auto", "cpu", "cuda", "cuda:1", "mps"):
+        assert EmbeddingConfig(device=device).device == device
+    assert EmbeddingConfig(long_term_refit_share=1.0, validation="window", epochs=0).epochs == 0
+    with pytest.raises(TypeError, match="unexpected keyword argument 'validation_share'"):
+        EmbeddingConfig(validation_share=1.5)
 
 
 def test_a_trained_epoch_replaces_the_start_only_beyond_validation_noise():
@@ -304,8 +360,6 @@ def test_the_long_term_memory_starts_from_ease_and_is_served_as_dot_products():
     served = np.stack(user) @ np.stack(item["embedding"]).T + item["bias"].to_numpy()
     own = with_memory._score(with_memory.user_index.get_indexer(users[:5])).detach().numpy()
     np.testing.assert_allclose(served, own, rtol=1e-4, atol=1e-4)
-    with pytest.raises(ValueError, match="long_term must be"):
-        start(long_term="lstm")
 
 
 def test_the_loss_is_the_full_softmax_up_to_a_catalog_size_then_sampled():
@@ -324,8 +378,6 @@ def test_the_loss_is_the_full_softmax_up_to_a_catalog_size_then_sampled():
         assert model.describe()["loss_used"] == expected
         ours = evaluate(split.truth, model.recommend(users, 10), len(items))["ndcg@10"]
         assert ours > 2 * pop
-    with pytest.raises(ValueError, match="loss must be"):
-        EmbeddingRecommender(EmbeddingConfig(loss="softer"), progress=False).fit(split.train, items)
 
 
 @pytest.mark.parametrize(

@@ -26,6 +26,7 @@ GROUPS = (
     "feature_store",
     "recommender",
     "evaluation",
+    "reports",
 )
 
 

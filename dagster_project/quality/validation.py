@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +23,13 @@ import pyarrow as pa
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
 
 import great_expectations as gx
-from great_expectations.data_context.types.base import ProgressBarsConfig
 
+from dagster_project.quality.gx_internals import (
+    expectation_result,
+    quiet_progress_bars,
+    store_suite_result,
+    suite_result,
+)
 from dagster_project.sql import connect, parquet_relation, query_polars, sql_identifier, sql_value
 
 DATASOURCE = "platform"
@@ -107,9 +112,7 @@ class SuiteRunner:
         self.gx_root = gx_root
         self.expectations_dir = expectations_dir
         self.context = gx.get_context(mode="file", project_root_dir=str(gx_root))
-        self.context.variables.progress_bars = ProgressBarsConfig(
-            globally=False, metric_calculations=False
-        )
+        quiet_progress_bars(self.context)
         self.datasource = self.context.data_sources.add_or_update_pandas(DATASOURCE)
 
     def _batch_definition(self, table: str) -> Any:
@@ -170,8 +173,8 @@ class SuiteRunner:
         """Validate the Parquet table at `path` with the suite named after `table` (SQL engine),
         store the result in GX's validation store and render its Data Docs page."""
         relation = parquet_relation(path)
-        outcome, suite_result = _validate_sql(self, table, relation, parameters or {})
-        result_id = _store(self, table, suite_result, run_name)
+        outcome, gx_result = _validate_sql(self, table, relation, parameters or {})
+        result_id = store_suite_result(self.context, table, gx_result, run_name)
         # Render this result's page (and the index) only; the data_docs asset renders all.
         self.context.build_data_docs(resource_identifiers=[result_id])
         outcome.docs_page = str(self.latest_docs_page(table) or "")
@@ -410,14 +413,6 @@ class _SqlSuite:
 def _validate_sql(
     runner: SuiteRunner, table: str, relation: str, parameters: dict[str, Any]
 ) -> tuple[SuiteOutcome, Any]:
-    from great_expectations.core.expectation_validation_result import (
-        ExpectationSuiteValidationResult,
-        ExpectationValidationResult,
-    )
-    from great_expectations.expectations.expectation_configuration import (
-        ExpectationConfiguration,
-    )
-
     spec = load_suite_json(runner.expectations_dir, table)
     results = []
     with connect() as con:
@@ -427,27 +422,13 @@ def _validate_sql(
         outcome = SuiteOutcome(suite=spec["name"], rows=suite.rows)
         for exp in spec["expectations"]:
             meta = exp.get("meta", {})
-            config = ExpectationConfiguration(
-                type=exp["type"], kwargs=exp["kwargs"], meta=meta, notes=exp.get("notes")
-            )
             try:
                 verdict = suite.run(exp["type"], exp["kwargs"])
                 error = None
             except Exception as exc:  # a broken expectation is a failed one, said in words
                 verdict, error = {"success": False, "result": {}}, f"{type(exc).__name__}: {exc}"
             res = verdict["result"]
-            results.append(
-                ExpectationValidationResult(
-                    success=verdict["success"],
-                    expectation_config=config,
-                    result=res,
-                    exception_info={
-                        "raised_exception": error is not None,
-                        "exception_message": error,
-                        "exception_traceback": None,
-                    },
-                )
-            )
+            results.append(expectation_result(exp, verdict["success"], res, error))
             outcome.outcomes.append(
                 ExpectationOutcome(
                     expectation=exp["type"],
@@ -461,40 +442,5 @@ def _validate_sql(
                     error=error,
                 )
             )
-    passed = sum(r.success for r in results)
-    suite_result = ExpectationSuiteValidationResult(
-        success=all(r.success for r in results),
-        results=results,
-        suite_name=spec["name"],
-        statistics={
-            "evaluated_expectations": len(results),
-            "successful_expectations": passed,
-            "unsuccessful_expectations": len(results) - passed,
-            "success_percent": 100.0 * passed / len(results) if results else 100.0,
-        },
-        meta={"engine": "duckdb-sql", "table": table, "rows": outcome.rows},
-    )
-    return outcome, suite_result
-
-
-def _store(runner: SuiteRunner, table: str, suite_result: Any, run_name: str) -> Any:
-    """Store the result in GX's validation store; returns its identifier."""
-    from great_expectations.core.run_identifier import RunIdentifier
-    from great_expectations.data_context.types.resource_identifiers import (
-        ExpectationSuiteIdentifier,
-        ValidationResultIdentifier,
-    )
-
-    run_id = RunIdentifier(run_name=run_name, run_time=datetime.now(UTC))
-    suite_result.meta["run_id"] = run_id
-    suite_result.meta["validation_time"] = run_id.run_time
-    suite_id = ExpectationSuiteIdentifier(name=suite_result.suite_name)
-    result_id = ValidationResultIdentifier(
-        expectation_suite_identifier=suite_id, run_id=run_id, batch_identifier=table
-    )
-    runner.context.validation_results_store.store_validation_results(
-        suite_validation_result=suite_result,
-        suite_validation_result_identifier=result_id,
-        expectation_suite_identifier=suite_id,
-    )
-    return result_id
+    meta = {"engine": "duckdb-sql", "table": table, "rows": outcome.rows}
+    return outcome, suite_result(results, spec["name"], meta)

@@ -16,11 +16,13 @@ gives the same simulation's human events without planted problems or files, for 
 from __future__ import annotations
 
 import csv
+import datetime
 import hashlib
 import io
 import json
+import re
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -53,8 +55,22 @@ from dagster_project.sources.synthetic.traffic import (
     flash_sale_events,
 )
 from dagster_project.storage import write_parquet_atomic, write_text_atomic
+from models.checks import Problems
 
 SOURCE_NAME = "shop_export"
+EVENT_FORMATS = ("csv", "parquet", "mixed")  # mixed: some days' files CSV, others Parquet
+
+
+def _is_date(text: object) -> bool:
+    """Whether `text` is a calendar date written YYYY-MM-DD."""
+    if not (isinstance(text, str) and re.fullmatch(r"\d{4}-\d{2}-\d{2}", text)):
+        return False
+    try:
+        datetime.date.fromisoformat(text)
+    except ValueError:  # e.g. 2026-02-30
+        return False
+    return True
+
 
 # Planted problem -> the quarantine reason the quality stage must give it.
 PROBLEM_REASONS = {
@@ -164,6 +180,13 @@ class ProblemRates:
     catalog_missing_item_id: float = 0.002
     catalog_non_positive_price: float = 0.003
 
+    def __post_init__(self) -> None:
+        """Every rate in [0, 1); one ValueError lists every problem."""
+        check = Problems("ProblemRates")
+        for f in fields(self):
+            check.within(f.name, getattr(self, f.name), 0, 1)
+        check.raise_any()
+
 
 @dataclass(frozen=True)
 class GeneratorConfig:
@@ -189,12 +212,41 @@ class GeneratorConfig:
     sequential: bool = False
 
     def __post_init__(self) -> None:
-        if self.event_format not in {"csv", "parquet", "mixed"}:
-            raise ValueError(
-                f"event_format must be csv, parquet or mixed, not {self.event_format!r}"
-            )
-        if min(self.n_users, self.n_items, self.n_events, self.n_days) <= 0:
-            raise ValueError("n_users, n_items, n_events and n_days must all be positive")
+        """Check every value now (a wrong one would fail deep inside generation); one
+        ValueError lists every problem."""
+        check = Problems("GeneratorConfig")
+        users = check.at_least("n_users", self.n_users, 1, integer=True)
+        items = check.at_least("n_items", self.n_items, 1, integer=True)
+        check.at_least("n_events", self.n_events, 1, integer=True)
+        # new users and items arrive on a day drawn from 1 .. n_days - 1
+        check.at_least("n_days", self.n_days, 2, integer=True)
+        if not _is_date(self.start):
+            check.add(f"start must be a date written YYYY-MM-DD, not {self.start!r}")
+        check.at_least("seed", self.seed, 0, integer=True)  # numpy's generators want >= 0
+        leaves = check.at_least("leaves_per_subcategory", self.leaves_per_subcategory, 1, True)
+        if leaves and items:  # every leaf category (`_leaf_paths`) holds at least one item
+            subcategories = sum(len(names) for names, _ in _DEPARTMENTS.values())
+            n_leaves = subcategories * self.leaves_per_subcategory
+            if self.n_items < n_leaves:
+                check.add(
+                    f"n_items must be at least the {n_leaves} leaf categories, not {self.n_items}"
+                )
+        check.within("new_user_share", self.new_user_share, 0, 1)
+        check.within("new_item_share", self.new_item_share, 0, 1)
+        if not isinstance(self.traffic, TrafficMix):
+            check.add(f"traffic must be a TrafficMix, not {self.traffic!r}")
+        elif users:
+            planted = sum(self.traffic.counts(self.n_users).values())
+            if self.n_users < planted:
+                check.add(
+                    f"n_users must be at least the {planted} users the traffic mix plants "
+                    f"(2 or more of each kind), not {self.n_users}"
+                )
+        check.one_of("event_format", self.event_format, EVENT_FORMATS)
+        check.at_least("users_per_chunk", self.users_per_chunk, 1, integer=True)
+        if not isinstance(self.problems, ProblemRates):
+            check.add(f"problems must be a ProblemRates, not {self.problems!r}")
+        check.raise_any()
 
     @property
     def start_ms(self) -> int:

@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from dagster_project.contracts import NEAR_DUPLICATE_WINDOW
+from models.checks import Problems
 
 MS_PER_DAY = 86_400_000
 MS_PER_HOUR = 3_600_000
@@ -39,6 +40,23 @@ class TrafficMix:
     power_user: float = 0.005
     shared_household: float = 0.005
     flash_sale: float = 0.01
+
+    def __post_init__(self) -> None:
+        """Every share in [0, 1), the bots' below 0.5 (as `with_bot_rate` keeps them) and all
+        below 1 together (the rest of the users are plain humans); one ValueError lists all."""
+        check = Problems("TrafficMix")
+        for f in fields(self):
+            check.within(f.name, getattr(self, f.name), 0, 1)
+        if not check.found:
+            if not self.bot_rate < 0.5:
+                check.add(
+                    f"the bot shares ({', '.join(BOT_TYPES)}) must sum below 0.5, "
+                    f"not {self.bot_rate:g}"
+                )
+            total = sum(getattr(self, f.name) for f in fields(self))
+            if not total < 1:
+                check.add(f"the shares must sum below 1, not {total:g}")
+        check.raise_any()
 
     @property
     def bot_rate(self) -> float:

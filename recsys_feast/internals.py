@@ -1,0 +1,43 @@
+"""Feast's private internals the platform relies on, in one place. Feast has no public
+per-entity delete and no read of only the requested features, so these reach below its API.
+Checked against feast 0.67.0 (`FEAST_CHECKED`; tests/test_architecture.py fails on another
+version): before upgrading Feast, read these against its source and run the Feast tests
+(test_feature_serving, test_feast_redis, test_privacy)."""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Any
+
+from feast import FeatureStore, FeatureView, RepoConfig
+from feast.infra.online_stores.helpers import _mmh3
+from feast.infra.online_stores.sqlite import _quote_id, _table_id
+
+FEAST_CHECKED = "0.67.0"
+
+
+def online_store(store: FeatureStore) -> Any:
+    """The online store object behind a FeatureStore (SQLite, Redis, ...)."""
+    return store._get_provider().online_store
+
+
+def sqlite_table(config: RepoConfig, view: FeatureView) -> str:
+    """The quoted name of a view's table in Feast's SQLite online store."""
+    versioned = config.registry.enable_online_feature_view_versioning
+    return _quote_id(_table_id(config.project, view, versioned))
+
+
+def sqlite_connection(online: Any, config: RepoConfig) -> sqlite3.Connection:
+    """The SQLite online store's connection (Feast opens and caches it)."""
+    return online._get_conn(config)
+
+
+def redis_client(online: Any, config: RepoConfig) -> Any:
+    """The Redis online store's client."""
+    return online._get_client(config.online_store)
+
+
+def redis_fields(view: FeatureView) -> list[bytes | str]:
+    """A view's fields in each entity's Redis hash: its timestamp and a murmur3 hash of each
+    `<view>:<feature>`."""
+    return [f"_ts:{view.name}", *(_mmh3(f"{view.name}:{f.name}") for f in view.features)]
