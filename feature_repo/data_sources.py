@@ -23,7 +23,7 @@ item_features_source = _features_file(
 )
 item_text_embedding_source = _features_file(
     "item_text_embedding",
-    "MiniLM vectors of item title + description (asset item_text_embeddings).",
+    "MiniLM vectors of item title + description (asset item_text_embedding).",
 )
 
 # Model outputs, written by the recommender group after training.

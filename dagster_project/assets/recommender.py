@@ -96,7 +96,7 @@ def training_set_suite(
     group_name="recommender",
     owners=OWNERS,
     kinds={"pytorch"},
-    deps=["training_set", "items", "item_text_embeddings"],
+    deps=["training_set", "items", "item_text_embedding"],
     description="Sequence-aware two-tower torch recommender, I(u,i) = e_u . e_i + b_i: e_u is a "
     "causal self-attention encoder over the user's events in time order (item vector, event "
     "type, time gap, position) plus user features; e_i joins an id embedding, the MiniLM text "
