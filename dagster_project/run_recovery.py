@@ -12,7 +12,7 @@ see `cli.prepare_dagster_home`); a `forget_user` request included.
 - `fail_dead_runs` marks every in-progress run whose worker on this host is gone (or a
   zombie) as failed, with the reason. Runs of other hosts, and runs that died before their
   storage was set up (no tag), are left alone.
-- The `dead_runs_sensor` (automation.py) calls it every 30 s while the daemon runs, so a
+- The `dead_runs_sensor` (automation/sensors.py) calls it every 30 s while the daemon runs, so a
   queued run starts within about a minute of the kill; `make demo` and the command line's
   jobs call it before they start.
 """
