@@ -20,7 +20,7 @@ install: $(BIN)/.installed
 demo: install
 	$(BIN)/python -m dagster_project.cli demo --preset $(PRESET)
 
-## test: the test suite (unit tests + the whole graph on the tiny preset); the servers and
+## test: every tier (unit, pipeline, servers and browser), as CI runs it; the servers and
 ## the browser the tests start are installed here, never at run time
 test: install test-tools
 	$(BIN)/python -m pytest

@@ -14,8 +14,9 @@ Must hold: after every kill the next writing run starts within 2 minutes (the co
 marks the dead run failed before it starts; the daemon's `dead_runs_sensor` does the same
 every 30 s), and every table and feature file of the killed chain equals the clean run's,
 row for row (lineage aside: when a row was ingested, quarantined or created, by which run,
-and the ingestion time a `future_timestamp` quarantine detail names), but the trained model's outputs (training under a time budget is not repeatable
-to the bit).
+and the ingestion time a `future_timestamp` quarantine detail names), but the outputs that
+cannot repeat (`devtools.outputs.NOT_REPEATABLE`: trained under a time budget, or MiniLM's
+floats).
 """
 
 from __future__ import annotations

@@ -83,7 +83,7 @@ def materialize_all(
     stops after a failed run. Returns the runs' results."""
     from dagster import Definitions
 
-    from dagster_project.automation import jobs
+    from dagster_project.automation import all_jobs
     from dagster_project.definitions import (
         INFO_LOGGING,
         all_assets,
@@ -98,7 +98,7 @@ def materialize_all(
     defs = Definitions(
         assets=all_assets,
         asset_checks=all_checks,
-        jobs=jobs,
+        jobs=all_jobs,
         resources=platform_resources(str(data_dir), **settings),
     )
     runs = [

@@ -91,8 +91,8 @@ use_private_umask()
 defs = Definitions(
     assets=all_assets,
     asset_checks=all_checks,
-    jobs=[full_pipeline, *automation.jobs],
-    schedules=automation.schedules,
-    sensors=automation.sensors,
+    jobs=[full_pipeline, *automation.all_jobs],
+    schedules=automation.all_schedules,
+    sensors=automation.all_sensors,
     resources=platform_resources(),
 )

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
+from dagster_project.sql import sql_identifier
 from dagster_project.storage import atomic_file
 
 REDACTED = "[forgotten]"
@@ -111,7 +112,7 @@ def _columns(connection: sqlite3.Connection) -> list[tuple[str, str]]:
     return [
         (table, column[1])
         for table in tables
-        for column in connection.execute(f'PRAGMA table_info("{table}")')
+        for column in connection.execute(f"PRAGMA table_info({sql_identifier(table)})")
     ]
 
 
@@ -125,9 +126,9 @@ def _redact_sqlite(path: Path, pattern: re.Pattern[bytes], ids: list[str]) -> No
     try:
         connection.execute("BEGIN IMMEDIATE")
         for table, column in _columns(connection):
-            quoted = f'"{column}"'
+            quoted, name = sql_identifier(column), sql_identifier(table)
             rows = connection.execute(
-                f"SELECT rowid, {quoted} FROM \"{table}\" WHERE typeof({quoted}) = 'text' "
+                f"SELECT rowid, {quoted} FROM {name} WHERE typeof({quoted}) = 'text' "
                 f"AND ({contains.format(column=quoted)})",
                 ids,
             ).fetchall()
@@ -135,7 +136,7 @@ def _redact_sqlite(path: Path, pattern: re.Pattern[bytes], ids: list[str]) -> No
                 redacted = text.sub(REDACTED, value)
                 if redacted != value:
                     connection.execute(
-                        f'UPDATE "{table}" SET {quoted} = ? WHERE rowid = ?', (redacted, rowid)
+                        f"UPDATE {name} SET {quoted} = ? WHERE rowid = ?", (redacted, rowid)
                     )
         connection.execute("COMMIT")
         connection.execute("VACUUM")

@@ -16,6 +16,7 @@ from __future__ import annotations
 import numbers
 import re
 from collections.abc import Iterable
+from dataclasses import fields
 
 # What `models.base.resolve_device` accepts: auto (CUDA where present, else the CPU), cpu,
 # cuda, cuda:N (the N-th GPU) or mps (Apple silicon).
@@ -66,6 +67,11 @@ class Problems:
         if not (low <= value and below_high):
             span = f"[{low}, {high}{']' if high_included else ')'}"
             self.add(f"{name} must be in {span}, not {value!r}")
+
+    def shares(self, config: object) -> None:
+        """Every field of the dataclass `config` in [0, 1) (rates and shares of a whole)."""
+        for f in fields(config):  # type: ignore[arg-type]
+            self.within(f.name, getattr(config, f.name), 0, 1)
 
     def one_of(self, name: str, value: object, allowed: Iterable[str]) -> None:
         """`value` is one of `allowed`."""

@@ -59,8 +59,8 @@ UNKNOWN_CATEGORY = "<none>"
 # A recency half-life must beat no decay, and a trained epoch the start, on validation
 # NDCG@10 by this many standard errors of the per-user paired difference: a validation
 # set's noise is no reason to change the model. Measured on MovieLens msr (943 validation
-# items): a half-life at +2.7% on validation gave -11% on the test; epoch 1 at +0.5% gave
-# 0.4711 on the test against the start's 0.4790.
+# items): a half-life at +2.7% on validation gave -11% on the test; epoch 1 at +0.5% (val
+# 0.0914 against the start's 0.0909) gave 0.4711 on the test against the start's 0.4790.
 VALIDATION_EVIDENCE = 2.0
 FORMAT = 7  # of saved models; older files get a "retrain it" error
 LOSSES = ("auto", "full", "sampled")  # see EmbeddingConfig.loss
@@ -388,8 +388,9 @@ class EmbeddingRecommender(Recommender):
             self.sequences, self.serve_gap, cfg.validation, cfg.seed, cfg.validation_days
         )
         self._truth = validation_truth(self.sequences, self.held_out, cfg.validation)
-        self._catalog_content = self._content_inputs(items)
-        self._build(self._catalog_content, item_features)
+        content = self._content_inputs(items)
+        self._build(content, item_features)
+        self._catalog_content, self._catalog_design = content, None  # design: when needed
         self.memory = self._fit_memory()
         if warm_start is not None:
             self._start_from_model(warm_start)
@@ -451,7 +452,9 @@ class EmbeddingRecommender(Recommender):
         if self.item_tower.has_content:
             known = np.zeros(n_items, bool)
             known[seq.items[new]] = True
-            memory.fit_content_side(self._content_design(self._catalog_content), known)
+            if self._catalog_design is None:  # once per fit: both memory fits use it
+                self._catalog_design = self._content_design(self._catalog_content)
+            memory.fit_content_side(self._catalog_design, known)
         return memory
 
     def _memory_scale(self, sample: int = 2048) -> float:
@@ -525,7 +528,7 @@ class EmbeddingRecommender(Recommender):
         )
         rng = np.random.default_rng(cfg.seed)
         start_gains = best_gains = self._start_gains(validation)
-        best = float(start_gains.mean()) if len(validation) else 0.0
+        best = _mean(start_gains)
         start_state = best_state = self._state_copy()
         self.best_epoch, stale = 0, 0
         self._say(f"epoch 0 (the start): val_ndcg@10={best:.4f}")
@@ -533,7 +536,7 @@ class EmbeddingRecommender(Recommender):
             t0 = time.perf_counter()
             loss, out_of_time = self._train_epoch(step, optimiser, trainable, rng)
             gains = self._validation_gains(validation)
-            score = float(gains.mean()) if len(validation) else 0.0
+            score = _mean(gains)
             self._record_epoch(epoch, loss, time.perf_counter() - t0, score)
             if score > best:
                 best, best_state, best_gains = score, self._state_copy(), gains
@@ -549,13 +552,13 @@ class EmbeddingRecommender(Recommender):
         if self.best_epoch and not _clearly_better(best_gains, start_gains):
             self._say(
                 f"epoch {self.best_epoch}'s val NDCG@10 {best:.4f} is within the noise of the "
-                f"start's {float(start_gains.mean()):.4f} (less than {VALIDATION_EVIDENCE:g} "
+                f"start's {_mean(start_gains):.4f} (less than {VALIDATION_EVIDENCE:g} "
                 "standard errors of the per-user difference): keeping the start"
             )
-            best, best_state, self.best_epoch = float(start_gains.mean()), start_state, 0
-        self._restore(best_state)
-        if self.best_epoch == 0 and self.history:
+            best, best_state, self.best_epoch = _mean(start_gains), start_state, 0
+        elif self.best_epoch == 0 and self.history:
             self._say("no trained epoch beat the start: the model is its starting point")
+        self._restore(best_state)
         self.best_validation_ndcg = best
 
     def _optimiser(self) -> torch.optim.Optimizer:
@@ -572,9 +575,11 @@ class EmbeddingRecommender(Recommender):
         """Settle the start (the memory's half-life, a warm start's blend) and return its
         per-user validation NDCG@10 (`_validation_gains`)."""
         self._validation_view = self._validation_context()  # once per fit, not per epoch
-        self._choose_half_life(validation)
-        self._better_start(validation)
-        return self._validation_gains(validation)
+        gains = self._choose_half_life(validation)
+        blended = self._better_start(validation)
+        if blended is not None:
+            gains = blended
+        return gains if gains is not None else self._validation_gains(validation)
 
     def _train_epoch(
         self,
@@ -613,19 +618,20 @@ class EmbeddingRecommender(Recommender):
         self.history.append(record)
         self._say(" ".join(f"{k}={v}" for k, v in record.items()))
 
-    def _choose_half_life(self, validation: np.ndarray) -> None:
+    def _choose_half_life(self, validation: np.ndarray) -> torch.Tensor | None:
         """The memory's recency half-life (`HALF_LIVES`) with the best validation NDCG@10 of
         the memory alone, its scale calibrated for each; no decay unless one does better by
         `VALIDATION_EVIDENCE` standard errors of the per-user difference. A
-        warm start's blend (gate and scale) is put back afterwards."""
+        warm start's blend (gate and scale) is put back afterwards. Returns the per-user
+        gains of the state it leaves when it scored that state (None otherwise)."""
         memory = self.memory
         if not memory.rank:
-            return
+            return None
         if not len(validation):
             if float(memory.gate) == 0.0:
                 with torch.no_grad():
                     memory.log_scale.fill_(np.log(self._memory_scale()))
-            return
+            return None
         kept = {k: v.detach().clone() for k, v in memory.state_dict().items()}
         scores = {}
         with torch.no_grad():
@@ -640,31 +646,36 @@ class EmbeddingRecommender(Recommender):
                 best = 0.0
             memory.half_life.fill_(best)
             memory.log_scale.fill_(scores[best][1])
-            if float(kept["gate"]) != 0.0:
+            blended = float(kept["gate"]) != 0.0
+            if blended:
                 memory.gate.copy_(kept["gate"])
                 memory.log_scale.copy_(kept["log_scale"])
         tried = ", ".join(f"{h:g}: {v[0]:.4f}" for h, v in scores.items())
         self._say(f"memory recency half-life {best:g} (0: none) by val NDCG@10 ({tried})")
+        return None if blended else scores[best][2]
 
-    def _better_start(self, validation: np.ndarray) -> None:
+    def _better_start(self, validation: np.ndarray) -> torch.Tensor | None:
         """A warm start whose encoder is blended in (gate not 0) is also tried with the
         gate shut, today's EASE memory alone, and the better of the two on validation is the
-        start."""
+        start. Returns the start's per-user gains when it scored them (None otherwise)."""
         gate = self.memory.gate
         blended = float(gate.detach())
         if not self.memory.rank or blended == 0.0:
-            return
-        score = self._validation_ndcg(validation)
+            return None
+        with_earlier = self._validation_gains(validation)
         with torch.no_grad():
             gate.zero_()
-        alone = self._validation_ndcg(validation)
+        alone = self._validation_gains(validation)
+        score, alone_score = _mean(with_earlier), _mean(alone)
         self._say(
             f"the start: the earlier model blended in {score:.4f}, the memory alone "
-            f"{alone:.4f} (val NDCG@10)"
+            f"{alone_score:.4f} (val NDCG@10)"
         )
-        if alone < score:
-            with torch.no_grad():
-                gate.fill_(blended)
+        if alone_score >= score:
+            return alone
+        with torch.no_grad():
+            gate.fill_(blended)
+        return with_earlier
 
     def _state_copy(self) -> dict[str, dict[str, torch.Tensor]]:
         return {
@@ -796,10 +807,6 @@ class EmbeddingRecommender(Recommender):
             context = self.sequences.without(self.held_out)
             return context, context.ptr[1:]
         return self.sequences, self.held_out
-
-    def _validation_ndcg(self, users: np.ndarray) -> float:
-        """Mean validation NDCG@10 of `users` (see `_validation_gains`)."""
-        return float(self._validation_gains(users).mean()) if len(users) else 0.0
 
     def _validation_gains(self, users: np.ndarray, batch: int = 1024) -> torch.Tensor:
         """NDCG@10 of each validation user's items (`validation_truth`), ranked after the
@@ -1217,6 +1224,11 @@ class _SoftmaxStep:
         positive = positive - self.log_q[targets]
         loss = torch.logaddexp(positive, rest) - positive
         return (loss * weight).sum() / weight.sum(), float(weight.sum())
+
+
+def _mean(gains: torch.Tensor) -> float:
+    """Mean validation NDCG@10 of per-user gains (0 for no validation users)."""
+    return float(gains.mean()) if len(gains) else 0.0
 
 
 def _clearly_better(ours: torch.Tensor, theirs: torch.Tensor) -> bool:

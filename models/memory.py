@@ -91,7 +91,9 @@ class LongTermMemory(nn.Module):
         """W by ridge regression of Q on the content `design` (catalog items x columns) of
         the `known` items (the ones EASE saw), so that a new item's Q is its design times W;
         the catalog's items EASE never saw get theirs the same way. The ridge is a tenth of
-        the mean squared column norm: a column's scale does not matter."""
+        the mean squared column norm, so the design's overall scale does not matter (one
+        column's scale against another's does: one-hot blocks, attribute weights and text
+        components are each near unit size)."""
         design = sp.csr_matrix(design, dtype=np.float64)
         x = design[known]
         gram = np.asarray((x.T @ x).todense())

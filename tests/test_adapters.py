@@ -634,6 +634,19 @@ INSTACART_FACTS = {
 ORDER_COLUMNS = 7  # order_id, user_id, eval_set, order_number, order_dow, hour, days
 
 
+INSTACART_FINDINGS = {
+    "order_lines",
+    "order_lines_with_missing_order",
+    "orders",
+    "orders_without_lines",
+    "users",
+    "products",
+    "products_without_aisle_or_department",
+    "unparseable_order_rows",
+    "synthetic_days_span",
+}
+
+
 def instacart_facts(folder: Path) -> dict[str, int]:
     """The adapter's findings, measured with the csv module over every file of the export."""
     order_rows = csv_rows(folder / "orders.csv")
@@ -684,6 +697,7 @@ def test_instacart_adapter(instacart: Read) -> None:
     assert export.events.height == sum(data_lines(f) for f in line_files)
     assert rows_per_file(export.events) == {f.name: data_lines(f) for f in line_files}
     assert export.findings == {k: facts[k] for k in export.findings}
+    assert set(export.findings) == INSTACART_FINDINGS  # none dropped, none added
     unknown = export.events.filter(pl.col("source_reason") == "unknown_order")
     assert unknown.height == facts["order_lines_with_missing_order"]
     assert unknown["source_detail"][0] == f"order {unknown['session_id'][0]} is not in orders.csv"

@@ -54,3 +54,20 @@ def test_the_private_feast_and_gx_calls_were_checked_against_the_installed_versi
         if name not in allowed:
             text = path.read_text()
             assert not [p for p in private if p in text], name
+            assert not _private_imports(text), (name, _private_imports(text))
+
+
+def _private_imports(source: str) -> list[str]:
+    """Imports that reach below Feast's or GX's public API: a private name from either, or
+    any GX submodule (GX's public API is its top-level package)."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            top = node.module.split(".")[0]
+            if top in ("feast", "great_expectations"):
+                found += [f"{node.module}.{a.name}" for a in node.names if a.name.startswith("_")]
+                if top == "great_expectations" and node.module != "great_expectations":
+                    found.append(node.module)
+        elif isinstance(node, ast.Import):
+            found += [a.name for a in node.names if a.name.startswith("great_expectations.")]
+    return found

@@ -11,6 +11,7 @@ import re
 import shlex
 import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -26,18 +27,18 @@ OUR_PROGRAMS = (
 )
 
 
-def _blocks() -> list[str]:
-    """The README's fenced code blocks, line continuations joined."""
-    text = README.read_text()
+def _blocks(page: Path = README) -> list[str]:
+    """A page's fenced code blocks (the README's by default), line continuations joined."""
+    text = page.read_text()
     blocks = re.findall(r"^ *```\w*\n(.*?)^ *```", text, re.S | re.M)
     return [b.replace("\\\n", " ") for b in blocks]
 
 
-def _commands() -> list[list[str]]:
-    """Every command line that runs one of the project's programs, as argv (environment
-    assignments dropped, comments cut)."""
+def _commands(page: Path = README) -> list[list[str]]:
+    """Every command line of `page` that runs one of the project's programs, as argv
+    (environment assignments dropped, comments cut)."""
     commands = []
-    for block in _blocks():
+    for block in _blocks(page):
         for line in block.splitlines():
             inner = re.findall(r"\$\(([^()]*)\)", line)  # $(command): checked on its own
             line = re.sub(r"\$\([^()]*\)", "VALUE", line)
@@ -128,6 +129,17 @@ def test_every_readme_command_parses():
             _check(argv)
         except SystemExit as exit_:  # argparse rejected it
             raise AssertionError(f"the README's {shlex.join(argv)} does not parse") from exit_
+
+
+def test_every_command_in_the_docs_pages_parses():
+    pages = sorted((PROJECT_ROOT / "docs").glob("*.md"))
+    commands = [(page.name, argv) for page in pages for argv in _commands(page)]
+    assert len(commands) >= 5  # the docs pages' commands were found
+    for name, argv in commands:
+        try:
+            _check(argv)
+        except SystemExit as exit_:
+            raise AssertionError(f"{name}: {shlex.join(argv)} does not parse") from exit_
 
 
 def _block_with(fragment: str) -> str:

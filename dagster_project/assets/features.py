@@ -1,6 +1,7 @@
 """Group features: user and item feature snapshots as Parquet, the files Feast's sources read."""
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pandas as pd
@@ -40,7 +41,6 @@ from dagster_project.settings import first_event_day
 from dagster_project.storage import write_parquet_atomic
 from models.base import resolve_device
 
-DAY = pd.Timedelta(days=1)
 EARLIER_DAYS = TimeWindowPartitionMapping(start_offset=-max(WINDOWS), end_offset=-1)
 # What the two day-by-day assets share: event-day partitions, a backfill in one run.
 DAILY_ASSET = {
@@ -50,6 +50,16 @@ DAILY_ASSET = {
     "partitions_def": EVENT_DAYS,
     "backfill_policy": BackfillPolicy.single_run(),
 }
+
+
+@contextmanager
+def _missing_days_fail_the_step() -> Iterator[None]:
+    """Days never built (`MissingDaysError`) fail the step with their message alone, as a
+    Dagster Failure, not with a traceback."""
+    try:
+        yield
+    except MissingDaysError as error:
+        raise Failure(str(error)) from None
 
 
 def build_days(
@@ -62,7 +72,7 @@ def build_days(
     """The partition's days through `run_days`, with their figures as metadata."""
     days = [pd.Timestamp(k, tz="UTC") for k in context.partition_keys]
     first_day = pd.Timestamp(first_event_day(), tz="UTC")
-    try:
+    with _missing_days_fail_the_step():
         run = run_days(
             table,
             days,
@@ -73,8 +83,6 @@ def build_days(
             log=context.log.info,
             warn=context.log.warning,
         )
-    except MissingDaysError as error:
-        raise Failure(str(error)) from None
     summary = run.per_day
     folder = table.out.daily_folder(table.snapshots)
     return MaterializeResult(
@@ -145,7 +153,8 @@ def item_daily_features(
 )
 def user_features(context: AssetExecutionContext, storage: PlatformStorage) -> MaterializeResult:
     out = storage.layout()
-    snapshots = DailyTable(out, "user").all_snapshots()
+    with _missing_days_fail_the_step():
+        snapshots = DailyTable(out, "user").all_snapshots()
     excluded = pd.read_parquet(out.table("behaviour_exclusions"), columns=["user_id"])["user_id"]
     flagged_since = snapshots["user_id"].isin(excluded)
     if flagged_since.any():
@@ -178,7 +187,8 @@ def user_features(context: AssetExecutionContext, storage: PlatformStorage) -> M
 )
 def item_features(storage: PlatformStorage) -> MaterializeResult:
     out = storage.layout()
-    snapshots = DailyTable(out, "item").all_snapshots()
+    with _missing_days_fail_the_step():
+        snapshots = DailyTable(out, "item").all_snapshots()
     catalog = pd.read_parquet(out.table("items"))
     outliers = pd.read_parquet(out.table("item_outliers"), columns=["item_id", "price_outlier"])
     frame = finish_item_features(snapshots, catalog, price_outliers=outliers)

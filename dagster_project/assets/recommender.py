@@ -54,7 +54,8 @@ def training_set(
     feast: FeastResource,
     settings: RecommenderSettings,
 ) -> MaterializeResult:
-    split = evaluation_split(storage.layout(), settings.test_days)
+    out = storage.layout()
+    split = evaluation_split(out, settings.test_days)
     entity_df = split.train.rename(columns={"event_time": "event_timestamp"})
     store = feast.store()
     frame = store.get_historical_features(
@@ -67,7 +68,7 @@ def training_set(
         .sort_values("event_time")
         .reset_index(drop=True)
     )
-    path = write_parquet_atomic(frame, storage.layout().table("training_set"))
+    path = write_parquet_atomic(frame, out.table("training_set"))
     context.log.info(f"training_set: {len(frame):,} interactions before {split.cutoff:%Y-%m-%d}")
     return MaterializeResult(
         metadata={
@@ -114,11 +115,11 @@ def embedding_model(
     earlier = None
     if config.warm_start:
         try:
-            earlier = trained_model(storage.layout(), settings.device)
+            earlier = trained_model(out, settings.device)
         except (FileNotFoundError, ValueError) as problem:
             context.log.warning(f"no saved model to warm-start from ({problem}): full retrain")
     model = EmbeddingRecommender(model_config(settings)).fit(
-        train, model_items(storage.layout()), warm_start=earlier
+        train, model_items(out), warm_start=earlier
     )
     path = model.save(model_path(out).parent)
     history = pd.DataFrame(model.history)
@@ -156,7 +157,7 @@ def recommendations(
     context: AssetExecutionContext, storage: PlatformStorage, settings: RecommenderSettings
 ) -> MaterializeResult:
     out = storage.layout()
-    model = trained_model(storage.layout(), settings.device)
+    model = trained_model(out, settings.device)
     version = model.version
     opted_out = opted_out_users(out)
     frame = model.recommend(model.user_index.difference(opted_out), settings.top_k)
@@ -187,7 +188,7 @@ def recommendations(
 )
 def model_vectors(storage: PlatformStorage, settings: RecommenderSettings) -> MaterializeResult:
     out = storage.layout()
-    model = trained_model(storage.layout(), settings.device)
+    model = trained_model(out, settings.device)
     version, as_of = model.version, model.trained_until
     users = vector_table(model.user_vectors(), version, as_of)
     items = vector_table(model.item_vectors(), version, as_of)

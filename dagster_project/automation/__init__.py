@@ -8,8 +8,10 @@ automation of the downstream assets, and freshness checks.
   starts nothing new.
 - `daily_refresh_schedule` runs `daily_refresh` every morning at 06:00 UTC for the previous
   day's partition (event-date partitions, `assets._common.EVENT_DAYS`); a new file for an
-  older day makes the sensor's run cover that day through yesterday. `weekly_retrain_schedule` retrains, scores, evaluates and pushes
-  the model outputs to Feast every Monday at 04:00 UTC.
+  older day makes the sensor's run cover that day through yesterday.
+- `weekly_retrain_schedule` retrains, scores, evaluates and pushes the model outputs to
+  Feast every Monday at 04:00 UTC; `daily_model_refresh_schedule` warm-starts the model on
+  the new data at 07:00 UTC on the other days.
 - Between those, the feature and feature-store assets follow their inputs by declarative
   automation (`AutomationCondition.eager()`), evaluated by `platform_automation`.
 - Freshness checks warn when the online features are older than 26 hours, or the
@@ -32,23 +34,27 @@ from dagster_project.automation.jobs import (
     weekly_retrain,
 )
 from dagster_project.automation.schedules import (
+    all_schedules,
     daily_model_refresh_schedule,
     daily_refresh_schedule,
-    schedules,
     weekly_retrain_schedule,
 )
 from dagster_project.automation.sensors import (
+    all_sensors,
     dead_runs_sensor,
     failed_runs_report,
     landing_files_sensor,
-    sensors,
     with_automation,
 )
 
-jobs = [daily_refresh, weekly_retrain, daily_model_refresh, forget_user]
+# Everything `definitions` registers (named all_*: `schedules` and `sensors` are modules here)
+all_jobs = [daily_refresh, weekly_retrain, daily_model_refresh, forget_user]
 
 __all__ = [
     "WRITES_DATA",
+    "all_jobs",
+    "all_schedules",
+    "all_sensors",
     "daily_model_refresh",
     "daily_model_refresh_schedule",
     "daily_refresh",
@@ -58,10 +64,7 @@ __all__ = [
     "failed_runs_report",
     "forget_user",
     "freshness_checks",
-    "jobs",
     "landing_files_sensor",
-    "schedules",
-    "sensors",
     "weekly_retrain",
     "weekly_retrain_schedule",
     "with_automation",

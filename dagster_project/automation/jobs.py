@@ -20,7 +20,7 @@ DAILY_GROUPS = (
 )
 RETRAIN_GROUPS = ("recommender", "evaluation")
 # Assets that follow their inputs on their own: everything the daily job builds after ingest.
-AUTOMATED_GROUPS = DAILY_GROUPS[1:]
+AUTOMATED_GROUPS = tuple(g for g in DAILY_GROUPS if g != "ingest")
 MODEL_OUTPUTS = ("feast_model_outputs",)
 LANDING_KINDS = ("events", "items")  # the landing sub-folders ingestion reads
 # Every job that writes the data directory carries this tag; the instance (dagster.yaml, see

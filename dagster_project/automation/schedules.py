@@ -45,4 +45,4 @@ def daily_model_refresh_schedule(context: ScheduleEvaluationContext) -> RunReque
     return RunRequest(run_key=f"warm-{context.scheduled_execution_time:%Y-%m-%d}")
 
 
-schedules = [daily_refresh_schedule, weekly_retrain_schedule, daily_model_refresh_schedule]
+all_schedules = [daily_refresh_schedule, weekly_retrain_schedule, daily_model_refresh_schedule]

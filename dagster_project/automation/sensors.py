@@ -182,7 +182,7 @@ def dead_runs_sensor(context: SensorEvaluationContext) -> SkipReason:
     return SkipReason(f"{len(failed)} run(s) with a dead process marked failed")
 
 
-sensors = [
+all_sensors = [
     landing_files_sensor,
     platform_automation,
     freshness_sensor,

@@ -158,9 +158,10 @@ def _earlier_totals(
 ) -> dict:
     """The totals 1, 7 and 30 days before `day`: built by this run, else read back; a day
     missing on or after the first day is an error."""
-    earlier = {w: built.get(day - w * DAY) for w in WINDOWS}
-    earlier = {w: table.load(day - w * DAY) if t is None else t for w, t in earlier.items()}
-    earlier[1] = previous
+    earlier = {w: previous if w == 1 else built.get(day - w * DAY) for w in WINDOWS}
+    earlier = {  # the day before is `previous`, never read back
+        w: table.load(day - w * DAY) if t is None and w != 1 else t for w, t in earlier.items()
+    }
     gaps = [w for w, t in earlier.items() if t is None and day - w * DAY >= first_day]
     if gaps:
         raise MissingDaysError(

@@ -14,11 +14,11 @@ from dagster_project.sql import parquet_relation, sql_text
 def accounting_by_table(out: DataLayout) -> pd.DataFrame:
     """Per table and source file: rows read, clean, quarantined, and whether they add up."""
     frames = []
+    quarantine = parquet_relation(out.table("quarantine"))
     for raw_name, clean_name, table in [
         ("raw_events", "events_clean", "behaviour_events"),
         ("raw_items", "items_clean", "items"),
     ]:
-        quarantine = parquet_relation(out.table("quarantine"))
         held = f'(SELECT * FROM {quarantine} WHERE "table" = {sql_text(table)})'
         accounting = row_accounting(
             raw_relation(out.raw_table(raw_name)), parquet_relation(out.table(clean_name)), held

@@ -23,7 +23,7 @@ from dagster_project.detection.bots import BOT_THRESHOLD
 from dagster_project.plots import figure_html
 from dagster_project.pseudonyms import pseudonymise
 from dagster_project.sources.raw_table import raw_relation
-from dagster_project.sql import connect, parquet_relation, query_pandas
+from dagster_project.sql import connect, parquet_relation, query_pandas, sql_identifier
 
 
 @dataclass
@@ -112,28 +112,28 @@ def collect_report_data(
     user_traffic_scores, behaviour_exclusions and item_outliers to their Parquet file (raw:
     its folder); `accounting` is the per-table, per-file row accounting; `traffic_labels`
     (user_id, traffic_class, kind), where labels exist, gives the confusion matrix."""
-    con = connect()
-    con.register("accounting", accounting)
-    scores = parquet_relation(tables["user_traffic_scores"])
-    outliers = parquet_relation(tables["item_outliers"])
-    return ReportData(
-        run_id=run_id,
-        accounting=accounting.drop(columns="balanced"),
-        by_reason=_quarantine_by_reason(con, _relation(tables, "quarantine"), accounting),
-        by_day=_rows_by_day(con),
-        null_rates=_null_rates(con, _relation(tables, "raw_events")),
-        rule_hits=_rule_hits_frame(rule_hits),
-        checks=check_history(validations_dir),
-        drift_days=drift_days,
-        drift_checks=drift_checks,
-        bots=_bot_summary(con, tables),
-        bot_score_bins=_bot_score_bins(con, scores),
-        flagged_users=_top_flagged_users(con, scores),
-        flagged_by_pattern=_flagged_by_pattern(con, scores),
-        confusion=_bot_confusion(con, scores, traffic_labels),
-        item_outlier_counts=_item_outlier_counts(con, outliers),
-        top_item_outliers=_top_item_outliers(con, outliers),
-    )
+    with connect() as con:
+        con.register("accounting", accounting)
+        scores = parquet_relation(tables["user_traffic_scores"])
+        outliers = parquet_relation(tables["item_outliers"])
+        return ReportData(
+            run_id=run_id,
+            accounting=accounting.drop(columns="balanced"),
+            by_reason=_quarantine_by_reason(con, _relation(tables, "quarantine"), accounting),
+            by_day=_rows_by_day(con),
+            null_rates=_null_rates(con, _relation(tables, "raw_events")),
+            rule_hits=_rule_hits_frame(rule_hits),
+            checks=check_history(validations_dir),
+            drift_days=drift_days,
+            drift_checks=drift_checks,
+            bots=_bot_summary(con, tables),
+            bot_score_bins=_bot_score_bins(con, scores),
+            flagged_users=_top_flagged_users(con, scores),
+            flagged_by_pattern=_flagged_by_pattern(con, scores),
+            confusion=_bot_confusion(con, scores, traffic_labels),
+            item_outlier_counts=_item_outlier_counts(con, outliers),
+            top_item_outliers=_top_item_outliers(con, outliers),
+        )
 
 
 def _relation(tables: dict[str, Path], name: str) -> str:
@@ -169,7 +169,10 @@ def _rows_by_day(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
 
 def _null_rates(con: duckdb.DuckDBPyConnection, raw_events: str) -> pd.DataFrame:
     """Share of null values per event column in the raw events."""
-    nulls = ", ".join(f'1 - count("{c}") / count(*)::DOUBLE AS "{c}"' for c in EVENT_COLUMNS)
+    nulls = ", ".join(
+        f"1 - count({sql_identifier(c)}) / count(*)::DOUBLE AS {sql_identifier(c)}"
+        for c in EVENT_COLUMNS
+    )
     return (
         query_pandas(con, f"SELECT {nulls} FROM {raw_events}")
         .T.reset_index()

@@ -32,10 +32,11 @@ from dagster_project.sources.records import (
     _check_parquet_pages,
     _parquet_select,
     _read_csv,
+    _require_file,
     contract_columns,
     file_format,
 )
-from dagster_project.sql import connect, query_polars, sql_text
+from dagster_project.sql import connect, query_polars, sql_identifier, sql_text
 
 BAD_FILE = "bad_file"  # the quarantine reason of a landing file that cannot be read whole
 RAW_MANIFEST = "_raw.json"
@@ -49,8 +50,7 @@ def read_landing_file(path: Path, kind: str, source: str, root: Path | None = No
         raise LandingFileError(
             f"{path}: unknown format {path.suffix!r}; expected one of {sorted(SUPPORTED_SUFFIXES)}"
         )
-    if not path.is_file():
-        raise LandingFileError(f"{path}: no such file")
+    _require_file(path)
     if file_format(path) == ".parquet":
         return _duckdb_frame(_parquet_select([path], kind, source, root))
     frame = _read_csv(path, columns, required)
@@ -134,17 +134,8 @@ def _land_export(landing: Path, manifest: dict, kind: str, tmp: Path) -> list[di
     """The frame of `kind` of a format adapter's export into the raw folder being built at
     `tmp`, parsed, as one file; the manifest's entry."""
     frame = getattr(read_declared_export(landing, manifest), kind)
-    frame.write_parquet(tmp / PARSED_DIR / "export.parquet")
-    return [
-        {
-            "path": f"{PARSED_DIR}/export.parquet",
-            "parsed": True,
-            "rows": frame.height,
-            "unparseable": frame["parse_error"].count(),
-            "rejected": frame["source_reason"].count(),
-            "source_files": frame["source_file"].unique(maintain_order=True).to_list(),
-        }
-    ]
+    entry = _write_parsed(frame, Path("export"), tmp)
+    return [entry | {"source_files": frame["source_file"].unique(maintain_order=True).to_list()}]
 
 
 def _land_files(landing: Path, kind: str, source: str, tmp: Path) -> list[dict]:
@@ -253,7 +244,7 @@ def raw_relation(raw: Path) -> str:
         if sources
         else "SELECT NULL::VARCHAR AS source_file, NULL::INTEGER AS _file WHERE false"
     )
-    order = ", ".join(f'"{c}"' for c in RAW_LINEAGE_COLUMNS + columns)
+    order = ", ".join(sql_identifier(c) for c in RAW_LINEAGE_COLUMNS + columns)
     parts = []
     parsed = [raw / f["path"] for f in manifest["files"] if f["parsed"]]
     if parsed:

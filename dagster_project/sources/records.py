@@ -32,7 +32,7 @@ from dagster_project.contracts import (
     ITEM_COLUMNS,
     ITEM_REQUIRED,
 )
-from dagster_project.sql import connect, sql_text
+from dagster_project.sql import connect, sql_identifier, sql_text
 
 SUPPORTED_SUFFIXES = {".csv", ".csv.gz", ".parquet"}
 ISO_WITH_OFFSET = "%Y-%m-%dT%H:%M:%S%.f%:z"  # fraction only where there is one
@@ -356,9 +356,9 @@ def _parquet_select(files: list[Path], kind: str, source: str, root: Path | None
         f"replace(filename, {sql_text(prefix)}, '')" if prefix else "parse_filename(filename)"
     )
     text = [
-        f'nullif(CAST("{c}" AS VARCHAR), \'\') AS "{c}"'
+        f"nullif(CAST({sql_identifier(c)} AS VARCHAR), '') AS {sql_identifier(c)}"
         if c in present
-        else f'CAST(NULL AS VARCHAR) AS "{c}"'
+        else f"CAST(NULL AS VARCHAR) AS {sql_identifier(c)}"
         for c in columns
     ]
     return (

@@ -22,7 +22,7 @@ import io
 import json
 import re
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -183,8 +183,7 @@ class ProblemRates:
     def __post_init__(self) -> None:
         """Every rate in [0, 1); one ValueError lists every problem."""
         check = Problems("ProblemRates")
-        for f in fields(self):
-            check.within(f.name, getattr(self, f.name), 0, 1)
+        check.shares(self)
         check.raise_any()
 
 

@@ -45,8 +45,7 @@ class TrafficMix:
         """Every share in [0, 1), the bots' below 0.5 (as `with_bot_rate` keeps them) and all
         below 1 together (the rest of the users are plain humans); one ValueError lists all."""
         check = Problems("TrafficMix")
-        for f in fields(self):
-            check.within(f.name, getattr(self, f.name), 0, 1)
+        check.shares(self)
         if not check.found:
             if not self.bot_rate < 0.5:
                 check.add(
