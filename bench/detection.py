@@ -48,7 +48,14 @@ PATTERN_OF_TYPE = {  # the detector's patterns that name each planted type
     "humanlike": {"scheduled_automation"},
 }
 SPEED_EVENTS = 10_000_000
-CLEAN_ASSETS = {"raw_events", "raw_items", "items_clean", "events_clean"}
+CLEAN_ASSETS = {
+    "raw_events",
+    "raw_items",
+    "items_clean",
+    "quarantine_items",
+    "events_clean",
+    "quarantine_events",
+}
 
 
 def clean_tables(root: Path) -> None:
@@ -57,9 +64,13 @@ def clean_tables(root: Path) -> None:
 
     from dagster_project.definitions import all_assets, platform_resources
 
-    selection = [a for a in all_assets if a.key.path[-1] in CLEAN_ASSETS]
     with DagsterInstance.ephemeral() as instance:
-        result = materialize(selection, instance=instance, resources=platform_resources(str(root)))
+        result = materialize(
+            all_assets,
+            selection=sorted(CLEAN_ASSETS),
+            instance=instance,
+            resources=platform_resources(str(root)),
+        )
     if not result.success:
         raise RuntimeError(f"cleaning failed under {root}")
 

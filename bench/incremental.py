@@ -35,12 +35,9 @@ def _run(out: DataLayout, first: str, last: str) -> dict:
     from dagster import DagsterInstance, materialize
 
     from dagster_project.automation import daily_selection
-    from dagster_project.definitions import INFO_LOGGING, all_assets, all_checks, defs
+    from dagster_project.definitions import INFO_LOGGING, all_assets, all_checks
     from dagster_project.definitions import platform_resources as resources
 
-    keys = daily_selection.resolve(defs.resolve_asset_graph())
-    assets = [a for a in all_assets if set(a.keys) & keys]
-    checks = [c for c in all_checks if {k.asset_key for k in c.check_keys} <= keys]
     tags = {
         "dagster/asset_partition_range_start": first,
         "dagster/asset_partition_range_end": last,
@@ -48,7 +45,8 @@ def _run(out: DataLayout, first: str, last: str) -> dict:
     started = time.perf_counter()
     with DagsterInstance.ephemeral() as instance:
         result = materialize(
-            [*assets, *checks],
+            [*all_assets, *all_checks],  # inputs outside the selection are read from storage
+            selection=daily_selection,  # with the selected assets' checks
             instance=instance,
             resources=resources(str(out.root)),
             tags=tags,

@@ -130,16 +130,21 @@ def movielens(device: str) -> dict:
 
 
 def _generated(data_dir: Path) -> tuple[Split, pd.DataFrame, EmbeddingConfig]:
-    from dagster_project.recommender.inputs import evaluation_split, model_config, model_items
+    from dagster_project.recommender.inputs import (
+        evaluation_split,
+        model_config,
+        stored_model_items,
+    )
     from dagster_project.resources import PlatformStorage, RecommenderSettings
 
     storage, settings = PlatformStorage(data_dir=str(data_dir)), RecommenderSettings()
     if not storage.layout().table("training_set").exists():
         raise SystemExit(f"no training set in {data_dir}: run `make demo` first")
-    held_out = evaluation_split(storage.layout(), settings.test_days)
+    events = pd.read_parquet(storage.layout().asset_table("behaviour_events"))
+    held_out = evaluation_split(events, settings.test_days)
     train = pd.read_parquet(storage.layout().table("training_set"))
     split = Split(train, held_out.truth, "temporal", held_out.cutoff)
-    return split, model_items(storage.layout()), model_config(settings)
+    return split, stored_model_items(storage.layout()), model_config(settings)
 
 
 def generated(data_dir: Path, device: str) -> dict:

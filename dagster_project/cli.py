@@ -196,7 +196,7 @@ def _recommend(args: argparse.Namespace) -> int:
 
     from dagster_project.features.text import load_encoder
     from dagster_project.pseudonyms import pseudonymise
-    from dagster_project.recommender.inputs import model_items, model_path, trained_model
+    from dagster_project.recommender.inputs import model_path, stored_model_items, trained_model
     from models.base import resolve_device
 
     out = layout(Path(args.data_dir).resolve())
@@ -213,7 +213,7 @@ def _recommend(args: argparse.Namespace) -> int:
     )
     unavailable = catalog.loc[~catalog["available"].fillna(False).astype(bool), "item_id"]
     if args.query:
-        items = model_items(out)
+        items = stored_model_items(out)
         items = items[items["text_embedding"].notna() & ~items["item_id"].isin(unavailable)]
         text = items[["item_id"]].assign(embedding=items["text_embedding"])
         query = load_encoder(str(resolve_device(args.device)))([args.query])[0]

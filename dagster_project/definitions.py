@@ -24,7 +24,8 @@ from dagster_project.assets import (
     recommender,
     reports,
 )
-from dagster_project.assets._common import EVENT_DAYS
+from dagster_project.assets._common import EVENT_DAYS, MODEL_IO
+from dagster_project.io_managers import ParquetTables, SavedModels
 from dagster_project.resources import (
     FeastResource,
     PlatformStorage,
@@ -78,11 +79,15 @@ def every_event_day(data_dir: str | Path) -> dict[str, str]:
 
 def platform_resources(data_dir: str = "", **settings: int | str) -> dict:
     """The resources for one data directory ('' = $RECSYS_DATA_DIR or ./data)."""
+    storage = PlatformStorage(data_dir=data_dir)
+    recommender = RecommenderSettings(**settings)
     return {
-        "storage": PlatformStorage(data_dir=data_dir),
+        "storage": storage,
         "quality": QualityResource(),
         "feast": FeastResource(data_dir=data_dir),
-        "settings": RecommenderSettings(**settings),
+        "settings": recommender,
+        "io_manager": ParquetTables(storage=storage),
+        MODEL_IO: SavedModels(storage=storage, settings=recommender),
     }
 
 

@@ -33,6 +33,19 @@ def use_private_umask() -> None:
     os.umask(PRIVATE_UMASK)
 
 
+# The tables Feast's sources read (feature_repo/data_sources.py): kept under `features/`.
+FEATURE_TABLES = frozenset(
+    {
+        "user_features",
+        "item_features",
+        "item_text_embedding",
+        "user_embedding",
+        "item_embedding",
+        "user_recommendations",
+    }
+)
+
+
 @dataclass(frozen=True)
 class DataLayout:
     """Every path the platform writes, derived from one root."""
@@ -100,6 +113,15 @@ class DataLayout:
         """Folder of a raw table (`raw_events`, `raw_items`): the landed files, read through
         `sources.raw_table.raw_relation`."""
         return self.tables / name
+
+    def asset_table(self, asset: str) -> Path:
+        """Where a table asset is stored: raw tables as folders, the files Feast's sources
+        read under `features/`, every other table under `tables/`."""
+        if asset.startswith("raw_"):
+            return self.raw_table(asset)
+        if asset in FEATURE_TABLES:
+            return self.feature_table(asset)
+        return self.table(asset)
 
     def feature_table(self, name: str) -> Path:
         return self.features / f"{name}.parquet"

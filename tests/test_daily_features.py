@@ -169,3 +169,31 @@ def test_the_day_engine_runs_days_in_pieces_as_in_one_run_and_names_missing_days
         )
     with pytest.raises(MissingDaysError, match="needs the totals of the day before"):
         run(layout(tmp_path / "empty"), days[3:5])
+
+
+def test_an_item_is_first_seen_at_its_listing_or_first_event_whichever_is_earlier():
+    from dagster_project.features.catalog import CATALOG_COLUMNS, catalog_items
+
+    t = pd.Timestamp("2026-09-05 12:00", tz="UTC")
+    items_clean = pd.DataFrame(
+        {
+            "item_id": ["listed_late", "listed_early", "never_listed", "quiet"],
+            "title": "t",
+            "description": "d",
+            "category": "c",
+            "brand": "b",
+            "price": 1.0,
+            "available": True,
+            "listed_at": [t, t - 3 * DAY, pd.NaT, pd.NaT],
+            "ingested_at": t + 9 * DAY,
+        }
+    )
+    events = pd.DataFrame(
+        {
+            "item_id": ["listed_late", "listed_late", "listed_early", "never_listed"],
+            "event_time": [t - DAY, t + DAY, t, t - 2 * DAY],
+        }
+    )
+    catalog = catalog_items(items_clean, events)
+    assert list(catalog.columns) == CATALOG_COLUMNS
+    assert catalog["first_seen"].tolist() == [t - DAY, t - 3 * DAY, t - 2 * DAY, t + 9 * DAY]

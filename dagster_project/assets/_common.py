@@ -3,55 +3,21 @@
 from pathlib import Path
 
 import pandas as pd
-import pyarrow.parquet as pq
 from dagster import (
     AssetCheckResult,
     AssetCheckSeverity,
     DailyPartitionsDefinition,
     MetadataValue,
-    TableColumn,
-    TableSchema,
 )
 
 from dagster_project.quality.validation import SuiteOutcome
 from dagster_project.settings import first_event_day
 
 OWNERS = ["team:data-platform"]
+# The IO manager of the trained model (`io_managers.SavedModels`); tables use the default one.
+MODEL_IO = "model_io"
 # Event-date partitions (UTC), one per complete day: from the first event day to yesterday.
 EVENT_DAYS = DailyPartitionsDefinition(start_date=first_event_day(), end_offset=0)
-
-
-def table_metadata(frame: pd.DataFrame, path: Path, preview_rows: int = 5) -> dict:
-    """Row count, file path, a preview and the column schema (shown in the UI's Columns tab)
-    of a written table."""
-    preview = frame.head(preview_rows).copy()
-    for col in preview.columns:
-        if preview[col].map(lambda v: hasattr(v, "__len__") and not isinstance(v, str)).any():
-            preview[col] = preview[col].map(lambda v: f"[{len(v)} values]")
-    return {
-        "dagster/row_count": len(frame),
-        "path": MetadataValue.path(str(path)),
-        "preview": MetadataValue.md(
-            preview.to_markdown(index=False) if len(preview) else "(empty)"
-        ),
-        "dagster/column_schema": TableSchema(
-            columns=[TableColumn(str(c), t) for c, t in frame.dtypes.astype(str).items()]
-        ),
-    }
-
-
-def parquet_table_metadata(path: Path, preview_rows: int = 5) -> dict:
-    """Row count, path, a preview and the schema of a Parquet table, without loading it."""
-    file = pq.ParquetFile(path)
-    preview = next(file.iter_batches(batch_size=preview_rows), None)
-    frame = preview.to_pandas() if preview is not None else pd.DataFrame()
-    return {
-        **table_metadata(frame, path, preview_rows),
-        "dagster/row_count": file.metadata.num_rows,
-        "dagster/column_schema": TableSchema(
-            columns=[TableColumn(f.name, str(f.type)) for f in file.schema_arrow]
-        ),
-    }
 
 
 def suite_check_result(outcome: SuiteOutcome) -> AssetCheckResult:

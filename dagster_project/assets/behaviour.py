@@ -1,14 +1,15 @@
 """Group behaviour: validated tables without bot traffic, and an audit of what was excluded."""
 
+from collections.abc import Iterator
+
 import matplotlib.pyplot as plt
 import pandas as pd
-from dagster import Config, MaterializeResult, MetadataValue, asset
+from dagster import AssetIn, AssetOut, Config, MetadataValue, Output, asset, multi_asset
 
-from dagster_project.assets._common import OWNERS, table_metadata
+from dagster_project.assets._common import OWNERS
 from dagster_project.detection.exclusion import exclude_flagged_users
+from dagster_project.features.catalog import catalog_items
 from dagster_project.plots import figure_markdown
-from dagster_project.resources import PlatformStorage
-from dagster_project.storage import write_parquet_atomic
 
 
 class BehaviourConfig(Config):
@@ -25,51 +26,45 @@ def _events_per_day_plot(events: pd.DataFrame) -> MetadataValue:
     return MetadataValue.md(figure_markdown(fig, "events per day by type"))
 
 
-@asset(
+@multi_asset(
     group_name="behaviour",
-    owners=OWNERS,
-    kinds={"parquet", "pandas"},
-    deps=["events_clean", "user_traffic_scores"],
-    description="Validated behaviour events with flagged bot traffic removed (switchable); the "
-    "exclusions are audited in tables/behaviour_exclusions.parquet.",
+    outs={
+        "behaviour_events": AssetOut(
+            owners=OWNERS,
+            kinds={"parquet", "pandas"},
+            description="Validated behaviour events with flagged bot traffic removed (switchable).",
+        ),
+        "behaviour_exclusions": AssetOut(
+            owners=OWNERS,
+            kinds={"parquet", "pandas"},
+            description="The audit of the bot filter: each excluded user, its events, score, "
+            "pattern and reasons.",
+        ),
+    },
 )
-def behaviour_events(config: BehaviourConfig, storage: PlatformStorage) -> MaterializeResult:
-    out = storage.layout()
-    events = pd.read_parquet(out.table("events_clean"))
-    scores = pd.read_parquet(out.table("user_traffic_scores"))
-    split = exclude_flagged_users(events, scores, config.exclude_bots)
-    write_parquet_atomic(split.audit, out.table("behaviour_exclusions"))
-    kept = split.kept
-    path = write_parquet_atomic(kept, out.table("behaviour_events"))
-    return MaterializeResult(
+def behaviour_events(
+    config: BehaviourConfig, events_clean: pd.DataFrame, user_traffic_scores: pd.DataFrame
+) -> Iterator[Output]:
+    split = exclude_flagged_users(events_clean, user_traffic_scores, config.exclude_bots)
+    yield Output(
+        split.kept,
+        "behaviour_events",
         metadata={
-            **table_metadata(kept, path),
-            "events_per_day": _events_per_day_plot(kept),
+            "events_per_day": _events_per_day_plot(split.kept),
             "bot_filter_on": config.exclude_bots,
             "events_excluded": split.events_excluded,
             "users_excluded": len(split.audit),
-        }
+        },
     )
+    yield Output(split.audit, "behaviour_exclusions")
 
 
 @asset(
     group_name="behaviour",
     owners=OWNERS,
     kinds={"parquet", "pandas"},
-    deps=["items_clean", "events_clean"],
+    ins={"events_clean": AssetIn(metadata={"columns": ["item_id", "event_time"]})},
     description="The validated catalog with first_seen (listing time or first event, whichever is earlier).",
 )
-def items(storage: PlatformStorage) -> MaterializeResult:
-    out = storage.layout()
-    catalog = pd.read_parquet(out.table("items_clean"))
-    events = pd.read_parquet(out.table("events_clean"), columns=["item_id", "event_time"])
-    first_event = events.groupby("item_id")["event_time"].min()
-    catalog["first_seen"] = pd.concat(
-        [catalog["listed_at"], catalog["item_id"].map(first_event)], axis=1
-    ).min(axis=1)
-    catalog["first_seen"] = catalog["first_seen"].fillna(catalog["ingested_at"])
-    frame = catalog[
-        ["item_id", "title", "description", "category", "brand", "price", "available", "first_seen"]
-    ]
-    path = write_parquet_atomic(frame, out.table("items"))
-    return MaterializeResult(metadata=table_metadata(frame, path))
+def items(items_clean: pd.DataFrame, events_clean: pd.DataFrame) -> pd.DataFrame:
+    return catalog_items(items_clean, events_clean)

@@ -1,11 +1,13 @@
 """Group detection: bot scores per user and session, and item outliers, with reasons in words."""
 
+from collections.abc import Iterator
+
 import matplotlib.pyplot as plt
 import pandas as pd
 import polars as pl
-from dagster import MaterializeResult, MetadataValue, asset
+from dagster import AssetIn, AssetOut, MetadataValue, Output, asset, multi_asset
 
-from dagster_project.assets._common import OWNERS, table_metadata
+from dagster_project.assets._common import OWNERS
 from dagster_project.detection.bots import (
     BOT_THRESHOLD,
     DETECTOR_VERSION,
@@ -15,8 +17,6 @@ from dagster_project.detection.bots import (
 )
 from dagster_project.detection.items import item_outliers as find_item_outliers
 from dagster_project.plots import figure_markdown
-from dagster_project.resources import PlatformStorage
-from dagster_project.storage import write_parquet_atomic
 
 
 def _score_histogram(scores: pd.DataFrame) -> str:
@@ -29,30 +29,37 @@ def _score_histogram(scores: pd.DataFrame) -> str:
     return figure_markdown(fig, "bot score distribution")
 
 
-@asset(
+@multi_asset(
     group_name="detection",
-    owners=OWNERS,
-    kinds={"parquet", "polars", "scikitlearn"},
-    deps=["events_clean", "items_clean"],
-    description="Per user: traffic features, bot score in [0, 1] (robust z patterns + isolation "
-    "forest), the flag, the pattern matched and the top reasons in words. Per session: "
-    "tables/session_traffic_scores.parquet.",
+    outs={
+        "user_traffic_scores": AssetOut(
+            owners=OWNERS,
+            kinds={"parquet", "polars", "scikitlearn"},
+            description="Per user: traffic features, bot score in [0, 1] (robust z patterns + "
+            "isolation forest), the flag, the pattern matched and the top reasons in words.",
+        ),
+        "session_traffic_scores": AssetOut(
+            owners=OWNERS,
+            kinds={"parquet", "polars"},
+            description="Per session: its traffic features, bot score and flag.",
+        ),
+    },
+    ins={
+        "events_clean": AssetIn(
+            metadata={"columns": ["user_id", "item_id", "event_type", "event_time", "query"]}
+        ),
+        "items_clean": AssetIn(metadata={"columns": ["item_id", "category"]}),
+    },
 )
-def user_traffic_scores(storage: PlatformStorage) -> MaterializeResult:
-    out = storage.layout()
-    events = pl.scan_parquet(out.table("events_clean")).select(
-        "user_id", "item_id", "event_type", "event_time", "query"
-    )
-    categories = pl.read_parquet(out.table("items_clean"), columns=["item_id", "category"])
-    users, sessions = traffic_features(events, categories)
+def user_traffic_scores(events_clean: pl.LazyFrame, items_clean: pl.DataFrame) -> Iterator[Output]:
+    users, sessions = traffic_features(events_clean, items_clean)
     scores = score_users(users)
-    path = write_parquet_atomic(scores, out.table("user_traffic_scores"))
     session_scores = score_sessions(sessions, scores)
-    write_parquet_atomic(session_scores, out.table("session_traffic_scores"))
     flagged = scores[scores["is_bot"]].sort_values("bot_score", ascending=False)
-    return MaterializeResult(
+    yield Output(
+        scores,
+        "user_traffic_scores",
         metadata={
-            **table_metadata(scores, path),
             "detector_version": DETECTOR_VERSION,
             "threshold": BOT_THRESHOLD,
             "flagged_users": len(flagged),
@@ -71,30 +78,33 @@ def user_traffic_scores(storage: PlatformStorage) -> MaterializeResult:
                 if len(flagged)
                 else "none"
             ),
-        }
+        },
     )
+    yield Output(session_scores, "session_traffic_scores")
 
 
 @asset(
     group_name="detection",
     owners=OWNERS,
     kinds={"parquet", "polars"},
-    deps=["events_clean", "items_clean", "user_traffic_scores"],
+    ins={
+        "events_clean": AssetIn(metadata={"columns": ["user_id", "item_id", "event_time"]}),
+        "items_clean": AssetIn(metadata={"columns": ["item_id", "category", "price"]}),
+        "user_traffic_scores": AssetIn(metadata={"columns": ["user_id", "is_bot"]}),
+    },
     description="Per catalog item: price against its category (robust z), its busiest day "
     "against its usual share (popularity spike), and the share of its traffic from flagged "
     "users; the flags and reasons in words.",
 )
-def item_outliers(storage: PlatformStorage) -> MaterializeResult:
-    out = storage.layout()
-    events = pl.scan_parquet(out.table("events_clean")).select("user_id", "item_id", "event_time")
-    catalog = pl.read_parquet(out.table("items_clean"), columns=["item_id", "category", "price"])
-    scores = pl.read_parquet(out.table("user_traffic_scores"), columns=["user_id", "is_bot"])
-    frame = find_item_outliers(events, catalog, scores.filter(pl.col("is_bot"))["user_id"])
-    path = write_parquet_atomic(frame, out.table("item_outliers"))
+def item_outliers(
+    events_clean: pl.LazyFrame, items_clean: pl.DataFrame, user_traffic_scores: pl.DataFrame
+) -> Output[pd.DataFrame]:
+    flagged_users = user_traffic_scores.filter(pl.col("is_bot"))["user_id"]
+    frame = find_item_outliers(events_clean, items_clean, flagged_users)
     flagged = frame[frame["is_outlier"]].sort_values("events", ascending=False)
-    return MaterializeResult(
+    return Output(
+        frame,
         metadata={
-            **table_metadata(frame, path),
             "price_outliers": int(frame["price_outlier"].sum()),
             "popularity_spikes": int(frame["popularity_spike"].sum()),
             "bot_driven_items": int(frame["bot_driven"].sum()),
@@ -105,5 +115,5 @@ def item_outliers(storage: PlatformStorage) -> MaterializeResult:
                 if len(flagged)
                 else "none"
             ),
-        }
+        },
     )

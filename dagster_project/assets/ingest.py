@@ -1,8 +1,11 @@
 """Group ingest: landing files -> raw tables (every record kept, with its file and line)."""
 
-from dagster import AssetExecutionContext, MaterializeResult, asset
+from pathlib import Path
 
-from dagster_project.assets._common import OWNERS, table_metadata
+from dagster import AssetExecutionContext, Output, asset
+
+from dagster_project.assets._common import OWNERS
+from dagster_project.io_managers import table_metadata
 from dagster_project.resources import PlatformStorage
 from dagster_project.sources.raw_table import ingest_landing, raw_relation
 from dagster_project.sql import connect, query_pandas
@@ -10,9 +13,11 @@ from dagster_project.sql import connect, query_pandas
 
 def _ingest(
     kind: str, table: str, storage: PlatformStorage, context: AssetExecutionContext
-) -> MaterializeResult:
+) -> Output[Path]:
+    """Land the export's `kind` files in the raw table's folder (streamed: the folder is the
+    output, read downstream through `raw_relation`)."""
     out = storage.layout()
-    path = out.raw_table(table)
+    path = out.asset_table(table)
     summary = ingest_landing(out.landing, kind, path)
     with connect() as con:
         preview = query_pandas(con, f"SELECT * EXCLUDE (_row) FROM {raw_relation(path)} LIMIT 5")
@@ -24,7 +29,8 @@ def _ingest(
     )
     for name, reason in summary.bad_files.items():
         context.log.warning(f"{table}: bad file {name} quarantined whole: {reason}")
-    return MaterializeResult(
+    return Output(
+        path,
         metadata={
             **table_metadata(preview, path),
             "dagster/row_count": summary.rows,
@@ -32,7 +38,7 @@ def _ingest(
             "unparseable_records": summary.unparseable,
             "rejected_by_adapter": summary.rejected_by_adapter,
             "bad_files": len(summary.bad_files),
-        }
+        },
     )
 
 
@@ -42,7 +48,7 @@ def _ingest(
     kinds={"parquet", "duckdb"},
     description="Every record of the catalog export, as text, with source file and line.",
 )
-def raw_items(context: AssetExecutionContext, storage: PlatformStorage) -> MaterializeResult:
+def raw_items(context: AssetExecutionContext, storage: PlatformStorage) -> Output[Path]:
     return _ingest("items", "raw_items", storage, context)
 
 
@@ -52,5 +58,5 @@ def raw_items(context: AssetExecutionContext, storage: PlatformStorage) -> Mater
     kinds={"parquet", "duckdb"},
     description="Every record of the behaviour exports (events by day), as text, with source file and line.",
 )
-def raw_events(context: AssetExecutionContext, storage: PlatformStorage) -> MaterializeResult:
+def raw_events(context: AssetExecutionContext, storage: PlatformStorage) -> Output[Path]:
     return _ingest("events", "raw_events", storage, context)

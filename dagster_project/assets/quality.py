@@ -1,6 +1,7 @@
 """Group quality: raw -> clean tables and the quarantine; GX suites as blocking checks."""
 
 import json
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -12,14 +13,17 @@ from dagster import (
     AssetCheckResult,
     AssetCheckSeverity,
     AssetExecutionContext,
+    AssetIn,
+    AssetOut,
     Failure,
-    MaterializeResult,
     MetadataValue,
+    Output,
     asset,
     asset_check,
+    multi_asset,
 )
 
-from dagster_project.assets._common import OWNERS, parquet_table_metadata, suite_check_result
+from dagster_project.assets._common import OWNERS, suite_check_result
 from dagster_project.plots import figure_markdown
 from dagster_project.pseudonyms import PseudonymKeyError, check_pseudonym_key
 from dagster_project.quality.accounting import accounting_by_table
@@ -35,10 +39,7 @@ from dagster_project.settings import DataLayout
 from dagster_project.sources.manifest import source_window
 from dagster_project.sources.raw_table import raw_rows, read_raw
 from dagster_project.sources.synthetic.generator import generated_landing
-from dagster_project.storage import (
-    write_parquet_atomic,
-    write_text_atomic,
-)
+from dagster_project.storage import write_text_atomic
 
 
 def _reason_counts(quarantine: pl.DataFrame) -> MetadataValue:
@@ -66,9 +67,7 @@ def _rule_hits(hits: dict[str, int]) -> MetadataValue:
     return MetadataValue.md(pd.DataFrame(rows).to_markdown(index=False) if rows else "none")
 
 
-def _record_cleaning(
-    out: DataLayout, table: str, run_id: str, cleaned: Cleaned, raw: Path, clean: Path
-) -> dict:
+def _record_cleaning(out: DataLayout, table: str, run_id: str, cleaned: Cleaned, raw: Path) -> dict:
     """Save the cleaning's figures for the report; return them as asset metadata."""
     read = raw_rows(raw)
     stats = {
@@ -83,7 +82,6 @@ def _record_cleaning(
         json.dumps(stats, indent=2), out.reports / "quality" / f"cleaning_{table}.json"
     )
     return {
-        **parquet_table_metadata(clean),
         "rows_read": read,
         "rows_quarantined": cleaned.quarantine.height,
         "quarantined_by_reason": _reason_counts(cleaned.quarantine),
@@ -95,91 +93,109 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-@asset(
-    group_name="quality",
-    owners=OWNERS,
-    kinds={"parquet", "duckdb"},
-    deps=["raw_items"],
-    description="The validated item catalog: typed, one row per item id, positive prices.",
-)
-def items_clean(context: AssetExecutionContext, storage: PlatformStorage) -> MaterializeResult:
-    out = storage.layout()
-    raw_path = out.raw_table("raw_items")
-    cleaned = clean_items(raw_path, context.run.run_id, _now())
-    write_parquet_atomic(cleaned.quarantine, out.table("quarantine_items"))
-    path = write_parquet_atomic(cleaned.clean, out.table("items_clean"))
-    return MaterializeResult(
-        metadata=_record_cleaning(out, "items", context.run.run_id, cleaned, raw_path, path)
+def _quarantine_part(table: str) -> AssetOut:
+    return AssetOut(
+        owners=OWNERS,
+        kinds={"parquet", "polars"},
+        description=f"The {table} rows the cleaning rejected, each with its reason (the "
+        "quarantine asset gathers every part).",
     )
 
 
-@asset(
+@multi_asset(
     group_name="quality",
-    owners=OWNERS,
-    kinds={"parquet", "duckdb"},
-    deps=["raw_events", "items_clean"],
-    description="Typed behaviour events that passed every rule (ids, types, time window, prices, "
-    "duplicates, known items); the rest went to the quarantine.",
+    outs={
+        "items_clean": AssetOut(
+            owners=OWNERS,
+            kinds={"parquet", "duckdb"},
+            description="The validated item catalog: typed, one row per item id, positive prices.",
+        ),
+        "quarantine_items": _quarantine_part("catalog"),
+    },
 )
-def events_clean(context: AssetExecutionContext, storage: PlatformStorage) -> MaterializeResult:
-    out = storage.layout()
+def items_clean(
+    context: AssetExecutionContext, raw_items: Path, storage: PlatformStorage
+) -> Iterator[Output]:
+    cleaned = clean_items(raw_items, context.run.run_id, _now())
+    figures = _record_cleaning(storage.layout(), "items", context.run.run_id, cleaned, raw_items)
+    yield Output(cleaned.clean, "items_clean", metadata=figures)
+    yield Output(cleaned.quarantine, "quarantine_items")
+
+
+def _check_pseudonym_key(context: AssetExecutionContext, out: DataLayout) -> None:
+    """Real users' ids need a secret pseudonym key: fail the step without one, warn on a weak one."""
     try:
         warning = check_pseudonym_key(generated_landing(out))
     except PseudonymKeyError as error:
         raise Failure(str(error)) from None
     if warning:
         context.log.warning(warning)
-    raw_path = out.raw_table("raw_events")
-    raw_items = read_raw(out.raw_table("raw_items"))["item_id"]
-    items = pl.read_parquet(out.table("items_clean"), columns=["item_id"])["item_id"]
+
+
+@multi_asset(
+    group_name="quality",
+    outs={
+        "events_clean": AssetOut(
+            owners=OWNERS,
+            kinds={"parquet", "duckdb"},
+            description="Typed behaviour events that passed every rule (ids, types, time "
+            "window, prices, duplicates, known items); the rest went to the quarantine.",
+        ),
+        "quarantine_events": _quarantine_part("behaviour event"),
+    },
+    ins={"items_clean": AssetIn(metadata={"columns": ["item_id"]})},
+)
+def events_clean(
+    context: AssetExecutionContext,
+    raw_events: Path,
+    raw_items: Path,
+    items_clean: pl.DataFrame,
+    storage: PlatformStorage,
+) -> Iterator[Output]:
+    out = storage.layout()
+    _check_pseudonym_key(context, out)
+    raw_item_ids = read_raw(raw_items)["item_id"]
+    items = items_clean["item_id"]
+    clean_path, quarantine_path = (
+        out.asset_table("events_clean"),
+        out.asset_table("quarantine_events"),
+    )
     cleaned = clean_events(
-        raw_path,
+        raw_events,
         items,
         source_window(out.landing),
         context.run.run_id,
         _now(),
-        quarantined_item_ids=raw_items.filter(~raw_items.is_in(items.implode())),
-        write_to=(out.table("events_clean"), out.table("quarantine_events")),
+        quarantined_item_ids=raw_item_ids.filter(~raw_item_ids.is_in(items.implode())),
+        write_to=(clean_path, quarantine_path),
     )
-    metadata = _record_cleaning(
-        out, "behaviour_events", context.run.run_id, cleaned, raw_path, out.table("events_clean")
-    )
+    figures = _record_cleaning(out, "behaviour_events", context.run.run_id, cleaned, raw_events)
     context.log.info(
-        f"events_clean: {cleaned.clean_rows:,} of {metadata['rows_read']:,} rows clean, "
+        f"events_clean: {cleaned.clean_rows:,} of {figures['rows_read']:,} rows clean, "
         f"{cleaned.quarantine.height:,} quarantined"
     )
-    return MaterializeResult(metadata=metadata)
+    yield Output(clean_path, "events_clean", metadata=figures)
+    yield Output(quarantine_path, "quarantine_events")
 
 
 @asset(
     group_name="quality",
     owners=OWNERS,
     kinds={"parquet", "polars"},
-    deps=["items_clean", "events_clean"],
     description="Every rejected input row: table, source file and line, raw text, reason code, "
     "a sentence saying what was wrong, and the run id.",
 )
-def quarantine(storage: PlatformStorage) -> MaterializeResult:
-    out = storage.layout()
-    frame = pl.concat(
-        [
-            pl.read_parquet(out.table("quarantine_items")),
-            pl.read_parquet(out.table("quarantine_events")),
-        ],
-        how="vertical_relaxed",
-    ).select(QUARANTINE_COLUMNS)
-    path = write_parquet_atomic(frame, out.table("quarantine"))
-    return MaterializeResult(
-        metadata={
-            **parquet_table_metadata(path),
-            "by_reason": _reason_counts(frame),
-            "by_reason_plot": _reason_plot(frame),
-        }
+def quarantine(quarantine_items: pl.DataFrame, quarantine_events: pl.DataFrame) -> Output:
+    frame = pl.concat([quarantine_items, quarantine_events], how="vertical_relaxed").select(
+        QUARANTINE_COLUMNS
+    )
+    return Output(
+        frame, metadata={"by_reason": _reason_counts(frame), "by_reason_plot": _reason_plot(frame)}
     )
 
 
 @asset_check(
-    asset=quarantine,
+    asset="quarantine",
     blocking=True,
     description="Per file: rows read = rows clean + rows quarantined.",
 )
@@ -203,7 +219,7 @@ def rows_accounted_for(storage: PlatformStorage) -> AssetCheckResult:
 
 
 @asset_check(
-    asset=items_clean,
+    asset="items_clean",
     blocking=True,
     description="GX suite expectations/items_clean.json (contract).",
 )
@@ -230,7 +246,7 @@ def events_suite_parameters(out: DataLayout) -> dict:
 
 
 @asset_check(
-    asset=events_clean,
+    asset="events_clean",
     blocking=True,
     description="GX suite expectations/events_clean.json (contract).",
 )
@@ -245,7 +261,7 @@ def events_clean_suite(
 
 
 @asset_check(
-    asset=events_clean,
+    asset="events_clean",
     blocking=False,
     description="Statistical (WARN): the latest event day against the day before and the "
     "reference window: row count, event-type mix, price and events-per-user PSI, null-rate "

@@ -5,21 +5,25 @@ from dagster import (
     AssetCheckExecutionContext,
     AssetCheckResult,
     AssetExecutionContext,
+    AssetIn,
     Config,
     MaterializeResult,
     MetadataValue,
+    Output,
     asset,
     asset_check,
 )
 
-from dagster_project.assets._common import OWNERS, suite_check_result, table_metadata
+from dagster_project.assets._common import MODEL_IO, OWNERS, suite_check_result
 from dagster_project.features.model_outputs import recommendation_lists, vector_table
 from dagster_project.privacy import opted_out_users
 from dagster_project.recommender.inputs import (
+    CATALOG_COLUMNS,
+    SPLIT_COLUMNS,
+    TEXT_COLUMNS,
     evaluation_split,
     model_config,
     model_items,
-    model_path,
     trained_model,
 )
 from dagster_project.resources import (
@@ -44,18 +48,18 @@ class ModelTrainingConfig(Config):
     group_name="recommender",
     owners=OWNERS,
     kinds={"feast", "parquet"},
-    deps=["feast_registry", "behaviour_events"],
+    ins={"behaviour_events": AssetIn(metadata={"columns": SPLIT_COLUMNS})},
+    deps=["feast_registry"],
     description="Interactions before the hold-out cutoff, with user and item features joined point-in-time "
     "by Feast get_historical_features (feature service recommender_training).",
 )
 def training_set(
     context: AssetExecutionContext,
-    storage: PlatformStorage,
+    behaviour_events: pd.DataFrame,
     feast: FeastResource,
     settings: RecommenderSettings,
-) -> MaterializeResult:
-    out = storage.layout()
-    split = evaluation_split(out, settings.test_days)
+) -> Output[pd.DataFrame]:
+    split = evaluation_split(behaviour_events, settings.test_days)
     entity_df = split.train.rename(columns={"event_time": "event_timestamp"})
     store = feast.store()
     frame = store.get_historical_features(
@@ -68,15 +72,14 @@ def training_set(
         .sort_values("event_time")
         .reset_index(drop=True)
     )
-    path = write_parquet_atomic(frame, out.table("training_set"))
     context.log.info(f"training_set: {len(frame):,} interactions before {split.cutoff:%Y-%m-%d}")
-    return MaterializeResult(
+    return Output(
+        frame,
         metadata={
-            **table_metadata(frame, path),
             "cutoff": split.cutoff.isoformat(),
             "users": frame["user_id"].nunique(),
             "items": frame["item_id"].nunique(),
-        }
+        },
     )
 
 
@@ -93,11 +96,19 @@ def training_set_suite(
     return suite_check_result(outcome)
 
 
+# What the model reads of the catalog and of the text vectors.
+MODEL_ITEM_INPUTS = {
+    "items": AssetIn(metadata={"columns": CATALOG_COLUMNS}),
+    "item_text_embedding": AssetIn(metadata={"columns": TEXT_COLUMNS}),
+}
+
+
 @asset(
     group_name="recommender",
     owners=OWNERS,
     kinds={"pytorch"},
-    deps=["training_set", "items", "item_text_embedding"],
+    io_manager_key=MODEL_IO,
+    ins=MODEL_ITEM_INPUTS,
     description="Sequence-aware two-tower torch recommender, I(u,i) = e_u . e_i + b_i: e_u is a "
     "causal self-attention encoder over the user's events in time order (item vector, event "
     "type, time gap, position) plus user features; e_i joins an id embedding, the MiniLM text "
@@ -107,29 +118,29 @@ def training_set_suite(
 def embedding_model(
     context: AssetExecutionContext,
     config: ModelTrainingConfig,
+    training_set: pd.DataFrame,
+    items: pd.DataFrame,
+    item_text_embedding: pd.DataFrame,
     storage: PlatformStorage,
     settings: RecommenderSettings,
-) -> MaterializeResult:
-    out = storage.layout()
-    train = pd.read_parquet(out.table("training_set"))
+) -> Output[EmbeddingRecommender]:
     earlier = None
-    if config.warm_start:
+    if config.warm_start:  # the model this asset saved before
         try:
-            earlier = trained_model(out, settings.device)
+            earlier = trained_model(storage.layout(), settings.device)
         except (FileNotFoundError, ValueError) as problem:
             context.log.warning(f"no saved model to warm-start from ({problem}): full retrain")
     model = EmbeddingRecommender(model_config(settings)).fit(
-        train, model_items(out), warm_start=earlier
+        training_set, model_items(items, item_text_embedding), warm_start=earlier
     )
-    path = model.save(model_path(out).parent)
     history = pd.DataFrame(model.history)
     start = f"warm start from {earlier.version}" if earlier is not None else "full retrain"
-    context.log.info(f"model {model.version} ({start}, {model.fit_seconds:.0f} s) saved to {path}")
+    context.log.info(f"model {model.version} ({start}, {model.fit_seconds:.0f} s)")
     if model.best_epoch == 0:
         context.log.warning("no trained epoch beat the start on the validation items")
-    return MaterializeResult(
+    return Output(
+        model,
         metadata={
-            "path": MetadataValue.path(str(path)),
             "start": start,
             "fit_seconds": round(model.fit_seconds, 1),
             "model_version": model.version,
@@ -140,7 +151,7 @@ def embedding_model(
             "best_epoch": model.best_epoch,
             "trained_epochs_beat_start": model.best_epoch > 0,
             "history": MetadataValue.md(history.to_markdown(index=False)),
-        }
+        },
     )
 
 
@@ -148,33 +159,33 @@ def embedding_model(
     group_name="recommender",
     owners=OWNERS,
     kinds={"parquet", "pytorch"},
-    deps=["embedding_model"],
     description="Top-K items per user (already-seen items removed) with scores and the model "
     "version; also one list row per user for the Feast view user_recommendations. Users on "
     "the opt-out list (privacy/opt_out.txt) get none.",
 )
 def recommendations(
-    context: AssetExecutionContext, storage: PlatformStorage, settings: RecommenderSettings
-) -> MaterializeResult:
-    out = storage.layout()
-    model = trained_model(out, settings.device)
+    context: AssetExecutionContext,
+    embedding_model: EmbeddingRecommender,
+    storage: PlatformStorage,
+    settings: RecommenderSettings,
+) -> Output[pd.DataFrame]:
+    out, model = storage.layout(), embedding_model
     version = model.version
     opted_out = opted_out_users(out)
     frame = model.recommend(model.user_index.difference(opted_out), settings.top_k)
     frame["model_version"] = version
-    path = write_parquet_atomic(frame, out.table("recommendations"))
     lists = recommendation_lists(frame, version, model.trained_until)
-    write_parquet_atomic(lists, out.feature_table("user_recommendations"))
+    write_parquet_atomic(lists, out.asset_table("user_recommendations"))  # Feast's source
     context.log.info(f"recommendations: top {settings.top_k} for {len(lists):,} users by {version}")
-    return MaterializeResult(
+    return Output(
+        frame,
         metadata={
-            **table_metadata(frame, path),
             "users": frame["user_id"].nunique(),
             "distinct_items": frame["item_id"].nunique(),
             "model_version": version,
             "as_of": model.trained_until.isoformat(),
             "opted_out_users": len(opted_out & set(model.user_index)),
-        }
+        },
     )
 
 
@@ -182,18 +193,18 @@ def recommendations(
     group_name="recommender",
     owners=OWNERS,
     kinds={"parquet", "pytorch"},
-    deps=["embedding_model"],
     description="The trained model's user vectors e_u and item vectors e_i with biases b_i, "
     "for the Feast views user_embedding and item_embedding.",
 )
-def model_vectors(storage: PlatformStorage, settings: RecommenderSettings) -> MaterializeResult:
-    out = storage.layout()
-    model = trained_model(out, settings.device)
+def model_vectors(
+    embedding_model: EmbeddingRecommender, storage: PlatformStorage
+) -> MaterializeResult:
+    out, model = storage.layout(), embedding_model
     version, as_of = model.version, model.trained_until
     users = vector_table(model.user_vectors(), version, as_of)
     items = vector_table(model.item_vectors(), version, as_of)
-    write_parquet_atomic(users, out.feature_table("user_embedding"))
-    path = write_parquet_atomic(items, out.feature_table("item_embedding"))
+    write_parquet_atomic(users, out.asset_table("user_embedding"))  # Feast's sources
+    path = write_parquet_atomic(items, out.asset_table("item_embedding"))
     return MaterializeResult(
         metadata={
             "users": len(users),

@@ -2,9 +2,10 @@
 DuckDB warehouse of views over every table."""
 
 import json
+from pathlib import Path
 
 import duckdb
-from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, asset
+from dagster import AssetExecutionContext, AssetIn, MaterializeResult, MetadataValue, asset
 
 from dagster_project.assets._common import OWNERS
 from dagster_project.quality.accounting import accounting_by_table
@@ -29,6 +30,19 @@ WAREHOUSE_TABLES = [
     "items",
     "training_set",
     "recommendations",
+    "user_features",
+    "item_features",
+]
+# The tables the quality report reads.
+REPORTED_TABLES = [
+    "raw_events",
+    "raw_items",
+    "events_clean",
+    "items_clean",
+    "quarantine",
+    "user_traffic_scores",
+    "behaviour_exclusions",
+    "item_outliers",
 ]
 
 
@@ -36,27 +50,15 @@ WAREHOUSE_TABLES = [
     group_name="reports",
     owners=OWNERS,
     kinds={"duckdb"},
-    deps=[
-        "quarantine",
-        "behaviour_events",
-        "item_outliers",
-        "items",
-        "user_features",
-        "item_features",
-        "recommendations",
-    ],
+    ins={t: AssetIn(dagster_type=Path) for t in WAREHOUSE_TABLES},
     description="A DuckDB file of views over the Parquet tables, for SQL by analysts (rebuilt; never the source of truth).",
 )
-def warehouse(storage: PlatformStorage) -> MaterializeResult:
+def warehouse(storage: PlatformStorage, **tables: Path) -> MaterializeResult:
     out = storage.layout()
     tmp = out.duckdb_file.with_name(".warehouse.duckdb.tmp")
     tmp.unlink(missing_ok=True)
-    paths = {
-        t: out.raw_table(t) if t.startswith("raw_") else out.table(t) for t in WAREHOUSE_TABLES
-    }
-    paths |= {t: out.feature_table(t) for t in ("user_features", "item_features")}
     with duckdb.connect(str(tmp)) as con:
-        for name, path in paths.items():
+        for name, path in tables.items():
             if path.exists():
                 source = raw_relation(path) if path.is_dir() else parquet_relation(path)
                 con.execute(f"CREATE OR REPLACE VIEW {name} AS SELECT * FROM {source}")
@@ -64,7 +66,7 @@ def warehouse(storage: PlatformStorage) -> MaterializeResult:
     return MaterializeResult(
         metadata={
             "path": MetadataValue.path(str(out.duckdb_file)),
-            "views": ", ".join(sorted(p for p, f in paths.items() if f.exists())),
+            "views": ", ".join(sorted(t for t, path in tables.items() if path.exists())),
         }
     )
 
@@ -87,25 +89,19 @@ def data_docs(storage: PlatformStorage, quality: QualityResource) -> Materialize
     group_name="reports",
     owners=OWNERS,
     kinds={"html", "duckdb"},
-    deps=["quarantine", "behaviour_events", "item_outliers", "data_docs"],
+    ins={t: AssetIn(dagster_type=Path) for t in REPORTED_TABLES},
+    deps=["data_docs"],
     description="The analysts' data-quality report for this run, one self-contained HTML page: "
     "rows in / clean / quarantined by reason and source, null rates, failing checks and since "
     "when, drift against the previous day, bot share, with plots.",
 )
 def quality_report(
-    context: AssetExecutionContext, storage: PlatformStorage, quality: QualityResource
+    context: AssetExecutionContext,
+    storage: PlatformStorage,
+    quality: QualityResource,
+    **tables: Path,
 ) -> MaterializeResult:
     out = storage.layout()
-    names = [
-        "raw_events",
-        "raw_items",
-        "events_clean",
-        "items_clean",
-        "quarantine",
-        "user_traffic_scores",
-        "behaviour_exclusions",
-        "item_outliers",
-    ]
     stats = {
         table: json.loads((out.reports / "quality" / f"cleaning_{table}.json").read_text())
         for table in ("behaviour_events", "items")
@@ -113,7 +109,7 @@ def quality_report(
     days, verdicts = drift_figures(out)
     runner = quality.runner(storage)
     data = collect_report_data(
-        {n: out.raw_table(n) if n.startswith("raw_") else out.table(n) for n in names},
+        tables,
         accounting_by_table(out),
         {t: s["rule_hits"] for t, s in stats.items()},
         runner.validations_dir,

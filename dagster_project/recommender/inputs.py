@@ -60,15 +60,27 @@ def model_config(settings: ModelSettings) -> EmbeddingConfig:
     )
 
 
-def model_items(out: DataLayout) -> pd.DataFrame:
+# What the catalog and the text vectors give the model (`model_items`).
+CATALOG_COLUMNS = ["item_id", "category", "price"]
+TEXT_COLUMNS = ["item_id", "embedding"]
+
+
+def model_items(catalog: pd.DataFrame, text_embedding: pd.DataFrame) -> pd.DataFrame:
     """The catalog as the model sees it: item_id, category, price_bucket and text_embedding
-    (the MiniLM vector of title + description)."""
-    catalog = pd.read_parquet(out.table("items"), columns=["item_id", "category", "price"])
-    text = pd.read_parquet(
-        out.feature_table("item_text_embedding"), columns=["item_id", "embedding"]
-    ).rename(columns={"embedding": "text_embedding"})
+    (the MiniLM vector of title + description), from the `items` and `item_text_embedding`
+    tables."""
+    catalog = catalog[CATALOG_COLUMNS]
+    text = text_embedding[TEXT_COLUMNS].rename(columns={"embedding": "text_embedding"})
     return catalog.assign(price_bucket=price_bucket(catalog["price"])).merge(
         text, on="item_id", how="left"
+    )
+
+
+def stored_model_items(out: DataLayout) -> pd.DataFrame:
+    """`model_items` of the tables stored under `out` (for the CLI and the benchmarks)."""
+    return model_items(
+        pd.read_parquet(out.asset_table("items"), columns=CATALOG_COLUMNS),
+        pd.read_parquet(out.asset_table("item_text_embedding"), columns=TEXT_COLUMNS),
     )
 
 
@@ -82,9 +94,10 @@ def trained_model(out: DataLayout, device: str) -> EmbeddingRecommender:
     return EmbeddingRecommender.load(model_path(out), device)
 
 
-def evaluation_split(out: DataLayout, test_days: int) -> Split:
+# The behaviour_events columns the temporal split needs.
+SPLIT_COLUMNS = ["user_id", "item_id", "event_type", "event_time"]
+
+
+def evaluation_split(behaviour_events: pd.DataFrame, test_days: int) -> Split:
     """behaviour_events split at midnight `test_days` before the end (`temporal_holdout`)."""
-    events = pd.read_parquet(
-        out.table("behaviour_events"), columns=["user_id", "item_id", "event_type", "event_time"]
-    )
-    return temporal_holdout(events, test_days)
+    return temporal_holdout(behaviour_events[SPLIT_COLUMNS], test_days)
