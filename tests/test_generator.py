@@ -375,6 +375,11 @@ def test_the_development_key_is_refused_for_landing_files_the_generator_did_not_
     for folder in ("landing", "ground_truth"):
         shutil.copytree(tiny_layout.root / folder, copy.root / folder)
     assert generated_landing(copy)
+    # The days landed so far (the last one held back) are still the generator's files.
+    last_day = sorted(copy.landing_events.glob("date=*"))[-1]
+    shutil.move(last_day, tmp_path / "held_back")
+    assert generated_landing(copy)
+    shutil.move(tmp_path / "held_back", last_day)
     # One more export beside the generator's: real customers, maybe.
     extra = copy.landing_events / "date=2026-09-03" / "crm-export.csv"
     extra.write_text("event_id,user_id\n1,jane.doe@example.com\n")

@@ -1052,17 +1052,20 @@ def generate(cfg: GeneratorConfig, out: DataLayout, progress: bool = True) -> di
 
 
 def generated_landing(out: DataLayout) -> bool:
-    """Whether the landing folder holds the files `generate` wrote and no other, under the
-    source declaration it wrote (what allows the development pseudonym key, see
-    `pseudonyms.check_pseudonym_key`). Paths, not contents: `forget_user` rewrites files in
-    place."""
+    """Whether the landing folder holds files `generate` wrote and no other (all of them, or
+    the days landed so far), under the source declaration it wrote: what allows the
+    development pseudonym key, see `pseudonyms.check_pseudonym_key`. Paths, not contents:
+    `forget_user` rewrites files in place."""
     manifest_path, source_path = out.ground_truth / "manifest.json", out.landing / "source.json"
     if not manifest_path.is_file() or not source_path.is_file():
         return False
     manifest = json.loads(manifest_path.read_text())
-    return manifest.get("landing_files") == landing_paths(out.landing) and manifest.get(
-        "source"
-    ) == json.loads(source_path.read_text())
+    landed = landing_paths(out.landing)
+    return (
+        bool(landed)
+        and set(landed) <= set(manifest.get("landing_files", []))
+        and manifest.get("source") == json.loads(source_path.read_text())
+    )
 
 
 def _export_catalog(cfg: GeneratorConfig, cat: Catalog) -> pd.DataFrame:
