@@ -131,6 +131,7 @@ def movielens(device: str) -> dict:
 
 def _generated(data_dir: Path) -> tuple[Split, pd.DataFrame, EmbeddingConfig]:
     from dagster_project.recommender.inputs import (
+        SPLIT_COLUMNS,
         evaluation_split,
         model_config,
         stored_model_items,
@@ -140,7 +141,9 @@ def _generated(data_dir: Path) -> tuple[Split, pd.DataFrame, EmbeddingConfig]:
     storage, settings = PlatformStorage(data_dir=str(data_dir)), RecommenderSettings()
     if not storage.layout().table("training_set").exists():
         raise SystemExit(f"no training set in {data_dir}: run `make demo` first")
-    events = pd.read_parquet(storage.layout().asset_table("behaviour_events"))
+    events = pd.read_parquet(
+        storage.layout().asset_table("behaviour_events"), columns=SPLIT_COLUMNS
+    )
     held_out = evaluation_split(events, settings.test_days)
     train = pd.read_parquet(storage.layout().table("training_set"))
     split = Split(train, held_out.truth, "temporal", held_out.cutoff)

@@ -182,6 +182,7 @@ def events_clean(
     group_name="quality",
     owners=OWNERS,
     kinds={"parquet", "polars"},
+    deps=["items_clean", "events_clean"],  # waits for their blocking suites, as before
     description="Every rejected input row: table, source file and line, raw text, reason code, "
     "a sentence saying what was wrong, and the run id.",
 )
