@@ -200,8 +200,6 @@ class RecommenderSettings(ConfigurableResource):
     train_seconds: float = 60.0
     seed: int = 42
     device: str = "auto"
-    # The evaluation replays a warm start from a model this many days older (0 = skip it).
-    warm_start_days: int = 7
 
     @model_validator(mode="wrap")
     @classmethod
@@ -216,7 +214,7 @@ class RecommenderSettings(ConfigurableResource):
         settings = handler(data)
         check = Problems("RecommenderSettings")
         least = (("test_days", 1), ("top_k", 1), ("dim", 1), ("epochs", 0))
-        least += (("train_seconds", 0), ("seed", 0), ("warm_start_days", 0))
+        least += (("train_seconds", 0), ("seed", 0))
         for name, low in least:  # pydantic has checked the types
             if name not in deferred:
                 check.at_least(name, getattr(settings, name), low)

@@ -21,11 +21,12 @@ from models.embedding import EmbeddingRecommender
     owners=OWNERS,
     kinds={"pytorch", "html"},
     ins={
+        "training_set": AssetIn(metadata={"columns": SPLIT_COLUMNS}),
         "behaviour_events": AssetIn(metadata={"columns": SPLIT_COLUMNS}),
         "items": AssetIn(metadata={"columns": CATALOG_COLUMNS}),
         "item_text_embedding": AssetIn(metadata={"columns": TEXT_COLUMNS}),
     },
-    description=f"The model (full retrain, and warm-started from a week-old model) beside "
+    description=f"The trained model beside "
     f"popularity (plain and recent), item-kNN, EASE and ALS on the temporal hold-out: "
     f"accuracy at {K} (precision, recall, NDCG, MAP, hit rate, MRR), coverage, diversity, novelty "
     "and long-tail share, for all users and for cold and warm users.",
@@ -33,7 +34,7 @@ from models.embedding import EmbeddingRecommender
 def evaluation_report(
     context: AssetExecutionContext,
     embedding_model: EmbeddingRecommender,
-    training_set: pd.DataFrame,  # with features, for the warm start
+    training_set: pd.DataFrame,  # the rows every baseline trains on
     behaviour_events: pd.DataFrame,
     items: pd.DataFrame,
     item_text_embedding: pd.DataFrame,
@@ -47,7 +48,6 @@ def evaluation_report(
         model_items(items, item_text_embedding),
         embedding_model,
         settings,
-        settings.warm_start_days,
         log=context.log.info,
     )
     write_evaluation(out, evaluation, settings.test_days)

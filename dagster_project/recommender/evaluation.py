@@ -1,6 +1,7 @@
-"""The recommender's evaluation on the temporal hold-out: the trained model (and a warm-started
-replay of the weekly refresh) beside every baseline, trained on the same rows, written as
-JSON, Markdown and an HTML report with plots, for all users and for cold and warm users."""
+"""The recommender's evaluation on the temporal hold-out: the trained model beside every
+baseline, trained on the same rows, written as JSON, Markdown and an HTML report with plots,
+for all users and for cold and warm users. (A warm start against a full retrain is measured
+by `python -m bench.recommender --parts warm_start`.)"""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import matplotlib
 import pandas as pd
 
 from dagster_project.plots import figure_base64
-from dagster_project.recommender.inputs import ModelSettings, model_config
+from dagster_project.recommender.inputs import ModelSettings
 from dagster_project.settings import DataLayout
 from dagster_project.storage import write_text_atomic
 from models.compare import compare, comparison_markdown, comparison_table, default_models
@@ -26,7 +27,6 @@ import matplotlib.pyplot as plt
 K = 10
 HEADLINE = [f"ndcg@{K}", f"precision@{K}", f"recall@{K}", "map", f"hr@{K}", f"mrr@{K}"]
 BEYOND = ["coverage", f"diversity@{K}", f"long_tail@{K}"]
-WARM = "embedding_warm_start"
 
 
 def _plot(table: pd.DataFrame) -> str:
@@ -58,32 +58,6 @@ def segment_table(results: dict[str, dict]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def warm_started(
-    rows: pd.DataFrame,
-    settings: ModelSettings,
-    warm_start_days: int,
-    cutoff: pd.Timestamp,
-    catalog: pd.DataFrame,
-    log: Callable[[str], None] = print,
-) -> tuple[EmbeddingRecommender, str]:
-    """The daily refresh, replayed on the training set `rows`: a full model of the rows up to
-    `warm_start_days` before the cutoff (last week's retrain), warm-started on all of them."""
-    week_ago = cutoff - pd.Timedelta(days=warm_start_days)
-    older = rows[rows["event_time"] < week_ago]
-    log(
-        f"warm start: last week's model on {len(older):,} rows before {week_ago:%Y-%m-%d}, "
-        f"then warm-started on all {len(rows):,}"
-    )
-    earlier = EmbeddingRecommender(model_config(settings)).fit(older, catalog)
-    warm = EmbeddingRecommender(model_config(settings)).fit(rows, catalog, warm_start=earlier)
-    note = (
-        f"{WARM}: a model trained on the rows before {week_ago:%Y-%m-%d} (as last week's "
-        f"retrain would be), warm-started on every training row; its train_s is the warm "
-        f"start's own time, against the full retrain's for embedding."
-    )
-    return warm, note
-
-
 @dataclass(frozen=True)
 class Evaluation:
     """Every model's figures: per-model results, the table, its segments and its Markdown."""
@@ -93,12 +67,11 @@ class Evaluation:
     table: pd.DataFrame
     segments: pd.DataFrame
     markdown: str
-    warm_note: str
 
     @property
     def best_baseline(self) -> str:
         """The baseline with the highest NDCG@K."""
-        rivals = self.table.drop(index=["embedding", WARM], errors="ignore")
+        rivals = self.table.drop(index=["embedding"])
         return str(rivals[f"ndcg@{K}"].idxmax())
 
 
@@ -108,28 +81,25 @@ def evaluate_models(
     catalog: pd.DataFrame,
     trained: EmbeddingRecommender,
     settings: ModelSettings,
-    warm_start_days: int,
     log: Callable[[str], None] = print,
 ) -> Evaluation:
-    """The trained model, its warm-started replay (when `warm_start_days` > 0) and every
-    baseline on `split`, each baseline trained on the training set `rows`' interactions."""
+    """The trained model and every baseline on `split`, each baseline trained on the
+    interactions of the training set `rows`."""
     train = rows[["user_id", "item_id", "event_type", "event_time"]]
     split = Split(train, split.truth, split.protocol, split.cutoff)
     baselines = {n: make for n, make in default_models(settings.seed).items() if n != "embedding"}
-    fitted = {"embedding": trained}
-    warm_note = ""
-    if warm_start_days > 0:
-        fitted[WARM], warm_note = warm_started(
-            rows, settings, warm_start_days, split.cutoff, catalog, log
-        )
     results = compare(
-        split, catalog, baselines, K, report=log, fitted=fitted, segments=user_segments(train)
+        split,
+        catalog,
+        baselines,
+        K,
+        report=log,
+        fitted={"embedding": trained},
+        segments=user_segments(train),
     )
     table = comparison_table(results, K)
     table["users"] = table["users"].astype(int)
-    return Evaluation(
-        split, results, table, segment_table(results), comparison_markdown(table), warm_note
-    )
+    return Evaluation(split, results, table, segment_table(results), comparison_markdown(table))
 
 
 def write_evaluation(out: DataLayout, evaluation: Evaluation, test_days: int) -> None:
@@ -150,7 +120,7 @@ def write_evaluation(out: DataLayout, evaluation: Evaluation, test_days: int) ->
         f"<h1>Recommender evaluation</h1><p>Temporal hold-out: the last {test_days} days "
         f"(from {split.cutoff:%Y-%m-%d}); relevant = items a user interacted with for the first time "
         f"in that window; already-seen items are removed from every ranking. Every model is "
-        f"trained on the same rows (the Feast training set). {evaluation.warm_note}</p>"
+        f"trained on the same rows (the Feast training set).</p>"
         f"{table.to_html(float_format='%.4f')}"
         f"<img src='data:image/png;base64,{_plot(table)}'/>"
         f"<h2>Cold and warm users</h2><p>cold: at most 5 distinct items in training.</p>"
