@@ -21,6 +21,8 @@
   top-100 for 100k users x 50k items against the bare matrix product of the same shapes.
 - new_items: on the generated data set, NDCG@10 over items hidden from training, ranked
   from content alone.
+- contention: two training epochs idle and beside one CPU-bound process, with OpenMP's
+  idle threads sleeping (the platform's setting) and spinning; target: at most 2x idle.
 - warm_start: on the generated data set, the daily model refresh replayed: last week's model
   (the training rows up to 7 days before the cutoff) warm-started on all the rows, beside a
   full retrain on them (moved here from the pipeline's evaluation, which it slowed by two
@@ -68,6 +70,7 @@ PARTS = (
     "speed",
     "new_items",
     "warm_start",
+    "contention",
 )
 S3REC_PUBLISHED = {"ndcg@10": 0.0204, "hr@10": 0.0385}
 
@@ -311,6 +314,9 @@ def _epoch_cost(data: str, device: str, queue: multiprocessing.Queue) -> None:
         path = shared_data() / "amazon_sports" / "Sports_and_Outdoors.txt"
         frame = load_interactions(path, report=lambda _: None)
         catalog = load_items(path, frame, report=lambda _: None)
+    elif data == "synthetic_300k":
+        frame = _synthetic_million(30_000, 10_000, 300_000)
+        catalog = pd.DataFrame({"item_id": np.arange(10_000).astype(str)})
     else:
         frame = _synthetic_million(100_000, 50_000, 1_000_000)
         catalog = pd.DataFrame({"item_id": np.arange(50_000).astype(str)})
@@ -370,6 +376,52 @@ def speed(device: str) -> dict:
     return out
 
 
+def _spin() -> None:
+    """A CPU-bound process: the other job on the machine."""
+    while True:
+        pass
+
+
+def contention(device: str) -> dict:
+    """Two training epochs on 300k synthetic interactions: idle, and beside one CPU-bound
+    process with OpenMP's idle threads sleeping (the platform's setting, `models/__init__`)
+    and spinning (OpenMP's default). Target: contended at most 2x idle."""
+    context = multiprocessing.get_context("spawn")
+    before = os.environ.get("OMP_WAIT_POLICY")
+    runs = {}
+    for label, policy, busy in (
+        ("idle", "PASSIVE", False),
+        ("contended", "PASSIVE", True),
+        ("contended_spinning", "ACTIVE", True),
+    ):
+        os.environ["OMP_WAIT_POLICY"] = policy  # the child inherits it before torch loads
+        other = context.Process(target=_spin, daemon=True) if busy else None
+        if other is not None:
+            other.start()
+        queue = context.Queue()
+        child = context.Process(target=_epoch_cost, args=("synthetic_300k", device, queue))
+        child.start()
+        runs[label] = {**queue.get(), "omp_wait_policy": policy}
+        child.join()
+        if other is not None:
+            other.terminate()
+            other.join()
+        print(f"[contention] {label}: epochs {runs[label]['epoch_seconds']} s", flush=True)
+    if before is None:
+        os.environ.pop("OMP_WAIT_POLICY")
+    else:
+        os.environ["OMP_WAIT_POLICY"] = before
+    epoch = {k: float(np.median(v["epoch_seconds"])) for k, v in runs.items()}
+    ratio = epoch["contended"] / epoch["idle"]
+    return {
+        "runs": runs,
+        "epoch_seconds": epoch,
+        "contended_over_idle": round(ratio, 2),
+        "spinning_over_idle": round(epoch["contended_spinning"] / epoch["idle"], 2),
+        "targets": {"contended epoch <= 2x idle": {"ratio": round(ratio, 2), "met": ratio <= 2}},
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -402,6 +454,7 @@ def main() -> None:
         "speed": lambda: speed(device),
         "new_items": lambda: new_items(data_dir),
         "warm_start": lambda: warm_start(data_dir, device),
+        "contention": lambda: contention(device),
     }
     for part in parts:
         started = time.perf_counter()
