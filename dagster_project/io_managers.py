@@ -11,6 +11,8 @@ every day's snapshots."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pandas as pd
@@ -29,6 +31,7 @@ from dagster import (
 from dagster_project.features.daily_runs import DailyTable, MissingDaysError
 from dagster_project.recommender.inputs import model_path, trained_model
 from dagster_project.resources import PlatformStorage, RecommenderSettings
+from dagster_project.settings import DataLayout
 from dagster_project.storage import write_parquet_atomic
 from models.embedding import EmbeddingRecommender
 
@@ -69,6 +72,16 @@ def parquet_table_metadata(path: Path, preview_rows: int = 5) -> dict:
     }
 
 
+@contextmanager
+def missing_days_fail_the_step() -> Iterator[None]:
+    """Days never built (`MissingDaysError`) fail the step with their message alone, as a
+    Dagster Failure, not with a traceback."""
+    try:
+        yield
+    except MissingDaysError as error:
+        raise Failure(str(error)) from None
+
+
 def _asset_name(context: OutputContext) -> str:
     return context.asset_key.to_user_string()
 
@@ -81,14 +94,10 @@ class ParquetTables(ConfigurableIOManager):
     def handle_output(self, context: OutputContext, obj: object) -> None:
         name = _asset_name(context)
         path = self.storage.layout().asset_table(name)
-        if isinstance(obj, pd.DataFrame | pl.DataFrame):
-            write_parquet_atomic(obj, path)
-            frame = obj if isinstance(obj, pd.DataFrame) else obj.head(5).to_pandas()
-            metadata = {**table_metadata(frame, path), "dagster/row_count": len(obj)}
-            if isinstance(obj, pl.DataFrame):  # the schema of the whole table, not the head's
-                metadata["dagster/column_schema"] = parquet_table_metadata(path)[
-                    "dagster/column_schema"
-                ]
+        if isinstance(obj, pd.DataFrame):
+            metadata = table_metadata(obj, write_parquet_atomic(obj, path))
+        elif isinstance(obj, pl.DataFrame):  # its file's schema: polars types, not pandas'
+            metadata = parquet_table_metadata(write_parquet_atomic(obj, path))
         elif isinstance(obj, Path):
             if obj.resolve() != path.resolve():
                 raise ValueError(f"asset {name} wrote {obj}, but its table lives at {path}")
@@ -106,7 +115,7 @@ class ParquetTables(ConfigurableIOManager):
         columns = (context.definition_metadata or {}).get("columns")
         out = self.storage.layout()
         if name in DAILY_TABLES:
-            return self._daily_snapshots(name, wanted, columns)
+            return self._daily_snapshots(out, name, wanted, columns)
         path = out.asset_table(name)
         if wanted is Path:
             return path
@@ -124,13 +133,13 @@ class ParquetTables(ConfigurableIOManager):
             "pl.DataFrame, pl.LazyFrame or Path"
         )
 
-    def _daily_snapshots(self, name: str, wanted: object, columns: list | None) -> pd.DataFrame:
+    def _daily_snapshots(
+        self, out: DataLayout, name: str, wanted: object, columns: list | None
+    ) -> pd.DataFrame:
         if wanted is not pd.DataFrame:
             raise TypeError(f"{name} is read as every day's snapshots: annotate it pd.DataFrame")
-        try:
-            snapshots = DailyTable(self.storage.layout(), DAILY_TABLES[name]).all_snapshots()
-        except MissingDaysError as error:  # its message alone, without a traceback
-            raise Failure(str(error)) from None
+        with missing_days_fail_the_step():
+            snapshots = DailyTable(out, DAILY_TABLES[name]).all_snapshots()
         return snapshots[columns] if columns else snapshots
 
 

@@ -6,16 +6,23 @@ import pandas as pd
 from dagster import (
     AssetCheckResult,
     AssetCheckSeverity,
+    AssetIn,
     DailyPartitionsDefinition,
     MetadataValue,
 )
 
 from dagster_project.quality.validation import SuiteOutcome
+from dagster_project.recommender.inputs import CATALOG_COLUMNS, TEXT_COLUMNS
 from dagster_project.settings import first_event_day
 
 OWNERS = ["team:data-platform"]
 # The IO manager of the trained model (`io_managers.SavedModels`); tables use the default one.
 MODEL_IO = "model_io"
+# What the model reads of the catalog and of the text vectors (`recommender.inputs.model_items`).
+MODEL_ITEM_INPUTS = {
+    "items": AssetIn(metadata={"columns": CATALOG_COLUMNS}),
+    "item_text_embedding": AssetIn(metadata={"columns": TEXT_COLUMNS}),
+}
 # Event-date partitions (UTC), one per complete day: from the first event day to yesterday.
 EVENT_DAYS = DailyPartitionsDefinition(start_date=first_event_day(), end_offset=0)
 

@@ -3,12 +3,10 @@
 import pandas as pd
 from dagster import AssetExecutionContext, AssetIn, MaterializeResult, MetadataValue, asset
 
-from dagster_project.assets._common import OWNERS
+from dagster_project.assets._common import MODEL_ITEM_INPUTS, OWNERS
 from dagster_project.recommender.evaluation import K, evaluate_models, write_evaluation
 from dagster_project.recommender.inputs import (
-    CATALOG_COLUMNS,
     SPLIT_COLUMNS,
-    TEXT_COLUMNS,
     evaluation_split,
     model_items,
 )
@@ -23,8 +21,7 @@ from models.embedding import EmbeddingRecommender
     ins={
         "training_set": AssetIn(metadata={"columns": SPLIT_COLUMNS}),
         "behaviour_events": AssetIn(metadata={"columns": SPLIT_COLUMNS}),
-        "items": AssetIn(metadata={"columns": CATALOG_COLUMNS}),
-        "item_text_embedding": AssetIn(metadata={"columns": TEXT_COLUMNS}),
+        **MODEL_ITEM_INPUTS,
     },
     description=f"The trained model beside "
     f"popularity (plain and recent), item-kNN, EASE and ALS on the temporal hold-out: "

@@ -1,7 +1,6 @@
 """Group features: user and item feature snapshots as Parquet, the files Feast's sources read."""
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
@@ -13,7 +12,6 @@ from dagster import (
     AssetExecutionContext,
     AssetIn,
     BackfillPolicy,
-    Failure,
     MaterializeResult,
     MetadataValue,
     Output,
@@ -30,10 +28,10 @@ from dagster_project.features.daily import (
     item_day_snapshots,
     user_day_snapshots,
 )
-from dagster_project.features.daily_runs import DailyTable, MissingDaysError, run_days
+from dagster_project.features.daily_runs import DailyTable, run_days
 from dagster_project.features.model_outputs import feast_table
 from dagster_project.features.text import DIM, MODEL_NAME, embed_items, load_encoder
-from dagster_project.io_managers import table_metadata
+from dagster_project.io_managers import missing_days_fail_the_step, table_metadata
 from dagster_project.resources import PlatformStorage, QualityResource
 from dagster_project.settings import first_event_day
 from models.base import resolve_device
@@ -49,16 +47,6 @@ DAILY_ASSET = {
 }
 
 
-@contextmanager
-def _missing_days_fail_the_step() -> Iterator[None]:
-    """Days never built (`MissingDaysError`) fail the step with their message alone, as a
-    Dagster Failure, not with a traceback."""
-    try:
-        yield
-    except MissingDaysError as error:
-        raise Failure(str(error)) from None
-
-
 def build_days(
     context: AssetExecutionContext,
     table: DailyTable,
@@ -69,7 +57,7 @@ def build_days(
     """The partition's days through `run_days`, with their figures as metadata."""
     days = [pd.Timestamp(k, tz="UTC") for k in context.partition_keys]
     first_day = pd.Timestamp(first_event_day(), tz="UTC")
-    with _missing_days_fail_the_step():
+    with missing_days_fail_the_step():
         run = run_days(
             table,
             days,

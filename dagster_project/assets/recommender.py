@@ -14,13 +14,11 @@ from dagster import (
     asset_check,
 )
 
-from dagster_project.assets._common import MODEL_IO, OWNERS, suite_check_result
+from dagster_project.assets._common import MODEL_IO, MODEL_ITEM_INPUTS, OWNERS, suite_check_result
 from dagster_project.features.model_outputs import recommendation_lists, vector_table
 from dagster_project.privacy import opted_out_users
 from dagster_project.recommender.inputs import (
-    CATALOG_COLUMNS,
     SPLIT_COLUMNS,
-    TEXT_COLUMNS,
     evaluation_split,
     model_config,
     model_items,
@@ -94,13 +92,6 @@ def training_set_suite(
         "training_set", storage.layout().table("training_set"), run_name=context.run.run_id
     )
     return suite_check_result(outcome)
-
-
-# What the model reads of the catalog and of the text vectors.
-MODEL_ITEM_INPUTS = {
-    "items": AssetIn(metadata={"columns": CATALOG_COLUMNS}),
-    "item_text_embedding": AssetIn(metadata={"columns": TEXT_COLUMNS}),
-}
 
 
 @asset(

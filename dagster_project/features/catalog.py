@@ -2,16 +2,10 @@
 
 import pandas as pd
 
-CATALOG_COLUMNS = [
-    "item_id",
-    "title",
-    "description",
-    "category",
-    "brand",
-    "price",
-    "available",
-    "first_seen",
-]
+from dagster_project.contracts import ITEM_COLUMNS
+
+# The contract's item columns, with first_seen in place of listed_at.
+CATALOG_COLUMNS = [c for c in ITEM_COLUMNS if c != "listed_at"] + ["first_seen"]
 
 
 def catalog_items(items_clean: pd.DataFrame, events: pd.DataFrame) -> pd.DataFrame:
