@@ -6,6 +6,9 @@ DATA_DIR ?= $(CURDIR)/data
 PRESET ?= default
 UI_PORT ?= 3000
 export RECSYS_DATA_DIR := $(abspath $(DATA_DIR))
+# Test workers (pytest-xdist): the tests that read the tiny run stay on one of them
+TEST_WORKERS ?= 2
+PYTEST := $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup
 
 .PHONY: install demo test test-fast test-pipeline test-servers test-tools ui serve bench bench-faults bench-detection bench-recommender bench-recommender-device lint clean
 
@@ -23,19 +26,19 @@ demo: install
 ## test: every tier (unit, pipeline, servers and browser), as CI runs it; the servers and
 ## the browser the tests start are installed here, never at run time
 test: install test-tools
-	$(BIN)/python -m pytest
+	$(PYTEST)
 
 ## test-fast: the unit tier only (no pipeline, servers or browser), about a minute
 test-fast: install
-	$(BIN)/python -m pytest -m "not pipeline and not servers"
+	$(PYTEST) -m "not pipeline and not servers"
 
 ## test-pipeline: the pipeline tier (the whole graph on the tiny shop, Feast, Dagster runs)
 test-pipeline: install
-	$(BIN)/python -m pytest -m "pipeline and not servers"
+	$(PYTEST) -m "pipeline and not servers"
 
 ## test-servers: the servers tier (feature server, Redis, Chromium on loopback)
 test-servers: install test-tools
-	$(BIN)/python -m pytest -m servers
+	$(PYTEST) -m servers
 
 ## test-tools: Debian's redis-server and chromium, when missing (needs root or sudo)
 test-tools:

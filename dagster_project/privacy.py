@@ -26,26 +26,20 @@ import uuid
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import polars as pl
 import pyarrow.parquet as pq
-from feast import FeatureStore
-from feast.infra.key_encoding_utils import serialize_entity_key
-from feast.protos.feast.types.EntityKey_pb2 import EntityKey
-from feast.protos.feast.types.Value_pb2 import Value
 
 from dagster_project.pseudonyms import deletion_digest, pseudonymise
 from dagster_project.redaction import redact_mentions
 from dagster_project.settings import DataLayout
 from dagster_project.sources.manifest import CANONICAL_FORMAT, read_source_manifest
 from dagster_project.storage import write_parquet_atomic
-from recsys_feast.internals import (
-    online_store,
-    redis_client,
-    redis_fields,
-    sqlite_connection,
-    sqlite_table,
-)
+
+if TYPE_CHECKING:  # feast loads in seconds: imported where the online store is touched
+    from feast import FeatureStore
+    from feast.protos.feast.types.EntityKey_pb2 import EntityKey
 
 
 def opt_out_file(out: DataLayout) -> Path:
@@ -63,12 +57,25 @@ def opted_out_users(out: DataLayout) -> set[str]:
 
 
 def _entity_keys(join_key: str, ids: Iterable[str]) -> list[EntityKey]:
+    from feast.protos.feast.types.EntityKey_pb2 import EntityKey
+    from feast.protos.feast.types.Value_pb2 import Value
+
     return [EntityKey(join_keys=[join_key], entity_values=[Value(string_val=i)]) for i in ids]
 
 
 def delete_online_rows(store: FeatureStore, view_names: list[str], user_ids: Iterable[str]) -> int:
     """Delete the users' rows of `view_names` (views keyed by user_id) from the online store;
     returns how many of the users had rows there. SQLite and Redis profiles."""
+    from feast.infra.key_encoding_utils import serialize_entity_key
+
+    from recsys_feast.internals import (
+        online_store,
+        redis_client,
+        redis_fields,
+        sqlite_connection,
+        sqlite_table,
+    )
+
     ids = sorted(set(user_ids))
     if not ids:
         return 0

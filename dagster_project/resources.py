@@ -11,12 +11,10 @@ import sys
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 from dagster import ConfigurableResource, InitResourceContext
-from feast import FeatureStore
-from feast.repo_config import RepoConfig
 from pydantic import ModelWrapValidatorHandler, model_validator
 
 from dagster_project.quality.validation import SuiteRunner
@@ -32,6 +30,10 @@ from dagster_project.settings import (
 )
 from dagster_project.storage import retry_with_backoff
 from models.checks import Problems
+
+if TYPE_CHECKING:  # feast loads in seconds: imported when a store is made
+    from feast import FeatureStore
+    from feast.repo_config import RepoConfig
 
 
 def _online_store_errors() -> tuple[type[BaseException], ...]:
@@ -101,9 +103,13 @@ class FeastResource(ConfigurableResource):
         unset = sorted(set(re.findall(r"\$\{(\w+)\}", text)))
         if unset:
             raise ValueError(f"{path.name} needs environment variable(s) {', '.join(unset)}")
+        from feast.repo_config import RepoConfig
+
         return RepoConfig(repo_path=Path(self.repo_path), **yaml.safe_load(text))
 
     def store(self) -> FeatureStore:
+        from feast import FeatureStore
+
         (self._data_dir() / "feast").mkdir(parents=True, exist_ok=True)
         return FeatureStore(config=self.repo_config())
 
@@ -168,8 +174,7 @@ class FeastResource(ConfigurableResource):
         when neither the feature repo nor its resolved configuration changed since the last
         apply into this data directory (and the registry is still there)."""
         (self._data_dir() / "feast").mkdir(parents=True, exist_ok=True)
-        fingerprint, stamp = self._repo_fingerprint(), self._applied_stamp()
-        if self._deployed() and stamp.exists() and stamp.read_text() == fingerprint:
+        if not self.apply_needed():
             return "No changes: the feature repo is as it was last applied (apply skipped)\n"
         cmd = [
             str(Path(sys.executable).with_name("feast")),
@@ -184,8 +189,16 @@ class FeastResource(ConfigurableResource):
             raise RuntimeError(
                 f"feast apply failed ({done.returncode}):\n{done.stdout}\n{done.stderr}"
             )
-        stamp.write_text(fingerprint)
+        self._applied_stamp().write_text(self._repo_fingerprint())
         return done.stdout
+
+    def apply_needed(self) -> bool:
+        """Whether `apply` would run: the feature repo or its resolved configuration changed
+        since the last apply into this data directory, or the registry is gone."""
+        stamp = self._applied_stamp()
+        return not (
+            self._deployed() and stamp.exists() and stamp.read_text() == self._repo_fingerprint()
+        )
 
 
 class RecommenderSettings(ConfigurableResource):

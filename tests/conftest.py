@@ -10,6 +10,10 @@ from dagster_project.settings import DataLayout, layout
 from dagster_project.sources.synthetic.generator import generate, preset
 
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
+# Under pytest-xdist (`make test`: `-n 2`), each worker gets its share of the cores for
+# torch's and BLAS's threads (read when torch loads, after this file), not all of them.
+if workers := int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0")):
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // workers)))
 
 # Test tiers (pyproject's markers; `make test-fast`, `test-pipeline`, `test-servers`; `make
 # test` and CI run all three):
@@ -17,16 +21,24 @@ os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
 # - pipeline: the whole graph on the tiny shop, a real `feast apply` or Dagster run, killed
 #   processes;
 # - servers: a server or a browser on loopback (the feature server, Redis, Chromium).
+# The tests that read the tiny run form one xdist group, so that under `-n 2 --dist
+# loadgroup` one worker builds it once while the other runs everything else.
 PIPELINE_FIXTURES = {"pipeline_run", "tiny_layout"}
 PIPELINE_MODULES = {"test_pipeline", "test_run_recovery"}
 SERVER_FIXTURES = {"served"}
 SERVER_MODULES = {"test_feast_redis", "test_ui"}
+# The pipeline tests check the wiring, not the model's quality (tests/test_models.py and
+# bench/recommender.py do): their runs train at most two epochs, not up to 200.
+PIPELINE_SETTINGS = {"epochs": 2}
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's, which reads the groups
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         module = item.module.__name__.rsplit(".", 1)[-1] if item.module else ""
         fixtures = set(item.fixturenames)
+        if PIPELINE_FIXTURES & fixtures:
+            item.add_marker(pytest.mark.xdist_group("tiny_run"))
         if PIPELINE_FIXTURES & fixtures or module in PIPELINE_MODULES:
             item.add_marker(pytest.mark.pipeline)
         if SERVER_FIXTURES & fixtures or module in SERVER_MODULES:
@@ -57,9 +69,10 @@ class PipelineRuns:
 
 @pytest.fixture(scope="session")
 def pipeline_run(tiny_layout: DataLayout, tmp_path_factory: pytest.TempPathFactory):
-    """Every asset and check materialized on the tiny data set exactly as `make demo` does (a
-    backfill of every event day but the last, the last day, the weekly retrain), recorded in
-    a Dagster instance under its data directory, so the UI test can show the runs."""
+    """Every asset and check materialized on the tiny data set as `make demo` does (a
+    backfill of every event day but the last, the last day, the weekly retrain; the model
+    trained for `PIPELINE_SETTINGS`' epochs), recorded in a Dagster instance under its data
+    directory, so the UI test can show the runs."""
     from dagster import DagsterInstance
 
     from dagster_project.cli import materialize_all, prepare_dagster_home
@@ -75,7 +88,7 @@ def pipeline_run(tiny_layout: DataLayout, tmp_path_factory: pytest.TempPathFacto
     opt_out.write_text(f"# asked on 2026-09-20\n{humans.value_counts().index[0]}\n")
     home = prepare_dagster_home(tiny_layout.root)
     with DagsterInstance.from_config(str(home)) as instance:
-        results = materialize_all(tiny_layout.root, instance=instance)
+        results = materialize_all(tiny_layout.root, instance=instance, **PIPELINE_SETTINGS)
     return PipelineRuns(results), tiny_layout
 
 

@@ -174,12 +174,18 @@ def test_feast_apply_runs_only_when_the_feature_repo_changed(tmp_path):
     shutil.copytree(FEATURE_REPO_DIR, repo, ignore=shutil.ignore_patterns("__pycache__"))
     feast = FeastResource(repo_path=str(repo), data_dir=str(tmp_path / "data"))
     assert "skipped" not in feast.apply()
+    assert not feast.apply_needed()
     assert "apply skipped" in feast.apply()  # nothing changed: no second apply
-    with (repo / "features.py").open("a") as definitions:
-        definitions.write("\n# a change to the definitions\n")
-    assert "skipped" not in feast.apply()
+    definitions = repo / "features.py"
+    applied = definitions.read_text()
+    definitions.write_text(applied + "\n# a change to the definitions\n")
+    assert feast.apply_needed()
+    definitions.write_text(applied)
+    assert not feast.apply_needed()
     (tmp_path / "data" / "feast" / "registry.db").unlink()  # a registry gone: apply again
+    assert feast.apply_needed()
     assert "skipped" not in feast.apply()
+    assert not feast.apply_needed()
     assert FeatureStore(config=feast.repo_config()).list_feature_views()
 
 

@@ -1,4 +1,5 @@
 import dataclasses
+import functools
 import json
 import re
 import time
@@ -137,6 +138,12 @@ def _toy_config(**values) -> EmbeddingConfig:
 
 def _taste_world(seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Users who each like one of 8 categories; popularity alone cannot tell them apart."""
+    interactions, items = _taste_world_once(seed)
+    return interactions.copy(), items.copy()
+
+
+@functools.cache
+def _taste_world_once(seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
     rng = np.random.default_rng(seed)
     items = pd.DataFrame(
         {
@@ -145,22 +152,23 @@ def _taste_world(seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
             "price_bucket": 0,
         }
     )
-    rows = []
+    rows = []  # (user, item, day, hour)
     for u in range(400):
-        taste = u % 8
-        pool = items.index[items["category"] == f"c{taste}"].to_numpy()
+        pool = items.index[items["category"] == f"c{u % 8}"].to_numpy()
         for d in range(12):
             for item in rng.choice(pool, 2, replace=False):
-                rows.append(
-                    (
-                        f"u{u}",
-                        items["item_id"][item],
-                        "view",
-                        pd.Timestamp("2026-09-01", tz="UTC")
-                        + pd.Timedelta(days=d, hours=int(rng.integers(0, 23))),
-                    )
-                )
-    return pd.DataFrame(rows, columns=["user_id", "item_id", "event_type", "event_time"]), items
+                rows.append((u, item, d, int(rng.integers(0, 23))))
+    user, item, day, hour = np.array(rows).T
+    interactions = pd.DataFrame(
+        {
+            "user_id": [f"u{u}" for u in user],
+            "item_id": items["item_id"].to_numpy()[item],
+            "event_type": "view",
+            "event_time": pd.Timestamp("2026-09-01", tz="UTC")
+            + pd.to_timedelta(day * 24 + hour, unit="h"),
+        }
+    )
+    return interactions, items
 
 
 def test_embedding_model_learns_taste_and_beats_popularity():
@@ -536,12 +544,18 @@ def test_mmr_trades_relevance_for_variety_and_long_tail_lifts_rare_items():
     assert prefer_long_tail(candidates, popularity, 1, 2.0)["item_id"].tolist() == ["c"]
 
 
-def test_new_users_and_new_items_are_served_from_the_same_vectors():
+@pytest.fixture(scope="module")
+def taste_model_with_text() -> tuple[EmbeddingRecommender, pd.DataFrame]:
+    """The taste world's model, its items carrying a text vector that says their category;
+    trained once for the tests that only read it."""
     interactions, items = _taste_world()
-    # A text vector per item that says its category (as a title would).
-    items["text_embedding"] = [np.eye(8, dtype=np.float32)[k % 8] for k in range(len(items))]
+    items = _with_category_text(items)
     model = EmbeddingRecommender(_toy_config(dim=16, epochs=10), progress=False)
-    model.fit(interactions, items)
+    return model.fit(interactions, items), items
+
+
+def test_new_users_and_new_items_are_served_from_the_same_vectors(taste_model_with_text):
+    model, items = taste_model_with_text
     category = items.set_index("item_id")["category"]
     # A new user with three c3 views, no retraining.
     history = pd.DataFrame({"item_id": ["i3", "i11", "i19"], "event_type": "view"})
@@ -570,11 +584,8 @@ def _with_category_text(items: pd.DataFrame) -> pd.DataFrame:
     )
 
 
-def test_search_finds_items_by_text_and_personalises_for_a_known_user():
-    interactions, items = _taste_world()
-    items = _with_category_text(items)
-    model = EmbeddingRecommender(_toy_config(dim=16, epochs=10), progress=False)
-    model.fit(interactions, items)
+def test_search_finds_items_by_text_and_personalises_for_a_known_user(taste_model_with_text):
+    model, items = taste_model_with_text
     text = items[["item_id"]].assign(embedding=items["text_embedding"])
     category = items.set_index("item_id")["category"]
     query_c3 = np.eye(8, dtype=np.float32)[3]

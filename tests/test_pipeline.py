@@ -16,6 +16,7 @@ from dagster_project.pseudonyms import pseudonymise
 from dagster_project.resources import FeastResource
 from dagster_project.settings import PROJECT_ROOT
 from dagster_project.sources.raw_table import read_landing, read_raw
+from tests.conftest import PIPELINE_SETTINGS
 
 
 @pytest.fixture(scope="module")
@@ -190,22 +191,13 @@ def test_training_set_is_point_in_time_and_model_beats_popularity(run):
 
 
 def test_definitions_validate():
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "dagster",
-            "definitions",
-            "validate",
-            "-m",
-            "dagster_project.definitions",
-        ],
-        cwd=PROJECT_ROOT,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
+    """What `dagster definitions validate` checks (keys, jobs, resources, partition
+    mappings), in this process: the UI test loads the code location in a fresh one."""
+    from dagster import Definitions
+
+    from dagster_project.definitions import defs
+
+    Definitions.validate_loadable(defs)
 
 
 def test_feature_repo_works_with_the_plain_feast_cli(run):
@@ -370,7 +362,7 @@ def test_a_forgotten_user_is_gone_everywhere_and_stays_gone(run, tmp_path):
     byte search of everything, then the whole graph again."""
     import shutil
 
-    from dagster import DagsterInstance, materialize
+    from dagster import AssetSelection, DagsterInstance, materialize
 
     from dagster_project.automation import forget_user
     from dagster_project.definitions import all_assets, every_event_day, platform_resources
@@ -439,16 +431,23 @@ def test_a_forgotten_user_is_gone_everywhere_and_stays_gone(run, tmp_path):
         deletion_digest(raw_id),
         deletion_digest(logged_id),
     ]
-    # The next run (ingest to training set and recommendations) cannot bring them back.
-    selection = [
-        a for a in all_assets if not {"evaluation", "reports"} & set(a.group_names_by_key.values())
-    ]
+    # The next run (ingest to training set and recommendations, everything they are built
+    # from) cannot bring them back.
+    checked = ("events_clean", "behaviour_events", "training_set", "recommendations")
+    upstream = AssetSelection.assets(*checked).upstream().resolve(all_assets)
+    # a multi-asset runs whole (its side tables too)
+    selection = [key for a in all_assets if set(a.keys) & upstream for key in a.keys]
     with DagsterInstance.ephemeral() as instance:
         rerun = materialize(
-            selection, instance=instance, resources=resources, tags=every_event_day(copy.root)
+            all_assets,
+            selection=selection,
+            instance=instance,
+            # no training epochs: the model's rows are its training set's users either way
+            resources=platform_resources(str(copy.root), epochs=0),
+            tags=every_event_day(copy.root),
         )
     assert rerun.success
-    for table in ("events_clean", "behaviour_events", "training_set", "recommendations"):
+    for table in checked:
         assert user not in set(pd.read_parquet(copy.table(table))["user_id"]), table
 
 
@@ -588,7 +587,7 @@ def test_the_daily_model_refresh_warm_starts_from_the_saved_model(run, tmp_path)
             all_assets,  # the inputs are read from the copy (the IO manager)
             selection=["embedding_model"],
             instance=instance,
-            resources=platform_resources(str(copy.root)),
+            resources=platform_resources(str(copy.root), **PIPELINE_SETTINGS),
             run_config=warm_start,
         )
     assert result.success
