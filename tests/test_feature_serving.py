@@ -164,6 +164,49 @@ def test_sqlite_store_answers_exactly_as_feasts_own(pipeline_run):
     assert got["views"][-2] is None and got["views"][-1] == got["views"][0]
 
 
+def test_the_bulk_writer_writes_the_rows_feasts_own_writer_writes(pipeline_run, tmp_path):
+    """Materializing with the embedded profile's store leaves every table byte for byte as
+    Feast's own SQLite store leaves it, over rows it inserts and rows it updates."""
+    import shutil
+    import sqlite3
+
+    _, out = pipeline_run
+    views = ["user_behaviour", "item_stats", "item_text_embedding"]
+    config = FeastResource(data_dir=str(out.root)).repo_config().model_dump(by_alias=True)
+    stamps = pd.read_parquet(out.feature_table("user_features"), columns=["event_timestamp"])
+    start = stamps["event_timestamp"].min().to_pydatetime()
+    end = (stamps["event_timestamp"].max() + pd.Timedelta(seconds=1)).to_pydatetime()
+    tables = {}
+    for name, store_type in (("ours", STORE_TYPE), ("feast", "sqlite")):
+        folder = tmp_path / name
+        folder.mkdir()
+        shutil.copy(out.root / "feast" / "registry.db", folder / "registry.db")
+        shutil.copy(out.root / "feast" / "online_store.db", folder / "online.db")
+        with sqlite3.connect(folder / "online.db") as db:  # half the rows: inserts and updates
+            names = [t for (t,) in db.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+            for table in names:
+                db.execute(f'DELETE FROM "{table}" WHERE rowid % 2 = 0')
+        store = FeatureStore(
+            config=RepoConfig(
+                **{
+                    **config,
+                    "registry": str(folder / "registry.db"),
+                    "online_store": {"type": store_type, "path": str(folder / "online.db")},
+                }
+            )
+        )
+        store.materialize(start_date=start, end_date=end, feature_views=views)
+        with sqlite3.connect(folder / "online.db") as db:
+            tables[name] = {
+                t: db.execute(f'SELECT * FROM "{t}" ORDER BY entity_key, feature_name').fetchall()
+                for t in names
+            }
+    assert tables["ours"].keys() == tables["feast"].keys()
+    for table, rows in tables["feast"].items():
+        assert tables["ours"][table] == rows, table
+    assert sum(len(rows) for rows in tables["ours"].values()) > 1000
+
+
 @pytest.mark.pipeline  # a real `feast apply` / Dagster run
 def test_feast_apply_runs_only_when_the_feature_repo_changed(tmp_path):
     import shutil
