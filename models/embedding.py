@@ -230,6 +230,7 @@ class EmbeddingRecommender(Recommender):
         self.best_epoch = 0
         self.best_validation_ndcg = 0.0
         self.fit_seconds = 0.0
+        self._given_user_vectors: torch.Tensor | None = None  # see use_user_vectors
 
     def _say(self, message: str) -> None:
         if self.progress:
@@ -371,6 +372,7 @@ class EmbeddingRecommender(Recommender):
         its text axes and feature scalers are kept, so epoch 0 is the earlier model on
         today's data; early stopping then decides whether training helps."""
         started = self._fit_started = time.perf_counter()
+        self._given_user_vectors = None
         torch.manual_seed(self.config.seed)
         if warm_start is not None:
             self._check_warm_start(warm_start)
@@ -783,6 +785,8 @@ class EmbeddingRecommender(Recommender):
         return total.index_add(0, rows, item_vectors[items]), torch.as_tensor(counts, device=dev)
 
     def _user_matrix(self, users: np.ndarray, item_vectors: torch.Tensor) -> torch.Tensor:
+        if self._given_user_vectors is not None:
+            return self._given_user_vectors[torch.as_tensor(users, device=self.device)]
         seq = self.sequences
         return self._encode_last(
             item_vectors, seq, seq.ptr[users], seq.ptr[users + 1], self.user_latest[users]
@@ -975,18 +979,31 @@ class EmbeddingRecommender(Recommender):
 
     def user_vectors(self, batch: int = 4096) -> pd.DataFrame:
         """user_id, embedding (float32 e_u) for every known user: score items as e_u . e_i + b_i."""
+        users, parts = np.arange(len(self.user_index)), []
         with torch.no_grad():
             items = self._tower_items()[0]
-            users = np.arange(len(self.user_index))
-            vectors = torch.cat(
-                [
-                    self._user_matrix(users[lo : lo + batch], items).cpu()
-                    for lo in range(0, len(users), batch)
-                ]
-            )
+            for lo in range(0, len(users), batch):
+                parts.append(self._user_matrix(users[lo : lo + batch], items).cpu())
+                if len(users) > batch:
+                    self._say(f"user vectors: {min(lo + batch, len(users)):,}/{len(users):,}")
         return pd.DataFrame(
-            {"user_id": self.user_index.to_numpy(), "embedding": list(vectors.numpy())}
+            {"user_id": self.user_index.to_numpy(), "embedding": list(torch.cat(parts).numpy())}
         )
+
+    def use_user_vectors(self, vectors: pd.DataFrame) -> None:
+        """Score the known users from these e_u (`user_vectors()`' frame, e.g. the table written
+        for Feast) instead of encoding their histories again. Every known user needs one."""
+        given = vectors.drop_duplicates("user_id").set_index("user_id")["embedding"]
+        missing = self.user_index.difference(given.index)
+        if len(missing):
+            raise ValueError(f"{len(missing):,} known user(s) have no vector, e.g. {missing[0]!r}")
+        matrix = np.stack(given.reindex(self.user_index).to_numpy()).astype(np.float32)
+        dimensions = self._item_matrix()[0].shape[1]
+        if matrix.shape[1] != dimensions:
+            raise ValueError(
+                f"the vectors have {matrix.shape[1]} dimensions; this model's have {dimensions}"
+            )
+        self._given_user_vectors = torch.as_tensor(matrix, device=self.device)
 
     def item_vectors(self) -> pd.DataFrame:
         """item_id, embedding (float32 e_i) and bias (b_i) for every catalog item."""

@@ -1,3 +1,4 @@
+import copy
 import dataclasses
 import functools
 import json
@@ -575,6 +576,22 @@ def test_new_users_and_new_items_are_served_from_the_same_vectors(taste_model_wi
     assert set(top["item_id"]) == {"new0", "new8"}
     with pytest.raises(ValueError, match="none of the history"):
         model.recommend_for_history(pd.DataFrame({"item_id": ["nope"]}))
+
+
+def test_stored_user_vectors_reproduce_the_rankings(taste_model_with_text):
+    """Scoring from `user_vectors()`' frame (what model_vectors writes for Feast) gives the
+    model's own rankings; vectors missing a user or of another size are refused."""
+    model, _ = taste_model_with_text
+    users = list(model.user_index[:50])
+    vectors = model.user_vectors()
+    served = copy.deepcopy(model)
+    served.use_user_vectors(vectors.sample(frac=1.0, random_state=0))  # any row order
+    pd.testing.assert_frame_equal(served.recommend(users, 10), model.recommend(users, 10))
+    with pytest.raises(ValueError, match="1 known user"):
+        copy.deepcopy(model).use_user_vectors(vectors.iloc[1:])
+    short = vectors.assign(embedding=[v[:3] for v in vectors["embedding"]])
+    with pytest.raises(ValueError, match="3 dimensions"):
+        copy.deepcopy(model).use_user_vectors(short)
 
 
 def _with_category_text(items: pd.DataFrame) -> pd.DataFrame:

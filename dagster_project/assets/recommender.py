@@ -15,7 +15,11 @@ from dagster import (
 )
 
 from dagster_project.assets._common import MODEL_IO, MODEL_ITEM_INPUTS, OWNERS, suite_check_result
-from dagster_project.features.model_outputs import recommendation_lists, vector_table
+from dagster_project.features.model_outputs import (
+    recommendation_lists,
+    served_user_vectors,
+    vector_table,
+)
 from dagster_project.privacy import opted_out_users
 from dagster_project.recommender.inputs import (
     SPLIT_COLUMNS,
@@ -150,9 +154,11 @@ def embedding_model(
     group_name="recommender",
     owners=OWNERS,
     kinds={"parquet", "pytorch"},
+    deps=["model_vectors"],
     description="Top-K items per user (already-seen items removed) with scores and the model "
-    "version; also one list row per user for the Feast view user_recommendations. Users on "
-    "the opt-out list (privacy/opt_out.txt) get none.",
+    "version, scored from the user vectors model_vectors wrote for Feast; also one list row "
+    "per user for the Feast view user_recommendations. Users on the opt-out list "
+    "(privacy/opt_out.txt) get none.",
 )
 def recommendations(
     context: AssetExecutionContext,
@@ -162,6 +168,10 @@ def recommendations(
 ) -> Output[pd.DataFrame]:
     out, model = storage.layout(), embedding_model
     version = model.version
+    if served_user_vectors(out, model):
+        context.log.info("recommendations: scored from the user vectors served by Feast")
+    else:
+        context.log.info(f"recommendations: no user vectors of {version} stored; encoding")
     opted_out = opted_out_users(out)
     frame = model.recommend(model.user_index.difference(opted_out), settings.top_k)
     frame["model_version"] = version

@@ -3,8 +3,14 @@ the time the model's data ends (its feature clock) and the model version."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import pandas as pd
 import polars as pl
+
+if TYPE_CHECKING:
+    from dagster_project.settings import DataLayout
+    from models.embedding import EmbeddingRecommender
 
 
 def feast_table(
@@ -38,3 +44,17 @@ def vector_table(vectors: pd.DataFrame, model_version: str, as_of: pd.Timestamp)
     """A user or item vector table (key, embedding[, bias]) with the model version and
     event_timestamp `as_of`."""
     return feast_table(vectors.assign(model_version=model_version), as_of, ("embedding",))
+
+
+def served_user_vectors(out: DataLayout, model: EmbeddingRecommender) -> bool:
+    """Let `model` score from the user vectors stored for Feast (`user_embedding`) when they
+    are this model version's, so the served vectors reproduce its rankings and no history is
+    encoded twice. Returns whether they were."""
+    path = out.asset_table("user_embedding")
+    if not path.exists():
+        return False
+    versions = pl.scan_parquet(path).select(pl.col("model_version").unique()).collect()
+    if versions["model_version"].to_list() != [model.version]:
+        return False
+    model.use_user_vectors(pd.read_parquet(path, columns=["user_id", "embedding"]))
+    return True
