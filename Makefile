@@ -45,9 +45,12 @@ test-tools:
 	bash scripts/install_redis.sh >/dev/null
 	bash scripts/install_chromium.sh >/dev/null
 
-## ui: the Dagster UI on http://127.0.0.1:$(UI_PORT), over the demo's runs
+## ui: the Dagster UI on http://127.0.0.1:$(UI_PORT), over the demo's runs (the daily
+## partitions start on the data's first day)
 ui: install
-	DAGSTER_HOME=$$($(BIN)/python -m dagster_project.cli dagster-home) $(BIN)/dagster dev -h 127.0.0.1 -p $(UI_PORT) -m dagster_project.definitions
+	DAGSTER_HOME=$$($(BIN)/python -m dagster_project.cli dagster-home) \
+	RECSYS_FIRST_EVENT_DAY=$${RECSYS_FIRST_EVENT_DAY:-$$($(BIN)/python -m dagster_project.cli first-event-day)} \
+	$(BIN)/dagster dev -h 127.0.0.1 -p $(UI_PORT) -m dagster_project.definitions
 
 ## bench: benchmarks under bench/, figures saved as JSON in bench/results/
 bench: install

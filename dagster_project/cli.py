@@ -1,5 +1,5 @@
 """The platform's command line, `recsys` (or `python -m dagster_project.cli`): generate, demo,
-recommend, serve, pseudonym, deletion-request, dagster-home."""
+recommend, serve, pseudonym, deletion-request, dagster-home, first-event-day."""
 
 from __future__ import annotations
 
@@ -17,9 +17,17 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from dagster import DagsterInstance, ExecuteInProcessResult
 
-from dagster_project.settings import DATA_DIR_ENV, FEATURE_REPO_DIR, layout, use_private_umask
+from dagster_project.settings import (
+    DATA_DIR_ENV,
+    FEATURE_REPO_DIR,
+    FIRST_EVENT_DAY_ENV,
+    DataLayout,
+    layout,
+    use_private_umask,
+)
 from dagster_project.sources.synthetic.generator import (
     PRESETS,
+    GeneratorConfig,
     dataset_fingerprint,
     generate,
     preset,
@@ -27,10 +35,20 @@ from dagster_project.sources.synthetic.generator import (
 
 
 def _generate(
-    preset_name: str, data_dir: Path, seed: int | None, force: bool, sequential: bool = False
-) -> None:
+    preset_name: str,
+    data_dir: Path,
+    seed: int | None,
+    force: bool,
+    sequential: bool = False,
+    end_day: str | None = None,
+) -> GeneratorConfig:
+    """The preset's data set in the data directory (kept when the same one is there); ending
+    on `end_day` (YYYY-MM-DD) when given, else on the preset's fixed dates."""
     out = layout(data_dir)
-    cfg = preset(preset_name, sequential=sequential, **({"seed": seed} if seed is not None else {}))
+    overrides: dict = {"sequential": sequential, **({"seed": seed} if seed is not None else {})}
+    if end_day is not None:
+        overrides["start"] = _first_day_ending(end_day, PRESETS[preset_name].n_days)
+    cfg = preset(preset_name, **overrides)
     manifest_path = out.ground_truth / "manifest.json"
     if manifest_path.exists() and not force:
         existing = json.loads(manifest_path.read_text())
@@ -38,10 +56,51 @@ def _generate(
             print(
                 f"[generate] {cfg.preset} data set (seed {cfg.seed}) already in {out.landing}; --force to redo"
             )
-            return
+            return cfg
     for folder in (out.landing, out.ground_truth):
         shutil.rmtree(folder, ignore_errors=True)
+    _clear_derived(out)
     generate(cfg, out)
+    return cfg
+
+
+def _first_day_ending(end_day: str, n_days: int) -> str:
+    import pandas as pd
+
+    return f"{pd.Timestamp(end_day) - pd.Timedelta(days=n_days - 1):%Y-%m-%d}"
+
+
+def _yesterday() -> str:
+    import pandas as pd
+
+    return f"{pd.Timestamp.now(tz='UTC').normalize() - pd.Timedelta(days=1):%Y-%m-%d}"
+
+
+def _clear_derived(out: DataLayout) -> None:
+    """Remove what was built from the landing files being replaced (tables, features, the
+    online store, models, reports), so that no day of the old data set survives into the new
+    one. Kept: the text-vector cache (keyed by text), privacy records and the run history."""
+    derived = [out.tables, out.features, out.feast, out.models, out.reports, out.gx]
+    removed = [p.name for p in derived if p.exists()]
+    for folder in derived:
+        shutil.rmtree(folder, ignore_errors=True)
+    out.duckdb_file.unlink(missing_ok=True)
+    if removed:
+        print(f"[generate] new data set: removed what the old one built ({', '.join(removed)})")
+
+
+def first_event_day_of(data_dir: Path) -> str:
+    """The first day of the data set in `data_dir` (its declared window), else the default
+    first partition day: where the daily partitions must start for that data."""
+    from dagster_project.settings import DEFAULT_FIRST_EVENT_DAY
+    from dagster_project.sources.manifest import source_window
+    from dagster_project.sources.records import LandingFileError
+
+    try:
+        start, _ = source_window(layout(data_dir).landing)
+    except LandingFileError:  # no data set there yet
+        return DEFAULT_FIRST_EVENT_DAY
+    return f"{start:%Y-%m-%d}"
 
 
 # Runs that write the data directory queue behind each other (tag recsys/writes, limit 1):
@@ -157,7 +216,11 @@ def _instance(data_dir: Path, given: DagsterInstance | None) -> Iterator[Dagster
 def _demo(args: argparse.Namespace) -> int:
     data_dir = Path(args.data_dir).resolve()
     started = time.perf_counter()
-    _generate(args.preset, data_dir, args.seed, args.force, args.sequential)
+    end_day = args.end_day or _yesterday()
+    cfg = _generate(args.preset, data_dir, args.seed, args.force, args.sequential, end_day)
+    # The daily partitions start on the data's first day (read when the definitions load).
+    os.environ[FIRST_EVENT_DAY_ENV] = cfg.start
+    print(f"[demo] the shop's {cfg.n_days} days: {cfg.start} .. {end_day}")
     generated = time.perf_counter()
     ok = all(r.success for r in materialize_all(data_dir, test_days=args.test_days))
     done = time.perf_counter()
@@ -301,7 +364,35 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--test-days", type=int, default=3, help="days held out at the end for evaluation"
     )
+    demo.add_argument(
+        "--end-day",
+        type=_day,
+        default=None,
+        help="the shop's last day, YYYY-MM-DD (default: yesterday, UTC)",
+    )
+    gen.add_argument(
+        "--end-day",
+        type=_day,
+        default=None,
+        help="the shop's last day, YYYY-MM-DD (default: the preset's fixed dates, which tests "
+        "and benchmarks use: 2026-09-01 on)",
+    )
+    first = sub.add_parser(
+        "first-event-day",
+        help="print the first day of the data set in the data directory (where the daily "
+        "partitions start; `make ui` passes it as $RECSYS_FIRST_EVENT_DAY)",
+    )
+    first.add_argument("--data-dir", default=default_dir)
     return parser
+
+
+def _day(text: str) -> str:
+    import pandas as pd
+
+    try:
+        return f"{pd.Timestamp(text):%Y-%m-%d}"
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"not a day written YYYY-MM-DD: {text!r}") from error
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -316,6 +407,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "dagster-home":
         print(prepare_dagster_home(Path(args.data_dir).resolve()))
+        return 0
+    if args.command == "first-event-day":
+        print(first_event_day_of(Path(args.data_dir).resolve()))
         return 0
     if args.command == "pseudonym":
         from dagster_project.pseudonyms import pseudonymise
@@ -336,9 +430,8 @@ def main(argv: list[str] | None = None) -> int:
             parser.error("recommend needs --user, --query, --similar-to or --history")
         return _recommend(args)
     if args.command == "generate":
-        _generate(
-            args.preset, Path(args.data_dir).resolve(), args.seed, args.force, args.sequential
-        )
+        data_dir = Path(args.data_dir).resolve()
+        _generate(args.preset, data_dir, args.seed, args.force, args.sequential, args.end_day)
         return 0
     return _demo(args)
 

@@ -204,6 +204,36 @@ def test_cli_generates_once_and_says_so(tmp_path, capsys):
     assert sequels["item_id"].tolist() == expected["item_id"].tolist()
 
 
+def test_a_data_set_can_end_on_any_day_and_replaces_what_the_old_one_built(tmp_path, capsys):
+    """`make demo`'s shop ends yesterday (`--end-day`); a new data set removes the tables,
+    features and stores built from the old one, and the partitions start on its first day."""
+    from dagster_project.cli import first_event_day_of, main
+    from dagster_project.sources.manifest import source_window
+
+    root = str(tmp_path)
+    assert first_event_day_of(tmp_path) == "2026-09-01"  # nothing there: the fixed default
+    assert (
+        main(["generate", "--preset", "tiny", "--data-dir", root, "--end-day", "2026-11-30"]) == 0
+    )
+    start, end = source_window(tmp_path / "landing")
+    days = preset("tiny").n_days
+    assert end == pd.Timestamp("2026-12-01", tz="UTC") and (end - start).days == days
+    assert first_event_day_of(tmp_path) == f"{start:%Y-%m-%d}"
+    for built in ("tables/events_clean.parquet", "features/daily/x.parquet", "cache/text.parquet"):
+        (tmp_path / built).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / built).write_bytes(b"x")
+    capsys.readouterr()
+    assert (
+        main(["generate", "--preset", "tiny", "--data-dir", root, "--end-day", "2026-12-03"]) == 0
+    )
+    assert "removed what the old one built (tables, features)" in capsys.readouterr().out
+    assert not (tmp_path / "tables").exists() and not (tmp_path / "features").exists()
+    assert (tmp_path / "cache" / "text.parquet").exists()  # text vectors are keyed by text
+    assert first_event_day_of(tmp_path) == "2026-11-13"
+    with pytest.raises(SystemExit):
+        main(["generate", "--preset", "tiny", "--data-dir", root, "--end-day", "2026-13-01"])
+
+
 def _content_digest(out) -> str:
     """Landing files (Parquet as decoded rows) and ground truth, less the absolute paths."""
     h = hashlib.sha256()
