@@ -56,6 +56,8 @@ CONSISTENCY_FEATURES = [
     description="`feast apply` of feature_repo/: entities, sources, feature views and services in the registry.",
 )
 def feast_registry(context: AssetExecutionContext, feast: FeastResource) -> MaterializeResult:
+    if feast.apply_needed():
+        context.log.info("feast apply: the feature repo changed since the last apply; applying ...")
     output = feast.apply()
     summary = [
         line
@@ -101,6 +103,7 @@ def _materialize(
         if pd.Timestamp(days.start) > first_day:
             start = (pd.Timestamp(days.start) + pd.Timedelta(microseconds=1)).to_pydatetime()
         end = pd.Timestamp(days.end).to_pydatetime()
+    context.log.info(f"materializing {', '.join(views)} for {start:%Y-%m-%d} .. {end:%Y-%m-%d} ...")
     store = feast.materialize(views, start, end, log=context.log.warning)
     context.log.info(f"materialized {', '.join(views)} for {start:%Y-%m-%d} .. {end:%Y-%m-%d}")
     return MaterializeResult(

@@ -160,6 +160,9 @@ def events_clean(
         out.asset_table("events_clean"),
         out.asset_table("quarantine_events"),
     )
+    context.log.info(
+        "events_clean: checking every raw event against the contract (one DuckDB pass) ..."
+    )
     cleaned = clean_events(
         raw_events,
         items,

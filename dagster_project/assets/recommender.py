@@ -64,6 +64,10 @@ def training_set(
     split = evaluation_split(behaviour_events, settings.test_days)
     entity_df = split.train.rename(columns={"event_time": "event_timestamp"})
     store = feast.store()
+    context.log.info(
+        f"training_set: joining the features of {len(entity_df):,} interactions point in time "
+        "(Feast get_historical_features) ..."
+    )
     frame = store.get_historical_features(
         entity_df=entity_df,
         features=store.get_feature_service(TRAINING_SERVICE),
