@@ -123,7 +123,7 @@ class Recommender(ABC):
         items (for everyone), and `exclude` pairs (user_id, item_id), e.g. past purchases."""
         users = self.user_index.get_indexer(pd.Index(user_ids))
         users = users[users >= 0]
-        frames = []
+        batches = []
         k = min(k, len(self.item_ids))
         blocked_items = self.item_index.get_indexer(pd.Index(unavailable))
         blocked_items = torch.as_tensor(blocked_items[blocked_items >= 0])
@@ -153,22 +153,29 @@ class Recommender(ABC):
                         torch.as_tensor(mine["i"].to_numpy()),
                     ] = -torch.inf
                 top = torch.topk(scores, k, dim=1)
-            frames.append(
-                pd.DataFrame(
-                    {
-                        "user_id": np.repeat(self.user_index[batch].to_numpy(), k),
-                        "item_id": self.item_ids[top.indices.cpu().numpy().ravel()],
-                        "rank": np.tile(np.arange(1, k + 1), len(batch)),
-                        "score": top.values.cpu().numpy().ravel(),
-                    }
-                )
-            )
-        out = (
-            pd.concat(frames, ignore_index=True)
-            if frames
-            else pd.DataFrame(columns=["user_id", "item_id", "rank", "score"])
+            batches.append((batch, top.indices.cpu().numpy(), top.values.cpu().numpy()))
+        return self._ranked_rows(batches, k)
+
+    def _ranked_rows(
+        self, batches: list[tuple[np.ndarray, np.ndarray, np.ndarray]], k: int
+    ) -> pd.DataFrame:
+        """(user_id, item_id, rank, score) rows from each batch's (users, top indices, top
+        scores); the slots left at -inf (fewer than k items to give) are dropped."""
+        if not batches:
+            return pd.DataFrame(columns=["user_id", "item_id", "rank", "score"])
+        users = np.concatenate([b[0] for b in batches])
+        indices = np.concatenate([b[1] for b in batches]).ravel()
+        scores = np.concatenate([b[2] for b in batches]).ravel()
+        out = pd.DataFrame(
+            {
+                "user_id": np.repeat(self.user_index.to_numpy()[users], k),
+                "item_id": self.item_ids[indices],
+                "rank": np.tile(np.arange(1, k + 1), len(users)),
+                "score": scores,
+            }
         )
-        return out[np.isfinite(out["score"].astype(float))].reset_index(drop=True)
+        finite = np.isfinite(scores.astype(float))
+        return out if finite.all() else out[finite].reset_index(drop=True)
 
     def _item_similarity(self, item: int) -> torch.Tensor:
         """Similarity of every item to item index `item`, shape (n_items,)."""
