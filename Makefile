@@ -6,9 +6,9 @@ DATA_DIR ?= $(CURDIR)/data
 PRESET ?= default
 UI_PORT ?= 3000
 export RECSYS_DATA_DIR := $(abspath $(DATA_DIR))
-# Test workers (pytest-xdist): the tests that read the tiny run stay on one of them
+# Test workers (pytest-xdist), one per core
 TEST_WORKERS ?= 2
-PYTEST := $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup
+PYTEST := $(BIN)/python -m pytest -n $(TEST_WORKERS)
 
 .PHONY: install demo test test-fast test-pipeline test-servers test-tools ui serve bench bench-faults bench-detection bench-recommender bench-recommender-device lint clean
 

@@ -21,8 +21,9 @@ if workers := int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0")):
 # - pipeline: the whole graph on the tiny shop, a real `feast apply` or Dagster run, killed
 #   processes;
 # - servers: a server or a browser on loopback (the feature server, Redis, Chromium).
-# The tests that read the tiny run form one xdist group, so that under `-n 2 --dist
-# loadgroup` one worker builds it once while the other runs everything else.
+# Under `make test`'s two pytest-xdist workers, each worker that gets a test reading the tiny
+# run builds it once (session fixtures are per worker): measured, that balances the two cores
+# better than keeping those tests on one worker.
 PIPELINE_FIXTURES = {"pipeline_run", "tiny_layout"}
 PIPELINE_MODULES = {"test_pipeline", "test_run_recovery"}
 SERVER_FIXTURES = {"served"}
@@ -32,13 +33,10 @@ SERVER_MODULES = {"test_feast_redis", "test_ui"}
 PIPELINE_SETTINGS = {"epochs": 2}
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist's, which reads the groups
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         module = item.module.__name__.rsplit(".", 1)[-1] if item.module else ""
         fixtures = set(item.fixturenames)
-        if PIPELINE_FIXTURES & fixtures:
-            item.add_marker(pytest.mark.xdist_group("tiny_run"))
         if PIPELINE_FIXTURES & fixtures or module in PIPELINE_MODULES:
             item.add_marker(pytest.mark.pipeline)
         if SERVER_FIXTURES & fixtures or module in SERVER_MODULES:
