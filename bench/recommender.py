@@ -339,14 +339,14 @@ def _epoch_cost(data: str, device: str, queue: multiprocessing.Queue) -> None:
     )
 
 
-def _scoring(users: int = 100_000, items: int = 50_000, dim: int = 64) -> dict:
+def _scoring(device: str, users: int = 100_000, items: int = 50_000, dim: int = 64) -> dict:
     """Top-100 for every user against the bare matrix product of the same shapes, timed in
     the same run, as the pipeline scores: the user vectors encoded once (`model_vectors`),
     then the lists from them (`recommendations`). The floor of any exact top-100 with torch
     on this machine (the product plus `torch.topk`, nothing else) is timed beside them."""
     frame = _synthetic_million(users, items, 1_000_000)
     catalog = pd.DataFrame({"item_id": np.arange(items).astype(str)})
-    model = EmbeddingRecommender(EmbeddingConfig(dim=dim, epochs=0), progress=False)
+    model = EmbeddingRecommender(EmbeddingConfig(dim=dim, epochs=0, device=device), progress=False)
     model.fit(frame, catalog)
     t0 = time.perf_counter()
     model.use_user_vectors(model.user_vectors())
@@ -354,16 +354,22 @@ def _scoring(users: int = 100_000, items: int = 50_000, dim: int = 64) -> dict:
     t0 = time.perf_counter()
     top = model.recommend(model.user_index, 100)
     scoring = time.perf_counter() - t0
-    a, b = torch.randn(len(model.user_index), dim), torch.randn(items, dim)
+    device = model.device  # the bare product on the model's device, timed to completion
+    done = torch.cuda.synchronize if device.type == "cuda" else lambda: None
+    a = torch.randn(len(model.user_index), dim, device=device)
+    b = torch.randn(items, dim, device=device)
     gemm = topk = 0.0
     for lo in range(0, len(a), 4096):
         t0 = time.perf_counter()
         product = torch.mm(a[lo : lo + 4096], b.T)
+        done()
         t1 = time.perf_counter()
         torch.topk(product, 100, dim=1)
+        done()
         gemm, topk = gemm + t1 - t0, topk + time.perf_counter() - t1
     ratio = scoring / gemm
     return {
+        "device": str(device),
         "users": len(model.user_index),
         "items": items,
         "user_vectors_seconds": round(encoding, 2),
@@ -391,12 +397,12 @@ def speed(device: str) -> dict:
         out[data] = queue.get()
         child.join()
         print(f"[speed] {data}: {out[data]}", flush=True)
-    out["scoring"] = scoring()
+    out["scoring"] = scoring(device)
     return out
 
 
-def scoring() -> dict:
-    figures = _scoring()
+def scoring(device: str) -> dict:
+    figures = _scoring(device)
     print(f"[speed] scoring: {figures}", flush=True)
     return figures
 
@@ -481,7 +487,7 @@ def main() -> None:
         "new_items": lambda: new_items(data_dir),
         "warm_start": lambda: warm_start(data_dir, device),
         "contention": lambda: contention(device),
-        "scoring": scoring,
+        "scoring": lambda: scoring(device),
     }
     for part in parts:
         started = time.perf_counter()

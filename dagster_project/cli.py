@@ -47,7 +47,7 @@ def _generate(
     out = layout(data_dir)
     overrides: dict = {"sequential": sequential, **({"seed": seed} if seed is not None else {})}
     if end_day is not None:
-        overrides["start"] = _first_day_ending(end_day, PRESETS[preset_name].n_days)
+        overrides["start"] = _days_after(end_day, 1 - PRESETS[preset_name].n_days)
     cfg = preset(preset_name, **overrides)
     manifest_path = out.ground_truth / "manifest.json"
     if manifest_path.exists() and not force:
@@ -64,10 +64,11 @@ def _generate(
     return cfg
 
 
-def _first_day_ending(end_day: str, n_days: int) -> str:
+def _days_after(day: str, days: int) -> str:
+    """The day `days` after `day` (before, when negative), YYYY-MM-DD."""
     import pandas as pd
 
-    return f"{pd.Timestamp(end_day) - pd.Timedelta(days=n_days - 1):%Y-%m-%d}"
+    return f"{pd.Timestamp(day) + pd.Timedelta(days=days):%Y-%m-%d}"
 
 
 def _yesterday() -> str:
@@ -126,12 +127,6 @@ def prepare_dagster_home(data_dir: Path) -> Path:
     return home
 
 
-def _day_before(day: str) -> str:
-    import pandas as pd
-
-    return f"{pd.Timestamp(day) - pd.Timedelta(days=1):%Y-%m-%d}"
-
-
 def materialize_all(
     data_dir: Path, instance: DagsterInstance | None = None, **settings: int | str
 ) -> list[ExecuteInProcessResult]:
@@ -163,9 +158,9 @@ def materialize_all(
     runs = [
         (
             "daily_refresh",
-            f"backfill of the event days {first}..{_day_before(last)}",
+            f"backfill of the event days {first}..{_days_after(last, -1)}",
             first,
-            _day_before(last),
+            _days_after(last, -1),
         ),
         ("daily_refresh", f"the day {last}, incrementally", last, last),
         ("weekly_retrain", "training, scoring, evaluation, model outputs to Feast", None, None),
@@ -213,10 +208,34 @@ def _instance(data_dir: Path, given: DagsterInstance | None) -> Iterator[Dagster
         yield instance
 
 
+def _kept_end_day(args: argparse.Namespace, data_dir: Path) -> str | None:
+    """The last day of the data set already in `data_dir` when it is this preset, seed and
+    knob (a re-run on a later day keeps it, and any files added to its landing), else None."""
+    manifest_path = layout(data_dir).ground_truth / "manifest.json"
+    if args.force or not manifest_path.exists():
+        return None
+    existing = json.loads(manifest_path.read_text())
+    start = existing.get("config", {}).get("start")
+    if start is None:
+        return None
+    overrides = {"sequential": args.sequential, "start": start}
+    if args.seed is not None:
+        overrides["seed"] = args.seed
+    cfg = preset(args.preset, **overrides)
+    if existing.get("fingerprint") != dataset_fingerprint(cfg):
+        return None
+    return _days_after(start, cfg.n_days - 1)
+
+
 def _demo(args: argparse.Namespace) -> int:
     data_dir = Path(args.data_dir).resolve()
     started = time.perf_counter()
-    end_day = args.end_day or _yesterday()
+    end_day = args.end_day or _kept_end_day(args, data_dir) or _yesterday()
+    if not args.end_day and end_day != _yesterday():
+        print(
+            f"[demo] keeping the data set in {data_dir} (it ends {end_day}); --force or "
+            "--end-day for a new one"
+        )
     cfg = _generate(args.preset, data_dir, args.seed, args.force, args.sequential, end_day)
     # The daily partitions start on the data's first day (read when the definitions load).
     os.environ[FIRST_EVENT_DAY_ENV] = cfg.start
@@ -368,7 +387,8 @@ def _parser() -> argparse.ArgumentParser:
         "--end-day",
         type=_day,
         default=None,
-        help="the shop's last day, YYYY-MM-DD (default: yesterday, UTC)",
+        help="the shop's last day, YYYY-MM-DD (default: the data set already in the data "
+        "directory, else yesterday, UTC)",
     )
     gen.add_argument(
         "--end-day",

@@ -22,6 +22,9 @@ from pathlib import Path
 import pandas as pd
 from feast import FeatureStore
 
+from dagster_project.settings import layout
+from dagster_project.sources.manifest import source_window
+
 REPO = Path(__file__).resolve().parents[1] / "feature_repo"
 
 
@@ -78,9 +81,13 @@ def main() -> None:
     parser.add_argument("--user", default="p7b2620b048a9f82f", help="a pseudonymous user id")
     parser.add_argument("--item", default="i0000001")
     parser.add_argument(
-        "--at", default="2026-10-01 12:00", help="time for the point-in-time recommendations"
+        "--at",
+        default=None,
+        help="time for the point-in-time recommendations (default: noon of the data's last day)",
     )
     args = parser.parse_args()
+    start, end = source_window(layout().landing)  # the data set's days (the demo's end yesterday)
+    at = pd.Timestamp(args.at, tz="UTC") if args.at else end - pd.Timedelta(hours=12)
     pair = {"user_id": args.user, "item_id": args.item}
 
     features = with_sdk("online_ranking", [pair])
@@ -104,19 +111,19 @@ def main() -> None:
         {
             "user_id": [args.user, args.user],
             "item_id": [args.item, args.item],
-            "event_timestamp": pd.to_datetime(["2026-09-05 12:00", "2026-09-20 12:00"], utc=True),
+            "event_timestamp": [start + pd.Timedelta(days=d, hours=12) for d in (4, 19)],
         }
     )
     print(
         training_set(rows)[["event_timestamp", "user_behaviour__views", "user_behaviour__views_7d"]]
     )
     served = training_set(
-        pd.DataFrame(
-            {"user_id": [args.user], "event_timestamp": [pd.Timestamp(args.at, tz="UTC")]}
-        ),
+        pd.DataFrame({"user_id": [args.user], "event_timestamp": [at]}),
         ["user_recommendations:item_ids", "user_recommendations:model_version"],
     )
-    print(f"Recommendations the user would have been served at {args.at} (offline store):")
+    print(
+        f"Recommendations the user would have been served at {at:%Y-%m-%d %H:%M} (offline store):"
+    )
     print(served.iloc[0].to_dict())
 
 

@@ -186,6 +186,10 @@ def test_the_bulk_writer_writes_the_rows_feasts_own_writer_writes(pipeline_run, 
             names = [t for (t,) in db.execute("SELECT name FROM sqlite_master WHERE type='table'")]
             for table in names:
                 db.execute(f'DELETE FROM "{table}" WHERE rowid % 2 = 0')
+                db.execute(  # the kept rows changed, so that only a real update restores them
+                    f"UPDATE \"{table}\" SET value = x'00', value_text = NULL, event_ts = 0, "
+                    "created_ts = 0"
+                )
         store = FeatureStore(
             config=RepoConfig(
                 **{

@@ -1,3 +1,4 @@
+import argparse
 import hashlib
 import json
 import re
@@ -207,7 +208,7 @@ def test_cli_generates_once_and_says_so(tmp_path, capsys):
 def test_a_data_set_can_end_on_any_day_and_replaces_what_the_old_one_built(tmp_path, capsys):
     """`make demo`'s shop ends yesterday (`--end-day`); a new data set removes the tables,
     features and stores built from the old one, and the partitions start on its first day."""
-    from dagster_project.cli import first_event_day_of, main
+    from dagster_project.cli import _kept_end_day, first_event_day_of, main
     from dagster_project.sources.manifest import source_window
 
     root = str(tmp_path)
@@ -230,6 +231,11 @@ def test_a_data_set_can_end_on_any_day_and_replaces_what_the_old_one_built(tmp_p
     assert not (tmp_path / "tables").exists() and not (tmp_path / "features").exists()
     assert (tmp_path / "cache" / "text.parquet").exists()  # text vectors are keyed by text
     assert first_event_day_of(tmp_path) == "2026-11-13"
+    # `make demo` on a later day keeps a data set of the same preset, seed and knob.
+    same = argparse.Namespace(preset="tiny", seed=None, sequential=False, force=False)
+    assert _kept_end_day(same, tmp_path) == "2026-12-03"
+    for other in ({"force": True}, {"seed": 3}, {"sequential": True}, {"preset": "default"}):
+        assert _kept_end_day(argparse.Namespace(**{**vars(same), **other}), tmp_path) is None
     with pytest.raises(SystemExit):
         main(["generate", "--preset", "tiny", "--data-dir", root, "--end-day", "2026-13-01"])
 

@@ -48,13 +48,19 @@ def vector_table(vectors: pd.DataFrame, model_version: str, as_of: pd.Timestamp)
 
 def served_user_vectors(out: DataLayout, model: EmbeddingRecommender) -> bool:
     """Let `model` score from the user vectors stored for Feast (`user_embedding`) when they
-    are this model version's, so the served vectors reproduce its rankings and no history is
-    encoded twice. Returns whether they were."""
+    are this model's (its version and the time its data ends) and cover every user it knows,
+    so the served vectors reproduce its rankings and no history is encoded twice. Returns
+    whether they were; otherwise the model encodes the histories itself."""
     path = out.asset_table("user_embedding")
     if not path.exists():
         return False
-    versions = pl.scan_parquet(path).select(pl.col("model_version").unique()).collect()
-    if versions["model_version"].to_list() != [model.version]:
+    stored = pl.scan_parquet(path).select("model_version", "event_timestamp").unique().collect()
+    if stored.height != 1 or stored["model_version"][0] != model.version:
         return False
-    model.use_user_vectors(pd.read_parquet(path, columns=["user_id", "embedding"]))
+    if pd.Timestamp(stored["event_timestamp"][0]) != pd.Timestamp(model.trained_until):
+        return False
+    vectors = pd.read_parquet(path, columns=["user_id", "embedding"])
+    if len(model.user_index.difference(vectors["user_id"])):  # e.g. a user forgotten since
+        return False
+    model.use_user_vectors(vectors)
     return True
