@@ -175,7 +175,10 @@ def recommendations(
     if served_user_vectors(out, model):
         context.log.info("recommendations: scored from the user vectors served by Feast")
     else:
-        context.log.info(f"recommendations: no user vectors of {version} stored; encoding")
+        context.log.info(
+            f"recommendations: no stored user vectors of {version} for every user it knows; "
+            "encoding the histories"
+        )
     opted_out = opted_out_users(out)
     frame = model.recommend(model.user_index.difference(opted_out), settings.top_k)
     frame["model_version"] = version
