@@ -328,41 +328,20 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser(
         "serve", help="the HTTP feature server on loopback (its options: recsys serve --help)"
     )
+    _add_data_set_commands(sub, default_dir)
+    _add_data_dir_commands(sub, default_dir)
+    _add_recommend_command(sub, default_dir)
+    return parser
+
+
+def _add_data_set_commands(sub: argparse._SubParsersAction, default_dir: str) -> None:
+    """`generate` and `demo`: the synthetic shop, and everything built from it."""
     gen = sub.add_parser(
         "generate", help="write the synthetic shop's landing files and ground truth"
     )
     demo = sub.add_parser(
         "demo", help="generate data, materialize every asset, print the evaluation"
     )
-    home = sub.add_parser(
-        "dagster-home", help="create the Dagster instance folder and print its path"
-    )
-    home.add_argument("--data-dir", default=default_dir)
-    pseudo = sub.add_parser(
-        "pseudonym",
-        help="the pseudonym the tables and Feast use for each user id (key: "
-        "$RECSYS_PSEUDONYM_KEY, else the development key)",
-    )
-    pseudo.add_argument("user_ids", nargs="+")
-    request = sub.add_parser(
-        "deletion-request",
-        help="file a request to forget a customer; prints the request id to give the "
-        "forget_user job (the customer's id never enters Dagster's run config)",
-    )
-    request.add_argument("user_id")
-    request.add_argument("--data-dir", default=default_dir)
-    rec = sub.add_parser(
-        "recommend",
-        help="recommendations from the trained model: for a user, like an item, a search, "
-        "or a new visitor's few items",
-    )
-    rec.add_argument("--data-dir", default=default_dir)
-    rec.add_argument("--user", help="a user id: their top-k, or whose taste re-ranks --query")
-    rec.add_argument("--query", help="search text (MiniLM), personalised when --user is given")
-    rec.add_argument("--similar-to", metavar="ITEM", help="items to show on ITEM's page")
-    rec.add_argument("--history", metavar="ITEMS", help="comma-separated items of a new visitor")
-    rec.add_argument("--k", type=int, default=10)
-    rec.add_argument("--device", default="auto")
     for p in (gen, demo):
         p.add_argument("--preset", choices=sorted(PRESETS), default="default")
         p.add_argument(
@@ -397,13 +376,49 @@ def _parser() -> argparse.ArgumentParser:
         help="the shop's last day, YYYY-MM-DD (default: the preset's fixed dates, which tests "
         "and benchmarks use: 2026-09-01 on)",
     )
+
+
+def _add_data_dir_commands(sub: argparse._SubParsersAction, default_dir: str) -> None:
+    """The small commands about one data directory: its Dagster home, first event day,
+    pseudonyms and deletion requests."""
+    home = sub.add_parser(
+        "dagster-home", help="create the Dagster instance folder and print its path"
+    )
+    home.add_argument("--data-dir", default=default_dir)
     first = sub.add_parser(
         "first-event-day",
         help="print the first day of the data set in the data directory (where the daily "
         "partitions start; `make ui` passes it as $RECSYS_FIRST_EVENT_DAY)",
     )
     first.add_argument("--data-dir", default=default_dir)
-    return parser
+    pseudo = sub.add_parser(
+        "pseudonym",
+        help="the pseudonym the tables and Feast use for each user id (key: "
+        "$RECSYS_PSEUDONYM_KEY, else the development key)",
+    )
+    pseudo.add_argument("user_ids", nargs="+")
+    request = sub.add_parser(
+        "deletion-request",
+        help="file a request to forget a customer; prints the request id to give the "
+        "forget_user job (the customer's id never enters Dagster's run config)",
+    )
+    request.add_argument("user_id")
+    request.add_argument("--data-dir", default=default_dir)
+
+
+def _add_recommend_command(sub: argparse._SubParsersAction, default_dir: str) -> None:
+    rec = sub.add_parser(
+        "recommend",
+        help="recommendations from the trained model: for a user, like an item, a search, "
+        "or a new visitor's few items",
+    )
+    rec.add_argument("--data-dir", default=default_dir)
+    rec.add_argument("--user", help="a user id: their top-k, or whose taste re-ranks --query")
+    rec.add_argument("--query", help="search text (MiniLM), personalised when --user is given")
+    rec.add_argument("--similar-to", metavar="ITEM", help="items to show on ITEM's page")
+    rec.add_argument("--history", metavar="ITEMS", help="comma-separated items of a new visitor")
+    rec.add_argument("--k", type=int, default=10)
+    rec.add_argument("--device", default="auto")
 
 
 def _day(text: str) -> str:

@@ -169,13 +169,15 @@ class FeastResource(ConfigurableResource):
             files.append(config["online_store"]["path"])
         return all(Path(f).exists() for f in files)
 
-    def apply(self) -> str:
+    def apply(self, log: Callable[[str], None] = print) -> str:
         """`feast apply` through the plain CLI, exactly as another team would run it; skipped
         when neither the feature repo nor its resolved configuration changed since the last
-        apply into this data directory (and the registry is still there)."""
+        apply into this data directory (and the registry is still there). `log` hears when
+        an apply starts (it takes seconds)."""
         (self._data_dir() / "feast").mkdir(parents=True, exist_ok=True)
         if not self.apply_needed():
             return "No changes: the feature repo is as it was last applied (apply skipped)\n"
+        log("feast apply: the feature repo changed since the last apply; applying ...")
         cmd = [
             str(Path(sys.executable).with_name("feast")),
             "-c",

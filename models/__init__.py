@@ -2,9 +2,9 @@
 no Feast).
 
 Importing it makes OpenMP's idle threads sleep rather than spin (before torch loads): when
-another process shares the cores, spinning threads take the time the busy ones need. A
-training step slowed 2.6x beside one CPU-bound process with spinning threads and 1.6x with
-sleeping ones (`python -m bench.recommender --parts contention` measures the model's epochs).
+another process shares the cores, spinning threads take the time the busy ones need. Beside
+one CPU-bound process a training epoch took 2.2x its idle time with spinning threads and
+1.55x with sleeping ones (`python -m bench.recommender --parts contention`, 2026-12-04).
 An OMP_WAIT_POLICY already set is kept.
 """
 

@@ -174,7 +174,7 @@ class Recommender(ABC):
                 "score": scores,
             }
         )
-        finite = np.isfinite(scores.astype(float))
+        finite = np.isfinite(scores)
         return out if finite.all() else out[finite].reset_index(drop=True)
 
     def _item_similarity(self, item: int) -> torch.Tensor:

@@ -56,9 +56,7 @@ CONSISTENCY_FEATURES = [
     description="`feast apply` of feature_repo/: entities, sources, feature views and services in the registry.",
 )
 def feast_registry(context: AssetExecutionContext, feast: FeastResource) -> MaterializeResult:
-    if feast.apply_needed():
-        context.log.info("feast apply: the feature repo changed since the last apply; applying ...")
-    output = feast.apply()
+    output = feast.apply(log=context.log.info)
     summary = [
         line
         for line in output.splitlines()
