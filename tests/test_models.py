@@ -24,7 +24,7 @@ from models.compare import (
     load_interactions,
     load_items,
 )
-from models.embedding import EmbeddingConfig, EmbeddingRecommender, _clearly_better
+from models.embedding import EmbeddingConfig, EmbeddingRecommender, _clearly_better, _mean
 from models.metrics import (
     evaluate,
     evaluate_by_segment,
@@ -369,6 +369,36 @@ def test_the_long_term_memory_starts_from_ease_and_is_served_as_dot_products():
     served = np.stack(user) @ np.stack(item["embedding"]).T + item["bias"].to_numpy()
     own = with_memory._score(with_memory.user_index.get_indexer(users[:5])).detach().numpy()
     np.testing.assert_allclose(served, own, rtol=1e-4, atol=1e-4)
+
+
+def test_validation_keeps_the_share_of_a_trained_epoch_that_scores_best():
+    interactions, items = _taste_world()
+    model = EmbeddingRecommender(
+        EmbeddingConfig(dim=16, epochs=0, long_term_rank=32, validation="window"),
+        progress=False,
+    ).fit(temporal_holdout(interactions, 3).train, items)
+    validation, start = model._validation_users(), model._state_copy()
+    assert len(validation) > 50
+    # a "trained" epoch whose blend overshoots: encoder opened wide, noise in the bias
+    with torch.no_grad():
+        model.memory.gate.fill_(30.0)
+        model.item_tower.item_bias.weight.normal_(0.0, 30.0)
+    trained = [p.detach().clone() for p in model._blend_parameters()]
+    whole = _mean(model._validation_gains(validation))
+    gains, share, state = model._blend_shares(validation, start)
+    assert share < 1.0 and _mean(gains) > whole + 0.05
+    assert float(state["memory"]["gate"]) == pytest.approx(30.0 * share)
+    bias = state["item"]["item_bias.weight"]
+    torch.testing.assert_close(bias, trained[2] * share)
+    # the model itself is left as trained: training goes on from there
+    for parameter, was in zip(model._blend_parameters(), trained, strict=True):
+        torch.testing.assert_close(parameter.detach(), was)
+    # without a memory a share only rescales the scores: the whole is kept
+    plain = EmbeddingRecommender(
+        EmbeddingConfig(dim=16, epochs=0, long_term="none", validation="window"),
+        progress=False,
+    ).fit(temporal_holdout(interactions, 3).train, items)
+    assert plain._blend_shares(plain._validation_users(), plain._state_copy())[1] == 1.0
 
 
 def test_the_loss_is_the_full_softmax_up_to_a_catalog_size_then_sampled():

@@ -148,6 +148,7 @@ def embedding_model(
             "items": len(model.item_ids),
             "loss": model.loss_used,
             "best_epoch": model.best_epoch,
+            "trained_share": model.trained_share,
             "trained_epochs_beat_start": model.best_epoch > 0,
             "history": MetadataValue.md(history.to_markdown(index=False)),
         },
