@@ -98,6 +98,10 @@ class EmbeddingConfig:
     # 2,048 sampled negatives (18k items: 5x) for the same validation NDCG after 2 epochs.
     full_softmax_max_items: int = 4_096
     negatives: int = 2048  # shared negatives per step of the sampled softmax
+    # Items the user already met by a position are left out of its softmax, as serving and
+    # every protocol leave them out of the ranking: the loss then never pushes a user's
+    # vector away from what they saw, only the new item above the other unseen ones.
+    mask_seen: bool = True
     # Each position also learns this many tokens drawn from anywhere later in the sequence
     # (long-horizon interest, as when a shopper's next days are what counts), each weighted
     # `future_weight` against the next item's 1.
@@ -1265,6 +1269,30 @@ class _SoftmaxStep:
             model._memory_sums(seq, first, starts),
         )
 
+    def _seen(
+        self,
+        users: np.ndarray,
+        first: np.ndarray,
+        last: np.ndarray,
+        starts: np.ndarray,
+        width: int,
+        candidates: torch.Tensor,
+    ) -> torch.Tensor:
+        """B x width x C: whether the user of row b had met `candidates[c]` by input position
+        t (the token at starts[b] + t or any before it)."""
+        seq, device = self.model.sequences, self.model.device
+        counts = np.maximum(last - first, 0)
+        tokens = ranges(first, counts)
+        rows = np.repeat(np.arange(len(users)), counts)
+        new = ~seq.repeats[tokens]  # an item's first token: when the user met it
+        never = len(seq.items)  # beyond every token index
+        met = torch.full((len(users), len(self.model.item_ids)), never, dtype=torch.int32)
+        where = (torch.as_tensor(rows[new]), torch.as_tensor(seq.items[tokens[new]]))
+        met[where] = torch.as_tensor(tokens[new], dtype=torch.int32)
+        met = met.to(device)[:, candidates.to(device)]
+        position = torch.as_tensor(starts[:, None] + np.arange(width)[None, :], device=device)
+        return met[:, None, :] <= position[:, :, None]
+
     def __call__(self, users: np.ndarray, rng: np.random.Generator) -> tuple[torch.Tensor, float]:
         """The loss of a batch of `users` (mean over targets, by weight) and the targets' total
         weight."""
@@ -1281,16 +1309,22 @@ class _SoftmaxStep:
         )
         hidden = model.memory.users(hidden, self._memory(first, starts, inputs))
         vectors = model.memory.items(vectors)
-        targets, weight = self._targets(starts, last, inputs.lengths, inputs.items.shape[1], rng)
+        width = inputs.items.shape[1]
+        targets, weight = self._targets(starts, last, inputs.lengths, width, rng)
         at = weight.sum(-1) > 0
         h, targets, weight = hidden[at], targets[at], weight[at]
         if self.mode == "full":
             logits = torch.addmm(bias, h, vectors.T)
+            if cfg.mask_seen:
+                seen = self._seen(users, first, last, starts, width, torch.arange(n))
+                logits = logits.masked_fill(seen[at], -torch.inf)
             loss = torch.logsumexp(logits, 1)[:, None] - logits.gather(1, targets)
             return (loss * weight).sum() / weight.sum(), float(weight.sum())
         negatives = torch.multinomial(self.proposal, cfg.negatives, replacement=True)
         negative = h @ vectors[negatives].T + bias[negatives] - self.log_q[negatives]
         hit = negatives[None, :] == targets[:, :1]  # the next item drawn as a negative
+        if cfg.mask_seen:
+            hit = hit | self._seen(users, first, last, starts, width, negatives)[at]
         rest = torch.logsumexp(negative.masked_fill(hit, -torch.inf), 1)[:, None]
         positive = (h[:, None, :] * vectors[targets]).sum(-1) + bias[targets]
         positive = positive - self.log_q[targets]

@@ -24,7 +24,13 @@ from models.compare import (
     load_interactions,
     load_items,
 )
-from models.embedding import EmbeddingConfig, EmbeddingRecommender, _clearly_better, _mean
+from models.embedding import (
+    EmbeddingConfig,
+    EmbeddingRecommender,
+    _clearly_better,
+    _mean,
+    _SoftmaxStep,
+)
 from models.metrics import (
     evaluate,
     evaluate_by_segment,
@@ -399,6 +405,22 @@ def test_validation_keeps_the_share_of_a_trained_epoch_that_scores_best():
         progress=False,
     ).fit(temporal_holdout(interactions, 3).train, items)
     assert plain._blend_shares(plain._validation_users(), plain._state_copy())[1] == 1.0
+
+
+def test_the_loss_leaves_out_what_each_position_has_already_met():
+    interactions, items = _two_chain_world(users=20)
+    model = EmbeddingRecommender(_toy_config(dim=8, epochs=0), progress=False).fit(
+        interactions, items
+    )
+    seq, users = model.sequences, np.arange(3)
+    first, last = seq.ptr[users], model.held_out[users]
+    starts, width = first + 1, int((last - first - 1).max())  # windows after one token
+    every = torch.arange(len(model.item_ids))
+    seen = _SoftmaxStep(model, "full")._seen(users, first, last, starts, width, every)
+    for row, user in enumerate(users):
+        for t in range(last[user] - starts[row]):
+            met = set(seq.items[first[row] : starts[row] + t + 1])
+            assert set(np.flatnonzero(seen[row, t].numpy())) == met
 
 
 def test_the_loss_is_the_full_softmax_up_to_a_catalog_size_then_sampled():
