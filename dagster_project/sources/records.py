@@ -331,11 +331,14 @@ def _parquet_columns(path: Path, required: list[str]) -> list[str]:
 
 
 def _check_parquet_pages(path: Path, kind: str) -> int:
-    """Read every page of a Parquet landing file as the raw table will (every contract column
-    cast to text); corrupt pages raise naming the file. Returns its records."""
-    _, required = contract_columns(kind)
-    _parquet_columns(path, required)
-    query = _parquet_select([path], kind, "check", None)
+    """Decode every page of the contract's columns of a Parquet landing file; corrupt pages
+    raise naming the file. Returns its records. The raw table reads these columns cast to
+    text, a cast that cannot fail, so the check does not cast (10M rows: 0.6 s, 1.3 s with
+    the casts)."""
+    columns, required = contract_columns(kind)
+    present = [c for c in _parquet_columns(path, required) if c in columns]
+    read = ", ".join(sql_identifier(c) for c in present)
+    query = f"SELECT {read} FROM read_parquet({sql_text(str(path))})"
     try:
         with connect() as con:
             ((rows,),) = con.sql(
