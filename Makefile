@@ -6,7 +6,7 @@ DATA_DIR ?= $(CURDIR)/data
 PRESET ?= default
 UI_PORT ?= 3000
 export RECSYS_DATA_DIR := $(abspath $(DATA_DIR))
-# Test workers (pytest-xdist), one per core
+# Test workers (pytest-xdist): two, the reference machine's cores
 TEST_WORKERS ?= 2
 PYTEST := $(BIN)/python -m pytest -n $(TEST_WORKERS)
 

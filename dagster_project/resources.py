@@ -175,7 +175,8 @@ class FeastResource(ConfigurableResource):
         apply into this data directory (and the registry is still there). `log` hears when
         an apply starts (it takes seconds)."""
         (self._data_dir() / "feast").mkdir(parents=True, exist_ok=True)
-        if not self.apply_needed():
+        fingerprint = self._repo_fingerprint()  # of what this apply deploys
+        if not self.apply_needed(fingerprint):
             return "No changes: the feature repo is as it was last applied (apply skipped)\n"
         log("feast apply: the feature repo changed since the last apply; applying ...")
         cmd = [
@@ -191,16 +192,15 @@ class FeastResource(ConfigurableResource):
             raise RuntimeError(
                 f"feast apply failed ({done.returncode}):\n{done.stdout}\n{done.stderr}"
             )
-        self._applied_stamp().write_text(self._repo_fingerprint())
+        self._applied_stamp().write_text(fingerprint)
         return done.stdout
 
-    def apply_needed(self) -> bool:
+    def apply_needed(self, fingerprint: str | None = None) -> bool:
         """Whether `apply` would run: the feature repo or its resolved configuration changed
-        since the last apply into this data directory, or the registry is gone."""
-        stamp = self._applied_stamp()
-        return not (
-            self._deployed() and stamp.exists() and stamp.read_text() == self._repo_fingerprint()
-        )
+        since the last apply into this data directory, or the registry is gone. `fingerprint`:
+        the repo's, when the caller already took it."""
+        stamp, fingerprint = self._applied_stamp(), fingerprint or self._repo_fingerprint()
+        return not (self._deployed() and stamp.exists() and stamp.read_text() == fingerprint)
 
 
 class RecommenderSettings(ConfigurableResource):

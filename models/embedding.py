@@ -24,7 +24,8 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
@@ -545,16 +546,16 @@ class EmbeddingRecommender(Recommender):
         start_gains = best_gains = self._start_gains(validation)
         best = _mean(start_gains)
         start_state = best_state = self._state_copy()
-        self.best_epoch, stale = 0, 0
+        self.best_epoch, self.trained_share, stale = 0, 1.0, 0
         self._say(f"epoch 0 (the start): val_ndcg@10={best:.4f}")
         for epoch in range(1, cfg.epochs + 1):
             t0 = time.perf_counter()
             loss, out_of_time = self._train_epoch(step, optimiser, trainable, rng)
-            gains, share, state = self._blend_shares(validation, start_state)
+            gains, share = self._blend_shares(validation, start_state)
             score = _mean(gains)
             self._record_epoch(epoch, loss, time.perf_counter() - t0, score, share)
             if score > best:
-                best, best_state, best_gains = score, state, gains
+                best, best_state, best_gains = score, self._shared_state(start_state, share), gains
                 self.best_epoch, self.trained_share, stale = epoch, share, 0
             else:
                 stale += 1
@@ -637,41 +638,52 @@ class EmbeddingRecommender(Recommender):
 
     def _blend_shares(
         self, validation: np.ndarray, start: dict[str, dict[str, torch.Tensor]]
-    ) -> tuple[torch.Tensor, float, dict[str, dict[str, torch.Tensor]]]:
-        """The epoch's per-user validation gains at the best of `TRAINED_SHARES`, that share
-        and the state that scores them. A share a keeps the towers as trained and moves the
-        blend (the memory's gate and log-scale, the item bias) a of the way from `start` to
-        where training took it; the model is left as trained, so training goes on from
-        there. Without a memory, a share would only rescale the scores: the whole is kept."""
+    ) -> tuple[torch.Tensor, float]:
+        """The epoch's per-user validation gains at the best of `TRAINED_SHARES`, and that
+        share. A share a keeps the towers as trained and moves the blend (the memory's gate
+        and log-scale, the item bias) a of the way from `start` to where training took it
+        (`_shared_state`); the model is left as trained, so training goes on from there.
+        Without a memory, a share would only rescale the scores: the whole is kept."""
         shares = TRAINED_SHARES if self.memory.rank else (1.0,)
-        blend = self._blend_parameters()
-        trained = [p.detach().clone() for p in blend]
-        started = [
-            start["memory"]["gate"],
-            start["memory"]["log_scale"],
-            start["item"]["item_bias.weight"],
-        ]
-        best: tuple[torch.Tensor, float, dict] | None = None
+        best: tuple[torch.Tensor, float] | None = None
         for share in shares:
-            with torch.no_grad():
-                for parameter, was, now in zip(blend, started, trained, strict=True):
-                    parameter.copy_(was + share * (now - was))
-            gains = self._validation_gains(validation)
+            with self._blend_at(start, share):
+                gains = self._validation_gains(validation)
             if best is None or _mean(gains) > _mean(best[0]):
-                best = (gains, share, self._state_copy())
-        with torch.no_grad():
-            for parameter, now in zip(blend, trained, strict=True):
-                parameter.copy_(now)
+                best = (gains, share)
         assert best is not None
         return best
 
-    def _blend_parameters(self) -> list[torch.Tensor]:
-        """The parameters a trained share scales: the gate, the memory's log-scale, the bias."""
-        memory = self.memory
-        return [memory.gate, memory.log_scale, self.item_tower.item_bias.weight]
+    def _shared_state(
+        self, start: dict[str, dict[str, torch.Tensor]], share: float
+    ) -> dict[str, dict[str, torch.Tensor]]:
+        """A copy of the model's state with `share` of its trained blend (`_blend_at`)."""
+        with self._blend_at(start, share):
+            return self._state_copy()
+
+    @contextmanager
+    def _blend_at(self, start: dict[str, dict[str, torch.Tensor]], share: float) -> Iterator[None]:
+        """Within the block, the blend (gate, memory log-scale, item bias) sits `share` of the
+        way from its value in the `start` state to its trained value, then goes back."""
+        blend = {
+            ("memory", "gate"): self.memory.gate,
+            ("memory", "log_scale"): self.memory.log_scale,
+            ("item", "item_bias.weight"): self.item_tower.item_bias.weight,
+        }
+        trained = {key: parameter.detach().clone() for key, parameter in blend.items()}
+        try:
+            with torch.no_grad():
+                for (tower, name), parameter in blend.items():
+                    was = start[tower][name]
+                    parameter.copy_(was + share * (trained[tower, name] - was))
+            yield
+        finally:
+            with torch.no_grad():
+                for key, parameter in blend.items():
+                    parameter.copy_(trained[key])
 
     def _record_epoch(
-        self, epoch: int, loss: float, seconds: float, score: float, share: float = 1.0
+        self, epoch: int, loss: float, seconds: float, score: float, share: float
     ) -> None:
         """An epoch's loss, time, validation NDCG@10 and the share of its trained part that
         scored it, in `history` and in the log."""
@@ -1297,7 +1309,9 @@ class _SoftmaxStep:
         met = torch.full((len(users), len(self.model.item_ids)), never, dtype=torch.int32)
         where = (torch.as_tensor(rows[new]), torch.as_tensor(seq.items[tokens[new]]))
         met[where] = torch.as_tensor(tokens[new], dtype=torch.int32)
-        met = met.to(device)[:, candidates.to(device)]
+        met = met.to(device)
+        if len(candidates) != met.shape[1]:  # not the whole catalog in order
+            met = met[:, candidates.to(device)]
         position = torch.as_tensor(starts[:, None] + np.arange(width)[None, :], device=device)
         return met[:, None, :] <= position[:, :, None]
 
@@ -1327,6 +1341,8 @@ class _SoftmaxStep:
                 seen = self._seen(users, first, last, starts, width, torch.arange(n))
                 logits = logits.masked_fill(seen[at], -torch.inf)
             loss = torch.logsumexp(logits, 1)[:, None] - logits.gather(1, targets)
+            # a repeat (weight 0) may be masked as seen: its infinite loss must not count
+            loss = loss.masked_fill(weight == 0, 0.0)
             return (loss * weight).sum() / weight.sum(), float(weight.sum())
         negatives = torch.multinomial(self.proposal, cfg.negatives, replacement=True)
         negative = h @ vectors[negatives].T + bias[negatives] - self.log_q[negatives]

@@ -11,7 +11,8 @@ from dagster_project.sources.synthetic.generator import generate, preset
 
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
 # Under pytest-xdist (`make test`: `-n 2`), each worker gets its share of the cores for
-# torch's and BLAS's threads (read when torch loads, after this file), not all of them.
+# torch's threads (read when torch loads, after this file), not all of them. numpy's BLAS
+# has already read its thread count (pandas is imported above) and keeps it.
 if workers := int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0")):
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // workers)))
 
@@ -22,8 +23,9 @@ if workers := int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0")):
 #   processes;
 # - servers: a server or a browser on loopback (the feature server, Redis, Chromium).
 # Under `make test`'s two pytest-xdist workers, each worker that gets a test reading the tiny
-# run builds it once (session fixtures are per worker): measured, that balances the two cores
-# better than keeping those tests on one worker.
+# run builds it once (session fixtures are per worker). One group on one worker
+# (`--dist loadgroup`, which xdist 3.8 does not honour under pytest 9.2) was estimated at
+# about 280 s on that worker, no better than two builds of about 70 s each.
 PIPELINE_FIXTURES = {"pipeline_run", "tiny_layout"}
 PIPELINE_MODULES = {"test_pipeline", "test_run_recovery"}
 SERVER_FIXTURES = {"served"}

@@ -389,15 +389,17 @@ def test_validation_keeps_the_share_of_a_trained_epoch_that_scores_best():
     with torch.no_grad():
         model.memory.gate.fill_(30.0)
         model.item_tower.item_bias.weight.normal_(0.0, 30.0)
-    trained = [p.detach().clone() for p in model._blend_parameters()]
+    blend = [model.memory.gate, model.memory.log_scale, model.item_tower.item_bias.weight]
+    trained = [p.detach().clone() for p in blend]
     whole = _mean(model._validation_gains(validation))
-    gains, share, state = model._blend_shares(validation, start)
+    gains, share = model._blend_shares(validation, start)
+    state = model._shared_state(start, share)
     assert share < 1.0 and _mean(gains) > whole + 0.05
     assert float(state["memory"]["gate"]) == pytest.approx(30.0 * share)
     bias = state["item"]["item_bias.weight"]
     torch.testing.assert_close(bias, trained[2] * share)
     # the model itself is left as trained: training goes on from there
-    for parameter, was in zip(model._blend_parameters(), trained, strict=True):
+    for parameter, was in zip(blend, trained, strict=True):
         torch.testing.assert_close(parameter.detach(), was)
     # without a memory a share only rescales the scores: the whole is kept
     plain = EmbeddingRecommender(
@@ -407,20 +409,36 @@ def test_validation_keeps_the_share_of_a_trained_epoch_that_scores_best():
     assert plain._blend_shares(plain._validation_users(), plain._state_copy())[1] == 1.0
 
 
+def _check_seen_mask(model: EmbeddingRecommender, candidates: torch.Tensor) -> None:
+    """The seen mask of the first users' windows (after one token) against a hand count."""
+    seq, users = model.sequences, np.arange(3)
+    first, last = seq.ptr[users], model.held_out[users]
+    starts, width = first + 1, int((last - first - 1).max())  # windows after one token
+    seen = _SoftmaxStep(model, "full")._seen(users, first, last, starts, width, candidates)
+    for row, user in enumerate(users):
+        for t in range(last[user] - starts[row]):
+            met = set(seq.items[first[row] : starts[row] + t + 1])
+            found = set(candidates.numpy()[np.flatnonzero(seen[row, t].numpy())])
+            assert found == met & set(candidates.numpy())
+
+
 def test_the_loss_leaves_out_what_each_position_has_already_met():
     interactions, items = _two_chain_world(users=20)
     model = EmbeddingRecommender(_toy_config(dim=8, epochs=0), progress=False).fit(
         interactions, items
     )
-    seq, users = model.sequences, np.arange(3)
-    first, last = seq.ptr[users], model.held_out[users]
-    starts, width = first + 1, int((last - first - 1).max())  # windows after one token
-    every = torch.arange(len(model.item_ids))
-    seen = _SoftmaxStep(model, "full")._seen(users, first, last, starts, width, every)
-    for row, user in enumerate(users):
-        for t in range(last[user] - starts[row]):
-            met = set(seq.items[first[row] : starts[row] + t + 1])
-            assert set(np.flatnonzero(seen[row, t].numpy())) == met
+    _check_seen_mask(model, torch.arange(len(model.item_ids)))
+    # users who meet items again (repeats), and repeats among the later targets (weight 0)
+    interactions, items = _taste_world()
+    model = EmbeddingRecommender(
+        _toy_config(dim=8, epochs=0, future_targets=2), progress=False
+    ).fit(interactions, items)
+    assert model.sequences.repeats[: model.sequences.ptr[3]].any()
+    _check_seen_mask(model, torch.arange(len(model.item_ids)))
+    _check_seen_mask(model, torch.as_tensor([5, 0, 17, 5]))  # sampled negatives, any order
+    for mode in ("full", "sampled"):
+        loss, _ = _SoftmaxStep(model, mode)(np.arange(64), np.random.default_rng(0))
+        assert torch.isfinite(loss)
 
 
 def test_the_loss_is_the_full_softmax_up_to_a_catalog_size_then_sampled():

@@ -54,13 +54,15 @@ def served_user_vectors(out: DataLayout, model: EmbeddingRecommender) -> bool:
     path = out.asset_table("user_embedding")
     if not path.exists():
         return False
-    stored = pl.scan_parquet(path).select("model_version", "event_timestamp").unique().collect()
-    if stored.height != 1 or stored["model_version"][0] != model.version:
+    stored = pd.read_parquet(
+        path, columns=["user_id", "embedding", "model_version", "event_timestamp"]
+    )
+    if set(stored["model_version"]) != {model.version}:
         return False
-    if pd.Timestamp(stored["event_timestamp"][0]) != pd.Timestamp(model.trained_until):
+    if set(stored["event_timestamp"]) != {pd.Timestamp(model.trained_until)}:
         return False
-    vectors = pd.read_parquet(path, columns=["user_id", "embedding"])
-    if len(model.user_index.difference(vectors["user_id"])):  # e.g. a user forgotten since
+    try:
+        model.use_user_vectors(stored)
+    except ValueError:  # a known user without a vector, e.g. one forgotten since
         return False
-    model.use_user_vectors(vectors)
     return True
