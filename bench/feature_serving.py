@@ -14,7 +14,8 @@ or ./data). Measured, each printed and saved to bench/results/feature_serving.js
 - materialization of `--users` users (default 1M; the data set's latest user snapshots
   copied under new ids) into SQLite and Redis: rows per second;
 - get_historical_features for `--historical-rows` entity rows (training service);
-- item text embeddings per second on this machine's CPU (and CUDA where present).
+- item text embeddings per second on this machine's CPU (and CUDA where present), in
+  float32 and in the precision the pipeline chooses, with the cosine between the two.
 
 Reference: Feast's published Python feature-server p99 is 7.23 ms for 1 row x 50 features.
 """
@@ -206,21 +207,39 @@ def historical(store, data_dir: Path, rows: int) -> dict:
 
 
 def embedding_rate(data_dir: Path, n: int = 2_000) -> dict:
+    """Catalog texts per second, in each precision the encoder runs in on this machine's CPU
+    (and on CUDA where present), with the lowest and mean cosine to float32."""
     import torch
 
-    from dagster_project.features.text import item_text, load_encoder
+    from dagster_project.features.text import encoder_precision, item_text, load_encoder
 
     texts = item_text(pd.read_parquet(layout(data_dir).table("items")).head(n)).tolist()
-    out = {}
-    for device in ["cpu", *(["cuda"] if torch.cuda.is_available() else [])]:
-        encode = load_encoder(device=device)
-        encode(texts[:64])
-        t0 = time.perf_counter()
-        encode(texts)
-        out[device] = {
-            "items": len(texts),
-            "items_per_second": round(len(texts) / (time.perf_counter() - t0)),
-        }
+    devices = ["cpu", *(["cuda"] if torch.cuda.is_available() else [])]
+    out: dict = {}
+    for device in devices:
+        chosen = encoder_precision(device)
+        exact = None
+        for precision in dict.fromkeys(["float32", chosen]):
+            encode = load_encoder(device=device, precision=precision)
+            encode(texts[:64])
+            t0 = time.perf_counter()
+            vectors = encode(texts)
+            figures = {
+                "items": len(texts),
+                "items_per_second": round(len(texts) / (time.perf_counter() - t0)),
+            }
+            if exact is None:
+                exact = vectors
+            else:
+                cosine = (vectors * exact).sum(axis=1)
+                figures |= {
+                    "cosine_min": round(float(cosine.min()), 5),
+                    "cosine_mean": round(float(cosine.mean()), 5),
+                }
+                figures["speedup"] = round(
+                    figures["items_per_second"] / out[device]["float32"]["items_per_second"], 2
+                )
+            out.setdefault(device, {"chosen": chosen})[precision] = figures
     return out
 
 

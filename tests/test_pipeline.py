@@ -247,7 +247,7 @@ def test_item_text_embedding_is_cached_by_text(run):
     """Every item has a 384-d unit vector; a re-run embeds only items whose text changed."""
     import numpy as np
 
-    from dagster_project.features.text import embed_items, load_encoder
+    from dagster_project.features.text import embed_items, encoder_precision, load_encoder
 
     table = pd.read_parquet(run.feature_table("item_text_embedding"))
     items = pd.read_parquet(run.table("items"))
@@ -260,11 +260,12 @@ def test_item_text_embedding_is_cached_by_text(run):
         raise AssertionError("nothing is new: the model must not be loaded")
 
     cache = run.cache / "text_embeddings.parquet"
-    again, unchanged = embed_items(items, cache, no_model)
+    precision = encoder_precision("cpu")  # the asset's, on the CPU the tests run on
+    again, unchanged = embed_items(items, cache, no_model, precision=precision)
     assert unchanged.embedded == 0 and unchanged.reused == len(items)
     edited = items.copy()
     edited.loc[0, "title"] = "A completely different title"
-    after, changed = embed_items(edited, cache, load_encoder)
+    after, changed = embed_items(edited, cache, load_encoder, precision=precision)
     assert changed.embedded == 1 and changed.reused == len(items) - 1
     first = after.set_index("item_id").loc[items.loc[0, "item_id"], "embedding"]
     before = again.set_index("item_id").loc[items.loc[0, "item_id"], "embedding"]

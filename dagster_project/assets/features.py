@@ -30,7 +30,13 @@ from dagster_project.features.daily import (
 )
 from dagster_project.features.daily_runs import DailyTable, run_days
 from dagster_project.features.model_outputs import feast_table
-from dagster_project.features.text import DIM, MODEL_NAME, embed_items, load_encoder
+from dagster_project.features.text import (
+    DIM,
+    MODEL_NAME,
+    embed_items,
+    encoder_precision,
+    load_encoder,
+)
 from dagster_project.io_managers import missing_days_fail_the_step, table_metadata
 from dagster_project.resources import PlatformStorage, QualityResource
 from dagster_project.settings import first_event_day
@@ -187,11 +193,13 @@ def item_features(
 def item_text_embedding(
     context: AssetExecutionContext, items: pd.DataFrame, storage: PlatformStorage
 ) -> Output[pl.DataFrame]:
+    device = str(resolve_device("auto"))
     vectors, run = embed_items(
         items,
         storage.layout().cache / "text_embeddings.parquet",
-        lambda: load_encoder(device=str(resolve_device("auto"))),
+        lambda: load_encoder(device=device),
         progress=context.log.info,
+        precision=encoder_precision(device),
     )
     frame = vectors.merge(items[["item_id", "first_seen"]], on="item_id")
     table = feast_table(frame.drop(columns="first_seen"), frame["first_seen"], ("embedding",))
@@ -206,6 +214,7 @@ def item_text_embedding(
             "reused_from_cache": run.reused,
             "texts_per_second": round(run.texts_per_second, 1),
             "model": MODEL_NAME,
+            "precision": encoder_precision(device),
             "dimensions": DIM,
         },
     )

