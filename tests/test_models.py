@@ -8,6 +8,7 @@ import time
 import numpy as np
 import pandas as pd
 import pytest
+import scipy.sparse as sp
 import torch
 
 from models.__main__ import main
@@ -17,6 +18,7 @@ from models.baselines import (
     ItemKNNRecommender,
     PopularityRecommender,
     RecentPopularityRecommender,
+    ease_weights,
 )
 from models.compare import (
     comparison_table,
@@ -457,6 +459,25 @@ def test_the_loss_is_the_full_softmax_up_to_a_catalog_size_then_sampled():
         assert model.describe()["loss_used"] == expected
         ours = evaluate(split.truth, model.recommend(users, 10), len(items))["ndcg@10"]
         assert ours > 2 * pop
+
+
+def test_ease_weights_are_the_closed_form_through_cholesky_and_through_the_inverse():
+    rng = np.random.default_rng(0)
+    history = sp.csr_matrix((rng.random((300, 40)) < 0.2).astype(np.float32))
+    counts = (history.T @ history).toarray().astype(np.float64)
+
+    def closed_form(l2: float) -> np.ndarray:
+        precision = np.linalg.inv(counts + l2 * np.eye(40))
+        weights = np.eye(40) - precision / np.diag(precision)
+        np.fill_diagonal(weights, 0.0)
+        return weights
+
+    np.testing.assert_allclose(ease_weights(history, 30.0).numpy(), closed_form(30.0), atol=1e-5)
+    # a ridge that leaves the Gram matrix indefinite: Cholesky fails, the inverse answers
+    indefinite = -float(np.linalg.eigvalsh(counts)[0]) - 0.5
+    np.testing.assert_allclose(
+        ease_weights(history, indefinite).numpy(), closed_form(indefinite), rtol=2e-3, atol=1e-3
+    )
 
 
 @pytest.mark.parametrize(
