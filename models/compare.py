@@ -241,6 +241,10 @@ def default_models(
     }
 
 
+# A fitted model's choices worth keeping beside its figures, where it has them
+FIT_CHOICES = ("best_epoch", "trained_share", "loss_used")
+
+
 def compare(
     split: Split,
     items: pd.DataFrame,
@@ -275,6 +279,9 @@ def compare(
             "train_s": round(train_s, 2),
             "score_s": round(t2 - t1, 2),
         }
+        fit = {key: getattr(model, key) for key in FIT_CHOICES if hasattr(model, key)}
+        if fit:  # what the fit chose (early stopping), beside what it scored
+            results[name]["fit"] = fit
         if segments is not None:
             by_segment = evaluate_by_segment(
                 split.truth, recommendations, segments, len(items), k, popularity, categories

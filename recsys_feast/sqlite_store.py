@@ -64,22 +64,18 @@ class RequestedFeaturesSqliteOnlineStore(SqliteOnlineStore):
             return
         version = config.entity_key_serialization_version
         rows = []
+        # (value, value_text) per Value object: rows from recsys_feast.materialization share
+        # one object per distinct value, so each is serialised once
+        stored: dict[int, tuple[bytes, str | None]] = {}
         for entity_key, values, timestamp, created in data:
             key = serialize_entity_key(entity_key, entity_key_serialization_version=version)
             # what sqlite3 would store for each row (Feast's adapter), once per entity
             stamp = adapt_datetime_epoch(to_naive_utc(timestamp))
             created = None if created is None else adapt_datetime_epoch(to_naive_utc(created))
-            rows += [
-                (
-                    key,
-                    name,
-                    v.SerializeToString(),
-                    extract_text_and_num(v, False)[0],
-                    stamp,
-                    created,
-                )
-                for name, v in values.items()
-            ]
+            for name, v in values.items():
+                if id(v) not in stored:
+                    stored[id(v)] = (v.SerializeToString(), extract_text_and_num(v, False)[0])
+                rows.append((key, name, *stored[id(v)], stamp, created))
         columns = "value, value_text, event_ts, created_ts"
         sql = (
             f"INSERT INTO {sqlite_table(config, table)} (entity_key, feature_name, {columns}) "

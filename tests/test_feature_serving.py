@@ -9,12 +9,15 @@ import urllib.request
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 from feast import FeatureStore, RepoConfig
+from feast.value_type import ValueType
 
 from dagster_project.resources import FeastResource
 from devtools.servers import free_port
 from examples.fetch_features import by_name, over_http, training_set, with_sdk
+from recsys_feast.materialization import ENGINE_TYPE, distinct_value_protos
 from recsys_feast.sqlite_store import STORE_TYPE
 
 
@@ -165,8 +168,9 @@ def test_sqlite_store_answers_exactly_as_feasts_own(pipeline_run):
 
 
 def test_the_bulk_writer_writes_the_rows_feasts_own_writer_writes(pipeline_run, tmp_path):
-    """Materializing with the embedded profile's store leaves every table byte for byte as
-    Feast's own SQLite store leaves it, over rows it inserts and rows it updates."""
+    """Materializing with the embedded profile's engine and store leaves every table byte for
+    byte as Feast's own engine and SQLite store leave it, over rows it inserts and rows it
+    updates."""
     import shutil
     import sqlite3
 
@@ -177,7 +181,11 @@ def test_the_bulk_writer_writes_the_rows_feasts_own_writer_writes(pipeline_run, 
     start = stamps["event_timestamp"].min().to_pydatetime()
     end = (stamps["event_timestamp"].max() + pd.Timedelta(seconds=1)).to_pydatetime()
     tables = {}
-    for name, store_type in (("ours", STORE_TYPE), ("feast", "sqlite")):
+    assert config["batch_engine"] == {"type": ENGINE_TYPE}  # the profile's engine
+    for name, store_type, engine in (
+        ("ours", STORE_TYPE, {"type": ENGINE_TYPE}),
+        ("feast", "sqlite", "local"),
+    ):
         folder = tmp_path / name
         folder.mkdir()
         shutil.copy(out.root / "feast" / "registry.db", folder / "registry.db")
@@ -196,6 +204,7 @@ def test_the_bulk_writer_writes_the_rows_feasts_own_writer_writes(pipeline_run, 
                     **config,
                     "registry": str(folder / "registry.db"),
                     "online_store": {"type": store_type, "path": str(folder / "online.db")},
+                    "batch_engine": engine,
                 }
             )
         )
@@ -209,6 +218,26 @@ def test_the_bulk_writer_writes_the_rows_feasts_own_writer_writes(pipeline_run, 
     for table, rows in tables["feast"].items():
         assert tables["ours"][table] == rows, table
     assert sum(len(rows) for rows in tables["ours"].values()) > 1000
+
+
+@pytest.mark.parametrize(
+    ("column", "kind"),
+    [
+        (pa.array([0.5, 0.0, -0.0, None, 0.5, float("nan")], pa.float32()), ValueType.FLOAT),
+        (pa.array([3, None, 3, -7, 2**40], pa.int64()), ValueType.INT64),
+        (pa.array(["a", None, "", "a", "b"]), ValueType.STRING),
+        (pa.array([True, False, True]), ValueType.BOOL),
+        (pa.array([True, None, False]), ValueType.BOOL),
+        (pa.array([[0.5, 1.0], [0.5, 1.0], None], pa.list_(pa.float32())), ValueType.FLOAT_LIST),
+        (pa.array([], pa.float32()), ValueType.FLOAT),
+    ],
+)
+def test_each_distinct_value_converts_as_feast_converts_it(column, kind):
+    from feast.type_map import python_values_to_proto_values
+
+    got = distinct_value_protos(column, kind)
+    want = python_values_to_proto_values(column.to_numpy(zero_copy_only=False), kind)
+    assert [v.SerializeToString() for v in got] == [v.SerializeToString() for v in want]
 
 
 @pytest.mark.pipeline  # a real `feast apply` / Dagster run
