@@ -49,19 +49,24 @@ def _generate(
     if end_day is not None:
         overrides["start"] = _days_after(end_day, 1 - PRESETS[preset_name].n_days)
     cfg = preset(preset_name, **overrides)
-    manifest_path = out.ground_truth / "manifest.json"
-    if manifest_path.exists() and not force:
-        existing = json.loads(manifest_path.read_text())
-        if existing.get("fingerprint") == dataset_fingerprint(cfg):
-            print(
-                f"[generate] {cfg.preset} data set (seed {cfg.seed}) already in {out.landing}; --force to redo"
-            )
-            return cfg
+    if not force and _holds_data_set(data_dir, cfg):
+        print(
+            f"[generate] {cfg.preset} data set (seed {cfg.seed}) already in {out.landing}; --force to redo"
+        )
+        return cfg
     for folder in (out.landing, out.ground_truth):
         shutil.rmtree(folder, ignore_errors=True)
     _clear_derived(out)
     generate(cfg, out)
     return cfg
+
+
+def _holds_data_set(data_dir: Path, cfg: GeneratorConfig) -> bool:
+    """Whether `data_dir` holds the data set `cfg` generates (by its manifest's fingerprint)."""
+    manifest_path = layout(data_dir).ground_truth / "manifest.json"
+    if not manifest_path.exists():
+        return False
+    return json.loads(manifest_path.read_text()).get("fingerprint") == dataset_fingerprint(cfg)
 
 
 def _days_after(day: str, days: int) -> str:
@@ -222,16 +227,15 @@ def _kept_end_day(args: argparse.Namespace, data_dir: Path) -> str | None:
     if args.seed is not None:
         overrides["seed"] = args.seed
     cfg = preset(args.preset, **overrides)
-    if existing.get("fingerprint") != dataset_fingerprint(cfg):
-        return None
-    return _days_after(start, cfg.n_days - 1)
+    return _days_after(start, cfg.n_days - 1) if _holds_data_set(data_dir, cfg) else None
 
 
 def _demo(args: argparse.Namespace) -> int:
     data_dir = Path(args.data_dir).resolve()
     started = time.perf_counter()
-    end_day = args.end_day or _kept_end_day(args, data_dir) or _yesterday()
-    if not args.end_day and end_day != _yesterday():
+    yesterday = _yesterday()
+    end_day = args.end_day or _kept_end_day(args, data_dir) or yesterday
+    if not args.end_day and end_day != yesterday:
         print(
             f"[demo] keeping the data set in {data_dir} (it ends {end_day}); --force or "
             "--end-day for a new one"

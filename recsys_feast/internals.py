@@ -15,6 +15,7 @@ from typing import Any
 from feast import FeatureStore, FeatureView, RepoConfig
 from feast.infra.online_stores.helpers import _mmh3
 from feast.infra.online_stores.sqlite import _quote_id, _table_id
+from feast.utils import _coerce_datetime, _validate_vector_field_lengths
 
 FEAST_CHECKED = "0.67.0"
 
@@ -44,3 +45,18 @@ def redis_fields(view: FeatureView) -> list[bytes | str]:
     """A view's fields in each entity's Redis hash: its timestamp and a murmur3 hash of each
     `<view>:<feature>`."""
     return [f"_ts:{view.name}", *(_mmh3(f"{view.name}:{f.name}") for f in view.features)]
+
+
+def coerce_datetime(value: Any) -> Any:
+    """A timestamp as Feast's materialization hands it to an online store."""
+    return _coerce_datetime(value)
+
+
+def check_vector_lengths(table: Any, view: FeatureView) -> None:
+    """Feast's check that a table's vector columns have the lengths its view declares."""
+    _validate_vector_field_lengths(table, view)
+
+
+def engine_backend(engine: Any, context: Any) -> Any:
+    """The DataFrame backend a Feast local compute engine runs a materialization with."""
+    return engine._get_backend(context)

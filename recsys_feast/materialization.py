@@ -35,8 +35,9 @@ from feast.infra.compute_engines.local.nodes import LocalOutputNode
 from feast.infra.registry.base_registry import BaseRegistry
 from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
 from feast.type_map import python_values_to_proto_values
-from feast.utils import _coerce_datetime, _validate_vector_field_lengths
 from feast.value_type import ValueType
+
+from recsys_feast.internals import check_vector_lengths, coerce_datetime, engine_backend
 
 ENGINE_TYPE = "recsys_feast.materialization.DistinctValuesLocalComputeEngine"
 
@@ -63,7 +64,7 @@ def distinct_value_protos(column: pa.Array | pa.ChunkedArray, value_type: ValueT
 def table_to_rows(table: pa.Table, view: FeatureView, join_keys: dict[str, ValueType]) -> list:
     """The rows Feast's `_convert_arrow_to_proto` builds for a plain feature view: (entity
     key, {feature: Value}, event time, created time), each distinct value converted once."""
-    _validate_vector_field_lengths(table, view)
+    check_vector_lengths(table, view)
     names = [field.name for field in view.features]
     kinds = [field.dtype.to_value_type() for field in view.features]
     protos = {
@@ -89,7 +90,7 @@ def _timestamps(table: pa.Table, column: str) -> list:
     """A timestamp column as Feast coerces it, each distinct stamp once."""
     stamps = pd.to_datetime(table.column(column).to_numpy(zero_copy_only=False))
     codes, distinct = pd.factorize(stamps, use_na_sentinel=False)
-    coerced = [_coerce_datetime(value) for value in distinct]
+    coerced = [coerce_datetime(value) for value in distinct]
     return [coerced[code] for code in codes]
 
 
@@ -145,7 +146,7 @@ class DistinctValuesLocalComputeEngine(LocalComputeEngine):
         job_id = f"{task.feature_view.name}-{task.start_time}-{task.end_time}"
         context = self.get_execution_context(registry, task)
         try:
-            _Builder(registry, task, backend=self._get_backend(context)).build().execute(context)
+            _Builder(registry, task, backend=engine_backend(self, context)).build().execute(context)
             return LocalMaterializationJob(job_id=job_id, status=MaterializationJobStatus.SUCCEEDED)
         except Exception as error:  # reported through the job, as Feast's engine does
             return LocalMaterializationJob(
