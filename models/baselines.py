@@ -131,7 +131,7 @@ def ease_weights(user_items: sp.spmatrix, l2: float) -> torch.Tensor:
         del gram  # at most two dense matrices at a time
         precision = torch.cholesky_inverse(factor)
     del factor
-    weights = precision / (-precision.diagonal())
+    weights = precision.div_(-precision.diagonal().clone())  # in place: one matrix less
     weights.diagonal().zero_()
     return weights
 

@@ -143,6 +143,35 @@ def test_training_set_is_point_in_time(served, monkeypatch):
     assert got.fillna(0).astype(int).tolist() == expected
 
 
+def test_the_point_in_time_join_in_chunks_equals_one_feast_call(pipeline_run):
+    from dagster_project.recommender.inputs import point_in_time_features
+
+    _, out = pipeline_run
+    store = FeastResource(data_dir=str(out.root)).store()
+    events = pd.read_parquet(out.table("behaviour_events"))
+    entity_df = events[["user_id", "item_id", "event_type", "event_time"]].rename(
+        columns={"event_time": "event_timestamp"}
+    )
+    said: list[str] = []
+    rows = len(entity_df) // 5
+    chunked = point_in_time_features(
+        store, entity_df, "recommender_training", rows=rows, progress=said.append
+    )
+    chunks = -(-len(entity_df) // rows)
+    assert len(said) == chunks and said[-1].startswith(f"point-in-time join: chunk {chunks}/")
+    whole = store.get_historical_features(
+        entity_df=entity_df,
+        features=store.get_feature_service("recommender_training"),
+        full_feature_names=True,
+    ).to_df()
+    order = ["event_timestamp", "user_id", "item_id", "event_type"]
+    pd.testing.assert_frame_equal(
+        chunked.sort_values(order).reset_index(drop=True)[sorted(chunked.columns)],
+        whole.sort_values(order).reset_index(drop=True)[sorted(whole.columns)],
+    )
+    assert chunked["event_timestamp"].is_monotonic_increasing and len(chunked) == len(events)
+
+
 def test_sqlite_store_answers_exactly_as_feasts_own(pipeline_run):
     """The embedded profile's store reads only the requested features; the answer, unknown
     entities and repeated entities included, equals Feast's own SQLite store's."""

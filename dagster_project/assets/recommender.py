@@ -26,6 +26,7 @@ from dagster_project.recommender.inputs import (
     evaluation_split,
     model_config,
     model_items,
+    point_in_time_features,
     trained_model,
 )
 from dagster_project.resources import (
@@ -68,16 +69,9 @@ def training_set(
         f"training_set: joining the features of {len(entity_df):,} interactions point in time "
         "(Feast get_historical_features) ..."
     )
-    frame = store.get_historical_features(
-        entity_df=entity_df,
-        features=store.get_feature_service(TRAINING_SERVICE),
-        full_feature_names=True,
-    ).to_df()
-    frame = (
-        frame.rename(columns={"event_timestamp": "event_time"})
-        .sort_values("event_time")
-        .reset_index(drop=True)
-    )
+    frame = point_in_time_features(
+        store, entity_df, TRAINING_SERVICE, progress=context.log.info
+    ).rename(columns={"event_timestamp": "event_time"})
     context.log.info(f"training_set: {len(frame):,} interactions before {split.cutoff:%Y-%m-%d}")
     return Output(
         frame,

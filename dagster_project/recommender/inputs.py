@@ -4,8 +4,9 @@ evaluation split and the saved model. (`features.model_outputs` holds what it pu
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import pandas as pd
 
@@ -32,6 +33,40 @@ ITEM_FEATURES = tuple(
     f"item_stats__{f}"
     for f in ["views", "carts", "purchases", "view_to_cart_rate", "view_to_purchase_rate", "price"]
 )
+
+
+# Entity rows per point-in-time join: Feast's join of the default shop's 745k training rows in
+# one call peaked 2.8 GB above the process (3.5 GB in all); in chunks of about 100k rows
+# (8) 0.9 GB above it, in the same time (10.8 s against 11.5 s, 2 cores).
+JOIN_ROWS = 100_000
+
+
+def point_in_time_features(
+    store: Any,
+    entity_df: pd.DataFrame,
+    service: str,
+    rows: int = JOIN_ROWS,
+    progress: Callable[[str], None] = print,
+) -> pd.DataFrame:
+    """Feast's `get_historical_features` of `service` for `entity_df` (user_id, item_id,
+    event_timestamp, ...), in chunks of about `rows` entity rows split by user, so memory
+    stays bounded however long the history; the rows sorted by time, then user and item."""
+    chunks = max(1, -(-len(entity_df) // rows))
+    part = pd.util.hash_array(entity_df["user_id"].to_numpy(dtype=object)) % chunks
+    frames = []
+    for chunk in range(chunks):
+        frames.append(
+            store.get_historical_features(
+                entity_df=entity_df[part == chunk],
+                features=store.get_feature_service(service),
+                full_feature_names=True,
+            ).to_df()
+        )
+        if chunks > 1:
+            progress(f"point-in-time join: chunk {chunk + 1}/{chunks} ({len(frames[-1]):,} rows)")
+    frame = pd.concat(frames, ignore_index=True)
+    order = ["event_timestamp", "user_id", "item_id"]
+    return frame.sort_values(order, kind="stable").reset_index(drop=True)
 
 
 class ModelSettings(Protocol):
