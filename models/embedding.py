@@ -1296,10 +1296,11 @@ class _SoftmaxStep:
         last: np.ndarray,
         starts: np.ndarray,
         width: int,
-        candidates: torch.Tensor,
+        candidates: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """B x width x C: whether the user of row b had met `candidates[c]` by input position
-        t (the token at starts[b] + t or any before it)."""
+        """B x width x C: whether the user of row b had met `candidates[c]` (None: every item
+        of the catalog, in order) by input position t (the token at starts[b] + t or any
+        before it)."""
         seq, device = self.model.sequences, self.model.device
         counts = np.maximum(last - first, 0)
         tokens = ranges(first, counts)
@@ -1310,7 +1311,7 @@ class _SoftmaxStep:
         where = (torch.as_tensor(rows[new]), torch.as_tensor(seq.items[tokens[new]]))
         met[where] = torch.as_tensor(tokens[new], dtype=torch.int32)
         met = met.to(device)
-        if len(candidates) != met.shape[1]:  # not the whole catalog in order
+        if candidates is not None:
             met = met[:, candidates.to(device)]
         position = torch.as_tensor(starts[:, None] + np.arange(width)[None, :], device=device)
         return met[:, None, :] <= position[:, :, None]
@@ -1338,7 +1339,7 @@ class _SoftmaxStep:
         if self.mode == "full":
             logits = torch.addmm(bias, h, vectors.T)
             if cfg.mask_seen:
-                seen = self._seen(users, first, last, starts, width, torch.arange(n))
+                seen = self._seen(users, first, last, starts, width)
                 logits = logits.masked_fill(seen[at], -torch.inf)
             loss = torch.logsumexp(logits, 1)[:, None] - logits.gather(1, targets)
             # a repeat (weight 0) may be masked as seen: its infinite loss must not count

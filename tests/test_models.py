@@ -411,12 +411,15 @@ def test_validation_keeps_the_share_of_a_trained_epoch_that_scores_best():
     assert plain._blend_shares(plain._validation_users(), plain._state_copy())[1] == 1.0
 
 
-def _check_seen_mask(model: EmbeddingRecommender, candidates: torch.Tensor) -> None:
-    """The seen mask of the first users' windows (after one token) against a hand count."""
+def _check_seen_mask(model: EmbeddingRecommender, candidates: torch.Tensor | None) -> None:
+    """The seen mask of the first users' windows (after one token) against a hand count
+    (`candidates` None: the whole catalog in order)."""
     seq, users = model.sequences, np.arange(3)
     first, last = seq.ptr[users], model.held_out[users]
     starts, width = first + 1, int((last - first - 1).max())  # windows after one token
     seen = _SoftmaxStep(model, "full")._seen(users, first, last, starts, width, candidates)
+    if candidates is None:
+        candidates = torch.arange(len(model.item_ids))
     for row, user in enumerate(users):
         for t in range(last[user] - starts[row]):
             met = set(seq.items[first[row] : starts[row] + t + 1])
@@ -438,6 +441,11 @@ def test_the_loss_leaves_out_what_each_position_has_already_met():
     assert model.sequences.repeats[: model.sequences.ptr[3]].any()
     _check_seen_mask(model, torch.arange(len(model.item_ids)))
     _check_seen_mask(model, torch.as_tensor([5, 0, 17, 5]))  # sampled negatives, any order
+    _check_seen_mask(model, None)
+    # as many negatives as the catalog has items, shuffled: not the catalog in order
+    _check_seen_mask(
+        model, torch.randperm(len(model.item_ids), generator=torch.Generator().manual_seed(0))
+    )
     for mode in ("full", "sampled"):
         loss, _ = _SoftmaxStep(model, mode)(np.arange(64), np.random.default_rng(0))
         assert torch.isfinite(loss)

@@ -267,7 +267,9 @@ def test_item_text_embedding_is_cached_by_text(run):
     assert unchanged.embedded == 0 and unchanged.reused == len(items)
     edited = items.copy()
     edited.loc[0, "title"] = "A completely different title"
-    after, changed = embed_items(edited, cache, load_encoder, precision=precision)
+    after, changed = embed_items(
+        edited, cache, lambda: load_encoder(precision=precision), precision=precision
+    )
     assert changed.embedded == 1 and changed.reused == len(items) - 1
     first = after.set_index("item_id").loc[items.loc[0, "item_id"], "embedding"]
     before = again.set_index("item_id").loc[items.loc[0, "item_id"], "embedding"]

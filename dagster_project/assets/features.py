@@ -194,12 +194,13 @@ def item_text_embedding(
     context: AssetExecutionContext, items: pd.DataFrame, storage: PlatformStorage
 ) -> Output[pl.DataFrame]:
     device = str(resolve_device("auto"))
+    precision = encoder_precision(device)
     vectors, run = embed_items(
         items,
         storage.layout().cache / "text_embeddings.parquet",
-        lambda: load_encoder(device=device),
+        lambda: load_encoder(device=device, precision=precision),
         progress=context.log.info,
-        precision=encoder_precision(device),
+        precision=precision,
     )
     frame = vectors.merge(items[["item_id", "first_seen"]], on="item_id")
     table = feast_table(frame.drop(columns="first_seen"), frame["first_seen"], ("embedding",))
@@ -214,7 +215,7 @@ def item_text_embedding(
             "reused_from_cache": run.reused,
             "texts_per_second": round(run.texts_per_second, 1),
             "model": MODEL_NAME,
-            "precision": encoder_precision(device),
+            "precision": precision,
             "dimensions": DIM,
         },
     )

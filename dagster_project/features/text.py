@@ -111,13 +111,14 @@ def embed_items(
     make_encoder: Callable[[], Encoder],
     chunk: int = 2_048,
     progress: Callable[[str], None] = print,
-    precision: str = "float32",
+    *,
+    precision: str,
 ) -> tuple[pd.DataFrame, EmbeddingRun]:
     """(item_id, text_hash, embedding) per catalog item, and what this run did.
 
-    Texts already in the cache (by hash and the encoder's `precision`) are reused; the rest are
-    encoded in chunks, with progress, and added to the cache. The encoder is only made when
-    something is new.
+    Texts already in the cache (by hash and `precision`, the one `make_encoder`'s encoder
+    runs in) are reused; the rest are encoded in chunks, with progress, and added to the
+    cache. The encoder is only made when something is new.
     """
     started = time.perf_counter()
     frame = pd.DataFrame({"item_id": catalog["item_id"], "text": item_text(catalog)})

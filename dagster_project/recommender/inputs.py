@@ -53,13 +53,11 @@ def point_in_time_features(
     stays bounded however long the history; the rows sorted by time, then user and item."""
     chunks = max(1, -(-len(entity_df) // rows))
     part = pd.util.hash_array(entity_df["user_id"].to_numpy(dtype=object)) % chunks
-    frames = []
+    features, frames = store.get_feature_service(service), []
     for chunk in range(chunks):
         frames.append(
             store.get_historical_features(
-                entity_df=entity_df[part == chunk],
-                features=store.get_feature_service(service),
-                full_feature_names=True,
+                entity_df=entity_df[part == chunk], features=features, full_feature_names=True
             ).to_df()
         )
         if chunks > 1:
