@@ -50,6 +50,7 @@ from models.sequences import (
     length_batches,
     ranges,
     serving_gap,
+    similar_length_chunks,
     validation_tokens,
     validation_truth,
     windows,
@@ -808,6 +809,29 @@ class EmbeddingRecommender(Recommender):
         `max_length` newest, the long-term memory all of them. `item_vectors`: the item
         tower's (what the encoder reads), not the served e_i."""
         first, starts = starts, np.maximum(starts, ends - self.config.max_length)
+        newest = item_vectors.new_empty(len(starts), item_vectors.shape[1])
+        for rows in similar_length_chunks(ends - starts):
+            newest[torch.as_tensor(rows, device=self.device)] = self._encode_newest(
+                item_vectors,
+                sequences,
+                first[rows],
+                starts[rows],
+                ends[rows],
+                user_features[torch.as_tensor(rows)],
+            )
+        return self.memory.users(newest, self._memory_sums(sequences, first, ends))
+
+    def _encode_newest(
+        self,
+        item_vectors: torch.Tensor,
+        sequences: Sequences,
+        first: np.ndarray,
+        starts: np.ndarray,
+        ends: np.ndarray,
+        user_features: torch.Tensor,
+    ) -> torch.Tensor:
+        """The user tower's output at the newest token of each window [starts, ends) (the
+        tokens [first, starts) pooled before it, for an encoder that pools)."""
         window = windows(sequences, starts, ends, len(self.item_ids))
         next_gaps = np.roll(window.gaps, -1, axis=1)
         next_gaps[np.arange(len(starts)), np.maximum(window.lengths - 1, 0)] = self.serve_gap
@@ -816,8 +840,7 @@ class EmbeddingRecommender(Recommender):
         )
         dev = self.device
         last = (torch.as_tensor(window.lengths, device=dev) - 1).clamp(min=0)
-        newest = hidden[torch.arange(len(starts), device=dev), last]
-        return self.memory.users(newest, self._memory_sums(sequences, first, ends))
+        return hidden[torch.arange(len(starts), device=dev), last]
 
     def _user_states(
         self,

@@ -232,6 +232,14 @@ def windows(sequences: Sequences, starts: np.ndarray, ends: np.ndarray, pad_item
     return Window(items, types, gaps, lengths)
 
 
+def similar_length_chunks(lengths: np.ndarray, rows: int = 256) -> list[np.ndarray]:
+    """Row indices of `lengths` in chunks of at most `rows`, sorted by length, so that each
+    chunk pads to its own longest row: encoding a batch of users in index order padded most
+    of them to the longest history (on the default shop, 13 s against 4 s for every user)."""
+    order = np.argsort(lengths, kind="stable")
+    return [order[lo : lo + rows] for lo in range(0, len(order), rows)]
+
+
 def length_batches(
     users: np.ndarray, lengths: np.ndarray, batch_size: int, rng: np.random.Generator
 ) -> list[np.ndarray]:
