@@ -33,6 +33,10 @@ from dagster_project.sources.synthetic.generator import (
     preset,
 )
 
+# The model's training budget (seconds) of `demo` per preset, where it differs from the
+# pipeline's: the tiny shop is a quick look (its model kept the start under any budget).
+DEMO_TRAIN_SECONDS = {"tiny": 10.0}
+
 
 def _generate(
     preset_name: str,
@@ -133,7 +137,7 @@ def prepare_dagster_home(data_dir: Path) -> Path:
 
 
 def materialize_all(
-    data_dir: Path, instance: DagsterInstance | None = None, **settings: int | str
+    data_dir: Path, instance: DagsterInstance | None = None, **settings: float | str
 ) -> list[ExecuteInProcessResult]:
     """Build everything as operations would, in three runs of the platform's own jobs,
     recorded in `instance` (default: the one under the data directory, which the UI shows):
@@ -245,7 +249,13 @@ def _demo(args: argparse.Namespace) -> int:
     os.environ[FIRST_EVENT_DAY_ENV] = cfg.start
     print(f"[demo] the shop's {cfg.n_days} days: {cfg.start} .. {end_day}")
     generated = time.perf_counter()
-    ok = all(r.success for r in materialize_all(data_dir, test_days=args.test_days))
+    settings: dict[str, int | float] = {"test_days": args.test_days}
+    budget = args.train_seconds
+    if budget is None:
+        budget = DEMO_TRAIN_SECONDS.get(args.preset)
+    if budget is not None:
+        settings["train_seconds"] = budget
+    ok = all(r.success for r in materialize_all(data_dir, **settings))
     done = time.perf_counter()
     out = layout(data_dir)
     print()
@@ -365,6 +375,14 @@ def _add_data_set_commands(sub: argparse._SubParsersAction, default_dir: str) ->
         )
     demo.add_argument(
         "--test-days", type=int, default=3, help="days held out at the end for evaluation"
+    )
+    demo.add_argument(
+        "--train-seconds",
+        type=float,
+        default=None,
+        help="the model's training budget in seconds, 0 for none (default: "
+        f"{DEMO_TRAIN_SECONDS['tiny']:g} s on the tiny preset, a quick look; else the "
+        "pipeline's, RecommenderSettings.train_seconds)",
     )
     demo.add_argument(
         "--end-day",

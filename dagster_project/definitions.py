@@ -77,7 +77,7 @@ def every_event_day(data_dir: str | Path) -> dict[str, str]:
     return {ASSET_PARTITION_RANGE_START_TAG: keys[0], ASSET_PARTITION_RANGE_END_TAG: last}
 
 
-def platform_resources(data_dir: str = "", **settings: int | str) -> dict:
+def platform_resources(data_dir: str = "", **settings: float | str) -> dict:
     """The resources for one data directory ('' = $RECSYS_DATA_DIR or ./data)."""
     storage = PlatformStorage(data_dir=data_dir)
     recommender = RecommenderSettings(**settings)

@@ -462,6 +462,7 @@ class EmbeddingRecommender(Recommender):
             cfg.long_term_rank,
             cfg.ease_l2,
             self._say,
+            cfg.seed,
         ).to(self.device)
         if every_token:
             learnt = {k: v for k, v in self.memory.state_dict().items() if not k.endswith("_side")}

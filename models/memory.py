@@ -146,10 +146,12 @@ def fit_memory(
     rank: int,
     l2: float,
     say: Callable[[str], None],
+    seed: int = 0,
 ) -> LongTermMemory:
     """EASE on the binary (user, item) pairs given, factorised to `rank` (truncated SVD,
     B ~ U S V', P = U S^1/2, Q = V S^1/2); items without any pair get zero factors (Q from
-    content once `fit_content_side` has run)."""
+    content once `fit_content_side` has run). The randomised SVD draws from its own
+    generator seeded with `seed`: the same pairs give the same memory, whatever ran before."""
     present = np.unique(items)
     columns = np.searchsorted(present, items)
     history = sp.csr_matrix(
@@ -160,7 +162,9 @@ def fit_memory(
     say(f"long-term memory: solving EASE on {len(present):,} x {len(present):,} items ...")
     started = time.perf_counter()
     weights = ease_weights(history, l2)
-    left, values, right = torch.svd_lowrank(weights, q=min(rank + 10, len(present)), niter=4)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        left, values, right = torch.svd_lowrank(weights, q=min(rank + 10, len(present)), niter=4)
     root = values[:rank].sqrt()
     user_side, item_side = torch.zeros(n_items, rank), torch.zeros(n_items, rank)
     user_side[torch.as_tensor(present)] = left[:, :rank] * root

@@ -33,6 +33,7 @@ from models.embedding import (
     _mean,
     _SoftmaxStep,
 )
+from models.memory import fit_memory
 from models.metrics import (
     evaluate,
     evaluate_by_segment,
@@ -377,6 +378,21 @@ def test_the_long_term_memory_starts_from_ease_and_is_served_as_dot_products():
     served = np.stack(user) @ np.stack(item["embedding"]).T + item["bias"].to_numpy()
     own = with_memory._score(with_memory.user_index.get_indexer(users[:5])).detach().numpy()
     np.testing.assert_allclose(served, own, rtol=1e-4, atol=1e-4)
+
+
+def test_the_memory_is_the_same_whatever_drew_random_numbers_before():
+    """The memory's randomised SVD has its own seeded generator: a refit after training
+    (which draws dropout masks and negatives) factorises as one before it."""
+    rng = np.random.default_rng(0)
+    users, items = rng.integers(0, 300, 3_000), rng.integers(0, 200, 3_000)
+
+    def memory(seed: int = 0) -> torch.Tensor:
+        return fit_memory(users, items, 300, 200, 16, 10.0, lambda _: None, seed).item_side
+
+    first = memory()
+    torch.rand(1_000)  # as training would
+    torch.testing.assert_close(memory(), first, rtol=0, atol=0)
+    assert not torch.equal(memory(seed=1), first)
 
 
 def test_validation_keeps_the_share_of_a_trained_epoch_that_scores_best():
