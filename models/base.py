@@ -8,13 +8,35 @@ user_id, item_id, rank, score with items the user already interacted with remove
 
 from __future__ import annotations
 
+import ctypes
+import gc
+import sys
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
+from functools import cache
 
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 import torch
+
+
+@cache
+def _glibc() -> ctypes.CDLL | None:
+    try:
+        return ctypes.CDLL("libc.so.6") if sys.platform == "linux" else None
+    except OSError:  # another C library (musl): nothing to trim
+        return None
+
+
+def release_unused_memory() -> None:
+    """Collect garbage and hand the C heap's free pages back to the OS (glibc's malloc_trim;
+    elsewhere a collection only). Call it before a large allocation: glibc keeps what
+    pandas and numpy freed in earlier steps of the same process, so a peak stacked on it."""
+    gc.collect()
+    libc = _glibc()
+    if libc is not None:
+        libc.malloc_trim(0)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -75,11 +97,14 @@ class Recommender(ABC):
                 f"{int((i < 0).sum())} interactions refer to items missing from the item table"
             )
         # Items each user interacted with, as CSR: user u's items are seen_items[ptr[u]:ptr[u+1]].
-        pairs = np.unique(np.stack([u, i], axis=1), axis=0)
+        # (user, item) as one int64 key: unique over rows of a 2-column array sorted them as
+        # bytes, 0.6 s on the default shop's 745k rows against 0.05 s
+        pairs = np.unique(u.astype(np.int64) * len(self.item_ids) + i)
+        pair_users = pairs // len(self.item_ids)
         self._seen_ptr = np.r_[
-            0, np.cumsum(np.bincount(pairs[:, 0], minlength=len(self.user_index)))
+            0, np.cumsum(np.bincount(pair_users, minlength=len(self.user_index)))
         ]
-        self._seen_items = pairs[:, 1]
+        self._seen_items = pairs % len(self.item_ids)
         return u, i
 
     def _user_item_matrix(

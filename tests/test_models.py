@@ -496,7 +496,9 @@ def test_ease_weights_are_the_closed_form_through_cholesky_and_through_the_inver
         np.fill_diagonal(weights, 0.0)
         return weights
 
-    np.testing.assert_allclose(ease_weights(history, 30.0).numpy(), closed_form(30.0), atol=1e-5)
+    weights = ease_weights(history, 30.0)
+    np.testing.assert_allclose(weights.numpy(), closed_form(30.0), atol=1e-5)
+    assert weights.is_contiguous()  # row-major, as numpy's sparse products read it
     # a ridge that leaves the Gram matrix indefinite: Cholesky fails, the inverse answers
     indefinite = -float(np.linalg.eigvalsh(counts)[0]) - 0.5
     np.testing.assert_allclose(

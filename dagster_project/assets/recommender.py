@@ -22,6 +22,7 @@ from dagster_project.features.model_outputs import (
 )
 from dagster_project.privacy import opted_out_users
 from dagster_project.recommender.inputs import (
+    MODEL_TRAINING_COLUMNS,
     SPLIT_COLUMNS,
     evaluation_split,
     model_config,
@@ -101,7 +102,10 @@ def training_set_suite(
     owners=OWNERS,
     kinds={"pytorch"},
     io_manager_key=MODEL_IO,
-    ins=MODEL_ITEM_INPUTS,
+    ins={
+        **MODEL_ITEM_INPUTS,
+        "training_set": AssetIn(metadata={"columns": MODEL_TRAINING_COLUMNS}),
+    },
     description="Sequence-aware two-tower torch recommender, I(u,i) = e_u . e_i + b_i: e_u is a "
     "causal self-attention encoder over the user's events in time order (item vector, event "
     "type, time gap, position) plus user features; e_i joins an id embedding, the MiniLM text "

@@ -133,6 +133,8 @@ def trained_model(out: DataLayout, device: str) -> EmbeddingRecommender:
 
 # The behaviour_events columns the temporal split needs.
 SPLIT_COLUMNS = ["user_id", "item_id", "event_type", "event_time"]
+# The training_set columns the model reads (of its 47: less memory while it trains).
+MODEL_TRAINING_COLUMNS = [*SPLIT_COLUMNS, *USER_FEATURES, *ITEM_FEATURES]
 
 
 def evaluation_split(behaviour_events: pd.DataFrame, test_days: int) -> Split:
