@@ -154,6 +154,7 @@ def materialize_all(
         every_event_day,
         platform_resources,
     )
+    from models.base import release_unused_memory
 
     days = every_event_day(data_dir)
     first = days["dagster/asset_partition_range_start"]
@@ -198,6 +199,7 @@ def materialize_all(
             results.append(result)
             if not result.success:
                 break
+            release_unused_memory()  # the next run starts from what this one still holds
     return results
 
 

@@ -17,6 +17,7 @@ from functools import cache
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import scipy.sparse as sp
 import torch
 
@@ -30,10 +31,12 @@ def _glibc() -> ctypes.CDLL | None:
 
 
 def release_unused_memory() -> None:
-    """Collect garbage and hand the C heap's free pages back to the OS (glibc's malloc_trim;
-    elsewhere a collection only). Call it before a large allocation: glibc keeps what
-    pandas and numpy freed in earlier steps of the same process, so a peak stacked on it."""
+    """Collect garbage and hand freed memory back to the OS: Arrow's memory pool (mimalloc
+    kept 0.9 GB after the default shop's point-in-time join) and the C heap (glibc's
+    malloc_trim, on Linux). Call it after a large step or before a large allocation: what
+    earlier steps of the same process freed was kept, and a peak stacked on it."""
     gc.collect()
+    pa.default_memory_pool().release_unused()
     libc = _glibc()
     if libc is not None:
         libc.malloc_trim(0)
