@@ -499,6 +499,12 @@ def test_ease_weights_are_the_closed_form_through_cholesky_and_through_the_inver
     weights = ease_weights(history, 30.0)
     np.testing.assert_allclose(weights.numpy(), closed_form(30.0), atol=1e-5)
     assert weights.is_contiguous()  # row-major, as numpy's sparse products read it
+    # past one block of the in-place inverse's mirroring (1,024 rows)
+    wide = sp.csr_matrix((rng.random((2_000, 1_100)) < 0.02).astype(np.float32))
+    precision = np.linalg.inv((wide.T @ wide).toarray().astype(np.float64) + 30.0 * np.eye(1_100))
+    expected = np.eye(1_100) - precision / np.diag(precision)
+    np.fill_diagonal(expected, 0.0)
+    np.testing.assert_allclose(ease_weights(wide, 30.0).numpy(), expected, atol=1e-5)
     # a ridge that leaves the Gram matrix indefinite: Cholesky fails, the inverse answers
     indefinite = -float(np.linalg.eigvalsh(counts)[0]) - 0.5
     np.testing.assert_allclose(

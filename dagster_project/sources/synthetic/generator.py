@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import polars as pl
 
 from dagster_project.contracts import (
     EVENT_COLUMNS,
@@ -677,15 +678,14 @@ def _format_events(
                 f"e{cfg.seed:02d}{chunk:03d}-", np.char.zfill(np.arange(n).astype(str), 9)
             ),
             "user_id": _user_ids(events["user_idx"].to_numpy()),
-            "session_id": np.char.add("s", np.char.zfill(np.char.mod("%x", session_hash), 12)),
+            "session_id": np.array([f"s{h:012x}" for h in session_hash.tolist()], dtype=object),
             "item_id": cat.items["item_id"].to_numpy()[events["item_idx"].to_numpy()],
             "event_type": np.array(EVENT_TYPES)[events["etype"].to_numpy()],
-            "event_time": np.char.add(
-                np.datetime_as_string(
-                    events["time_ms"].to_numpy().astype("datetime64[ms]"), unit="ms"
-                ),
-                "Z",
-            ),
+            # ISO 8601 to the millisecond (polars: numpy's datetime_as_string took 2.5 s of
+            # the default shop's 10 s)
+            "event_time": pl.Series(events["time_ms"].to_numpy().astype("datetime64[ms]"))
+            .dt.to_string("%Y-%m-%dT%H:%M:%S%.3fZ")
+            .to_numpy(),
             "quantity": qty,
             "price": price,
             "query": events["query"].fillna("").to_numpy(),
