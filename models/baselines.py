@@ -128,6 +128,8 @@ def ease_weights(user_items: sp.spmatrix, l2: float) -> torch.Tensor:
     the Gram matrix's own memory (`_precision_in_place`): one dense n x n matrix at a time.
     A factorisation that fails (a ridge too small for float32) falls back to the general
     inverse. Row-major, as numpy's sparse products read it."""
+    if not user_items.shape[1]:
+        return torch.zeros(0, 0)
     release_unused_memory()  # what earlier steps freed, before the largest allocation
     precision = _precision_in_place(_ridge_gram(user_items, l2))
     if precision is None:
@@ -139,8 +141,12 @@ def ease_weights(user_items: sp.spmatrix, l2: float) -> torch.Tensor:
 
 
 def _ridge_gram(user_items: sp.spmatrix, l2: float) -> np.ndarray:
-    """X'X + l2 I, dense float32, row-major."""
-    gram = np.ascontiguousarray((user_items.T @ user_items).toarray(), dtype=np.float32)
+    """X'X + l2 I, dense float32, row-major (one dense matrix: X'X is symmetric, so a
+    column-major one is used through its transpose, not copied)."""
+    gram = (user_items.T @ user_items).toarray()
+    if gram.flags.f_contiguous and not gram.flags.c_contiguous:
+        gram = gram.T
+    gram = np.ascontiguousarray(gram, dtype=np.float32)
     gram[np.diag_indices_from(gram)] += l2
     return gram
 

@@ -58,6 +58,10 @@ from models.sequences import (
 from models.towers import ENCODERS, ItemTower, SequenceUserTower
 
 UNKNOWN_CATEGORY = "<none>"
+# Users encoded together on a CPU, sorted by history length (`similar_length_chunks`): each
+# chunk pads to its own longest history, and the memory's per-token sums stay small. A GPU
+# takes a whole batch at once.
+ENCODING_CHUNK_ROWS = 256
 # A recency half-life must beat no decay, and a trained epoch the start, on validation
 # NDCG@10 by this many standard errors of the per-user paired difference: a validation
 # set's noise is no reason to change the model. Measured on MovieLens msr (943 validation
@@ -813,9 +817,10 @@ class EmbeddingRecommender(Recommender):
         `max_length` newest, the long-term memory all of them. `item_vectors`: the item
         tower's (what the encoder reads), not the served e_i."""
         first, starts = starts, np.maximum(starts, ends - self.config.max_length)
-        newest = item_vectors.new_empty(len(starts), item_vectors.shape[1])
-        for rows in similar_length_chunks(ends - starts):
-            newest[torch.as_tensor(rows, device=self.device)] = self._encode_newest(
+        users = item_vectors.new_empty(len(starts), item_vectors.shape[1] + self.memory.rank)
+        chunk = ENCODING_CHUNK_ROWS if self.device.type == "cpu" else len(starts)
+        for rows in similar_length_chunks(ends - starts, max(chunk, 1)):
+            newest = self._encode_newest(
                 item_vectors,
                 sequences,
                 first[rows],
@@ -823,7 +828,9 @@ class EmbeddingRecommender(Recommender):
                 ends[rows],
                 user_features[torch.as_tensor(rows)],
             )
-        return self.memory.users(newest, self._memory_sums(sequences, first, ends))
+            memory = self._memory_sums(sequences, first[rows], ends[rows])
+            users[torch.as_tensor(rows, device=self.device)] = self.memory.users(newest, memory)
+        return users
 
     def _encode_newest(
         self,

@@ -162,8 +162,8 @@ def fit_memory(
     say(f"long-term memory: solving EASE on {len(present):,} x {len(present):,} items ...")
     started = time.perf_counter()
     weights = ease_weights(history, l2)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with torch.random.fork_rng(devices=[]):  # the CPU generator alone, as is its seeding
+        torch.random.default_generator.manual_seed(seed)
         left, values, right = torch.svd_lowrank(weights, q=min(rank + 10, len(present)), niter=4)
     root = values[:rank].sqrt()
     user_side, item_side = torch.zeros(n_items, rank), torch.zeros(n_items, rank)

@@ -719,16 +719,17 @@ def test_stored_user_vectors_reproduce_the_rankings(taste_model_with_text):
 
 def test_a_user_vector_does_not_depend_on_the_batch_it_is_encoded_in():
     """Users are encoded in chunks sorted by history length (each padded to its longest):
-    every vector equals the one encoded alone, in the user's own row. Without the memory,
-    e_u is the encoder's output alone."""
+    every vector equals the one encoded alone, in the user's own row: the encoder's output
+    (without the memory, e_u is that alone) and the memory's sums."""
     interactions, items = _taste_world()
-    config = _toy_config(dim=16, epochs=1, long_term="none")
-    model = EmbeddingRecommender(config, progress=False).fit(interactions, items)
-    lengths = np.diff(model.sequences.ptr)
-    assert lengths.min() < lengths.max()  # the chunks reorder the users
-    together = np.stack(model.user_vectors()["embedding"])
-    alone = np.stack(model.user_vectors(batch=1)["embedding"])
-    np.testing.assert_allclose(together, alone, rtol=1e-5, atol=1e-5)
+    for long_term in ("none", "ease"):
+        config = _toy_config(dim=16, epochs=1, long_term=long_term)
+        model = EmbeddingRecommender(config, progress=False).fit(interactions, items)
+        lengths = np.diff(model.sequences.ptr)
+        assert lengths.min() < lengths.max()  # the chunks reorder the users
+        together = np.stack(model.user_vectors()["embedding"])
+        alone = np.stack(model.user_vectors(batch=1)["embedding"])
+        np.testing.assert_allclose(together, alone, rtol=1e-5, atol=1e-5)
 
 
 def _with_category_text(items: pd.DataFrame) -> pd.DataFrame:
