@@ -140,13 +140,15 @@ def ease_weights(user_items: sp.spmatrix, l2: float) -> torch.Tensor:
     return weights
 
 
-def _ridge_gram(user_items: sp.spmatrix, l2: float) -> np.ndarray:
-    """X'X + l2 I, dense float32, row-major (one dense matrix: X'X is symmetric, so a
-    column-major one is used through its transpose, not copied)."""
-    gram = (user_items.T @ user_items).toarray()
-    if gram.flags.f_contiguous and not gram.flags.c_contiguous:
-        gram = gram.T
-    gram = np.ascontiguousarray(gram, dtype=np.float32)
+def _ridge_gram(user_items: sp.spmatrix, l2: float, block: int = 1024) -> np.ndarray:
+    """X'X + l2 I, dense float32, row-major, written a block of rows at a time: the sparse
+    product of all items at once held 0.3 GB beside the dense matrix at 10k items."""
+    x = sp.csc_matrix(user_items, dtype=np.float32)
+    n = x.shape[1]
+    gram = np.empty((n, n), np.float32)
+    for lo in range(0, n, block):
+        hi = min(lo + block, n)
+        (x[:, lo:hi].T @ x).toarray(out=gram[lo:hi])
     gram[np.diag_indices_from(gram)] += l2
     return gram
 
@@ -154,8 +156,9 @@ def _ridge_gram(user_items: sp.spmatrix, l2: float) -> np.ndarray:
 def _precision_in_place(gram: np.ndarray, block: int = 1024) -> np.ndarray | None:
     """The inverse of the symmetric positive definite row-major float32 `gram`, computed in
     its memory by LAPACK (potrf, then potri; `gram` is overwritten); None when the
-    factorisation fails. Measured on 2 cores at 9,900 items: one matrix of 0.4 GB at the
-    peak against three with torch's cholesky and cholesky_inverse."""
+    factorisation fails. Measured on 2 cores (AMD EPYC) at 9,888 items, with the Gram matrix
+    built by blocks: 5.5-7.4 s and 0.36 GB above the process at the peak, against 10.0-10.4
+    s and 0.74 GB with torch's cholesky and cholesky_inverse (MKL)."""
     factor, failed = lapack.spotrf(gram.T, lower=1, overwrite_a=1, clean=0)  # gram.T: its
     if failed:  # column-major view, the same symmetric matrix
         return None
