@@ -68,11 +68,12 @@ def point_in_time_features(
     # In Arrow, then one conversion (Feast's to_df is to_arrow().to_pandas()): sorting and
     # re-indexing the pandas frame took 7 of the default shop's 17 s.
     table = pa.concat_tables(tables, promote_options="permissive")
+    del tables
     order = [(column, "ascending") for column in ("event_timestamp", "user_id", "item_id")]
-    frame = table.take(pc.sort_indices(table, sort_keys=order)).to_pandas()  # a stable sort
-    del table, tables
+    table = table.take(pc.sort_indices(table, sort_keys=order))  # a stable sort
     release_unused_memory()  # Arrow's pool kept 0.9 GB of the default shop's join
-    return frame
+    # each column's buffers freed as it is converted (the frame is written, not computed on)
+    return table.to_pandas(self_destruct=True, split_blocks=True)
 
 
 class ModelSettings(Protocol):
