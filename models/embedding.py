@@ -1197,7 +1197,11 @@ class EmbeddingRecommender(Recommender):
 
     @staticmethod
     def load(path: Path, device: str = "auto") -> EmbeddingRecommender:
-        """A model saved by `save`; files of an older format get a "retrain it" error."""
+        """A model saved by `save`: its model.pt, or the folder `save` wrote it to. Files of
+        an older format get a "retrain it" error."""
+        path = Path(path)
+        if path.is_dir():  # the folder, as `save` takes it (it was read as a bad file)
+            path = path / "model.pt"
         retrain = (
             f"{path} was saved by another version of the model (this code reads format "
             f"{FORMAT}): retrain it (materialize embedding_model, or run `make demo`)"

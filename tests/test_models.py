@@ -226,6 +226,7 @@ def test_training_is_seeded_and_saved_without_pickles(tmp_path):
     assert saved["loss_used"] == "full" and saved["version"] == model.version
     loaded = EmbeddingRecommender.load(path, "cpu")
     assert loaded.version == model.version
+    assert EmbeddingRecommender.load(tmp_path / "m", "cpu").version == model.version  # folder
     b = model.recommend(["u1", "u2"], 5)
     pd.testing.assert_frame_equal(b, loaded.recommend(["u1", "u2"], 5))
     # Seeded: the same training twice gives the same ranking (scores equal up to the order
