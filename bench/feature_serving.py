@@ -256,11 +256,12 @@ def encoder_limit(texts: list[str], device: str, precision: str, measured: dict)
     b = torch.randn(h, inner, dtype=dtype, device=device)
     for _ in range(3):
         a @ b  # warm-up
+    finished = torch.cuda.synchronize if device == "cuda" else lambda: None
+    finished()
     t0, reps = time.perf_counter(), 40
     for _ in range(reps):
         a @ b
-    if device == "cuda":
-        torch.cuda.synchronize()
+    finished()
     bare = 2 * 4096 * h * inner * reps / (time.perf_counter() - t0)
     achieved = flops / (len(texts) / measured["items_per_second"])
     return {

@@ -166,13 +166,12 @@ def _precision_in_place(gram: np.ndarray, block: int = 1024) -> np.ndarray | Non
     if failed:
         return None
     precision = inverse.T  # row-major: LAPACK filled its upper triangle
-    lower = np.tril_indices(block, -1)
     for lo in range(0, len(precision), block):  # mirror it into the lower, a block at a time
         hi = min(lo + block, len(precision))
         precision[lo:hi, :lo] = precision[:lo, lo:hi].T
         square = precision[lo:hi, lo:hi]
-        inside = lower if hi - lo == block else np.tril_indices(hi - lo, -1)
-        square[inside] = square.T[inside]
+        below = np.tril_indices(hi - lo, -1)
+        square[below] = square.T[below]
     return precision
 
 
