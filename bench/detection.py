@@ -14,8 +14,8 @@ only the clean events and the catalog. Labels are read afterwards, only to measu
 - a bot design not written for the generator (devtools/foreign_bots.py), mixed into the first
   run: recall per design.
 
-Speed: features and scores for the large preset's clean events (10M rows), timed on this
-machine. Results: bench/results/detection.json, with the machine.
+Speed: features, lockstep groups, copies and scores for the large preset's clean events (10M
+rows), timed on this machine. Results: bench/results/detection.json, with the machine.
 """
 
 from __future__ import annotations
@@ -32,7 +32,8 @@ import pandas as pd
 import polars as pl
 
 from bench.machine import machine_info
-from dagster_project.detection.bots import BOT_THRESHOLD, score_users, traffic_features
+from dagster_project.detection.bots import BOT_THRESHOLD
+from dagster_project.detection.detector import detect_bots
 from dagster_project.pseudonyms import pseudonymise
 from dagster_project.settings import layout
 from dagster_project.sources.synthetic.generator import generate, preset
@@ -93,9 +94,8 @@ def score_tables(
             extra_events[["user_id", "item_id", "event_type", "event_time", "query"]]
         )
         events = pl.concat([events, extra.lazy().cast(events.collect_schema())], how="vertical")
-    categories = pl.read_parquet(out.table("items_clean"), columns=["item_id", "category"])
-    users, _ = traffic_features(events, categories)
-    return score_users(users)
+    catalog = pl.read_parquet(out.table("items_clean"), columns=["item_id", "category", "price"])
+    return detect_bots(events, catalog).users
 
 
 def quality_figures(scores: pd.DataFrame, labels: pd.DataFrame) -> dict:

@@ -78,7 +78,7 @@ def test_each_abuse_pattern_is_flagged_with_reasons_and_humans_are_not():
     hoarder = _events("hoarder", np.tile(["i7", "i8", "i9", "i10"], 30), "add_to_cart", hoard_t)
     scores = _score(humans, crawler, farm, hoarder)
     assert scores.loc["crawler", "pattern"] == "scripted_crawl"
-    assert re.search(r"100% of gaps within 0\.1 s of 2\.0\d s", scores.loc["crawler", "reasons"])
+    assert re.search(r"100% of gaps within 0\.5 s of 2\.0\d s", scores.loc["crawler", "reasons"])
     assert scores.loc["farm", "pattern"] == "click_farm"
     assert "views/favorites/carts per item" in scores.loc["farm", "reasons"]
     assert scores.loc["hoarder", "pattern"] == "cart_hoarding"

@@ -8,13 +8,8 @@ import polars as pl
 from dagster import AssetIn, AssetOut, MetadataValue, Output, asset, multi_asset
 
 from dagster_project.assets._common import OWNERS
-from dagster_project.detection.bots import (
-    BOT_THRESHOLD,
-    DETECTOR_VERSION,
-    score_sessions,
-    score_users,
-    traffic_features,
-)
+from dagster_project.detection.bots import BOT_THRESHOLD, DETECTOR_VERSION
+from dagster_project.detection.detector import detect_bots
 from dagster_project.detection.items import item_outliers as find_item_outliers
 from dagster_project.plots import figure_markdown
 
@@ -43,18 +38,24 @@ def _score_histogram(scores: pd.DataFrame) -> str:
             kinds={"parquet", "polars"},
             description="Per session: its traffic features, bot score and flag.",
         ),
+        "bot_groups": AssetOut(
+            owners=OWNERS,
+            kinds={"parquet", "polars"},
+            description="Accounts acting in lockstep (the same items in the same burst windows "
+            "on several days): each group's members, items, days and windows, with a reason "
+            "in words. Members are flagged with the group's reason.",
+        ),
     },
     ins={
         "events_clean": AssetIn(
             metadata={"columns": ["user_id", "item_id", "event_type", "event_time", "query"]}
         ),
-        "items_clean": AssetIn(metadata={"columns": ["item_id", "category"]}),
+        "items_clean": AssetIn(metadata={"columns": ["item_id", "category", "price"]}),
     },
 )
 def user_traffic_scores(events_clean: pl.LazyFrame, items_clean: pl.DataFrame) -> Iterator[Output]:
-    users, sessions = traffic_features(events_clean, items_clean)
-    scores = score_users(users)
-    session_scores = score_sessions(sessions, scores)
+    detection = detect_bots(events_clean, items_clean)
+    scores, session_scores, groups = detection.users, detection.sessions, detection.groups
     flagged = scores[scores["is_bot"]].sort_values("bot_score", ascending=False)
     yield Output(
         scores,
@@ -81,6 +82,29 @@ def user_traffic_scores(events_clean: pl.LazyFrame, items_clean: pl.DataFrame) -
         },
     )
     yield Output(session_scores, "session_traffic_scores")
+    yield Output(
+        groups,
+        "bot_groups",
+        metadata={
+            "groups": len(groups),
+            "accounts_in_groups": int(groups["members"].sum()) if len(groups) else 0,
+            "groups_found": MetadataValue.md(
+                groups.head(15)[
+                    [
+                        "group_id",
+                        "members",
+                        "items",
+                        "days",
+                        "first_window",
+                        "last_window",
+                        "reason",
+                    ]
+                ].to_markdown(index=False)
+                if len(groups)
+                else "none"
+            ),
+        },
+    )
 
 
 @asset(
@@ -91,16 +115,20 @@ def user_traffic_scores(events_clean: pl.LazyFrame, items_clean: pl.DataFrame) -
         "events_clean": AssetIn(metadata={"columns": ["user_id", "item_id", "event_time"]}),
         "items_clean": AssetIn(metadata={"columns": ["item_id", "category", "price"]}),
         "user_traffic_scores": AssetIn(metadata={"columns": ["user_id", "is_bot"]}),
+        "bot_groups": AssetIn(metadata={"columns": ["group_id", "reason", "item_ids"]}),
     },
     description="Per catalog item: price against its category (robust z), its busiest day "
-    "against its usual share (popularity spike), and the share of its traffic from flagged "
-    "users; the flags and reasons in words.",
+    "against its usual share (popularity spike), the share of its traffic from flagged "
+    "users, and the lockstep group that targeted it; the flags and reasons in words.",
 )
 def item_outliers(
-    events_clean: pl.LazyFrame, items_clean: pl.DataFrame, user_traffic_scores: pl.DataFrame
+    events_clean: pl.LazyFrame,
+    items_clean: pl.DataFrame,
+    user_traffic_scores: pl.DataFrame,
+    bot_groups: pd.DataFrame,
 ) -> Output[pd.DataFrame]:
     flagged_users = user_traffic_scores.filter(pl.col("is_bot"))["user_id"]
-    frame = find_item_outliers(events_clean, items_clean, flagged_users)
+    frame = find_item_outliers(events_clean, items_clean, flagged_users, bot_groups)
     flagged = frame[frame["is_outlier"]].sort_values("events", ascending=False)
     return Output(
         frame,
@@ -108,6 +136,7 @@ def item_outliers(
             "price_outliers": int(frame["price_outlier"].sum()),
             "popularity_spikes": int(frame["popularity_spike"].sum()),
             "bot_driven_items": int(frame["bot_driven"].sum()),
+            "group_target_items": int(frame["group_target"].sum()),
             "top_outliers": MetadataValue.md(
                 flagged.head(15)[["item_id", "category", "events", "reasons"]].to_markdown(
                     index=False

@@ -24,6 +24,7 @@ WAREHOUSE_TABLES = [
     "quarantine",
     "user_traffic_scores",
     "session_traffic_scores",
+    "bot_groups",
     "item_outliers",
     "behaviour_events",
     "behaviour_exclusions",
@@ -41,6 +42,7 @@ REPORTED_TABLES = [
     "items_clean",
     "quarantine",
     "user_traffic_scores",
+    "bot_groups",
     "behaviour_exclusions",
     "item_outliers",
 ]

@@ -5,7 +5,7 @@ when known, each item's category. Nothing else: no session ids, labels or genera
 
 1. `traffic_features`: per session (derived from 30-minute inactivity gaps, the same rule
    for every source) and per user: event rate, inter-event timing regularity (coefficient of
-   variation, share of gaps within 0.1 s of the modal gap), night-hour share, hour-of-day
+   variation, share of gaps near the modal gap), night-hour share, hour-of-day
    entropy, session length and spacing, daily volume steadiness, distinct items and
    categories with their ratio and entropy, repeated-item ratio, the view : cart : purchase
    funnel, and search share.
@@ -27,14 +27,20 @@ import polars as pl
 from sklearn.ensemble import IsolationForest
 
 from dagster_project.contracts import SESSION_GAP
+from dagster_project.detection.funnel import funnel_speed, listing_order
+from dagster_project.detection.signals import column_or, describe_signal, signal_scores
 
-DETECTOR_VERSION = "patterns+iforest-1.0"
+DETECTOR_VERSION = "patterns+iforest+signals-2.0"
 BOT_THRESHOLD = 0.5
 MIN_EVENTS_FOR_EVIDENCE = 20  # fewer events: evidence is damped in proportion
 MIN_EVENTS_FOR_BASELINE = 5
 SUSPECT_Z = 4.0  # first pass: one evidence this extreme keeps a user out of the baseline  # users whose features set the medians and MADs
 NIGHT_HOURS = (0, 6)  # [start, end) in UTC; exports rarely say the shopper's time zone
-MODAL_GAP_TOLERANCE_MS = 100
+# A gap is "at" the modal gap when within MODAL_GAP_RELATIVE of it, or MODAL_GAP_FLOOR_MS for
+# short gaps: half a second, so that whole-second timestamps and millisecond ones give the
+# same share (a recorded 3 s gap is a true 2.5-3.5 s one).
+MODAL_GAP_RELATIVE = 0.15
+MODAL_GAP_FLOOR_MS = 500
 RULE_WEIGHT = 0.75  # bot score = RULE_WEIGHT * pattern score + (1 - RULE_WEIGHT) * isolation
 PATTERN_Z_START, PATTERN_Z_FULL = 2.0, 5.0  # pattern z -> pattern score ramps over this range
 ISOLATION_START, ISOLATION_FULL = 0.55, 0.75  # isolation-forest anomaly -> score ramp
@@ -63,25 +69,33 @@ def _events_frame(events: pl.DataFrame | pl.LazyFrame | pd.DataFrame) -> pl.Lazy
     )
 
 
-def traffic_features(
-    events: pl.DataFrame | pl.LazyFrame | pd.DataFrame,
-    categories: pl.DataFrame | pd.DataFrame | None = None,
-) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """(per-user features, per-session features) of the events.
+def _with_catalog(ev: pl.LazyFrame, catalog: pl.DataFrame | pd.DataFrame | None) -> pl.LazyFrame:
+    """The events with each item's category (and price where the catalog has one)."""
+    if catalog is None:
+        return ev.with_columns(pl.lit(None, pl.Float64).alias("price"))
+    cats = pl.from_pandas(catalog) if isinstance(catalog, pd.DataFrame) else catalog
+    price = (
+        pl.col("price").cast(pl.Float64) if "price" in cats.columns else pl.lit(None, pl.Float64)
+    )
+    return ev.drop("category").join(
+        cats.lazy().select(
+            pl.col("item_id").cast(pl.String).cast(pl.Categorical),
+            pl.col("category").cast(pl.String).cast(pl.Categorical),
+            price.alias("price"),
+        ),
+        on="item_id",
+        how="left",
+    )
 
-    `categories` (item_id, category) adds category breadth when the events lack a category.
-    """
-    ev = _events_frame(events)
-    if categories is not None:
-        cats = pl.from_pandas(categories) if isinstance(categories, pd.DataFrame) else categories
-        ev = ev.drop("category").join(
-            cats.lazy().select(
-                pl.col("item_id").cast(pl.String).cast(pl.Categorical),
-                pl.col("category").cast(pl.String).cast(pl.Categorical),
-            ),
-            on="item_id",
-            how="left",
-        )
+
+def prepare_events(
+    events: pl.DataFrame | pl.LazyFrame | pd.DataFrame,
+    catalog: pl.DataFrame | pd.DataFrame | None = None,
+) -> pl.DataFrame:
+    """The events as the detector reads them: ids as categoricals, epoch ms `t`, each item's
+    category and price from `catalog` (item_id, category, optional price) when given, sorted
+    by user and time, with sessions (30-minute gaps), gaps, hours and days."""
+    ev = _with_catalog(_events_frame(events), catalog)
     same_user = pl.col("user_id") == pl.col("user_id").shift(1)
     gap = pl.when(same_user).then(pl.col("t") - pl.col("t").shift(1))
     ev = (
@@ -101,6 +115,76 @@ def traffic_features(
         )
         .collect()
     )
+    return ev
+
+
+def _modal_gaps(ev: pl.DataFrame) -> pl.DataFrame:
+    """Per user: the modal gap inside sessions (`modal_gap_s`: the median gap of the busiest
+    run of three bins, bins MODAL_GAP_RELATIVE wide on a log scale) and how many gaps lie
+    within its tolerance, max(MODAL_GAP_RELATIVE of it, MODAL_GAP_FLOOR_MS) (`near_modal_gaps`).
+    Both hold whether timestamps are whole seconds or jittered milliseconds."""
+    floor, step = MODAL_GAP_FLOOR_MS, np.log1p(MODAL_GAP_RELATIVE)
+    gaps = ev.filter(pl.col("session_gap").is_not_null()).select(
+        "user_id",
+        "session_gap",
+        ((pl.col("session_gap").clip(lower_bound=floor) / floor).log() / step)
+        .floor()
+        .cast(pl.Int64)
+        .alias("bin"),
+    )
+    bins = (
+        gaps.group_by("user_id", "bin")
+        .agg(pl.len().alias("n"))
+        .sort([pl.col("user_id").to_physical(), "bin"])
+    )
+    neighbour = [
+        pl.when(
+            (pl.col("user_id").shift(s) == pl.col("user_id"))
+            & (pl.col("bin").shift(s) == pl.col("bin") - s)
+        )
+        .then(pl.col("n").shift(s))
+        .otherwise(0)
+        for s in (1, -1)
+    ]
+    busiest = (
+        bins.with_columns((pl.col("n") + neighbour[0] + neighbour[1]).alias("near"))
+        .sort([pl.col("user_id").to_physical(), "near", "n", "bin"])
+        .group_by("user_id")
+        .agg(pl.col("bin").last().alias("modal_bin"))
+    )
+    modal = (
+        gaps.join(busiest, on="user_id")
+        .filter((pl.col("bin") - pl.col("modal_bin")).abs() <= 1)
+        .group_by("user_id")
+        .agg(pl.col("session_gap").median().alias("modal_ms"))
+    )
+    tolerance = pl.max_horizontal(MODAL_GAP_RELATIVE * pl.col("modal_ms"), pl.lit(floor))
+    return (
+        gaps.join(modal, on="user_id")
+        .group_by("user_id")
+        .agg(
+            ((pl.col("session_gap") - pl.col("modal_ms")).abs() <= tolerance)
+            .sum()
+            .alias("near_modal_gaps"),
+            (pl.col("modal_ms").first() / 1000).alias("modal_gap_s"),
+        )
+    )
+
+
+def traffic_features(
+    events: pl.DataFrame | pl.LazyFrame | pd.DataFrame,
+    categories: pl.DataFrame | pd.DataFrame | None = None,
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(per-user features, per-session features) of the events.
+
+    `categories` (item_id, category, optional price) adds category breadth and the listing
+    order when the events lack a category.
+    """
+    return features_of(prepare_events(events, categories))
+
+
+def features_of(ev: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(per-user features, per-session features) of events from `prepare_events`."""
     is_type = {k: pl.col("event_type") == k for k in ["view", "favorite", "add_to_cart"]}
     is_buy = pl.col("event_type") == "purchase"
     users = ev.group_by("user_id").agg(
@@ -123,30 +207,7 @@ def traffic_features(
         pl.col("t").max().alias("last_ms"),
     )
 
-    # Share of gaps within 0.1 s of the modal gap (100 ms bins; the best run of three bins).
-    bins = (
-        ev.filter(pl.col("session_gap").is_not_null())
-        .group_by("user_id", (pl.col("session_gap") // MODAL_GAP_TOLERANCE_MS).alias("bin"))
-        .agg(pl.len().alias("n"), pl.col("session_gap").median().alias("median_gap_ms"))
-        .sort([pl.col("user_id").to_physical(), "bin"])
-    )
-    neighbour = [
-        pl.when(
-            (pl.col("user_id").shift(s) == pl.col("user_id"))
-            & (pl.col("bin").shift(s) == pl.col("bin") - s)
-        )
-        .then(pl.col("n").shift(s))
-        .otherwise(0)
-        for s in (1, -1)
-    ]
-    modal = (
-        bins.with_columns((pl.col("n") + neighbour[0] + neighbour[1]).alias("near"))
-        .group_by("user_id")
-        .agg(
-            pl.col("near").max().alias("near_modal_gaps"),
-            (pl.col("median_gap_ms").sort_by("n").last() / 1000).alias("modal_gap_s"),
-        )
-    )
+    modal = _modal_gaps(ev)
 
     def entropy(key: str, name: str) -> pl.DataFrame:
         counts = ev.drop_nulls(key).group_by("user_id", key).agg(pl.len().alias("n"))
@@ -267,7 +328,13 @@ def traffic_features(
         .drop(
             "active_ms", "gap_std_ms", "near_modal_gaps", "top_item_events", "first_ms", "last_ms"
         )
-        .with_columns(pl.col("user_id").cast(pl.String))
+        .join(funnel_speed(ev), on="user_id", how="left")
+        .join(listing_order(ev), on="user_id", how="left")
+        .with_columns(
+            pl.col("user_id").cast(pl.String),
+            pl.col("instant_purchases", "decided_purchases", "purchases_without_cart").fill_null(0),
+            pl.col("ordered_views").fill_null(0),
+        )
         .sort("user_id")
     )
     return out, sessions.with_columns(pl.col("user_id").cast(pl.String))
@@ -364,7 +431,8 @@ def _describe(pattern: str, r: tuple) -> str:
     if pattern == "scripted_crawl":
         return (
             f"{r.events_per_minute:.0f} events per active minute, {r.modal_gap_share:.0%} of gaps "
-            f"within 0.1 s of {r.modal_gap_s:.2f} s"
+            f"within {max(MODAL_GAP_RELATIVE * r.modal_gap_s, MODAL_GAP_FLOOR_MS / 1000):.1f} s "
+            f"of {r.modal_gap_s:.2f} s"
         )
     if pattern == "click_farm":
         return (
@@ -485,6 +553,11 @@ def score_users(features: pl.DataFrame | pd.DataFrame, window: str = "all") -> p
     anomaly = isolation_anomaly(z, enough & ~suspects, enough)
     isolation_score = np.where(enough, _ramp(anomaly, ISOLATION_START, ISOLATION_FULL), 0.0)
     bot_score = RULE_WEIGHT * pattern_score + (1 - RULE_WEIGHT) * isolation_score
+    profile_score = bot_score  # the patterns and the isolation forest: detector 1.0
+    signals = pd.DataFrame(signal_scores(f), index=f.index)
+    signal_score = signals.max(axis=1).to_numpy()
+    by_signal = signal_score >= np.maximum(bot_score, BOT_THRESHOLD)
+    bot_score = np.maximum(bot_score, signal_score)
     flagged = bot_score >= BOT_THRESHOLD
 
     reasons = np.full(len(f), "", dtype=object)
@@ -504,6 +577,11 @@ def score_users(features: pl.DataFrame | pd.DataFrame, window: str = "all") -> p
             ]
         pattern[i] = (held[0] if held else "unusual_profile") if flagged[i] else ""
         reasons[i] = "; ".join(parts)
+    for i in np.flatnonzero(by_signal):  # a signal outweighs the patterns: it leads
+        fired = signals.iloc[i][signals.iloc[i] >= BOT_THRESHOLD].sort_values(ascending=False)
+        pattern[i] = fired.index[0]
+        parts = [describe_signal(name, f.iloc[i]) for name in fired.index]
+        reasons[i] = "; ".join(parts + ([reasons[i]] if reasons[i] else []))
     return pd.DataFrame(
         {
             "user_id": f["user_id"],
@@ -519,9 +597,14 @@ def score_users(features: pl.DataFrame | pd.DataFrame, window: str = "all") -> p
             "search_share": f["search_share"].round(4),
             "cart_share": f["cart_share"].round(4),
             "purchase_share": f["purchase_share"].round(4),
+            "instant_purchases": f["instant_purchases"],
+            "ordered_views": f["ordered_views"],
+            "group_id": column_or(f, "group_id", ""),
+            "copied_sessions": column_or(f, "copied_sessions", 0),
             "strongest_pattern": strongest.where(pattern_z.max(axis=1) > 0, ""),
             "pattern_z": pattern_z.max(axis=1).round(2),
             "isolation_anomaly": np.round(anomaly, 4),
+            "profile_score": np.round(profile_score, 4),
             "bot_score": np.round(bot_score, 4),
             "is_bot": flagged,
             "pattern": pattern,

@@ -81,10 +81,25 @@ def popularity_spikes(events: pl.LazyFrame) -> pl.DataFrame:
     )
 
 
+def _group_targets(groups: pd.DataFrame | None) -> pd.DataFrame:
+    """Per item a lockstep group acted on (`groups.lockstep_groups`): the group and its reason."""
+    if groups is None or groups.empty:
+        return pd.DataFrame({"item_id": pd.Series(dtype=str), "target_of_group": "", "why": ""})
+    targets = groups.assign(item_id=groups["item_ids"].str.split(",")).explode("item_id")
+    targets = targets.groupby("item_id", as_index=False).agg(
+        target_of_group=("group_id", ",".join), why=("reason", "; ".join)
+    )
+    return targets
+
+
 def item_outliers(
-    events: pl.LazyFrame | pl.DataFrame, catalog: pl.DataFrame, flagged_users: pl.Series
+    events: pl.LazyFrame | pl.DataFrame,
+    catalog: pl.DataFrame,
+    flagged_users: pl.Series,
+    groups: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
-    """One row per catalog item with its three outlier tests, the flags and reasons."""
+    """One row per catalog item with its outlier tests (price, popularity spike, bot-driven,
+    target of a lockstep group from `groups`), the flags and reasons."""
     events = events.lazy()
     bot = (
         events.select("item_id", pl.col("user_id").is_in(flagged_users.implode()).alias("bot"))
@@ -112,7 +127,11 @@ def item_outliers(
         )
         .to_pandas()
     )
-    frame["is_outlier"] = frame[["price_outlier", "popularity_spike", "bot_driven"]].any(axis=1)
+    frame = frame.merge(_group_targets(groups), on="item_id", how="left")
+    frame["target_of_group"] = frame["target_of_group"].fillna("")
+    frame["group_target"] = frame["target_of_group"] != ""
+    tests = ["price_outlier", "popularity_spike", "bot_driven", "group_target"]
+    frame["is_outlier"] = frame[tests].any(axis=1)
     reasons = []
     for r in frame.itertuples():
         parts = []
@@ -128,8 +147,11 @@ def item_outliers(
             )
         if r.bot_driven:
             parts.append(f"{r.bot_share:.0%} of its {r.events} events came from flagged users")
+        if r.group_target:
+            parts.append(f"a target of group {r.target_of_group}: {r.why}")
         reasons.append("; ".join(parts))
     frame["reasons"] = reasons
+    frame = frame.drop(columns="why")
     for col in ["price_z", "usual_share", "spike_ratio", "bot_share", "peak_share"]:
         frame[col] = frame[col].astype(float).round(4)
     return frame

@@ -46,6 +46,7 @@ class ReportData:
     confusion: pd.DataFrame  # where labels exist: label (kind) x flagged / not flagged
     item_outlier_counts: pd.DataFrame  # items flagged by each outlier test
     top_item_outliers: pd.DataFrame  # the busiest outlier items with their reasons
+    bot_groups: pd.DataFrame  # lockstep groups: members, items, days, windows, reason
 
 
 def check_history(validations_dir: Path) -> pd.DataFrame:
@@ -109,7 +110,7 @@ def collect_report_data(
     traffic_labels: Path | None = None,
 ) -> ReportData:
     """Read what the report needs. `tables` maps raw_events, quarantine, events_clean,
-    user_traffic_scores, behaviour_exclusions and item_outliers to their Parquet file (raw:
+    user_traffic_scores, bot_groups, behaviour_exclusions and item_outliers to their Parquet file (raw:
     its folder); `accounting` is the per-table, per-file row accounting; `traffic_labels`
     (user_id, traffic_class, kind), where labels exist, gives the confusion matrix."""
     with connect() as con:
@@ -133,6 +134,7 @@ def collect_report_data(
             confusion=_bot_confusion(con, scores, traffic_labels),
             item_outlier_counts=_item_outlier_counts(con, outliers),
             top_item_outliers=_top_item_outliers(con, outliers),
+            bot_groups=_bot_groups(con, tables),
         )
 
 
@@ -277,6 +279,18 @@ def _top_item_outliers(con: duckdb.DuckDBPyConnection, outliers: str) -> pd.Data
     )
 
 
+def _bot_groups(con: duckdb.DuckDBPyConnection, tables: dict[str, Path]) -> pd.DataFrame:
+    """The 15 largest lockstep groups with their windows, reasons, members and items."""
+    if "bot_groups" not in tables:
+        return pd.DataFrame()
+    return query_pandas(
+        con,
+        f"""SELECT group_id, members, items, days, first_window, last_window, reason,
+            member_ids, item_ids
+        FROM {parquet_relation(tables["bot_groups"])} ORDER BY members DESC LIMIT 15""",
+    )
+
+
 def _plots(data: ReportData) -> dict[str, str]:
     plots = {}
     if len(data.by_reason):
@@ -385,6 +399,7 @@ def render_report(data: ReportData, data_docs: Path | None = None) -> str:
 <h3>Bot score distribution</h3>{plots.get("bot_scores", "")}
 <h3>Flagged users by pattern</h3>{_table(data.flagged_by_pattern)}
 <h3>Highest-scoring flagged users, with their reasons</h3>{_table(data.flagged_users)}
+<h3>Groups acting in lockstep</h3>{_table(data.bot_groups, "no group found")}
 <h3>Confusion matrix against the labels</h3>{_table(data.confusion, "no labels for this data (a real export has none)")}
 <h2>Item outliers</h2>{_table(data.item_outlier_counts)}{_table(data.top_item_outliers)}
 <h2>Per file</h2><details><summary>{len(data.accounting)} files</summary>{_table(data.accounting)}</details>

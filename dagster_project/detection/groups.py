@@ -1,0 +1,386 @@
+"""Coordination across accounts: groups acting in lockstep, and sessions copied from others.
+
+Input: the detector's event frame (`bots._events_frame`: user_id, item_id, event_type, t in
+epoch ms). Both signals look at what accounts do together, which no per-user feature sees:
+each account of a ring can look like an ordinary shopper on its own.
+
+**Lockstep groups** (after CopyCatch, Beutel et al., WWW 2013, with FRAUDAR's camouflage
+resistance, Hooi et al., KDD 2016). Two accounts are in lockstep on an item when both acted
+on it within the same `LOCKSTEP_WINDOW_MS` window (two grids, the second shifted by half a
+window, so that no pair is split by a window's edge). A pair's evidence is the sum over the
+distinct items they share that way of 1 / log(users of the item + 5): FRAUDAR's column
+weight, so that acting on popular items together (what camouflage and real crowds do) counts
+little and acting on the same rarely-visited items counts a lot. Pairs with at least
+`MIN_PAIR_ITEMS` shared items and `MIN_PAIR_EVIDENCE` form a graph; its `MIN_GROUP`-core
+(members with at least `MIN_GROUP` - 1 such partners inside it) split into connected
+components are the groups. A real crowd (a flash sale: hundreds of people on one deal in
+minutes) shares one item per pair and never forms a group.
+
+**Copies** (near-duplicate detection by shingling, Broder 1997): a session's shingles are its
+consecutive pairs of distinct items. Two sessions of different accounts that share at least
+`MIN_COPY_SHINGLES` shingles with a Jaccard similarity of at least `MIN_COPY_JACCARD` are
+copies of one another, whatever their timing: shingles hold no time, so a replay shifted in
+time or slowed down keeps them. The later session is the copy; the earlier one, first seen,
+is the original and is never flagged for being copied. Shingles that more than
+`MAX_SHINGLE_SESSIONS` sessions share (a shop's common paths) are not evidence.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import polars as pl
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+
+from dagster_project.contracts import SESSION_GAP
+
+LOCKSTEP_WINDOW_MS = 2 * 3_600_000
+MAX_CELL_USERS = 1000  # a burst with more accounts is a crowd: its pairs are not listed
+BURST_RATIO = 5.0  # accounts in an item-window against the item's mean per window
+MIN_PAIR_ACTIONS = 3  # distinct (item, day) two accounts shared in burst windows
+MIN_PAIR_DAYS = 2  # one window shared once is a crowd or chance; a ring comes back
+MIN_GROUP = 4
+COPY_GAP_MS = int(SESSION_GAP.total_seconds() * 1000)
+MIN_COPY_SHINGLES = 4
+MIN_COPY_CONTAINMENT = 0.6  # of the original's shingles found in the copy
+MIN_COPY_SHARE = 0.3  # of the copy's shingles from the original (several replays may merge)
+MAX_SHINGLE_SESSIONS = 50
+PACE_MIN_ELAPSED_MS = 5_000  # whole-second rounding moves a 5 s span by 20% at most
+PACE_SPREAD = 1.5  # the fastest over the slowest pace of a copy's shared items
+
+GROUP_COLUMNS = [
+    "group_id",
+    "members",
+    "items",
+    "days",
+    "first_window",
+    "last_window",
+    "reason",
+    "member_ids",
+    "item_ids",
+]
+MEMBER_COLUMNS = ["user_id", "group_id", "partners", "group_reason"]
+COPY_COLUMNS = ["user_id", "copied_sessions", "original_users", "similarity", "copy_reason"]
+
+
+def _lockstep_cells(ev: pl.DataFrame) -> pl.DataFrame:
+    """(user, item, grid, window) once each, with the window's main action. Two grids of
+    `LOCKSTEP_WINDOW_MS` windows, the second shifted by half a window."""
+    acts = ev.select(
+        pl.col("user_id").to_physical().alias("u"),
+        pl.col("item_id").to_physical().alias("i"),
+        "t",
+        "event_type",
+    )
+    grids = [
+        acts.select(
+            "u", "i", "event_type", pl.lit(g, pl.Int8).alias("grid"),
+            ((pl.col("t") + g * LOCKSTEP_WINDOW_MS // 2) // LOCKSTEP_WINDOW_MS).alias("window"),
+        )
+        for g in (0, 1)
+    ]  # fmt: skip
+    return (
+        pl.concat(grids)
+        .group_by("u", "i", "grid", "window")
+        .agg(pl.col("event_type").mode().first().alias("action"))
+    )
+
+
+def _bursts(cells: pl.DataFrame) -> pl.DataFrame:
+    """The cells of item-windows with a burst: at least `MIN_GROUP` accounts and
+    `BURST_RATIO` times the item's mean accounts per window over the whole span."""
+    first, last = cells["window"].min(), cells["window"].max()
+    windows = max(int(last - first) + 1, 1) if first is not None else 1
+    per_item = (
+        cells.filter(pl.col("grid") == 0)
+        .group_by("i")
+        .agg((pl.len() / windows).alias("mean_users"))
+    )
+    size = pl.len().over("i", "grid", "window").alias("size")
+    return (
+        cells.with_columns(size)
+        .join(per_item, on="i")
+        .filter(
+            (pl.col("size") >= MIN_GROUP)
+            & (pl.col("size") >= BURST_RATIO * pl.col("mean_users"))
+            & (pl.col("size") <= MAX_CELL_USERS)
+        )
+    )
+
+
+def _lockstep_pairs(cells: pl.DataFrame) -> pl.DataFrame:
+    """Pairs of accounts acting on the same items in the same burst windows, on at least
+    `MIN_PAIR_DAYS` days and `MIN_PAIR_ACTIONS` distinct (item, day)."""
+    bursts = _bursts(cells).select("u", "i", "grid", "window")
+    day = (pl.col("window") * LOCKSTEP_WINDOW_MS // 86_400_000).alias("day")
+    pairs = (
+        bursts.join(bursts, on=["i", "grid", "window"], suffix="_b")
+        .filter(pl.col("u") < pl.col("u_b"))
+        .select("u", "u_b", "i", day)
+        .unique()
+    )
+    return (
+        pairs.group_by("u", "u_b")
+        .agg(
+            pl.len().alias("actions"),
+            pl.col("i").n_unique().alias("items"),
+            pl.col("day").n_unique().alias("days"),
+        )
+        .filter((pl.col("actions") >= MIN_PAIR_ACTIONS) & (pl.col("days") >= MIN_PAIR_DAYS))
+    )
+
+
+def _core(pairs: pl.DataFrame, k: int) -> pl.DataFrame:
+    """The pairs of the graph's k-core: both ends with at least k partners inside it."""
+    while True:
+        degree = pl.concat([pairs.select(pl.col("u")), pairs.select(pl.col("u_b").alias("u"))])
+        degree = degree.group_by("u").agg(pl.len().alias("d")).filter(pl.col("d") >= k)
+        kept = pairs.join(degree.select("u"), on="u", how="semi").join(
+            degree.select(pl.col("u").alias("u_b")), on="u_b", how="semi"
+        )
+        if kept.height == pairs.height:
+            return kept
+        pairs = kept
+
+
+def lockstep_groups(ev: pl.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(groups, members): each group's members, core items, days and windows with a reason
+    in words; each member's group, partner count and the group's reason."""
+    cells = _lockstep_cells(ev)
+    pairs = _core(_lockstep_pairs(cells), MIN_GROUP - 1)
+    if pairs.is_empty():
+        return _no_groups()
+    nodes = np.unique(np.concatenate([pairs["u"].to_numpy(), pairs["u_b"].to_numpy()]))
+    a, b = (
+        np.searchsorted(nodes, pairs["u"].to_numpy()),
+        np.searchsorted(nodes, pairs["u_b"].to_numpy()),
+    )
+    graph = coo_matrix((np.ones(len(a)), (a, b)), shape=(len(nodes), len(nodes)))
+    _, component = connected_components(graph, directed=False)
+    membership = pl.DataFrame({"u": nodes, "group": component.astype(np.int64)})
+    groups = _describe_groups(_bursts(cells).join(membership, on="u"), membership)
+    # a group, not only its pairs, comes back: its core items span several days
+    groups = groups.filter(pl.col("days") >= MIN_PAIR_DAYS)
+    if groups.is_empty():
+        return _no_groups()
+    membership = membership.join(groups.select("group"), on="group", how="semi")
+    partners = pl.concat([pairs.select("u"), pairs.select(pl.col("u_b").alias("u"))])
+    partners = partners.group_by("u").agg(pl.len().alias("partners"))
+    users = ev.select(pl.col("user_id").to_physical().alias("u"), "user_id").unique("u")
+    members = (
+        membership.join(partners, on="u")
+        .join(
+            groups.select("group", "group_id", pl.col("reason").alias("group_reason")), on="group"
+        )
+        .join(users, on="u")
+        .select(pl.col("user_id").cast(pl.String), "group_id", "partners", "group_reason")
+    )
+    items = ev.select(pl.col("item_id").to_physical().alias("i"), "item_id").unique("i")
+    item_ids = (
+        groups.select("group_id", pl.col("item_codes").alias("i"))
+        .explode("i")
+        .join(items, on="i")
+        .group_by("group_id")
+        .agg(pl.col("item_id").cast(pl.String).sort().str.join(",").alias("item_ids"))
+    )
+    member_ids = members.group_by("group_id").agg(
+        pl.col("user_id").sort().str.join(",").alias("member_ids")
+    )
+    groups = (
+        groups.join(item_ids, on="group_id", how="left")
+        .join(member_ids, on="group_id", how="left")
+        .select(GROUP_COLUMNS)
+    )
+    return groups.to_pandas(), members.sort("group_id", "user_id").to_pandas()
+
+
+def _no_groups() -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Empty groups and members tables with their columns' types."""
+    text, count = pd.Series(dtype=str), pd.Series(dtype="int64")
+    stamp = pd.Series(dtype="datetime64[ms, UTC]")
+    groups = pd.DataFrame(
+        {
+            "group_id": text, "members": count, "items": count, "days": count,
+            "first_window": stamp, "last_window": stamp, "reason": text,
+            "member_ids": text, "item_ids": text,
+        }
+    )  # fmt: skip
+    members = pd.DataFrame(
+        {"user_id": text, "group_id": text, "partners": count, "group_reason": text}
+    )
+    return groups, members
+
+
+def _describe_groups(cells: pl.DataFrame, membership: pl.DataFrame) -> pl.DataFrame:
+    """Per group: its core items (acted on by at least half the members in one burst window,
+    from `cells` of bursts only: camouflage on popular items is not what the group is about)
+    that it came back to on several days where it has such, the days and windows of those
+    actions, and a reason in words."""
+    size = membership.group_by("group").agg(pl.len().alias("members"))
+    per_item = (
+        cells.filter(pl.col("grid") == 0)
+        .group_by("group", "i", "window")
+        .agg(pl.col("u").n_unique().alias("acting"), pl.col("action").mode().first())
+        .join(size, on="group")
+        .filter(pl.col("acting") * 2 >= pl.col("members"))
+        .with_columns(
+            (pl.col("window") * LOCKSTEP_WINDOW_MS // 86_400_000)
+            .n_unique()
+            .over("group", "i")
+            .alias("item_days")
+        )
+        # the items the group came back to (a cover item shared once is chance)
+        .filter(pl.col("item_days") >= pl.col("item_days").max().over("group").clip(upper_bound=2))
+    )
+    stamp = (pl.col("window") * LOCKSTEP_WINDOW_MS).cast(pl.Datetime("ms", "UTC"))
+    described = per_item.group_by("group").agg(
+        pl.col("members").first(),
+        pl.col("i").n_unique().alias("items"),
+        (pl.col("window") * LOCKSTEP_WINDOW_MS // 86_400_000).n_unique().alias("days"),
+        stamp.min().alias("first_window"),
+        stamp.max().alias("last_window"),
+        pl.col("action").unique().sort().str.join(", ").alias("action"),
+        pl.col("acting").median().alias("acting"),
+        pl.col("i").unique().sort().alias("item_codes"),
+    )
+    described = size.join(described.drop("members"), on="group", how="left").with_columns(
+        pl.col("items").fill_null(0), pl.col("days").fill_null(0)
+    )
+    hours = LOCKSTEP_WINDOW_MS // 3_600_000
+    return described.sort(["members", "first_window"], descending=[True, False]).with_columns(
+        pl.format("G{}", pl.int_range(1, pl.len() + 1)).alias("group_id"),
+        pl.format(
+            "{} accounts acted together ({}; a median {} of them per item and window) on the "
+            "same {} items within {} h windows on {} days",
+            "members",
+            pl.col("action").fill_null("mixed actions"),
+            pl.col("acting").cast(pl.Int64),
+            "items",
+            pl.lit(hours),
+            "days",
+        ).alias("reason"),
+    )
+
+
+def _sessions(ev: pl.DataFrame) -> pl.DataFrame:
+    """Events as (account u, item i, time t, session s by 30-minute gaps), consecutive
+    repeats of an item dropped."""
+    ordered = ev.select(
+        pl.col("user_id").to_physical().alias("u"),
+        pl.col("item_id").to_physical().cast(pl.UInt64).alias("i"),
+        "t",
+    ).sort("u", "t")
+    new = (pl.col("u") != pl.col("u").shift(1)) | (pl.col("t") - pl.col("t").shift(1) > COPY_GAP_MS)
+    ordered = ordered.with_columns(new.fill_null(True).cum_sum().alias("s"))
+    return ordered.filter(
+        (pl.col("s") != pl.col("s").shift(1)) | (pl.col("i") != pl.col("i").shift(1))
+        | pl.col("s").shift(1).is_null()
+    )  # fmt: skip
+
+
+def _session_shingles(ordered: pl.DataFrame) -> pl.DataFrame:
+    """Per session: its consecutive pairs of distinct items, once each."""
+    same = pl.col("s") == pl.col("s").shift(1)
+    shingle = pl.when(same).then(pl.col("i").shift(1) * (1 << 32) + pl.col("i"))
+    return (
+        ordered.with_columns(shingle.alias("shingle"), pl.col("t").min().over("s").alias("start"))
+        .drop_nulls("shingle")
+        .unique(["s", "shingle"])
+        .select("u", "s", "start", "shingle")
+    )
+
+
+def _paced_alike(ordered: pl.DataFrame, pairs: pl.DataFrame) -> pl.DataFrame:
+    """The session pairs (s: copy, s_b: original) whose shared items come at times that one
+    pace factor maps onto each other: the copy's time since its first shared item over the
+    original's, for shared items at least `PACE_MIN_ELAPSED_MS` into the original, stays
+    within a factor `PACE_SPREAD` (and between 1/4 and 4). A replay slowed or sped up keeps
+    it; two people who happen to take the same path do not."""
+    first = ordered.group_by("s", "i").agg(pl.col("t").min())
+    matched = (
+        pairs.select("s", "s_b")
+        .join(first, on="s")
+        .join(first.rename({"s": "s_b", "t": "t_b"}), on=["s_b", "i"])
+        .sort("s", "s_b", "t_b")
+        .with_columns(
+            (pl.col("t") - pl.col("t").first().over("s", "s_b")).alias("e"),
+            (pl.col("t_b") - pl.col("t_b").first().over("s", "s_b")).alias("e_b"),
+        )
+        .filter(pl.col("e_b") >= PACE_MIN_ELAPSED_MS)
+        .with_columns((pl.col("e") / pl.col("e_b")).alias("pace"))
+    )
+    paced = matched.group_by("s", "s_b").agg(
+        pl.len().alias("timed"),
+        pl.col("pace").min().alias("slowest"),
+        pl.col("pace").max().alias("fastest"),
+        pl.col("pace").median().alias("pace"),
+    )
+    return paced.filter(
+        (pl.col("timed") >= 2)
+        & (pl.col("slowest") > 0)
+        & (pl.col("fastest") <= PACE_SPREAD * pl.col("slowest"))
+        & pl.col("pace").is_between(0.25, 4.0)
+    ).select("s", "s_b", "pace")
+
+
+def session_copies(ev: pl.DataFrame) -> pd.DataFrame:
+    """Per account with sessions copied from another account's earlier session: how many,
+    whose, the best similarity, and a reason in words."""
+    ordered = _sessions(ev)
+    shingles = _session_shingles(ordered)
+    sizes = shingles.group_by("s").agg(pl.len().alias("n"))
+    common = shingles.group_by("shingle").agg(pl.len().alias("k"))
+    rare = shingles.join(
+        common.filter(pl.col("k") <= MAX_SHINGLE_SESSIONS), on="shingle", how="semi"
+    )
+    pairs = (
+        rare.join(rare, on="shingle", suffix="_b")
+        .filter((pl.col("u") != pl.col("u_b")) & (pl.col("start") > pl.col("start_b")))
+        .group_by("u", "s", "u_b", "s_b")
+        .agg(pl.len().alias("shared"))
+        .filter(pl.col("shared") >= MIN_COPY_SHINGLES)
+        .join(sizes, on="s")
+        .join(sizes.rename({"s": "s_b", "n": "n_b"}), on="s_b")
+        # the original (n_b) mostly reproduced, and much of the copy's session is that:
+        # a replay merged with the next one into one session still counts
+        .with_columns(
+            (pl.col("shared") / pl.col("n_b")).alias("containment"),
+            (pl.col("shared") / pl.col("n")).alias("copy_share"),
+        )
+        .filter(
+            (pl.col("containment") >= MIN_COPY_CONTAINMENT)
+            & (pl.col("copy_share") >= MIN_COPY_SHARE)
+        )
+    )
+    pairs = pairs.join(_paced_alike(ordered, pairs), on=["s", "s_b"])
+    if pairs.is_empty():
+        return pd.DataFrame(columns=COPY_COLUMNS)
+    users = ev.select(pl.col("user_id").to_physical().alias("u"), "user_id").unique("u")
+    originals = users.rename({"u": "u_b", "user_id": "original"})
+    copies = (
+        pairs.join(users, on="u")
+        .join(originals, on="u_b")
+        .group_by("user_id")
+        .agg(
+            pl.col("s").n_unique().alias("copied_sessions"),
+            pl.col("original").cast(pl.String).unique().sort().alias("original_users"),
+            pl.col("containment").max().alias("similarity"),
+            pl.col("shared").max().alias("shared"),
+            pl.col("pace").median().alias("pace"),
+        )
+        .with_columns(
+            pl.format(
+                "{} session(s) repeat an earlier session of {} item to item (up to {} shared "
+                "steps, {} of the original) at {}x its pace",
+                "copied_sessions",
+                pl.col("original_users").list.head(3).list.join(", "),
+                "shared",
+                (pl.col("similarity") * 100).round(0).cast(pl.Int64).cast(pl.String) + "%",
+                pl.col("pace").round(2),
+            ).alias("copy_reason"),
+            pl.col("user_id").cast(pl.String),
+            pl.col("original_users").list.join(","),
+        )
+    )
+    return copies.select(COPY_COLUMNS).sort("user_id").to_pandas()

@@ -1,0 +1,220 @@
+"""The detector's signals that need no baseline (issue 19): each flags the bot it is for and
+leaves its human look-alike alone, and none depends on how timestamps are rounded."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from dagster_project.detection.bots import traffic_features
+from dagster_project.detection.detector import detect_bots
+
+T0 = pd.Timestamp("2026-09-01 00:00", tz="UTC")
+CATEGORIES = [f"c{k}" for k in range(20)]
+CATALOG = pd.DataFrame(
+    {
+        "item_id": [f"i{k:04d}" for k in range(1000)],
+        "category": [CATEGORIES[k % 20] for k in range(1000)],
+        "price": np.round(np.random.default_rng(0).lognormal(3, 0.6, 1000), 2),
+    }
+)
+
+
+def _rows(user: str, items, types, seconds) -> pd.DataFrame:
+    n = len(seconds)
+    return pd.DataFrame(
+        {
+            "user_id": user,
+            "item_id": np.broadcast_to(np.asarray(items, dtype=object), n),
+            "event_type": np.broadcast_to(np.asarray(types, dtype=object), n),
+            "event_time": T0 + pd.to_timedelta(np.asarray(seconds, dtype=float), "s"),
+        }
+    )
+
+
+def _shoppers(n: int, seed: int = 0) -> pd.DataFrame:
+    """People: a few visits over two weeks, each in one category, items in no order, gaps
+    of tens of seconds; some carts, a few purchases a minute or more after the view."""
+    rng = np.random.default_rng(seed)
+    frames = []
+    for u in range(n):
+        for _ in range(int(rng.integers(1, 5))):
+            start = float(rng.uniform(0, 14 * 86_400))
+            category = int(rng.integers(0, 20))
+            k = int(rng.integers(3, 15))
+            items = CATALOG["item_id"].to_numpy()[category + 20 * rng.integers(0, 50, k)]
+            t = start + np.cumsum(rng.lognormal(np.log(30), 0.8, k))
+            frames.append(_rows(f"h{u}", items, "view", t))
+            if rng.random() < 0.3:
+                frames.append(_rows(f"h{u}", items[-1:], "add_to_cart", t[-1:] + 20))
+                if rng.random() < 0.5:
+                    frames.append(_rows(f"h{u}", items[-1:], "purchase", t[-1:] + 90))
+    return pd.concat(frames, ignore_index=True)
+
+
+def _detect(*frames: pd.DataFrame):
+    return detect_bots(pd.concat(frames, ignore_index=True), CATALOG)
+
+
+@pytest.fixture(scope="module")
+def shoppers() -> pd.DataFrame:
+    return _shoppers(300)
+
+
+def test_buy_now_scalpers_are_flagged_and_a_flash_sale_crowd_is_not(shoppers):
+    rng = np.random.default_rng(1)
+    frames = []
+    for k in range(6):  # a few events each: view the drop, pay seconds later, no cart
+        t = 5 * 86_400 + 19 * 3600 + float(rng.uniform(0, 5))
+        frames.append(_rows(f"scalper{k}", ["i0001", "i0001"], ["view", "purchase"], [t, t + 3]))
+    for k in range(40):  # the rush: reloads the deal, carts it, then pays
+        t = 6 * 86_400 + 19 * 3600 + np.cumsum(rng.uniform(2.5, 8, int(rng.integers(2, 10))))
+        frames += [
+            _rows(f"rush{k}", "i0002", "view", t),
+            _rows(f"rush{k}", ["i0002"], "add_to_cart", t[-1:] + 5),
+            _rows(f"rush{k}", ["i0002"], "purchase", t[-1:] + 40),
+        ]
+    scores = _detect(shoppers, *frames).users.set_index("user_id")
+    scalpers = scores.loc[[f"scalper{k}" for k in range(6)]]
+    assert scalpers["is_bot"].all() and (scalpers["pattern"] == "buy_now_scalping").all()
+    assert "within 10 s of viewing them" in scalpers["reasons"].iloc[0]
+    assert not scores.loc[scores.index.str.startswith("rush"), "is_bot"].any()
+
+
+def test_a_slow_crawler_walking_the_listing_is_flagged_and_a_browser_is_not(shoppers):
+    rng = np.random.default_rng(2)
+    listing = CATALOG[CATALOG["category"] == "c3"].sort_values("item_id")["item_id"].to_numpy()
+    # tens of seconds per view, jittered: the order gives it away, not the pace
+    crawler = _rows("crawler", listing[:40], "view", np.cumsum(rng.uniform(20, 60, 40)))
+    by_price = CATALOG[CATALOG["category"] == "c4"].sort_values("price")["item_id"].to_numpy()
+    pricer = _rows("pricer", by_price[:30], "view", 86_400 + np.cumsum(rng.uniform(15, 40, 30)))
+    browser = _rows(
+        "browser", rng.permutation(listing)[:40], "view", np.cumsum(rng.uniform(20, 60, 40))
+    )
+    scores = _detect(shoppers, crawler, pricer, browser).users.set_index("user_id")
+    assert scores.loc["crawler", "pattern"] == "listing_crawl"
+    assert (
+        "40 consecutive views walking a category's listing in item id order"
+        in (scores.loc["crawler", "reasons"])
+    )
+    assert scores.loc["pricer", "pattern"] == "listing_crawl"
+    assert "price order" in scores.loc["pricer", "reasons"]
+    assert not scores.loc["browser", "is_bot"]
+    assert scores.loc[scores.index.str.startswith("h"), "ordered_views"].max() < 8
+
+
+def _ring(shoppers: pd.DataFrame, members: int, days: int) -> list[pd.DataFrame]:
+    """Accounts that, on each of `days` days at 20:00, favourite the same three rarely seen
+    items, after camouflage views of popular ones; otherwise they browse like anyone."""
+    rng = np.random.default_rng(3)
+    popular = shoppers["item_id"].value_counts().index[:20].to_numpy()
+    targets = ["i0911", "i0932", "i0953"]
+    frames = []
+    for m in range(members):
+        for d in range(days):
+            t = (2 + 2 * d) * 86_400 + 20 * 3600 + float(rng.uniform(0, 3000))
+            cover = rng.choice(popular, 4)
+            times = t + np.cumsum(rng.uniform(20, 90, 4 + 2 * len(targets)))
+            items = [*cover, *np.repeat(targets, 2)]
+            types = ["view"] * 4 + ["view", "favorite"] * len(targets)
+            frames.append(_rows(f"ring{m}", items, types, times))
+    return frames
+
+
+def test_accounts_in_lockstep_form_a_group_and_a_crowd_does_not(shoppers):
+    rng = np.random.default_rng(4)
+    crowd = [  # a flash-sale crowd: one popular item, one evening, in minutes
+        _rows(f"crowd{k}", ["i0005", "i0005"], ["view", "add_to_cart"], 3 * 86_400 + 68_400 + rng.uniform(0, 600) + np.array([0, 30]))
+        for k in range(60)
+    ]  # fmt: skip
+    detection = _detect(shoppers, *_ring(shoppers, 7, 3), *crowd)
+    scores = detection.users.set_index("user_id")
+    (group,) = detection.groups.itertuples()
+    assert group.members == 7 and group.items == 3 and group.days == 3
+    assert group.member_ids == ",".join(f"ring{m}" for m in range(7))
+    assert set(group.item_ids.split(",")) == {"i0911", "i0932", "i0953"}
+    assert "7 accounts acted together (favorite, view;" in group.reason
+    ring = scores.loc[[f"ring{m}" for m in range(7)]]
+    assert ring["is_bot"].all() and (ring["pattern"] == "coordinated_group").all()
+    assert "group G1" in ring["reasons"].iloc[0]
+    assert not scores.loc[scores.index.str.startswith(("crowd", "h")), "is_bot"].any()
+
+
+def test_a_ring_that_met_once_is_no_group(shoppers):
+    """One shared evening is what a crowd or chance does; a ring comes back."""
+    assert detect_bots(pd.concat([shoppers, *_ring(shoppers, 7, 1)]), CATALOG).groups.empty
+
+
+def test_a_replayed_session_is_a_copy_and_its_original_is_not(shoppers):
+    rng = np.random.default_rng(5)
+    items = CATALOG["item_id"].to_numpy()[rng.choice(1000, 9, replace=False)]
+    seconds = np.cumsum(rng.uniform(10, 80, 9))
+    original = _rows("original", items, "view", 86_400 + seconds)
+    # a day later, at 0.7x the pace, with sub-second jitter and one event dropped
+    replay = _rows(
+        "replayer", np.delete(items, 4), "view", 2 * 86_400 + np.delete(0.7 * seconds, 4)
+        + rng.uniform(0, 0.9, 8)
+    )  # fmt: skip
+    # the same items in another order at another pace: a shopper on the same path, no copy
+    alike = _rows("alike", rng.permutation(items), "view", 3 * 86_400 + seconds)
+    scores = _detect(shoppers, original, replay, alike).users.set_index("user_id")
+    assert scores.loc["replayer", "pattern"] == "copied_sessions"
+    assert "repeat an earlier session of original" in scores.loc["replayer", "reasons"]
+    assert "at 0.7x its pace" in scores.loc["replayer", "reasons"]
+    assert not scores.loc["original", "is_bot"] and not scores.loc["alike", "is_bot"]
+
+
+def test_a_replay_at_another_pace_at_every_step_is_no_copy(shoppers):
+    """The same items in the same order, but gaps that no single pace factor maps."""
+    rng = np.random.default_rng(6)
+    items = CATALOG["item_id"].to_numpy()[rng.choice(1000, 9, replace=False)]
+    original = _rows("original", items, "view", 86_400 + np.cumsum(rng.uniform(10, 80, 9)))
+    gaps = np.array([5, 120, 8, 200, 6, 150, 7, 180, 5.0])
+    follower = _rows("follower", items, "view", 2 * 86_400 + np.cumsum(gaps))
+    scores = _detect(shoppers, original, follower).users.set_index("user_id")
+    assert not scores.loc["follower", "is_bot"]
+
+
+def _bots_for_rounding(rng: np.random.Generator) -> list[pd.DataFrame]:
+    listing = CATALOG[CATALOG["category"] == "c7"].sort_values("item_id")["item_id"].to_numpy()
+    crawl = _rows("crawler", [f"i{k:04d}" for k in range(300)], "view", np.arange(300) * 3.0)
+    walk = _rows("walker", listing[:40], "view", 86_400 + np.cumsum(rng.uniform(20, 40, 40)))
+    buy = _rows("scalper", ["i0001", "i0001"], ["view", "purchase"], [50_000.0, 50_004.0])
+    return [crawl, walk, buy]
+
+
+@pytest.mark.parametrize("jitter_s", [0.3, 0.9])
+def test_no_feature_depends_on_timestamp_rounding(shoppers, jitter_s):
+    """Every user feature and every flag is the same on whole-second timestamps as on the
+    same events with sub-second jitter (the jittered crawler keeps its regular gaps)."""
+    rng = np.random.default_rng(7)
+    events = pd.concat([shoppers, *_bots_for_rounding(rng)], ignore_index=True)
+    jittered = events.assign(
+        event_time=events["event_time"]
+        + pd.to_timedelta(rng.uniform(0, jitter_s, len(events)), "s")
+    )
+    whole = jittered.assign(event_time=jittered["event_time"].dt.floor("s"))
+    features = {}
+    for name, frame in (("whole", whole), ("jittered", jittered)):
+        users, _ = traffic_features(frame, CATALOG)
+        features[name] = users.to_pandas().set_index("user_id").sort_index()
+    a, b = features["whole"], features["jittered"]
+    numeric = a.select_dtypes("number").columns
+    busy = a["events"] >= 10
+    regular = busy & (a["modal_gap_share"] >= 0.5)  # only there is a modal gap meaningful
+    for column in numeric:
+        rows = regular if column == "modal_gap_s" else busy
+        x, y = a.loc[rows, column].astype(float), b.loc[rows, column].astype(float)
+        both = x.notna() & y.notna()
+        close = np.isclose(
+            x[both], y[both], rtol=0.2, atol=0.05 * max(float(x.abs().median()), 1e-9) + 0.05
+        )
+        assert close.mean() >= 0.95, (column, x[both][~close].head(), y[both][~close].head())
+    flags = {
+        name: detect_bots(frame, CATALOG).users.set_index("user_id")["is_bot"]
+        for name, frame in (("whole", whole), ("jittered", jittered))
+    }
+    assert flags["whole"][["crawler", "walker", "scalper"]].all()
+    assert flags["jittered"][["crawler", "walker", "scalper"]].all()
+    assert (flags["whole"] == flags["jittered"]).mean() >= 0.995
+    # 3 s gaps jittered by up to 0.9 s each side stay mostly within the half-second tolerance
+    assert min(a.loc["crawler", "modal_gap_share"], b.loc["crawler", "modal_gap_share"]) >= 0.75
