@@ -130,9 +130,14 @@ def test_accounts_in_lockstep_form_a_group_and_a_crowd_does_not(shoppers):
     scores = detection.users.set_index("user_id")
     (group,) = detection.groups.itertuples()
     assert group.members == 7 and group.items == 3 and group.days == 3
-    assert group.member_ids == ",".join(f"ring{m}" for m in range(7))
+    members = detection.group_members
+    assert sorted(members.loc[members["group_id"] == "G1", "user_id"]) == [
+        f"ring{m}" for m in range(7)
+    ]
+    assert (scores.loc[[f"ring{m}" for m in range(7)], "group_id"] == "G1").all()
     assert set(group.item_ids.split(",")) == {"i0911", "i0932", "i0953"}
     assert "7 accounts acted together (favorite, view;" in group.reason
+    assert "on the same 3 item(s) within 2 h windows on 3 day(s)" in group.reason
     ring = scores.loc[[f"ring{m}" for m in range(7)]]
     assert ring["is_bot"].all() and (ring["pattern"] == "coordinated_group").all()
     assert "group G1" in ring["reasons"].iloc[0]
@@ -158,7 +163,11 @@ def test_a_replayed_session_is_a_copy_and_its_original_is_not(shoppers):
     alike = _rows("alike", rng.permutation(items), "view", 3 * 86_400 + seconds)
     scores = _detect(shoppers, original, replay, alike).users.set_index("user_id")
     assert scores.loc["replayer", "pattern"] == "copied_sessions"
-    assert "repeat an earlier session of original" in scores.loc["replayer", "reasons"]
+    assert (
+        "repeat earlier sessions of 1 other account(s) (the first from 2026-09-02"
+        in (scores.loc["replayer", "reasons"])
+    )
+    assert "original" not in scores.loc["replayer", "reasons"].split("of the original")[0]
     assert "at 0.7x its pace" in scores.loc["replayer", "reasons"]
     assert not scores.loc["original", "is_bot"] and not scores.loc["alike", "is_bot"]
 

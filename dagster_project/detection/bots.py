@@ -556,7 +556,10 @@ def score_users(features: pl.DataFrame | pd.DataFrame, window: str = "all") -> p
     profile_score = bot_score  # the patterns and the isolation forest: detector 1.0
     signals = pd.DataFrame(signal_scores(f), index=f.index)
     signal_score = signals.max(axis=1).to_numpy()
-    by_signal = signal_score >= np.maximum(bot_score, BOT_THRESHOLD)
+    # A signal names the pattern where it is what flags the user; where the patterns flag on
+    # their own, their name stays and the signal's evidence follows theirs.
+    by_signal = (signal_score >= BOT_THRESHOLD) & (bot_score < BOT_THRESHOLD)
+    also_signal = (signal_score >= BOT_THRESHOLD) & ~by_signal
     bot_score = np.maximum(bot_score, signal_score)
     flagged = bot_score >= BOT_THRESHOLD
 
@@ -577,11 +580,14 @@ def score_users(features: pl.DataFrame | pd.DataFrame, window: str = "all") -> p
             ]
         pattern[i] = (held[0] if held else "unusual_profile") if flagged[i] else ""
         reasons[i] = "; ".join(parts)
-    for i in np.flatnonzero(by_signal):  # a signal outweighs the patterns: it leads
+    for i in np.flatnonzero(by_signal | also_signal):
         fired = signals.iloc[i][signals.iloc[i] >= BOT_THRESHOLD].sort_values(ascending=False)
-        pattern[i] = fired.index[0]
         parts = [describe_signal(name, f.iloc[i]) for name in fired.index]
-        reasons[i] = "; ".join(parts + ([reasons[i]] if reasons[i] else []))
+        if by_signal[i]:  # the signal flags the user: it leads
+            pattern[i] = fired.index[0]
+            reasons[i] = "; ".join(parts + ([reasons[i]] if reasons[i] else []))
+        else:
+            reasons[i] = "; ".join([reasons[i], *parts])
     return pd.DataFrame(
         {
             "user_id": f["user_id"],

@@ -46,8 +46,10 @@ MIN_COPY_SHINGLES = 4
 MIN_COPY_CONTAINMENT = 0.6  # of the original's shingles found in the copy
 MIN_COPY_SHARE = 0.3  # of the copy's shingles from the original (several replays may merge)
 MAX_SHINGLE_SESSIONS = 50
-PACE_MIN_ELAPSED_MS = 5_000  # whole-second rounding moves a 5 s span by 20% at most
-PACE_SPREAD = 1.5  # the fastest over the slowest pace of a copy's shared items
+COPY_SURPRISE_MARGIN = 100.0  # a match this many times less likely than chance allows
+PACE_MIN_ELAPSED_MS = 10_000  # whole-second rounding moves a 10 s span by 10% at most
+PACE_SPREAD = 1.35  # the fastest over the slowest pace of a copy's shared items
+PACE_MIN_POINTS = 3  # shared items timed against the first one
 
 GROUP_COLUMNS = [
     "group_id",
@@ -57,11 +59,17 @@ GROUP_COLUMNS = [
     "first_window",
     "last_window",
     "reason",
-    "member_ids",
     "item_ids",
 ]
 MEMBER_COLUMNS = ["user_id", "group_id", "partners", "group_reason"]
-COPY_COLUMNS = ["user_id", "copied_sessions", "original_users", "similarity", "copy_reason"]
+COPY_COLUMNS = [
+    "user_id",
+    "copied_sessions",
+    "original_accounts",
+    "original_start",
+    "similarity",
+    "copy_reason",
+]
 
 
 def _lockstep_cells(ev: pl.DataFrame) -> pl.DataFrame:
@@ -184,14 +192,9 @@ def lockstep_groups(ev: pl.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
         .group_by("group_id")
         .agg(pl.col("item_id").cast(pl.String).sort().str.join(",").alias("item_ids"))
     )
-    member_ids = members.group_by("group_id").agg(
-        pl.col("user_id").sort().str.join(",").alias("member_ids")
-    )
-    groups = (
-        groups.join(item_ids, on="group_id", how="left")
-        .join(member_ids, on="group_id", how="left")
-        .select(GROUP_COLUMNS)
-    )
+    # Members are listed by their own rows (`members`, and `group_id` in the user scores),
+    # never by id inside another table's text: forgetting a user removes their rows.
+    groups = groups.join(item_ids, on="group_id", how="left").select(GROUP_COLUMNS)
     return groups.to_pandas(), members.sort("group_id", "user_id").to_pandas()
 
 
@@ -202,8 +205,7 @@ def _no_groups() -> tuple[pd.DataFrame, pd.DataFrame]:
     groups = pd.DataFrame(
         {
             "group_id": text, "members": count, "items": count, "days": count,
-            "first_window": stamp, "last_window": stamp, "reason": text,
-            "member_ids": text, "item_ids": text,
+            "first_window": stamp, "last_window": stamp, "reason": text, "item_ids": text,
         }
     )  # fmt: skip
     members = pd.DataFrame(
@@ -218,26 +220,24 @@ def _describe_groups(cells: pl.DataFrame, membership: pl.DataFrame) -> pl.DataFr
     that it came back to on several days where it has such, the days and windows of those
     actions, and a reason in words."""
     size = membership.group_by("group").agg(pl.len().alias("members"))
+    # both grids: a window's start is shifted back by half a window on the second
+    start_ms = pl.col("window") * LOCKSTEP_WINDOW_MS - pl.col("grid") * (LOCKSTEP_WINDOW_MS // 2)
     per_item = (
-        cells.filter(pl.col("grid") == 0)
-        .group_by("group", "i", "window")
+        cells.group_by("group", "i", "grid", "window")
         .agg(pl.col("u").n_unique().alias("acting"), pl.col("action").mode().first())
         .join(size, on="group")
         .filter(pl.col("acting") * 2 >= pl.col("members"))
-        .with_columns(
-            (pl.col("window") * LOCKSTEP_WINDOW_MS // 86_400_000)
-            .n_unique()
-            .over("group", "i")
-            .alias("item_days")
-        )
+        .with_columns(start_ms.alias("start_ms"))
+        .with_columns((pl.col("start_ms") // 86_400_000).alias("day"))
+        .with_columns(pl.col("day").n_unique().over("group", "i").alias("item_days"))
         # the items the group came back to (a cover item shared once is chance)
         .filter(pl.col("item_days") >= pl.col("item_days").max().over("group").clip(upper_bound=2))
     )
-    stamp = (pl.col("window") * LOCKSTEP_WINDOW_MS).cast(pl.Datetime("ms", "UTC"))
+    stamp = pl.col("start_ms").cast(pl.Datetime("ms", "UTC"))
     described = per_item.group_by("group").agg(
         pl.col("members").first(),
         pl.col("i").n_unique().alias("items"),
-        (pl.col("window") * LOCKSTEP_WINDOW_MS // 86_400_000).n_unique().alias("days"),
+        pl.col("day").n_unique().alias("days"),
         stamp.min().alias("first_window"),
         stamp.max().alias("last_window"),
         pl.col("action").unique().sort().str.join(", ").alias("action"),
@@ -252,7 +252,7 @@ def _describe_groups(cells: pl.DataFrame, membership: pl.DataFrame) -> pl.DataFr
         pl.format("G{}", pl.int_range(1, pl.len() + 1)).alias("group_id"),
         pl.format(
             "{} accounts acted together ({}; a median {} of them per item and window) on the "
-            "same {} items within {} h windows on {} days",
+            "same {} item(s) within {} h windows on {} day(s)",
             "members",
             pl.col("action").fill_null("mixed actions"),
             pl.col("acting").cast(pl.Int64),
@@ -317,7 +317,7 @@ def _paced_alike(ordered: pl.DataFrame, pairs: pl.DataFrame) -> pl.DataFrame:
         pl.col("pace").median().alias("pace"),
     )
     return paced.filter(
-        (pl.col("timed") >= 2)
+        (pl.col("timed") >= PACE_MIN_POINTS)
         & (pl.col("slowest") > 0)
         & (pl.col("fastest") <= PACE_SPREAD * pl.col("slowest"))
         & pl.col("pace").is_between(0.25, 4.0)
@@ -330,16 +330,24 @@ def session_copies(ev: pl.DataFrame) -> pd.DataFrame:
     ordered = _sessions(ev)
     shingles = _session_shingles(ordered)
     sizes = shingles.group_by("s").agg(pl.len().alias("n"))
+    n_sessions = max(sizes.height, 2)
+    # A shingle in k of the N sessions tells log(N / k) nats about a match; a match is a copy
+    # only when what it shares is unlikely for any of the N^2 / 2 pairs of sessions by chance
+    # (and by COPY_SURPRISE_MARGIN more), so a small shop's well-trodden paths need more.
     common = shingles.group_by("shingle").agg(pl.len().alias("k"))
     rare = shingles.join(
-        common.filter(pl.col("k") <= MAX_SHINGLE_SESSIONS), on="shingle", how="semi"
+        common.filter(pl.col("k") <= MAX_SHINGLE_SESSIONS).with_columns(
+            (np.log(n_sessions) - pl.col("k").log()).alias("nats")
+        ),
+        on="shingle",
     )
+    needed = 2 * np.log(n_sessions) + np.log(COPY_SURPRISE_MARGIN)
     pairs = (
-        rare.join(rare, on="shingle", suffix="_b")
+        rare.join(rare.drop("nats"), on="shingle", suffix="_b")
         .filter((pl.col("u") != pl.col("u_b")) & (pl.col("start") > pl.col("start_b")))
         .group_by("u", "s", "u_b", "s_b")
-        .agg(pl.len().alias("shared"))
-        .filter(pl.col("shared") >= MIN_COPY_SHINGLES)
+        .agg(pl.len().alias("shared"), pl.col("nats").sum())
+        .filter((pl.col("shared") >= MIN_COPY_SHINGLES) & (pl.col("nats") >= needed))
         .join(sizes, on="s")
         .join(sizes.rename({"s": "s_b", "n": "n_b"}), on="s_b")
         # the original (n_b) mostly reproduced, and much of the copy's session is that:
@@ -356,31 +364,37 @@ def session_copies(ev: pl.DataFrame) -> pd.DataFrame:
     pairs = pairs.join(_paced_alike(ordered, pairs), on=["s", "s_b"])
     if pairs.is_empty():
         return pd.DataFrame(columns=COPY_COLUMNS)
+    # The original's account is not named: a reason must not carry another person's id
+    # (forgetting them would have to rewrite this row too); its session's start is enough
+    # to find it.
     users = ev.select(pl.col("user_id").to_physical().alias("u"), "user_id").unique("u")
-    originals = users.rename({"u": "u_b", "user_id": "original"})
+    starts = shingles.select(pl.col("s").alias("s_b"), pl.col("start").alias("original_start"))
     copies = (
         pairs.join(users, on="u")
-        .join(originals, on="u_b")
+        .join(starts.unique(), on="s_b")
         .group_by("user_id")
         .agg(
             pl.col("s").n_unique().alias("copied_sessions"),
-            pl.col("original").cast(pl.String).unique().sort().alias("original_users"),
+            pl.col("u_b").n_unique().alias("original_accounts"),
+            pl.col("original_start").min(),
             pl.col("containment").max().alias("similarity"),
             pl.col("shared").max().alias("shared"),
             pl.col("pace").median().alias("pace"),
         )
         .with_columns(
             pl.format(
-                "{} session(s) repeat an earlier session of {} item to item (up to {} shared "
-                "steps, {} of the original) at {}x its pace",
+                "{} session(s) repeat earlier sessions of {} other account(s) (the first from "
+                "{}) item to item, up to {} shared steps and {} of the original, at {}x its pace",
                 "copied_sessions",
-                pl.col("original_users").list.head(3).list.join(", "),
+                "original_accounts",
+                pl.col("original_start")
+                .cast(pl.Datetime("ms", "UTC"))
+                .dt.strftime("%Y-%m-%d %H:%M UTC"),
                 "shared",
                 (pl.col("similarity") * 100).round(0).cast(pl.Int64).cast(pl.String) + "%",
                 pl.col("pace").round(2),
             ).alias("copy_reason"),
             pl.col("user_id").cast(pl.String),
-            pl.col("original_users").list.join(","),
         )
     )
     return copies.select(COPY_COLUMNS).sort("user_id").to_pandas()

@@ -280,14 +280,18 @@ def _top_item_outliers(con: duckdb.DuckDBPyConnection, outliers: str) -> pd.Data
 
 
 def _bot_groups(con: duckdb.DuckDBPyConnection, tables: dict[str, Path]) -> pd.DataFrame:
-    """The 15 largest lockstep groups with their windows, reasons, members and items."""
+    """The 15 largest lockstep groups with their windows, reasons, members (from the user
+    scores' group_id) and items."""
     if "bot_groups" not in tables:
         return pd.DataFrame()
+    scores = parquet_relation(tables["user_traffic_scores"])
     return query_pandas(
         con,
-        f"""SELECT group_id, members, items, days, first_window, last_window, reason,
-            member_ids, item_ids
-        FROM {parquet_relation(tables["bot_groups"])} ORDER BY members DESC LIMIT 15""",
+        f"""SELECT g.group_id, g.members, g.items, g.days, g.first_window, g.last_window,
+            g.reason, string_agg(s.user_id, ', ' ORDER BY s.user_id) AS member_ids, g.item_ids
+        FROM {parquet_relation(tables["bot_groups"])} g
+        LEFT JOIN {scores} s ON s.group_id = g.group_id
+        GROUP BY ALL ORDER BY g.members DESC, g.group_id LIMIT 15""",
     )
 
 
