@@ -36,10 +36,14 @@ def detect_bots(
     """Score every user and session of `events` (user_id, item_id, event_type, event_time,
     optional query) against `catalog` (item_id, category, optional price)."""
     ev = prepare_events(events, catalog)
-    features, sessions = features_of(ev)
+    # the coordination tables are small: built first, so that no large frame waits beside
+    # the features' work (peak memory on 10M events)
     groups, members = lockstep_groups(ev)
     copies = session_copies(ev)
+    features, sessions = features_of(ev)
+    del ev
     users = features.to_pandas()
+    del features
     if len(members):
         users = users.merge(
             members.rename(columns={"partners": "group_partners"}), on="user_id", how="left"

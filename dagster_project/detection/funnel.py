@@ -1,26 +1,27 @@
 """Speed along the purchase funnel and the order of browsing, per user: signals of scripts
 that look human in rate and rhythm but not in what they do.
 
-Input: the detector's event frame (`bots._events_frame`: user_id, item_id, event_type, t in
-epoch ms, category). Every figure is a count or a duration of at least seconds, so none
+Input: the detector's event frame (`bots.prepare_events`: user_id, item_id, event_type, t in
+epoch ms, category, price). Every figure is a count or a duration of seconds, so none
 depends on how the export rounds its timestamps (tested on whole-second and jittered data).
 
-- `funnel_speed`: for each purchase, the seconds from the user's first touch of the item in
-  the same visit (any event on it within `VISIT_LOOKBACK_MS` before) to the purchase: a
+- `funnel_speed`: for each purchase, the seconds from the last view of the item (within
+  `VISIT_LOOKBACK_MS` before) to the purchase, and whether an add-to-cart came between. A
   person opens a product, reads, maybe adds it to the cart, then pays, which takes half a
   minute or more (on the Taobao sample 1% of purchases with a view before them took under
-  30 s and 0.1% under 10 s). A buy-now script pays seconds after opening the page. Also the
-  purchases made without an add-to-cart, and the seconds from the account's first event to
+  30 s and 0.1% under 10 s); a buy-now script pays seconds after the page loads. Also the
+  purchases made without any add-to-cart, and the seconds from the account's first event to
   its first purchase.
 - `listing_order`: the longest run of consecutive views, inside one category, that follow a
   catalog listing order (item id, or price) up or down. A shopper opens items in the order
   search and taste put them; a crawler walks the listing. In random order a run of k
-  consecutive rising steps has probability 1/(k+1)!, so runs of 8 and more do not happen
-  by chance. Also the largest share of one category's catalog a user viewed.
+  consecutive rising steps has probability 1/(k+1)!, so long runs do not happen by chance
+  (`signals` flags from 13 views). Also the largest share of one category's items viewed.
 """
 
 from __future__ import annotations
 
+import numpy as np
 import polars as pl
 
 INSTANT_PURCHASE_S = 10.0  # a purchase this soon after first opening the item: a script
@@ -97,27 +98,17 @@ def _listing_ranks(ev: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-def _longest_run(steps: pl.DataFrame, key: str) -> pl.DataFrame:
-    """Per user, the longest run of consecutive same-category views whose `key` keeps rising
-    (or keeps falling), counted in views."""
-    prev_ok = (pl.col("user_id") == pl.col("user_id").shift(1)) & (
-        pl.col("category") == pl.col("category").shift(1)
-    )
-    out = []
-    for direction, name in ((1, "up"), (-1, "down")):
-        rising = prev_ok & ((pl.col(key) - pl.col(key).shift(1)) * direction > 0)
-        runs = steps.with_columns((~rising).cum_sum().alias(f"run_{name}"))
-        out.append(
-            runs.group_by("user_id", f"run_{name}")
-            .agg(pl.len().alias("n"))
-            .group_by("user_id")
-            .agg(pl.col("n").max().alias(f"{key}_{name}"))
-        )
-    return (
-        out[0]
-        .join(out[1], on="user_id")
-        .select("user_id", pl.max_horizontal(f"{key}_up", f"{key}_down").alias(key))
-    )
+def _longest_run(user: np.ndarray, category: np.ndarray, key: np.ndarray) -> np.ndarray:
+    """Per step (views in user and time order), the length in views of the longest run it
+    belongs to whose `key` keeps rising, or keeps falling, inside one user and category."""
+    same = (user[1:] == user[:-1]) & (category[1:] == category[:-1])
+    step = np.diff(key.astype(np.int64))
+    best = np.ones(len(key), np.int64)
+    for direction in (1, -1):
+        walking = np.r_[False, same & (direction * step > 0)]
+        run = np.cumsum(~walking)  # a new run wherever the walk breaks
+        best = np.maximum(best, np.bincount(run)[run])
+    return best
 
 
 def listing_order(ev: pl.DataFrame) -> pl.DataFrame:
@@ -143,7 +134,13 @@ def listing_order(ev: pl.DataFrame) -> pl.DataFrame:
             | pl.col("user_id").shift(1).is_null()
         )
     )
-    by_id, by_price = _longest_run(steps, "id_rank"), _longest_run(steps, "price_rank")
+    user = steps["user_id"].to_physical().to_numpy()
+    category = steps["category"].to_physical().to_numpy()
+    runs = steps.select("user_id").with_columns(
+        pl.Series("id_rank", _longest_run(user, category, steps["id_rank"].to_numpy())),
+        pl.Series("price_rank", _longest_run(user, category, steps["price_rank"].to_numpy())),
+    )
+    longest = runs.group_by("user_id").agg(pl.col("id_rank", "price_rank").max())
     sizes = listing.group_by("category").agg(pl.col("item_id").n_unique().alias("size"))
     coverage = (
         views.drop_nulls("category")
@@ -155,15 +152,11 @@ def listing_order(ev: pl.DataFrame) -> pl.DataFrame:
     )
     has_price = listing["price"].is_not_null().any()
     price_run = pl.col("price_rank") if has_price else pl.lit(0, pl.UInt32)
-    return (
-        by_id.join(by_price, on="user_id")
-        .select(
-            "user_id",
-            pl.max_horizontal("id_rank", price_run).alias("ordered_views"),
-            pl.when(price_run > pl.col("id_rank"))
-            .then(pl.lit("price"))
-            .otherwise(pl.lit("item id"))
-            .alias("listing_order"),
-        )
-        .join(coverage, on="user_id", how="left")
-    )
+    return longest.select(
+        "user_id",
+        pl.max_horizontal("id_rank", price_run).alias("ordered_views"),
+        pl.when(price_run > pl.col("id_rank"))
+        .then(pl.lit("price"))
+        .otherwise(pl.lit("item id"))
+        .alias("listing_order"),
+    ).join(coverage, on="user_id", how="left")

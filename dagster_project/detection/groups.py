@@ -1,28 +1,33 @@
 """Coordination across accounts: groups acting in lockstep, and sessions copied from others.
 
-Input: the detector's event frame (`bots._events_frame`: user_id, item_id, event_type, t in
-epoch ms). Both signals look at what accounts do together, which no per-user feature sees:
-each account of a ring can look like an ordinary shopper on its own.
+Input: the detector's event frame (`bots.prepare_events`: user_id, item_id, event_type, t in
+epoch ms, sessions). Both signals look at what accounts do together, which no per-user
+feature sees: each account of a ring can look like an ordinary shopper on its own.
 
-**Lockstep groups** (after CopyCatch, Beutel et al., WWW 2013, with FRAUDAR's camouflage
-resistance, Hooi et al., KDD 2016). Two accounts are in lockstep on an item when both acted
-on it within the same `LOCKSTEP_WINDOW_MS` window (two grids, the second shifted by half a
-window, so that no pair is split by a window's edge). A pair's evidence is the sum over the
-distinct items they share that way of 1 / log(users of the item + 5): FRAUDAR's column
-weight, so that acting on popular items together (what camouflage and real crowds do) counts
-little and acting on the same rarely-visited items counts a lot. Pairs with at least
-`MIN_PAIR_ITEMS` shared items and `MIN_PAIR_EVIDENCE` form a graph; its `MIN_GROUP`-core
-(members with at least `MIN_GROUP` - 1 such partners inside it) split into connected
-components are the groups. A real crowd (a flash sale: hundreds of people on one deal in
-minutes) shares one item per pair and never forms a group.
+**Lockstep groups** (after CopyCatch, Beutel et al., WWW 2013). Actions are counted in
+item-windows of `LOCKSTEP_WINDOW_MS` (two grids, the second shifted by half a window, so that
+no pair is split by a window's edge). An item-window is a burst when at least `MIN_GROUP`
+accounts acted on the item in it and `BURST_RATIO` times the item's mean per window: the
+crowd is unusual for that item. Two accounts are partners when they shared bursts on at
+least `MIN_PAIR_ACTIONS` distinct (item, day), on `MIN_PAIR_DAYS` days or more (a crowd or
+chance meets once; a ring comes back), and those are `MIN_PAIR_SHARE` of the bursts of the
+less busy of the two (a very busy account meets everyone now and then). The partner graph's
+(`MIN_GROUP` - 1)-core, split into connected components, gives the groups; a group is kept
+when the items it came back to span `MIN_PAIR_DAYS` days. Camouflage, which FRAUDAR (Hooi et
+al., KDD 2016) resists by down-weighting popular columns, is handled by the burst test:
+acting together on popular items is no burst for them, so it ties no one to a ring. A
+flash-sale crowd is one burst on one day and never forms a group.
 
 **Copies** (near-duplicate detection by shingling, Broder 1997): a session's shingles are its
-consecutive pairs of distinct items. Two sessions of different accounts that share at least
-`MIN_COPY_SHINGLES` shingles with a Jaccard similarity of at least `MIN_COPY_JACCARD` are
-copies of one another, whatever their timing: shingles hold no time, so a replay shifted in
-time or slowed down keeps them. The later session is the copy; the earlier one, first seen,
-is the original and is never flagged for being copied. Shingles that more than
-`MAX_SHINGLE_SESSIONS` sessions share (a shop's common paths) are not evidence.
+consecutive pairs of distinct items; shingles that more than `MAX_SHINGLE_SESSIONS` sessions
+share are a shop's common paths and no evidence. A later session of another account is a
+copy of an earlier one when they share `MIN_COPY_SHINGLES`+ shingles whose rarity makes the
+match unlikely by chance among all pairs of sessions (`COPY_SURPRISE_MARGIN`), the copy holds
+`MIN_COPY_CONTAINMENT` of the original's shingles and the original `MIN_COPY_SHARE` of the
+copy's, and one pace factor maps the shared items' times onto each other (`_paced_alike`).
+Shingles hold no time, so a replay shifted in time and slowed or sped up keeps all of this;
+two people on the same path at their own pace do not. The earlier session, first seen, is
+the original and is never flagged for being copied.
 """
 
 from __future__ import annotations
@@ -33,15 +38,13 @@ import polars as pl
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
-from dagster_project.contracts import SESSION_GAP
-
 LOCKSTEP_WINDOW_MS = 2 * 3_600_000
 MAX_CELL_USERS = 1000  # a burst with more accounts is a crowd: its pairs are not listed
 BURST_RATIO = 5.0  # accounts in an item-window against the item's mean per window
 MIN_PAIR_ACTIONS = 3  # distinct (item, day) two accounts shared in burst windows
 MIN_PAIR_DAYS = 2  # one window shared once is a crowd or chance; a ring comes back
+MIN_PAIR_SHARE = 0.3  # of the (item, day) bursts of the less busy account of a pair
 MIN_GROUP = 4
-COPY_GAP_MS = int(SESSION_GAP.total_seconds() * 1000)
 MIN_COPY_SHINGLES = 4
 MIN_COPY_CONTAINMENT = 0.6  # of the original's shingles found in the copy
 MIN_COPY_SHARE = 0.3  # of the copy's shingles from the original (several replays may merge)
@@ -73,26 +76,23 @@ COPY_COLUMNS = [
 
 
 def _lockstep_cells(ev: pl.DataFrame) -> pl.DataFrame:
-    """(user, item, grid, window) once each, with the window's main action. Two grids of
-    `LOCKSTEP_WINDOW_MS` windows, the second shifted by half a window."""
+    """(user u, item i, grid, window) once each: two grids of `LOCKSTEP_WINDOW_MS` windows,
+    the second shifted by half a window. Integer codes only (10M events: a few seconds)."""
     acts = ev.select(
         pl.col("user_id").to_physical().alias("u"),
         pl.col("item_id").to_physical().alias("i"),
         "t",
-        "event_type",
     )
     grids = [
         acts.select(
-            "u", "i", "event_type", pl.lit(g, pl.Int8).alias("grid"),
+            "u", "i",
             ((pl.col("t") + g * LOCKSTEP_WINDOW_MS // 2) // LOCKSTEP_WINDOW_MS).alias("window"),
         )
+        .unique()
+        .with_columns(pl.lit(g, pl.Int8).alias("grid"))
         for g in (0, 1)
     ]  # fmt: skip
-    return (
-        pl.concat(grids)
-        .group_by("u", "i", "grid", "window")
-        .agg(pl.col("event_type").mode().first().alias("action"))
-    )
+    return pl.concat(grids)
 
 
 def _bursts(cells: pl.DataFrame) -> pl.DataFrame:
@@ -128,6 +128,8 @@ def _lockstep_pairs(cells: pl.DataFrame) -> pl.DataFrame:
         .select("u", "u_b", "i", day)
         .unique()
     )
+    # how many (item, day) bursts each account was in: a very busy account meets everyone
+    busy = bursts.select("u", "i", day).unique().group_by("u").agg(pl.len().alias("bursts"))
     return (
         pairs.group_by("u", "u_b")
         .agg(
@@ -135,7 +137,13 @@ def _lockstep_pairs(cells: pl.DataFrame) -> pl.DataFrame:
             pl.col("i").n_unique().alias("items"),
             pl.col("day").n_unique().alias("days"),
         )
-        .filter((pl.col("actions") >= MIN_PAIR_ACTIONS) & (pl.col("days") >= MIN_PAIR_DAYS))
+        .join(busy, on="u")
+        .join(busy.rename({"u": "u_b", "bursts": "bursts_b"}), on="u_b")
+        .filter(
+            (pl.col("actions") >= MIN_PAIR_ACTIONS)
+            & (pl.col("days") >= MIN_PAIR_DAYS)
+            & (pl.col("actions") >= MIN_PAIR_SHARE * pl.min_horizontal("bursts", "bursts_b"))
+        )
     )
 
 
@@ -167,7 +175,7 @@ def lockstep_groups(ev: pl.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     graph = coo_matrix((np.ones(len(a)), (a, b)), shape=(len(nodes), len(nodes)))
     _, component = connected_components(graph, directed=False)
     membership = pl.DataFrame({"u": nodes, "group": component.astype(np.int64)})
-    groups = _describe_groups(_bursts(cells).join(membership, on="u"), membership)
+    groups = _describe_groups(_bursts(cells).join(membership, on="u"), membership, ev)
     # a group, not only its pairs, comes back: its core items span several days
     groups = groups.filter(pl.col("days") >= MIN_PAIR_DAYS)
     if groups.is_empty():
@@ -214,7 +222,9 @@ def _no_groups() -> tuple[pd.DataFrame, pd.DataFrame]:
     return groups, members
 
 
-def _describe_groups(cells: pl.DataFrame, membership: pl.DataFrame) -> pl.DataFrame:
+def _describe_groups(
+    cells: pl.DataFrame, membership: pl.DataFrame, ev: pl.DataFrame
+) -> pl.DataFrame:
     """Per group: its core items (acted on by at least half the members in one burst window,
     from `cells` of bursts only: camouflage on popular items is not what the group is about)
     that it came back to on several days where it has such, the days and windows of those
@@ -224,7 +234,7 @@ def _describe_groups(cells: pl.DataFrame, membership: pl.DataFrame) -> pl.DataFr
     start_ms = pl.col("window") * LOCKSTEP_WINDOW_MS - pl.col("grid") * (LOCKSTEP_WINDOW_MS // 2)
     per_item = (
         cells.group_by("group", "i", "grid", "window")
-        .agg(pl.col("u").n_unique().alias("acting"), pl.col("action").mode().first())
+        .agg(pl.col("u").n_unique().alias("acting"))
         .join(size, on="group")
         .filter(pl.col("acting") * 2 >= pl.col("members"))
         .with_columns(start_ms.alias("start_ms"))
@@ -240,10 +250,23 @@ def _describe_groups(cells: pl.DataFrame, membership: pl.DataFrame) -> pl.DataFr
         pl.col("day").n_unique().alias("days"),
         stamp.min().alias("first_window"),
         stamp.max().alias("last_window"),
-        pl.col("action").unique().sort().str.join(", ").alias("action"),
         pl.col("acting").median().alias("acting"),
         pl.col("i").unique().sort().alias("item_codes"),
     )
+    # what the members did to their core items: the event types, in words
+    core = per_item.select("group", "i").unique()
+    actions = (
+        ev.select(
+            pl.col("user_id").to_physical().alias("u"),
+            pl.col("item_id").to_physical().alias("i"),
+            pl.col("event_type").cast(pl.String),
+        )
+        .join(membership, on="u")
+        .join(core, on=["group", "i"])
+        .group_by("group")
+        .agg(pl.col("event_type").unique().sort().str.join(", ").alias("action"))
+    )
+    described = described.join(actions, on="group", how="left")
     described = size.join(described.drop("members"), on="group", how="left").with_columns(
         pl.col("items").fill_null(0), pl.col("days").fill_null(0)
     )
@@ -264,15 +287,15 @@ def _describe_groups(cells: pl.DataFrame, membership: pl.DataFrame) -> pl.DataFr
 
 
 def _sessions(ev: pl.DataFrame) -> pl.DataFrame:
-    """Events as (account u, item i, time t, session s by 30-minute gaps), consecutive
-    repeats of an item dropped."""
+    """Events as (account u, item i, time t, session s), consecutive repeats of an item
+    dropped; `ev` from `bots.prepare_events` is sorted by account and time and has its
+    sessions (30-minute gaps)."""
     ordered = ev.select(
         pl.col("user_id").to_physical().alias("u"),
         pl.col("item_id").to_physical().cast(pl.UInt64).alias("i"),
         "t",
-    ).sort("u", "t")
-    new = (pl.col("u") != pl.col("u").shift(1)) | (pl.col("t") - pl.col("t").shift(1) > COPY_GAP_MS)
-    ordered = ordered.with_columns(new.fill_null(True).cum_sum().alias("s"))
+        pl.col("session").alias("s"),
+    )
     return ordered.filter(
         (pl.col("s") != pl.col("s").shift(1)) | (pl.col("i") != pl.col("i").shift(1))
         | pl.col("s").shift(1).is_null()
@@ -336,12 +359,16 @@ def session_copies(ev: pl.DataFrame) -> pd.DataFrame:
     # (and by COPY_SURPRISE_MARGIN more), so a small shop's well-trodden paths need more.
     common = shingles.group_by("shingle").agg(pl.len().alias("k"))
     rare = shingles.join(
-        common.filter(pl.col("k") <= MAX_SHINGLE_SESSIONS).with_columns(
+        common.filter(pl.col("k").is_between(2, MAX_SHINGLE_SESSIONS)).with_columns(
             (np.log(n_sessions) - pl.col("k").log()).alias("nats")
         ),
         on="shingle",
     )
     needed = 2 * np.log(n_sessions) + np.log(COPY_SURPRISE_MARGIN)
+    # a session whose rare shingles could not add up to a copy is never one side of a copy
+    rare = rare.filter(
+        (pl.len().over("s") >= MIN_COPY_SHINGLES) & (pl.col("nats").sum().over("s") >= needed)
+    )
     pairs = (
         rare.join(rare.drop("nats"), on="shingle", suffix="_b")
         .filter((pl.col("u") != pl.col("u_b")) & (pl.col("start") > pl.col("start_b")))

@@ -10,7 +10,8 @@ of `groups`) to a score in [0, 1]; a score of `bots.BOT_THRESHOLD` or more flags
   fast; a flash-sale rush reloads the deal, adds it to the cart and then pays.
 - `listing_crawl`: a run of views walking a category's listing in id or price order. In
   random order a run of k rising steps has probability 1/(k+1)!; the most ordered human
-  run on the generated shop was 9 views (48k shoppers) and 6 on the Taobao sample.
+  run on the generated shop was 9 views (48k shoppers), 6 on the Taobao sample, and a B2B
+  buyer re-ordering its list walked 11: the flag starts at 13.
 - `coordinated_group`: a member of a lockstep group (`groups.lockstep_groups`).
 - `copied_sessions`: sessions repeating another account's earlier session
   (`groups.session_copies`); the first-seen account is the original and is not flagged.
@@ -23,7 +24,8 @@ import pandas as pd
 
 from dagster_project.detection.funnel import INSTANT_PURCHASE_S
 
-ORDERED_RUN_START, ORDERED_RUN_FULL = 8, 14  # views in listing order -> 0 .. 1
+ORDERED_RUN_START, ORDERED_RUN_FULL = 10, 16  # views in listing order -> 0 .. 1 (0.5 at 13)
+CRAWL_MAX_PURCHASE_SHARE = 0.05  # of the user's events
 INSTANT_SHARE = 0.75  # of the purchases with a view before them
 GROUP_SCORE = 0.9
 COPY_SCORE = 0.8
@@ -51,7 +53,9 @@ def signal_scores(f: pd.DataFrame) -> dict[str, np.ndarray]:
     )
     ordered = column_or(f, "ordered_views").to_numpy(float)
     # the walk starts at its first view: a run of n views is n - 1 ordered steps
-    crawl = _ramp(ordered, ORDERED_RUN_START, ORDERED_RUN_FULL) * (ordered >= ORDERED_RUN_START)
+    # a walk to buy (a B2B buyer going down its list) is no crawl: crawlers barely buy
+    buys = column_or(f, "purchase_share").to_numpy(float) < CRAWL_MAX_PURCHASE_SHARE
+    crawl = _ramp(ordered, ORDERED_RUN_START, ORDERED_RUN_FULL) * buys
     in_group = column_or(f, "group_id", "").astype(str).to_numpy() != ""
     copied = column_or(f, "copied_sessions").to_numpy(float)
     return {
