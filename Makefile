@@ -58,6 +58,7 @@ bench: install
 	$(BIN)/python -m bench.pipeline --preset $(PRESET)
 	$(BIN)/python -m bench.quality
 	$(BIN)/python -m bench.detection
+	$(BIN)/python -m bench.detection_adversary
 	$(BIN)/python -m bench.feature_serving --data-dir $(DATA_DIR)
 	$(BIN)/python -m bench.recommender --data-dir $(DATA_DIR)
 	$(BIN)/python -m bench.faults --data-dir $(DATA_DIR)
@@ -78,9 +79,11 @@ bench-recommender: install
 bench-recommender-device: install
 	$(BIN)/python -m bench.recommender_device --device auto
 
-## bench-detection: bot detection per type over bot rates and seeds, and 10M-event speed
+## bench-detection: bot detection per type over bot rates and seeds, 10M-event speed, and
+## independently written bots in the Taobao sample and generated shops
 bench-detection: install
 	$(BIN)/python -m bench.detection
+	$(BIN)/python -m bench.detection_adversary
 
 lint: install
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
