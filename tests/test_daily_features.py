@@ -104,7 +104,9 @@ def test_day_by_day_equals_the_full_recompute_at_every_boundary():
     assert (full_users["views_30d"] < full_users["views"]).any()
     assert full_users["top_category"].notna().mean() > 0.9
     # ... and so do the Feast tables built from either.
-    scores = pd.DataFrame({"user_id": ["u1"], "bot_score": [0.9]})
+    scores = pd.DataFrame(
+        {"user_id": ["u1", "u1"], "day": [FIRST_DAY, FIRST_DAY + 20 * DAY], "bot_score": [0.1, 0.9]}
+    )
     pd.testing.assert_frame_equal(
         finish_user_features(users, scores), user_features(events, scores, categories=catalog)
     )

@@ -184,8 +184,17 @@ def test_feature_snapshots_never_see_their_own_day():
             "quantity": pd.array([pd.NA, 2, pd.NA], dtype="Int64"),
         }
     )
-    scores = pd.DataFrame({"user_id": ["u1"], "bot_score": [0.1]})
+    # The bot score as it was known each day: a score dated 09-03 (from events up to 09-03)
+    # must not reach the snapshots of 09-01 and 09-02.
+    scores = pd.DataFrame(
+        {
+            "user_id": ["u1", "u1"],
+            "day": pd.to_datetime(["2026-09-01", "2026-09-03"], utc=True),
+            "bot_score": [0.1, 0.8],
+        }
+    )
     snap = user_features(events, scores, pd.Timestamp("2026-11-30", tz="UTC"))
+    assert snap["bot_score"].tolist() == [0.1, 0.1, 0.8]
     # Active days 09-01 and 09-03, and 09-02 when 09-01's events leave the 1-day window.
     assert snap["event_timestamp"].tolist() == list(
         pd.to_datetime(["2026-09-02", "2026-09-03", "2026-09-04"], utc=True)

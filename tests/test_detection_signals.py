@@ -227,3 +227,32 @@ def test_no_feature_depends_on_timestamp_rounding(shoppers, jitter_s):
     assert (flags["whole"] == flags["jittered"]).mean() >= 0.995
     # 3 s gaps jittered by up to 0.9 s each side stay mostly within the half-second tolerance
     assert min(a.loc["crawler", "modal_gap_share"], b.loc["crawler", "modal_gap_share"]) >= 0.75
+
+
+def test_the_score_history_is_point_in_time(shoppers):
+    """A crawl that starts on day 10 is not in the day-6 checkpoint, is in the last day's
+    row; rows of earlier runs stay as they were, and a rerun only adds what is missing."""
+    import polars as pl
+
+    from dagster_project.detection.history import checkpoint_days, score_history
+
+    listing = CATALOG[CATALOG["category"] == "c3"].sort_values("item_id")["item_id"].to_numpy()
+    crawl = _rows("crawler", listing[:40], "view", 10 * 86_400 + np.cumsum(np.full(40, 30.0)))
+    events = pd.concat([shoppers, crawl], ignore_index=True)
+    latest = detect_bots(events, CATALOG).users
+    lazy = pl.from_pandas(events).lazy()
+    history = score_history(lazy, pl.from_pandas(CATALOG), latest, None, say=lambda _: None)
+    first, last = events["event_time"].min().floor("D"), events["event_time"].max().floor("D")
+    assert checkpoint_days(first, last) == [first + pd.Timedelta(days=6)]
+    assert sorted(history["day"].unique()) == [first + pd.Timedelta(days=6), last]
+    crawler = history[history["user_id"] == "crawler"].set_index("day")["bot_score"]
+    assert crawler.index.tolist() == [last] and crawler.iloc[0] >= 0.5
+    # the next day's run keeps the earlier rows and dates its own scores on its day
+    next_day = crawl.assign(event_time=last + pd.Timedelta(days=1, hours=9))
+    later = pd.concat([events, next_day], ignore_index=True)
+    again = score_history(
+        pl.from_pandas(later).lazy(), pl.from_pandas(CATALOG), latest, history, say=print
+    )
+    kept = again[again["day"] <= last]
+    pd.testing.assert_frame_equal(kept.reset_index(drop=True), history)
+    assert again["day"].max() == last + pd.Timedelta(days=1)

@@ -477,6 +477,7 @@ DAILY_INPUTS = (
     "behaviour_exclusions",
     "items",
     "user_traffic_scores",
+    "bot_score_history",
     "item_outliers",
 )
 

@@ -5,13 +5,23 @@ from collections.abc import Iterator
 import matplotlib.pyplot as plt
 import pandas as pd
 import polars as pl
-from dagster import AssetIn, AssetOut, MetadataValue, Output, asset, multi_asset
+from dagster import (
+    AssetExecutionContext,
+    AssetIn,
+    AssetOut,
+    MetadataValue,
+    Output,
+    asset,
+    multi_asset,
+)
 
 from dagster_project.assets._common import OWNERS
 from dagster_project.detection.bots import BOT_THRESHOLD, DETECTOR_VERSION
 from dagster_project.detection.detector import detect_bots
+from dagster_project.detection.history import score_history
 from dagster_project.detection.items import item_outliers as find_item_outliers
 from dagster_project.plots import figure_markdown
+from dagster_project.resources import PlatformStorage
 
 
 def _score_histogram(scores: pd.DataFrame) -> str:
@@ -143,6 +153,49 @@ def item_outliers(
                 )
                 if len(flagged)
                 else "none"
+            ),
+        },
+    )
+
+
+@asset(
+    group_name="detection",
+    owners=OWNERS,
+    kinds={"parquet", "pandas"},
+    ins={
+        "events_clean": AssetIn(
+            metadata={"columns": ["user_id", "item_id", "event_type", "event_time", "query"]}
+        ),
+        "items_clean": AssetIn(metadata={"columns": ["item_id", "category", "price"]}),
+        "user_traffic_scores": AssetIn(metadata={"columns": ["user_id", "bot_score"]}),
+    },
+    description="Bot scores as they were known each day (user_id, day, bot_score): this run's "
+    "scores dated on the last event day, earlier runs' rows kept, and weekly checkpoints "
+    "scored over the events up to their day where no run scored them. Feature snapshots "
+    "join it point in time.",
+)
+def bot_score_history(
+    context: AssetExecutionContext,
+    storage: PlatformStorage,
+    events_clean: pl.LazyFrame,
+    items_clean: pl.DataFrame,
+    user_traffic_scores: pd.DataFrame,
+) -> Output[pd.DataFrame]:
+    previous = storage.layout().table("bot_score_history")
+    earlier = pd.read_parquet(previous) if previous.exists() else None
+    history = score_history(
+        events_clean, items_clean, user_traffic_scores, earlier, context.log.info
+    )
+    return Output(
+        history,
+        metadata={
+            "days_scored": int(history["day"].nunique()),
+            "last_day": str(history["day"].max()),
+            "flagged_on_last_day": int(
+                (
+                    history.loc[history["day"] == history["day"].max(), "bot_score"]
+                    >= BOT_THRESHOLD
+                ).sum()
             ),
         },
     )

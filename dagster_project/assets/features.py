@@ -136,17 +136,17 @@ def item_daily_features(
     kinds={"parquet", "pandas"},
     ins={
         "behaviour_exclusions": AssetIn(metadata={"columns": ["user_id"]}),
-        "user_traffic_scores": AssetIn(metadata={"columns": ["user_id", "bot_score"]}),
     },
     description="The Feast table of user features: every day's snapshots with conversion rates "
-    "and the bot score, less the users behaviour_events now excludes as bots (days built "
-    "before they were flagged still hold them). event_timestamp = end of the day summarised.",
+    "and the bot score as it was known that day (bot_score_history), less the users "
+    "behaviour_events now excludes as bots (days built before they were flagged still hold "
+    "them). event_timestamp = end of the day summarised.",
 )
 def user_features(
     context: AssetExecutionContext,
     user_daily_features: pd.DataFrame,
     behaviour_exclusions: pd.DataFrame,
-    user_traffic_scores: pd.DataFrame,
+    bot_score_history: pd.DataFrame,
 ) -> Output[pd.DataFrame]:
     snapshots = user_daily_features
     flagged_since = snapshots["user_id"].isin(behaviour_exclusions["user_id"])
@@ -156,7 +156,7 @@ def user_features(
             f"{snapshots.loc[flagged_since, 'user_id'].nunique():,} users flagged as bots "
             "after their days were built are left out"
         )
-    frame = finish_user_features(snapshots[~flagged_since], user_traffic_scores)
+    frame = finish_user_features(snapshots[~flagged_since], bot_score_history)
     return Output(
         frame,
         metadata={

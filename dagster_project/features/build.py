@@ -149,21 +149,40 @@ def user_snapshots(events: pd.DataFrame, categories: pd.DataFrame | None = None)
     return snap[["user_id", "day", *USER_SNAPSHOT_COLUMNS]]
 
 
+def bot_scores_as_of(snapshots: pd.DataFrame, history: pd.DataFrame) -> np.ndarray:
+    """Per snapshot (user_id, day), the user's latest bot score in `history` (user_id, day,
+    bot_score: `detection.history`) dated on or before its day, so that no snapshot carries
+    what later events said; 0.0 where there is none yet."""
+    left = snapshots[["user_id", "day"]].reset_index(drop=True)
+    left["_row"] = np.arange(len(left))
+    left["day"] = left["day"].astype("datetime64[us, UTC]")
+    right = history[["user_id", "day", "bot_score"]].astype({"day": "datetime64[us, UTC]"})
+    joined = pd.merge_asof(
+        left.sort_values("day", kind="stable"),
+        right.sort_values("day", kind="stable"),
+        on="day",
+        by="user_id",
+        direction="backward",
+    )
+    scores = np.zeros(len(left))
+    scores[joined["_row"].to_numpy()] = joined["bot_score"].fillna(0.0).to_numpy()
+    return scores
+
+
 def finish_user_features(
     snapshots: pd.DataFrame, scores: pd.DataFrame, created: pd.Timestamp | None = None
 ) -> pd.DataFrame:
     """The Feast table from user snapshots (full or per day): event_timestamp (end of the day
-    summarised), conversion rates and the bot score. `created` defaults to event_timestamp,
-    so the same snapshots always give the same bytes."""
+    summarised), conversion rates and the bot score as it was known that day (`scores`: the
+    history, user_id, day, bot_score; `bot_scores_as_of`). `created` defaults to
+    event_timestamp, so the same snapshots always give the same bytes."""
     snap = snapshots.sort_values(["user_id", "day"], kind="stable").reset_index(drop=True)
+    snap["bot_score"] = bot_scores_as_of(snap, scores)
     snap["event_timestamp"] = snap.pop("day") + pd.Timedelta(days=1)
     snap["cart_rate"] = _rate(snap["carts"], snap["views"])
     snap["purchase_rate"] = _rate(snap["purchases"], snap["views"])
     snap["cart_rate_30d"] = _rate(snap["carts_30d"], snap["views_30d"])
     snap["purchase_rate_30d"] = _rate(snap["purchases_30d"], snap["views_30d"])
-    snap = snap.merge(scores[["user_id", "bot_score"]], on="user_id", how="left").fillna(
-        {"bot_score": 0.0}
-    )
     snap["created"] = snap["event_timestamp"] if created is None else created
     return snap[["user_id", "event_timestamp", "created", *USER_FEATURES]]
 
@@ -176,7 +195,8 @@ def user_features(
 ) -> pd.DataFrame:
     """Per user and snapshot day, over all events at once (the full recompute that the daily
     partitions in `features.daily` must agree with): counts (all time, 1, 7 and 30 days),
-    conversion, recency, spend, tenure, distinct and top category, and the bot score."""
+    conversion, recency, spend, tenure, distinct and top category, and the bot score as of
+    the day (`scores`: the history, user_id, day, bot_score)."""
     return finish_user_features(user_snapshots(events, categories), scores, created)
 
 
