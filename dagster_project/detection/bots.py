@@ -403,7 +403,14 @@ PATTERNS: dict[str, Pattern] = {
     # Fake engagement does not convert.
     # Fake engagement does not convert; a shopper refreshing a deal a few times is no farm.
     "click_farm": Pattern(
-        ["fast", "repeats_items"], "purchase_share < 0.01 and repeated_actions >= 30"
+        ["fast", "repeats_items"],
+        "purchase_share < 0.01 and repeated_actions >= 30 and favorites + carts >= 3",
+    ),
+    # The same repeats with views alone: a script reloading pages (a stock or price monitor,
+    # a scraper re-walking its list) engages with nothing, unlike a farm.
+    "page_monitoring": Pattern(
+        ["fast", "repeats_items"],
+        "purchase_share < 0.01 and repeated_actions >= 30 and favorites + carts < 3",
     ),
     # Hoarders mostly re-add carts and hold them; one who re-carts and then buys is a customer.
     "cart_hoarding": Pattern(
@@ -438,6 +445,12 @@ def _describe(pattern: str, r: tuple) -> str:
         return (
             f"{r.actions_per_item:.0f} views/favorites/carts per item over {r.distinct_items} "
             f"items (top item {r.top_item_share:.0%} of events), {r.purchases} purchases, "
+            f"{r.events_per_minute:.1f} events per active minute"
+        )
+    if pattern == "page_monitoring":
+        return (
+            f"{r.actions_per_item:.0f} views per item over {r.distinct_items} items (top item "
+            f"{r.top_item_share:.0%} of events), {r.favorites} favourites and {r.carts} carts, "
             f"{r.events_per_minute:.1f} events per active minute"
         )
     if pattern == "cart_hoarding":
