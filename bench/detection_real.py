@@ -18,8 +18,9 @@ from pathlib import Path
 import pandas as pd
 import polars as pl
 
-from bench.detection import RESULTS, clean_tables, score_tables
+from bench.detection import RESULTS, clean_tables
 from bench.machine import machine_info
+from dagster_project.detection.detector import detect_bots
 from dagster_project.detection.items import item_outliers
 from dagster_project.settings import layout
 
@@ -45,16 +46,16 @@ def main() -> None:
                 (out.landing / f.name).symlink_to(f.resolve())
         (out.landing / "source.json").write_text(json.dumps({"format": args.format}))
         clean_tables(Path(tmp))
-        scores = score_tables(Path(tmp))
         catalog = pl.read_parquet(
-            out.table("items_clean"), columns=["item_id", "category", "price"]
+            out.table("items_clean"), columns=["item_id", "category", "price", "listed_at"]
         )
+        events = pl.scan_parquet(out.table("events_clean")).select(
+            "user_id", "item_id", "event_type", "event_time", "query"
+        )
+        detection = detect_bots(events, catalog)
+        scores = detection.users
         flagged_ids = pl.Series(scores.loc[scores["is_bot"], "user_id"].to_list(), dtype=pl.String)
-        items = item_outliers(
-            pl.scan_parquet(out.table("events_clean")).select("user_id", "item_id", "event_time"),
-            catalog,
-            flagged_ids,
-        )
+        items = item_outliers(events, catalog, flagged_ids, detection.groups)
 
     flagged = scores[scores["is_bot"]].sort_values("bot_score", ascending=False)
     # The highest scores, flagged or not: what the detector found most suspicious, and why.
@@ -84,6 +85,7 @@ def main() -> None:
                 "machine": machine_info(),
                 "users": len(scores),
                 "flagged": len(flagged),
+                "groups": len(detection.groups),
                 "by_pattern": flagged["pattern"].value_counts().to_dict(),
                 "score_quantiles": scores["bot_score"].quantile([0.5, 0.9, 0.99]).to_dict(),
                 "top_flagged": top[

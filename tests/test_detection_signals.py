@@ -256,3 +256,42 @@ def test_the_score_history_is_point_in_time(shoppers):
     kept = again[again["day"] <= last]
     pd.testing.assert_frame_equal(kept.reset_index(drop=True), history)
     assert again["day"].max() == last + pd.Timedelta(days=1)
+
+
+def test_a_drop_bought_out_within_a_minute_of_its_listing_is_an_item_outlier():
+    """Time from listing to first purchase: scripts buy a drop out in seconds; people who buy
+    a new item an hour later, or an old item at any time, do not make it an outlier."""
+    import polars as pl
+
+    from dagster_project.detection.items import item_outliers
+
+    listed = T0 + pd.Timedelta(days=3, hours=19)
+    catalog = pl.DataFrame(
+        {
+            "item_id": ["drop", "new", "old"],
+            "category": ["c1", "c1", "c1"],
+            "price": [100.0, 90.0, 80.0],
+            "listed_at": [listed, listed, T0 - pd.Timedelta(days=30)],
+        }
+    )
+    buys = [
+        *[(f"s{k}", "drop", listed + pd.Timedelta(seconds=2 + k)) for k in range(5)],
+        *[(f"h{k}", "new", listed + pd.Timedelta(minutes=60 + k)) for k in range(5)],
+        *[(f"h{k}", "old", T0 + pd.Timedelta(days=1, seconds=k)) for k in range(5)],
+    ]
+    events = pl.DataFrame(
+        {
+            "user_id": [b[0] for b in buys],
+            "item_id": [b[1] for b in buys],
+            "event_type": ["purchase"] * len(buys),
+            "event_time": [b[2] for b in buys],
+        }
+    )
+    out = item_outliers(events, catalog, pl.Series([], dtype=pl.String)).set_index("item_id")
+    assert out.loc["drop", "sniped_drop"] and out.loc["drop", "drop_buyers"] == 5
+    assert (
+        "bought by 5 accounts within 60 s of its listing (the first 2 s after it)"
+        in (out.loc["drop", "reasons"])
+    )
+    assert out.loc["new", "first_purchase_after_listing_s"] == 3600.0
+    assert not out.loc["new", "sniped_drop"] and not out.loc["old", "sniped_drop"]

@@ -122,14 +122,17 @@ def user_traffic_scores(events_clean: pl.LazyFrame, items_clean: pl.DataFrame) -
     owners=OWNERS,
     kinds={"parquet", "polars"},
     ins={
-        "events_clean": AssetIn(metadata={"columns": ["user_id", "item_id", "event_time"]}),
-        "items_clean": AssetIn(metadata={"columns": ["item_id", "category", "price"]}),
+        "events_clean": AssetIn(
+            metadata={"columns": ["user_id", "item_id", "event_type", "event_time"]}
+        ),
+        "items_clean": AssetIn(metadata={"columns": ["item_id", "category", "price", "listed_at"]}),
         "user_traffic_scores": AssetIn(metadata={"columns": ["user_id", "is_bot"]}),
         "bot_groups": AssetIn(metadata={"columns": ["group_id", "reason", "item_ids"]}),
     },
     description="Per catalog item: price against its category (robust z), its busiest day "
     "against its usual share (popularity spike), the share of its traffic from flagged "
-    "users, and the lockstep group that targeted it; the flags and reasons in words.",
+    "users, the lockstep group that targeted it, and the accounts that bought it within a "
+    "minute of its listing; the flags and reasons in words.",
 )
 def item_outliers(
     events_clean: pl.LazyFrame,
@@ -147,6 +150,7 @@ def item_outliers(
             "popularity_spikes": int(frame["popularity_spike"].sum()),
             "bot_driven_items": int(frame["bot_driven"].sum()),
             "group_target_items": int(frame["group_target"].sum()),
+            "sniped_drops": int(frame["sniped_drop"].sum()),
             "top_outliers": MetadataValue.md(
                 flagged.head(15)[["item_id", "category", "events", "reasons"]].to_markdown(
                     index=False

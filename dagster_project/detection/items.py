@@ -17,6 +17,8 @@ SPIKE_RATIO = 5.0  # a day's share of traffic against the item's usual share
 SPIKE_MIN_EVENTS = 30
 BOT_SHARE_LIMIT = 0.5
 BOT_MIN_EVENTS = 20
+DROP_WINDOW_S = 60  # purchases this soon after an item's listing: bought at script speed
+DROP_MIN_BUYERS = 3
 
 
 def price_outliers(catalog: pl.DataFrame) -> pl.DataFrame:
@@ -81,6 +83,38 @@ def popularity_spikes(events: pl.LazyFrame) -> pl.DataFrame:
     )
 
 
+def drop_purchases(events: pl.LazyFrame, catalog: pl.DataFrame) -> pl.DataFrame:
+    """Per item with a listing time (`listed_at`) and purchases after it: seconds from the
+    listing to the first purchase, and the accounts that bought within `DROP_WINDOW_S` of it
+    (a drop bought out by scripts). Empty when the catalog has no listing times."""
+    columns = ["item_id", "first_purchase_after_listing_s", "drop_buyers"]
+    names = events.collect_schema().names()
+    if "listed_at" not in catalog.columns or "event_type" not in names:
+        return pl.DataFrame(
+            schema={"item_id": pl.String, columns[1]: pl.Float64, columns[2]: pl.UInt32}
+        )
+    listed = catalog.select(
+        pl.col("item_id").cast(pl.String), pl.col("listed_at").dt.epoch("ms").alias("listed_ms")
+    ).drop_nulls("listed_ms")
+    since = (pl.col("event_time").dt.epoch("ms") - pl.col("listed_ms")) / 1000
+    return (
+        events.filter(pl.col("event_type") == "purchase")
+        .select(pl.col("item_id").cast(pl.String), "user_id", "event_time")
+        .join(listed.lazy(), on="item_id")
+        .with_columns(since.alias("since_s"))
+        .filter(pl.col("since_s") >= 0)
+        .group_by("item_id")
+        .agg(
+            pl.col("since_s").min().alias(columns[1]),
+            pl.col("user_id")
+            .filter(pl.col("since_s") <= DROP_WINDOW_S)
+            .n_unique()
+            .alias(columns[2]),
+        )
+        .collect()
+    )
+
+
 def _group_targets(groups: pd.DataFrame | None) -> pd.DataFrame:
     """Per item a lockstep group acted on (`groups.lockstep_groups`): the group and its reason."""
     if groups is None or groups.empty:
@@ -99,7 +133,8 @@ def item_outliers(
     groups: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """One row per catalog item with its outlier tests (price, popularity spike, bot-driven,
-    target of a lockstep group from `groups`), the flags and reasons."""
+    target of a lockstep group from `groups`, a drop bought out within a minute of its
+    listing), the flags and reasons."""
     events = events.lazy()
     bot = (
         events.select("item_id", pl.col("user_id").is_in(flagged_users.implode()).alias("bot"))
@@ -111,7 +146,12 @@ def item_outliers(
         price_outliers(catalog)
         .join(popularity_spikes(events), on="item_id", how="left")
         .join(bot, on="item_id", how="left")
-        .with_columns(pl.col("events").fill_null(0), pl.col("bot_events").fill_null(0))
+        .join(drop_purchases(events, catalog), on="item_id", how="left")
+        .with_columns(
+            pl.col("events").fill_null(0),
+            pl.col("bot_events").fill_null(0),
+            pl.col("drop_buyers").fill_null(0),
+        )
         .with_columns((pl.col("bot_events") / pl.col("events")).fill_nan(None).alias("bot_share"))
         .with_columns(
             (pl.col("price_z").abs() >= PRICE_Z_LIMIT).fill_null(False).alias("price_outlier"),
@@ -124,13 +164,14 @@ def item_outliers(
             ((pl.col("bot_share") >= BOT_SHARE_LIMIT) & (pl.col("events") >= BOT_MIN_EVENTS))
             .fill_null(False)
             .alias("bot_driven"),
+            (pl.col("drop_buyers") >= DROP_MIN_BUYERS).alias("sniped_drop"),
         )
         .to_pandas()
     )
     frame = frame.merge(_group_targets(groups), on="item_id", how="left")
     frame["target_of_group"] = frame["target_of_group"].fillna("")
     frame["group_target"] = frame["target_of_group"] != ""
-    tests = ["price_outlier", "popularity_spike", "bot_driven", "group_target"]
+    tests = ["price_outlier", "popularity_spike", "bot_driven", "group_target", "sniped_drop"]
     frame["is_outlier"] = frame[tests].any(axis=1)
     reasons = []
     for r in frame.itertuples():
@@ -147,6 +188,11 @@ def item_outliers(
             )
         if r.bot_driven:
             parts.append(f"{r.bot_share:.0%} of its {r.events} events came from flagged users")
+        if r.sniped_drop:
+            parts.append(
+                f"bought by {r.drop_buyers} accounts within {DROP_WINDOW_S} s of its listing "
+                f"(the first {r.first_purchase_after_listing_s:.0f} s after it)"
+            )
         if r.group_target:
             parts.append(f"a target of group {r.target_of_group}: {r.why}")
         reasons.append("; ".join(parts))
