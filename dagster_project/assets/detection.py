@@ -98,23 +98,25 @@ def user_traffic_scores(events_clean: pl.LazyFrame, items_clean: pl.DataFrame) -
         metadata={
             "groups": len(groups),
             "accounts_in_groups": int(groups["members"].sum()) if len(groups) else 0,
-            "groups_found": MetadataValue.md(
-                groups.head(15)[
-                    [
-                        "group_id",
-                        "members",
-                        "items",
-                        "days",
-                        "first_window",
-                        "last_window",
-                        "reason",
-                    ]
-                ].to_markdown(index=False)
-                if len(groups)
-                else "none"
-            ),
+            "groups_found": MetadataValue.md(_groups_markdown(groups, detection.group_members)),
         },
     )
+
+
+def _groups_markdown(groups: pd.DataFrame, members: pd.DataFrame, shown: int = 15) -> str:
+    """The largest groups with their windows, reasons, first members and items (the UI's
+    view; the whole lists are in bot_groups and the members' rows of user_traffic_scores)."""
+    if groups.empty:
+        return "none"
+    listed = members.groupby("group_id")["user_id"].agg(
+        lambda ids: ", ".join(sorted(ids)[:10]) + (" ..." if len(ids) > 10 else "")
+    )
+    table = groups.head(shown).assign(
+        member_ids=lambda g: g["group_id"].map(listed),
+        item_ids=lambda g: g["item_ids"].str.split(",").str[:10].str.join(", "),
+    )
+    columns = ["group_id", "members", "items", "days", "first_window", "last_window", "reason"]
+    return table[[*columns, "member_ids", "item_ids"]].to_markdown(index=False)
 
 
 @asset(
