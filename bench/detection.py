@@ -36,7 +36,7 @@ from dagster_project.detection.bots import BOT_THRESHOLD
 from dagster_project.detection.detector import detect_bots
 from dagster_project.pseudonyms import pseudonymise
 from dagster_project.settings import layout
-from dagster_project.sources.synthetic.generator import generate, preset
+from dagster_project.sources.synthetic.generator import GeneratorConfig, generate, preset
 from dagster_project.sources.synthetic.traffic import BOT_TYPES, HARD_NEGATIVES, TrafficMix
 from devtools.foreign_bots import foreign_bot_events
 
@@ -142,23 +142,42 @@ def quality_figures(scores: pd.DataFrame, labels: pd.DataFrame) -> dict:
     }
 
 
+def land_export(root: Path, sample: Path, fmt: str) -> None:
+    """Land a real export's files (`sample`, read through the `fmt` adapter) under `root`
+    and clean them with the platform's assets."""
+    out = layout(root)
+    out.landing.mkdir(parents=True)
+    for f in sample.iterdir():
+        if f.is_file():
+            (out.landing / f.name).symlink_to(f.resolve())
+    (out.landing / "source.json").write_text(json.dumps({"format": fmt}))
+    clean_tables(root)
+
+
+def bench_shop(root: Path, rate: float, seed: int) -> GeneratorConfig:
+    """Generate the `bench` shop (20k users, 5k items, 400k events, bots at `rate`) under
+    `root` and clean it with the platform's assets; returns its config."""
+    cfg = preset(
+        "default",
+        preset="bench",
+        n_users=20_000,
+        n_items=5_000,
+        n_events=400_000,
+        seed=seed,
+        traffic=TrafficMix().with_bot_rate(rate),
+    )
+    generate(cfg, layout(root), progress=False)
+    clean_tables(root)
+    return cfg
+
+
 def run_quality(rates: list[float], seeds: list[int]) -> list[dict]:
     runs = []
     for rate in rates:
         for seed in seeds:
             with tempfile.TemporaryDirectory(prefix="bench-detect-") as tmp:
                 root = Path(tmp)
-                cfg = preset(
-                    "default",
-                    preset="bench",
-                    n_users=20_000,
-                    n_items=5_000,
-                    n_events=400_000,
-                    seed=seed,
-                    traffic=TrafficMix().with_bot_rate(rate),
-                )
-                generate(cfg, layout(root), progress=False)
-                clean_tables(root)
+                cfg = bench_shop(root, rate, seed)
                 labels = pd.read_parquet(layout(root).ground_truth / "traffic_labels.parquet")
                 labels["user_id"] = pseudonymise(labels["user_id"])  # tables hold pseudonyms
                 t0 = time.perf_counter()

@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 import polars as pl
 
-from bench.detection import clean_tables
+from bench.detection import bench_shop, land_export
 from bench.machine import machine_info
 from dagster_project.detection.bots import BOT_THRESHOLD
 from dagster_project.detection.detector import detect_bots
@@ -64,13 +64,7 @@ def _tables(root: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
 def _land_taobao(root: Path) -> None:
     # a throw-away copy in a temporary folder: the development pseudonym key is enough
     os.environ.setdefault("RECSYS_ALLOW_DEVELOPMENT_KEY", "1")
-    out = layout(root)
-    out.landing.mkdir(parents=True)
-    for f in TAOBAO.iterdir():
-        if f.is_file():
-            (out.landing / f.name).symlink_to(f.resolve())
-    (out.landing / "source.json").write_text(json.dumps({"format": "taobao"}))
-    clean_tables(root)
+    land_export(root, TAOBAO, "taobao")
 
 
 def class_figures(scores: pd.DataFrame, labels: pd.DataFrame, people: pd.Series) -> dict:
@@ -126,24 +120,13 @@ def taobao_runs(seeds: list[int], share: float) -> list[dict]:
 
 
 def generated_runs(rates: list[float], seed: int) -> list[dict]:
-    from dagster_project.sources.synthetic.generator import generate, preset
-    from dagster_project.sources.synthetic.traffic import BOT_TYPES, HARD_NEGATIVES, TrafficMix
+    from dagster_project.sources.synthetic.traffic import BOT_TYPES, HARD_NEGATIVES
 
     runs = []
     for rate in rates:
         with tempfile.TemporaryDirectory(prefix="bench-adversary-shop-") as tmp:
             root = Path(tmp)
-            cfg = preset(
-                "default",
-                preset="bench",
-                n_users=20_000,
-                n_items=5_000,
-                n_events=400_000,
-                seed=seed,
-                traffic=TrafficMix().with_bot_rate(rate),
-            )
-            generate(cfg, layout(root), progress=False)
-            clean_tables(root)
+            bench_shop(root, rate, seed)
             real, catalog = _tables(root)
             truth = pd.read_parquet(layout(root).ground_truth / "traffic_labels.parquet")
         truth["user_id"] = pseudonymise(truth["user_id"])

@@ -18,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 import polars as pl
 
-from bench.detection import RESULTS, clean_tables
+from bench.detection import RESULTS, land_export
 from bench.machine import machine_info
 from dagster_project.detection.detector import detect_bots
 from dagster_project.detection.items import item_outliers
@@ -40,12 +40,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="detect-real-") as tmp:
         out = layout(Path(tmp))
-        out.landing.mkdir(parents=True)
-        for f in args.sample.iterdir():
-            if f.is_file():
-                (out.landing / f.name).symlink_to(f.resolve())
-        (out.landing / "source.json").write_text(json.dumps({"format": args.format}))
-        clean_tables(Path(tmp))
+        land_export(Path(tmp), args.sample, args.format)
         catalog = pl.read_parquet(
             out.table("items_clean"), columns=["item_id", "category", "price", "listed_at"]
         )

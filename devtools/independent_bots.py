@@ -250,17 +250,19 @@ def _weights(counts: np.ndarray, power: float = 0.8) -> np.ndarray:
     return w / w.sum()
 
 
-def _shop(real_events: pd.DataFrame, catalog: pd.DataFrame) -> _Shop:
-    if real_events.empty:
-        raise ValueError("real_events is empty")
+def _catalog_frame(catalog: pd.DataFrame) -> pd.DataFrame:
     cat_df = catalog[["item_id", "category", "price"]].copy()
     cat_df["item_id"] = cat_df["item_id"].astype(str)
     cat_df["category"] = cat_df["category"].astype(str)
     cat_df = cat_df.drop_duplicates("item_id")
     if cat_df.empty:
         raise ValueError("catalog is empty")
-    cat_of = dict(zip(cat_df["item_id"], cat_df["category"], strict=True))
+    return cat_df
 
+
+def _real_frame(real_events: pd.DataFrame) -> pd.DataFrame:
+    """The real log as (user_id, item_id, event_type, t in epoch seconds, query), sorted by
+    user and time."""
     ev = pd.DataFrame(
         {
             "user_id": real_events["user_id"].astype(str).to_numpy(),
@@ -272,17 +274,11 @@ def _shop(real_events: pd.DataFrame, catalog: pd.DataFrame) -> _Shop:
             else np.full(len(real_events), None, dtype=object),
         }
     )
-    t_min, t_max = float(ev["t"].min()), float(ev["t"].max())
-    lo = max(t_min, float(np.quantile(ev["t"], 0.01)))
-    hi = t_max
-    if hi - lo < _HOUR:  # a tiny log: use all of it
-        lo = t_min
+    return ev.sort_values(["user_id", "t"], kind="stable").reset_index(drop=True)
 
-    hours = ((ev["t"] // _HOUR) % 24).astype(int)
-    hour_w = np.bincount(hours, minlength=24).astype(float) + 0.5
-    hour_w /= hour_w.sum()
 
-    ev = ev.sort_values(["user_id", "t"], kind="stable").reset_index(drop=True)
+def _human_gaps(ev: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(gaps, short gaps, within-session mask) from the real users' clicks."""
     dt = ev["t"].diff().to_numpy()
     same_user = (ev["user_id"] == ev["user_id"].shift()).to_numpy()
     within = same_user & (dt <= _SESSION_BREAK)
@@ -294,24 +290,40 @@ def _shop(real_events: pd.DataFrame, catalog: pd.DataFrame) -> _Shop:
     short = gaps[gaps <= 30.0]
     if len(short) < 10:
         short = np.arange(1.0, 31.0)
+    return gaps, short, within
 
+
+def _popularity(ev: pd.DataFrame, cat_df: pd.DataFrame, cat_of: dict[str, str]) -> dict:
+    """Item and category popularity among the real users, and the items they bought."""
     in_cat = ev[ev["item_id"].isin(cat_of)]
     if in_cat.empty:  # real items unknown to the catalog: fall back to uniform popularity
         counts = pd.Series(1, index=cat_df["item_id"].to_numpy())
     else:
         counts = in_cat["item_id"].value_counts()
     pop_items = counts.index.to_numpy(dtype=object).astype(str)
-    pop_p = _weights(counts.to_numpy())
     item_cat = np.array([cat_of[i] for i in pop_items], dtype=object)
     cat_counts = pd.Series(counts.to_numpy(), index=item_cat).groupby(level=0).sum()
-    cats = cat_counts.index.to_numpy().astype(str)
-    cat_p = _weights(cat_counts.to_numpy(), 0.9)
     cat_pop: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for c, idx in pd.Series(np.arange(len(pop_items))).groupby(item_cat).groups.items():
         ix = np.asarray(idx)
         cat_pop[str(c)] = (pop_items[ix], _weights(counts.to_numpy()[ix]))
+    return {
+        "pop_items": pop_items,
+        "pop_p": _weights(counts.to_numpy()),
+        "cats": cat_counts.index.to_numpy().astype(str),
+        "cat_p": _weights(cat_counts.to_numpy(), 0.9),
+        "cat_pop": cat_pop,
+        "item_count": {str(k): int(v) for k, v in counts.items()},
+        "bought_items": in_cat.loc[in_cat["event_type"] == "purchase", "item_id"]
+        .unique()
+        .astype(str),
+    }
 
-    cat_df["_id"] = _id_order(cat_df["item_id"])
+
+def _listings(cat_df: pd.DataFrame) -> dict:
+    """Each category's items in catalog order by id and by price, and the categories in
+    catalog order."""
+    cat_df = cat_df.assign(_id=_id_order(cat_df["item_id"]))
     by_id = cat_df.sort_values(["category", "_id"], kind="stable")
     cat_by_id = {str(c): g["item_id"].to_numpy() for c, g in by_id.groupby("category", sort=False)}
     by_price = cat_df.assign(_p=pd.to_numeric(cat_df["price"], errors="coerce")).sort_values(
@@ -323,48 +335,54 @@ def _shop(real_events: pd.DataFrame, catalog: pd.DataFrame) -> _Shop:
     catalog_cats = sorted(cat_by_id, key=lambda c: (_id_order(pd.Series([c])).iloc[0], c))
     if pd.to_numeric(pd.Series(catalog_cats), errors="coerce").isna().any():
         catalog_cats = sorted(cat_by_id)
+    return {"cat_by_id": cat_by_id, "cat_by_price": cat_by_price, "catalog_cats": catalog_cats}
 
+
+def _funnel_rates(ev: pd.DataFrame) -> dict:
+    """The real users' favourite and cart rates per view, and purchases per cart."""
     type_counts = ev["event_type"].value_counts()
     n_view = max(int(type_counts.get("view", 0)), 1)
-    p_fav = float(np.clip(type_counts.get("favorite", 0) / n_view, 0.005, 0.08))
-    p_cart = float(np.clip(type_counts.get("add_to_cart", 0) / n_view, 0.01, 0.12))
-    p_buy = float(
-        np.clip(
-            type_counts.get("purchase", 0) / max(type_counts.get("add_to_cart", 0), 1), 0.1, 0.5
-        )
-    )
-    bought = in_cat.loc[in_cat["event_type"] == "purchase", "item_id"].unique().astype(str)
+    bought = type_counts.get("purchase", 0) / max(type_counts.get("add_to_cart", 0), 1)
+    return {
+        "p_fav": float(np.clip(type_counts.get("favorite", 0) / n_view, 0.005, 0.08)),
+        "p_cart": float(np.clip(type_counts.get("add_to_cart", 0) / n_view, 0.01, 0.12)),
+        "p_buy_after_cart": float(np.clip(bought, 0.1, 0.5)),
+    }
 
-    new_sess = ~within
-    starts = np.flatnonzero(new_sess)
-    ends = np.append(starts[1:], len(ev))
+
+def _shop(real_events: pd.DataFrame, catalog: pd.DataFrame) -> _Shop:
+    """What the designs learn from the real log: its window, hours, gaps, popularity,
+    listings and funnel rates, and its sessions (to copy)."""
+    if real_events.empty:
+        raise ValueError("real_events is empty")
+    cat_df = _catalog_frame(catalog)
+    cat_of = dict(zip(cat_df["item_id"], cat_df["category"], strict=True))
+    ev = _real_frame(real_events)
+    t_min, t_max = float(ev["t"].min()), float(ev["t"].max())
+    lo = max(t_min, float(np.quantile(ev["t"], 0.01)))
+    if t_max - lo < _HOUR:  # a tiny log: use all of it
+        lo = t_min
+    hours = ((ev["t"] // _HOUR) % 24).astype(int)
+    hour_w = np.bincount(hours, minlength=24).astype(float) + 0.5
+    gaps, short, within = _human_gaps(ev)
+    starts = np.flatnonzero(~within)
     return _Shop(
         t_min=t_min,
         t_max=t_max,
         lo=lo,
-        hi=hi,
+        hi=t_max,
         day0=int(lo // _DAY),
-        day1=int(hi // _DAY),
-        hour_w=hour_w,
+        day1=int(t_max // _DAY),
+        hour_w=hour_w / hour_w.sum(),
         gaps=gaps,
         short_gaps=short,
-        pop_items=pop_items,
-        pop_p=pop_p,
-        cats=cats,
-        cat_p=cat_p,
-        cat_pop=cat_pop,
         cat_of=cat_of,
-        catalog_cats=catalog_cats,
-        cat_by_id=cat_by_id,
-        cat_by_price=cat_by_price,
-        item_count={str(k): int(v) for k, v in counts.items()},
-        bought_items=bought,
-        p_fav=p_fav,
-        p_cart=p_cart,
-        p_buy_after_cart=p_buy,
+        **_popularity(ev, cat_df, cat_of),
+        **_listings(cat_df),
+        **_funnel_rates(ev),
         sess_user=ev["user_id"].to_numpy()[starts],
         sess_start=starts,
-        sess_end=ends,
+        sess_end=np.append(starts[1:], len(ev)),
         ev_item=ev["item_id"].to_numpy(),
         ev_type=ev["event_type"].to_numpy(),
         ev_t=ev["t"].to_numpy(),
@@ -412,11 +430,25 @@ def _aging_sessions(
     return out
 
 
-def _favour_ring(rng: np.random.Generator, shop: _Shop, n_acc: int) -> list[list[_Event]]:
+def _campaign_days(rng: np.random.Generator, shop: _Shop, shortest: int, longest: int) -> list[int]:
+    """Consecutive days of a campaign: shortest .. longest - 1 of them, inside the window."""
     n_days = shop.day1 - shop.day0 + 1
-    camp_len = int(min(n_days, rng.integers(3, 7)))
+    camp_len = int(min(n_days, rng.integers(shortest, longest)))
     first = int(rng.integers(shop.day0, shop.day1 - camp_len + 2))
-    camp_days = list(range(first, first + camp_len))
+    return list(range(first, first + camp_len))
+
+
+def _joins(rng: np.random.Generator, n_windows: int, share: float) -> np.ndarray:
+    """Which of a campaign's windows one account takes part in: each with `share`, and at
+    least two of them."""
+    joined = rng.random(n_windows) < share
+    if joined.sum() < min(2, n_windows):
+        joined[rng.choice(n_windows, size=min(2, n_windows), replace=False)] = True
+    return joined
+
+
+def _favour_ring(rng: np.random.Generator, shop: _Shop, n_acc: int) -> list[list[_Event]]:
+    camp_days = _campaign_days(rng, shop, 3, 7)
     _, targets = _campaign_targets(rng, shop, int(rng.integers(2, 5)))
     windows = []
     for d in camp_days:
@@ -431,9 +463,7 @@ def _favour_ring(rng: np.random.Generator, shop: _Shop, n_acc: int) -> list[list
 
     accounts: list[list[_Event]] = []
     for _ in range(n_acc):
-        joined = rng.random(len(windows)) < 0.8
-        if joined.sum() < min(2, len(windows)):
-            joined[rng.choice(len(windows), size=min(2, len(windows)), replace=False)] = True
+        joined = _joins(rng, len(windows), 0.8)
         faved: set[str] = set()
         bought = False
         evs: list[_Event] = []
@@ -466,10 +496,7 @@ def _favour_ring(rng: np.random.Generator, shop: _Shop, n_acc: int) -> list[list
 
 
 def _search_boost(rng: np.random.Generator, shop: _Shop, n_acc: int) -> list[list[_Event]]:
-    n_days = shop.day1 - shop.day0 + 1
-    camp_len = int(min(n_days, rng.integers(4, 9)))
-    first = int(rng.integers(shop.day0, shop.day1 - camp_len + 2))
-    camp_days = list(range(first, first + camp_len))
+    camp_days = _campaign_days(rng, shop, 4, 9)
     cat, targets = _campaign_targets(rng, shop, int(rng.integers(1, 4)))
     kw = shop.keyword(cat)
     windows = []
@@ -481,9 +508,7 @@ def _search_boost(rng: np.random.Generator, shop: _Shop, n_acc: int) -> list[lis
 
     accounts: list[list[_Event]] = []
     for _ in range(n_acc):
-        joined = rng.random(len(windows)) < 0.75
-        if joined.sum() < min(2, len(windows)):
-            joined[rng.choice(len(windows), size=min(2, len(windows)), replace=False)] = True
+        joined = _joins(rng, len(windows), 0.75)
         faved: set[str] = set()
         bought = False
         evs: list[_Event] = []

@@ -7,8 +7,9 @@ import pytest
 
 from dagster_project.detection.bots import traffic_features
 from dagster_project.detection.detector import detect_bots
+from tests.test_detection_features import T0
+from tests.test_detection_features import _events as _rows
 
-T0 = pd.Timestamp("2026-09-01 00:00", tz="UTC")
 CATEGORIES = [f"c{k}" for k in range(20)]
 CATALOG = pd.DataFrame(
     {
@@ -17,18 +18,6 @@ CATALOG = pd.DataFrame(
         "price": np.round(np.random.default_rng(0).lognormal(3, 0.6, 1000), 2),
     }
 )
-
-
-def _rows(user: str, items, types, seconds) -> pd.DataFrame:
-    n = len(seconds)
-    return pd.DataFrame(
-        {
-            "user_id": user,
-            "item_id": np.broadcast_to(np.asarray(items, dtype=object), n),
-            "event_type": np.broadcast_to(np.asarray(types, dtype=object), n),
-            "event_time": T0 + pd.to_timedelta(np.asarray(seconds, dtype=float), "s"),
-        }
-    )
 
 
 def _shoppers(n: int, seed: int = 0) -> pd.DataFrame:

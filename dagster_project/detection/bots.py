@@ -183,20 +183,52 @@ def traffic_features(
     return features_of(prepare_events(events, categories))
 
 
+_IS_BUY = pl.col("event_type") == "purchase"
+_IS_CART = pl.col("event_type") == "add_to_cart"
+
+
 def features_of(ev: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
     """(per-user features, per-session features) of events from `prepare_events`."""
-    is_type = {k: pl.col("event_type") == k for k in ["view", "favorite", "add_to_cart"]}
-    is_buy = pl.col("event_type") == "purchase"
-    users = ev.group_by("user_id").agg(
+    sessions = _session_table(ev)
+    out = (
+        _user_totals(ev)
+        .join(_modal_gaps(ev), on="user_id", how="left")
+        .join(_entropy(ev, "hour", "hour_entropy"), on="user_id", how="left")
+        .join(_entropy(ev, "category", "category_entropy"), on="user_id", how="left")
+        .join(_item_repetition(ev), on="user_id", how="left")
+        .join(_session_spacing(sessions), on="user_id", how="left")
+        .join(_daily_volume(ev), on="user_id", how="left")
+        .join(_checkout_speed(ev), on="user_id", how="left")
+        .with_columns(pl.col("checkouts").fill_null(0))
+        .with_columns(*_ratios())
+        .drop(
+            "active_ms", "gap_std_ms", "near_modal_gaps", "top_item_events", "first_ms", "last_ms"
+        )
+        .join(funnel_speed(ev), on="user_id", how="left")
+        .join(listing_order(ev), on="user_id", how="left")
+        .with_columns(
+            pl.col("user_id").cast(pl.String),
+            pl.col("instant_purchases", "decided_purchases", "purchases_without_cart").fill_null(0),
+            pl.col("ordered_views").fill_null(0),
+        )
+        .sort("user_id")
+    )
+    return out, sessions.with_columns(pl.col("user_id").cast(pl.String))
+
+
+def _user_totals(ev: pl.DataFrame) -> pl.DataFrame:
+    """Per user: counts by event type, sessions, days, breadth, gaps, night share, span."""
+    kind = pl.col("event_type")
+    return ev.group_by("user_id").agg(
         pl.len().alias("events"),
         pl.col("session").n_unique().alias("sessions"),
         pl.col("day").n_unique().alias("active_days"),
         pl.col("item_id").n_unique().alias("distinct_items"),
         pl.col("category").drop_nulls().n_unique().alias("distinct_categories"),
-        is_type["view"].sum().alias("views"),
-        is_type["favorite"].sum().alias("favorites"),
-        is_type["add_to_cart"].sum().alias("carts"),
-        is_buy.sum().alias("purchases"),
+        (kind == "view").sum().alias("views"),
+        (kind == "favorite").sum().alias("favorites"),
+        _IS_CART.sum().alias("carts"),
+        _IS_BUY.sum().alias("purchases"),
         pl.col("searched").sum().alias("searches"),
         pl.col("session_gap").sum().alias("active_ms"),
         pl.col("session_gap").mean().alias("gap_mean_ms"),
@@ -207,41 +239,45 @@ def features_of(ev: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
         pl.col("t").max().alias("last_ms"),
     )
 
-    modal = _modal_gaps(ev)
 
-    def entropy(key: str, name: str) -> pl.DataFrame:
-        counts = ev.drop_nulls(key).group_by("user_id", key).agg(pl.len().alias("n"))
-        return counts.group_by("user_id").agg(
-            (-(pl.col("n") / pl.col("n").sum() * (pl.col("n") / pl.col("n").sum()).log()))
-            .sum()
-            .alias(name)
-        )
+def _entropy(ev: pl.DataFrame, key: str, name: str) -> pl.DataFrame:
+    """Per user, the entropy (nats) of their events over the values of `key`."""
+    counts = ev.drop_nulls(key).group_by("user_id", key).agg(pl.len().alias("n"))
+    share = pl.col("n") / pl.col("n").sum()
+    return counts.group_by("user_id").agg((-(share * share.log())).sum().alias(name))
 
+
+def _item_repetition(ev: pl.DataFrame) -> pl.DataFrame:
+    """Per user: the busiest item's events, items acted on (not bought), carted, and carted
+    but never bought."""
     per_item = ev.group_by("user_id", "item_id").agg(
         pl.len().alias("n"),
-        (~is_buy).sum().alias("actions"),
-        is_type["add_to_cart"].sum().alias("carts"),
-        is_buy.sum().alias("buys"),
+        (~_IS_BUY).sum().alias("actions"),
+        _IS_CART.sum().alias("carts"),
+        _IS_BUY.sum().alias("buys"),
     )
-    items = per_item.group_by("user_id").agg(
+    return per_item.group_by("user_id").agg(
         pl.col("n").max().alias("top_item_events"),
         (pl.col("actions") > 0).sum().alias("acted_items"),
         (pl.col("carts") > 0).sum().alias("carted_items"),
         ((pl.col("carts") > 0) & (pl.col("buys") == 0)).sum().alias("carted_not_bought"),
     )
-    # Seconds from the last add-to-cart of an item to its purchase (order lines count once).
-    checkout = (
-        ev.filter(is_type["add_to_cart"] | is_buy)
-        .select("user_id", "item_id", "t", is_buy.alias("buy"))
+
+
+def _checkout_speed(ev: pl.DataFrame) -> pl.DataFrame:
+    """Per user: seconds from the last add-to-cart of an item to its purchase (order lines
+    count once), how many and their median."""
+    same_item = (pl.col("user_id") == pl.col("user_id").shift(1)) & (
+        pl.col("item_id") == pl.col("item_id").shift(1)
+    )
+    paid_after_cart = pl.col("buy") & ~pl.col("buy").shift(1) & same_item
+    return (
+        ev.filter(_IS_CART | _IS_BUY)
+        .select("user_id", "item_id", "t", _IS_BUY.alias("buy"))
         .unique()
         .sort([pl.col("user_id").to_physical(), pl.col("item_id").to_physical(), "t"])
         .with_columns(
-            pl.when(
-                pl.col("buy")
-                & ~pl.col("buy").shift(1)
-                & (pl.col("user_id") == pl.col("user_id").shift(1))
-                & (pl.col("item_id") == pl.col("item_id").shift(1))
-            )
+            pl.when(paid_after_cart)
             .then((pl.col("t") - pl.col("t").shift(1)) / 1000)
             .alias("checkout_s")
         )
@@ -251,7 +287,12 @@ def features_of(ev: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
             pl.col("checkout_s").median().alias("median_checkout_s"),
         )
     )
-    sessions = (
+
+
+def _session_table(ev: pl.DataFrame) -> pl.DataFrame:
+    """Per session: events, start, duration, breadth, searches, gap spread, rate, and the
+    time since the user's previous session started."""
+    return (
         ev.group_by("user_id", "session")
         .agg(
             pl.len().alias("events"),
@@ -273,71 +314,62 @@ def features_of(ev: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
             .alias("since_previous_ms"),
         )
     )
-    spacing = sessions.group_by("user_id").agg(
+
+
+def _session_spacing(sessions: pl.DataFrame) -> pl.DataFrame:
+    """Per user: median session length, fastest session, and how evenly sessions start."""
+    since = pl.col("since_previous_ms")
+    return sessions.group_by("user_id").agg(
         (pl.col("duration_ms").median() / 60_000).alias("median_session_minutes"),
         pl.col("events_per_minute").max().alias("fastest_session_events_per_minute"),
-        (
-            (pl.col("since_previous_ms") - pl.col("since_previous_ms").median()).abs().median()
-            / pl.col("since_previous_ms").median()
-        ).alias("session_spacing_dispersion"),
+        ((since - since.median()).abs().median() / since.median()).alias(
+            "session_spacing_dispersion"
+        ),
     )
-    daily = (
+
+
+def _daily_volume(ev: pl.DataFrame) -> pl.DataFrame:
+    """Per user: the coefficient of variation of events per active day."""
+    return (
         ev.group_by("user_id", "day")
         .agg(pl.len().alias("n"))
         .group_by("user_id")
         .agg((pl.col("n").std() / pl.col("n").mean()).alias("daily_volume_cv"))
     )
-    out = (
-        users.join(modal, on="user_id", how="left")
-        .join(entropy("hour", "hour_entropy"), on="user_id", how="left")
-        .join(entropy("category", "category_entropy"), on="user_id", how="left")
-        .join(items, on="user_id", how="left")
-        .join(spacing, on="user_id", how="left")
-        .join(daily, on="user_id", how="left")
-        .join(checkout, on="user_id", how="left")
-        .with_columns(pl.col("checkouts").fill_null(0))
-        .with_columns(
-            (
-                (pl.col("gaps") + pl.col("sessions"))
-                / (pl.col("active_ms") / 60_000).clip(lower_bound=1.0)
-            ).alias("events_per_minute"),
-            (pl.col("gap_std_ms") / pl.col("gap_mean_ms")).alias("gap_cv"),
-            (pl.col("near_modal_gaps") / pl.col("gaps")).fill_nan(None).alias("modal_gap_share"),
-            (pl.col("distinct_items") / pl.col("events")).alias("item_ratio"),
-            (1 - pl.col("distinct_items") / pl.col("events")).alias("repeated_item_ratio"),
-            (pl.col("top_item_events") / pl.col("events")).alias("top_item_share"),
-            (
-                (pl.col("events") - pl.col("purchases")) / pl.col("acted_items").clip(lower_bound=1)
-            ).alias("actions_per_item"),
-            (pl.col("events") - pl.col("purchases") - pl.col("acted_items")).alias(
-                "repeated_actions"
-            ),
-            (pl.col("carts") / pl.col("carted_items").clip(lower_bound=1)).alias("carts_per_item"),
-            (pl.col("carted_not_bought") / pl.col("carted_items").clip(lower_bound=1)).alias(
-                "cart_abandon_share"
-            ),
-            (pl.col("views") / pl.col("events")).alias("view_share"),
-            (pl.col("carts") / pl.col("events")).alias("cart_share"),
-            (pl.col("purchases") / pl.col("events")).alias("purchase_share"),
-            (pl.col("searches") / pl.col("events")).alias("search_share"),
-            (pl.col("searches") / pl.col("sessions")).alias("searches_per_session"),
-            (pl.col("sessions") / pl.col("active_days")).alias("sessions_per_active_day"),
-            (pl.col("hour_entropy") / np.log(24)).alias("hour_entropy"),
-            ((pl.col("last_ms") - pl.col("first_ms")) / 86_400_000).alias("span_days"),
-        )
-        .drop(
-            "active_ms", "gap_std_ms", "near_modal_gaps", "top_item_events", "first_ms", "last_ms"
-        )
-        .join(funnel_speed(ev), on="user_id", how="left")
-        .join(listing_order(ev), on="user_id", how="left")
-        .with_columns(
-            pl.col("user_id").cast(pl.String),
-            pl.col("instant_purchases", "decided_purchases", "purchases_without_cart").fill_null(0),
-            pl.col("ordered_views").fill_null(0),
-        )
-        .sort("user_id")
-    )
-    return out, sessions.with_columns(pl.col("user_id").cast(pl.String))
+
+
+def _ratios() -> list[pl.Expr]:
+    """The per-user ratios the evidence reads, from the totals joined in `features_of`."""
+
+    def per(a: str, b: str) -> pl.Expr:
+        return pl.col(a) / pl.col(b)
+
+    def at_least_one(column: str) -> pl.Expr:
+        return pl.col(column).clip(lower_bound=1)
+
+    active_minutes = (pl.col("active_ms") / 60_000).clip(lower_bound=1.0)
+    return [
+        ((pl.col("gaps") + pl.col("sessions")) / active_minutes).alias("events_per_minute"),
+        per("gap_std_ms", "gap_mean_ms").alias("gap_cv"),
+        per("near_modal_gaps", "gaps").fill_nan(None).alias("modal_gap_share"),
+        per("distinct_items", "events").alias("item_ratio"),
+        (1 - per("distinct_items", "events")).alias("repeated_item_ratio"),
+        per("top_item_events", "events").alias("top_item_share"),
+        ((pl.col("events") - pl.col("purchases")) / at_least_one("acted_items")).alias(
+            "actions_per_item"
+        ),
+        (pl.col("events") - pl.col("purchases") - pl.col("acted_items")).alias("repeated_actions"),
+        (pl.col("carts") / at_least_one("carted_items")).alias("carts_per_item"),
+        (pl.col("carted_not_bought") / at_least_one("carted_items")).alias("cart_abandon_share"),
+        per("views", "events").alias("view_share"),
+        per("carts", "events").alias("cart_share"),
+        per("purchases", "events").alias("purchase_share"),
+        per("searches", "events").alias("search_share"),
+        per("searches", "sessions").alias("searches_per_session"),
+        per("sessions", "active_days").alias("sessions_per_active_day"),
+        (pl.col("hour_entropy") / np.log(24)).alias("hour_entropy"),
+        ((pl.col("last_ms") - pl.col("first_ms")) / 86_400_000).alias("span_days"),
+    ]
 
 
 # Evidence: a transform of one feature, its direction (z > 0 = more bot-like) and a floor for
@@ -539,10 +571,18 @@ def isolation_anomaly(
     return anomaly
 
 
-def score_users(features: pl.DataFrame | pd.DataFrame, window: str = "all") -> pd.DataFrame:
-    """Bot score in [0, 1], the flag at `BOT_THRESHOLD`, the pattern matched and reasons."""
-    f = features.to_pandas() if isinstance(features, pl.DataFrame) else features.copy()
-    f = f.reset_index(drop=True)
+@dataclass(frozen=True)
+class _Profile:
+    """The patterns-and-forest view of the users (detector 1.0): evidence z-scores, each
+    pattern's z, the isolation anomaly, and the score they make."""
+
+    z: pd.DataFrame
+    pattern_z: pd.DataFrame
+    anomaly: np.ndarray
+    score: np.ndarray
+
+
+def _profile(f: pd.DataFrame) -> _Profile:
     volume = np.minimum(f["events"].to_numpy() / MIN_EVENTS_FOR_EVIDENCE, 1.0)
     gates = {name: f.eval(p.gate).to_numpy() if p.gate else 1.0 for name, p in PATTERNS.items()}
 
@@ -560,25 +600,22 @@ def score_users(features: pl.DataFrame | pd.DataFrame, window: str = "all") -> p
     ).to_numpy()
     z = evidence_z(f, exclude=suspects)
     pattern_z = patterns(z)
-    strongest = pattern_z.idxmax(axis=1)
     pattern_score = _ramp(pattern_z.max(axis=1).to_numpy(), PATTERN_Z_START, PATTERN_Z_FULL)
     enough = f["events"].to_numpy() >= MIN_EVENTS_FOR_EVIDENCE
     anomaly = isolation_anomaly(z, enough & ~suspects, enough)
     isolation_score = np.where(enough, _ramp(anomaly, ISOLATION_START, ISOLATION_FULL), 0.0)
-    bot_score = RULE_WEIGHT * pattern_score + (1 - RULE_WEIGHT) * isolation_score
-    profile_score = bot_score  # the patterns and the isolation forest: detector 1.0
-    signals = pd.DataFrame(signal_scores(f), index=f.index)
-    signal_score = signals.max(axis=1).to_numpy()
-    # A signal names the pattern where it is what flags the user; where the patterns flag on
-    # their own, their name stays and the signal's evidence follows theirs.
-    by_signal = (signal_score >= BOT_THRESHOLD) & (bot_score < BOT_THRESHOLD)
-    also_signal = (signal_score >= BOT_THRESHOLD) & ~by_signal
-    bot_score = np.maximum(bot_score, signal_score)
-    flagged = bot_score >= BOT_THRESHOLD
+    score = RULE_WEIGHT * pattern_score + (1 - RULE_WEIGHT) * isolation_score
+    return _Profile(z, pattern_z, anomaly, score)
 
+
+def _profile_reasons(
+    f: pd.DataFrame, profile: _Profile, flagged: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """(pattern, reasons) from the patterns: for the flagged, and for the watch list (a
+    pattern holds but the score is short)."""
     reasons = np.full(len(f), "", dtype=object)
     pattern = np.full(len(f), "", dtype=object)
-    # Reasons for the flagged, and for the watch list: a pattern holds but the score is short.
+    pattern_z, z = profile.pattern_z, profile.z
     rows = np.flatnonzero(flagged | (pattern_z.max(axis=1).to_numpy() >= PATTERN_Z_START))
     names, pz, zs = list(pattern_z.columns), pattern_z.to_numpy()[rows], z.to_numpy()[rows]
     for k, (i, row) in enumerate(zip(rows, f.iloc[rows].itertuples(index=False), strict=True)):
@@ -588,19 +625,46 @@ def score_users(features: pl.DataFrame | pd.DataFrame, window: str = "all") -> p
         if not held:  # flagged by the whole profile's rarity, not by one pattern
             top = np.argsort(-zs[k])[:3]
             parts = [
-                f"unusual profile (isolation {anomaly[i]:.2f}): "
+                f"unusual profile (isolation {profile.anomaly[i]:.2f}): "
                 + ", ".join(f"{z.columns[j]} z={zs[k, j]:.1f}" for j in top)
             ]
         pattern[i] = (held[0] if held else "unusual_profile") if flagged[i] else ""
         reasons[i] = "; ".join(parts)
-    for i in np.flatnonzero(by_signal | also_signal):
+    return pattern, reasons
+
+
+def _add_signal_reasons(
+    f: pd.DataFrame,
+    signals: pd.DataFrame,
+    profile_flagged: np.ndarray,
+    pattern: np.ndarray,
+    reasons: np.ndarray,
+) -> None:
+    """Where a signal fires: it names the pattern and leads the reasons when it is what flags
+    the user; where the patterns flag on their own, their name stays and its evidence
+    follows theirs (`pattern` and `reasons` are updated in place)."""
+    for i in np.flatnonzero((signals >= BOT_THRESHOLD).any(axis=1).to_numpy()):
         fired = signals.iloc[i][signals.iloc[i] >= BOT_THRESHOLD].sort_values(ascending=False)
         parts = [describe_signal(name, f.iloc[i]) for name in fired.index]
-        if by_signal[i]:  # the signal flags the user: it leads
+        if profile_flagged[i]:
+            reasons[i] = "; ".join([reasons[i], *parts])
+        else:
             pattern[i] = fired.index[0]
             reasons[i] = "; ".join(parts + ([reasons[i]] if reasons[i] else []))
-        else:
-            reasons[i] = "; ".join([reasons[i], *parts])
+
+
+def score_users(features: pl.DataFrame | pd.DataFrame, window: str = "all") -> pd.DataFrame:
+    """Bot score in [0, 1], the flag at `BOT_THRESHOLD`, the pattern matched and reasons:
+    the larger of the patterns-and-forest score (`profile_score`) and the signals'."""
+    f = features.to_pandas() if isinstance(features, pl.DataFrame) else features.copy()
+    f = f.reset_index(drop=True)
+    profile = _profile(f)
+    signals = pd.DataFrame(signal_scores(f), index=f.index)
+    bot_score = np.maximum(profile.score, signals.max(axis=1).to_numpy())
+    flagged = bot_score >= BOT_THRESHOLD
+    pattern, reasons = _profile_reasons(f, profile, flagged)
+    _add_signal_reasons(f, signals, profile.score >= BOT_THRESHOLD, pattern, reasons)
+    pattern_z = profile.pattern_z
     return pd.DataFrame(
         {
             "user_id": f["user_id"],
@@ -620,10 +684,10 @@ def score_users(features: pl.DataFrame | pd.DataFrame, window: str = "all") -> p
             "ordered_views": f["ordered_views"],
             "group_id": column_or(f, "group_id", ""),
             "copied_sessions": column_or(f, "copied_sessions", 0),
-            "strongest_pattern": strongest.where(pattern_z.max(axis=1) > 0, ""),
+            "strongest_pattern": pattern_z.idxmax(axis=1).where(pattern_z.max(axis=1) > 0, ""),
             "pattern_z": pattern_z.max(axis=1).round(2),
-            "isolation_anomaly": np.round(anomaly, 4),
-            "profile_score": np.round(profile_score, 4),
+            "isolation_anomaly": np.round(profile.anomaly, 4),
+            "profile_score": np.round(profile.score, 4),
             "bot_score": np.round(bot_score, 4),
             "is_bot": flagged,
             "pattern": pattern,

@@ -134,7 +134,6 @@ def _lockstep_pairs(cells: pl.DataFrame) -> pl.DataFrame:
         pairs.group_by("u", "u_b")
         .agg(
             pl.len().alias("actions"),
-            pl.col("i").n_unique().alias("items"),
             pl.col("day").n_unique().alias("days"),
         )
         .join(busy, on="u")

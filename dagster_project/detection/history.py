@@ -59,8 +59,7 @@ def score_history(
 
 def _dated(scores: pd.DataFrame, day: pd.Timestamp) -> pd.DataFrame:
     frame = scores[["user_id", "bot_score"]].copy()
-    frame["day"] = pd.Timestamp(day).tz_convert("UTC") if day.tzinfo else day.tz_localize("UTC")
-    frame["day"] = frame["day"].astype(DAY_DTYPE)
+    frame["day"] = pd.Series(day, index=frame.index).astype(DAY_DTYPE)  # days are UTC
     return frame[HISTORY_COLUMNS]
 
 
