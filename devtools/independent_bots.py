@@ -832,15 +832,27 @@ def independent_bot_events(
         rng = np.random.default_rng([seed & 0xFFFFFFFF, zlib.crc32(d.encode())])
         per_design.append((d, _BUILDERS[d](rng, shop, counts[d])))
 
-    # Account ids: "ib-" and a number, numbered in a shuffled order so ids say nothing of design.
+    return _event_table(real_events, per_design, seed)
+
+
+def _account_ids(real_events: pd.DataFrame, n_acc: int, seed: int) -> list[str]:
+    """Account ids: "ib-" and a number, numbered in a shuffled order so that an id says
+    nothing of its design; a longer prefix if real ids already start so."""
     real_ids = set(real_events["user_id"].astype(str))
-    n_acc = sum(len(a) for _, a in per_design)
     prefix = "ib-"
     while any(i.startswith(prefix) for i in real_ids):
         prefix = "i" + prefix
     numbers = np.random.default_rng([seed & 0xFFFFFFFF, 0x1B]).permutation(n_acc) + 1
     width = max(5, len(str(n_acc)))
+    return [f"{prefix}{n:0{width}d}" for n in numbers]
 
+
+def _event_table(
+    real_events: pd.DataFrame, per_design: list[tuple[str, list[list[_Event]]]], seed: int
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The designs' accounts as an event table shaped like `real_events` (times rounded to
+    the design's resolution, kept inside the real window) and their labels."""
+    ids = _account_ids(real_events, sum(len(a) for _, a in per_design), seed)
     users, items, types, ns, queries = [], [], [], [], []
     labels = []
     real_times = pd.to_datetime(real_events["event_time"], utc=True)
@@ -849,7 +861,7 @@ def independent_bot_events(
     for d, accounts in per_design:
         ms = d in _MILLISECOND_DESIGNS
         for evs in accounts:
-            uid = f"{prefix}{numbers[k]:0{width}d}"
+            uid = ids[k]
             k += 1
             kept = 0
             for item, etype, t, q in evs:

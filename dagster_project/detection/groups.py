@@ -221,6 +221,21 @@ def _no_groups() -> tuple[pd.DataFrame, pd.DataFrame]:
     return groups, members
 
 
+def _group_actions(core: pl.DataFrame, membership: pl.DataFrame, ev: pl.DataFrame) -> pl.DataFrame:
+    """Per group, what its members did to its core items: the event types, in words."""
+    return (
+        ev.select(
+            pl.col("user_id").to_physical().alias("u"),
+            pl.col("item_id").to_physical().alias("i"),
+            pl.col("event_type").cast(pl.String),
+        )
+        .join(membership, on="u")
+        .join(core, on=["group", "i"])
+        .group_by("group")
+        .agg(pl.col("event_type").unique().sort().str.join(", ").alias("action"))
+    )
+
+
 def _describe_groups(
     cells: pl.DataFrame, membership: pl.DataFrame, ev: pl.DataFrame
 ) -> pl.DataFrame:
@@ -252,19 +267,7 @@ def _describe_groups(
         pl.col("acting").median().alias("acting"),
         pl.col("i").unique().sort().alias("item_codes"),
     )
-    # what the members did to their core items: the event types, in words
-    core = per_item.select("group", "i").unique()
-    actions = (
-        ev.select(
-            pl.col("user_id").to_physical().alias("u"),
-            pl.col("item_id").to_physical().alias("i"),
-            pl.col("event_type").cast(pl.String),
-        )
-        .join(membership, on="u")
-        .join(core, on=["group", "i"])
-        .group_by("group")
-        .agg(pl.col("event_type").unique().sort().str.join(", ").alias("action"))
-    )
+    actions = _group_actions(per_item.select("group", "i").unique(), membership, ev)
     described = described.join(actions, on="group", how="left")
     described = size.join(described.drop("members"), on="group", how="left").with_columns(
         pl.col("items").fill_null(0), pl.col("days").fill_null(0)
@@ -348,9 +351,19 @@ def _paced_alike(ordered: pl.DataFrame, pairs: pl.DataFrame) -> pl.DataFrame:
 
 def session_copies(ev: pl.DataFrame) -> pd.DataFrame:
     """Per account with sessions copied from another account's earlier session: how many,
-    whose, the best similarity, and a reason in words."""
+    from how many accounts, the best similarity, and a reason in words."""
     ordered = _sessions(ev)
     shingles = _session_shingles(ordered)
+    pairs = _matching_sessions(shingles)
+    pairs = pairs.join(_paced_alike(ordered, pairs), on=["s", "s_b"])
+    if pairs.is_empty():
+        return pd.DataFrame(columns=COPY_COLUMNS)
+    return _copies_by_account(ev, shingles, pairs)
+
+
+def _matching_sessions(shingles: pl.DataFrame) -> pl.DataFrame:
+    """Session pairs (s: later, s_b: earlier, of another account) whose shared shingles are
+    too rare to share by chance and cover most of the original and much of the copy."""
     sizes = shingles.group_by("s").agg(pl.len().alias("n"))
     n_sessions = max(sizes.height, 2)
     # A shingle in k of the N sessions tells log(N / k) nats about a match; a match is a copy
@@ -368,7 +381,7 @@ def session_copies(ev: pl.DataFrame) -> pd.DataFrame:
     rare = rare.filter(
         (pl.len().over("s") >= MIN_COPY_SHINGLES) & (pl.col("nats").sum().over("s") >= needed)
     )
-    pairs = (
+    return (
         rare.join(rare.drop("nats"), on="shingle", suffix="_b")
         .filter((pl.col("u") != pl.col("u_b")) & (pl.col("start") > pl.col("start_b")))
         .group_by("u", "s", "u_b", "s_b")
@@ -387,12 +400,14 @@ def session_copies(ev: pl.DataFrame) -> pd.DataFrame:
             & (pl.col("copy_share") >= MIN_COPY_SHARE)
         )
     )
-    pairs = pairs.join(_paced_alike(ordered, pairs), on=["s", "s_b"])
-    if pairs.is_empty():
-        return pd.DataFrame(columns=COPY_COLUMNS)
-    # The original's account is not named: a reason must not carry another person's id
-    # (forgetting them would have to rewrite this row too); its session's start is enough
-    # to find it.
+
+
+def _copies_by_account(
+    ev: pl.DataFrame, shingles: pl.DataFrame, pairs: pl.DataFrame
+) -> pd.DataFrame:
+    """Per copying account, its copies in figures and words. The original's account is not
+    named: a reason must not carry another person's id (forgetting them would have to
+    rewrite this row too); its session's start is enough to find it."""
     users = ev.select(pl.col("user_id").to_physical().alias("u"), "user_id").unique("u")
     starts = shingles.select(pl.col("s").alias("s_b"), pl.col("start").alias("original_start"))
     copies = (

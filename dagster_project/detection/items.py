@@ -126,6 +126,31 @@ def _group_targets(groups: pd.DataFrame | None) -> pd.DataFrame:
     return targets
 
 
+def _outlier_reason(r: tuple) -> str:
+    """One item's flags in words, with the figures behind them."""
+    parts = []
+    if r.price_outlier:
+        parts.append(
+            f"price {r.price:.2f} is {r.price / r.category_median_price:.1f}x the "
+            f"{r.category} median {r.category_median_price:.2f} (z={r.price_z:.1f})"
+        )
+    if r.popularity_spike:
+        parts.append(
+            f"{r.peak_day_events} events on {r.peak_date:%Y-%m-%d}, {r.spike_ratio:.0f}x its usual "
+            "share of the day's traffic"
+        )
+    if r.bot_driven:
+        parts.append(f"{r.bot_share:.0%} of its {r.events} events came from flagged users")
+    if r.sniped_drop:
+        parts.append(
+            f"bought by {r.drop_buyers} accounts within {DROP_WINDOW_S} s of its listing "
+            f"(the first {r.first_purchase_after_listing_s:.0f} s after it)"
+        )
+    if r.group_target:
+        parts.append(f"a target of group {r.target_of_group}: {r.why}")
+    return "; ".join(parts)
+
+
 def item_outliers(
     events: pl.LazyFrame | pl.DataFrame,
     catalog: pl.DataFrame,
@@ -173,30 +198,7 @@ def item_outliers(
     frame["group_target"] = frame["target_of_group"] != ""
     tests = ["price_outlier", "popularity_spike", "bot_driven", "group_target", "sniped_drop"]
     frame["is_outlier"] = frame[tests].any(axis=1)
-    reasons = []
-    for r in frame.itertuples():
-        parts = []
-        if r.price_outlier:
-            parts.append(
-                f"price {r.price:.2f} is {r.price / r.category_median_price:.1f}x the "
-                f"{r.category} median {r.category_median_price:.2f} (z={r.price_z:.1f})"
-            )
-        if r.popularity_spike:
-            parts.append(
-                f"{r.peak_day_events} events on {r.peak_date:%Y-%m-%d}, {r.spike_ratio:.0f}x its usual "
-                "share of the day's traffic"
-            )
-        if r.bot_driven:
-            parts.append(f"{r.bot_share:.0%} of its {r.events} events came from flagged users")
-        if r.sniped_drop:
-            parts.append(
-                f"bought by {r.drop_buyers} accounts within {DROP_WINDOW_S} s of its listing "
-                f"(the first {r.first_purchase_after_listing_s:.0f} s after it)"
-            )
-        if r.group_target:
-            parts.append(f"a target of group {r.target_of_group}: {r.why}")
-        reasons.append("; ".join(parts))
-    frame["reasons"] = reasons
+    frame["reasons"] = [_outlier_reason(r) for r in frame.itertuples()]
     frame = frame.drop(columns="why")
     for col in ["price_z", "usual_share", "spike_ratio", "bot_share", "peak_share"]:
         frame[col] = frame[col].astype(float).round(4)
