@@ -16,7 +16,9 @@ someone who read neither the detector nor the generator.
 Per class and design: recall at the flag threshold, recall at the score that flags 1% of the
 real (or human) users, and the share of caught bots whose pattern names their class; the real
 users' false-positive rate; for generated shops also each hard negative's flagged share and
-the generator's own bot types. Every figure is given for this detector and, side by side, for
+the generator's own bot types; and the copies' recall by how many distinct steps the copied
+sessions hold (a replay of a two-step session carries too little evidence to tell from chance,
+which is where the copy class's recall is lost). Every figure is given for this detector and, side by side, for
 detector 1.0 (its per-user patterns and isolation forest alone: `profile_score`), from the
 same run. Results: bench/results/detection_adversary.json, with the machine.
 """
@@ -98,6 +100,40 @@ def class_figures(scores: pd.DataFrame, labels: pd.DataFrame, people: pd.Series)
     return out
 
 
+COPY_STEP_BUCKETS = [(0, 2), (3, 4), (5, 8), (9, 1_000_000)]
+SESSION_BREAK_S = 30 * 60
+
+
+def copy_steps(bots: pd.DataFrame, labels: pd.DataFrame) -> pd.Series:
+    """Per copying account, the distinct steps (consecutive pairs of distinct items within a
+    30-minute session) of what it replayed: the evidence a copy can carry at most."""
+    copiers = labels.loc[labels["bot_class"] == "copy", "user_id"]
+    ev = bots[bots["user_id"].isin(copiers)].sort_values(["user_id", "event_time"])
+    t = pd.to_datetime(ev["event_time"], utc=True).astype("int64") // 10**9
+    same_user = ev["user_id"].eq(ev["user_id"].shift())
+    session = (~same_user | (t.diff() > SESSION_BREAK_S)).cumsum()
+    moved = ~(same_user & session.eq(session.shift()) & ev["item_id"].eq(ev["item_id"].shift()))
+    walk = pd.DataFrame({"user_id": ev["user_id"], "session": session, "item": ev["item_id"]})
+    walk = walk[moved.to_numpy()]
+    walk["prev"] = walk.groupby("session")["item"].shift()
+    steps = walk.dropna(subset=["prev"]).drop_duplicates(["session", "prev", "item"])
+    return steps.groupby("user_id").size().reindex(copiers, fill_value=0)
+
+
+def copy_recall_by_steps(bots: pd.DataFrame, labels: pd.DataFrame, scores: pd.DataFrame) -> dict:
+    """Copy recall at the threshold by how many distinct steps the copied sessions hold: a
+    replay of a two-step session carries too little to tell it from chance."""
+    steps = copy_steps(bots, labels)
+    flagged = set(scores.loc[scores["bot_score"] >= BOT_THRESHOLD, "user_id"])
+    out = {}
+    for lo, hi in COPY_STEP_BUCKETS:
+        accounts = steps[(steps >= lo) & (steps <= hi)].index
+        key = f"{lo}+" if hi >= 1_000_000 else f"{lo}-{hi}"
+        caught = [u in flagged for u in accounts]
+        out[key] = {"accounts": len(accounts), "recall": float(np.mean(caught)) if caught else None}
+    return out
+
+
 def taobao_runs(seeds: list[int], share: float) -> list[dict]:
     runs = []
     with tempfile.TemporaryDirectory(prefix="bench-adversary-taobao-") as tmp:
@@ -112,6 +148,7 @@ def taobao_runs(seeds: list[int], share: float) -> list[dict]:
         people = ~scores["user_id"].isin(labels["user_id"])
         run = {"seed": seed, "bot_share": share, "real_users": int(people.sum())}
         run.update(class_figures(scores, labels, people))
+        run["copy_recall_by_steps"] = copy_recall_by_steps(bots, labels, scores)
         run["groups"] = len(detection.groups)
         run["score_s"] = round(time.perf_counter() - t0, 2)
         runs.append(run)
@@ -137,6 +174,7 @@ def generated_runs(rates: list[float], seed: int) -> list[dict]:
         humans = kind.isna() & ~scores["user_id"].isin(labels["user_id"])
         run = {"bot_rate": rate, "seed": seed, "humans": int(humans.sum())}
         run.update(class_figures(scores, labels, humans))
+        run["copy_recall_by_steps"] = copy_recall_by_steps(bots, labels, scores)
         for name, column in SCORES.items():
             flagged = scores[column] >= BOT_THRESHOLD
             run[name]["hard_negatives_flagged"] = {
@@ -180,7 +218,19 @@ def summarize(runs: list[dict]) -> dict:
             "per_class": per_class,
             "people_fpr_max": max(r[name]["people_fpr"] for r in runs),
         }
+    out["copy_recall_by_steps"] = _pooled_copy_recall(runs)
     return out
+
+
+def _pooled_copy_recall(runs: list[dict]) -> dict:
+    """The runs' copy recall by steps, pooled over their accounts."""
+    pooled = {}
+    for key in runs[0]["copy_recall_by_steps"]:
+        parts = [r["copy_recall_by_steps"][key] for r in runs]
+        n = sum(p["accounts"] for p in parts)
+        hits = sum(p["accounts"] * p["recall"] for p in parts if p["recall"] is not None)
+        pooled[key] = {"accounts": n, "recall": round(hits / n, 3) if n else None}
+    return pooled
 
 
 def main() -> None:

@@ -172,6 +172,43 @@ def test_a_replay_at_another_pace_at_every_step_is_no_copy(shoppers):
     assert not scores.loc["follower", "is_bot"]
 
 
+def test_short_replays_count_when_an_account_repeats_them():
+    """Three steps replayed once may be a coincidence; two such replays by one account are
+    not (in a shop with sessions enough for three rare steps to be evidence at all)."""
+    shoppers = _shoppers(800, seed=1)
+    rng = np.random.default_rng(7)
+    picks = CATALOG["item_id"].to_numpy()[rng.choice(1000, 12, replace=False)]
+    frames, replays = [], []
+    for k, items in enumerate([picks[:4], picks[4:8], picks[8:]]):
+        seconds = np.array([0.0, 30.0, 75.0, 140.0]) + 5 * k
+        frames.append(_rows(f"origin{k}", items, "view", 86_400 * (k + 1) + 3_600 + seconds))
+        replays.append((items, 86_400 * 20 + 7_200 * k + 0.8 * seconds))
+    twice = _rows("twice", np.concatenate([r[0] for r in replays[:2]]), "view",
+                  np.concatenate([r[1] for r in replays[:2]]))  # fmt: skip
+    once = _rows("once", replays[2][0], "view", replays[2][1])
+    scores = _detect(shoppers, *frames, twice, once).users.set_index("user_id")
+    assert scores.loc["twice", "pattern"] == "copied_sessions"
+    assert not scores.loc["once", "is_bot"]
+    assert not scores.loc[[f"origin{k}" for k in range(3)], "is_bot"].any()
+
+
+def test_a_replay_timed_by_a_later_event_is_still_a_copy(shoppers):
+    """A replay that dropped an item's first view is timed by its later event; the one step
+    that strays is outvoted by the others."""
+    rng = np.random.default_rng(8)
+    items = CATALOG["item_id"].to_numpy()[rng.choice(1000, 9, replace=False)]
+    seconds = np.array([0.0, 20, 40, 140, 180, 230, 270, 330, 380])
+    # the third item is viewed at 40 s and put in the cart at 130 s
+    original = _rows("original", [*items[:3], items[2], *items[3:]], ["view"] * 3 +
+                     ["add_to_cart"] + ["view"] * 6, 86_400 + np.insert(seconds, 3, 130))  # fmt: skip
+    # the replay, at 0.8x the pace, dropped that view and kept the cart
+    replay_seconds = 0.8 * np.array([0.0, 20, 130, 140, 180, 230, 270, 330, 380])
+    replay = _rows("replayer", items, ["view"] * 9, 3 * 86_400 + replay_seconds)
+    scores = _detect(shoppers, original, replay).users.set_index("user_id")
+    assert scores.loc["replayer", "pattern"] == "copied_sessions"
+    assert not scores.loc["original", "is_bot"]
+
+
 def _bots_for_rounding(rng: np.random.Generator) -> list[pd.DataFrame]:
     listing = CATALOG[CATALOG["category"] == "c7"].sort_values("item_id")["item_id"].to_numpy()
     crawl = _rows("crawler", [f"i{k:04d}" for k in range(300)], "view", np.arange(300) * 3.0)

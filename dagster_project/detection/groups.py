@@ -21,8 +21,9 @@ flash-sale crowd is one burst on one day and never forms a group.
 **Copies** (near-duplicate detection by shingling, Broder 1997): a session's shingles are its
 consecutive pairs of distinct items; shingles that more than `MAX_SHINGLE_SESSIONS` sessions
 share are a shop's common paths and no evidence. A later session of another account is a
-copy of an earlier one when they share `MIN_COPY_SHINGLES`+ shingles whose rarity makes the
-match unlikely by chance among all pairs of sessions (`COPY_SURPRISE_MARGIN`), the copy holds
+copy of an earlier one when they share `MIN_LONE_COPY_SHINGLES`+ shingles (`MIN_COPY_SHINGLES`+
+where the account has another copied session) whose rarity makes the match unlikely by
+chance among all pairs of sessions (`COPY_SURPRISE_MARGIN`), the copy holds
 `MIN_COPY_CONTAINMENT` of the original's shingles and the original `MIN_COPY_SHARE` of the
 copy's, and one pace factor maps the shared items' times onto each other (`_paced_alike`).
 Shingles hold no time, so a replay shifted in time and slowed or sped up keeps all of this;
@@ -45,7 +46,8 @@ MIN_PAIR_ACTIONS = 3  # distinct (item, day) two accounts shared in burst window
 MIN_PAIR_DAYS = 2  # one window shared once is a crowd or chance; a ring comes back
 MIN_PAIR_SHARE = 0.3  # of the (item, day) bursts of the less busy account of a pair
 MIN_GROUP = 4
-MIN_COPY_SHINGLES = 4
+MIN_COPY_SHINGLES = 3  # shared by a session pair, where the account has another copied session
+MIN_LONE_COPY_SHINGLES = 4  # shared by an account's only copied session
 MIN_COPY_CONTAINMENT = 0.6  # of the original's shingles found in the copy
 MIN_COPY_SHARE = 0.3  # of the copy's shingles from the original (several replays may merge)
 MAX_SHINGLE_SESSIONS = 50
@@ -53,6 +55,7 @@ COPY_SURPRISE_MARGIN = 100.0  # a match this many times less likely than chance 
 PACE_MIN_ELAPSED_MS = 10_000  # whole-second rounding moves a 10 s span by 10% at most
 PACE_SPREAD = 1.35  # the fastest over the slowest pace of a copy's shared items
 PACE_MIN_POINTS = 3  # shared items timed against the first one
+PACE_MIN_AGREEING = 0.75  # of the timed items within the spread around the median pace
 
 GROUP_COLUMNS = [
     "group_id",
@@ -320,7 +323,9 @@ def _paced_alike(ordered: pl.DataFrame, pairs: pl.DataFrame) -> pl.DataFrame:
     """The session pairs (s: copy, s_b: original) whose shared items come at times that one
     pace factor maps onto each other: the copy's time since its first shared item over the
     original's, for shared items at least `PACE_MIN_ELAPSED_MS` into the original, stays
-    within a factor `PACE_SPREAD` (and between 1/4 and 4). A replay slowed or sped up keeps
+    within a factor `PACE_SPREAD` around its median (between 1/4 and 4) for
+    `PACE_MIN_POINTS`+ items and `PACE_MIN_AGREEING` of them: an item whose first event the
+    replay dropped is timed by a later one and may stray. A replay slowed or sped up keeps
     it; two people who happen to take the same path do not."""
     first = ordered.group_by("s", "i").agg(pl.col("t").min())
     matched = (
@@ -335,16 +340,22 @@ def _paced_alike(ordered: pl.DataFrame, pairs: pl.DataFrame) -> pl.DataFrame:
         .filter(pl.col("e_b") >= PACE_MIN_ELAPSED_MS)
         .with_columns((pl.col("e") / pl.col("e_b")).alias("pace"))
     )
-    paced = matched.group_by("s", "s_b").agg(
-        pl.len().alias("timed"),
-        pl.col("pace").min().alias("slowest"),
-        pl.col("pace").max().alias("fastest"),
-        pl.col("pace").median().alias("pace"),
+    half_spread = float(np.sqrt(PACE_SPREAD))
+    median = pl.col("pace").median().over("s", "s_b")
+    paced = (
+        matched.with_columns(
+            pl.col("pace").is_between(median / half_spread, median * half_spread).alias("agrees")
+        )
+        .group_by("s", "s_b")
+        .agg(
+            pl.len().alias("timed"),
+            pl.col("agrees").sum().alias("agreeing"),
+            pl.col("pace").median().alias("pace"),
+        )
     )
     return paced.filter(
-        (pl.col("timed") >= PACE_MIN_POINTS)
-        & (pl.col("slowest") > 0)
-        & (pl.col("fastest") <= PACE_SPREAD * pl.col("slowest"))
+        (pl.col("agreeing") >= PACE_MIN_POINTS)
+        & (pl.col("agreeing") >= PACE_MIN_AGREEING * pl.col("timed"))
         & pl.col("pace").is_between(0.25, 4.0)
     ).select("s", "s_b", "pace")
 
@@ -356,6 +367,9 @@ def session_copies(ev: pl.DataFrame) -> pd.DataFrame:
     shingles = _session_shingles(ordered)
     pairs = _matching_sessions(shingles)
     pairs = pairs.join(_paced_alike(ordered, pairs), on=["s", "s_b"])
+    # three shared steps happen to two people now and then; on two sessions of one account not
+    repeated = pl.col("s").n_unique().over("u") >= 2
+    pairs = pairs.filter(repeated | (pl.col("shared") >= MIN_LONE_COPY_SHINGLES))
     if pairs.is_empty():
         return pd.DataFrame(columns=COPY_COLUMNS)
     return _copies_by_account(ev, shingles, pairs)
@@ -390,7 +404,8 @@ def _matching_sessions(shingles: pl.DataFrame) -> pl.DataFrame:
         .join(sizes, on="s")
         .join(sizes.rename({"s": "s_b", "n": "n_b"}), on="s_b")
         # the original (n_b) mostly reproduced, and much of the copy's session is that:
-        # a replay merged with the next one into one session still counts
+        # a replay merged with the next one into one session still counts; a short session
+        # that happens to share a few steps of a long one is no copy of it
         .with_columns(
             (pl.col("shared") / pl.col("n_b")).alias("containment"),
             (pl.col("shared") / pl.col("n")).alias("copy_share"),
