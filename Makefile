@@ -10,7 +10,7 @@ export RECSYS_DATA_DIR := $(abspath $(DATA_DIR))
 TEST_WORKERS ?= 2
 PYTEST := $(BIN)/python -m pytest -n $(TEST_WORKERS)
 
-.PHONY: install demo test test-fast test-pipeline test-servers test-tools ui serve bench bench-faults bench-detection bench-recommender bench-recommender-device lint clean
+.PHONY: install demo test test-fast test-pipeline test-servers test-tools ui serve serve-realtime bench-serving bench bench-faults bench-detection bench-recommender bench-recommender-device lint clean
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -70,6 +70,16 @@ bench-faults: install
 ## serve: the HTTP feature server on 127.0.0.1:6566 (after make demo)
 serve: install
 	$(BIN)/python -m dagster_project.feature_server
+
+## serve-realtime: POST /events and POST /recommend on 127.0.0.1:8000 (after make demo);
+## WORKERS=n for n uvicorn workers, Ctrl-C stops it (what it landed is published first)
+WORKERS ?= 1
+serve-realtime: install
+	$(BIN)/python -m dagster_project.serving --workers $(WORKERS)
+
+## bench-serving: /recommend latency, event-to-visible, intake throughput (after make demo)
+bench-serving: install
+	$(BIN)/python -m bench.serving --data-dir $(DATA_DIR)
 
 ## bench-recommender: every model side by side on MovieLens 100k and the demo's data, and speed
 bench-recommender: install

@@ -1,5 +1,6 @@
 """The platform's command line, `recsys` (or `python -m dagster_project.cli`): generate, demo,
-recommend, serve, pseudonym, deletion-request, dagster-home, first-event-day."""
+recommend, serve, realtime, intake-tail, pseudonym, deletion-request, dagster-home,
+first-event-day."""
 
 from __future__ import annotations
 
@@ -344,6 +345,14 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser(
         "serve", help="the HTTP feature server on loopback (its options: recsys serve --help)"
     )
+    sub.add_parser(
+        "realtime",
+        help="POST /events and POST /recommend on loopback (options: recsys realtime --help)",
+    )
+    sub.add_parser(
+        "intake-tail",
+        help="feed a JSON-lines file of events to the intake (options: recsys intake-tail --help)",
+    )
     _add_data_set_commands(sub, default_dir)
     _add_data_dir_commands(sub, default_dir)
     _add_recommend_command(sub, default_dir)
@@ -461,6 +470,16 @@ def main(argv: list[str] | None = None) -> int:
         from dagster_project.feature_server import main as serve
 
         serve(argv[1:])
+        return 0
+    if argv[:1] == ["realtime"]:
+        from dagster_project.serving.__main__ import main as realtime
+
+        realtime(argv[1:])
+        return 0
+    if argv[:1] == ["intake-tail"]:
+        from dagster_project.serving.tail import main as intake_tail
+
+        intake_tail(argv[1:])
         return 0
     parser = _parser()
     args = parser.parse_args(argv)

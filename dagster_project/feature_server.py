@@ -104,22 +104,22 @@ class ServingGuard:
         if not _is_read(path):
             refusal = self._write_refusal(headers.get(b"authorization", b"").decode("latin-1"))
             if refusal:
-                await _answer(send, 403, refusal)
+                await refuse(send, 403, refusal)
                 return
         length = headers.get(b"content-length")
         if length is None or not length.isdigit():
-            await _answer(send, 411, "send the body with a Content-Length header")
+            await refuse(send, 411, "send the body with a Content-Length header")
             return
         if int(length) > self.max_body_bytes:
-            await _answer(send, 413, f"the body is over {self.max_body_bytes:,} bytes")
+            await refuse(send, 413, f"the body is over {self.max_body_bytes:,} bytes")
             return
-        body = await _read_body(receive, self.max_body_bytes)
+        body = await read_body(receive, self.max_body_bytes)
         if body is None:
-            await _answer(send, 413, f"the body is over {self.max_body_bytes:,} bytes")
+            await refuse(send, 413, f"the body is over {self.max_body_bytes:,} bytes")
             return
         rows = _entity_rows(body) if path == "/get-online-features" else 0
         if rows > self.max_entity_rows:
-            await _answer(
+            await refuse(
                 send,
                 413,
                 f"{rows:,} entity rows in one request; at most {self.max_entity_rows:,}: "
@@ -156,7 +156,7 @@ def _is_read(path: str) -> bool:
     )
 
 
-async def _read_body(receive: Callable, limit: int) -> bytes | None:
+async def read_body(receive: Callable, limit: int) -> bytes | None:
     """The whole request body, or None once it grows past `limit` bytes."""
     chunks, size = [], 0
     while True:
@@ -181,7 +181,7 @@ def _entity_rows(body: bytes) -> int:
     return max((len(v) for v in entities.values() if isinstance(v, list)), default=0)
 
 
-async def _answer(send: Callable, status: int, detail: str) -> None:
+async def refuse(send: Callable, status: int, detail: str) -> None:
     payload = json.dumps({"error": "refused", "detail": detail}).encode()
     await send(
         {

@@ -42,6 +42,7 @@ FEATURE_TABLES = frozenset(
         "user_embedding",
         "item_embedding",
         "user_recommendations",
+        "user_recent_activity",
     }
 )
 

@@ -1,7 +1,7 @@
 """Data sources: the Parquet snapshots written by the `features` asset group."""
 
 from _paths import FEATURES_DIR
-from feast import FileSource
+from feast import FileSource, PushSource
 
 
 def _features_file(table: str, description: str) -> FileSource:
@@ -37,4 +37,15 @@ item_embedding_source = _features_file(
 user_recommendations_source = _features_file(
     "user_recommendations",
     "Top-K items per user from the trained recommender (asset recommendations).",
+)
+
+# Recent activity: written whole by the daily batch (asset user_recent_activity) and advanced
+# between runs by the real-time intake, which pushes each user's new row here.
+user_recent_activity_push = PushSource(
+    name="user_recent_activity_push",
+    batch_source=_features_file(
+        "user_recent_activity",
+        "Per user: the newest events and today's counts (asset user_recent_activity).",
+    ),
+    description="Rows the real-time intake (POST /events) pushes as events arrive.",
 )

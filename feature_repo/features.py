@@ -8,6 +8,7 @@ from data_sources import (
     item_text_embedding_source,
     user_embedding_source,
     user_features_source,
+    user_recent_activity_push,
     user_recommendations_source,
 )
 from entities import item, user
@@ -235,4 +236,49 @@ user_recommendations = FeatureView(
     online=True,
     description="Personal top-K recommendations precomputed by the trained recommender.",
     tags=MODEL_TAGS,
+)
+
+
+def _today(what: str) -> Field:
+    return Field(
+        name=f"{what}_today",
+        dtype=Int64,
+        description=f"{COUNTS[what].capitalize()} on activity_day.",
+    )
+
+
+user_recent_activity = FeatureView(
+    name="user_recent_activity",
+    entities=[user],
+    ttl=timedelta(days=90),
+    schema=[
+        Field(
+            name="recent_items",
+            dtype=Array(String),
+            description="The user's newest events' items (up to 50), oldest first: the history "
+            "the recommender reads to compute e_u at request time.",
+        ),
+        Field(
+            name="recent_event_types",
+            dtype=Array(String),
+            description="The event type of each item in recent_items.",
+        ),
+        Field(
+            name="recent_event_times",
+            dtype=Array(Int64),
+            description="The time of each item in recent_items, epoch milliseconds UTC.",
+        ),
+        Field(
+            name="activity_day",
+            dtype=String,
+            description="The UTC day (YYYY-MM-DD) of the user's newest event.",
+        ),
+        *[_today(what) for what in COUNTS],
+    ],
+    source=user_recent_activity_push,
+    online=True,
+    description="What a shopper did last, updated as events arrive: the newest events in "
+    "order and today's counts. The daily batch writes it whole; the real-time intake pushes "
+    "each user's advanced row between runs (dagster_project/features/recent.py).",
+    tags=OWNER_TAGS,
 )

@@ -253,6 +253,7 @@ class EmbeddingRecommender(Recommender):
         self.best_validation_ndcg = 0.0
         self.fit_seconds = 0.0
         self._given_user_vectors: torch.Tensor | None = None  # see use_user_vectors
+        self._frozen_items: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
 
     def _say(self, message: str) -> None:
         if self.progress:
@@ -395,6 +396,7 @@ class EmbeddingRecommender(Recommender):
         today's data; early stopping then decides whether training helps."""
         started = self._fit_started = time.perf_counter()
         self._given_user_vectors = None
+        self._frozen_items = None
         torch.manual_seed(self.config.seed)
         if warm_start is not None:
             self._check_warm_start(warm_start)
@@ -905,6 +907,8 @@ class EmbeddingRecommender(Recommender):
 
     def _tower_items(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The item tower's vectors (what the encoder reads) and biases, in eval mode."""
+        if self._frozen_items is not None:
+            return self._frozen_items[0], self._frozen_items[2]
         self.item_tower.eval()
         self.user_tower.eval()
         vectors, bias = self.item_tower()
@@ -912,8 +916,20 @@ class EmbeddingRecommender(Recommender):
 
     def _item_matrix(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The served e_i (tower vectors and the memory's item side) and b_i."""
+        if self._frozen_items is not None:
+            return self._frozen_items[1], self._frozen_items[2]
         vectors, bias = self._tower_items()
         return self.memory.items(vectors).detach(), bias
+
+    def freeze_items(self) -> EmbeddingRecommender:
+        """Compute the item side once (tower vectors, served e_i, b_i) and reuse it in every
+        later call: for a service answering one user at a time, where recomputing it would
+        cost more than the answer. Training again clears it. Returns the model."""
+        with torch.no_grad():
+            self._frozen_items = None
+            vectors, bias = self._tower_items()
+            self._frozen_items = (vectors, self.memory.items(vectors).detach(), bias)
+        return self
 
     def _validation_context(self) -> tuple[Sequences, np.ndarray]:
         """What validation reads (per user, the tokens from `ptr` to the end returned): for

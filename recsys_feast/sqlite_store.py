@@ -10,6 +10,8 @@ Feast's writer runs one upsert statement per (entity, feature) from Python: a da
 default shop is ~400k statements. This subclass writes the same rows (columns and values;
 tests/test_feature_serving.py compares them) with one `executemany` per batch, each
 entity's timestamps converted once; stores with vector columns keep Feast's own writer.
+Unlike Feast's SQLite writer, and like its Redis one, a row older than the one stored (by
+event timestamp) does not replace it.
 The schema and files are Feast's own, so the same database works with either class. Select
 it in feature_store.yaml:
 
@@ -81,6 +83,9 @@ class RequestedFeaturesSqliteOnlineStore(SqliteOnlineStore):
             f"INSERT INTO {sqlite_table(config, table)} (entity_key, feature_name, {columns}) "
             "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(entity_key, feature_name) DO UPDATE SET "
             + ", ".join(f"{c} = excluded.{c}" for c in columns.split(", "))
+            # an older row never replaces a newer one (a backfill of an earlier day after the
+            # real-time intake pushed today's activity): Redis's store does the same
+            + " WHERE excluded.event_ts >= event_ts"
         )
         connection = sqlite_connection(self, config)
         with connection:

@@ -24,6 +24,7 @@ from dagster_project.settings import first_event_day
 USER_VIEW = "user_behaviour"
 ITEM_VIEW = "item_stats"
 TEXT_VIEW = "item_text_embedding"
+RECENT_VIEW = "user_recent_activity"
 RECOMMENDATIONS_VIEW = "user_recommendations"
 # A whole Feast step is retried twice (after 30 s, then 60 s) when it still fails after the
 # in-step retries of FeastResource.materialize: a store that was restarting gets time.
@@ -34,6 +35,7 @@ SOURCE_TABLE = {
     USER_VIEW: "user_features",
     ITEM_VIEW: "item_features",
     TEXT_VIEW: "item_text_embedding",
+    RECENT_VIEW: "user_recent_activity",
     **{v: v for v in MODEL_VIEWS},
 }
 CONSISTENCY_FEATURES = [
@@ -52,7 +54,7 @@ CONSISTENCY_FEATURES = [
     group_name="feature_store",
     owners=OWNERS,
     kinds={"feast"},
-    deps=["user_features", "item_features", "item_text_embedding"],
+    deps=["user_features", "item_features", "item_text_embedding", "user_recent_activity"],
     description="`feast apply` of feature_repo/: entities, sources, feature views and services in the registry.",
 )
 def feast_registry(context: AssetExecutionContext, feast: FeastResource) -> MaterializeResult:
@@ -130,7 +132,11 @@ def feast_online(
     context: AssetExecutionContext, feast: FeastResource, storage: PlatformStorage
 ) -> MaterializeResult:
     return _materialize(
-        context, feast, storage, [USER_VIEW, ITEM_VIEW, TEXT_VIEW], context.partition_time_window
+        context,
+        feast,
+        storage,
+        [USER_VIEW, ITEM_VIEW, TEXT_VIEW, RECENT_VIEW],
+        context.partition_time_window,
     )
 
 

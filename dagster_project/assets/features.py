@@ -30,6 +30,7 @@ from dagster_project.features.daily import (
 )
 from dagster_project.features.daily_runs import DailyTable, run_days
 from dagster_project.features.model_outputs import feast_table
+from dagster_project.features.recent import RECENT_EVENTS, recent_activity
 from dagster_project.features.text import (
     DIM,
     MODEL_NAME,
@@ -180,6 +181,31 @@ def item_features(
 ) -> Output[pd.DataFrame]:
     frame = finish_item_features(item_daily_features, items, price_outliers=item_outliers)
     return Output(frame, metadata={"items": frame["item_id"].nunique()})
+
+
+@asset(
+    group_name="features",
+    owners=OWNERS,
+    kinds={"parquet", "pandas"},
+    ins={
+        "behaviour_events": AssetIn(
+            metadata={"columns": ["event_id", "user_id", "item_id", "event_type", "event_time"]}
+        )
+    },
+    description=f"The Feast table behind user_recent_activity: per user, the newest "
+    f"{RECENT_EVENTS} events in order and the counts of the newest event's day. Between runs "
+    "the real-time intake (POST /events) advances the online rows with the same definition "
+    "(dagster_project/features/recent.py). event_timestamp = the newest event's time.",
+)
+def user_recent_activity(behaviour_events: pd.DataFrame) -> Output[pd.DataFrame]:
+    frame = recent_activity(behaviour_events)
+    return Output(
+        frame,
+        metadata={
+            "users": len(frame),
+            "newest_event": str(frame["event_timestamp"].max()) if len(frame) else "",
+        },
+    )
 
 
 @asset(

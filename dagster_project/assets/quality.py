@@ -35,6 +35,7 @@ from dagster_project.quality.cleaning import (
 )
 from dagster_project.quality.drift import drift_figures
 from dagster_project.resources import PlatformStorage, QualityResource
+from dagster_project.serving.landing import read_intake_quarantine
 from dagster_project.settings import DataLayout
 from dagster_project.sources.manifest import source_window
 from dagster_project.sources.raw_table import raw_rows, read_raw
@@ -187,10 +188,14 @@ def events_clean(
     kinds={"parquet", "polars"},
     deps=["items_clean", "events_clean"],  # waits for their blocking suites, as before
     description="Every rejected input row: table, source file and line, raw text, reason code, "
-    "a sentence saying what was wrong, and the run id.",
+    "a sentence saying what was wrong, and the run id; with the events the real-time intake "
+    "(POST /events) rejected, source_file intake/<batch>.",
 )
-def quarantine(quarantine_items: pl.DataFrame, quarantine_events: pl.DataFrame) -> Output:
-    frame = pl.concat([quarantine_items, quarantine_events], how="vertical_relaxed").select(
+def quarantine(
+    quarantine_items: pl.DataFrame, quarantine_events: pl.DataFrame, storage: PlatformStorage
+) -> Output:
+    intake = read_intake_quarantine(storage.layout().tables)
+    frame = pl.concat([quarantine_items, quarantine_events, intake], how="vertical_relaxed").select(
         QUARANTINE_COLUMNS
     )
     return Output(

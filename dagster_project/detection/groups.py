@@ -22,7 +22,8 @@ flash-sale crowd is one burst on one day and never forms a group.
 consecutive pairs of distinct items; shingles that more than `MAX_SHINGLE_SESSIONS` sessions
 share are a shop's common paths and no evidence. A later session of another account is a
 copy of an earlier one when they share `MIN_LONE_COPY_SHINGLES`+ shingles (`MIN_COPY_SHINGLES`+
-where the account has another copied session) whose rarity makes the match unlikely by
+where the account has another copied session and copies are `MIN_REPLAYED_SHARE` of its
+sessions) whose rarity makes the match unlikely by
 chance among all pairs of sessions (`COPY_SURPRISE_MARGIN`), the copy holds
 `MIN_COPY_CONTAINMENT` of the original's shingles and the original `MIN_COPY_SHARE` of the
 copy's, and one pace factor maps the shared items' times onto each other (`_paced_alike`).
@@ -48,6 +49,7 @@ MIN_PAIR_SHARE = 0.3  # of the (item, day) bursts of the less busy account of a 
 MIN_GROUP = 4
 MIN_COPY_SHINGLES = 3  # shared by a session pair, where the account has another copied session
 MIN_LONE_COPY_SHINGLES = 4  # shared by an account's only copied session
+MIN_REPLAYED_SHARE = 0.5  # of an account's sessions, for copies of MIN_COPY_SHINGLES
 MIN_COPY_CONTAINMENT = 0.6  # of the original's shingles found in the copy
 MIN_COPY_SHARE = 0.3  # of the copy's shingles from the original (several replays may merge)
 MAX_SHINGLE_SESSIONS = 50
@@ -56,6 +58,7 @@ PACE_MIN_ELAPSED_MS = 10_000  # whole-second rounding moves a 10 s span by 10% a
 PACE_SPREAD = 1.35  # the fastest over the slowest pace of a copy's shared items
 PACE_MIN_POINTS = 3  # shared items timed against the first one
 PACE_MIN_AGREEING = 0.75  # of the timed items within the spread around the median pace
+PACE_OUTVOTING = 4  # agreeing items it takes to outvote a straying one
 
 GROUP_COLUMNS = [
     "group_id",
@@ -325,7 +328,7 @@ def _paced_alike(ordered: pl.DataFrame, pairs: pl.DataFrame) -> pl.DataFrame:
     original's, for shared items at least `PACE_MIN_ELAPSED_MS` into the original, stays
     within a factor `PACE_SPREAD` around its median (between 1/4 and 4) for
     `PACE_MIN_POINTS`+ items and `PACE_MIN_AGREEING` of them: an item whose first event the
-    replay dropped is timed by a later one and may stray. A replay slowed or sped up keeps
+    replay dropped is timed by a later one and may stray (outvoted by `PACE_OUTVOTING`+). A replay slowed or sped up keeps
     it; two people who happen to take the same path do not."""
     first = ordered.group_by("s", "i").agg(pl.col("t").min())
     matched = (
@@ -356,6 +359,7 @@ def _paced_alike(ordered: pl.DataFrame, pairs: pl.DataFrame) -> pl.DataFrame:
     return paced.filter(
         (pl.col("agreeing") >= PACE_MIN_POINTS)
         & (pl.col("agreeing") >= PACE_MIN_AGREEING * pl.col("timed"))
+        & ((pl.col("agreeing") == pl.col("timed")) | (pl.col("agreeing") >= PACE_OUTVOTING))
         & pl.col("pace").is_between(0.25, 4.0)
     ).select("s", "s_b", "pace")
 
@@ -367,9 +371,17 @@ def session_copies(ev: pl.DataFrame) -> pd.DataFrame:
     shingles = _session_shingles(ordered)
     pairs = _matching_sessions(shingles)
     pairs = pairs.join(_paced_alike(ordered, pairs), on=["s", "s_b"])
-    # three shared steps happen to two people now and then; on two sessions of one account not
-    repeated = pl.col("s").n_unique().over("u") >= 2
-    pairs = pairs.filter(repeated | (pl.col("shared") >= MIN_LONE_COPY_SHINGLES))
+    # three shared steps happen to two people now and then; on two sessions of an account
+    # whose sessions are mostly such replays, not (a power user's hundreds of sessions meet
+    # a few by chance)
+    sessions = shingles.group_by("u").agg(pl.col("s").n_unique().alias("sessions"))
+    copied = pl.col("s").n_unique().over("u")
+    repeated = (copied >= 2) & (copied >= MIN_REPLAYED_SHARE * pl.col("sessions"))
+    pairs = (
+        pairs.join(sessions, on="u")
+        .filter(repeated | (pl.col("shared") >= MIN_LONE_COPY_SHINGLES))
+        .drop("sessions")
+    )
     if pairs.is_empty():
         return pd.DataFrame(columns=COPY_COLUMNS)
     return _copies_by_account(ev, shingles, pairs)

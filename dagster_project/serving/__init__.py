@@ -1,0 +1,1 @@
+"""Real-time serving: the event intake and the recommendation service (`serving.app`)."""

@@ -1,0 +1,56 @@
+"""`python -m dagster_project.serving`: the real-time service under uvicorn (see `serving.app`)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+from dagster_project.serving import app as service
+from dagster_project.settings import use_private_umask
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="recsys realtime",
+        description=service.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="default: loopback only")
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
+    parser.add_argument("--data-dir", default="", help="default: $RECSYS_DATA_DIR or ./data")
+    parser.add_argument(
+        "--feast-config",
+        default="",
+        help="feature_store.yaml (SQLite, default) or feature_store.redis.yaml "
+        "(needs $RECSYS_REDIS_URL); default: $RECSYS_FEAST_CONFIG",
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Serve `POST /events` and `POST /recommend` until interrupted (Ctrl-C or SIGTERM)."""
+    args = _parser().parse_args(argv)
+    use_private_umask()
+    if args.data_dir:
+        os.environ["RECSYS_DATA_DIR"] = os.path.abspath(args.data_dir)
+    if args.feast_config:
+        os.environ["RECSYS_FEAST_CONFIG"] = args.feast_config
+    os.environ["RECSYS_SERVE_HOST"] = args.host
+    # one thread per worker for torch and BLAS: the workers are the parallelism
+    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ.setdefault(name, "1")
+    import uvicorn
+
+    uvicorn.run(
+        "dagster_project.serving.app:app_from_env",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        log_level="warning",
+    )
+
+
+if __name__ == "__main__":
+    main()

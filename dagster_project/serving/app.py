@@ -1,0 +1,245 @@
+"""The real-time service: `POST /events` (intake) and `POST /recommend`, an ASGI app for uvicorn.
+
+    python -m dagster_project.serving [--host 127.0.0.1] [--port 8000] [--workers 1]
+                                      [--data-dir DIR] [--feast-config feature_store.yaml]
+
+(`recsys realtime`, `make serve-realtime`). It needs a data directory where the daily run
+has been (`make demo`): the trained model, the catalog, the online store.
+
+- `POST /events`: a JSON list of at most `MAX_EVENTS` events in the contract's fields
+  (event_id optional). Answer: received, accepted, and each rejected entry's index, reason
+  code and detail (the batch's rules and codes); see `serving.intake`. Requests arriving
+  together are checked and landed together (one group per `clean_events` call), so many
+  small batches cost about what one large one does.
+- `POST /recommend`: {"user_id", "item_id", "cart", "query", "k", "categories",
+  "min_price", "max_price", "exclude", "diversity"}, all optional; see `serving.recommend`.
+- `GET /health`: the model version, the catalog size, and the intake's counts.
+
+Safe by default: it listens on loopback; with $RECSYS_API_TOKEN set, every POST needs
+`Authorization: Bearer <token>` (401 without, 403 with another); the Host header must name
+this server (as the feature server's); bodies over 1 MiB get a 413, a missing length a 411;
+k, list lengths and text lengths are bounded (422 with the field named); a request that is
+not JSON gets a 400. No client mistake gets a 500.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import json
+import logging
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.middleware.trustedhost import TrustedHostMiddleware
+
+from dagster_project.feature_server import allowed_hosts, read_body, refuse
+from dagster_project.resources import FeastResource
+from dagster_project.serving.intake import BatchAnswer, EventIntake
+from dagster_project.serving.online import RecentActivityStore
+from dagster_project.serving.recommend import LiveRecommender, RecommendRequest
+from dagster_project.settings import layout
+
+logger = logging.getLogger(__name__)
+TOKEN_ENV = "RECSYS_API_TOKEN"
+MAX_BODY_BYTES = 1 << 20
+MAX_EVENTS = 1_000  # per request
+MAX_GROUP_EVENTS = 10_000  # per group of requests checked together
+PUBLISH_EVERY_S = 5.0
+MAX_K = 100
+MAX_LIST = 50
+MAX_TEXT = 200
+
+
+class RecommendBody(BaseModel):
+    """The body of `POST /recommend`; every field is optional and bounded."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    user_id: str | None = Field(None, max_length=MAX_TEXT)
+    item_id: str | None = Field(None, max_length=MAX_TEXT)
+    cart: list[str] = Field(default_factory=list, max_length=MAX_LIST)
+    query: str | None = Field(None, max_length=MAX_TEXT)
+    k: int = Field(10, ge=1, le=MAX_K)
+    categories: list[str] = Field(default_factory=list, max_length=MAX_LIST)
+    min_price: float | None = Field(None, ge=0)
+    max_price: float | None = Field(None, ge=0)
+    exclude: list[str] = Field(default_factory=list, max_length=10 * MAX_LIST)
+    diversity: float = Field(0.0, ge=0.0, le=1.0)
+
+
+class RequestGuard:
+    """ASGI middleware: the token on every POST when one is set; bounded bodies."""
+
+    def __init__(self, app: Callable[..., Awaitable[None]], token: str = "") -> None:
+        self.app, self.token = app, token
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope["headers"])
+        if self.token:
+            given = headers.get(b"authorization", b"")
+            if not given:
+                await refuse(send, 401, f"send Authorization: Bearer <token> (${TOKEN_ENV})")
+                return
+            if not hmac.compare_digest(given, f"Bearer {self.token}".encode()):
+                await refuse(send, 403, "the token is not this server's")
+                return
+        length = headers.get(b"content-length")
+        if length is None or not length.isdigit():
+            await refuse(send, 411, "send the body with a Content-Length header")
+            return
+        if int(length) > MAX_BODY_BYTES:
+            await refuse(send, 413, f"the body is over {MAX_BODY_BYTES:,} bytes")
+            return
+        await self.app(scope, receive, send)
+
+
+class IntakeQueue:
+    """Requests to `POST /events` wait here; one task checks and lands everything waiting
+    together, in a worker thread, and answers each request with its part."""
+
+    def __init__(self, intake: EventIntake) -> None:
+        self.intake = intake
+        self.waiting: asyncio.Queue[tuple[list[Any], asyncio.Future]] = asyncio.Queue()
+        self.received = self.accepted = self.rejected = 0
+
+    async def submit(self, events: list[Any]) -> BatchAnswer:
+        done = asyncio.get_running_loop().create_future()
+        await self.waiting.put((events, done))
+        return await done
+
+    async def run(self) -> None:
+        while True:
+            group = [await self.waiting.get()]
+            size = len(group[0][0])
+            while not self.waiting.empty() and size < MAX_GROUP_EVENTS:
+                group.append(self.waiting.get_nowait())
+                size += len(group[-1][0])
+            await self._check(group)
+
+    async def _check(self, group: list[tuple[list[Any], asyncio.Future]]) -> None:
+        try:
+            answers = await asyncio.to_thread(self.intake.receive, [events for events, _ in group])
+        except Exception as exc:  # every waiting request hears of it; the loop goes on
+            logger.exception("intake failed")
+            for _, done in group:
+                done.set_exception(exc)
+            return
+        for (_, done), answer in zip(group, answers, strict=True):
+            self.received += answer.received
+            self.accepted += answer.accepted
+            self.rejected += len(answer.rejected)
+            done.set_result(answer)
+
+    async def publish_periodically(self) -> None:
+        while True:
+            await asyncio.sleep(PUBLISH_EVERY_S)
+            await asyncio.to_thread(self.intake.publish_due)
+
+
+def create_app(
+    data_dir: str = "",
+    feast_config: str = "",
+    token: str | None = None,
+    hosts: list[str] | None = None,
+) -> FastAPI:
+    """The service over one data directory (see the module's docstring)."""
+    out = layout(data_dir or None)
+    activity = RecentActivityStore(
+        FeastResource(data_dir=data_dir, config_file=feast_config).store()
+    )
+    state: dict[str, Any] = {}
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        state["recommender"] = await asyncio.to_thread(LiveRecommender, out, activity)
+        intake = EventIntake(out, activity)
+        queue = state["queue"] = IntakeQueue(intake)
+        tasks = [
+            asyncio.create_task(queue.run()),
+            asyncio.create_task(queue.publish_periodically()),
+        ]
+        try:
+            yield
+        finally:
+            for task in tasks:
+                task.cancel()
+            intake.flush()
+
+    app = FastAPI(title="recsys real-time service", lifespan=lifespan)
+    _routes(app, state)
+    app.add_exception_handler(json.JSONDecodeError, _not_json)
+    app.add_middleware(
+        RequestGuard, token=os.environ.get(TOKEN_ENV, "") if token is None else token
+    )
+    app.add_middleware(TrustedHostMiddleware, allowed_hosts=hosts or allowed_hosts())
+    return app
+
+
+def _routes(app: FastAPI, state: dict[str, Any]) -> None:
+    @app.post("/events")
+    async def events(request: Request) -> JSONResponse:
+        body = await _json_body(request)
+        if isinstance(body, JSONResponse):
+            return body
+        if not isinstance(body, list):
+            return _bad(400, "send a JSON list of events")
+        if len(body) > MAX_EVENTS:
+            return _bad(413, f"{len(body):,} events in one request; at most {MAX_EVENTS:,}")
+        answer = await state["queue"].submit(body)
+        return JSONResponse(answer.as_dict())
+
+    @app.post("/recommend")
+    async def recommend(body: RecommendBody) -> JSONResponse:
+        request = RecommendRequest(**body.model_dump())
+        answer = await asyncio.to_thread(state["recommender"].recommend, request)
+        return JSONResponse(answer)
+
+    @app.get("/health")
+    async def health() -> dict:
+        queue, recommender = state["queue"], state["recommender"]
+        return {
+            "status": "ok",
+            "model_version": recommender.version,
+            "items": len(recommender.item_ids),
+            "events": {
+                "received": queue.received,
+                "accepted": queue.accepted,
+                "rejected": queue.rejected,
+            },
+        }
+
+
+async def _json_body(request: Request) -> Any:
+    raw = await read_body(request.receive, MAX_BODY_BYTES)
+    if raw is None:
+        return _bad(413, f"the body is over {MAX_BODY_BYTES:,} bytes")
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        return _bad(400, f"the body is not JSON: {exc}")
+
+
+async def _not_json(request: Request, exc: Exception) -> JSONResponse:
+    return _bad(400, f"the body is not JSON: {exc}")
+
+
+def _bad(status: int, detail: str) -> JSONResponse:
+    return JSONResponse(status_code=status, content={"error": "bad request", "detail": detail})
+
+
+def app_from_env() -> FastAPI:
+    """`create_app` configured by the environment (for uvicorn's workers: `--factory`)."""
+    return create_app(
+        os.environ.get("RECSYS_DATA_DIR", ""),
+        os.environ.get("RECSYS_FEAST_CONFIG", ""),
+        hosts=allowed_hosts(os.environ.get("RECSYS_SERVE_HOST", "127.0.0.1")),
+    )

@@ -1,0 +1,284 @@
+"""Recommendations at request time from the trained model and the user's latest events.
+
+For each request, `LiveRecommender.recommend`:
+
+1. reads the user's recent events from the online store (what the daily run wrote, advanced
+   by the intake since) and adds the request's context: the product being looked at as a
+   view, the cart's items as add-to-cart events, both as of now;
+2. computes e_u from that history with the model's sequence encoder (no retraining: the
+   model has no user-id embedding) and scores every item as e_u · e_i + b_i;
+3. filters: items in the history or context, unavailable items, the request's categories,
+   price range and exclusions;
+4. optionally re-ranks the best `MMR_CANDIDATES_PER_ITEM` x k by MMR (`models.rerank.mmr`);
+5. gives each item a reason: "because you viewed X and added Y to your cart" names the
+   history items most like it (cosine of the model's item vectors); a search says it
+   matches the query; a visitor with no history and no context gets the shop's most popular
+   items, each "popular in <its category>".
+
+Scenarios, as the `recommend` command has them: a user (history only), a product page
+(`item_id`), a cart (`cart`), a search (`query`, ranked by text relevance and, with a
+history, the user's interest), a new visitor (no history: context alone, or popular items).
+Users on the opt-out list get no personalisation: their history is not read.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import numpy as np
+import pandas as pd
+import torch
+
+from dagster_project.privacy import opted_out_users
+from dagster_project.pseudonyms import pseudonymise
+from dagster_project.recommender.inputs import stored_model_items, trained_model
+from dagster_project.serving.online import RecentActivityStore
+from dagster_project.serving.tables import FileCache
+from dagster_project.settings import DataLayout
+from models.rerank import mmr
+from models.search import search_items
+
+MMR_CANDIDATES_PER_ITEM = 5
+TITLE_CHARS = 60
+VERBS = {
+    "view": "viewed {}",
+    "favorite": "saved {}",
+    "add_to_cart": "added {} to your cart",
+    "purchase": "bought {}",
+}
+
+
+@dataclass
+class RecommendRequest:
+    """What a page asks for (see the module's docstring)."""
+
+    user_id: str | None = None
+    item_id: str | None = None
+    cart: list[str] = field(default_factory=list)
+    query: str | None = None
+    k: int = 10
+    categories: list[str] = field(default_factory=list)  # category path prefixes
+    min_price: float | None = None
+    max_price: float | None = None
+    exclude: list[str] = field(default_factory=list)
+    diversity: float = 0.0  # MMR weight; 0 keeps the model's order
+
+
+class LiveRecommender:
+    """The trained model, its item side computed once, and the catalog, for one process."""
+
+    def __init__(
+        self,
+        out: DataLayout,
+        activity: RecentActivityStore | None,
+        encode_query: Callable[[list[str]], np.ndarray] | None = None,
+    ) -> None:
+        self.out, self.activity = out, activity
+        self.model = trained_model(out, "cpu").freeze_items()
+        vectors = self.model.item_vectors()
+        self.item_ids = pd.Index(vectors["item_id"])
+        self.vectors = torch.as_tensor(np.stack(vectors["embedding"]))
+        self.bias = torch.as_tensor(vectors["bias"].to_numpy())
+        self.unit = torch.nn.functional.normalize(self.vectors, dim=1)
+        catalog = pd.read_parquet(
+            out.table("items"), columns=["item_id", "title", "category", "price", "available"]
+        )
+        self.catalog = catalog.set_index("item_id").reindex(self.item_ids)
+        self.available = self.catalog["available"].fillna(False).astype(bool).to_numpy()
+        self.titles = self.catalog["title"].where(self.catalog["title"].notna(), None).to_numpy()
+        self.categories = self.catalog["category"].fillna("").astype(str).to_numpy()
+        self.prices = self.catalog["price"].to_numpy(dtype=float)
+        self.version = self.model.version
+        self.popularity = self._popularity()
+        self._encode_query = encode_query
+        self._text: pd.DataFrame | None = None
+        self.files = FileCache()
+
+    def recommend(self, request: RecommendRequest) -> dict:
+        """The answer to one request: scenario, items with scores and reasons, notes."""
+        notes: list[str] = []
+        user = pseudonymise([request.user_id])[0] if request.user_id else None
+        personal = user is not None and user not in self._opted_out()
+        if user is not None and not personal:
+            notes.append("the user opted out of personalisation: their history is not used")
+        history = self._history(user if personal else None)
+        context = self._context(request, notes)
+        events = pd.concat([history, context], ignore_index=True)
+        events = events[events["item_id"].isin(self.item_ids)].reset_index(drop=True)
+        allowed = self._allowed(request, events["item_id"])
+        if request.query:
+            scenario, items = "search", self._search(request, events, allowed)
+        elif len(events):
+            scenario, items = (
+                self._scenario(request, history),
+                self._personal(request, events, allowed),
+            )
+        else:
+            scenario, items = "new_visitor", self._popular(request, allowed)
+        return {
+            "user_id": request.user_id,
+            "scenario": scenario,
+            "model_version": self.version,
+            "history_events": len(history),
+            "items": items,
+            "notes": notes,
+        }
+
+    # -- inputs --------------------------------------------------------------------------
+    def _opted_out(self) -> set[str]:
+        path = self.out.root / "privacy" / "opt_out.txt"
+        return self.files.get(path, lambda _: opted_out_users(self.out)) if path.exists() else set()
+
+    def _history(self, user: str | None) -> pd.DataFrame:
+        if user is None or self.activity is None:
+            return pd.DataFrame(columns=["item_id", "event_type", "event_time"])
+        return self.activity.history(user)
+
+    def _context(self, request: RecommendRequest, notes: list[str]) -> pd.DataFrame:
+        """The page's product as a view and the cart as add-to-cart events, as of now."""
+        items = ([request.item_id] if request.item_id else []) + list(request.cart)
+        types = (["view"] if request.item_id else []) + ["add_to_cart"] * len(request.cart)
+        unknown = [i for i in items if i not in self.item_ids]
+        if unknown:
+            notes.append(
+                f"not in the model's catalog, left out of the context: {', '.join(unknown)}"
+            )
+        frame = pd.DataFrame({"item_id": items, "event_type": types})
+        frame = frame[frame["item_id"].isin(self.item_ids)]
+        return frame.assign(event_time=pd.Timestamp(datetime.now(UTC)))
+
+    def _allowed(self, request: RecommendRequest, seen: pd.Series) -> np.ndarray:
+        """Items that may be shown: available, unseen, not excluded, in the filters."""
+        allowed = self.available.copy()
+        hidden = self.item_ids.get_indexer(pd.Index([*seen, *request.exclude]))
+        allowed[hidden[hidden >= 0]] = False
+        if request.categories:
+            prefixes = tuple(request.categories)
+            allowed &= np.fromiter(
+                (c.startswith(prefixes) for c in self.categories), bool, len(self.categories)
+            )
+        if request.min_price is not None:
+            allowed &= self.prices >= request.min_price
+        if request.max_price is not None:
+            allowed &= self.prices <= request.max_price
+        return allowed
+
+    def _popularity(self) -> np.ndarray:
+        """Events per item over the behaviour table (the shop's most wanted first)."""
+        events = pd.read_parquet(self.out.table("behaviour_events"), columns=["item_id"])
+        counts = events["item_id"].value_counts()
+        return counts.reindex(self.item_ids, fill_value=0).to_numpy(dtype=float)
+
+    # -- scenarios -----------------------------------------------------------------------
+    @staticmethod
+    def _scenario(request: RecommendRequest, history: pd.DataFrame) -> str:
+        if request.cart:
+            return "cart"
+        if request.item_id:
+            return "product_page"
+        return "user" if len(history) else "new_visitor"
+
+    def _personal(
+        self, request: RecommendRequest, events: pd.DataFrame, allowed: np.ndarray
+    ) -> list[dict]:
+        with torch.no_grad():
+            user = self.model.history_vector(events)
+            scores = (self.vectors @ user + self.bias).numpy()
+        picked = self._top(scores, allowed, request)
+        reasons = self._because(picked, events)
+        return [
+            self._item(i, float(scores[i]), reason)
+            for i, reason in zip(picked, reasons, strict=True)
+        ]
+
+    def _search(
+        self, request: RecommendRequest, events: pd.DataFrame, allowed: np.ndarray
+    ) -> list[dict]:
+        text = self._text_vectors()
+        text = text[allowed[self.item_ids.get_indexer(text["item_id"])]]
+        interest = None
+        if len(events):
+            with torch.no_grad():
+                scores = (self.vectors @ self.model.history_vector(events) + self.bias).numpy()
+            interest = pd.Series(scores, index=self.item_ids)
+        query = self._query_vector(request.query or "")
+        found = search_items(query, text, request.k, interest)
+        matched = f"matches “{request.query}”"
+        return [
+            self._item(self.item_ids.get_loc(i), float(s), matched)
+            for i, s in zip(found["item_id"], found["score"], strict=True)
+        ]
+
+    def _popular(self, request: RecommendRequest, allowed: np.ndarray) -> list[dict]:
+        picked = self._top(self.popularity, allowed, request)
+        return [
+            self._item(
+                i, float(self.popularity[i]), f"popular in {self.catalog['category'].iloc[i]}"
+            )
+            for i in picked
+        ]
+
+    def _top(
+        self, scores: np.ndarray, allowed: np.ndarray, request: RecommendRequest
+    ) -> np.ndarray:
+        """The best allowed items, re-ranked by MMR when the request asks for diversity."""
+        masked = np.where(allowed, scores, -np.inf)
+        wanted = request.k * (MMR_CANDIDATES_PER_ITEM if request.diversity > 0 else 1)
+        wanted = min(wanted, int(allowed.sum()))
+        if wanted == 0:
+            return np.array([], dtype=int)
+        best = np.argpartition(-masked, wanted - 1)[:wanted]
+        best = best[np.argsort(-masked[best], kind="stable")]
+        if request.diversity <= 0:
+            return best
+        candidates = pd.DataFrame({"user_id": "u", "item_id": best, "score": masked[best]})
+        vectors = pd.DataFrame({"item_id": best, "embedding": list(self.vectors[best].numpy())})
+        return mmr(candidates, vectors, request.k, request.diversity)["item_id"].to_numpy()
+
+    # -- answers -------------------------------------------------------------------------
+    def _because(self, picked: np.ndarray, events: pd.DataFrame) -> list[str]:
+        """For each picked item, the one or two history items most like it, in words."""
+        known = events.drop_duplicates("item_id", keep="last")
+        rows = self.item_ids.get_indexer(known["item_id"])
+        types = known["event_type"].astype(str).to_numpy()
+        similarity = (self.unit[torch.as_tensor(picked)] @ self.unit[rows].T).numpy()
+        reasons = []
+        for line in similarity:
+            top = np.argsort(-line, kind="stable")[:2]
+            phrases = [VERBS.get(types[j], "viewed {}").format(self._title(rows[j])) for j in top]
+            reasons.append("because you " + " and ".join(phrases))
+        return reasons
+
+    def _title(self, item: int) -> str:
+        title = self.titles[item]
+        text = str(title) if isinstance(title, str) and title else str(self.item_ids[item])
+        return text if len(text) <= TITLE_CHARS else text[: TITLE_CHARS - 1] + "…"
+
+    def _item(self, item: int, score: float, reason: str) -> dict:
+        title, category, price = self.titles[item], self.categories[item], self.prices[item]
+        return {
+            "item_id": str(self.item_ids[item]),
+            "title": title if isinstance(title, str) else None,
+            "category": category or None,
+            "price": None if np.isnan(price) else float(price),
+            "score": round(score, 6),
+            "reason": reason,
+        }
+
+    def _text_vectors(self) -> pd.DataFrame:
+        if self._text is None:
+            items = stored_model_items(self.out)
+            items = items[items["text_embedding"].notna() & items["item_id"].isin(self.item_ids)]
+            self._text = (
+                items[["item_id"]].assign(embedding=items["text_embedding"]).reset_index(drop=True)
+            )
+        return self._text
+
+    def _query_vector(self, query: str) -> np.ndarray:
+        if self._encode_query is None:
+            from dagster_project.features.text import load_encoder
+
+            self._encode_query = load_encoder("cpu")
+        return self._encode_query([query])[0]

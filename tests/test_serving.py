@@ -1,0 +1,324 @@
+"""The real-time path: recent activity (one definition, batch and online), the intake's landing
+files, the service's bounds, and the whole loop on a copy of the tiny run's data directory."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import polars as pl
+import pytest
+from pydantic import ValidationError
+
+from dagster_project.contracts import EVENT_COLUMNS
+from dagster_project.features.recent import advance_recent_activity, recent_activity
+from dagster_project.serving.app import RecommendBody
+from dagster_project.serving.intake import raw_events_frame
+from dagster_project.serving.landing import LandingWriter
+from dagster_project.sources.raw_table import read_landing_file
+
+T0 = pd.Timestamp("2026-10-01", tz="UTC")
+
+
+def _events(n: int, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    times = T0 + pd.to_timedelta(np.sort(rng.integers(0, 3 * 86_400, n)), unit="s")
+    return pd.DataFrame(
+        {
+            "event_id": [f"e{k:05d}" for k in range(n)],
+            "user_id": rng.choice([f"u{k}" for k in range(6)], n),
+            "item_id": rng.choice([f"i{k}" for k in range(30)], n),
+            "event_type": rng.choice(["view", "view", "favorite", "add_to_cart", "purchase"], n),
+            "event_time": times,
+        }
+    )
+
+
+def _comparable(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    frame = frame[columns].sort_values("user_id", ignore_index=True)
+    return frame.apply(
+        lambda c: c.map(
+            lambda v: str([str(x) for x in v]) if isinstance(v, list | np.ndarray) else str(v)
+        )
+    )
+
+
+def _same(a: pd.DataFrame, b: pd.DataFrame) -> None:
+    columns = [c for c in a.columns if c != "created"]
+    pd.testing.assert_frame_equal(_comparable(a, columns), _comparable(b, columns))
+
+
+def test_recent_activity_advanced_batch_by_batch_is_the_batchs():
+    """The intake's path (advance the stored rows with each small batch) ends where the daily
+    run's (all events at once) does, through day changes and equal timestamps."""
+    events = _events(400)
+    events.loc[10:20, "event_time"] = events.loc[10, "event_time"]  # ties
+    cut = T0 + pd.Timedelta(days=1)
+    state = recent_activity(events[events["event_time"] < cut], keep=12)
+    later = events[events["event_time"] >= cut]
+    for start in range(0, len(later), 7):
+        part = later.iloc[start : start + 7]
+        advanced = advance_recent_activity(state[state["user_id"].isin(part["user_id"])], part, 12)
+        state = pd.concat([state[~state["user_id"].isin(advanced["user_id"])], advanced])
+    _same(state, recent_activity(events, keep=12))
+
+
+def test_a_late_event_joins_the_history_but_not_todays_counts():
+    events = _events(50)
+    user = events["user_id"].iloc[-1]
+    state = recent_activity(events)
+    late = pd.DataFrame(
+        {
+            "event_id": ["late"],
+            "user_id": [user],
+            "item_id": ["i-late"],
+            "event_type": ["purchase"],
+            "event_time": [T0 - pd.Timedelta(days=3)],
+        }
+    )
+    before = state.set_index("user_id").loc[user]
+    after = advance_recent_activity(state[state["user_id"] == user], late).iloc[0]
+    assert after["activity_day"] == before["activity_day"]
+    assert after["purchases_today"] == before["purchases_today"]
+    assert "i-late" in after["recent_items"]
+    assert after["recent_items"][0] == "i-late"  # the oldest, first
+    assert after["event_timestamp"] == before["event_timestamp"]
+
+
+def test_entries_that_are_not_objects_are_unparseable_rows():
+    raw = raw_events_frame([{"user_id": "u1", "quantity": 2, "price": 9.5}, 7, "x"], "shop", "f")
+    assert raw["parse_error"].is_null().to_list() == [True, False, False]
+    assert raw.row(0, named=True)["quantity"] == "2"
+    assert raw.row(0, named=True)["price"] == "9.5"
+    assert raw["source_line"].to_list() == ["0", "1", "2"]
+
+
+def _landing(tmp_path: Path) -> Path:
+    landing = tmp_path / "landing"
+    (landing / "events").mkdir(parents=True)
+    (landing / "source.json").write_text(
+        json.dumps(
+            {
+                "source": "shop",
+                "window_start": "2026-10-01T00:00:00+00:00",
+                "window_end": "2026-10-02T00:00:00+00:00",
+            }
+        )
+    )
+    return landing
+
+
+def test_landed_intake_files_read_back_as_the_rows_written(tmp_path):
+    """The open file is hidden from ingestion until published; then it reads back exactly,
+    quotes, commas and new lines included."""
+    landing = _landing(tmp_path)
+    writer = LandingWriter(landing)
+    rows = pd.DataFrame(
+        {
+            c: ["a", 'say "hi", then\nleave', None]
+            if c == "query"
+            else [f"{c}{k}" for k in range(3)]
+            for c in EVENT_COLUMNS
+        }
+    )
+    writer.append("2026-10-01", rows)
+    folder = landing / "events" / "date=2026-10-01"
+    assert [p.name.startswith(".") for p in folder.iterdir()] == [True]
+    writer.flush()
+    (published,) = folder.iterdir()
+    read = read_landing_file(published, "events", "shop").to_pandas()[EVENT_COLUMNS]
+    pd.testing.assert_frame_equal(read, rows, check_dtype=False)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"k": 0},
+        {"k": 101},
+        {"cart": ["i"] * 51},
+        {"query": "q" * 201},
+        {"bogus": 1},
+        {"diversity": 2},
+        {"max_price": -1},
+    ],
+)
+def test_recommend_requests_are_bounded(body):
+    with pytest.raises(ValidationError):
+        RecommendBody(**body)
+
+
+# -- the whole loop, on a copy of the tiny run -------------------------------------------------
+@pytest.fixture()
+def live_dir(pipeline_run, tmp_path) -> Path:
+    """A copy of the tiny run's data directory (the service writes to it)."""
+    _, out = pipeline_run
+    copy = tmp_path / "live"
+    shutil.copytree(out.root, copy, ignore=shutil.ignore_patterns("dagster_home", "gx"))
+    return copy
+
+
+def _client(data_dir: Path, **kwargs):
+    from fastapi.testclient import TestClient
+
+    from dagster_project.serving.app import create_app
+
+    return TestClient(create_app(str(data_dir), **kwargs), base_url="http://127.0.0.1")
+
+
+def _human(data_dir: Path) -> str:
+    """A raw user id with events, not flagged and not opted out."""
+    from dagster_project.pseudonyms import pseudonymise
+    from dagster_project.sources.raw_table import read_landing
+
+    events = read_landing(data_dir / "landing", "events").to_pandas()
+    scores = pd.read_parquet(data_dir / "tables" / "user_traffic_scores.parquet")
+    opted = (data_dir / "privacy" / "opt_out.txt").read_text()
+    for user in events["user_id"].dropna().value_counts().index[1:]:
+        pseudonym = pseudonymise([user])[0]
+        flagged = scores.loc[scores["user_id"] == pseudonym, "is_bot"]
+        if user not in opted and len(flagged) and not flagged.iloc[0]:
+            return str(user)
+    raise AssertionError("no human user")
+
+
+def _views(user: str, items: list[str]) -> list[dict]:
+    now = pd.Timestamp(datetime.now(UTC))
+    return [
+        {"user_id": user, "item_id": item, "event_type": "view",
+         "event_time": (now - pd.Timedelta(seconds=10 * (len(items) - k))).isoformat()}
+        for k, item in enumerate(items)
+    ]  # fmt: skip
+
+
+def test_events_in_change_the_next_recommendation_and_the_daily_run_counts_them_once(live_dir):
+    from dagster_project.quality.cleaning import clean_events
+    from dagster_project.sources.manifest import source_window
+    from dagster_project.sources.raw_table import ingest_landing
+
+    user = _human(live_dir)
+    items = pd.read_parquet(live_dir / "tables" / "items.parquet")
+    category = items["category"].value_counts().index[-1]
+    picked = items.loc[items["category"] == category, "item_id"].head(3).tolist()
+    posted = _views(user, picked)
+    bad = [
+        {"user_id": user, "item_id": "no-such-item", "event_type": "view",
+         "event_time": posted[0]["event_time"]},
+        {"user_id": user, "item_id": picked[0], "event_type": "teleport",
+         "event_time": posted[0]["event_time"]},
+        {"user_id": "", "item_id": picked[0], "event_type": "view", "event_time": "yesterday"},
+        42,
+    ]  # fmt: skip
+    with _client(live_dir) as client:
+        before = client.post("/recommend", json={"user_id": user, "k": 10}).json()
+        answer = client.post("/events", json=posted + bad).json()
+        replay = client.post("/events", json=posted).json()
+        after = client.post("/recommend", json={"user_id": user, "k": 10}).json()
+    assert answer["accepted"] == 3 and answer["pushed_users"] == 1
+    assert [(r["index"], r["reason"]) for r in answer["rejected"]] == [
+        (3, "unknown_item"), (4, "bad_event_type"), (5, "null_user_id"), (6, "unparseable_row"),
+    ]  # fmt: skip
+    assert all(r["detail"] for r in answer["rejected"])
+    assert {r["reason"] for r in replay["rejected"]} == {"duplicate_event"}
+    assert replay["accepted"] == 0
+    assert after["history_events"] == before["history_events"] + 3
+    assert [i["item_id"] for i in after["items"]] != [i["item_id"] for i in before["items"]]
+    titles = set(items.loc[items["item_id"].isin(picked), "title"])
+    assert any(any(t in i["reason"] for t in titles) for i in after["items"])
+    assert not {i["item_id"] for i in after["items"]} & set(picked)  # seen: filtered
+    # the daily run: every landed file ingested, cleaned by the batch's rules
+    raw = ingest_landing(live_dir / "landing", "events", live_dir / "tables" / "raw_again")
+    assert raw is not None
+    clean_items = pl.read_parquet(live_dir / "tables" / "items_clean.parquet")["item_id"]
+    cleaned = clean_events(
+        live_dir / "tables" / "raw_again", clean_items, source_window(live_dir / "landing"),
+        "daily", datetime.now(UTC),
+    )  # fmt: skip
+    mine = cleaned.clean.filter(pl.col("source_file").str.contains("intake-"))
+    assert mine.height == 3
+    assert sorted(mine["item_id"].to_list()) == sorted(picked)
+    intake_quarantine = list((live_dir / "tables" / "intake_quarantine").glob("*.parquet"))
+    reasons = pl.concat([pl.read_parquet(p) for p in intake_quarantine])["reason"].to_list()
+    assert sorted(reasons) == sorted(
+        [
+            "unknown_item",
+            "bad_event_type",
+            "null_user_id",
+            "unparseable_row",
+            *["duplicate_event"] * 3,
+        ]
+    )
+
+
+def test_a_day_replayed_through_the_intake_gives_the_batchs_recent_activity(live_dir):
+    """The last day's landed events, sent through the intake after the state of the day
+    before, leave the online store holding what the daily run computes from all days."""
+    from dagster_project.features.recent import recent_activity
+    from dagster_project.resources import FeastResource
+    from dagster_project.serving.intake import EventIntake
+    from dagster_project.serving.online import RecentActivityStore
+    from dagster_project.settings import layout
+    from dagster_project.sources.raw_table import read_landing
+
+    out = layout(live_dir)
+    behaviour = pd.read_parquet(out.table("behaviour_events"))
+    last = behaviour["event_time"].max().normalize()
+    activity = RecentActivityStore(FeastResource(data_dir=str(live_dir)).store())
+    activity.push(recent_activity(behaviour[behaviour["event_time"] < last]))
+    landed = read_landing(out.landing, "events").to_pandas()
+    day = landed[pd.to_datetime(landed["event_time"], utc=True, errors="coerce") >= last]
+    entries = [
+        {c: row[c] for c in EVENT_COLUMNS if isinstance(row[c], str)} for _, row in day.iterrows()
+    ]
+    intake = EventIntake(out, activity)
+    intake.receive([entries[k : k + 100] for k in range(0, len(entries), 100)])
+    expected = recent_activity(behaviour)
+    users = behaviour.loc[behaviour["event_time"] >= last, "user_id"].unique().tolist()
+    online = activity.read(users)
+    assert len(online) == len(users) > 0
+    _same(online.drop(columns="event_timestamp"),
+          expected[expected["user_id"].isin(users)].drop(columns="event_timestamp"))  # fmt: skip
+
+
+BAD_EVENTS_REQUESTS = [
+    ({"content": b"{nope", "headers": {"content-type": "application/json"}}, 400),
+    ({"json": {"user_id": "u1"}}, 400),
+    ({"json": [{}] * 1001}, 413),
+    ({"content": b"[" + b" " * (1 << 20) + b"]"}, 413),
+    ({"content": b"[]", "headers": {"content-length": "x"}}, 411),
+]
+
+
+def test_bad_requests_get_a_4xx_never_a_crash(live_dir):
+    with _client(live_dir) as client:
+        for request, status in BAD_EVENTS_REQUESTS:
+            assert client.post("/events", **request).status_code == status, request
+        assert client.post("/recommend", json={"k": 0}).status_code == 422
+        assert (
+            client.post(
+                "/recommend", content=b"{", headers={"content-type": "application/json"}
+            ).status_code
+            == 422
+        )
+        assert client.post("/recommend", json={"item_id": "no-such-item"}).json()["notes"]
+    with _client(live_dir, token="s3cret") as client:
+        assert client.post("/events", json=[]).status_code == 401
+        assert (
+            client.post("/events", json=[], headers={"authorization": "Bearer no"}).status_code
+            == 403
+        )
+        ok = client.post("/events", json=[], headers={"authorization": "Bearer s3cret"})
+        assert ok.status_code == 200 and ok.json()["received"] == 0
+        assert client.get("/health").status_code == 200
+
+
+def test_the_service_answers_only_for_its_own_host(live_dir):
+    from fastapi.testclient import TestClient
+
+    from dagster_project.serving.app import create_app
+
+    with TestClient(create_app(str(live_dir)), base_url="http://evil.example") as client:
+        assert client.get("/health").status_code == 400
