@@ -991,7 +991,7 @@ class EmbeddingRecommender(Recommender):
     def history_vector(self, history: pd.DataFrame) -> torch.Tensor:
         """e_u of someone the model was not trained on, from their events (item_id, and
         optionally event_type and event_time; otherwise the rows' order is the time order)."""
-        known = history[history["item_id"].isin(self.item_index)].reset_index(drop=True)
+        known = history[self.item_index.get_indexer(history["item_id"]) >= 0].reset_index(drop=True)
         if known.empty:
             raise ValueError("none of the history's items is in the catalog the model knows")
         seconds = (

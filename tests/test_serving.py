@@ -221,6 +221,10 @@ def test_events_in_change_the_next_recommendation_and_the_daily_run_counts_them_
         before = client.post("/recommend", json={"user_id": user, "k": 10}).json()
         answer = client.post("/events", json=posted + bad).json()
         replay = client.post("/events", json=posted).json()
+        # the same view a second later, in its own request: the daily run drops it as a
+        # near duplicate of the first, so the intake does too
+        second_later = pd.Timestamp(posted[0]["event_time"]) + pd.Timedelta(seconds=1)
+        near = client.post("/events", json=[{**posted[0], "event_time": second_later.isoformat()}])
         after = client.post("/recommend", json={"user_id": user, "k": 10}).json()
     assert answer["accepted"] == 3 and answer["pushed_users"] == 1
     assert [(r["index"], r["reason"]) for r in answer["rejected"]] == [
@@ -229,6 +233,7 @@ def test_events_in_change_the_next_recommendation_and_the_daily_run_counts_them_
     assert all(r["detail"] for r in answer["rejected"])
     assert {r["reason"] for r in replay["rejected"]} == {"duplicate_event"}
     assert replay["accepted"] == 0
+    assert [r["reason"] for r in near.json()["rejected"]] == ["near_duplicate_event"]
     assert after["history_events"] == min(before["history_events"] + 3, RECENT_EVENTS)
     assert [i["item_id"] for i in after["items"]] != [i["item_id"] for i in before["items"]]
     titles = set(items.loc[items["item_id"].isin(picked), "title"])
@@ -254,6 +259,7 @@ def test_events_in_change_the_next_recommendation_and_the_daily_run_counts_them_
             "null_user_id",
             "unparseable_row",
             *["duplicate_event"] * 3,
+            "near_duplicate_event",
         ]
     )
 

@@ -24,6 +24,7 @@ event object in the contract's fields) and, for all of them at once:
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
@@ -35,7 +36,12 @@ from typing import Any
 import pandas as pd
 import polars as pl
 
-from dagster_project.contracts import EVENT_COLUMNS, RAW_LINEAGE_COLUMNS
+from dagster_project.contracts import (
+    EVENT_COLUMNS,
+    NEAR_DUPLICATE_WINDOW,
+    RAW_LINEAGE_COLUMNS,
+    SESSION_GAP,
+)
 from dagster_project.features.recent import (
     RECENT_ACTIVITY_COLUMNS,
     advance_recent_activity,
@@ -50,6 +56,10 @@ from dagster_project.sources.raw_table import read_raw
 
 MAX_EVENT_FIELD_CHARS = 2_000
 REMEMBERED_EVENT_IDS = 1_000_000  # replays older than this many accepted events: see docs
+# Accepted events kept to clean again ahead of a batch of the same users: a session's gap
+# and the near-duplicate window both reach back this far at most.
+LOOKBACK = SESSION_GAP + NEAR_DUPLICATE_WINDOW
+MAX_CONTEXT_ROWS = 500_000
 
 
 @dataclass
@@ -81,6 +91,9 @@ class EventIntake:
         self.landing = LandingWriter(out.landing)
         self.files = FileCache()
         self._seen: OrderedDict[str, None] = OrderedDict()
+        self._recent = raw_events_frame([], self.landing.source, "").with_columns(
+            _arrived=pl.lit(0.0)
+        )
 
     def receive(self, batches: Sequence[Sequence[Any]]) -> list[BatchAnswer]:
         """Check, land, quarantine and push every event of `batches` (one answer per batch)."""
@@ -92,12 +105,26 @@ class EventIntake:
         offset = [n for batch in batches for n in range(len(batch))]
         batch_id = f"{datetime.now(UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
         raw = raw_events_frame(entries, self.landing.source, f"intake/{batch_id}")
+        context = self._context(raw)
         now = datetime.now(UTC)
         items, quarantined_items = self._catalog()
         cleaned = clean_events(
-            raw, items, self._window(now), f"intake-{batch_id}", now, quarantined_items
+            pl.concat([context, raw]).with_columns(
+                pl.int_range(pl.len()).cast(pl.String).alias("source_line")
+            ),
+            items,
+            self._window(now),
+            f"intake-{batch_id}",
+            now,
+            quarantined_items,
         )
-        clean, quarantine = self._without_replays(cleaned.clean, cleaned.quarantine)
+        clean, quarantine = (
+            frame.filter(pl.col("source_line") >= context.height).with_columns(
+                pl.col("source_line") - context.height
+            )
+            for frame in (cleaned.clean, cleaned.quarantine)
+        )
+        clean, quarantine = self._without_replays(clean, quarantine)
         self._land(raw, clean)
         write_intake_quarantine(self.out.tables, batch_id, quarantine)
         for line, reason, detail in quarantine.select("source_line", "reason", "detail").rows():
@@ -162,6 +189,16 @@ class EventIntake:
         self._remember(clean["event_id"].to_list())
         return clean, pl.concat([quarantine, rows], how="vertical_relaxed").sort("source_line")
 
+    def _context(self, raw: pl.DataFrame) -> pl.DataFrame:
+        """The events this intake accepted in the last `LOOKBACK` from the batch's users,
+        cleaned again ahead of the batch (their verdicts are dropped): near duplicates and
+        sessions across batches are decided as the daily run, which sees them together,
+        decides them."""
+        cutoff = time.monotonic() - LOOKBACK.total_seconds()
+        self._recent = self._recent.filter(pl.col("_arrived") >= cutoff).tail(MAX_CONTEXT_ROWS)
+        users = raw["user_id"].drop_nulls().unique().implode()
+        return self._recent.filter(pl.col("user_id").is_in(users)).drop("_arrived")
+
     def _remember(self, event_ids: Iterable[str]) -> None:
         self._seen.update(dict.fromkeys(event_ids))
         while len(self._seen) > REMEMBERED_EVENT_IDS:
@@ -185,6 +222,8 @@ class EventIntake:
         )
         for (day,), rows in accepted.partition_by("day", as_dict=True).items():
             self.landing.append(str(day), rows.select(EVENT_COLUMNS).to_pandas())
+        landed = accepted.select(raw.columns).with_columns(_arrived=pl.lit(time.monotonic()))
+        self._recent = pl.concat([self._recent, landed])
         last = clean["event_time"].max()
         extend_window(self.out.landing, pd.Timestamp(last).normalize() + pd.Timedelta(days=1))
 

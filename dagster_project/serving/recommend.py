@@ -106,7 +106,7 @@ class LiveRecommender:
         history = self._history(user if personal else None)
         context = self._context(request, notes)
         events = pd.concat([history, context], ignore_index=True)
-        events = events[events["item_id"].isin(self.item_ids)].reset_index(drop=True)
+        events = events[self.item_ids.get_indexer(events["item_id"]) >= 0].reset_index(drop=True)
         allowed = self._allowed(request, events["item_id"])
         if request.query:
             scenario, items = "search", self._search(request, events, allowed)
@@ -122,6 +122,7 @@ class LiveRecommender:
             "scenario": scenario,
             "model_version": self.version,
             "history_events": len(history),
+            "history_newest_at": _newest(history),
             "items": items,
             "notes": notes,
         }
@@ -146,7 +147,7 @@ class LiveRecommender:
                 f"not in the model's catalog, left out of the context: {', '.join(unknown)}"
             )
         frame = pd.DataFrame({"item_id": items, "event_type": types})
-        frame = frame[frame["item_id"].isin(self.item_ids)]
+        frame = frame[self.item_ids.get_indexer(frame["item_id"]) >= 0]
         return frame.assign(event_time=pd.Timestamp(datetime.now(UTC)))
 
     def _allowed(self, request: RecommendRequest, seen: pd.Series) -> np.ndarray:
@@ -282,3 +283,10 @@ class LiveRecommender:
 
             self._encode_query = load_encoder("cpu")
         return self._encode_query([query])[0]
+
+
+def _newest(history: pd.DataFrame) -> str | None:
+    """The newest history event's time (ISO 8601), None without a history."""
+    if history.empty:
+        return None
+    return pd.Timestamp(history["event_time"].max()).isoformat()
