@@ -166,7 +166,10 @@ def recommend_load(port: int, users: list[str], args: argparse.Namespace) -> dic
         return "/recommend", {"user_id": str(picks[(c * 7919 + n) % len(picks)]), "k": 20}
 
     load(port, args.clients, 100, 10, make)  # warm-up
-    return load(port, args.clients, args.requests, args.seconds, make)
+    result = load(port, args.clients, args.requests, args.seconds, make)
+    # the floor: one client alone, so no request waits for another
+    result["one_client"] = load(port, 1, args.requests // 4, args.seconds / 2, make)
+    return result
 
 
 def event_to_visible(
@@ -198,17 +201,17 @@ def event_to_visible(
 
 
 def events_load(port: int, users: list[str], items: list[str], args: argparse.Namespace) -> dict:
-    rng = np.random.default_rng(2)
-    pool_users, pool_items = rng.choice(users, 10_000), rng.choice(items, 10_000)
+    """Every client posts batches of `EVENT_BATCH` views of random users and items, now."""
+    generators = [np.random.default_rng(100 + c) for c in range(args.clients)]
 
     def make(c: int, n: int) -> tuple[str, object]:
         at = datetime.now(UTC).isoformat()
-        k = (c * 1_000 + n) % 100
+        who = generators[c].integers(0, len(users), EVENT_BATCH)
+        what = generators[c].integers(0, len(items), EVENT_BATCH)
         return "/events", [
-            {"user_id": str(pool_users[(k * EVENT_BATCH + j) % 10_000]),
-             "item_id": str(pool_items[(n * EVENT_BATCH + j) % 10_000]),
-             "event_type": "view", "event_time": at, "event_id": f"bench-load-{c}-{n}-{j}"}
-            for j in range(EVENT_BATCH)
+            {"user_id": users[u], "item_id": items[i], "event_type": "view", "event_time": at,
+             "event_id": f"bench-load-{c}-{n}-{j}"}
+            for j, (u, i) in enumerate(zip(who, what, strict=True))
         ]  # fmt: skip
 
     result = load(
@@ -239,6 +242,9 @@ def count_after_daily_run(root: Path) -> dict:
         "clean_events_from_intake": clean.height,
         "distinct_event_ids": clean["event_id"].n_unique(),
         "quarantined_from_intake": cleaned.quarantine.filter(from_intake).height,
+        "quarantined_from_intake_by_reason": dict(
+            cleaned.quarantine.filter(from_intake)["reason"].value_counts().rows()
+        ),
     }
 
 

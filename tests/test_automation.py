@@ -33,6 +33,20 @@ def _tick(storage: PlatformStorage, cursor: str | None):
     return landing_files_sensor(context), context.cursor
 
 
+def test_landing_sensor_leaves_the_real_time_intakes_files_to_the_daily_run(tmp_path):
+    """The intake publishes a file a minute: none starts a run of its own."""
+    storage = PlatformStorage(data_dir=str(tmp_path))
+    folder = layout(tmp_path).landing / "events" / "date=2026-09-03"
+    folder.mkdir(parents=True)
+    (folder / "intake-123-1-1.csv").write_text("event_id\n1\n")
+    (folder / ".intake-123-1-2.csv.open").write_text("event_id\n2\n")
+    result, _ = _tick(storage, None)
+    assert isinstance(result, SkipReason)
+    (folder / "export.csv").write_text("event_id\n3\n")
+    result, _ = _tick(storage, None)
+    assert isinstance(result, RunRequest) and result.tags["recsys/new_files"] == "1"
+
+
 def test_landing_sensor_handles_each_file_once(tmp_path):
     storage = PlatformStorage(data_dir=str(tmp_path))
     landing = layout(tmp_path).landing

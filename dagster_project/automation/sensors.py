@@ -33,18 +33,21 @@ from dagster_project.automation.jobs import (
 )
 from dagster_project.resources import PlatformStorage
 from dagster_project.run_recovery import fail_dead_runs
+from dagster_project.serving.landing import INTAKE_FILE_PREFIX
 from dagster_project.sources.raw_table import RAW_MANIFEST, landing_files
 
 
 def landing_fingerprints(storage: PlatformStorage) -> dict[str, str]:
     """`relative path -> "size:mtime_ns"` of every events and items file in the landing folder
-    (what ingestion reads; a missing folder has none)."""
+    (what ingestion reads; a missing folder has none), but the real-time intake's: it
+    publishes a file a minute, which the next scheduled daily run reads."""
     landing = storage.layout().landing
     files = [
         p
         for kind in LANDING_KINDS
         if (landing / kind).is_dir()
         for p in landing_files(landing / kind)
+        if not p.name.startswith(INTAKE_FILE_PREFIX)
     ]
     return {
         str(path.relative_to(landing)): f"{path.stat().st_size}:{path.stat().st_mtime_ns}"

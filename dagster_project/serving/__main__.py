@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import os
+import signal
 
 from dagster_project.serving import app as service
+from dagster_project.serving.app import serve_one
 from dagster_project.settings import use_private_umask
 
 
@@ -40,16 +43,25 @@ def main(argv: list[str] | None = None) -> None:
     # one thread per worker for torch and BLAS: the workers are the parallelism
     for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ.setdefault(name, "1")
-    import uvicorn
+    if args.workers <= 1:
+        serve_one(args.host, args.port)
+        return
+    workers = [
+        multiprocessing.get_context("spawn").Process(target=serve_one, args=(args.host, args.port))
+        for _ in range(args.workers)
+    ]
+    for worker in workers:
+        worker.start()
 
-    uvicorn.run(
-        "dagster_project.serving.app:app_from_env",
-        factory=True,
-        host=args.host,
-        port=args.port,
-        workers=args.workers,
-        log_level="warning",
-    )
+    def stop(signum: int, frame: object) -> None:
+        for worker in workers:
+            if worker.is_alive():
+                worker.terminate()  # SIGTERM: uvicorn shuts down, the intake publishes
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    for worker in workers:
+        worker.join()
 
 
 if __name__ == "__main__":

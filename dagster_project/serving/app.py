@@ -30,6 +30,7 @@ import hmac
 import json
 import logging
 import os
+import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -243,3 +244,20 @@ def app_from_env() -> FastAPI:
         os.environ.get("RECSYS_FEAST_CONFIG", ""),
         hosts=allowed_hosts(os.environ.get("RECSYS_SERVE_HOST", "127.0.0.1")),
     )
+
+
+def serve_one(host: str, port: int) -> None:
+    """One uvicorn server process on its own socket bound with SO_REUSEPORT: with several,
+    the kernel spreads the connections over them (uvicorn's own `--workers` share one socket,
+    and a few keep-alive clients then often all land on one worker)."""
+    import uvicorn
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    config = uvicorn.Config(
+        "dagster_project.serving.app:app_from_env", factory=True, log_level="warning"
+    )
+    uvicorn.Server(config).run(sockets=[sock])

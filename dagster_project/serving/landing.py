@@ -35,6 +35,7 @@ from dagster_project.storage import write_parquet_atomic, write_text_atomic
 PUBLISH_AFTER_S = 60.0
 PUBLISH_AFTER_ROWS = 100_000
 OPEN_SUFFIX = ".csv.open"
+INTAKE_FILE_PREFIX = "intake-"  # published files; `landing_files_sensor` leaves them alone
 INTAKE_QUARANTINE_DIR = "intake_quarantine"
 INTAKE_QUARANTINE_SCHEMA = {
     c: pl.Int64 if c == "source_line" else pl.Datetime("us", "UTC") if c == "quarantined_at"
@@ -105,7 +106,8 @@ class LandingWriter:
         self._serial += 1
         folder = self.landing / "events" / f"date={day}"
         folder.mkdir(parents=True, exist_ok=True)
-        name = f".intake-{os.getpid()}-{int(time.time() * 1000)}-{self._serial}{OPEN_SUFFIX}"
+        stamp = f"{os.getpid()}-{int(time.time() * 1000)}-{self._serial}"
+        name = f".{INTAKE_FILE_PREFIX}{stamp}{OPEN_SUFFIX}"
         handle = self._open[day] = _OpenFile(folder / name, time.monotonic())
         return handle
 
