@@ -100,6 +100,12 @@ def _healthy(port: int) -> bool:
         return False
 
 
+def _health(port: int) -> dict:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    connection.request("GET", "/health")
+    return json.loads(connection.getresponse().read())
+
+
 def _post(connection: http.client.HTTPConnection, path: str, body: object) -> tuple[int, bytes]:
     connection.request("POST", path, json.dumps(body), {"Content-Type": "application/json"})
     response = connection.getresponse()
@@ -330,9 +336,13 @@ def main() -> None:
             result["event_to_visible"] = event_to_visible(port, users, items, args)
             print(f"[serving] event to visible: {result['event_to_visible']}", flush=True)
             result["events"] = events_load(port, users, items, args)
+            result["events"]["one_worker_intake_seconds"] = _health(port)["intake_seconds"]
             print(f"[serving] POST /events: {result['events']}", flush=True)
         counted = result["events"]["after_daily_run"] = count_after_daily_run(root)
-        result["events"]["lost"] = result["events"]["accepted"] - counted["distinct_event_ids"]
+        # accepted here, then quarantined by the daily run: near duplicates that two worker
+        # processes accepted apart (each checks against its own recent events)
+        accounted = counted["distinct_event_ids"] + counted["quarantined_from_intake"]
+        result["events"]["lost"] = result["events"]["accepted"] - accounted
         result["events"]["counted_twice"] = (
             counted["clean_events_from_intake"] - counted["distinct_event_ids"]
         )

@@ -89,6 +89,18 @@ def _check(argv: list[str]) -> None:
         from dagster_project.feature_server import _parser
 
         _parser().parse_args(args[1:])
+    elif program == ".venv/bin/recsys" and args[:1] == ["realtime"]:
+        from dagster_project.serving.__main__ import _parser
+
+        _parser().parse_args(args[1:])
+    elif program == ".venv/bin/python" and args[:2] == ["-m", "dagster_project.serving"]:
+        from dagster_project.serving.__main__ import _parser
+
+        _parser().parse_args(args[2:])
+    elif program == ".venv/bin/recsys" and args[:1] == ["intake-tail"]:
+        from dagster_project.serving.tail import _parser
+
+        _parser().parse_args(args[1:])
     elif program == ".venv/bin/recsys":
         from dagster_project.cli import _parser
 

@@ -216,6 +216,7 @@ def _routes(app: FastAPI, state: dict[str, Any]) -> None:
                 "accepted": queue.accepted,
                 "rejected": queue.rejected,
             },
+            "intake_seconds": {k: round(v, 3) for k, v in queue.intake.stage_seconds.items()},
         }
 
 

@@ -23,11 +23,12 @@ event object in the contract's fields) and, for all of them at once:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -91,6 +92,7 @@ class EventIntake:
         self.landing = LandingWriter(out.landing)
         self.files = FileCache()
         self._seen: OrderedDict[str, None] = OrderedDict()
+        self.stage_seconds: dict[str, float] = {"events": 0}  # seconds per stage, and events
         self._recent = raw_events_frame([], self.landing.source, "").with_columns(
             _arrived=pl.lit(0.0)
         )
@@ -105,6 +107,33 @@ class EventIntake:
         offset = [n for batch in batches for n in range(len(batch))]
         batch_id = f"{datetime.now(UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
         raw = raw_events_frame(entries, self.landing.source, f"intake/{batch_id}")
+        with self._timed("check"):
+            clean, quarantine = self._check(raw, batch_id)
+        with self._timed("land"):
+            self._land(raw, clean)
+            write_intake_quarantine(self.out.tables, batch_id, quarantine)
+        for line, reason, detail in quarantine.select("source_line", "reason", "detail").rows():
+            answers[owner[line]].rejected.append(
+                {"index": offset[line], "reason": reason, "detail": detail}
+            )
+        for line in clean["source_line"].to_list():
+            answers[owner[line]].accepted += 1
+        with self._timed("push"):
+            self._push(clean, owner, answers)
+        self.stage_seconds["events"] += len(entries)
+        return answers
+
+    @contextlib.contextmanager
+    def _timed(self, stage: str) -> Iterator[None]:
+        started = time.perf_counter()
+        yield
+        self.stage_seconds[stage] = (
+            self.stage_seconds.get(stage, 0.0) + time.perf_counter() - started
+        )
+
+    def _check(self, raw: pl.DataFrame, batch_id: str) -> tuple[pl.DataFrame, pl.DataFrame]:
+        """The batch's clean and quarantined rows (source_line: the entry's place in `raw`),
+        cleaned after the same users' recent events."""
         context = self._context(raw)
         now = datetime.now(UTC)
         items, quarantined_items = self._catalog()
@@ -124,17 +153,7 @@ class EventIntake:
             )
             for frame in (cleaned.clean, cleaned.quarantine)
         )
-        clean, quarantine = self._without_replays(clean, quarantine)
-        self._land(raw, clean)
-        write_intake_quarantine(self.out.tables, batch_id, quarantine)
-        for line, reason, detail in quarantine.select("source_line", "reason", "detail").rows():
-            answers[owner[line]].rejected.append(
-                {"index": offset[line], "reason": reason, "detail": detail}
-            )
-        for line in clean["source_line"].to_list():
-            answers[owner[line]].accepted += 1
-        self._push(clean, owner, answers)
-        return answers
+        return self._without_replays(clean, quarantine)
 
     def flush(self) -> None:
         """Publish every open landing file (the daily run then sees all accepted events)."""

@@ -91,7 +91,7 @@ def tail(path: Path, intake: EventIntake, batch: int, follow: bool) -> dict[str,
     return counts
 
 
-def main(argv: list[str] | None = None) -> None:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="recsys intake-tail", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     parser.add_argument("file", type=Path)
@@ -99,6 +99,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch", type=int, default=500, help="lines per intake batch")
     parser.add_argument("--data-dir", default="", help="default: $RECSYS_DATA_DIR or ./data")
     parser.add_argument("--feast-config", default="", help="default: $RECSYS_FEAST_CONFIG")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Feed a JSON-lines file of events to the intake (`recsys intake-tail`)."""
+    parser = _parser()
     args = parser.parse_args(argv)
     if not args.file.is_file():
         parser.error(f"{args.file} is not a file")
