@@ -16,6 +16,7 @@ from dagster_project.features.recent import (
     TODAY_COLUMNS,
     empty_recent_activity,
 )
+from recsys_feast.internals import online_store
 
 RECENT_VIEW = "user_recent_activity"
 PUSH_SOURCE = "user_recent_activity_push"
@@ -34,8 +35,9 @@ class RecentActivityStore:
         """The stored rows of `user_ids` (users without one are left out).
 
         Read through the online store of Feast's provider (the store the configuration
-        names, SQLite or Redis) rather than `get_online_features`, whose request planning
-        cost several times the read itself for one user."""
+        names, SQLite or Redis; `recsys_feast.internals.online_store`) rather than
+        `get_online_features`, whose request planning cost several times the read itself
+        for one user."""
         if not user_ids:
             return empty_recent_activity()
         view = self._view()
@@ -43,7 +45,7 @@ class RecentActivityStore:
             EntityKeyProto(join_keys=["user_id"], entity_values=[ValueProto(string_val=u)])
             for u in user_ids
         ]
-        rows = self.store._get_provider().online_read(self.store.config, view, keys, STORED_COLUMNS)
+        rows = online_store(self.store).online_read(self.store.config, view, keys, STORED_COLUMNS)
         found = [
             {"user_id": user, **{c: _python(values[c]) for c in STORED_COLUMNS if c in values}}
             for user, (_, values) in zip(user_ids, rows, strict=True)
