@@ -60,6 +60,7 @@ bench: install
 	$(BIN)/python -m bench.detection
 	$(BIN)/python -m bench.detection_adversary
 	$(BIN)/python -m bench.feature_serving --data-dir $(DATA_DIR)
+	$(BIN)/python -m bench.serving --data-dir $(DATA_DIR)
 	$(BIN)/python -m bench.recommender --data-dir $(DATA_DIR)
 	$(BIN)/python -m bench.faults --data-dir $(DATA_DIR)
 
