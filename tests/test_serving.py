@@ -3,7 +3,6 @@ files, the service's bounds, and the whole loop on a copy of the tiny run's data
 
 from __future__ import annotations
 
-import json
 import shutil
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,6 +23,7 @@ from dagster_project.serving.app import RecommendBody
 from dagster_project.serving.intake import raw_events_frame
 from dagster_project.serving.landing import LandingWriter
 from dagster_project.sources.raw_table import read_landing_file
+from tests.test_landing import _landing
 
 T0 = pd.Timestamp("2026-10-01", tz="UTC")
 
@@ -99,21 +99,6 @@ def test_entries_that_are_not_objects_are_unparseable_rows():
     assert raw.row(0, named=True)["quantity"] == "2"
     assert raw.row(0, named=True)["price"] == "9.5"
     assert raw["source_line"].to_list() == ["0", "1", "2"]
-
-
-def _landing(tmp_path: Path) -> Path:
-    landing = tmp_path / "landing"
-    (landing / "events").mkdir(parents=True)
-    (landing / "source.json").write_text(
-        json.dumps(
-            {
-                "source": "shop",
-                "window_start": "2026-10-01T00:00:00+00:00",
-                "window_end": "2026-10-02T00:00:00+00:00",
-            }
-        )
-    )
-    return landing
 
 
 def test_landed_intake_files_read_back_as_the_rows_written(tmp_path):
