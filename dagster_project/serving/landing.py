@@ -19,6 +19,7 @@ import fcntl
 import io
 import json
 import os
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -60,6 +61,8 @@ class LandingWriter:
     publish_after_rows: int = PUBLISH_AFTER_ROWS
     _open: dict[str, _OpenFile] = field(default_factory=dict)
     _serial: int = 0
+    # appends (the intake's thread) and timed publishing (another) take turns
+    _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
         manifest = read_source_manifest(self.landing)
@@ -74,6 +77,10 @@ class LandingWriter:
     def append(self, day: str, rows: pd.DataFrame) -> str:
         """Append `rows` (EVENT_COLUMNS, as text) to the open file of event `day` (YYYY-MM-DD),
         durably; returns the file's path relative to the landing area once published."""
+        with self._lock:
+            return self._append(day, rows)
+
+    def _append(self, day: str, rows: pd.DataFrame) -> str:
         handle = self._open.get(day) or self._start(day)
         text = io.StringIO()
         writer = csv.writer(text, lineterminator="\n")
@@ -93,14 +100,16 @@ class LandingWriter:
     def publish_due(self) -> None:
         """Publish the open files that are old enough."""
         now = time.monotonic()
-        for day, handle in list(self._open.items()):
-            if now - handle.opened >= self.publish_after_s:
-                self._publish(day)
+        with self._lock:
+            for day, handle in list(self._open.items()):
+                if now - handle.opened >= self.publish_after_s:
+                    self._publish(day)
 
     def flush(self) -> None:
         """Publish every open file now (the daily run sees everything accepted so far)."""
-        for day in list(self._open):
-            self._publish(day)
+        with self._lock:
+            for day in list(self._open):
+                self._publish(day)
 
     def _start(self, day: str) -> _OpenFile:
         self._serial += 1
