@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 
 import numpy as np
 import pandas as pd
+import polars as pl
 
 from dagster_project.features.build import COUNT_COLUMNS
 
@@ -36,6 +37,13 @@ RECENT_ACTIVITY_COLUMNS = [
     "created",
 ]
 EVENT_INPUT_COLUMNS = ["user_id", "item_id", "event_type", "event_time"]
+TIMELINE_SCHEMA = {
+    "user_id": pl.String,
+    "item_id": pl.String,
+    "event_type": pl.String,
+    "t": pl.Int64,
+    "arrival": pl.Int8,
+}
 
 
 def recent_activity(
@@ -67,24 +75,86 @@ def advance_recent_activity(
         raise ValueError(f"events lack column(s) {', '.join(missing)}")
     if events.empty:
         return empty_recent_activity()
-    users = pd.Index(events["user_id"].unique())
-    before = current[current["user_id"].isin(users)] if len(current) else current
-    timeline = _timeline(before, events)
-    newest = timeline.groupby("user_id", sort=False).tail(keep)
-    lists = newest.groupby("user_id", sort=False).agg(
-        recent_items=("item_id", list),
-        recent_event_types=("event_type", list),
-        recent_event_times=("t", list),
+    fresh = _fresh_events(events)
+    held = _held_rows(current, fresh["user_id"].unique())
+    timeline = pl.concat([_held_events(held), fresh.drop("day")]).with_row_index("seq")
+    lists = (
+        timeline.sort(["user_id", "t", "arrival", "seq"])
+        .group_by("user_id", maintain_order=True)
+        .agg(
+            pl.col("item_id").tail(keep).alias("recent_items"),
+            pl.col("event_type").tail(keep).alias("recent_event_types"),
+            pl.col("t").tail(keep).alias("recent_event_times"),
+            pl.col("t").max().alias("newest"),
+        )
     )
-    counts = _today_counts(before, events)
-    frame = lists.join(counts, how="inner").reset_index()
-    frame["event_timestamp"] = pd.to_datetime(
-        timeline.groupby("user_id", sort=False)["t"].max().reindex(frame["user_id"]).to_numpy(),
-        unit="ms",
-        utc=True,
+    frame = lists.join(_today_counts(held, fresh), on="user_id").with_columns(
+        pl.from_epoch("newest", time_unit="ms")
+        .dt.replace_time_zone("UTC")
+        .alias("event_timestamp"),
+        pl.lit(now or datetime.now(UTC)).dt.cast_time_unit("us").alias("created"),
     )
-    frame["created"] = pd.Timestamp(now or datetime.now(UTC))
-    return frame[RECENT_ACTIVITY_COLUMNS].sort_values("user_id", ignore_index=True)
+    out = frame.select(RECENT_ACTIVITY_COLUMNS).sort("user_id").to_pandas()
+    for column in LIST_COLUMNS:
+        out[column] = [list(v) for v in out[column]]
+    return out
+
+
+def _fresh_events(events: pd.DataFrame) -> pl.DataFrame:
+    """The new events in the order they count: by time, then event id (when given)."""
+    order = ["event_time", "event_id"] if "event_id" in events else ["event_time"]
+    new = events.sort_values(order, kind="stable")
+    t = _event_millis(new["event_time"])
+    return pl.DataFrame(
+        {
+            "user_id": new["user_id"].astype(str).to_numpy(),
+            "item_id": new["item_id"].astype(str).to_numpy(),
+            "event_type": new["event_type"].astype(str).to_numpy(),
+            "t": t,
+            "arrival": np.ones(len(new), dtype=np.int8),
+            "day": t // 86_400_000,
+        },
+        schema=TIMELINE_SCHEMA | {"day": pl.Int64},
+    )
+
+
+def _held_rows(current: pd.DataFrame, users: pl.Series) -> pl.DataFrame:
+    """The stored rows of `users`, with their activity day as an epoch day."""
+    rows = current[current["user_id"].isin(users.to_list())] if len(current) else current
+    frame = pl.DataFrame(
+        {
+            "user_id": rows["user_id"].astype(str).to_numpy(),
+            **{c: list(rows[c]) for c in LIST_COLUMNS},
+            "activity_day": rows["activity_day"].astype(str).to_numpy(),
+            **{c: rows[c].fillna(0).astype("int64").to_numpy() for c in TODAY_COLUMNS.values()},
+        },
+        schema={
+            "user_id": pl.String,
+            "recent_items": pl.List(pl.String),
+            "recent_event_types": pl.List(pl.String),
+            "recent_event_times": pl.List(pl.Int64),
+            "activity_day": pl.String,
+            **{c: pl.Int64 for c in TODAY_COLUMNS.values()},
+        },
+    )
+    return frame.with_columns(pl.col("activity_day").str.to_date(strict=False).cast(pl.Int64).alias("held_day"))
+
+
+def _held_events(held: pl.DataFrame) -> pl.DataFrame:
+    """The stored rows' events, one per row, in their stored order."""
+    return (
+        held.select("user_id", *LIST_COLUMNS)
+        .explode(LIST_COLUMNS)
+        .drop_nulls("recent_event_times")
+        .select(
+            "user_id",
+            pl.col("recent_items").alias("item_id"),
+            pl.col("recent_event_types").alias("event_type"),
+            pl.col("recent_event_times").alias("t"),
+            pl.lit(0, pl.Int8).alias("arrival"),
+        )
+        .cast(TIMELINE_SCHEMA)
+    )
 
 
 def _event_millis(times: pd.Series) -> np.ndarray:
@@ -92,58 +162,33 @@ def _event_millis(times: pd.Series) -> np.ndarray:
     return naive.to_numpy().astype("datetime64[ms]").astype("int64")
 
 
-def _timeline(before: pd.DataFrame, events: pd.DataFrame) -> pd.DataFrame:
-    """The held events and the new ones, per user in time order (held first on ties)."""
-    held = before[["user_id", *LIST_COLUMNS]].explode(LIST_COLUMNS)
-    held = pd.DataFrame(
-        {
-            "user_id": held["user_id"].to_numpy(),
-            "item_id": held["recent_items"].to_numpy(),
-            "event_type": held["recent_event_types"].to_numpy(),
-            "t": held["recent_event_times"].to_numpy(),
-            "arrival": 0,
-        }
-    ).dropna(subset=["t"])
-    order = ["event_time", "event_id"] if "event_id" in events else ["event_time"]
-    new = events.sort_values(order, kind="stable")
-    fresh = pd.DataFrame(
-        {
-            "user_id": new["user_id"].to_numpy(),
-            "item_id": new["item_id"].astype(str).to_numpy(),
-            "event_type": new["event_type"].astype(str).to_numpy(),
-            "t": _event_millis(new["event_time"]),
-            "arrival": 1,
-        }
+def _today_counts(held: pl.DataFrame, fresh: pl.DataFrame) -> pl.DataFrame:
+    """Per user: the day of the newest event and that day's events per type (the stored
+    counts carried over when the stored day is still the newest)."""
+    latest = (
+        fresh.group_by("user_id")
+        .agg(pl.col("day").max())
+        .join(held.select("user_id", "held_day", *TODAY_COLUMNS.values()), on="user_id", how="left")
+        .with_columns(pl.max_horizontal("day", "held_day").alias("latest"))
     )
-    timeline = pd.concat([held, fresh], ignore_index=True)
-    timeline["t"] = timeline["t"].astype("int64")
-    timeline["seq"] = np.arange(len(timeline))
-    return timeline.sort_values(["user_id", "t", "arrival", "seq"], kind="stable")
-
-
-def _today_counts(before: pd.DataFrame, events: pd.DataFrame) -> pd.DataFrame:
-    """Per user: the day of the newest event and that day's events per type."""
-    day = _event_millis(events["event_time"]) // 86_400_000
-    users = events["user_id"].to_numpy()
-    latest = pd.Series(day).groupby(users).max()
-    if len(before):
-        held = before.set_index("user_id").reindex(latest.index)
-        held_day = pd.to_datetime(held["activity_day"]).to_numpy().astype("datetime64[D]")
-        held_day = np.where(held["activity_day"].notna(), held_day.astype("int64"), -1)
-        latest = latest.clip(lower=pd.Series(held_day, index=latest.index))
-    today = day == latest.reindex(users).to_numpy()
     added = (
-        pd.DataFrame(
-            {"user_id": users[today], "event_type": events["event_type"].to_numpy()[today]}
+        fresh.join(latest.select("user_id", "latest"), on="user_id")
+        .filter(pl.col("day") == pl.col("latest"))
+        .group_by("user_id")
+        .agg(
+            (pl.col("event_type") == t).sum().cast(pl.Int64).alias(f"new_{c}")
+            for t, c in TODAY_COLUMNS.items()
         )
-        .value_counts()
-        .unstack(fill_value=0)
-        .reindex(index=latest.index, columns=list(TODAY_COLUMNS), fill_value=0)
-        .rename(columns=TODAY_COLUMNS)
     )
-    if len(before):
-        same_day = held_day == latest.to_numpy()
-        for column in TODAY_COLUMNS.values():
-            added[column] += np.where(same_day, held[column].fillna(0).to_numpy(), 0).astype(int)
-    added["activity_day"] = pd.to_datetime(latest.to_numpy(), unit="D").strftime("%Y-%m-%d")
-    return added.astype({c: "int64" for c in TODAY_COLUMNS.values()})
+    same_day = pl.col("held_day") == pl.col("latest")
+    return latest.join(added, on="user_id", how="left").select(
+        "user_id",
+        pl.from_epoch("latest", time_unit="d").dt.strftime("%Y-%m-%d").alias("activity_day"),
+        *[
+            (
+                pl.col(f"new_{c}").fill_null(0)
+                + pl.when(same_day).then(pl.col(c)).otherwise(0).fill_null(0)
+            ).alias(c)
+            for c in TODAY_COLUMNS.values()
+        ],
+    )
