@@ -57,10 +57,12 @@ from dagster_project.sources.raw_table import read_raw
 
 MAX_EVENT_FIELD_CHARS = 2_000
 REMEMBERED_EVENT_IDS = 1_000_000  # replays older than this many accepted events: see docs
-# Accepted events kept to clean again ahead of a batch of the same users: a session's gap
-# and the near-duplicate window both reach back this far at most.
+# Accepted events kept to clean again ahead of a batch with the same (user, item, type):
+# the near-duplicate window reaches back 2 s; the rest of the 30 minutes (a session's gap)
+# lets the cleaning itself catch recent replays.
 LOOKBACK = SESSION_GAP + NEAR_DUPLICATE_WINDOW
 MAX_CONTEXT_ROWS = 500_000
+CONTEXT_KEY = ["user_id", "item_id", "event_type"]
 
 
 @dataclass
@@ -209,14 +211,16 @@ class EventIntake:
         return clean, pl.concat([quarantine, rows], how="vertical_relaxed").sort("source_line")
 
     def _context(self, raw: pl.DataFrame) -> pl.DataFrame:
-        """The events this intake accepted in the last `LOOKBACK` from the batch's users,
-        cleaned again ahead of the batch (their verdicts are dropped): near duplicates and
-        sessions across batches are decided as the daily run, which sees them together,
-        decides them."""
+        """This intake's accepted events of the last `LOOKBACK` with the same user, item and
+        event type as one of the batch's, cleaned again ahead of the batch (their verdicts
+        are dropped): a replay, or a near duplicate of an event of an earlier request, is
+        decided as the daily run, which sees them together, decides it. (Two events within
+        the near-duplicate window share a session whatever else happened, so no other
+        event bears on the verdict.)"""
         cutoff = time.monotonic() - LOOKBACK.total_seconds()
         self._recent = self._recent.filter(pl.col("_arrived") >= cutoff).tail(MAX_CONTEXT_ROWS)
-        users = raw["user_id"].drop_nulls().unique().implode()
-        return self._recent.filter(pl.col("user_id").is_in(users)).drop("_arrived")
+        keys = raw.select(CONTEXT_KEY).unique()
+        return self._recent.join(keys, on=CONTEXT_KEY, how="semi").drop("_arrived")
 
     def _remember(self, event_ids: Iterable[str]) -> None:
         self._seen.update(dict.fromkeys(event_ids))
