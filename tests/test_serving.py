@@ -3,6 +3,7 @@ files, the service's bounds, and the whole loop on a copy of the tiny run's data
 
 from __future__ import annotations
 
+import json
 import shutil
 from datetime import UTC, datetime
 from pathlib import Path
@@ -321,3 +322,63 @@ def test_the_service_answers_only_for_its_own_host(live_dir):
 
     with TestClient(create_app(str(live_dir)), base_url="http://evil.example") as client:
         assert client.get("/health").status_code == 400
+
+
+def _flagged_bot(data_dir: Path) -> str:
+    """A raw user id the tiny run flagged as a bot."""
+    from dagster_project.pseudonyms import pseudonymise
+    from dagster_project.sources.raw_table import read_landing
+
+    scores = pd.read_parquet(data_dir / "tables" / "user_traffic_scores.parquet")
+    flagged = set(scores.loc[scores["is_bot"], "user_id"])
+    raw = read_landing(data_dir / "landing", "events").to_pandas()["user_id"].dropna().unique()
+    return next(u for u, p in zip(raw, pseudonymise(raw), strict=True) if p in flagged)
+
+
+def test_bots_and_opted_out_users_change_nothing_served(live_dir):
+    """A flagged bot's events land but are not pushed; an opted-out user's history is never
+    read (their answer is a new visitor's, with a note)."""
+    bot = _flagged_bot(live_dir)
+    opted = next(
+        line.strip()
+        for line in (live_dir / "privacy" / "opt_out.txt").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    )
+    items = pd.read_parquet(live_dir / "tables" / "items.parquet")["item_id"].head(2).tolist()
+    with _client(live_dir) as client:
+        before = client.post("/recommend", json={"user_id": bot, "k": 5}).json()
+        answer = client.post("/events", json=_views(bot, items)).json()
+        after = client.post("/recommend", json={"user_id": bot, "k": 5}).json()
+        opted_answer = client.post("/recommend", json={"user_id": opted, "k": 5}).json()
+    assert answer["accepted"] == 2 and answer["held_back_users"] == 1
+    assert answer["pushed_users"] == 0
+    assert after["history_newest_at"] == before["history_newest_at"]
+    assert after["items"] == before["items"]
+    assert opted_answer["history_events"] == 0 and opted_answer["scenario"] == "new_visitor"
+    assert any("opted out" in note for note in opted_answer["notes"])
+    landed = list((live_dir / "landing" / "events").glob("date=*/intake-*.csv"))
+    assert sum(len(pd.read_csv(p)) for p in landed) == 2  # published when the service stopped
+
+
+def test_a_tailed_file_goes_through_the_intake_once(live_dir):
+    """`recsys intake-tail`: every complete line once, a bad line quarantined, and a restart
+    goes on from the saved offset (an incomplete last line waits for its end)."""
+    from dagster_project.resources import FeastResource
+    from dagster_project.serving.intake import EventIntake
+    from dagster_project.serving.online import RecentActivityStore
+    from dagster_project.serving.tail import tail
+    from dagster_project.settings import layout
+
+    user = _human(live_dir)
+    items = pd.read_parquet(live_dir / "tables" / "items.parquet")["item_id"].head(3).tolist()
+    lines = [json.dumps(e) for e in _views(user, items)]
+    path = live_dir / "events.jsonl"
+    path.write_text(f"{lines[0]}\n{{not json\n{lines[1]}\n{lines[2][:20]}")
+    store = FeastResource(data_dir=str(live_dir)).store()
+    intake = EventIntake(layout(live_dir), RecentActivityStore(store))
+    first = tail(path, intake, batch=2, follow=False)
+    assert first == {"received": 3, "accepted": 2, "rejected": 1}
+    path.write_text(path.read_text()[: -len(lines[2][:20])] + lines[2] + "\n")
+    second = tail(path, intake, batch=2, follow=False)
+    assert second == {"received": 1, "accepted": 1, "rejected": 0}
+    assert tail(path, intake, batch=2, follow=False)["received"] == 0
