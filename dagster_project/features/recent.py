@@ -137,7 +137,9 @@ def _held_rows(current: pd.DataFrame, users: pl.Series) -> pl.DataFrame:
             **{c: pl.Int64 for c in TODAY_COLUMNS.values()},
         },
     )
-    return frame.with_columns(pl.col("activity_day").str.to_date(strict=False).cast(pl.Int64).alias("held_day"))
+    return frame.with_columns(
+        pl.col("activity_day").str.to_date(strict=False).cast(pl.Int64).alias("held_day")
+    )
 
 
 def _held_events(held: pl.DataFrame) -> pl.DataFrame:
