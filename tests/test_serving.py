@@ -304,6 +304,8 @@ def test_bad_requests_get_a_4xx_never_a_crash(live_dir):
             == 422
         )
         assert client.post("/recommend", json={"item_id": "no-such-item"}).json()["notes"]
+        nothing = {"query": "shoes", "categories": ["No/Such/Category"]}
+        assert client.post("/recommend", json=nothing).json()["items"] == []
     with _client(live_dir, token="s3cret") as client:
         assert client.post("/events", json=[]).status_code == 401
         assert (

@@ -199,6 +199,8 @@ class LiveRecommender:
     ) -> list[dict]:
         text = self._text_vectors()
         text = text[allowed[self.item_ids.get_indexer(text["item_id"])]]
+        if text.empty:  # the filters leave nothing to search
+            return []
         interest = None
         if len(events):
             with torch.no_grad():
