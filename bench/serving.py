@@ -146,17 +146,20 @@ def load(
                     taken[0] += accepted(payload)
         connection.close()
 
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     threads = [threading.Thread(target=client, args=(c,)) for c in range(clients)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
     wall = time.perf_counter() - started
+    client_cpu = time.process_time() - cpu_started
     return {
         **_percentiles(timings),
         "per_s": round(len(timings) / wall, 1),
         "wall_s": round(wall, 2),
+        # the load generator's own CPU (it shares the machine's cores with the service)
+        "client_cpu_share_of_machine": round(client_cpu / (wall * (os.cpu_count() or 1)), 3),
         "errors": len(errors),
         "first_errors": errors[:3],
         "clients": clients,

@@ -344,17 +344,14 @@ def _paced_alike(ordered: pl.DataFrame, pairs: pl.DataFrame) -> pl.DataFrame:
         .with_columns((pl.col("e") / pl.col("e_b")).alias("pace"))
     )
     half_spread = float(np.sqrt(PACE_SPREAD))
-    median = pl.col("pace").median().over("s", "s_b")
-    paced = (
-        matched.with_columns(
-            pl.col("pace").is_between(median / half_spread, median * half_spread).alias("agrees")
-        )
-        .group_by("s", "s_b")
-        .agg(
-            pl.len().alias("timed"),
-            pl.col("agrees").sum().alias("agreeing"),
-            pl.col("pace").median().alias("pace"),
-        )
+    median = pl.col("pace").median()  # per pair, inside the aggregation
+    paced = matched.group_by("s", "s_b").agg(
+        pl.len().alias("timed"),
+        pl.col("pace")
+        .is_between(median / half_spread, median * half_spread)
+        .sum()
+        .alias("agreeing"),
+        median.alias("pace"),
     )
     return paced.filter(
         (pl.col("agreeing") >= PACE_MIN_POINTS)
@@ -408,7 +405,8 @@ def _matching_sessions(shingles: pl.DataFrame) -> pl.DataFrame:
         (pl.len().over("s") >= MIN_COPY_SHINGLES) & (pl.col("nats").sum().over("s") >= needed)
     )
     return (
-        rare.join(rare.drop("nats"), on="shingle", suffix="_b")
+        _possible_copies(rare, shingles)
+        .join(rare.drop("nats"), on="shingle", suffix="_b")
         .filter((pl.col("u") != pl.col("u_b")) & (pl.col("start") > pl.col("start_b")))
         .group_by("u", "s", "u_b", "s_b")
         .agg(pl.len().alias("shared"), pl.col("nats").sum())
@@ -427,6 +425,25 @@ def _matching_sessions(shingles: pl.DataFrame) -> pl.DataFrame:
             & (pl.col("copy_share") >= MIN_COPY_SHARE)
         )
     )
+
+
+def _possible_copies(rare: pl.DataFrame, shingles: pl.DataFrame) -> pl.DataFrame:
+    """The rare shingles of the sessions that could still be copies under the account rule
+    of `session_copies`: `MIN_LONE_COPY_SHINGLES`+ of them, or an account whose sessions with
+    `MIN_COPY_SHINGLES`+ are 2+ and `MIN_REPLAYED_SHARE` of all its sessions (an upper bound
+    on its copied sessions). The rest never reaches the pair join, which keeps its size."""
+    sessions = shingles.group_by("u").agg(pl.col("s").n_unique().alias("sessions"))
+    per_session = rare.group_by("u", "s").agg(pl.len().alias("k"))
+    able = pl.len().over("u")  # the account's sessions that pass the per-session test
+    candidates = (
+        per_session.join(sessions, on="u")
+        .filter(
+            (pl.col("k") >= MIN_LONE_COPY_SHINGLES)
+            | ((able >= 2) & (able >= MIN_REPLAYED_SHARE * pl.col("sessions")))
+        )
+        .select("s")
+    )
+    return rare.join(candidates, on="s", how="semi")
 
 
 def _copies_by_account(
