@@ -38,11 +38,12 @@ import polars as pl
 
 from bench.detection import bench_shop, land_export
 from bench.machine import machine_info
+from dagster_project.contracts import SESSION_GAP
 from dagster_project.detection.bots import BOT_THRESHOLD
 from dagster_project.detection.detector import detect_bots
 from dagster_project.pseudonyms import pseudonymise
 from dagster_project.settings import layout
-from devtools.independent_bots import DESIGNS, independent_bot_events
+from devtools.independent_bots import DESIGNS, event_seconds, independent_bot_events
 
 RESULTS = Path(__file__).parent / "results" / "detection_adversary.json"
 TAOBAO = Path(__file__).resolve().parents[2] / "shared" / "data" / "taobao_userbehavior"
@@ -100,8 +101,7 @@ def class_figures(scores: pd.DataFrame, labels: pd.DataFrame, people: pd.Series)
     return out
 
 
-COPY_STEP_BUCKETS = [(0, 2), (3, 4), (5, 8), (9, 1_000_000)]
-SESSION_BREAK_S = 30 * 60
+COPY_STEP_BUCKETS = [(0, 2), (3, 4), (5, 8), (9, None)]  # None: no upper end
 
 
 def copy_steps(bots: pd.DataFrame, labels: pd.DataFrame) -> pd.Series:
@@ -109,9 +109,9 @@ def copy_steps(bots: pd.DataFrame, labels: pd.DataFrame) -> pd.Series:
     30-minute session) of what it replayed: the evidence a copy can carry at most."""
     copiers = labels.loc[labels["bot_class"] == "copy", "user_id"]
     ev = bots[bots["user_id"].isin(copiers)].sort_values(["user_id", "event_time"])
-    t = pd.to_datetime(ev["event_time"], utc=True).astype("int64") // 10**9
+    t = pd.Series(event_seconds(ev["event_time"]), index=ev.index)
     same_user = ev["user_id"].eq(ev["user_id"].shift())
-    session = (~same_user | (t.diff() > SESSION_BREAK_S)).cumsum()
+    session = (~same_user | (t.diff() > SESSION_GAP.total_seconds())).cumsum()
     moved = ~(same_user & session.eq(session.shift()) & ev["item_id"].eq(ev["item_id"].shift()))
     walk = pd.DataFrame({"user_id": ev["user_id"], "session": session, "item": ev["item_id"]})
     walk = walk[moved.to_numpy()]
@@ -127,8 +127,8 @@ def copy_recall_by_steps(bots: pd.DataFrame, labels: pd.DataFrame, scores: pd.Da
     flagged = set(scores.loc[scores["bot_score"] >= BOT_THRESHOLD, "user_id"])
     out = {}
     for lo, hi in COPY_STEP_BUCKETS:
-        accounts = steps[(steps >= lo) & (steps <= hi)].index
-        key = f"{lo}+" if hi >= 1_000_000 else f"{lo}-{hi}"
+        accounts = steps[(steps >= lo) & ((steps <= hi) if hi is not None else True)].index
+        key = f"{lo}+" if hi is None else f"{lo}-{hi}"
         caught = [u in flagged for u in accounts]
         out[key] = {"accounts": len(accounts), "recall": float(np.mean(caught)) if caught else None}
     return out

@@ -48,6 +48,7 @@ import numpy as np
 import pandas as pd
 import polars as pl
 
+from bench.feature_serving import running_feature_server
 from bench.machine import machine_info
 from dagster_project.resources import FeastResource
 from dagster_project.settings import data_dir as default_data_dir
@@ -258,9 +259,8 @@ def count_after_daily_run(root: Path) -> dict:
 
 
 def feast_server_load(root: Path, users: list[str], args: argparse.Namespace) -> dict:
-    port = free_port()
-    env = {**os.environ, "RECSYS_DATA_DIR": str(root)}
-    env.pop("RECSYS_FEAST_CONFIG", None)
+    """Feast's own feature server (`running_feature_server`) under the same load, reading
+    the same features for one user (`users`: pseudonyms)."""
     features = [f"user_recent_activity:{f}" for f in ("recent_items", "recent_event_types",
                 "recent_event_times", "activity_day", "views_today")]  # fmt: skip
 
@@ -268,8 +268,7 @@ def feast_server_load(root: Path, users: list[str], args: argparse.Namespace) ->
         user = users[(c * 7919 + n) % len(users)]
         return "/get-online-features", {"features": features, "entities": {"user_id": [user]}}
 
-    command = [sys.executable, "-m", "dagster_project.feature_server", "--port", str(port)]
-    with running(command, port, env):
+    with running_feature_server(root) as port:
         load(port, args.clients, 100, 10, make)
         return load(port, args.clients, args.requests, args.seconds, make)
 
@@ -293,8 +292,9 @@ def materialize_recent_to_redis(root: Path) -> None:
     )
 
 
-def sample(root: Path) -> tuple[list[str], list[str], dict[str, str]]:
-    """Raw ids of the last day's users with a recent-activity row, and available items."""
+def sample(root: Path) -> tuple[list[str], list[str], list[str]]:
+    """Raw ids of the last day's users with a recent-activity row, available items, and the
+    users' pseudonyms (the ids the tables and Feast hold)."""
     out = layout(root)
     events = pl.scan_csv(str(out.landing / "events" / "date=*" / "*.csv"), infer_schema=False)
     behaviour = pd.read_parquet(out.table("behaviour_events"), columns=["user_id", "event_time"])
@@ -303,9 +303,10 @@ def sample(root: Path) -> tuple[list[str], list[str], dict[str, str]]:
     from dagster_project.pseudonyms import pseudonymise
 
     raw_users = events.select("user_id").unique().collect()["user_id"].drop_nulls().to_list()
-    users = [u for u, p in zip(raw_users, pseudonymise(raw_users), strict=True) if p in known]
+    pairs = [(u, p) for u, p in zip(raw_users, pseudonymise(raw_users), strict=True) if p in known]
     items = pd.read_parquet(out.table("items"), columns=["item_id", "available"])
-    return users, items.loc[items["available"], "item_id"].tolist(), {}
+    available = items.loc[items["available"], "item_id"].tolist()
+    return [u for u, _ in pairs], available, [p for _, p in pairs]
 
 
 def main() -> None:
@@ -330,7 +331,7 @@ def main() -> None:
         t0 = time.perf_counter()
         shutil.copytree(source, root, ignore=shutil.ignore_patterns("dagster_home", "gx"))
         print(f"[serving] copied {source} in {time.perf_counter() - t0:.1f} s", flush=True)
-        users, items, _ = sample(root)
+        users, items, pseudonyms = sample(root)
         env = {**os.environ, "RECSYS_DATA_DIR": str(root)}
         port = free_port()
         with running(service(root, port, args.workers), port, env):
@@ -350,7 +351,7 @@ def main() -> None:
             counted["clean_events_from_intake"] - counted["distinct_event_ids"]
         )
         print(f"[serving] after the daily run: {result['events']['after_daily_run']}", flush=True)
-        result["feast_feature_server"] = feast_server_load(root, _pseudonyms(users), args)
+        result["feast_feature_server"] = feast_server_load(root, pseudonyms, args)
         print(
             f"[serving] Feast's feature server, same load: {result['feast_feature_server']}",
             flush=True,
@@ -369,12 +370,6 @@ def main() -> None:
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(result, indent=2, default=str))
     print(f"[serving] saved {RESULTS}")
-
-
-def _pseudonyms(users: list[str]) -> list[str]:
-    from dagster_project.pseudonyms import pseudonymise
-
-    return pseudonymise(users)
 
 
 if __name__ == "__main__":

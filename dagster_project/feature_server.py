@@ -106,12 +106,9 @@ class ServingGuard:
             if refusal:
                 await refuse(send, 403, refusal)
                 return
-        length = headers.get(b"content-length")
-        if length is None or not length.isdigit():
-            await refuse(send, 411, "send the body with a Content-Length header")
-            return
-        if int(length) > self.max_body_bytes:
-            await refuse(send, 413, f"the body is over {self.max_body_bytes:,} bytes")
+        too_long = length_refusal(headers, self.max_body_bytes)
+        if too_long:
+            await refuse(send, *too_long)
             return
         body = await read_body(receive, self.max_body_bytes)
         if body is None:
@@ -148,6 +145,16 @@ class ServingGuard:
         if not hmac.compare_digest(authorization.encode(), f"Bearer {self.write_token}".encode()):
             return "a write needs Authorization: Bearer <the server's write token>"
         return ""
+
+
+def length_refusal(headers: dict[bytes, bytes], limit: int) -> tuple[int, str] | None:
+    """(status, reason) for a request whose declared body is missing or over `limit` bytes."""
+    length = headers.get(b"content-length")
+    if length is None or not length.isdigit():
+        return 411, "send the body with a Content-Length header"
+    if int(length) > limit:
+        return 413, f"the body is over {limit:,} bytes"
+    return None
 
 
 def _is_read(path: str) -> bool:

@@ -56,7 +56,8 @@ def opted_out_users(out: DataLayout) -> set[str]:
     return set(pseudonymise([line for line in lines if line]))
 
 
-def _entity_keys(join_key: str, ids: Iterable[str]) -> list[EntityKey]:
+def entity_keys(join_key: str, ids: Iterable[str]) -> list[EntityKey]:
+    """Feast entity keys of string ids (e.g. user_id pseudonyms)."""
     from feast.protos.feast.types.EntityKey_pb2 import EntityKey
     from feast.protos.feast.types.Value_pb2 import Value
 
@@ -83,7 +84,7 @@ def delete_online_rows(store: FeatureStore, view_names: list[str], user_ids: Ite
     version = config.entity_key_serialization_version
     keys = [
         serialize_entity_key(k, entity_key_serialization_version=version)
-        for k in _entity_keys("user_id", ids)
+        for k in entity_keys("user_id", ids)
     ]
     online = online_store(store)
     kind = config.online_store.type

@@ -231,7 +231,8 @@ class _Shop:
         return out, t
 
 
-def _seconds(times: pd.Series) -> np.ndarray:
+def event_seconds(times: pd.Series) -> np.ndarray:
+    """Epoch seconds (float) of event times at any resolution, naive ones taken as UTC."""
     times = pd.to_datetime(times)
     if times.dt.tz is None:
         times = times.dt.tz_localize("UTC")
@@ -268,7 +269,7 @@ def _real_frame(real_events: pd.DataFrame) -> pd.DataFrame:
             "user_id": real_events["user_id"].astype(str).to_numpy(),
             "item_id": real_events["item_id"].astype(str).to_numpy(),
             "event_type": real_events["event_type"].astype(str).to_numpy(),
-            "t": _seconds(real_events["event_time"]),
+            "t": event_seconds(real_events["event_time"]),
             "query": real_events["query"].to_numpy()
             if "query" in real_events
             else np.full(len(real_events), None, dtype=object),

@@ -991,7 +991,8 @@ class EmbeddingRecommender(Recommender):
     def history_vector(self, history: pd.DataFrame) -> torch.Tensor:
         """e_u of someone the model was not trained on, from their events (item_id, and
         optionally event_type and event_time; otherwise the rows' order is the time order)."""
-        known = history[self.item_index.get_indexer(history["item_id"]) >= 0].reset_index(drop=True)
+        codes = self.item_index.get_indexer(history["item_id"])
+        known = history[codes >= 0].reset_index(drop=True)
         if known.empty:
             raise ValueError("none of the history's items is in the catalog the model knows")
         seconds = (
@@ -1001,7 +1002,7 @@ class EmbeddingRecommender(Recommender):
         )
         sequence = build_sequences(
             np.zeros(len(known), np.int64),
-            self.item_index.get_indexer(known["item_id"]),
+            codes[codes >= 0],
             event_type_codes(known),
             seconds,
             1,

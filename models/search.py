@@ -31,6 +31,7 @@ def search_items(
     interest: pd.Series | None = None,
     personalisation: float = 0.5,
     candidates: int = 100,
+    matrix: np.ndarray | None = None,
 ) -> pd.DataFrame:
     """Top-k items for one query vector: item_id, rank, score, relevance, interest.
 
@@ -38,13 +39,14 @@ def search_items(
     feature view); `query` is the query's vector from the same encoder. `interest` maps
     item_id to the user's predicted interest; items without one rank as the least interesting
     candidate. `personalisation` in [0, 1] is the weight of interest against relevance.
-    """
+    `matrix`: `text_matrix(text)`, where the caller keeps it (a service answering many
+    queries over one catalog)."""
     if not 0.0 <= personalisation <= 1.0:
         raise ValueError(f"personalisation must be in [0, 1], got {personalisation}")
     if text.empty:
         raise ValueError("no item text vectors to search")
     query = np.asarray(query, dtype=np.float32).ravel()
-    matrix = text_matrix(text)
+    matrix = text_matrix(text) if matrix is None else matrix
     if query.shape[0] != matrix.shape[1]:
         raise ValueError(
             f"query vector has {query.shape[0]} dimensions; the item text vectors have "

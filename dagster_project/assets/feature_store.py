@@ -19,12 +19,12 @@ from dagster import (
 from dagster_project.assets._common import EVENT_DAYS, OWNERS
 from dagster_project.privacy import delete_online_rows, opted_out_users
 from dagster_project.resources import FeastResource, PlatformStorage
+from dagster_project.serving.online import RECENT_VIEW
 from dagster_project.settings import first_event_day
 
 USER_VIEW = "user_behaviour"
 ITEM_VIEW = "item_stats"
 TEXT_VIEW = "item_text_embedding"
-RECENT_VIEW = "user_recent_activity"
 RECOMMENDATIONS_VIEW = "user_recommendations"
 # A whole Feast step is retried twice (after 30 s, then 60 s) when it still fails after the
 # in-step retries of FeastResource.materialize: a store that was restarting gets time.
@@ -35,7 +35,7 @@ SOURCE_TABLE = {
     USER_VIEW: "user_features",
     ITEM_VIEW: "item_features",
     TEXT_VIEW: "item_text_embedding",
-    RECENT_VIEW: "user_recent_activity",
+    RECENT_VIEW: RECENT_VIEW,
     **{v: v for v in MODEL_VIEWS},
 }
 CONSISTENCY_FEATURES = [

@@ -123,10 +123,10 @@ def _bursts(cells: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-def _lockstep_pairs(cells: pl.DataFrame) -> pl.DataFrame:
-    """Pairs of accounts acting on the same items in the same burst windows, on at least
-    `MIN_PAIR_DAYS` days and `MIN_PAIR_ACTIONS` distinct (item, day)."""
-    bursts = _bursts(cells).select("u", "i", "grid", "window")
+def _lockstep_pairs(bursts: pl.DataFrame) -> pl.DataFrame:
+    """Pairs of accounts acting on the same items in the same burst windows (`_bursts`), on
+    at least `MIN_PAIR_DAYS` days and `MIN_PAIR_ACTIONS` distinct (item, day)."""
+    bursts = bursts.select("u", "i", "grid", "window")
     day = (pl.col("window") * LOCKSTEP_WINDOW_MS // 86_400_000).alias("day")
     pairs = (
         bursts.join(bursts, on=["i", "grid", "window"], suffix="_b")
@@ -168,8 +168,8 @@ def _core(pairs: pl.DataFrame, k: int) -> pl.DataFrame:
 def lockstep_groups(ev: pl.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(groups, members): each group's members, core items, days and windows with a reason
     in words; each member's group, partner count and the group's reason."""
-    cells = _lockstep_cells(ev)
-    pairs = _core(_lockstep_pairs(cells), MIN_GROUP - 1)
+    bursts = _bursts(_lockstep_cells(ev))
+    pairs = _core(_lockstep_pairs(bursts), MIN_GROUP - 1)
     if pairs.is_empty():
         return _no_groups()
     nodes = np.unique(np.concatenate([pairs["u"].to_numpy(), pairs["u_b"].to_numpy()]))
@@ -180,7 +180,7 @@ def lockstep_groups(ev: pl.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     graph = coo_matrix((np.ones(len(a)), (a, b)), shape=(len(nodes), len(nodes)))
     _, component = connected_components(graph, directed=False)
     membership = pl.DataFrame({"u": nodes, "group": component.astype(np.int64)})
-    groups = _describe_groups(_bursts(cells).join(membership, on="u"), membership, ev)
+    groups = _describe_groups(bursts.join(membership, on="u"), membership, ev)
     # a group, not only its pairs, comes back: its core items span several days
     groups = groups.filter(pl.col("days") >= MIN_PAIR_DAYS)
     if groups.is_empty():
@@ -188,13 +188,12 @@ def lockstep_groups(ev: pl.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     membership = membership.join(groups.select("group"), on="group", how="semi")
     partners = pl.concat([pairs.select("u"), pairs.select(pl.col("u_b").alias("u"))])
     partners = partners.group_by("u").agg(pl.len().alias("partners"))
-    users = ev.select(pl.col("user_id").to_physical().alias("u"), "user_id").unique("u")
     members = (
         membership.join(partners, on="u")
         .join(
             groups.select("group", "group_id", pl.col("reason").alias("group_reason")), on="group"
         )
-        .join(users, on="u")
+        .join(_account_ids(ev), on="u")
         .select(pl.col("user_id").cast(pl.String), "group_id", "partners", "group_reason")
     )
     items = ev.select(pl.col("item_id").to_physical().alias("i"), "item_id").unique("i")
@@ -209,6 +208,11 @@ def lockstep_groups(ev: pl.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     # never by id inside another table's text: forgetting a user removes their rows.
     groups = groups.join(item_ids, on="group_id", how="left").select(GROUP_COLUMNS)
     return groups.to_pandas(), members.sort("group_id", "user_id").to_pandas()
+
+
+def _account_ids(ev: pl.DataFrame) -> pl.DataFrame:
+    """Each account's code `u` (the categorical's physical value) and its user_id."""
+    return ev.select(pl.col("user_id").to_physical().alias("u"), "user_id").unique("u")
 
 
 def _no_groups() -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -366,25 +370,30 @@ def session_copies(ev: pl.DataFrame) -> pd.DataFrame:
     from how many accounts, the best similarity, and a reason in words."""
     ordered = _sessions(ev)
     shingles = _session_shingles(ordered)
-    pairs = _matching_sessions(shingles)
-    pairs = pairs.join(_paced_alike(ordered, pairs), on=["s", "s_b"])
-    # three shared steps happen to two people now and then; on two sessions of an account
-    # whose sessions are mostly such replays, not (a power user's hundreds of sessions meet
-    # a few by chance)
     sessions = shingles.group_by("u").agg(pl.col("s").n_unique().alias("sessions"))
-    copied = pl.col("s").n_unique().over("u")
-    repeated = (copied >= 2) & (copied >= MIN_REPLAYED_SHARE * pl.col("sessions"))
+    pairs = _matching_sessions(shingles, sessions)
+    pairs = pairs.join(_paced_alike(ordered, pairs), on=["s", "s_b"])
     pairs = (
         pairs.join(sessions, on="u")
-        .filter(repeated | (pl.col("shared") >= MIN_LONE_COPY_SHINGLES))
+        .filter(
+            _replayed(pl.col("s").n_unique().over("u"))
+            | (pl.col("shared") >= MIN_LONE_COPY_SHINGLES)
+        )
         .drop("sessions")
     )
     if pairs.is_empty():
         return pd.DataFrame(columns=COPY_COLUMNS)
-    return _copies_by_account(ev, shingles, pairs)
+    return _copies_by_account(ev, pairs)
 
 
-def _matching_sessions(shingles: pl.DataFrame) -> pl.DataFrame:
+def _replayed(copies: pl.Expr) -> pl.Expr:
+    """An account whose `copies` (sessions) are 2+ and `MIN_REPLAYED_SHARE` of its sessions
+    (column `sessions`): three shared steps happen to two people now and then, and to a
+    power user's hundreds of sessions a few times; to most of an account's sessions not."""
+    return (copies >= 2) & (copies >= MIN_REPLAYED_SHARE * pl.col("sessions"))
+
+
+def _matching_sessions(shingles: pl.DataFrame, sessions: pl.DataFrame) -> pl.DataFrame:
     """Session pairs (s: later, s_b: earlier, of another account) whose shared shingles are
     too rare to share by chance and cover most of the original and much of the copy."""
     sizes = shingles.group_by("s").agg(pl.len().alias("n"))
@@ -405,11 +414,15 @@ def _matching_sessions(shingles: pl.DataFrame) -> pl.DataFrame:
         (pl.len().over("s") >= MIN_COPY_SHINGLES) & (pl.col("nats").sum().over("s") >= needed)
     )
     return (
-        _possible_copies(rare, shingles)
+        _possible_copies(rare, sessions)
         .join(rare.drop("nats"), on="shingle", suffix="_b")
         .filter((pl.col("u") != pl.col("u_b")) & (pl.col("start") > pl.col("start_b")))
         .group_by("u", "s", "u_b", "s_b")
-        .agg(pl.len().alias("shared"), pl.col("nats").sum())
+        .agg(
+            pl.len().alias("shared"),
+            pl.col("nats").sum(),
+            pl.col("start_b").first().alias("original_start"),
+        )
         .filter((pl.col("shared") >= MIN_COPY_SHINGLES) & (pl.col("nats") >= needed))
         .join(sizes, on="s")
         .join(sizes.rename({"s": "s_b", "n": "n_b"}), on="s_b")
@@ -427,36 +440,26 @@ def _matching_sessions(shingles: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-def _possible_copies(rare: pl.DataFrame, shingles: pl.DataFrame) -> pl.DataFrame:
+def _possible_copies(rare: pl.DataFrame, sessions: pl.DataFrame) -> pl.DataFrame:
     """The rare shingles of the sessions that could still be copies under the account rule
-    of `session_copies`: `MIN_LONE_COPY_SHINGLES`+ of them, or an account whose sessions with
-    `MIN_COPY_SHINGLES`+ are 2+ and `MIN_REPLAYED_SHARE` of all its sessions (an upper bound
-    on its copied sessions). The rest never reaches the pair join, which keeps its size."""
-    sessions = shingles.group_by("u").agg(pl.col("s").n_unique().alias("sessions"))
+    of `session_copies`: `MIN_LONE_COPY_SHINGLES`+ of them, or an account `_replayed` by its
+    sessions with `MIN_COPY_SHINGLES`+ (an upper bound on its copied sessions). The rest
+    never reaches the pair join, which keeps its size."""
     per_session = rare.group_by("u", "s").agg(pl.len().alias("k"))
-    able = pl.len().over("u")  # the account's sessions that pass the per-session test
     candidates = (
         per_session.join(sessions, on="u")
-        .filter(
-            (pl.col("k") >= MIN_LONE_COPY_SHINGLES)
-            | ((able >= 2) & (able >= MIN_REPLAYED_SHARE * pl.col("sessions")))
-        )
+        .filter((pl.col("k") >= MIN_LONE_COPY_SHINGLES) | _replayed(pl.len().over("u")))
         .select("s")
     )
     return rare.join(candidates, on="s", how="semi")
 
 
-def _copies_by_account(
-    ev: pl.DataFrame, shingles: pl.DataFrame, pairs: pl.DataFrame
-) -> pd.DataFrame:
+def _copies_by_account(ev: pl.DataFrame, pairs: pl.DataFrame) -> pd.DataFrame:
     """Per copying account, its copies in figures and words. The original's account is not
     named: a reason must not carry another person's id (forgetting them would have to
     rewrite this row too); its session's start is enough to find it."""
-    users = ev.select(pl.col("user_id").to_physical().alias("u"), "user_id").unique("u")
-    starts = shingles.select(pl.col("s").alias("s_b"), pl.col("start").alias("original_start"))
     copies = (
-        pairs.join(users, on="u")
-        .join(starts.unique(), on="s_b")
+        pairs.join(_account_ids(ev), on="u")
         .group_by("user_id")
         .agg(
             pl.col("s").n_unique().alias("copied_sessions"),

@@ -23,9 +23,13 @@ DAY_DTYPE = "datetime64[us, UTC]"
 
 
 def checkpoint_days(first_day: pd.Timestamp, last_day: pd.Timestamp) -> list[pd.Timestamp]:
-    """Every `CHECKPOINT_DAYS`-th day from the first event day's week, before the last day
-    and at least `CHECKPOINT_DAYS` / 2 days before it (the last day's own score covers those)."""
-    days = pd.date_range(first_day + pd.Timedelta(days=CHECKPOINT_DAYS - 1), last_day, freq="7D")
+    """Every `CHECKPOINT_DAYS`-th day from the first event day's week, at least
+    `CHECKPOINT_DAYS` / 2 days before the last day. One closer to it is left to a later run
+    (which scores it then): until that run, the days after the previous checkpoint read that
+    checkpoint's scores, up to 1.5 x `CHECKPOINT_DAYS` days old, never a later day's."""
+    days = pd.date_range(
+        first_day + pd.Timedelta(days=CHECKPOINT_DAYS - 1), last_day, freq=f"{CHECKPOINT_DAYS}D"
+    )
     return [d for d in days if (last_day - d).days * 2 >= CHECKPOINT_DAYS]
 
 

@@ -1,7 +1,9 @@
-"""Item outliers: prices out of line with their category, popularity spikes, bot-driven items.
+"""Item outliers: prices out of line with their category, popularity spikes, bot-driven
+items, the targets of lockstep groups, and drops bought out within a minute of their listing.
 
-Pure logic over frames: events (user_id, item_id, event_time), the catalog (item_id,
-category, price) and the flagged users. Every flag carries its reason in words.
+Pure logic over frames: events (user_id, item_id, event_type, event_time), the catalog
+(item_id, category, price, optional listed_at), the flagged users and the groups. Every flag
+carries its reason in words.
 """
 
 from __future__ import annotations

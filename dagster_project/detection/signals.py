@@ -55,8 +55,8 @@ def signal_scores(f: pd.DataFrame) -> dict[str, np.ndarray]:
     ordered = column_or(f, "ordered_views").to_numpy(float)
     # the walk starts at its first view: a run of n views is n - 1 ordered steps
     # a walk to buy (a B2B buyer going down its list) is no crawl: crawlers barely buy
-    buys = column_or(f, "purchase_share").to_numpy(float) < CRAWL_MAX_PURCHASE_SHARE
-    crawl = _ramp(ordered, ORDERED_RUN_START, ORDERED_RUN_FULL) * buys
+    barely_buys = column_or(f, "purchase_share").to_numpy(float) < CRAWL_MAX_PURCHASE_SHARE
+    crawl = _ramp(ordered, ORDERED_RUN_START, ORDERED_RUN_FULL) * barely_buys
     in_group = column_or(f, "group_id", "").astype(str).to_numpy() != ""
     copied = column_or(f, "copied_sessions").to_numpy(float)
     return {

@@ -8,7 +8,6 @@ import os
 import signal
 
 from dagster_project.serving import app as service
-from dagster_project.serving.app import serve_one
 from dagster_project.settings import use_private_umask
 
 
@@ -44,10 +43,12 @@ def main(argv: list[str] | None = None) -> None:
     for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ.setdefault(name, "1")
     if args.workers <= 1:
-        serve_one(args.host, args.port)
+        service.serve_one(args.host, args.port)
         return
     workers = [
-        multiprocessing.get_context("spawn").Process(target=serve_one, args=(args.host, args.port))
+        multiprocessing.get_context("spawn").Process(
+            target=service.serve_one, args=(args.host, args.port)
+        )
         for _ in range(args.workers)
     ]
     for worker in workers:

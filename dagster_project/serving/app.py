@@ -18,8 +18,9 @@ has been (`make demo`): the trained model, the catalog, the online store.
 Safe by default: it listens on loopback; with $RECSYS_API_TOKEN set, every POST needs
 `Authorization: Bearer <token>` (401 without, 403 with another); the Host header must name
 this server (as the feature server's); bodies over 1 MiB get a 413, a missing length a 411;
-k, list lengths and text lengths are bounded (422 with the field named); a request that is
-not JSON gets a 400. No client mistake gets a 500.
+k, list lengths and text lengths are bounded (422 with the field named); a body that is not
+JSON gets a 400 from `/events` and a 422 from `/recommend` (FastAPI's validation). No client
+mistake gets a 500.
 """
 
 from __future__ import annotations
@@ -36,10 +37,15 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
-from dagster_project.feature_server import allowed_hosts, read_body, refuse
+from dagster_project.feature_server import (
+    MAX_BODY_BYTES,
+    allowed_hosts,
+    length_refusal,
+    read_body,
+    refuse,
+)
 from dagster_project.resources import FeastResource
 from dagster_project.serving.intake import BatchAnswer, EventIntake
 from dagster_project.serving.online import RecentActivityStore
@@ -48,30 +54,12 @@ from dagster_project.settings import layout
 
 logger = logging.getLogger(__name__)
 TOKEN_ENV = "RECSYS_API_TOKEN"
-MAX_BODY_BYTES = 1 << 20
 MAX_EVENTS = 1_000  # per request
 MAX_GROUP_EVENTS = 10_000  # per group of requests checked together
 PUBLISH_EVERY_S = 5.0
-MAX_K = 100
-MAX_LIST = 50
-MAX_TEXT = 200
 
 
-class RecommendBody(BaseModel):
-    """The body of `POST /recommend`; every field is optional and bounded."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    user_id: str | None = Field(None, max_length=MAX_TEXT)
-    item_id: str | None = Field(None, max_length=MAX_TEXT)
-    cart: list[str] = Field(default_factory=list, max_length=MAX_LIST)
-    query: str | None = Field(None, max_length=MAX_TEXT)
-    k: int = Field(10, ge=1, le=MAX_K)
-    categories: list[str] = Field(default_factory=list, max_length=MAX_LIST)
-    min_price: float | None = Field(None, ge=0)
-    max_price: float | None = Field(None, ge=0)
-    exclude: list[str] = Field(default_factory=list, max_length=10 * MAX_LIST)
-    diversity: float = Field(0.0, ge=0.0, le=1.0)
+RecommendBody = RecommendRequest  # the body of `POST /recommend`
 
 
 class RequestGuard:
@@ -93,12 +81,9 @@ class RequestGuard:
             if not hmac.compare_digest(given, f"Bearer {self.token}".encode()):
                 await refuse(send, 403, "the token is not this server's")
                 return
-        length = headers.get(b"content-length")
-        if length is None or not length.isdigit():
-            await refuse(send, 411, "send the body with a Content-Length header")
-            return
-        if int(length) > MAX_BODY_BYTES:
-            await refuse(send, 413, f"the body is over {MAX_BODY_BYTES:,} bytes")
+        too_long = length_refusal(headers, MAX_BODY_BYTES)
+        if too_long:
+            await refuse(send, *too_long)
             return
         await self.app(scope, receive, send)
 
@@ -177,7 +162,6 @@ def create_app(
 
     app = FastAPI(title="recsys real-time service", lifespan=lifespan)
     _routes(app, state)
-    app.add_exception_handler(json.JSONDecodeError, _not_json)
     app.add_middleware(
         RequestGuard, token=os.environ.get(TOKEN_ENV, "") if token is None else token
     )
@@ -199,8 +183,7 @@ def _routes(app: FastAPI, state: dict[str, Any]) -> None:
         return JSONResponse(answer.as_dict())
 
     @app.post("/recommend")
-    async def recommend(body: RecommendBody) -> JSONResponse:
-        request = RecommendRequest(**body.model_dump())
+    async def recommend(request: RecommendRequest) -> JSONResponse:
         answer = await asyncio.to_thread(state["recommender"].recommend, request)
         return JSONResponse(answer)
 
@@ -228,10 +211,6 @@ async def _json_body(request: Request) -> Any:
         return json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         return _bad(400, f"the body is not JSON: {exc}")
-
-
-async def _not_json(request: Request, exc: Exception) -> JSONResponse:
-    return _bad(400, f"the body is not JSON: {exc}")
 
 
 def _bad(status: int, detail: str) -> JSONResponse:

@@ -14,9 +14,9 @@ event object in the contract's fields) and, for all of them at once:
    and answers per batch with each rejected entry's index, reason and detail;
 4. advances the recent activity of the batch's users (`features.recent`) from the rows the
    online store holds and pushes the new rows (Feast push source
-   `user_recent_activity_push`). Users flagged as bots by the last daily run are left out,
-   as the daily run leaves them out of `behaviour_events`: their events land (detection
-   reads them) but change nothing that is served. Users on the opt-out list are pushed like
+   `user_recent_activity_push`). The users the last daily run left out of
+   `behaviour_events` as bots (`behaviour_exclusions`) are left out here too: their events
+   land (detection reads them) but change nothing that is served. Users on the opt-out list are pushed like
    everyone (the daily run keeps their features too), and `/recommend` never reads their
    history: their events change nothing that is served either.
 """
@@ -29,7 +29,7 @@ import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -76,13 +76,7 @@ class BatchAnswer:
     held_back_users: int = 0
 
     def as_dict(self) -> dict:
-        return {
-            "received": self.received,
-            "accepted": self.accepted,
-            "rejected": self.rejected,
-            "pushed_users": self.pushed_users,
-            "held_back_users": self.held_back_users,
-        }
+        return asdict(self)
 
 
 class EventIntake:
@@ -258,28 +252,32 @@ class EventIntake:
             "event_id", "user_id", "item_id", "event_type", "event_time", "source_line"
         )
         held_back = self._held_back_users()
-        users = events["user_id"].unique().to_list()
-        served = events.filter(~pl.col("user_id").is_in(pl.Series(list(held_back)).implode()))
-        for line, user in events.select("source_line", "user_id").unique("user_id").rows():
+        first = events.select("source_line", "user_id").unique(
+            "user_id", keep="first", maintain_order=True
+        )
+        for line, user in first.rows():
             if user in held_back:
                 answers[owner[line]].held_back_users += 1
             else:
                 answers[owner[line]].pushed_users += 1
+        served = events.filter(
+            ~pl.col("user_id").is_in(pl.Series(list(held_back), dtype=pl.String).implode())
+        )
         if served.is_empty():
             return
         frame = served.drop("source_line").to_pandas()
-        current = self.activity.read([u for u in users if u not in held_back])
+        current = self.activity.read(served["user_id"].unique().to_list())
         self.activity.push(advance_recent_activity(current, frame)[RECENT_ACTIVITY_COLUMNS])
 
     def _held_back_users(self) -> set[str]:
-        """Users flagged as bots by the last daily run: their activity is not pushed."""
-        scores = self.out.table("user_traffic_scores")
-        return self.files.get(scores, _flagged_users) if scores.exists() else set()
+        """The users the last daily run left out of `behaviour_events` as bots (its audit,
+        `behaviour_exclusions`): their activity is not pushed."""
+        audit = self.out.table("behaviour_exclusions")
+        return self.files.get(audit, _excluded_users) if audit.exists() else set()
 
 
-def _flagged_users(path: Path) -> set[str]:
-    frame = pl.read_parquet(path, columns=["user_id", "is_bot"])
-    return set(frame.filter(pl.col("is_bot"))["user_id"].to_list())
+def _excluded_users(path: Path) -> set[str]:
+    return set(pl.read_parquet(path, columns=["user_id"])["user_id"].to_list())
 
 
 def _field_text(value: Any) -> str | None:

@@ -74,13 +74,13 @@ class LandingWriter:
         self.source = str(manifest["source"])
         publish_abandoned(self.landing)
 
-    def append(self, day: str, rows: pd.DataFrame) -> str:
+    def append(self, day: str, rows: pd.DataFrame) -> None:
         """Append `rows` (EVENT_COLUMNS, as text) to the open file of event `day` (YYYY-MM-DD),
-        durably; returns the file's path relative to the landing area once published."""
+        durably."""
         with self._lock:
-            return self._append(day, rows)
+            self._append(day, rows)
 
-    def _append(self, day: str, rows: pd.DataFrame) -> str:
+    def _append(self, day: str, rows: pd.DataFrame) -> None:
         handle = self._open.get(day) or self._start(day)
         text = io.StringIO()
         writer = csv.writer(text, lineterminator="\n")
@@ -92,10 +92,8 @@ class LandingWriter:
             f.flush()
             os.fsync(f.fileno())
         handle.rows += len(rows)
-        published = _published_name(handle.path)
         if handle.rows >= self.publish_after_rows:
             self._publish(day)
-        return str(published.relative_to(self.landing))
 
     def publish_due(self) -> None:
         """Publish the open files that are old enough."""
@@ -188,8 +186,7 @@ def write_intake_quarantine(tables: Path, batch_id: str, rows: pl.DataFrame) -> 
 
 def read_intake_quarantine(tables: Path) -> pl.DataFrame:
     """Every event the intake rejected so far (the quarantine asset adds them)."""
-    files = sorted(intake_quarantine_dir(tables).glob("*.parquet"))
-    if not files:
+    folder = intake_quarantine_dir(tables)
+    if not any(folder.glob("*.parquet")):
         return pl.DataFrame(schema=INTAKE_QUARANTINE_SCHEMA)
-    frame = pl.concat([pl.read_parquet(f) for f in files], how="vertical_relaxed")
-    return frame.select(QUARANTINE_COLUMNS).cast(INTAKE_QUARANTINE_SCHEMA)
+    return pl.read_parquet(folder / "*.parquet")  # written in INTAKE_QUARANTINE_SCHEMA

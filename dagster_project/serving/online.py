@@ -7,8 +7,7 @@ import time
 import pandas as pd
 from feast import FeatureStore, FeatureView
 from feast.data_source import PushMode
-from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
-from feast.protos.feast.types.Value_pb2 import Value as ValueProto
+from feast.type_map import feast_value_type_to_python_type
 
 from dagster_project.features.recent import (
     LIST_COLUMNS,
@@ -16,6 +15,7 @@ from dagster_project.features.recent import (
     TODAY_COLUMNS,
     empty_recent_activity,
 )
+from dagster_project.privacy import entity_keys
 from recsys_feast.internals import online_store
 
 RECENT_VIEW = "user_recent_activity"
@@ -28,7 +28,6 @@ class RecentActivityStore:
 
     def __init__(self, store: FeatureStore) -> None:
         self.store = store
-        self.features = [f"{RECENT_VIEW}:{c}" for c in STORED_COLUMNS]
         self._looked_up: tuple[float, FeatureView] | None = None
 
     def read(self, user_ids: list[str]) -> pd.DataFrame:
@@ -41,13 +40,17 @@ class RecentActivityStore:
         if not user_ids:
             return empty_recent_activity()
         view = self._view()
-        keys = [
-            EntityKeyProto(join_keys=["user_id"], entity_values=[ValueProto(string_val=u)])
-            for u in user_ids
-        ]
+        keys = entity_keys("user_id", user_ids)
         rows = online_store(self.store).online_read(self.store.config, view, keys, STORED_COLUMNS)
         found = [
-            {"user_id": user, **{c: _python(values[c]) for c in STORED_COLUMNS if c in values}}
+            {
+                "user_id": user,
+                **{
+                    c: feast_value_type_to_python_type(values[c])
+                    for c in STORED_COLUMNS
+                    if c in values
+                },
+            }
             for user, (_, values) in zip(user_ids, rows, strict=True)
             if values and "activity_day" in values
         ]
@@ -88,12 +91,3 @@ class RecentActivityStore:
         """Write advanced rows (RECENT_ACTIVITY_COLUMNS) to the online store."""
         if len(rows):
             self.store.push(PUSH_SOURCE, rows, to=PushMode.ONLINE)
-
-
-def _python(value: ValueProto) -> object:
-    """A stored feature value as Python (lists as lists)."""
-    kind = value.WhichOneof("val")
-    if kind is None:
-        return None
-    stored = getattr(value, kind)
-    return list(stored.val) if kind.endswith("_list_val") else stored

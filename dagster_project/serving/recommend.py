@@ -24,23 +24,26 @@ Users on the opt-out list get no personalisation: their history is not read.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import numpy as np
 import pandas as pd
 import torch
+from pydantic import BaseModel, ConfigDict, Field
 
-from dagster_project.privacy import opted_out_users
+from dagster_project.privacy import opt_out_file, opted_out_users
 from dagster_project.pseudonyms import pseudonymise
 from dagster_project.recommender.inputs import model_path, stored_model_items, trained_model
 from dagster_project.serving.online import RecentActivityStore
 from dagster_project.serving.tables import FileCache
 from dagster_project.settings import DataLayout
 from models.rerank import mmr
-from models.search import search_items
+from models.search import search_items, text_matrix
 
 MMR_CANDIDATES_PER_ITEM = 5
+MAX_K = 100
+MAX_LIST = 50
+MAX_TEXT = 200
 TITLE_CHARS = 60
 VERBS = {
     "view": "viewed {}",
@@ -50,20 +53,22 @@ VERBS = {
 }
 
 
-@dataclass
-class RecommendRequest:
-    """What a page asks for (see the module's docstring)."""
+class RecommendRequest(BaseModel):
+    """What a page asks for (see the module's docstring): every field optional and bounded,
+    so that a request out of bounds is refused with the field named."""
 
-    user_id: str | None = None
-    item_id: str | None = None
-    cart: list[str] = field(default_factory=list)
-    query: str | None = None
-    k: int = 10
-    categories: list[str] = field(default_factory=list)  # category path prefixes
-    min_price: float | None = None
-    max_price: float | None = None
-    exclude: list[str] = field(default_factory=list)
-    diversity: float = 0.0  # MMR weight; 0 keeps the model's order
+    model_config = ConfigDict(extra="forbid")
+
+    user_id: str | None = Field(None, max_length=MAX_TEXT)
+    item_id: str | None = Field(None, max_length=MAX_TEXT)
+    cart: list[str] = Field(default_factory=list, max_length=MAX_LIST)
+    query: str | None = Field(None, max_length=MAX_TEXT)
+    k: int = Field(10, ge=1, le=MAX_K)
+    categories: list[str] = Field(default_factory=list, max_length=MAX_LIST)  # path prefixes
+    min_price: float | None = Field(None, ge=0)
+    max_price: float | None = Field(None, ge=0)
+    exclude: list[str] = Field(default_factory=list, max_length=10 * MAX_LIST)
+    diversity: float = Field(0.0, ge=0.0, le=1.0)  # MMR weight; 0 keeps the model's order
 
 
 class LiveRecommender:
@@ -98,7 +103,7 @@ class LiveRecommender:
         self.version = self.model.version
         self.popularity = self._popularity()
         self._encode_query = encode_query
-        self._text: pd.DataFrame | None = None
+        self._text: tuple[pd.DataFrame, np.ndarray, np.ndarray] | None = None
         self.files = FileCache()
 
     def recommend(self, request: RecommendRequest) -> dict:
@@ -134,7 +139,7 @@ class LiveRecommender:
 
     # -- inputs --------------------------------------------------------------------------
     def _opted_out(self) -> set[str]:
-        path = self.out.root / "privacy" / "opt_out.txt"
+        path = opt_out_file(self.out)
         return self.files.get(path, lambda _: opted_out_users(self.out)) if path.exists() else set()
 
     def _history(self, user: str | None) -> pd.DataFrame:
@@ -152,7 +157,6 @@ class LiveRecommender:
                 f"not in the model's catalog, left out of the context: {', '.join(unknown)}"
             )
         frame = pd.DataFrame({"item_id": items, "event_type": types})
-        frame = frame[self.item_ids.get_indexer(frame["item_id"]) >= 0]
         return frame.assign(event_time=pd.Timestamp(datetime.now(UTC)))
 
     def _allowed(self, request: RecommendRequest, seen: pd.Series) -> np.ndarray:
@@ -186,12 +190,15 @@ class LiveRecommender:
             return "product_page"
         return "user" if len(history) else "new_visitor"
 
+    def _scores(self, events: pd.DataFrame) -> np.ndarray:
+        """e_u · e_i + b_i for every item, e_u from `events` (known items only)."""
+        with torch.no_grad():
+            return (self.vectors @ self.model.history_vector(events) + self.bias).numpy()
+
     def _personal(
         self, request: RecommendRequest, events: pd.DataFrame, allowed: np.ndarray
     ) -> list[dict]:
-        with torch.no_grad():
-            user = self.model.history_vector(events)
-            scores = (self.vectors @ user + self.bias).numpy()
+        scores = self._scores(events)
         picked = self._top(scores, allowed, request)
         reasons = self._because(picked, events)
         return [
@@ -202,17 +209,13 @@ class LiveRecommender:
     def _search(
         self, request: RecommendRequest, events: pd.DataFrame, allowed: np.ndarray
     ) -> list[dict]:
-        text = self._text_vectors()
-        text = text[allowed[self.item_ids.get_indexer(text["item_id"])]]
-        if text.empty:  # the filters leave nothing to search
+        text, matrix, rows = self._text_vectors()
+        shown = allowed[rows]
+        if not shown.any():  # the filters leave nothing to search
             return []
-        interest = None
-        if len(events):
-            with torch.no_grad():
-                scores = (self.vectors @ self.model.history_vector(events) + self.bias).numpy()
-            interest = pd.Series(scores, index=self.item_ids)
+        interest = pd.Series(self._scores(events), index=self.item_ids) if len(events) else None
         query = self._query_vector(request.query or "")
-        found = search_items(query, text, request.k, interest)
+        found = search_items(query, text[shown], request.k, interest, matrix=matrix[shown])
         matched = f"matches “{request.query}”"
         return [
             self._item(self.item_ids.get_loc(i), float(s), matched)
@@ -223,7 +226,7 @@ class LiveRecommender:
         picked = self._top(self.popularity, allowed, request)
         return [
             self._item(
-                i, float(self.popularity[i]), f"popular in {self.catalog['category'].iloc[i]}"
+                i, float(self.popularity[i]), f"popular in {self.categories[i] or 'the shop'}"
             )
             for i in picked
         ]
@@ -275,13 +278,15 @@ class LiveRecommender:
             "reason": reason,
         }
 
-    def _text_vectors(self) -> pd.DataFrame:
+    def _text_vectors(self) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+        """The items' MiniLM vectors (item_id, embedding), their normalised matrix and each
+        one's row in the model's items, read and built once."""
         if self._text is None:
             items = stored_model_items(self.out)
             items = items[items["text_embedding"].notna() & items["item_id"].isin(self.item_ids)]
-            self._text = (
-                items[["item_id"]].assign(embedding=items["text_embedding"]).reset_index(drop=True)
-            )
+            text = items[["item_id"]].assign(embedding=items["text_embedding"])
+            text = text.reset_index(drop=True)
+            self._text = (text, text_matrix(text), self.item_ids.get_indexer(text["item_id"]))
         return self._text
 
     def _query_vector(self, query: str) -> np.ndarray:
