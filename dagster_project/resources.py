@@ -42,7 +42,11 @@ def _online_store_errors() -> tuple[type[BaseException], ...]:
     try:
         import redis.exceptions
 
-        errors += [redis.exceptions.ConnectionError, redis.exceptions.TimeoutError]
+        errors += [
+            redis.exceptions.ConnectionError,
+            redis.exceptions.TimeoutError,
+            redis.exceptions.ClusterDownError,  # a cluster still electing or resharding
+        ]
     except ImportError:  # the embedded profile does not need the redis client
         pass
     return tuple(errors)
@@ -79,7 +83,9 @@ class FeastResource(ConfigurableResource):
 
     `config_file` picks the Feast configuration file inside the repo: the embedded profile
     `feature_store.yaml` (SQLite online store, the default) or the scale-out profile
-    `feature_store.redis.yaml` (Redis; needs RECSYS_REDIS_URL). Empty: $RECSYS_FEAST_CONFIG.
+    `feature_store.redis.yaml` (Redis; needs RECSYS_REDIS_URL) or
+    `feature_store.redis_cluster.yaml` (a Redis Cluster; RECSYS_REDIS_URL lists its nodes).
+    Empty: $RECSYS_FEAST_CONFIG.
     """
 
     repo_path: str = str(FEATURE_REPO_DIR)

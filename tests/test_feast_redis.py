@@ -1,4 +1,5 @@
-"""The scale-out profile: the same Feast repo with a real Redis online store, chosen by config."""
+"""The scale-out profiles: the same Feast repo with a real Redis online store (one server, or a
+cluster of three masters), chosen by config."""
 
 import numpy as np
 import pandas as pd
@@ -6,19 +7,28 @@ import pytest
 
 from dagster_project.privacy import delete_online_rows
 from dagster_project.resources import FeastResource
-from devtools.servers import redis_server
+from devtools.servers import redis_cluster, redis_server
+
+# Each Redis profile: its Feast configuration and the real server(s) it runs against here.
+REDIS_PROFILES = {
+    "feature_store.redis.yaml": redis_server,  # one server
+    "feature_store.redis_cluster.yaml": redis_cluster,  # three masters, redis-cli --cluster
+}
 
 
-@pytest.fixture(scope="module")
-def redis_url():
-    with redis_server() as url:
-        yield url
+@pytest.fixture(scope="module", params=sorted(REDIS_PROFILES))
+def redis_profile(request):
+    with REDIS_PROFILES[request.param]() as url:
+        yield request.param, url
 
 
-def test_redis_profile_serves_what_the_offline_store_holds(pipeline_run, redis_url, monkeypatch):
+def test_redis_profile_serves_what_the_offline_store_holds(
+    pipeline_run, redis_profile, monkeypatch
+):
     _, out = pipeline_run
+    config_file, redis_url = redis_profile
     monkeypatch.setenv("RECSYS_REDIS_URL", redis_url)
-    feast = FeastResource(data_dir=str(out.root), config_file="feature_store.redis.yaml")
+    feast = FeastResource(data_dir=str(out.root), config_file=config_file)
     feast.apply()  # the plain `feast apply` CLI, with the Redis profile
     store = feast.store()
     assert store.config.online_store.type == "redis"
@@ -54,6 +64,19 @@ def test_redis_profile_serves_what_the_offline_store_holds(pipeline_run, redis_u
         entity_rows=[{"user_id": u} for u in [*gone, sample.index[2]]],
     ).to_dict()
     assert after["views_7d"][:2] == [None, None] and after["views_7d"][2] is not None
+    if config_file == "feature_store.redis_cluster.yaml":
+        assert _keys_per_master(redis_url) == pytest.approx([1 / 3] * 3, abs=0.1)
+
+
+def _keys_per_master(nodes: str) -> list[float]:
+    """Each master's share of the cluster's keys (hash slots spread them out)."""
+    from redis.cluster import ClusterNode, RedisCluster
+
+    host, port = nodes.split(",")[0].split(":")
+    cluster = RedisCluster(startup_nodes=[ClusterNode(host, int(port))])
+    sizes = [n.redis_connection.dbsize() for n in cluster.get_primaries()]
+    cluster.close()
+    return [size / sum(sizes) for size in sizes]
 
 
 def test_profiles_are_chosen_by_configuration_alone(pipeline_run, monkeypatch):

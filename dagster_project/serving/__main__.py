@@ -24,7 +24,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--feast-config",
         default="",
-        help="feature_store.yaml (SQLite, default) or feature_store.redis.yaml "
+        help="feature_store.yaml (SQLite, default), feature_store.redis.yaml or "
+        "feature_store.redis_cluster.yaml "
         "(needs $RECSYS_REDIS_URL); default: $RECSYS_FEAST_CONFIG",
     )
     return parser
