@@ -10,7 +10,7 @@ export RECSYS_DATA_DIR := $(abspath $(DATA_DIR))
 TEST_WORKERS ?= 2
 PYTEST := $(BIN)/python -m pytest -n $(TEST_WORKERS)
 
-.PHONY: install demo test test-fast test-pipeline test-servers test-tools ui serve serve-realtime bench-serving bench bench-faults bench-detection bench-recommender bench-recommender-device lint clean
+.PHONY: install demo test test-fast test-pipeline test-servers test-distributed test-tools ui serve serve-realtime bench-serving bench bench-faults bench-detection bench-recommender bench-recommender-device bench-distributed lint clean
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,14 +23,14 @@ install: $(BIN)/.installed
 demo: install
 	$(BIN)/python -m dagster_project.cli demo --preset $(PRESET)
 
-## test: every tier (unit, pipeline, servers and browser), as CI runs it; the servers and
+## test: every tier (unit, pipeline, servers and browser, distributed), as CI runs it; the servers and
 ## the browser the tests start are installed here, never at run time
 test: install test-tools
 	$(PYTEST)
 
 ## test-fast: the unit tier only (no pipeline, servers or browser), about a minute
 test-fast: install
-	$(PYTEST) -m "not pipeline and not servers"
+	$(PYTEST) -m "not pipeline and not servers and not distributed"
 
 ## test-pipeline: the pipeline tier (the whole graph on the tiny shop, Feast, Dagster runs)
 test-pipeline: install
@@ -39,6 +39,10 @@ test-pipeline: install
 ## test-servers: the servers tier (feature server, Redis, Chromium on loopback)
 test-servers: install test-tools
 	$(PYTEST) -m servers
+
+## test-distributed: the distributed tier (several processes of one job: torchrun's DDP)
+test-distributed: install
+	$(PYTEST) -m distributed
 
 ## test-tools: Debian's redis-server and chromium, when missing (needs root or sudo)
 test-tools:
@@ -62,6 +66,7 @@ bench: install
 	$(BIN)/python -m bench.feature_serving --data-dir $(DATA_DIR)
 	$(BIN)/python -m bench.serving --data-dir $(DATA_DIR)
 	$(BIN)/python -m bench.recommender --data-dir $(DATA_DIR)
+	$(BIN)/python -m bench.distributed
 	$(BIN)/python -m bench.faults --data-dir $(DATA_DIR)
 
 ## bench-faults: faults and hostile input injected for real, each line pass or fail (JSON)
@@ -89,6 +94,11 @@ bench-recommender: install
 ## bench-recommender-device: the model on Amazon Sports on this machine's device (GPU if any)
 bench-recommender-device: install
 	$(BIN)/python -m bench.recommender_device --device auto
+
+## bench-distributed: data-parallel training (torchrun, DDP) with 1 and 2 processes on Amazon
+## Sports, on this machine's device (gloo on CPU, NCCL on GPUs)
+bench-distributed: install
+	$(BIN)/python -m bench.distributed
 
 ## bench-detection: bot detection per type over bot rates and seeds, 10M-event speed, and
 ## independently written bots in the Taobao sample and generated shops

@@ -147,12 +147,19 @@ def redis_cluster(masters: int = 3, timeout_s: float = 20.0) -> Iterator[str]:
         yield ",".join(nodes)
 
 
-def main() -> None:
-    """`python -m devtools.servers redis-cluster`: a local cluster until Ctrl-C."""
-    parser = argparse.ArgumentParser(prog="python -m devtools.servers", description=main.__doc__)
+def _parser() -> argparse.ArgumentParser:
+    """`python -m devtools.servers {redis,redis-cluster} [--masters 3]`."""
+    parser = argparse.ArgumentParser(
+        prog="python -m devtools.servers", description="a local Redis server or cluster"
+    )
     parser.add_argument("server", choices=["redis", "redis-cluster"])
     parser.add_argument("--masters", type=int, default=3, help="masters of the cluster")
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    """Start the server(s), print RECSYS_REDIS_URL, and stop them on Ctrl-C."""
+    args = _parser().parse_args()
     started = redis_cluster(args.masters) if args.server == "redis-cluster" else redis_server()
     with started as url:
         print(f"RECSYS_REDIS_URL={url}", flush=True)

@@ -2,6 +2,8 @@
 
     python -m models evaluate --interactions PATH --protocol {temporal,loo,msr} [--k 10]
         [--json OUT] [--models embedding,ease,...] [--test-days 3] [--seed 42]
+    [torchrun --nproc_per_node N -m] models train --interactions PATH --protocol P
+        [--json OUT] [--save DIR] [--epochs E] [--long-term ease|none] [--seed 42]
 
 PATH is CSV/TSV, Parquet or a RecBole `.inter` file with columns user_id, item_id,
 timestamp (epoch seconds or a date-time) and optionally weight, event_type or rating (a
@@ -11,6 +13,12 @@ file (one user per line, `user item item ...` in time order; its
 baseline are trained on the same split; the comparison table is printed, and with --json
 written as {"protocol": ..., "interactions": ..., "k": ...,
 "models": {"<name>": {"ndcg@10": ..., ...}}}. A file that cannot be read exits with 2.
+
+`train` fits the embedding model alone on the protocol's training split and scores it on the
+test. Under torchrun it trains data parallel on N processes (`models.distributed`: gloo on
+CPU, NCCL on CUDA); the first process prints, saves and writes the JSON: processes, device,
+training throughput (sequences per second), the validation NDCG@10, the epochs and the test
+figures.
 """
 
 from __future__ import annotations
@@ -20,6 +28,8 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
+
 from models.compare import (
     compare,
     comparison_markdown,
@@ -28,8 +38,10 @@ from models.compare import (
     load_interactions,
     load_items,
 )
+from models.distributed import start_process_group, stop_process_group, world
+from models.embedding import EmbeddingConfig, EmbeddingRecommender
 from models.metrics import user_segments
-from models.split import PROTOCOLS, make_split
+from models.split import PROTOCOLS, VALIDATION_FOR, make_split
 
 
 def evaluate_command(args: argparse.Namespace) -> int:
@@ -72,6 +84,57 @@ def evaluate_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def train_command(args: argparse.Namespace) -> int:
+    """Run `python -m models train` (one process, or one of torchrun's); returns the exit code."""
+    device = start_process_group() if args.device == "auto" else args.device
+    try:
+        rank, processes = world()
+        interactions = load_interactions(args.interactions, report=print if rank == 0 else _quiet)
+        split = make_split(interactions, args.protocol, args.test_days)
+        items = load_items(args.interactions, interactions)
+        config = EmbeddingConfig(
+            seed=args.seed,
+            device=device,
+            validation=VALIDATION_FOR[args.protocol],
+            validation_days=float(args.test_days),
+            long_term=args.long_term,
+            **({"epochs": args.epochs, "patience": args.epochs} if args.epochs else {}),
+        )
+        model = EmbeddingRecommender(config).fit(split.train, items)
+        if rank != 0:
+            return 0
+        test = compare(split, items, {}, args.k, report=_quiet, fitted={"embedding": model})
+        rates = [epoch["sequences_per_s"] for epoch in model.history]
+        summary = {
+            "processes": processes,
+            "device": str(model.device),
+            "sequences_per_s": round(float(np.median(rates)), 1) if rates else None,
+            "best_validation_ndcg@10": round(model.best_validation_ndcg, 5),
+            "best_epoch": model.best_epoch,
+            "fit_seconds": round(model.fit_seconds, 1),
+            "history": model.history,
+            "test": test["embedding"],
+        }
+        print(
+            f"{processes} process(es) on {summary['device']}: {summary['sequences_per_s']} "
+            f"sequences/s, validation NDCG@10 {summary['best_validation_ndcg@10']:.4f}, "
+            f"test NDCG@{args.k} {test['embedding'][f'ndcg@{args.k}']:.4f}"
+        )
+        if args.save:
+            print(f"saved {model.save(args.save)}")
+        if args.json:
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+            args.json.write_text(json.dumps(summary, indent=2))
+            print(f"written {args.json}")
+        return 0
+    finally:
+        stop_process_group()
+
+
+def _quiet(message: str) -> None:
+    """A report that says nothing (the other training processes)."""
+
+
 def _parser() -> argparse.ArgumentParser:
     """The command line: `evaluate` and its options."""
     parser = argparse.ArgumentParser(
@@ -89,13 +152,28 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--test-days", type=int, default=3, help="temporal protocol only")
     evaluate.add_argument("--seed", type=int, default=42)
     evaluate.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    train = commands.add_parser(
+        "train", help="fit the embedding model alone (data parallel under torchrun)"
+    )
+    train.add_argument("--interactions", type=Path, required=True)
+    train.add_argument("--protocol", choices=PROTOCOLS, required=True)
+    train.add_argument("--k", type=int, default=10)
+    train.add_argument("--json", type=Path, default=None)
+    train.add_argument("--save", type=Path, default=None, help="a folder for the model")
+    train.add_argument("--epochs", type=int, default=0, help="exactly this many (0: early stop)")
+    train.add_argument("--long-term", choices=["ease", "none"], default="ease")
+    train.add_argument("--test-days", type=int, default=3, help="temporal protocol only")
+    train.add_argument("--seed", type=int, default=42)
+    train.add_argument(
+        "--device", default="auto", help="auto (under torchrun: the process's GPU or the CPU)"
+    )
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        return evaluate_command(args)
+        return train_command(args) if args.command == "train" else evaluate_command(args)
     except (OSError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -37,6 +37,7 @@ from torch import nn
 
 from models.base import Recommender, resolve_device
 from models.checks import Problems
+from models.distributed import any_process, data_parallel, is_distributed, shard, world
 from models.memory import HALF_LIVES, LongTermMemory, fit_memory
 from models.search import search_items
 from models.sequences import (
@@ -256,7 +257,7 @@ class EmbeddingRecommender(Recommender):
         self._frozen_items: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
 
     def _say(self, message: str) -> None:
-        if self.progress:
+        if self.progress and world()[0] == 0:  # one voice for all training processes
             print(f"[embedding] {message}", flush=True)
 
     # -- data ---------------------------------------------------------------------------
@@ -547,13 +548,17 @@ class EmbeddingRecommender(Recommender):
         trainable = np.flatnonzero(self.held_out - self.sequences.ptr[:-1] >= 2)
         validation = self._validation_users()
         optimiser = self._optimiser()
-        step = _SoftmaxStep(self, self.loss_used)
+        step = data_parallel(
+            _SoftmaxStep(self, self.loss_used), [self.item_tower, self.user_tower, self.memory]
+        )
         self._say(
             f"{len(self.user_index):,} users, {len(self.item_ids):,} items, "
             f"{len(self.sequences.items):,} events in sequences; {len(trainable):,} users "
             f"train, {len(validation):,} validate; {self.loss_used} softmax on {self.device}"
         )
         rng = np.random.default_rng(cfg.seed)
+        # Several processes draw their steps' randomness apart, their batches alike.
+        self._step_rng = np.random.default_rng([cfg.seed, world()[0]]) if is_distributed() else None
         start_gains = best_gains = self._start_gains(validation)
         best = _mean(start_gains)
         start_state = best_state = self._state_copy()
@@ -623,29 +628,42 @@ class EmbeddingRecommender(Recommender):
 
     def _train_epoch(
         self,
-        step: _SoftmaxStep,
+        step: Callable[[np.ndarray, np.random.Generator], tuple[torch.Tensor, float]],
         optimiser: torch.optim.Optimizer,
         trainable: np.ndarray,
         rng: np.random.Generator,
     ) -> tuple[float, bool]:
         """One epoch of optimiser steps: one pass over the `trainable` users, or as many as
-        make `min_steps_per_epoch` steps. Returns the mean loss per target and whether the
-        time budget ran out (the rest of it validates this epoch)."""
+        make `min_steps_per_epoch` steps (on several processes, this process's `shard` of
+        them). Returns the mean loss per target and whether the time budget ran out (the
+        rest of it validates this epoch). Records the sequences trained per second."""
         cfg = self.config
-        total, count = 0.0, 0
+        total, count, sequences, started = 0.0, 0, 0, time.perf_counter()
         batches: list[np.ndarray] = []
         while len(trainable) and len(batches) < cfg.min_steps_per_epoch:
             batches += length_batches(trainable, self.sequences.lengths, cfg.batch_size, rng)
-        for users in batches:
-            loss, n = step(users, rng)
+        step_rng = self._step_rng or rng  # batches: the same order on every process
+        out_of_time = False
+        for users in shard(batches):
+            loss, n = step(users, step_rng)
             optimiser.zero_grad()
             loss.backward()
             optimiser.step()
-            total, count = total + float(loss.detach()) * n, count + n
+            total, count, sequences = (
+                total + float(loss.detach()) * n,
+                count + n,
+                sequences + len(users),
+            )
             spent = time.perf_counter() - self._fit_started  # the budget covers the whole fit
-            if cfg.train_seconds and spent > cfg.train_seconds * self.TRAINING_SHARE:
-                return total / max(count, 1), True
-        return total / max(count, 1), False
+            out_of_time = any_process(
+                bool(cfg.train_seconds) and spent > cfg.train_seconds * self.TRAINING_SHARE
+            )
+            if out_of_time:
+                break
+        self._sequences_per_second = (
+            sequences * world()[1] / max(time.perf_counter() - started, 1e-9)
+        )
+        return total / max(count, 1), out_of_time
 
     def _blend_shares(
         self, validation: np.ndarray, start: dict[str, dict[str, torch.Tensor]]
@@ -704,6 +722,7 @@ class EmbeddingRecommender(Recommender):
             "seconds": round(seconds, 2),
             "val_ndcg@10": round(score, 5),
             "trained_share": share,
+            "sequences_per_s": round(self._sequences_per_second, 1),
         }
         self.history.append(record)
         self._say(" ".join(f"{k}={v}" for k, v in record.items()))

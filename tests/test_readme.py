@@ -23,6 +23,7 @@ OUR_PROGRAMS = (
     ".venv/bin/recsys",
     ".venv/bin/dagster",
     ".venv/bin/feast",
+    ".venv/bin/torchrun",
     "make",
 )
 
@@ -109,6 +110,16 @@ def _check(argv: list[str]) -> None:
         from models.__main__ import _parser
 
         _parser().parse_args(args[2:])
+    elif program == ".venv/bin/torchrun":  # torchrun's options, then `-m models ...`
+        from models.__main__ import _parser
+
+        module = args.index("-m")
+        assert args[module + 1] == "models" and "--nproc_per_node" in args[:module], argv
+        _parser().parse_args(args[module + 2 :])
+    elif program == ".venv/bin/python" and args[:2] == ["-m", "devtools.servers"]:
+        from devtools.servers import _parser as servers_parser
+
+        servers_parser().parse_args(args[2:])
     elif program == ".venv/bin/python" and args[0] == "-c":
         compile(args[1], "<README>", "exec")
     elif program == ".venv/bin/dagster":
