@@ -10,7 +10,7 @@ export RECSYS_DATA_DIR := $(abspath $(DATA_DIR))
 TEST_WORKERS ?= 2
 PYTEST := $(BIN)/python -m pytest -n $(TEST_WORKERS)
 
-.PHONY: install demo test test-fast test-pipeline test-servers test-distributed test-tools ui serve serve-realtime bench-serving bench bench-faults bench-detection bench-recommender bench-recommender-device bench-distributed lint clean
+.PHONY: install demo test test-fast test-pipeline test-servers test-distributed test-tools ui serve serve-realtime celery-workers bench-serving bench bench-faults bench-detection bench-recommender bench-recommender-device bench-distributed bench-executors lint clean
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -67,6 +67,7 @@ bench: install
 	$(BIN)/python -m bench.serving --data-dir $(DATA_DIR)
 	$(BIN)/python -m bench.recommender --data-dir $(DATA_DIR)
 	$(BIN)/python -m bench.distributed
+	$(BIN)/python -m bench.executors --data-dir $(DATA_DIR)
 	$(BIN)/python -m bench.faults --data-dir $(DATA_DIR)
 
 ## bench-faults: faults and hostile input injected for real, each line pass or fail (JSON)
@@ -82,6 +83,12 @@ serve: install
 WORKERS ?= 1
 serve-realtime: install
 	$(BIN)/python -m dagster_project.serving --workers $(WORKERS)
+
+## celery-workers: CELERY_WORKERS=n Celery workers for RECSYS_EXECUTOR=celery (needs
+## RECSYS_CELERY_BROKER, e.g. redis://127.0.0.1:6379/0); Ctrl-C stops them
+CELERY_WORKERS ?= 2
+celery-workers: install
+	$(BIN)/recsys celery-workers --count $(CELERY_WORKERS)
 
 ## bench-serving: /recommend latency, event-to-visible, intake throughput (after make demo)
 bench-serving: install
@@ -99,6 +106,11 @@ bench-recommender-device: install
 ## Sports, on this machine's device (gloo on CPU, NCCL on GPUs)
 bench-distributed: install
 	$(BIN)/python -m bench.distributed
+
+## bench-executors: a backfill of the demo's data set in process, multiprocess and on 1 and
+## 2 Celery workers (Redis broker on loopback), outputs compared with the serial run's
+bench-executors: install test-tools
+	$(BIN)/python -m bench.executors --data-dir $(DATA_DIR)
 
 ## bench-detection: bot detection per type over bot rates and seeds, 10M-event speed, and
 ## independently written bots in the Taobao sample and generated shops

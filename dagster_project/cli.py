@@ -356,7 +356,95 @@ def _parser() -> argparse.ArgumentParser:
     _add_data_set_commands(sub, default_dir)
     _add_data_dir_commands(sub, default_dir)
     _add_recommend_command(sub, default_dir)
+    _add_scale_out_commands(sub, default_dir)
     return parser
+
+
+def _add_scale_out_commands(sub: argparse._SubParsersAction, default_dir: str) -> None:
+    """`backfill` (a job over a range of event days on the configured executor) and
+    `celery-workers` (the workers of the celery executor)."""
+    backfill = sub.add_parser(
+        "backfill",
+        help="run a job over a range of event days in one run, on the executor "
+        "$RECSYS_EXECUTOR names (multiprocess, in_process or celery), recorded in the data "
+        "directory's Dagster instance",
+    )
+    backfill.add_argument("--job", default="daily_refresh")
+    backfill.add_argument("--from", dest="first", type=_day, help="default: the first event day")
+    backfill.add_argument("--to", dest="last", type=_day, help="default: the last event day")
+    workers = sub.add_parser(
+        "celery-workers",
+        help="start Celery workers for RECSYS_EXECUTOR=celery (broker: $RECSYS_CELERY_BROKER) "
+        "until Ctrl-C",
+    )
+    workers.add_argument("--count", type=int, default=2)
+    workers.add_argument("--concurrency", type=int, default=1, help="steps at once per worker")
+    for p in (backfill, workers):
+        p.add_argument("--data-dir", default=default_dir)
+
+
+def _use_data_dir(data_dir: Path) -> None:
+    """Point this process and its children (workers, step processes) at `data_dir`: its
+    files, its Dagster instance and its first event day."""
+    os.environ[DATA_DIR_ENV] = str(data_dir)
+    os.environ["DAGSTER_HOME"] = str(prepare_dagster_home(data_dir))
+    os.environ[FIRST_EVENT_DAY_ENV] = first_event_day_of(data_dir)
+
+
+def _backfill(args: argparse.Namespace) -> int:
+    """`recsys backfill`: one run of `args.job` over the days asked, on the configured
+    executor (the job is loaded from `dagster_project.definitions`, as workers load it)."""
+    data_dir = Path(args.data_dir).resolve()
+    _use_data_dir(data_dir)
+    from dagster import DagsterInstance, execute_job
+    from dagster._core.definitions.reconstruct import ReconstructableRepository
+
+    from dagster_project.definitions import INFO_LOGGING, every_event_day
+    from dagster_project.executors import EXECUTOR_ENV
+
+    days = every_event_day(data_dir)
+    first = args.first or days["dagster/asset_partition_range_start"]
+    last = args.last or days["dagster/asset_partition_range_end"]
+    tags = {
+        "dagster/asset_partition_range_start": first,
+        "dagster/asset_partition_range_end": last,
+        "recsys/trigger": "recsys backfill",
+    }
+    repository = ReconstructableRepository.for_module("dagster_project.definitions", "defs")
+    executor = os.environ.get(EXECUTOR_ENV) or "Dagster's default"
+    print(f"[backfill] {args.job} for {first}..{last} on the {executor} executor", flush=True)
+    if executor == "celery":
+        print("[backfill] its steps wait for Celery workers: `recsys celery-workers`", flush=True)
+    with DagsterInstance.get() as instance:
+        result = execute_job(
+            repository.get_reconstructable_job(args.job),
+            instance=instance,
+            tags=tags,
+            run_config=INFO_LOGGING,
+            raise_on_error=False,
+        )
+    print(f"[backfill] run {result.run_id}: {'success' if result.success else 'FAILED'}")
+    return 0 if result.success else 1
+
+
+def _celery_workers(args: argparse.Namespace) -> int:
+    """`recsys celery-workers`: start the workers, wait for Ctrl-C, stop them by PID."""
+    from dagster_project.executors import start_workers, stop_workers
+
+    data_dir = Path(args.data_dir).resolve()
+    _use_data_dir(data_dir)
+    folder = layout(data_dir).root / "celery"
+    workers = start_workers(args.count, folder, args.concurrency)
+    print(f"[celery] {args.count} worker(s) started, logs in {folder}; Ctrl-C stops them")
+    try:
+        while all(worker.poll() is None for worker in workers):
+            time.sleep(1)
+        print("[celery] a worker stopped: see its log", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        stop_workers(workers)
 
 
 def _add_data_set_commands(sub: argparse._SubParsersAction, default_dir: str) -> None:
@@ -507,6 +595,10 @@ def main(argv: list[str] | None = None) -> int:
         if not (args.user or args.query or args.similar_to or args.history):
             parser.error("recommend needs --user, --query, --similar-to or --history")
         return _recommend(args)
+    if args.command == "backfill":
+        return _backfill(args)
+    if args.command == "celery-workers":
+        return _celery_workers(args)
     if args.command == "generate":
         data_dir = Path(args.data_dir).resolve()
         _generate(args.preset, data_dir, args.seed, args.force, args.sequential, args.end_day)

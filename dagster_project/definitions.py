@@ -25,6 +25,7 @@ from dagster_project.assets import (
     reports,
 )
 from dagster_project.assets._common import EVENT_DAYS, MODEL_IO
+from dagster_project.executors import platform_executor
 from dagster_project.io_managers import ParquetTables, SavedModels
 from dagster_project.resources import (
     FeastResource,
@@ -100,4 +101,5 @@ defs = Definitions(
     schedules=automation.all_schedules,
     sensors=automation.all_sensors,
     resources=platform_resources(),
+    executor=platform_executor(),  # $RECSYS_EXECUTOR: multiprocess, in_process or celery
 )

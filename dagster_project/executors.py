@@ -1,0 +1,95 @@
+"""Where a run's steps execute, chosen by configuration alone ($RECSYS_EXECUTOR).
+
+- unset: Dagster's default (multiprocess, or in process when a run's config says so).
+- `multiprocess`: every step in a child process of the run, independent steps at the same
+  time, as many as the cores (`make demo` runs its jobs in process whatever is set).
+- `in_process`: every step in the run's own process, one after another.
+- `celery`: every step is a task on a Celery queue, executed by whichever worker takes it
+  (dagster-celery), on this machine or others that share the data directory and the Dagster
+  instance. $RECSYS_CELERY_BROKER is the broker's URL (Redis: `redis://host:6379/0`); the
+  results go to the same server unless $RECSYS_CELERY_BACKEND says otherwise. Workers:
+  `recsys celery-workers --count 2` (`start_workers`).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from dagster import ExecutorDefinition, in_process_executor, multiprocess_executor
+
+EXECUTOR_ENV = "RECSYS_EXECUTOR"
+CELERY_BROKER_ENV = "RECSYS_CELERY_BROKER"
+CELERY_BACKEND_ENV = "RECSYS_CELERY_BACKEND"
+EXECUTORS = ("multiprocess", "in_process", "celery")
+
+
+def celery_settings() -> dict[str, str]:
+    """The Celery executor's config block (broker and result backend) from the environment;
+    a clear error when the broker is not given."""
+    broker = os.environ.get(CELERY_BROKER_ENV, "")
+    if not broker:
+        raise ValueError(
+            f"{EXECUTOR_ENV}=celery needs {CELERY_BROKER_ENV}, the broker's URL "
+            "(e.g. redis://127.0.0.1:6379/0)"
+        )
+    return {"broker": broker, "backend": os.environ.get(CELERY_BACKEND_ENV) or broker}
+
+
+def platform_executor() -> ExecutorDefinition | None:
+    """The executor $RECSYS_EXECUTOR names (`EXECUTORS`); None when unset (Dagster's)."""
+    name = os.environ.get(EXECUTOR_ENV, "")
+    if not name:
+        return None
+    if name == "multiprocess":
+        # Step processes fork from a server that has imported the code once (spawning each
+        # step imports Dagster, Feast and torch again: seconds per step).
+        preload = {"preload_modules": ["dagster_project.definitions"]}
+        return multiprocess_executor.configured({"start_method": {"forkserver": preload}})
+    if name == "in_process":
+        return in_process_executor
+    if name == "celery":
+        from dagster_celery import celery_executor
+
+        return celery_executor.configured(celery_settings())
+    raise ValueError(f"{EXECUTOR_ENV}={name!r}: choose one of {', '.join(EXECUTORS)}")
+
+
+def start_workers(count: int, work_dir: Path, concurrency: int = 1) -> list[subprocess.Popen]:
+    """Start `count` Celery workers of dagster-celery's app (`concurrency` steps each) for the
+    broker in the environment; each logs to `work_dir/worker-<n>.log`. They read the data
+    directory and the Dagster instance from the environment too ($RECSYS_DATA_DIR,
+    $DAGSTER_HOME), as the runs that queue steps for them do. Stop them with `stop_workers`."""
+    work_dir.mkdir(parents=True, exist_ok=True)
+    settings = celery_settings()
+    # dagster-celery's app reads its broker from a module `dagster_celery_config`, as its
+    # own `dagster-celery worker start` writes it.
+    (work_dir / "dagster_celery_config.py").write_text(
+        f"broker_url = {settings['broker']!r}\nresult_backend = {settings['backend']!r}\n"
+    )
+    path = os.pathsep.join(p for p in (str(work_dir), os.environ.get("PYTHONPATH", "")) if p)
+    env = {**os.environ, "PYTHONPATH": path}
+    workers = []
+    for n in range(1, count + 1):
+        command = [
+            sys.executable, "-m", "celery", "-A", "dagster_celery.app", "worker",
+            "--prefetch-multiplier=1", "--loglevel=INFO", f"--concurrency={concurrency}",
+            "-n", f"recsys-{n}@%h",
+        ]  # fmt: skip
+        with open(work_dir / f"worker-{n}.log", "ab") as log:
+            workers.append(subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env))
+    return workers
+
+
+def stop_workers(workers: list[subprocess.Popen], timeout_s: float = 20.0) -> None:
+    """Stop the workers by their PIDs (a warm shutdown: a step in progress finishes)."""
+    for worker in workers:
+        worker.terminate()
+    for worker in workers:
+        try:
+            worker.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+            worker.wait()

@@ -1,0 +1,71 @@
+"""One backfill of a data directory on a chosen executor, as an operator runs it (`recsys
+backfill`, `recsys celery-workers` in processes of their own), for tests and benchmarks."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+RECSYS = [sys.executable, "-m", "dagster_project.cli"]
+# What a data set is before any run: its landing files and ground truth (and the MiniLM
+# vectors of its catalog texts, when given, so a benchmark does not time them again).
+SOURCE_PARTS = ("landing", "ground_truth", "cache")
+
+
+def fresh_data_dir(source: Path, target: Path) -> Path:
+    """A new data directory holding `source`'s data set and nothing built from it."""
+    for part in SOURCE_PARTS:
+        if (source / part).exists():
+            shutil.copytree(source / part, target / part)
+    return target
+
+
+def backfill(data_dir: Path, env: dict[str, str], timeout_s: float = 900) -> float:
+    """Run `recsys backfill` (daily_refresh over every event day) on `data_dir` with the
+    executor `env` names; its wall seconds. A failed run raises with its output."""
+    started = time.perf_counter()
+    done = subprocess.run(
+        [*RECSYS, "backfill", "--data-dir", str(data_dir)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+    )
+    if done.returncode != 0 or "success" not in done.stdout:
+        raise RuntimeError(f"backfill failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+    return time.perf_counter() - started
+
+
+@contextmanager
+def celery_workers(data_dir: Path, count: int, env: dict[str, str]) -> Iterator[list[Path]]:
+    """`recsys celery-workers --count N` for `data_dir`; yields the workers' log files; on
+    exit sends Ctrl-C (SIGINT) and waits until every worker stopped."""
+    workers = subprocess.Popen(
+        [*RECSYS, "celery-workers", "--count", str(count), "--data-dir", str(data_dir)], env=env
+    )
+    try:
+        yield [data_dir / "celery" / f"worker-{n}.log" for n in range(1, count + 1)]
+    finally:
+        workers.send_signal(signal.SIGINT)
+        if workers.wait(timeout=60) != 0:
+            raise RuntimeError(f"recsys celery-workers exited with {workers.returncode}")
+
+
+def steps_run_by(worker_log: Path) -> int:
+    """How many steps a celery worker executed (from its log)."""
+    return worker_log.read_text(errors="replace").count("succeeded in")
+
+
+def executor_env(executor: str, broker: str = "") -> dict[str, str]:
+    """This process's environment with $RECSYS_EXECUTOR (and the celery broker) set."""
+    env = {**os.environ, "RECSYS_EXECUTOR": executor}
+    if broker:
+        env["RECSYS_CELERY_BROKER"] = broker
+    return env
