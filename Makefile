@@ -40,14 +40,15 @@ test-pipeline: install
 test-servers: install test-tools
 	$(PYTEST) -m servers
 
-## test-distributed: the distributed tier (several processes of one job: torchrun's DDP)
-test-distributed: install
+## test-distributed: the distributed tier (torchrun's DDP, Spark's offline store)
+test-distributed: install test-tools
 	$(PYTEST) -m distributed
 
-## test-tools: Debian's redis-server and chromium, when missing (needs root or sudo)
+## test-tools: Debian's redis-server, chromium and Java 17, when missing (needs root or sudo)
 test-tools:
 	bash scripts/install_redis.sh >/dev/null
 	bash scripts/install_chromium.sh >/dev/null
+	bash scripts/install_java.sh >/dev/null
 
 ## ui: the Dagster UI on http://127.0.0.1:$(UI_PORT), over the demo's runs (the daily
 ## partitions start on the data's first day)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -99,7 +100,13 @@ class FeastResource(ConfigurableResource):
         return Path(self.data_dir).resolve() if self.data_dir else data_dir()
 
     def _env(self) -> dict[str, str]:
-        return {**os.environ, DATA_DIR_ENV: str(self._data_dir())}
+        """The feast CLI's environment: the data directory, and the profile (its data
+        sources follow the offline store: feature_repo/_paths.py)."""
+        return {
+            **os.environ,
+            DATA_DIR_ENV: str(self._data_dir()),
+            FEAST_CONFIG_ENV: self._config_file(),
+        }
 
     def repo_config(self) -> RepoConfig:
         path = Path(self.repo_path) / self._config_file()
@@ -111,7 +118,13 @@ class FeastResource(ConfigurableResource):
             raise ValueError(f"{path.name} needs environment variable(s) {', '.join(unset)}")
         from feast.repo_config import RepoConfig
 
-        return RepoConfig(repo_path=Path(self.repo_path), **yaml.safe_load(text))
+        config = RepoConfig(repo_path=Path(self.repo_path), **yaml.safe_load(text))
+        if config.offline_store.type == "spark" and shutil.which("java") is None:
+            raise ValueError(
+                f"{path.name} runs Spark, which needs Java 17+: run `bash scripts/install_java.sh`"
+                " (Debian's openjdk-17-jre-headless) or set JAVA_HOME"
+            )
+        return config
 
     def store(self) -> FeatureStore:
         from feast import FeatureStore

@@ -7,10 +7,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from recsys_feast.paths import DATA_DIR_ENV as DATA_DIR_ENV  # the one resolver, shared
+from recsys_feast.paths import FEAST_CONFIG_ENV as FEAST_CONFIG_ENV
 from recsys_feast.paths import data_dir
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-FEAST_CONFIG_ENV = "RECSYS_FEAST_CONFIG"  # feature_store.yaml (SQLite), feature_store.redis.yaml, feature_store.redis_cluster.yaml
 FIRST_EVENT_DAY_ENV = "RECSYS_FIRST_EVENT_DAY"
 # The first daily partition: the generator's first day. Events before it fold into it.
 DEFAULT_FIRST_EVENT_DAY = "2026-09-01"

@@ -1,18 +1,29 @@
 """Data sources: the Parquet snapshots written by the `features` asset group."""
 
-from _paths import FEATURES_DIR
+from _paths import FEATURES_DIR, offline_store_type
 from feast import FileSource, PushSource
+from feast.data_source import DataSource
+
+SPARK = offline_store_type() == "spark"  # the profile feature_store.spark.yaml
 
 
-def _features_file(table: str, description: str) -> FileSource:
-    """A Parquet file the features group writes: feature time and write time per row."""
-    return FileSource(
-        name=f"{table}_source",
-        path=str(FEATURES_DIR / f"{table}.parquet"),
-        timestamp_field="event_timestamp",
-        created_timestamp_column="created",
-        description=description,
-    )
+def _features_file(table: str, description: str) -> DataSource:
+    """A Parquet file the features group writes: feature time and write time per row. A
+    file source for the embedded DuckDB store; a Spark source of the same file for Spark's."""
+    where = {
+        "name": f"{table}_source",
+        "path": str(FEATURES_DIR / f"{table}.parquet"),
+        "timestamp_field": "event_timestamp",
+        "created_timestamp_column": "created",
+        "description": description,
+    }
+    if SPARK:
+        from feast.infra.offline_stores.contrib.spark_offline_store.spark_source import (
+            SparkSource,
+        )
+
+        return SparkSource(file_format="parquet", **where)
+    return FileSource(**where)
 
 
 user_features_source = _features_file(

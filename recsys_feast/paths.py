@@ -6,6 +6,9 @@ import os
 from pathlib import Path
 
 DATA_DIR_ENV = "RECSYS_DATA_DIR"
+# The Feast configuration file in use (the profile): feature_store.yaml (SQLite, DuckDB),
+# feature_store.redis.yaml, feature_store.redis_cluster.yaml or feature_store.spark.yaml
+FEAST_CONFIG_ENV = "RECSYS_FEAST_CONFIG"
 CHECKOUT = Path(__file__).resolve().parent.parent
 
 

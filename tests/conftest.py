@@ -22,7 +22,8 @@ if workers := int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0")):
 # - pipeline: the whole graph on the tiny shop, a real `feast apply` or Dagster run, killed
 #   processes;
 # - servers: a server or a browser on loopback (the feature server, Redis, Chromium).
-# - distributed: several processes of one job (torchrun's data-parallel training).
+# - distributed: several processes of one job, or an engine beside Python (torchrun's
+#   data-parallel training, Spark's JVM for the Spark offline store).
 # Under `make test`'s two pytest-xdist workers, each worker that gets a test reading the tiny
 # run builds it once (session fixtures are per worker). One group on one worker
 # (`--dist loadgroup`, which xdist 3.8 does not honour under pytest 9.2) was estimated at

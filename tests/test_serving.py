@@ -20,9 +20,11 @@ from dagster_project.features.recent import (
     advance_recent_activity,
     recent_activity,
 )
+from dagster_project.quality.accounting import accounting_by_table
 from dagster_project.serving.app import RecommendBody
 from dagster_project.serving.intake import raw_events_frame
 from dagster_project.serving.landing import LandingWriter
+from dagster_project.settings import layout
 from dagster_project.sources.raw_table import read_landing_file
 from tests.test_landing import _landing
 
@@ -248,6 +250,25 @@ def test_events_in_change_the_next_recommendation_and_the_daily_run_counts_them_
             "near_duplicate_event",
         ]
     )
+    # the quarantine asset adds the intake's rejections, and every row is still accounted for
+    _quarantine_with_the_intakes(live_dir)
+    accounting = accounting_by_table(layout(live_dir))
+    by_intake = accounting[accounting["source_file"].str.startswith("intake/")]
+    assert by_intake["rows_quarantined"].sum() == len(reasons) and accounting["balanced"].all()
+
+
+def _quarantine_with_the_intakes(live_dir: Path) -> None:
+    """The `quarantine` asset, run on `live_dir`'s tables, written where it lives."""
+    from dagster_project.assets.quality import quarantine
+    from dagster_project.resources import PlatformStorage
+
+    out = layout(live_dir)
+    result = quarantine(
+        quarantine_items=pl.read_parquet(out.table("quarantine_items")),
+        quarantine_events=pl.read_parquet(out.table("quarantine_events")),
+        storage=PlatformStorage(data_dir=str(live_dir)),
+    )
+    result.value.write_parquet(out.table("quarantine"))
 
 
 def test_a_day_replayed_through_the_intake_gives_the_batchs_recent_activity(live_dir):
@@ -257,7 +278,6 @@ def test_a_day_replayed_through_the_intake_gives_the_batchs_recent_activity(live
     from dagster_project.resources import FeastResource
     from dagster_project.serving.intake import EventIntake
     from dagster_project.serving.online import RecentActivityStore
-    from dagster_project.settings import layout
     from dagster_project.sources.raw_table import read_landing
 
     out = layout(live_dir)
@@ -369,7 +389,6 @@ def test_a_tailed_file_goes_through_the_intake_once(live_dir):
     from dagster_project.serving.intake import EventIntake
     from dagster_project.serving.online import RecentActivityStore
     from dagster_project.serving.tail import tail
-    from dagster_project.settings import layout
 
     user = _human(live_dir)
     items = pd.read_parquet(live_dir / "tables" / "items.parquet")["item_id"].head(3).tolist()

@@ -169,6 +169,16 @@ def bot_scores_as_of(snapshots: pd.DataFrame, history: pd.DataFrame) -> np.ndarr
     return scores
 
 
+# Feast tables keep their times in microseconds, which every offline store reads (Spark's
+# Parquet reader refuses nanoseconds); the days they hold lose nothing.
+FEAST_TIME = "datetime64[us, UTC]"
+
+
+def _feast_times(table: pd.DataFrame) -> pd.DataFrame:
+    """`table` with event_timestamp and created in `FEAST_TIME`."""
+    return table.astype({"event_timestamp": FEAST_TIME, "created": FEAST_TIME})
+
+
 def finish_user_features(
     snapshots: pd.DataFrame, scores: pd.DataFrame, created: pd.Timestamp | None = None
 ) -> pd.DataFrame:
@@ -184,7 +194,7 @@ def finish_user_features(
     snap["cart_rate_30d"] = _rate(snap["carts_30d"], snap["views_30d"])
     snap["purchase_rate_30d"] = _rate(snap["purchases_30d"], snap["views_30d"])
     snap["created"] = snap["event_timestamp"] if created is None else created
-    return snap[["user_id", "event_timestamp", "created", *USER_FEATURES]]
+    return _feast_times(snap[["user_id", "event_timestamp", "created", *USER_FEATURES]])
 
 
 def user_features(
@@ -264,7 +274,7 @@ def finish_item_features(
     snap["created"] = snap["event_timestamp"] if created is None else created
     for c in COUNT_COLUMNS.values():
         snap[c] = snap[c].astype("int64")
-    return snap[["item_id", "event_timestamp", "created", *ITEM_FEATURES]]
+    return _feast_times(snap[["item_id", "event_timestamp", "created", *ITEM_FEATURES]])
 
 
 def item_features(

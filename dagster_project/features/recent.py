@@ -91,6 +91,7 @@ def advance_recent_activity(
     frame = lists.join(_today_counts(held, fresh), on="user_id").with_columns(
         pl.from_epoch("newest", time_unit="ms")
         .dt.replace_time_zone("UTC")
+        .dt.cast_time_unit("us")  # as every Feast table here (features.build.FEAST_TIME)
         .alias("event_timestamp"),
         pl.lit(now or datetime.now(UTC)).dt.cast_time_unit("us").alias("created"),
     )

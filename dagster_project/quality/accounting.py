@@ -10,9 +10,16 @@ from dagster_project.settings import DataLayout
 from dagster_project.sources.raw_table import raw_relation
 from dagster_project.sql import parquet_relation, sql_text
 
+# The quarantine's source_file of events the real-time intake rejected: intake/<batch id>.
+INTAKE_SOURCE_PREFIX = "intake/"
+
 
 def accounting_by_table(out: DataLayout) -> pd.DataFrame:
-    """Per table and source file: rows read, clean, quarantined, and whether they add up."""
+    """Per table and source file: rows read, clean, quarantined, and whether they add up.
+
+    Events the real-time intake rejected never reached the landing area: the intake read
+    them, so their batch (`INTAKE_SOURCE_PREFIX`) counts them as read there; the events it
+    accepted are read, cleaned and counted with the landing file they were appended to."""
     frames = []
     quarantine = parquet_relation(out.table("quarantine"))
     for raw_name, clean_name, table in [
@@ -24,4 +31,15 @@ def accounting_by_table(out: DataLayout) -> pd.DataFrame:
             raw_relation(out.raw_table(raw_name)), parquet_relation(out.table(clean_name)), held
         )
         frames.append(accounting.select(pl.lit(table).alias("table"), pl.all()))
-    return pl.concat(frames).to_pandas()
+    intake = pl.col("source_file").str.starts_with(INTAKE_SOURCE_PREFIX)
+    read = pl.when(intake).then(pl.col("rows_read") + pl.col("rows_quarantined"))
+    return (
+        pl.concat(frames)
+        .with_columns(read.otherwise(pl.col("rows_read")).alias("rows_read"))
+        .with_columns(
+            (pl.col("rows_read") == pl.col("rows_clean") + pl.col("rows_quarantined")).alias(
+                "balanced"
+            )
+        )
+        .to_pandas()
+    )

@@ -47,6 +47,7 @@ from dagster_project.features.recent import (
     RECENT_ACTIVITY_COLUMNS,
     advance_recent_activity,
 )
+from dagster_project.quality.accounting import INTAKE_SOURCE_PREFIX
 from dagster_project.quality.cleaning import clean_events
 from dagster_project.serving.landing import LandingWriter, extend_window, write_intake_quarantine
 from dagster_project.serving.online import RecentActivityStore
@@ -102,7 +103,7 @@ class EventIntake:
         owner = [i for i, batch in enumerate(batches) for _ in batch]
         offset = [n for batch in batches for n in range(len(batch))]
         batch_id = f"{datetime.now(UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
-        raw = raw_events_frame(entries, self.landing.source, f"intake/{batch_id}")
+        raw = raw_events_frame(entries, self.landing.source, INTAKE_SOURCE_PREFIX + batch_id)
         with self._timed("check"):
             clean, quarantine = self._check(raw, batch_id)
         with self._timed("land"):
