@@ -34,7 +34,7 @@ test-fast: install
 
 ## test-pipeline: the pipeline tier (the whole graph on the tiny shop, Feast, Dagster runs)
 test-pipeline: install
-	$(PYTEST) -m "pipeline and not servers"
+	$(PYTEST) -m "pipeline and not servers and not distributed"
 
 ## test-servers: the servers tier (feature server, Redis, Chromium on loopback)
 test-servers: install test-tools

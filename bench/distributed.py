@@ -17,10 +17,6 @@ above the GPUs present is skipped and said so.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
@@ -28,22 +24,20 @@ import torch
 
 from bench.machine import machine_info, save_figures
 from bench.recommender import shared_data
+from devtools.training import train_with_processes
 
 
 def run(processes: int, args: argparse.Namespace, folder: Path) -> dict:
     """One `models train` under torchrun with `processes` processes: its JSON summary."""
-    out = folder / f"train_{processes}.json"
-    command = [
-        sys.executable, "-m", "torch.distributed.run", "--standalone",
-        "--nproc_per_node", str(processes),
-        "-m", "models", "train",
-        "--interactions", str(args.interactions), "--protocol", args.protocol,
-        "--epochs", str(args.epochs), "--long-term", args.long_term, "--json", str(out),
-    ]  # fmt: skip
-    print(f"[distributed] {processes} process(es): {' '.join(command[1:])}", flush=True)
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    subprocess.run(command, check=True, env=env)
-    summary = json.loads(out.read_text())
+    print(f"[distributed] {processes} process(es) ...", flush=True)
+    summary = train_with_processes(
+        processes,
+        args.interactions,
+        args.protocol,
+        folder / f"train_{processes}.json",
+        epochs=args.epochs,
+        long_term=args.long_term,
+    )
     summary.pop("history")
     return summary
 

@@ -25,6 +25,7 @@ from bench.machine import machine_info, save_figures
 from dagster_project.recommender.inputs import point_in_time_features
 from dagster_project.resources import FeastResource
 from dagster_project.settings import layout
+from devtools.outputs import training_rows_in_order
 
 STORES = {"duckdb": "feature_store.yaml", "spark": "feature_store.spark.yaml"}
 
@@ -50,18 +51,10 @@ def join(data_dir: Path, store_name: str, entity_df: pd.DataFrame) -> tuple[floa
 
 
 def _same_rows(a: pd.DataFrame, b: pd.DataFrame) -> bool:
-    """Whether two joins hold the same rows (times compared as UTC instants)."""
-    frames = []
-    for frame in (a, b):
-        times = pd.to_datetime(frame["event_timestamp"])
-        frame = frame.assign(
-            event_timestamp=times.dt.tz_localize("UTC") if times.dt.tz is None else times
-        )
-        frames.append(
-            frame.sort_values(["event_timestamp", "user_id", "item_id"], ignore_index=True)
-        )
+    """Whether two joins hold the same rows (`training_rows_in_order`)."""
+    a, b = training_rows_in_order(a), training_rows_in_order(b)
     try:
-        pd.testing.assert_frame_equal(frames[0], frames[1][frames[0].columns], check_dtype=False)
+        pd.testing.assert_frame_equal(a, b[a.columns], check_dtype=False)
         return True
     except AssertionError:
         return False

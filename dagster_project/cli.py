@@ -399,8 +399,14 @@ def _backfill(args: argparse.Namespace) -> int:
     from dagster import DagsterInstance, execute_job
     from dagster._core.definitions.reconstruct import ReconstructableRepository
 
+    from dagster_project.executors import EXECUTOR_ENV, platform_executor
+
+    try:
+        platform_executor()  # what the definitions will pick: a clear error here if unusable
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     from dagster_project.definitions import INFO_LOGGING, every_event_day
-    from dagster_project.executors import EXECUTOR_ENV
 
     days = every_event_day(data_dir)
     first = args.first or days["dagster/asset_partition_range_start"]
@@ -434,15 +440,19 @@ def _celery_workers(args: argparse.Namespace) -> int:
     data_dir = Path(args.data_dir).resolve()
     _use_data_dir(data_dir)
     folder = layout(data_dir).root / "celery"
-    workers = start_workers(args.count, folder, args.concurrency)
-    print(f"[celery] {args.count} worker(s) started, logs in {folder}; Ctrl-C stops them")
+    workers: list = []
     try:
+        workers = start_workers(args.count, folder, args.concurrency)
+        print(f"[celery] {args.count} worker(s) started, logs in {folder}; Ctrl-C stops them")
         while all(worker.poll() is None for worker in workers):
             time.sleep(1)
         print("[celery] a worker stopped: see its log", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 0
+    except ValueError as error:  # no broker, or a broker URL Celery cannot use
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     finally:
         stop_workers(workers)
 

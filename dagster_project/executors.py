@@ -84,7 +84,8 @@ def start_workers(count: int, work_dir: Path, concurrency: int = 1) -> list[subp
 
 
 def stop_workers(workers: list[subprocess.Popen], timeout_s: float = 20.0) -> None:
-    """Stop the workers by their PIDs (a warm shutdown: a step in progress finishes)."""
+    """Stop the workers by their PIDs: a warm shutdown, which lets a step in progress finish
+    within `timeout_s`; a worker still running then is killed."""
     for worker in workers:
         worker.terminate()
     for worker in workers:

@@ -119,7 +119,10 @@ class FeastResource(ConfigurableResource):
         from feast.repo_config import RepoConfig
 
         config = RepoConfig(repo_path=Path(self.repo_path), **yaml.safe_load(text))
-        if config.offline_store.type == "spark" and shutil.which("java") is None:
+        java_home = Path(os.environ.get("JAVA_HOME", "/nonexistent")) / "bin" / "java"
+        if config.offline_store.type == "spark" and not (
+            shutil.which("java") or java_home.is_file()
+        ):
             raise ValueError(
                 f"{path.name} runs Spark, which needs Java 17+: run `bash scripts/install_java.sh`"
                 " (Debian's openjdk-17-jre-headless) or set JAVA_HOME"

@@ -54,8 +54,13 @@ def celery_workers(data_dir: Path, count: int, env: dict[str, str]) -> Iterator[
         yield [data_dir / "celery" / f"worker-{n}.log" for n in range(1, count + 1)]
     finally:
         workers.send_signal(signal.SIGINT)
-        if workers.wait(timeout=60) != 0:
-            raise RuntimeError(f"recsys celery-workers exited with {workers.returncode}")
+        try:
+            workers.wait(timeout=30 + 25 * count)  # each worker gets 20 s to finish its step
+        except subprocess.TimeoutExpired:
+            workers.kill()
+            workers.wait()
+    if workers.returncode != 0:
+        raise RuntimeError(f"recsys celery-workers exited with {workers.returncode}")
 
 
 def steps_run_by(worker_log: Path) -> int:

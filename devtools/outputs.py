@@ -17,6 +17,7 @@ import hashlib
 import json
 from pathlib import Path
 
+import pandas as pd
 import polars as pl
 
 # When a row was ingested, quarantined or created, and by which run.
@@ -45,6 +46,15 @@ def content_digest(path: Path) -> str:
     rows = sorted(text.select(pl.concat_str(pl.all(), separator="\x1f")).to_series().to_list())
     header = ",".join(f"{c}:{t}" for c, t in frame.schema.items())
     return hashlib.sha256("\n".join([header, *rows]).encode()).hexdigest()
+
+
+def training_rows_in_order(frame: pd.DataFrame) -> pd.DataFrame:
+    """A point-in-time join's rows, comparable whichever offline store made them: times as
+    UTC instants (Spark hands them back without their zone), sorted by time, user and item."""
+    times = pd.to_datetime(frame["event_timestamp"])
+    times = times.dt.tz_localize("UTC") if times.dt.tz is None else times
+    frame = frame.assign(event_timestamp=times)
+    return frame.sort_values(["event_timestamp", "user_id", "item_id"], ignore_index=True)
 
 
 def _as_text(column: str, dtype: pl.DataType) -> pl.Expr:

@@ -15,12 +15,11 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
-REDIS_SLOTS = 16384  # hash slots of a Redis Cluster, shared out among its masters
 
 
 def require_command(command: str, install_script: str) -> str:
@@ -52,7 +51,9 @@ def _redis_answers(port: int, command: bytes, expected: bytes) -> bool:
         return False
 
 
-def _wait_for(proc: subprocess.Popen, port: int, command: bytes, expected: bytes, timeout_s: float):
+def _wait_for(
+    proc: subprocess.Popen, port: int, command: bytes, expected: bytes, timeout_s: float
+) -> None:
     """Wait until the server on `port` answers as expected; else stop with its stderr."""
     deadline = time.monotonic() + timeout_s
     while not _redis_answers(port, command, expected):
@@ -105,13 +106,24 @@ def redis_server(timeout_s: float = 10.0) -> Iterator[str]:
         yield f"127.0.0.1:{port}"
 
 
+def _distinct_free_ports(count: int, taken: Sequence[int] = ()) -> list[int]:
+    """`count` free loopback ports, none repeated nor in `taken`."""
+    ports: list[int] = []
+    while len(ports) < count:
+        port = free_port()
+        if port not in ports and port not in taken:
+            ports.append(port)
+    return ports
+
+
 @contextmanager
 def redis_cluster(masters: int = 3, timeout_s: float = 20.0) -> Iterator[str]:
     """A Redis Cluster of `masters` masters (no replicas) on loopback ports, joined by
     `redis-cli --cluster create`; yield Feast's connection string "host:port,host:port,..."
     (every node); stop every server by its PID and remove their node files."""
     cli = require_command("redis-cli", "install_redis.sh")
-    ports = [free_port() for _ in range(masters)]
+    ports = _distinct_free_ports(masters)
+    bus_ports = iter(_distinct_free_ports(masters, taken=ports))
     with ExitStack() as servers, tempfile.TemporaryDirectory(prefix="redis-cluster-") as work:
         for port in ports:
             servers.enter_context(
@@ -120,7 +132,7 @@ def redis_cluster(masters: int = 3, timeout_s: float = 20.0) -> Iterator[str]:
                     "--cluster-enabled",
                     "yes",
                     "--cluster-port",
-                    str(free_port()),  # the cluster bus
+                    str(next(bus_ports)),  # the cluster bus
                     "--cluster-config-file",
                     f"nodes-{port}.conf",
                     "--cluster-node-timeout",

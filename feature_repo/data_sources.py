@@ -10,7 +10,7 @@ SPARK = offline_store_type() == "spark"  # the profile feature_store.spark.yaml
 def _features_file(table: str, description: str) -> DataSource:
     """A Parquet file the features group writes: feature time and write time per row. A
     file source for the embedded DuckDB store; a Spark source of the same file for Spark's."""
-    where = {
+    source_args = {
         "name": f"{table}_source",
         "path": str(FEATURES_DIR / f"{table}.parquet"),
         "timestamp_field": "event_timestamp",
@@ -22,8 +22,8 @@ def _features_file(table: str, description: str) -> DataSource:
             SparkSource,
         )
 
-        return SparkSource(file_format="parquet", **where)
-    return FileSource(**where)
+        return SparkSource(file_format="parquet", **source_args)
+    return FileSource(**source_args)
 
 
 user_features_source = _features_file(

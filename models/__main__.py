@@ -86,7 +86,8 @@ def evaluate_command(args: argparse.Namespace) -> int:
 
 def train_command(args: argparse.Namespace) -> int:
     """Run `python -m models train` (one process, or one of torchrun's); returns the exit code."""
-    device = start_process_group() if args.device == "auto" else args.device
+    process_device = start_process_group()  # under torchrun: this process's GPU or the CPU
+    device = process_device if args.device == "auto" else args.device
     try:
         rank, processes = world()
         interactions = load_interactions(args.interactions, report=print if rank == 0 else _quiet)

@@ -49,8 +49,11 @@ def start_process_group(timeout_s: float = 600.0) -> str:
     if cuda:
         torch.cuda.set_device(torch.device(device))
     if not dist.is_initialized():
+        # On GPUs, NCCL for the gradients and gloo for the small CPU tensors of the
+        # collective decisions (`any_process`), which NCCL cannot carry.
         dist.init_process_group(
-            backend="nccl" if cuda else "gloo", timeout=timedelta(seconds=timeout_s)
+            backend="cpu:gloo,cuda:nccl" if cuda else "gloo",
+            timeout=timedelta(seconds=timeout_s),
         )
     return device
 
@@ -83,6 +86,19 @@ def any_process(flag: bool) -> bool:
     return bool(value.item())
 
 
+def target_share(weight: float) -> float:
+    """What a process's step loss (a mean over its own `weight` of targets) is multiplied by
+    before the backward pass, so that DDP's plain average of the gradients is the gradient
+    of the mean over every target of the step, as one process computes it: its share of the
+    step's targets times the number of processes (1.0 for one process; one collective call,
+    every process must ask)."""
+    if not is_distributed():
+        return 1.0
+    total = torch.tensor([weight], dtype=torch.float64)
+    dist.all_reduce(total)  # every process's targets of this step
+    return weight * dist.get_world_size() / max(float(total.item()), 1e-12)
+
+
 class _TrainingStep(nn.Module):
     """The trained modules under one parent, so DDP sees every parameter, with the loss
     function as the forward pass."""
@@ -92,7 +108,7 @@ class _TrainingStep(nn.Module):
         self.parts = nn.ModuleList(modules)
         self.loss = loss
 
-    def forward(self, users: np.ndarray, rng: np.random.Generator):
+    def forward(self, users: np.ndarray, rng: np.random.Generator) -> tuple[torch.Tensor, float]:
         return self.loss(users, rng)
 
 

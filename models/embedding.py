@@ -37,7 +37,14 @@ from torch import nn
 
 from models.base import Recommender, resolve_device
 from models.checks import Problems
-from models.distributed import any_process, data_parallel, is_distributed, shard, world
+from models.distributed import (
+    any_process,
+    data_parallel,
+    is_distributed,
+    shard,
+    target_share,
+    world,
+)
 from models.memory import HALF_LIVES, LongTermMemory, fit_memory
 from models.search import search_items
 from models.sequences import (
@@ -558,7 +565,7 @@ class EmbeddingRecommender(Recommender):
         )
         rng = np.random.default_rng(cfg.seed)
         # Several processes draw their steps' randomness apart, their batches alike.
-        self._step_rng = np.random.default_rng([cfg.seed, world()[0]]) if is_distributed() else None
+        step_rng = np.random.default_rng([cfg.seed, world()[0]]) if is_distributed() else rng
         start_gains = best_gains = self._start_gains(validation)
         best = _mean(start_gains)
         start_state = best_state = self._state_copy()
@@ -566,7 +573,7 @@ class EmbeddingRecommender(Recommender):
         self._say(f"epoch 0 (the start): val_ndcg@10={best:.4f}")
         for epoch in range(1, cfg.epochs + 1):
             t0 = time.perf_counter()
-            loss, out_of_time = self._train_epoch(step, optimiser, trainable, rng)
+            loss, out_of_time = self._train_epoch(step, optimiser, trainable, rng, step_rng)
             gains, share = self._blend_shares(validation, start_state)
             score = _mean(gains)
             self._record_epoch(epoch, loss, time.perf_counter() - t0, score, share)
@@ -575,7 +582,7 @@ class EmbeddingRecommender(Recommender):
                 self.best_epoch, self.trained_share, stale = epoch, share, 0
             else:
                 stale += 1
-            if stale >= cfg.patience:
+            if any_process(stale >= cfg.patience):  # the same decision on every process
                 self._say(f"early stop: best val NDCG@10 {best:.4f} at epoch {self.best_epoch}")
                 break
             if out_of_time:
@@ -632,34 +639,34 @@ class EmbeddingRecommender(Recommender):
         optimiser: torch.optim.Optimizer,
         trainable: np.ndarray,
         rng: np.random.Generator,
+        step_rng: np.random.Generator,
     ) -> tuple[float, bool]:
         """One epoch of optimiser steps: one pass over the `trainable` users, or as many as
         make `min_steps_per_epoch` steps (on several processes, this process's `shard` of
-        them). Returns the mean loss per target and whether the time budget ran out (the
+        them). `rng` draws the batches (the same on every process), `step_rng` what each step
+        draws. Returns the mean loss per target and whether the time budget ran out (the
         rest of it validates this epoch). Records the sequences trained per second."""
         cfg = self.config
         total, count, sequences, started = 0.0, 0, 0, time.perf_counter()
         batches: list[np.ndarray] = []
         while len(trainable) and len(batches) < cfg.min_steps_per_epoch:
             batches += length_batches(trainable, self.sequences.lengths, cfg.batch_size, rng)
-        step_rng = self._step_rng or rng  # batches: the same order on every process
         out_of_time = False
         for users in shard(batches):
             loss, n = step(users, step_rng)
             optimiser.zero_grad()
-            loss.backward()
+            (loss * target_share(n)).backward()
             optimiser.step()
             total, count, sequences = (
                 total + float(loss.detach()) * n,
                 count + n,
                 sequences + len(users),
             )
-            spent = time.perf_counter() - self._fit_started  # the budget covers the whole fit
-            out_of_time = any_process(
-                bool(cfg.train_seconds) and spent > cfg.train_seconds * self.TRAINING_SHARE
-            )
-            if out_of_time:
-                break
+            if cfg.train_seconds:  # the budget covers the whole fit; every process stops alike
+                spent = time.perf_counter() - self._fit_started
+                out_of_time = any_process(spent > cfg.train_seconds * self.TRAINING_SHARE)
+                if out_of_time:
+                    break
         self._sequences_per_second = (
             sequences * world()[1] / max(time.perf_counter() - started, 1e-9)
         )

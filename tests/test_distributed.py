@@ -1,19 +1,14 @@
 """Training on several processes (DDP under torchrun, gloo on this machine's CPU): two
 processes reach the one-process model's validation NDCG within the noise."""
 
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from test_models import _two_chain_world
 
+from devtools.training import train_with_processes
 from models import distributed
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_each_process_takes_its_part_of_every_batch(monkeypatch):
@@ -31,16 +26,9 @@ def test_each_process_takes_its_part_of_every_batch(monkeypatch):
 
 
 def _train(processes: int, data: Path, out: Path) -> dict:
-    command = [
-        sys.executable, "-m", "torch.distributed.run", "--standalone",
-        "--nproc_per_node", str(processes),
-        "-m", "models", "train", "--interactions", str(data), "--protocol", "loo",
-        "--epochs", "5", "--long-term", "none", "--json", str(out),
-    ]  # fmt: skip
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
-    return json.loads(out.read_text())
+    return train_with_processes(
+        processes, data, "loo", out, epochs=5, long_term="none", quiet=True, timeout_s=600
+    )
 
 
 @pytest.mark.distributed

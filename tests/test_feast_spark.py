@@ -6,6 +6,7 @@ import pytest
 
 from dagster_project.recommender.inputs import point_in_time_features
 from dagster_project.resources import FeastResource
+from devtools.outputs import training_rows_in_order
 
 pytestmark = pytest.mark.distributed  # a JVM beside Python (Java 17: make test-tools)
 
@@ -23,11 +24,7 @@ def _training_rows(out, config_file: str, entity_df: pd.DataFrame) -> pd.DataFra
     feast = FeastResource(data_dir=str(out.root), config_file=config_file)
     feast.apply()  # the plain `feast apply` CLI with the profile's sources
     store = feast.store()
-    frame = point_in_time_features(store, entity_df, "recommender_training")
-    # Spark hands back UTC times without their zone: the same instants.
-    times = pd.to_datetime(frame["event_timestamp"])
-    frame["event_timestamp"] = times.dt.tz_localize("UTC") if times.dt.tz is None else times
-    return frame.sort_values(["event_timestamp", "user_id", "item_id"], ignore_index=True)
+    return training_rows_in_order(point_in_time_features(store, entity_df, "recommender_training"))
 
 
 def test_the_spark_offline_store_builds_the_same_training_rows(pipeline_run):
