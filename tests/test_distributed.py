@@ -27,7 +27,7 @@ def test_each_process_takes_its_part_of_every_batch(monkeypatch):
 
 def _train(processes: int, data: Path, out: Path) -> dict:
     return train_with_processes(
-        processes, data, "loo", out, epochs=5, long_term="none", quiet=True, timeout_s=600
+        processes, data, "loo", out, epochs=3, long_term="none", quiet=True, timeout_s=600
     )
 
 
