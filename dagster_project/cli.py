@@ -295,14 +295,15 @@ def _recommend(args: argparse.Namespace) -> int:
 
     from dagster_project.features.text import load_encoder
     from dagster_project.pseudonyms import pseudonymise
-    from dagster_project.recommender.inputs import model_path, stored_model_items, trained_model
+    from dagster_project.recommender.inputs import stored_model_items, trained_model
     from models.base import resolve_device
 
     out = layout(Path(args.data_dir).resolve())
-    if not model_path(out).exists():
-        print(f"no trained model in {out.models}: run `make demo` (or materialize embedding_model)")
+    try:
+        model = trained_model(out, args.device)
+    except FileNotFoundError as missing:
+        print(missing)
         return 2
-    model = trained_model(out, args.device)
     # The tables hold pseudonyms; a customer's own id is pseudonymised here.
     user = args.user
     if user and user not in model.user_index:
@@ -408,14 +409,10 @@ def _backfill(args: argparse.Namespace) -> int:
         return 2
     from dagster_project.definitions import INFO_LOGGING, every_event_day
 
-    days = every_event_day(data_dir)
-    first = args.first or days["dagster/asset_partition_range_start"]
-    last = args.last or days["dagster/asset_partition_range_end"]
-    tags = {
-        "dagster/asset_partition_range_start": first,
-        "dagster/asset_partition_range_end": last,
-        "recsys/trigger": "recsys backfill",
-    }
+    start, end = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
+    tags = {**every_event_day(data_dir), "recsys/trigger": "recsys backfill"}
+    tags[start], tags[end] = args.first or tags[start], args.last or tags[end]
+    first, last = tags[start], tags[end]
     repository = ReconstructableRepository.for_module("dagster_project.definitions", "defs")
     executor = os.environ.get(EXECUTOR_ENV) or "Dagster's default"
     print(f"[backfill] {args.job} for {first}..{last} on the {executor} executor", flush=True)

@@ -13,6 +13,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from dagster_project.executors import CELERY_BROKER_ENV, EXECUTOR_ENV
+
 RECSYS = [sys.executable, "-m", "dagster_project.cli"]
 # What a data set is before any run: its landing files and ground truth (and the MiniLM
 # vectors of its catalog texts, when given, so a benchmark does not time them again).
@@ -70,7 +72,7 @@ def steps_run_by(worker_log: Path) -> int:
 
 def executor_env(executor: str, broker: str = "") -> dict[str, str]:
     """This process's environment with $RECSYS_EXECUTOR (and the celery broker) set."""
-    env = {**os.environ, "RECSYS_EXECUTOR": executor}
+    env = {**os.environ, EXECUTOR_ENV: executor}
     if broker:
-        env["RECSYS_CELERY_BROKER"] = broker
+        env[CELERY_BROKER_ENV] = broker
     return env

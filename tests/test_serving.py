@@ -21,9 +21,9 @@ from dagster_project.features.recent import (
     recent_activity,
 )
 from dagster_project.quality.accounting import accounting_by_table
-from dagster_project.serving.app import RecommendBody
 from dagster_project.serving.intake import raw_events_frame
 from dagster_project.serving.landing import LandingWriter
+from dagster_project.serving.recommend import RecommendRequest
 from dagster_project.settings import layout
 from dagster_project.sources.raw_table import read_landing_file
 from tests.test_landing import _landing
@@ -140,7 +140,7 @@ def test_landed_intake_files_read_back_as_the_rows_written(tmp_path):
 )
 def test_recommend_requests_are_bounded(body):
     with pytest.raises(ValidationError):
-        RecommendBody(**body)
+        RecommendRequest(**body)
 
 
 # -- the whole loop, on a copy of the tiny run -------------------------------------------------

@@ -132,7 +132,12 @@ def model_path(out: DataLayout) -> Path:
 
 
 def trained_model(out: DataLayout, device: str) -> EmbeddingRecommender:
-    """The model the `embedding_model` asset saved."""
+    """The model the `embedding_model` asset saved; FileNotFoundError saying what to run when
+    there is none."""
+    if not model_path(out).exists():
+        raise FileNotFoundError(
+            f"no trained model in {out.models}: run `make demo` (or materialize embedding_model)"
+        )
     return EmbeddingRecommender.load(model_path(out), device)
 
 

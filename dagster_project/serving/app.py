@@ -59,9 +59,6 @@ MAX_GROUP_EVENTS = 10_000  # per group of requests checked together
 PUBLISH_EVERY_S = 5.0
 
 
-RecommendBody = RecommendRequest  # the body of `POST /recommend`
-
-
 class RequestGuard:
     """ASGI middleware: the token on every POST when one is set; bounded bodies."""
 

@@ -131,7 +131,7 @@ def _published_name(open_path: Path) -> Path:
 def publish_abandoned(landing: Path) -> int:
     """Publish open intake files whose process is gone (a crash or a kill); returns how many."""
     published = 0
-    for path in (landing / "events").glob(f"date=*/.intake-*{OPEN_SUFFIX}"):
+    for path in (landing / "events").glob(f"date=*/.{INTAKE_FILE_PREFIX}*{OPEN_SUFFIX}"):
         pid = int(path.name.split("-")[1])
         if pid != os.getpid() and not _alive(pid):
             os.replace(path, _published_name(path))

@@ -33,7 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from dagster_project.privacy import opt_out_file, opted_out_users
 from dagster_project.pseudonyms import pseudonymise
-from dagster_project.recommender.inputs import model_path, stored_model_items, trained_model
+from dagster_project.recommender.inputs import stored_model_items, trained_model
 from dagster_project.serving.online import RecentActivityStore
 from dagster_project.serving.tables import FileCache
 from dagster_project.settings import DataLayout
@@ -81,11 +81,6 @@ class LiveRecommender:
         encode_query: Callable[[list[str]], np.ndarray] | None = None,
     ) -> None:
         self.out, self.activity = out, activity
-        if not model_path(out).exists():
-            raise FileNotFoundError(
-                f"no trained model in {out.models}: run `make demo` (or materialize "
-                "embedding_model) before starting the service"
-            )
         self.model = trained_model(out, "cpu").freeze_items()
         vectors = self.model.item_vectors()
         self.item_ids = pd.Index(vectors["item_id"])
