@@ -18,7 +18,6 @@ import yaml
 from dagster import ConfigurableResource, InitResourceContext
 from pydantic import ModelWrapValidatorHandler, model_validator
 
-from dagster_project.quality.validation import SuiteRunner
 from dagster_project.run_recovery import record_run_worker
 from dagster_project.settings import (
     DATA_DIR_ENV,
@@ -32,9 +31,11 @@ from dagster_project.settings import (
 from dagster_project.storage import retry_with_backoff
 from models.checks import Problems
 
-if TYPE_CHECKING:  # feast loads in seconds: imported when a store is made
+if TYPE_CHECKING:  # feast and GX load in seconds: imported when a store or suite runner is made
     from feast import FeatureStore
     from feast.repo_config import RepoConfig
+
+    from dagster_project.quality.validation import SuiteRunner
 
 
 def _online_store_errors() -> tuple[type[BaseException], ...]:
@@ -76,6 +77,8 @@ class QualityResource(ConfigurableResource):
     expectations_dir: str = str(EXPECTATIONS_DIR)
 
     def runner(self, storage: PlatformStorage) -> SuiteRunner:
+        from dagster_project.quality.validation import SuiteRunner
+
         return SuiteRunner(storage.layout().gx, Path(self.expectations_dir))
 
 

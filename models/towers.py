@@ -7,6 +7,7 @@
   user's tokens, oldest to newest. Each position reads the item's vector from the item tower
   (the same vectors that are scored) plus event-type, time-gap and position embeddings; the
   output at position t is the user's vector after t, and e_u is the output at the last one.
+- `FastDropout`: dropout whose mask costs a fifth of torch's on CPU, in every layer above.
 """
 
 from __future__ import annotations
@@ -17,6 +18,25 @@ from torch import nn
 from models.sequences import EVENT_TYPES, GAP_BUCKETS
 
 ENCODERS = ("attention", "hybrid", "pooled")
+
+
+class FastDropout(nn.Dropout):
+    """`nn.Dropout` with a cheaper mask on CPU: torch's CPU dropout draws one Bernoulli
+    variate per element, 11 ms for a 256 x 50 x 64 batch on 2 cores (measured), which made
+    dropout 30% of a training step. Here every 64-bit random word gives four 16-bit
+    uniforms, compared with p (to 1/65,536): 2 ms. The same rate and expected value
+    (kept elements scaled by 1 / (1 - p)); on other devices torch's own dropout."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0 or x.device.type != "cpu":
+            return super().forward(x)
+        if self.p == 1:
+            return torch.zeros_like(x)
+        n = x.numel()
+        words = torch.randint(-(2**63), 2**63 - 1, ((n + 3) // 4,), dtype=torch.int64)
+        uniforms = words.view(torch.int16)[:n].view(x.shape)  # each in [-32768, 32767]
+        kept = uniforms >= round(self.p * 65_536) - 32_768
+        return x * (kept.to(x.dtype) * (1 / (1 - self.p)))
 
 
 class ItemTower(nn.Module):
@@ -113,8 +133,9 @@ class SequenceUserTower(nn.Module):
         layer = nn.TransformerEncoderLayer(
             dim, heads, 2 * dim, dropout, batch_first=True, norm_first=True
         )
+        layer.dropout, layer.dropout1, layer.dropout2 = (FastDropout(dropout) for _ in range(3))
         self.layers = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
-        self.input_dropout = nn.Dropout(dropout)
+        self.input_dropout = FastDropout(dropout)
         self.norm = nn.LayerNorm(dim)
         self.user_features = nn.Linear(n_user_features, dim, bias=False)
         for table in (self.event_type, self.gap, self.next_gap, self.position):

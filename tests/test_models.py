@@ -56,6 +56,7 @@ from models.sequences import (
     validation_truth,
 )
 from models.split import make_split, temporal_holdout
+from models.towers import FastDropout
 
 
 def test_metrics_on_a_hand_example():
@@ -976,3 +977,21 @@ def test_ease_says_when_it_solves_and_how_long_it_took(capsys):
     assert lines[1].startswith("[ease] solved in ") and lines[1].endswith(" s")
     EASERecommender(l2=50.0, progress=False).fit(interactions, items)
     assert capsys.readouterr().out == ""
+
+
+@pytest.mark.parametrize("rate", [0.1, 0.5])
+def test_the_fast_dropout_drops_at_its_rate_and_keeps_the_expected_value(rate):
+    dropout = FastDropout(rate)
+    x = torch.ones(200, 50, 64, requires_grad=True)
+    torch.manual_seed(0)
+    out = dropout(x)
+    dropped = (out == 0).float().mean().item()
+    assert abs(dropped - rate) < 0.005  # 640,000 draws: a few standard errors
+    assert torch.allclose(out[out != 0], torch.tensor(1 / (1 - rate)))
+    assert abs(out.mean().item() - 1.0) < 0.01
+    out.sum().backward()  # the gradient passes the kept elements, scaled, and no others
+    assert torch.equal(x.grad, out.detach())
+    torch.manual_seed(0)
+    assert torch.equal(dropout(x), out)  # seeded like every other draw
+    assert torch.equal(dropout.eval()(x), x)  # no dropout when serving
+    assert torch.equal(FastDropout(1.0)(x), torch.zeros_like(x))

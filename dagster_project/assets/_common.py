@@ -1,6 +1,9 @@
 """Metadata and check helpers shared by the asset modules."""
 
+from __future__ import annotations
+
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 from dagster import (
@@ -11,9 +14,11 @@ from dagster import (
     MetadataValue,
 )
 
-from dagster_project.quality.validation import SuiteOutcome
 from dagster_project.recommender.inputs import CATALOG_COLUMNS, TEXT_COLUMNS
 from dagster_project.settings import first_event_day
+
+if TYPE_CHECKING:  # Great Expectations loads in seconds: imported where a suite runs
+    from dagster_project.quality.validation import SuiteOutcome
 
 OWNERS = ["team:data-platform"]
 # The IO manager of the trained model (`io_managers.SavedModels`); tables use the default one.

@@ -17,9 +17,9 @@ from dagster import (
 )
 
 from dagster_project.assets._common import EVENT_DAYS, OWNERS
+from dagster_project.features.recent import RECENT_VIEW
 from dagster_project.privacy import delete_online_rows, opted_out_users
 from dagster_project.resources import FeastResource, PlatformStorage
-from dagster_project.serving.online import RECENT_VIEW
 from dagster_project.settings import first_event_day
 
 USER_VIEW = "user_behaviour"

@@ -24,7 +24,6 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 import polars as pl
-from sklearn.ensemble import IsolationForest
 
 from dagster_project.contracts import SESSION_GAP
 from dagster_project.detection.funnel import funnel_speed, listing_order
@@ -563,6 +562,8 @@ def isolation_anomaly(
     anomaly = np.full(len(z), 0.5)
     if fit_rows.sum() < 50:
         return anomaly
+    from sklearn.ensemble import IsolationForest  # scikit-learn loads in a second
+
     forest = IsolationForest(
         n_estimators=100, max_samples=min(512, int(fit_rows.sum())), random_state=seed, n_jobs=2
     )

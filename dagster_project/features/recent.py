@@ -25,6 +25,8 @@ import polars as pl
 
 from dagster_project.features.build import COUNT_COLUMNS
 
+# The Feast view the recent activity is served from (feature_repo/features.py).
+RECENT_VIEW = "user_recent_activity"
 RECENT_EVENTS = 50
 TODAY_COLUMNS = {event_type: f"{name}_today" for event_type, name in COUNT_COLUMNS.items()}
 LIST_COLUMNS = ["recent_items", "recent_event_types", "recent_event_times"]

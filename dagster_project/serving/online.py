@@ -12,13 +12,13 @@ from feast.type_map import feast_value_type_to_python_type
 from dagster_project.features.recent import (
     LIST_COLUMNS,
     RECENT_ACTIVITY_COLUMNS,
+    RECENT_VIEW,
     TODAY_COLUMNS,
     empty_recent_activity,
 )
 from dagster_project.privacy import entity_keys
 from recsys_feast.internals import online_store
 
-RECENT_VIEW = "user_recent_activity"
 PUSH_SOURCE = "user_recent_activity_push"
 STORED_COLUMNS = [*LIST_COLUMNS, "activity_day", *TODAY_COLUMNS.values()]
 
