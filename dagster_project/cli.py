@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from dagster import DagsterInstance, ExecuteInProcessResult
+    from dagster import DagsterInstance, JobDefinition, JobExecutionResult
 
 from dagster_project.settings import (
     DATA_DIR_ENV,
@@ -137,35 +137,45 @@ def prepare_dagster_home(data_dir: Path) -> Path:
     return home
 
 
+def platform_job(job_name: str, data_dir: str, settings: dict[str, float | str]) -> JobDefinition:
+    """The platform's job `job_name` with its resources bound to `data_dir` and the recommender
+    `settings`, on the in-process executor: what `materialize_all` runs, rebuilt from these
+    arguments (`execute_job` takes a job it can reconstruct)."""
+    from dagster import Definitions, in_process_executor
+
+    from dagster_project.automation import all_jobs
+    from dagster_project.definitions import all_assets, all_checks, platform_resources
+
+    return Definitions(
+        assets=all_assets,
+        asset_checks=all_checks,
+        jobs=all_jobs,
+        resources=platform_resources(data_dir, **settings),
+        executor=in_process_executor,
+    ).resolve_job_def(job_name)
+
+
 def materialize_all(
     data_dir: Path, instance: DagsterInstance | None = None, **settings: float | str
-) -> list[ExecuteInProcessResult]:
+) -> list[JobExecutionResult]:
     """Build everything as operations would, in three runs of the platform's own jobs,
     recorded in `instance` (default: the one under the data directory, which the UI shows):
     `daily_refresh` backfilling every event day but the last in one run, `daily_refresh` for
     the last day (the incremental run), and `weekly_retrain`. Prints every check's result;
-    stops after a failed run. Returns the runs' results."""
-    from dagster import Definitions
+    stops after a failed run. Returns the runs' results.
 
-    from dagster_project.automation import all_jobs
-    from dagster_project.definitions import (
-        INFO_LOGGING,
-        all_assets,
-        all_checks,
-        every_event_day,
-        platform_resources,
-    )
+    The runs go through `execute_job`, not `execute_in_process`, which keeps every step's
+    output in memory until the run's result is dropped: on the default shop the frames the
+    daily runs returned (0.7 GB) were still held when training started, and the demo's peak
+    memory was 3.4 GB instead of 2.7 GB."""
+    from dagster import build_reconstructable_job, execute_job
+
+    from dagster_project.definitions import INFO_LOGGING, every_event_day
     from models.base import release_unused_memory
 
     days = every_event_day(data_dir)
     first = days["dagster/asset_partition_range_start"]
     last = days["dagster/asset_partition_range_end"]
-    defs = Definitions(
-        assets=all_assets,
-        asset_checks=all_checks,
-        jobs=all_jobs,
-        resources=platform_resources(str(data_dir), **settings),
-    )
     runs = [
         (
             "daily_refresh",
@@ -188,8 +198,17 @@ def materialize_all(
                     "dagster/asset_partition_range_start": start,
                     "dagster/asset_partition_range_end": end,
                 }
-            result = defs.resolve_job_def(job_name).execute_in_process(
-                instance=instance, tags=tags, run_config=INFO_LOGGING, raise_on_error=False
+            job = build_reconstructable_job(
+                "dagster_project.cli",  # not __name__: `python -m` runs this module as __main__
+                platform_job.__name__,
+                reconstructable_kwargs={
+                    "job_name": job_name,
+                    "data_dir": str(data_dir),
+                    "settings": settings,
+                },
+            )
+            result = execute_job(
+                job, instance=instance, tags=tags, run_config=INFO_LOGGING, raise_on_error=False
             )
             for check in result.get_asset_check_evaluations():
                 status = "passed" if check.passed else f"FAILED ({check.severity.value})"
