@@ -994,4 +994,5 @@ def test_the_fast_dropout_drops_at_its_rate_and_keeps_the_expected_value(rate):
     torch.manual_seed(0)
     assert torch.equal(dropout(x), out)  # seeded like every other draw
     assert torch.equal(dropout.eval()(x), x)  # no dropout when serving
-    assert torch.equal(FastDropout(1.0)(x), torch.zeros_like(x))
+    assert torch.equal(FastDropout(1.0)(x), torch.zeros_like(x))  # torch's, at the ends
+    assert abs(FastDropout(1e-6)(x).mean().item() - 1.0) < 1e-4  # a p below 1/65,536 too
