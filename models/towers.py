@@ -40,6 +40,48 @@ class FastDropout(nn.Dropout):
         return x * ((uniforms >= cut).to(x.dtype) * (1 / (1 - self.p)))
 
 
+class EncoderLayer(nn.TransformerEncoderLayer):
+    """torch's pre-norm encoder layer with every dropout a `FastDropout`: in training on CPU
+    the self-attention is computed here so that its weights' dropout is one too (inside
+    `scaled_dot_product_attention` it draws a Bernoulli variate per weight); otherwise, and
+    when serving, torch's own path. The parameters are torch's, so state dicts carry over."""
+
+    def __init__(self, dim: int, heads: int, dropout: float) -> None:
+        super().__init__(dim, heads, 2 * dim, dropout, batch_first=True, norm_first=True)
+        self.dropout, self.dropout1, self.dropout2 = (FastDropout(dropout) for _ in range(3))
+        self.attention_dropout = FastDropout(dropout)
+
+    def _sa_block(
+        self,
+        x: torch.Tensor,
+        attn_mask: torch.Tensor | None,
+        key_padding_mask: torch.Tensor | None,
+        is_causal: bool = False,
+    ) -> torch.Tensor:
+        attention = self.self_attn
+        if not (self.training and attention.dropout > 0 and x.device.type == "cpu") or (
+            key_padding_mask is not None
+        ):
+            return super()._sa_block(x, attn_mask, key_padding_mask, is_causal)
+        batch, width, dim = x.shape
+        heads = attention.num_heads
+        qkv = nn.functional.linear(x, attention.in_proj_weight, attention.in_proj_bias)
+        query, key, value = (
+            part.view(batch, width, heads, dim // heads).transpose(1, 2)
+            for part in qkv.chunk(3, -1)
+        )
+        scores = query @ key.transpose(-2, -1) * (dim // heads) ** -0.5
+        if attn_mask is not None:
+            scores = (
+                scores.masked_fill(attn_mask, float("-inf"))
+                if attn_mask.dtype == torch.bool
+                else scores + attn_mask
+            )
+        weights = self.attention_dropout(scores.softmax(-1))
+        out = (weights @ value).transpose(1, 2).reshape(batch, width, dim)
+        return self.dropout1(attention.out_proj(out))
+
+
 class ItemTower(nn.Module):
     """Item vectors and biases for the whole catalog, from ids and content."""
 
@@ -131,11 +173,9 @@ class SequenceUserTower(nn.Module):
         # model's typical gap before a next visit (the next session, not the next click).
         self.next_gap = nn.Embedding(GAP_BUCKETS, dim)
         self.position = nn.Embedding(max_length, dim)  # counted back from the newest token
-        layer = nn.TransformerEncoderLayer(
-            dim, heads, 2 * dim, dropout, batch_first=True, norm_first=True
+        self.layers = nn.TransformerEncoder(
+            EncoderLayer(dim, heads, dropout), layers, enable_nested_tensor=False
         )
-        layer.dropout, layer.dropout1, layer.dropout2 = (FastDropout(dropout) for _ in range(3))
-        self.layers = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
         self.input_dropout = FastDropout(dropout)
         self.norm = nn.LayerNorm(dim)
         self.user_features = nn.Linear(n_user_features, dim, bias=False)

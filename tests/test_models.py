@@ -56,7 +56,7 @@ from models.sequences import (
     validation_truth,
 )
 from models.split import make_split, temporal_holdout
-from models.towers import FastDropout
+from models.towers import EncoderLayer, FastDropout
 
 
 def test_metrics_on_a_hand_example():
@@ -996,3 +996,24 @@ def test_the_fast_dropout_drops_at_its_rate_and_keeps_the_expected_value(rate):
     assert torch.equal(dropout.eval()(x), x)  # no dropout when serving
     assert torch.equal(FastDropout(1.0)(x), torch.zeros_like(x))  # torch's, at the ends
     assert abs(FastDropout(1e-6)(x).mean().item() - 1.0) < 1e-4  # a p below 1/65,536 too
+
+
+def test_the_encoder_layers_own_attention_is_torchs_and_drops_weights_in_training():
+    torch.manual_seed(0)
+    layer = EncoderLayer(32, 2, 0.5).train()
+    x = torch.randn(4, 12, 32)
+    causal = torch.nn.Transformer.generate_square_subsequent_mask(12)
+    layer.attention_dropout.p = layer.dropout1.p = 0.0  # its own path, nothing dropped
+    ours = layer._sa_block(x, causal, None, True)
+    # the causal mask holds: position t never reads a later one
+    changed = x.clone()
+    changed[:, 6:] += 1.0
+    torch.testing.assert_close(layer._sa_block(changed, causal, None, True)[:, :6], ours[:, :6])
+    layer.self_attn.dropout = 0.0  # torch's own path
+    theirs = layer._sa_block(x, causal, None, True)
+    torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=1e-5)
+    layer.self_attn.dropout = layer.attention_dropout.p = 0.5  # training: weights dropped
+    assert not torch.allclose(layer._sa_block(x, causal, None, True), theirs)
+    # the state dict is torch's layer's, so models saved before load
+    stock = torch.nn.TransformerEncoderLayer(32, 2, 64, 0.5, batch_first=True, norm_first=True)
+    assert set(layer.state_dict()) == set(stock.state_dict())
