@@ -141,18 +141,12 @@ def platform_job(job_name: str, data_dir: str, settings: dict[str, float | str])
     """The platform's job `job_name` with its resources bound to `data_dir` and the recommender
     `settings`, on the in-process executor: what `materialize_all` runs, rebuilt from these
     arguments (`execute_job` takes a job it can reconstruct)."""
-    from dagster import Definitions, in_process_executor
+    from dagster import in_process_executor
 
-    from dagster_project.automation import all_jobs
-    from dagster_project.definitions import all_assets, all_checks, platform_resources
+    from dagster_project.definitions import platform_definitions
 
-    return Definitions(
-        assets=all_assets,
-        asset_checks=all_checks,
-        jobs=all_jobs,
-        resources=platform_resources(data_dir, **settings),
-        executor=in_process_executor,
-    ).resolve_job_def(job_name)
+    definitions = platform_definitions(data_dir, in_process_executor, **settings)
+    return definitions.resolve_job_def(job_name)
 
 
 def materialize_all(

@@ -7,6 +7,7 @@ from pathlib import Path
 import pandas as pd
 from dagster import (
     Definitions,
+    ExecutorDefinition,
     define_asset_job,
     load_asset_checks_from_modules,
     load_assets_from_modules,
@@ -92,14 +93,23 @@ def platform_resources(data_dir: str = "", **settings: float | str) -> dict:
     }
 
 
+def platform_definitions(
+    data_dir: str = "", executor: ExecutorDefinition | None = None, **settings: float | str
+) -> Definitions:
+    """Every asset, check, job, schedule and sensor, with the resources for one data
+    directory (`platform_resources`), on `executor` (None: Dagster's default)."""
+    return Definitions(
+        assets=all_assets,
+        asset_checks=all_checks,
+        jobs=[full_pipeline, *automation.all_jobs],
+        schedules=automation.all_schedules,
+        sensors=automation.all_sensors,
+        resources=platform_resources(data_dir, **settings),
+        executor=executor,
+    )
+
+
 # The code server, the daemon and `dagster dev` load this module: their files are private.
 use_private_umask()
-defs = Definitions(
-    assets=all_assets,
-    asset_checks=all_checks,
-    jobs=[full_pipeline, *automation.all_jobs],
-    schedules=automation.all_schedules,
-    sensors=automation.all_sensors,
-    resources=platform_resources(),
-    executor=platform_executor(),  # $RECSYS_EXECUTOR: multiprocess, in_process or celery
-)
+# $RECSYS_EXECUTOR: multiprocess, in_process or celery
+defs = platform_definitions(executor=platform_executor())

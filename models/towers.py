@@ -7,9 +7,8 @@
   user's tokens, oldest to newest. Each position reads the item's vector from the item tower
   (the same vectors that are scored) plus event-type, time-gap and position embeddings; the
   output at position t is the user's vector after t, and e_u is the output at the last one.
-- `FastDropout`: dropout whose mask costs a fifth of torch's on CPU: the encoder's input and
-  its layers' residual and feed-forward dropouts (attention weights keep torch's, inside
-  `scaled_dot_product_attention`).
+- `FastDropout`: dropout whose mask costs a fifth of torch's on CPU, and `EncoderLayer`:
+  torch's encoder layer with it in every place, the attention weights included.
 """
 
 from __future__ import annotations
