@@ -1019,18 +1019,26 @@ class EmbeddingRecommender(Recommender):
         optionally event_type and event_time; otherwise the rows' order is the time order)."""
         codes = self.item_index.get_indexer(history["item_id"])
         known = history[codes >= 0].reset_index(drop=True)
-        if known.empty:
-            raise ValueError("none of the history's items is in the catalog the model knows")
         seconds = (
             epoch_seconds(known["event_time"])
             if "event_time" in known
             else np.arange(len(known), dtype=np.int64)
         )
+        return self.encode_history(codes[codes >= 0], event_type_codes(known), seconds)
+
+    def encode_history(
+        self, items: np.ndarray, event_types: np.ndarray, seconds: np.ndarray
+    ) -> torch.Tensor:
+        """e_u from parallel arrays of events: item rows (into `item_ids`), event type codes
+        (`sequences.event_type_codes`) and epoch seconds; `history_vector` without a frame,
+        for callers that answer one request at a time."""
+        if not len(items):
+            raise ValueError("none of the history's items is in the catalog the model knows")
         sequence = build_sequences(
-            np.zeros(len(known), np.int64),
-            codes[codes >= 0],
-            event_type_codes(known),
-            seconds,
+            np.zeros(len(items), np.int64),
+            np.asarray(items, np.int64),
+            np.asarray(event_types, np.int64),
+            np.asarray(seconds, np.int64),
             1,
         )
         with torch.no_grad():

@@ -17,6 +17,8 @@ from models.base import EVENT_WEIGHTS
 
 # Token event types: 0 = unknown (no event_type column), then by strength.
 EVENT_TYPES = ("<none>", *EVENT_WEIGHTS)
+EVENT_TYPE_CODES = {name: code for code, name in enumerate(EVENT_TYPES) if code}
+SMALL = 1_000  # arrays up to this length take the plain-Python or numpy path (one request)
 # Time since the previous token: bucket 0 for the first token, 1 for under a minute, then
 # one bucket per doubling of minutes (2 min, 4 min, ... about 90 days and beyond).
 GAP_BUCKETS = 20
@@ -26,8 +28,25 @@ def event_type_codes(interactions: pd.DataFrame) -> np.ndarray:
     """Index into `EVENT_TYPES` of each interaction (0 without an event_type column)."""
     if "event_type" not in interactions:
         return np.zeros(len(interactions), np.int64)
-    codes = pd.Categorical(interactions["event_type"], categories=EVENT_TYPES[1:]).codes
+    return codes_of_event_types(interactions["event_type"])
+
+
+def codes_of_event_types(names: pd.Series | np.ndarray | list[str]) -> np.ndarray:
+    """Index into `EVENT_TYPES` of each event type name (0 for an unknown one)."""
+    if len(names) <= SMALL:  # one request's history: a dict is 50x faster than a Categorical
+        return np.fromiter((EVENT_TYPE_CODES.get(n, 0) for n in names), np.int64, len(names))
+    codes = pd.Categorical(names, categories=EVENT_TYPES[1:]).codes
     return (np.asarray(codes, np.int64) + 1).clip(min=0)
+
+
+def _repeated_items(token_user: np.ndarray, token_item: np.ndarray) -> np.ndarray:
+    """Whether each token's item came earlier in the same user's tokens."""
+    if len(token_user) > SMALL:
+        return pd.DataFrame({"u": token_user, "i": token_item}).duplicated().to_numpy()
+    key = np.stack([token_user, token_item], axis=1)
+    repeats = np.ones(len(key), bool)
+    repeats[np.unique(key, axis=0, return_index=True)[1]] = False
+    return repeats
 
 
 def epoch_seconds(times: pd.Series) -> np.ndarray:
@@ -92,7 +111,7 @@ def build_sequences(
     gap = np.r_[0.0, np.diff(token_time)]
     gaps = np.where(first, 0, gap_buckets(gap))
     ptr = np.r_[0, np.cumsum(np.bincount(token_user, minlength=n_users))].astype(np.int64)
-    repeats = pd.DataFrame({"u": token_user, "i": token_item}).duplicated().to_numpy()
+    repeats = _repeated_items(token_user, token_item)
     return Sequences(
         ptr,
         token_item.astype(np.int64),

@@ -25,6 +25,18 @@ def online_store(store: FeatureStore) -> Any:
     return store._get_provider().online_store
 
 
+def push_source_views(store: FeatureStore, push_source: str) -> list[Any]:
+    """The views a push source feeds, as `FeatureStore.push` finds them (an error when
+    none does)."""
+    return sorted(store._fvs_for_push_source_or_raise(push_source, True), key=lambda v: v.name)
+
+
+def write_online_rows(store: FeatureStore, view: FeatureView, rows: Any) -> None:
+    """`FeatureStore.write_to_online_store` for a view already looked up: the provider's
+    writer (`ingest_df`), without the registry lookups that cost more than a small write."""
+    store._get_provider().ingest_df(view, rows)
+
+
 def sqlite_table(config: RepoConfig, view: FeatureView) -> str:
     """The quoted name of a view's table in Feast's SQLite online store."""
     versioned = config.registry.enable_online_feature_view_versioning

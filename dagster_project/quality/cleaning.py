@@ -130,13 +130,13 @@ def _register_raw(con: duckdb.DuckDBPyConnection, raw: pl.DataFrame | Path) -> N
     """The raw input as view `raw_input` with a row key `_row` ordered by file and line: a raw
     table folder (see sources.raw_table.ingest_landing) or a raw frame."""
     if isinstance(raw, Path):
-        con.execute(f"CREATE VIEW raw_input AS SELECT * FROM {raw_relation(raw)}")
+        con.execute(f"CREATE TEMP VIEW raw_input AS SELECT * FROM {raw_relation(raw)}")
     else:
         con.register(
             "raw_frame",
             raw.with_row_index("_row").with_columns(pl.col("_row").cast(pl.Int64)).to_arrow(),
         )
-        con.execute("CREATE VIEW raw_input AS SELECT * FROM raw_frame")
+        con.execute("CREATE TEMP VIEW raw_input AS SELECT * FROM raw_frame")
 
 
 def _source_reason_hits(con: duckdb.DuckDBPyConnection, table: str) -> dict[str, int]:
@@ -351,18 +351,20 @@ def clean_events(
     now: datetime,
     quarantined_item_ids: pl.Series | None = None,
     write_to: tuple[Path, Path] | None = None,
+    database: duckdb.DuckDBPyConnection | None = None,
 ) -> Cleaned:
     """Raw behaviour rows -> events_clean and quarantine, checked against the clean catalog.
 
     `raw` is a raw frame or a raw table folder. `write_to` = (clean Parquet, quarantine
     Parquet): write there instead of returning the clean rows (the way to clean tens of
-    millions of rows in bounded memory).
+    millions of rows in bounded memory). `database`: work in a cursor on this connection's
+    database (`sql.connect`), for callers that clean many small batches.
 
     One streaming pass gives every row its rule bits, its time and 64-bit hashes of its id and
     of its (user, item, type, session) key; repeated ids and near duplicates are then decided
     exactly, on the few rows whose hashes repeat; one more pass writes the clean rows.
     """
-    con = connect()
+    con = connect(database=database)
     _register_event_inputs(con, raw, item_ids, quarantined_item_ids)
     rules = _event_rules(window, now)
     verdicts = _row_verdicts(con, rules)
@@ -395,7 +397,7 @@ def _register_event_inputs(
         quarantined_item_ids if quarantined_item_ids is not None else pl.Series([], dtype=pl.String)
     )
     con.register("catalog_quarantined", pa.table({"item_id": held.cast(pl.String).to_arrow()}))
-    con.execute(f"CREATE VIEW typed AS {_typed_events('raw_input')}")
+    con.execute(f"CREATE TEMP VIEW typed AS {_typed_events('raw_input')}")
 
 
 def _row_verdicts(con: duckdb.DuckDBPyConnection, rules: _Rules) -> pl.DataFrame:

@@ -181,8 +181,7 @@ def _routes(app: FastAPI, state: dict[str, Any]) -> None:
 
     @app.post("/recommend")
     async def recommend(request: RecommendRequest) -> JSONResponse:
-        answer = await asyncio.to_thread(state["recommender"].recommend, request)
-        return JSONResponse(answer)
+        return JSONResponse(state["recommender"].recommend(request))
 
     @app.get("/health")
     async def health() -> dict:

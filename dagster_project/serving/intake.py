@@ -55,6 +55,7 @@ from dagster_project.serving.tables import FileCache
 from dagster_project.settings import DataLayout
 from dagster_project.sources.manifest import source_window
 from dagster_project.sources.raw_table import read_raw
+from dagster_project.sql import connect
 
 MAX_EVENT_FIELD_CHARS = 2_000
 REMEMBERED_EVENT_IDS = 1_000_000  # replays older than this many accepted events: see docs
@@ -88,6 +89,7 @@ class EventIntake:
         self.activity = activity
         self.landing = LandingWriter(out.landing)
         self.files = FileCache()
+        self._database = connect(threads=1)  # each batch is cleaned in a cursor of it
         self._seen: OrderedDict[str, None] = OrderedDict()
         self.stage_seconds: dict[str, float] = {"events": 0}  # seconds per stage, and events
         self._recent = raw_events_frame([], self.landing.source, "").with_columns(
@@ -123,9 +125,13 @@ class EventIntake:
     @contextlib.contextmanager
     def _timed(self, stage: str) -> Iterator[None]:
         started = time.perf_counter()
+        cpu = time.thread_time()
         yield
         self.stage_seconds[stage] = (
             self.stage_seconds.get(stage, 0.0) + time.perf_counter() - started
+        )
+        self.stage_seconds[stage + "_cpu"] = (
+            self.stage_seconds.get(stage + "_cpu", 0.0) + time.thread_time() - cpu
         )
 
     def _check(self, raw: pl.DataFrame, batch_id: str) -> tuple[pl.DataFrame, pl.DataFrame]:
@@ -143,6 +149,7 @@ class EventIntake:
             f"intake-{batch_id}",
             now,
             quarantined_items,
+            database=self._database,
         )
         clean, quarantine = (
             frame.filter(pl.col("source_line") >= context.height).with_columns(

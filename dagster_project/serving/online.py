@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import time
+from typing import NamedTuple
 
 import pandas as pd
 from feast import FeatureStore, FeatureView
-from feast.data_source import PushMode
 from feast.type_map import feast_value_type_to_python_type
 
 from dagster_project.features.recent import (
@@ -17,10 +17,18 @@ from dagster_project.features.recent import (
     empty_recent_activity,
 )
 from dagster_project.privacy import entity_keys
-from recsys_feast.internals import online_store
+from recsys_feast.internals import online_store, push_source_views, write_online_rows
 
 PUSH_SOURCE = "user_recent_activity_push"
 STORED_COLUMNS = [*LIST_COLUMNS, "activity_day", *TODAY_COLUMNS.values()]
+
+
+class RecentEvents(NamedTuple):
+    """A user's recent events as the online store holds them, oldest first."""
+
+    item_ids: list[str]
+    event_types: list[str]
+    times_ms: list[int]  # epoch milliseconds
 
 
 class RecentActivityStore:
@@ -28,21 +36,31 @@ class RecentActivityStore:
 
     def __init__(self, store: FeatureStore) -> None:
         self.store = store
-        self._looked_up: tuple[float, FeatureView] | None = None
+        self._looked_up: tuple[float, FeatureView, list[FeatureView]] | None = None
 
     def read(self, user_ids: list[str]) -> pd.DataFrame:
-        """The stored rows of `user_ids` (users without one are left out).
+        """The stored rows of `user_ids` (users without one are left out)."""
+        found = self._stored_rows(user_ids)
+        if not found:
+            return empty_recent_activity()
+        frame = pd.DataFrame(found)
+        for column in TODAY_COLUMNS.values():
+            frame[column] = frame[column].fillna(0).astype("int64")
+        return frame.reindex(columns=RECENT_ACTIVITY_COLUMNS)
+
+    def _stored_rows(self, user_ids: list[str]) -> list[dict]:
+        """The stored rows of `user_ids` as Python values, users without one left out.
 
         Read through the online store of Feast's provider (the store the configuration
         names, SQLite or Redis; `recsys_feast.internals.online_store`) rather than
         `get_online_features`, whose request planning cost several times the read itself
         for one user."""
         if not user_ids:
-            return empty_recent_activity()
+            return []
         view = self._view()
         keys = entity_keys("user_id", user_ids)
         rows = online_store(self.store).online_read(self.store.config, view, keys, STORED_COLUMNS)
-        found = [
+        return [
             {
                 "user_id": user,
                 **{
@@ -54,40 +72,40 @@ class RecentActivityStore:
             for user, (_, values) in zip(user_ids, rows, strict=True)
             if values and "activity_day" in values
         ]
-        if not found:
-            return empty_recent_activity()
-        frame = pd.DataFrame(found)
-        for column in TODAY_COLUMNS.values():
-            frame[column] = frame[column].fillna(0).astype("int64")
-        return frame.reindex(columns=RECENT_ACTIVITY_COLUMNS)
 
     def _view(self) -> FeatureView:
-        """The view's definition, looked up again once per registry refresh (rebuilding it
-        from the registry's proto took longer than the read)."""
+        """The view's definition (`_registry_lookups`)."""
+        return self._registry_lookups()[0]
+
+    def _registry_lookups(self) -> tuple[FeatureView, list[FeatureView]]:
+        """The view's definition and the views fed by the push source, looked up again once
+        per registry refresh (rebuilding them from the registry's proto took longer than the
+        read or the write)."""
         ttl = self.store.config.registry.cache_ttl_seconds or 60
         now = time.monotonic()
         if self._looked_up is None or now - self._looked_up[0] >= ttl:
-            self._looked_up = (
-                now,
-                self.store.get_feature_view(RECENT_VIEW, allow_registry_cache=True),
-            )
-        return self._looked_up[1]
+            view = self.store.get_feature_view(RECENT_VIEW, allow_registry_cache=True)
+            pushed = push_source_views(self.store, PUSH_SOURCE)
+            self._looked_up = (now, view, pushed)
+        return self._looked_up[1], self._looked_up[2]
 
-    def history(self, user_id: str) -> pd.DataFrame:
-        """One user's recent events (item_id, event_type, event_time), oldest first."""
-        rows = self.read([user_id])
-        if rows.empty:
-            return pd.DataFrame(columns=["item_id", "event_type", "event_time"])
-        row = rows.iloc[0]
-        return pd.DataFrame(
-            {
-                "item_id": row["recent_items"],
-                "event_type": row["recent_event_types"],
-                "event_time": pd.to_datetime(row["recent_event_times"], unit="ms", utc=True),
-            }
+    def history(self, user_id: str) -> RecentEvents:
+        """One user's recent events, oldest first (none for a user the store does not know)."""
+        rows = self._stored_rows([user_id])
+        if not rows:
+            return RecentEvents([], [], [])
+        row = rows[0]
+        return RecentEvents(
+            list(row["recent_items"] or []),
+            list(row["recent_event_types"] or []),
+            list(row["recent_event_times"] or []),
         )
 
     def push(self, rows: pd.DataFrame) -> None:
-        """Write advanced rows (RECENT_ACTIVITY_COLUMNS) to the online store."""
+        """Write advanced rows (RECENT_ACTIVITY_COLUMNS) to the online store: what
+        `FeatureStore.push(PUSH_SOURCE, rows, to=PushMode.ONLINE)` does (each view the push
+        source feeds gets the rows through its provider's writer, `ingest_df`), with the
+        views looked up once per registry refresh instead of on every call."""
         if len(rows):
-            self.store.push(PUSH_SOURCE, rows, to=PushMode.ONLINE)
+            for view in self._registry_lookups()[1]:
+                write_online_rows(self.store, view, rows)

@@ -23,8 +23,10 @@ Users on the opt-out list get no personalisation: their history is not read.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
-from datetime import UTC, datetime
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pandas as pd
@@ -34,12 +36,14 @@ from pydantic import BaseModel, ConfigDict, Field
 from dagster_project.privacy import opt_out_file, opted_out_users
 from dagster_project.pseudonyms import pseudonymise
 from dagster_project.recommender.inputs import stored_model_items, trained_model
-from dagster_project.serving.online import RecentActivityStore
+from dagster_project.serving.online import RecentActivityStore, RecentEvents
 from dagster_project.serving.tables import FileCache
 from dagster_project.settings import DataLayout
 from models.rerank import mmr
 from models.search import search_items, text_matrix
+from models.sequences import codes_of_event_types
 
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 MMR_CANDIDATES_PER_ITEM = 5
 MAX_K = 100
 MAX_LIST = 50
@@ -71,6 +75,26 @@ class RecommendRequest(BaseModel):
     diversity: float = Field(0.0, ge=0.0, le=1.0)  # MMR weight; 0 keeps the model's order
 
 
+@dataclass(frozen=True)
+class RequestEvents:
+    """The events a request is answered from (its history, then its context), known items
+    only, as arrays: the items' rows in the model, event type names, epoch seconds."""
+
+    rows: np.ndarray
+    types: np.ndarray
+    seconds: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def then(self, other: RequestEvents) -> RequestEvents:
+        return RequestEvents(
+            np.concatenate([self.rows, other.rows]),
+            np.concatenate([self.types, other.types]),
+            np.concatenate([self.seconds, other.seconds]),
+        )
+
+
 class LiveRecommender:
     """The trained model, its item side computed once, and the catalog, for one process."""
 
@@ -84,6 +108,7 @@ class LiveRecommender:
         self.model = trained_model(out, "cpu").freeze_items()
         vectors = self.model.item_vectors()
         self.item_ids = pd.Index(vectors["item_id"])
+        self.rows = {item: row for row, item in enumerate(self.item_ids)}
         self.vectors = torch.as_tensor(np.stack(vectors["embedding"]))
         self.bias = torch.as_tensor(vectors["bias"].to_numpy())
         self.unit = torch.nn.functional.normalize(self.vectors, dim=1)
@@ -109,10 +134,9 @@ class LiveRecommender:
         if user is not None and not personal:
             notes.append("the user opted out of personalisation: their history is not used")
         history = self._history(user if personal else None)
-        context = self._context(request, notes)
-        events = pd.concat([history, context], ignore_index=True)
-        events = events[self.item_ids.get_indexer(events["item_id"]) >= 0].reset_index(drop=True)
-        allowed = self._allowed(request, events["item_id"])
+        events = self._known(history.item_ids, history.event_types, history.times_ms, 1000)
+        events = events.then(self._context(request, notes))
+        allowed = self._allowed(request, events.rows)
         if request.query:
             scenario, items = "search", self._search(request, events, allowed)
         elif len(events):
@@ -126,8 +150,8 @@ class LiveRecommender:
             "user_id": request.user_id,
             "scenario": scenario,
             "model_version": self.version,
-            "history_events": len(history),
-            "history_newest_at": _newest(history),
+            "history_events": len(history.item_ids),
+            "history_newest_at": _newest(history.times_ms),
             "items": items,
             "notes": notes,
         }
@@ -137,28 +161,44 @@ class LiveRecommender:
         path = opt_out_file(self.out)
         return self.files.get(path, lambda _: opted_out_users(self.out)) if path.exists() else set()
 
-    def _history(self, user: str | None) -> pd.DataFrame:
+    def _history(self, user: str | None) -> RecentEvents:
         if user is None or self.activity is None:
-            return pd.DataFrame(columns=["item_id", "event_type", "event_time"])
+            return RecentEvents([], [], [])
         return self.activity.history(user)
 
-    def _context(self, request: RecommendRequest, notes: list[str]) -> pd.DataFrame:
+    def _known(
+        self, item_ids: list[str], types: list[str], times: list[int] | np.ndarray, per_s: int
+    ) -> RequestEvents:
+        """Events as arrays (`RequestEvents`), those of items the model does not know left
+        out; `times` in units of 1/per_s seconds."""
+        rows = np.fromiter((self.rows.get(i, -1) for i in item_ids), np.int64, len(item_ids))
+        known = rows >= 0
+        return RequestEvents(
+            rows[known].astype(np.int64),
+            np.asarray(types, dtype=object)[known],
+            np.asarray(times, dtype=np.int64)[known] // per_s,
+        )
+
+    def _context(self, request: RecommendRequest, notes: list[str]) -> RequestEvents:
         """The page's product as a view and the cart as add-to-cart events, as of now."""
         items = ([request.item_id] if request.item_id else []) + list(request.cart)
         types = (["view"] if request.item_id else []) + ["add_to_cart"] * len(request.cart)
-        unknown = [i for i in items if i not in self.item_ids]
-        if unknown:
+        context = self._known(items, types, [int(time.time())] * len(items), 1)
+        if len(context) < len(items):
+            known = set(self.item_ids[context.rows])
+            unknown = [i for i in items if i not in known]
             notes.append(
                 f"not in the model's catalog, left out of the context: {', '.join(unknown)}"
             )
-        frame = pd.DataFrame({"item_id": items, "event_type": types})
-        return frame.assign(event_time=pd.Timestamp(datetime.now(UTC)))
+        return context
 
-    def _allowed(self, request: RecommendRequest, seen: pd.Series) -> np.ndarray:
+    def _allowed(self, request: RecommendRequest, seen: np.ndarray) -> np.ndarray:
         """Items that may be shown: available, unseen, not excluded, in the filters."""
         allowed = self.available.copy()
-        hidden = self.item_ids.get_indexer(pd.Index([*seen, *request.exclude]))
-        allowed[hidden[hidden >= 0]] = False
+        allowed[seen] = False
+        if request.exclude:
+            hidden = self.item_ids.get_indexer(request.exclude)
+            allowed[hidden[hidden >= 0]] = False
         if request.categories:
             prefixes = tuple(request.categories)
             allowed &= np.fromiter(
@@ -178,20 +218,22 @@ class LiveRecommender:
 
     # -- scenarios -----------------------------------------------------------------------
     @staticmethod
-    def _scenario(request: RecommendRequest, history: pd.DataFrame) -> str:
+    def _scenario(request: RecommendRequest, history: RecentEvents) -> str:
         if request.cart:
             return "cart"
         if request.item_id:
             return "product_page"
-        return "user" if len(history) else "new_visitor"
+        return "user" if history.item_ids else "new_visitor"
 
-    def _scores(self, events: pd.DataFrame) -> np.ndarray:
-        """e_u · e_i + b_i for every item, e_u from `events` (known items only)."""
+    def _scores(self, events: RequestEvents) -> np.ndarray:
+        """e_u · e_i + b_i for every item, e_u from `events`."""
+        types = codes_of_event_types(events.types)
         with torch.no_grad():
-            return (self.vectors @ self.model.history_vector(events) + self.bias).numpy()
+            user = self.model.encode_history(events.rows, types, events.seconds)
+            return (self.vectors @ user + self.bias).numpy()
 
     def _personal(
-        self, request: RecommendRequest, events: pd.DataFrame, allowed: np.ndarray
+        self, request: RecommendRequest, events: RequestEvents, allowed: np.ndarray
     ) -> list[dict]:
         scores = self._scores(events)
         picked = self._top(scores, allowed, request)
@@ -202,7 +244,7 @@ class LiveRecommender:
         ]
 
     def _search(
-        self, request: RecommendRequest, events: pd.DataFrame, allowed: np.ndarray
+        self, request: RecommendRequest, events: RequestEvents, allowed: np.ndarray
     ) -> list[dict]:
         text, matrix, rows = self._text_vectors()
         shown = allowed[rows]
@@ -244,11 +286,11 @@ class LiveRecommender:
         return mmr(candidates, vectors, request.k, request.diversity)["item_id"].to_numpy()
 
     # -- answers -------------------------------------------------------------------------
-    def _because(self, picked: np.ndarray, events: pd.DataFrame) -> list[str]:
+    def _because(self, picked: np.ndarray, events: RequestEvents) -> list[str]:
         """For each picked item, the one or two history items most like it, in words."""
-        known = events.drop_duplicates("item_id", keep="last")
-        rows = self.item_ids.get_indexer(known["item_id"])
-        types = known["event_type"].astype(str).to_numpy()
+        _, first_from_newest = np.unique(events.rows[::-1], return_index=True)
+        last = np.sort(len(events) - 1 - first_from_newest)  # each item's newest event
+        rows, types = events.rows[last], events.types[last]
         similarity = (self.unit[torch.as_tensor(picked)] @ self.unit[rows].T).numpy()
         reasons = []
         for line in similarity:
@@ -292,8 +334,8 @@ class LiveRecommender:
         return self._encode_query([query])[0]
 
 
-def _newest(history: pd.DataFrame) -> str | None:
+def _newest(times_ms: list[int]) -> str | None:
     """The newest history event's time (ISO 8601), None without a history."""
-    if history.empty:
+    if not times_ms:
         return None
-    return pd.Timestamp(history["event_time"].max()).isoformat()
+    return (EPOCH + timedelta(milliseconds=max(times_ms))).isoformat()
