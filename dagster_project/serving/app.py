@@ -57,6 +57,7 @@ TOKEN_ENV = "RECSYS_API_TOKEN"
 MAX_EVENTS = 1_000  # per request
 MAX_GROUP_EVENTS = 10_000  # per group of requests checked together
 PUBLISH_EVERY_S = 5.0
+GATHER_S = 0.005  # how long the intake waits after a request for others to check with it
 
 
 class RequestGuard:
@@ -103,6 +104,9 @@ class IntakeQueue:
         while True:
             group = [await self.waiting.get()]
             size = len(group[0][0])
+            # clients answered together send again together: wait for them, so that one
+            # check covers them all (its fixed cost is most of a small batch's)
+            await asyncio.sleep(GATHER_S)
             while not self.waiting.empty() and size < MAX_GROUP_EVENTS:
                 group.append(self.waiting.get_nowait())
                 size += len(group[-1][0])
