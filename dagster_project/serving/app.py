@@ -9,8 +9,9 @@ has been (`make demo`): the trained model, the catalog, the online store.
 - `POST /events`: a JSON list of at most `MAX_EVENTS` events in the contract's fields
   (event_id optional). Answer: received, accepted, and each rejected entry's index, reason
   code and detail (the batch's rules and codes); see `serving.intake`. Requests arriving
-  together are checked and landed together (one group per `clean_events` call), so many
-  small batches cost about what one large one does.
+  together are checked and landed together (one group per `clean_events` call; after a
+  request the intake waits `GATHER_S` for others), so many small batches cost about what
+  one large one does.
 - `POST /recommend`: {"user_id", "item_id", "cart", "query", "k", "categories",
   "min_price", "max_price", "exclude", "diversity"}, all optional; see `serving.recommend`.
 - `GET /health`: the model version, the catalog size, and the intake's counts.
