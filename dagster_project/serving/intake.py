@@ -91,7 +91,9 @@ class EventIntake:
         self.files = FileCache()
         self._database = connect(threads=1)  # each batch is cleaned in a cursor of it
         self._seen: OrderedDict[str, None] = OrderedDict()
-        self.stage_seconds: dict[str, float] = {"events": 0}  # wall and CPU (thread) seconds per stage, and events
+        self.stage_seconds: dict[str, float] = {
+            "events": 0
+        }  # wall and CPU (thread) seconds per stage, and events
         self._recent = raw_events_frame([], self.landing.source, "").with_columns(
             _arrived=pl.lit(0.0)
         )
