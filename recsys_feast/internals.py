@@ -9,6 +9,7 @@ Feast's private converters); the same test compares what it stores with Feast's 
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 from typing import Any
 
@@ -44,8 +45,20 @@ def sqlite_table(config: RepoConfig, view: FeatureView) -> str:
 
 
 def sqlite_connection(online: Any, config: RepoConfig) -> sqlite3.Connection:
-    """The SQLite online store's connection (Feast opens and caches it)."""
-    return online._get_conn(config)
+    """The SQLite online store's connection (Feast opens and caches it), its database
+    switched to write-ahead logging when the connection is opened: a reader (a request of
+    the real-time service) then never waits for a writer (its intake's pushes, a
+    materialization in another process), and writers wait only for each other. The mode is
+    the file's, so Feast's own connections to it use it too. `synchronous = NORMAL` commits
+    without a sync: a power cut can lose the newest pushes (the next daily run writes them
+    again); the file stays consistent."""
+    opening = not online._conn
+    connection = online._get_conn(config)
+    if opening:
+        with contextlib.suppress(sqlite3.OperationalError):  # locked: it stays as it was
+            connection.execute("PRAGMA journal_mode = WAL")
+        connection.execute("PRAGMA synchronous = NORMAL")
+    return connection
 
 
 def redis_client(online: Any, config: RepoConfig) -> Any:

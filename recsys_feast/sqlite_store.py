@@ -12,8 +12,8 @@ tests/test_feature_serving.py compares them) with one `executemany` per batch, e
 entity's timestamps converted once; stores with vector columns keep Feast's own writer.
 Unlike Feast's SQLite writer, and like its Redis one, a row older than the one stored (by
 event timestamp) does not replace it.
-The database is in write-ahead-log mode (`_get_conn`), so the real-time service's reads
-never wait for its pushes. The schema and files are Feast's own, so the same database works with either class. Select
+The database is in write-ahead-log mode (`internals.sqlite_connection`), so the real-time
+service's reads never wait for its pushes. The schema and files are Feast's own, so the same database works with either class. Select
 it in feature_store.yaml:
 
     online_store:
@@ -23,8 +23,6 @@ it in feature_store.yaml:
 
 from __future__ import annotations
 
-import contextlib
-import sqlite3
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -55,20 +53,6 @@ class RequestedFeaturesSqliteOnlineStoreConfig(SqliteOnlineStoreConfig):
 class RequestedFeaturesSqliteOnlineStore(SqliteOnlineStore):
     """SQLite online store whose reads fetch only the requested features and whose writes
     go in bulk."""
-
-    def _get_conn(self, config: RepoConfig) -> sqlite3.Connection:
-        """Feast's connection, the database switched to write-ahead logging on first use: a
-        reader (a request of the real-time service) then never waits for a writer (its
-        intake's pushes, a materialization in another process), and writers wait only for
-        each other; `synchronous = NORMAL` commits without a sync (a power cut can lose the
-        newest pushes, which the next daily run writes again; the file stays consistent)."""
-        opening = not self._conn
-        connection = super()._get_conn(config)
-        if opening:
-            with contextlib.suppress(sqlite3.OperationalError):  # locked: stays as it was
-                connection.execute("PRAGMA journal_mode = WAL")
-            connection.execute("PRAGMA synchronous = NORMAL")
-        return connection
 
     def online_write_batch(
         self,

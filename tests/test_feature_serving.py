@@ -17,6 +17,7 @@ from feast.value_type import ValueType
 from dagster_project.resources import FeastResource
 from devtools.servers import free_port
 from examples.fetch_features import by_name, over_http, training_set, with_sdk
+from recsys_feast.internals import online_store, sqlite_connection
 from recsys_feast.materialization import ENGINE_TYPE, distinct_value_protos
 from recsys_feast.sqlite_store import STORE_TYPE
 
@@ -194,6 +195,9 @@ def test_sqlite_store_answers_exactly_as_feasts_own(pipeline_run):
         want = stock.get_online_features(features=features, entity_rows=rows).to_dict()
         assert got == want
     assert got["views"][-2] is None and got["views"][-1] == got["views"][0]
+    # write-ahead logging: the real-time service's reads never wait for its pushes
+    connection = sqlite_connection(online_store(ours), ours.config)
+    assert connection.execute("PRAGMA journal_mode").fetchall() == [("wal",)]
 
 
 def test_the_bulk_writer_writes_the_rows_feasts_own_writer_writes(pipeline_run, tmp_path):

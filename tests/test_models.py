@@ -49,7 +49,9 @@ from models.metrics import (
 )
 from models.rerank import mmr, prefer_long_tail
 from models.sequences import (
+    EVENT_TYPES,
     build_sequences,
+    codes_of_event_types,
     epoch_seconds,
     held_tokens,
     validation_tokens,
@@ -701,6 +703,49 @@ def test_new_users_and_new_items_are_served_from_the_same_vectors(taste_model_wi
     assert set(top["item_id"]) == {"new0", "new8"}
     with pytest.raises(ValueError, match="none of the history"):
         model.recommend_for_history(pd.DataFrame({"item_id": ["nope"]}))
+
+
+def test_a_history_as_arrays_gives_the_frames_vector(taste_model_with_text):
+    """`encode_history` (the real-time service's path, arrays in) is `history_vector`."""
+    model, _ = taste_model_with_text
+    history = pd.DataFrame(
+        {
+            "item_id": ["i3", "i11", "nope", "i3", "i19"],
+            "event_type": ["view", "add_to_cart", "view", "view", "bogus"],
+            "event_time": pd.to_datetime([5, 1, 2, 9, 3], unit="h", utc=True),
+        }
+    )
+    rows = model.item_index.get_indexer(history["item_id"])
+    known = rows >= 0
+    arrays = model.encode_history(
+        rows[known],
+        codes_of_event_types(history["event_type"][known].tolist()),
+        epoch_seconds(history["event_time"][known]),
+    )
+    torch.testing.assert_close(arrays, model.history_vector(history))
+
+
+@pytest.mark.parametrize("n", [1, 7, 400, 3000])
+def test_small_and_large_inputs_take_paths_that_agree(n):
+    """Type codes and repeated items: the per-request path (short arrays) and the bulk path
+    give the same answers."""
+    rng = np.random.default_rng(n)
+    names = rng.choice(["view", "favorite", "add_to_cart", "purchase", "??"], n).tolist()
+    want = np.asarray(
+        [EVENT_TYPES.index(x) if x in EVENT_TYPES else 0 for x in names], dtype=np.int64
+    )
+    np.testing.assert_array_equal(codes_of_event_types(names), want)
+    assert codes_of_event_types([]).shape == (0,)
+    sequences = build_sequences(
+        rng.integers(0, 4, n), rng.integers(0, 12, n), np.zeros(n, np.int64), np.arange(n), 4
+    )
+    token_users = np.repeat(np.arange(4), np.diff(sequences.ptr))
+    seen: set = set()
+    repeats = [
+        (u, i) in seen or bool(seen.add((u, i)))
+        for u, i in zip(token_users, sequences.items, strict=True)
+    ]
+    np.testing.assert_array_equal(sequences.repeats, np.asarray(repeats, bool))
 
 
 def test_stored_user_vectors_reproduce_the_rankings(taste_model_with_text):

@@ -11,6 +11,7 @@ from dagster_project.pseudonyms import pseudonymise
 from dagster_project.quality.cleaning import clean_events, clean_items, row_accounting
 from dagster_project.sources.raw_table import read_landing_file
 from dagster_project.sources.records import LandingFileError
+from dagster_project.sql import connect
 
 HEADER = "event_id,user_id,session_id,item_id,event_type,event_time,quantity,price,query"
 NOW = pd.Timestamp("2026-11-30", tz="UTC")
@@ -71,6 +72,30 @@ def test_every_rule_gives_its_reason(tmp_path):
     assert quarantine["source_line"].tolist() == list(range(3, 16))
     assert quarantine["raw"].iloc[-1] == "e13,u1,s1,i1,view"
     assert quarantine["detail"].str.len().min() > 10 and (quarantine["run_id"] == "run-1").all()
+
+
+def test_cleaning_in_cursors_of_one_database_is_cleaning_alone(tmp_path):
+    """Batches cleaned in cursors of one long-lived database (the real-time intake) get the
+    verdicts a fresh database gives, and leave nothing behind in it."""
+    raw = _events(
+        tmp_path,
+        [
+            "e1,u1,s1,i1,view,2026-09-02T10:00:00.000Z,,,",
+            "e1,u1,s1,i1,view,2026-09-02T10:00:00.000Z,,,",
+            ",u2,,i2,view,2026-09-02T10:00:00.000Z,,,",
+            "e3,u1,s1,i404,view,2026-09-02T12:00:00.000Z,,,",
+        ],
+    )
+    alone = clean_events(raw, CATALOG, WINDOW, "run-1", NOW)
+    database = connect()
+    for _ in range(2):
+        shared = clean_events(raw, CATALOG, WINDOW, "run-1", NOW, database=database)
+        assert shared.clean.equals(alone.clean) and shared.quarantine.equals(alone.quarantine)
+    left = database.sql(
+        "SELECT (SELECT count(*) FROM duckdb_tables()) + "
+        "(SELECT count(*) FROM duckdb_views() WHERE NOT internal)"
+    ).fetchall()
+    assert left == [(0,)]
 
 
 def test_missing_ids_and_sessions_are_derived(tmp_path):
