@@ -52,7 +52,9 @@ def connect(
 
     With `database` (an open connection), a cursor on its database instead of a new one:
     opening an in-memory database costs about 13 ms, a cursor next to nothing. A cursor's
-    TEMP tables and views, and the frames it registers, are its own and go with it."""
+    TEMP tables and views, and the frames it registers, are its own and go with it; the
+    settings other than the time zone (threads, memory, spill) are the database's, shared
+    by all its cursors."""
     con = database.cursor() if database is not None else duckdb.connect()
     con.execute("SET TimeZone = 'UTC'")
     con.execute(f"SET memory_limit = {sql_text(DUCKDB_MEMORY_LIMIT)}")

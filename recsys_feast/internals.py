@@ -45,19 +45,22 @@ def sqlite_table(config: RepoConfig, view: FeatureView) -> str:
 
 
 def sqlite_connection(online: Any, config: RepoConfig) -> sqlite3.Connection:
-    """The SQLite online store's connection (Feast opens and caches it), its database
-    switched to write-ahead logging when the connection is opened: a reader (a request of
-    the real-time service) then never waits for a writer (its intake's pushes, a
-    materialization in another process), and writers wait only for each other. The mode is
-    the file's, so Feast's own connections to it use it too. `synchronous = NORMAL` commits
-    without a sync: a power cut can lose the newest pushes (the next daily run writes them
-    again); the file stays consistent."""
+    """The SQLite online store's connection (Feast opens and caches it, one per process,
+    shared by its threads), its database switched to write-ahead logging when the
+    connection is opened: a reader in one process (a worker of the real-time service) then
+    never waits for a writer in another (another worker's pushes, a materialization), and
+    writers wait only for each other. The mode is the file's, so every later connection to
+    it uses it too. In WAL mode `synchronous = NORMAL` commits without a sync: a power cut
+    can lose the newest pushes (the next daily run writes them again); the file stays
+    consistent. A database another process holds locked keeps its mode."""
     opening = not online._conn
     connection = online._get_conn(config)
     if opening:
         with contextlib.suppress(sqlite3.OperationalError):  # locked: it stays as it was
             connection.execute("PRAGMA journal_mode = WAL")
-        connection.execute("PRAGMA synchronous = NORMAL")
+        (mode,) = connection.execute("PRAGMA journal_mode").fetchone()
+        if mode == "wal":
+            connection.execute("PRAGMA synchronous = NORMAL")
     return connection
 
 

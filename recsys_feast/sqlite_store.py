@@ -12,8 +12,8 @@ tests/test_feature_serving.py compares them) with one `executemany` per batch, e
 entity's timestamps converted once; stores with vector columns keep Feast's own writer.
 Unlike Feast's SQLite writer, and like its Redis one, a row older than the one stored (by
 event timestamp) does not replace it.
-The database is in write-ahead-log mode (`internals.sqlite_connection`), so the real-time
-service's reads never wait for its pushes. The schema and files are Feast's own, so the same database works with either class. Select
+The database is in write-ahead-log mode (`internals.sqlite_connection`), so a worker's
+reads never wait for another process's writes. The schema and files are Feast's own, so the same database works with either class. Select
 it in feature_store.yaml:
 
     online_store:

@@ -222,7 +222,14 @@ def test_the_bulk_writer_writes_the_rows_feasts_own_writer_writes(pipeline_run, 
         folder = tmp_path / name
         folder.mkdir()
         shutil.copy(out.root / "feast" / "registry.db", folder / "registry.db")
-        shutil.copy(out.root / "feast" / "online_store.db", folder / "online.db")
+        # the backup API: the store is in WAL mode, its newest commits may be in -wal
+        source, copy = (
+            sqlite3.connect(p)
+            for p in (out.root / "feast" / "online_store.db", folder / "online.db")
+        )
+        source.backup(copy)
+        source.close()
+        copy.close()
         with sqlite3.connect(folder / "online.db") as db:  # half the rows: inserts and updates
             names = [t for (t,) in db.execute("SELECT name FROM sqlite_master WHERE type='table'")]
             for table in names:

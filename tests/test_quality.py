@@ -76,7 +76,7 @@ def test_every_rule_gives_its_reason(tmp_path):
 
 def test_cleaning_in_cursors_of_one_database_is_cleaning_alone(tmp_path):
     """Batches cleaned in cursors of one long-lived database (the real-time intake) get the
-    verdicts a fresh database gives, and leave nothing behind in it."""
+    verdicts a fresh database gives, and leave no table or view in the shared database."""
     raw = _events(
         tmp_path,
         [

@@ -365,6 +365,25 @@ def clean_events(
     exactly, on the few rows whose hashes repeat; one more pass writes the clean rows.
     """
     con = connect(database=database)
+    try:
+        return _clean_events_in(
+            con, raw, item_ids, window, run_id, now, quarantined_item_ids, write_to
+        )
+    finally:
+        con.close()
+
+
+def _clean_events_in(
+    con: duckdb.DuckDBPyConnection,
+    raw: pl.DataFrame | Path,
+    item_ids: pl.Series,
+    window: tuple[datetime, datetime],
+    run_id: str,
+    now: datetime,
+    quarantined_item_ids: pl.Series | None,
+    write_to: tuple[Path, Path] | None,
+) -> Cleaned:
+    """`clean_events`' steps on an open connection."""
     _register_event_inputs(con, raw, item_ids, quarantined_item_ids)
     rules = _event_rules(window, now)
     verdicts = _row_verdicts(con, rules)
@@ -379,7 +398,6 @@ def clean_events(
     _pseudonymise_user_ids(con)
     quarantine = query_polars(con, _events_quarantine_sql(rules, run_id, now))
     clean, rows = _clean_event_rows(con, _clean_events_sql(derived, now), quarantine, write_to)
-    con.close()
     return Cleaned(clean, quarantine, hits, rows)
 
 

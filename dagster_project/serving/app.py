@@ -186,7 +186,10 @@ def _routes(app: FastAPI, state: dict[str, Any]) -> None:
 
     @app.post("/recommend")
     async def recommend(request: RecommendRequest) -> JSONResponse:
-        return JSONResponse(state["recommender"].recommend(request))
+        # in a thread: a search loads the text model on first use, and a store read can
+        # wait; the event loop keeps answering meanwhile
+        answer = await asyncio.to_thread(state["recommender"].recommend, request)
+        return JSONResponse(answer)
 
     @app.get("/health")
     async def health() -> dict:

@@ -89,11 +89,12 @@ class EventIntake:
         self.activity = activity
         self.landing = LandingWriter(out.landing)
         self.files = FileCache()
-        self._database = connect(threads=1)  # each batch is cleaned in a cursor of it
+        # each batch is cleaned in a cursor of it, on one thread: batches are small, and
+        # the service's workers are its parallelism
+        self._database = connect(threads=1)
         self._seen: OrderedDict[str, None] = OrderedDict()
-        self.stage_seconds: dict[str, float] = {
-            "events": 0
-        }  # wall and CPU (thread) seconds per stage, and events
+        # wall and CPU (this thread's) seconds per stage, and the events received
+        self.stage_seconds: dict[str, float] = {"events": 0}
         self._recent = raw_events_frame([], self.landing.source, "").with_columns(
             _arrived=pl.lit(0.0)
         )

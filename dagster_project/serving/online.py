@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import time
-from typing import NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import pandas as pd
 from feast import FeatureStore, FeatureView
@@ -36,7 +37,7 @@ class RecentActivityStore:
 
     def __init__(self, store: FeatureStore) -> None:
         self.store = store
-        self._looked_up: tuple[float, FeatureView, list[FeatureView]] | None = None
+        self._lookups: dict[str, tuple[float, Any]] = {}
 
     def read(self, user_ids: list[str]) -> pd.DataFrame:
         """The stored rows of `user_ids` (users without one are left out)."""
@@ -74,38 +75,42 @@ class RecentActivityStore:
         ]
 
     def _view(self) -> FeatureView:
-        """The view's definition (`_registry_lookups`)."""
-        return self._registry_lookups()[0]
+        """The view's definition (`_looked_up`)."""
+        return self._looked_up(
+            "view", lambda: self.store.get_feature_view(RECENT_VIEW, allow_registry_cache=True)
+        )
 
-    def _registry_lookups(self) -> tuple[FeatureView, list[FeatureView]]:
-        """The view's definition and the views fed by the push source, looked up again once
-        per registry refresh (rebuilding them from the registry's proto took longer than the
-        read or the write)."""
+    def _pushed_views(self) -> list[FeatureView]:
+        """The views the push source feeds (`_looked_up`)."""
+        return self._looked_up("pushed", lambda: push_source_views(self.store, PUSH_SOURCE))
+
+    def _looked_up(self, name: str, look_up: Callable[[], Any]) -> Any:
+        """A registry lookup, done again once per registry refresh (rebuilding definitions
+        from the registry's proto took longer than the read or the write)."""
         ttl = self.store.config.registry.cache_ttl_seconds or 60
         now = time.monotonic()
-        if self._looked_up is None or now - self._looked_up[0] >= ttl:
-            view = self.store.get_feature_view(RECENT_VIEW, allow_registry_cache=True)
-            pushed = push_source_views(self.store, PUSH_SOURCE)
-            self._looked_up = (now, view, pushed)
-        return self._looked_up[1], self._looked_up[2]
+        cached = self._lookups.get(name)
+        if cached is None or now - cached[0] >= ttl:
+            cached = self._lookups[name] = (now, look_up())
+        return cached[1]
 
     def history(self, user_id: str) -> RecentEvents:
         """One user's recent events, oldest first (none for a user the store does not know)."""
         rows = self._stored_rows([user_id])
         if not rows:
             return RecentEvents([], [], [])
-        row = rows[0]
-        return RecentEvents(
-            list(row["recent_items"] or []),
-            list(row["recent_event_types"] or []),
-            list(row["recent_event_times"] or []),
-        )
+        lists = [list(rows[0].get(c) or []) for c in LIST_COLUMNS]
+        shortest = min(len(v) for v in lists)  # a list missing or cut short: what all have
+        items, types, times = (v[len(v) - shortest :] for v in lists)
+        return RecentEvents(items, types, [int(t) for t in times])
 
     def push(self, rows: pd.DataFrame) -> None:
         """Write advanced rows (RECENT_ACTIVITY_COLUMNS) to the online store: what
         `FeatureStore.push(PUSH_SOURCE, rows, to=PushMode.ONLINE)` does (each view the push
         source feeds gets the rows through its provider's writer, `ingest_df`), with the
-        views looked up once per registry refresh instead of on every call."""
+        views looked up once per registry refresh instead of on every call. Unlike it, no
+        feature service is precomputed after the write (none here sets `precompute_online`);
+        the rows are never empty (the intake advanced them from events)."""
         if len(rows):
-            for view in self._registry_lookups()[1]:
+            for view in self._pushed_views():
                 write_online_rows(self.store, view, rows)

@@ -338,4 +338,4 @@ def _newest(times_ms: list[int]) -> str | None:
     """The newest history event's time (ISO 8601), None without a history."""
     if not times_ms:
         return None
-    return (EPOCH + timedelta(milliseconds=max(times_ms))).isoformat()
+    return (EPOCH + timedelta(milliseconds=int(max(times_ms)))).isoformat()
