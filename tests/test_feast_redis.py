@@ -68,6 +68,34 @@ def test_redis_profile_serves_what_the_offline_store_holds(
         assert _keys_per_master(redis_url) == pytest.approx([1 / 3] * 3, abs=0.1)
 
 
+def test_the_services_reads_leave_their_feature_list_alone(
+    pipeline_run, redis_profile, monkeypatch
+):
+    """Feast's Redis store appends its timestamp field to the feature list it is given: the
+    real-time service passes a copy, so its own list does not grow by one name a read (and
+    each read does not get slower than the last)."""
+    from dagster_project.serving.online import STORED_COLUMNS, RecentActivityStore
+
+    _, out = pipeline_run
+    config_file, redis_url = redis_profile
+    monkeypatch.setenv("RECSYS_REDIS_URL", redis_url)
+    feast = FeastResource(data_dir=str(out.root), config_file=config_file)
+    feast.apply()
+    recent = pd.read_parquet(out.feature_table("user_recent_activity"))
+    feast.store().materialize(
+        start_date=recent["event_timestamp"].min().to_pydatetime(),
+        end_date=(recent["event_timestamp"].max() + pd.Timedelta(seconds=1)).to_pydatetime(),
+        feature_views=["user_recent_activity"],
+    )
+    wanted = list(STORED_COLUMNS)
+    activity = RecentActivityStore(feast.store())
+    user = recent.sort_values("event_timestamp")["user_id"].iloc[-1]
+    first = activity.history(user)
+    again = [activity.history(user) for _ in range(3)]
+    assert first.item_ids and all(a == first for a in again)
+    assert wanted == STORED_COLUMNS
+
+
 def _keys_per_master(nodes: str) -> list[float]:
     """Each master's share of the cluster's keys (hash slots spread them out)."""
     from redis.cluster import ClusterNode, RedisCluster

@@ -60,7 +60,10 @@ class RecentActivityStore:
             return []
         view = self._view()
         keys = entity_keys("user_id", user_ids)
-        rows = online_store(self.store).online_read(self.store.config, view, keys, STORED_COLUMNS)
+        # a copy: Feast's Redis store appends its timestamp field to the list it is given,
+        # and the module's list grew by one name per read (each read slower than the last)
+        requested = list(STORED_COLUMNS)
+        rows = online_store(self.store).online_read(self.store.config, view, keys, requested)
         return [
             {
                 "user_id": user,
