@@ -1030,7 +1030,7 @@ class EmbeddingRecommender(Recommender):
         self, items: np.ndarray, event_types: np.ndarray, seconds: np.ndarray
     ) -> torch.Tensor:
         """e_u from parallel arrays of events: item rows (into `item_ids`), event type codes
-        (`sequences.event_type_codes`) and epoch seconds; `history_vector` without a frame,
+        (`sequences.codes_of_event_types`) and epoch seconds; `history_vector` without a frame,
         for callers that answer one request at a time."""
         if not len(items):
             raise ValueError("none of the history's items is in the catalog the model knows")

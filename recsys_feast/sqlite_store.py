@@ -13,8 +13,8 @@ entity's timestamps converted once; stores with vector columns keep Feast's own 
 Unlike Feast's SQLite writer, and like its Redis one, a row older than the one stored (by
 event timestamp) does not replace it.
 The database is in write-ahead-log mode (`internals.sqlite_connection`), so a worker's
-reads never wait for another process's writes. The schema and files are Feast's own, so the same database works with either class. Select
-it in feature_store.yaml:
+reads never wait for another process's writes. The schema and files are Feast's own, so the
+same database works with either class. Select it in feature_store.yaml:
 
     online_store:
       type: recsys_feast.sqlite_store.RequestedFeaturesSqliteOnlineStore

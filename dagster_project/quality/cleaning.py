@@ -13,6 +13,7 @@ by DuckDB when `write_to` is given (then `Cleaned.clean` holds no rows, only the
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -364,41 +365,22 @@ def clean_events(
     of its (user, item, type, session) key; repeated ids and near duplicates are then decided
     exactly, on the few rows whose hashes repeat; one more pass writes the clean rows.
     """
-    con = connect(database=database)
-    try:
-        return _clean_events_in(
-            con, raw, item_ids, window, run_id, now, quarantined_item_ids, write_to
-        )
-    finally:
-        con.close()
-
-
-def _clean_events_in(
-    con: duckdb.DuckDBPyConnection,
-    raw: pl.DataFrame | Path,
-    item_ids: pl.Series,
-    window: tuple[datetime, datetime],
-    run_id: str,
-    now: datetime,
-    quarantined_item_ids: pl.Series | None,
-    write_to: tuple[Path, Path] | None,
-) -> Cleaned:
-    """`clean_events`' steps on an open connection."""
-    _register_event_inputs(con, raw, item_ids, quarantined_item_ids)
-    rules = _event_rules(window, now)
-    verdicts = _row_verdicts(con, rules)
-    hits = _rule_hits(con, verdicts, rules.codes())
-    standing = verdicts.filter(pl.col("mask") == 0).drop("mask")
-    standing, derived = _with_derived_sessions(con, standing)
-    late = _late_rejections(con, verdicts, standing, derived)
-    hits |= {code: len(rows) for code, rows in late.items()}
-    rejected = _rejected_rows(verdicts, late, rules.codes())
-    del verdicts, standing
-    con.register("rejected", rejected.to_arrow())
-    _pseudonymise_user_ids(con)
-    quarantine = query_polars(con, _events_quarantine_sql(rules, run_id, now))
-    clean, rows = _clean_event_rows(con, _clean_events_sql(derived, now), quarantine, write_to)
-    return Cleaned(clean, quarantine, hits, rows)
+    with contextlib.closing(connect(database=database)) as con:  # closed on errors too
+        _register_event_inputs(con, raw, item_ids, quarantined_item_ids)
+        rules = _event_rules(window, now)
+        verdicts = _row_verdicts(con, rules)
+        hits = _rule_hits(con, verdicts, rules.codes())
+        standing = verdicts.filter(pl.col("mask") == 0).drop("mask")
+        standing, derived = _with_derived_sessions(con, standing)
+        late = _late_rejections(con, verdicts, standing, derived)
+        hits |= {code: len(rows) for code, rows in late.items()}
+        rejected = _rejected_rows(verdicts, late, rules.codes())
+        del verdicts, standing
+        con.register("rejected", rejected.to_arrow())
+        _pseudonymise_user_ids(con)
+        quarantine = query_polars(con, _events_quarantine_sql(rules, run_id, now))
+        clean, rows = _clean_event_rows(con, _clean_events_sql(derived, now), quarantine, write_to)
+        return Cleaned(clean, quarantine, hits, rows)
 
 
 def _register_event_inputs(

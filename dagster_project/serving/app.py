@@ -190,7 +190,8 @@ def _routes(app: FastAPI, state: dict[str, Any]) -> None:
         if request.query:  # a search loads the text model on first use: seconds, in a thread
             return JSONResponse(await asyncio.to_thread(recommender.recommend, request))
         # a few milliseconds of CPU, on the event loop: handed to a thread, it contended for
-        # the GIL with the loop (p99 47-56 ms against 28-29 ms, bench.serving, 8 clients)
+        # the GIL with the loop (p99 39-48 ms against 31-37 ms, an interleaved A/B under
+        # bench.serving's load)
         return JSONResponse(recommender.recommend(request))
 
     @app.get("/health")

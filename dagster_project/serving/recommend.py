@@ -171,13 +171,17 @@ class LiveRecommender:
     ) -> RequestEvents:
         """Events as arrays (`RequestEvents`), those of items the model does not know left
         out; `times` in units of 1/per_s seconds."""
-        rows = np.fromiter((self.rows.get(i, -1) for i in item_ids), np.int64, len(item_ids))
+        rows = self._rows_of(item_ids)
         known = rows >= 0
         return RequestEvents(
-            rows[known].astype(np.int64),
+            rows[known],
             np.asarray(types, dtype=object)[known],
             np.asarray(times, dtype=np.int64)[known] // per_s,
         )
+
+    def _rows_of(self, item_ids: list[str]) -> np.ndarray:
+        """Each item's row in the model's items (-1 for one it does not know)."""
+        return np.fromiter((self.rows.get(i, -1) for i in item_ids), np.int64, len(item_ids))
 
     def _context(self, request: RecommendRequest, notes: list[str]) -> RequestEvents:
         """The page's product as a view and the cart as add-to-cart events, as of now."""
@@ -185,8 +189,7 @@ class LiveRecommender:
         types = (["view"] if request.item_id else []) + ["add_to_cart"] * len(request.cart)
         context = self._known(items, types, [int(time.time())] * len(items), 1)
         if len(context) < len(items):
-            known = set(self.item_ids[context.rows])
-            unknown = [i for i in items if i not in known]
+            unknown = [i for i in items if i not in self.rows]
             notes.append(
                 f"not in the model's catalog, left out of the context: {', '.join(unknown)}"
             )
@@ -197,7 +200,7 @@ class LiveRecommender:
         allowed = self.available.copy()
         allowed[seen] = False
         if request.exclude:
-            hidden = self.item_ids.get_indexer(request.exclude)
+            hidden = self._rows_of(request.exclude)
             allowed[hidden[hidden >= 0]] = False
         if request.categories:
             prefixes = tuple(request.categories)
