@@ -59,8 +59,7 @@ from models.sequences import (
     ranges,
     serving_gap,
     similar_length_chunks,
-    validation_tokens,
-    validation_truth,
+    split_for_validation,
     windows,
 )
 from models.towers import ENCODERS, ItemTower, SequenceUserTower
@@ -141,11 +140,12 @@ class EmbeddingConfig:
     # 11% of tokens held out): NDCG@10 0.1233 -> 0.1240.
     long_term_refit_share: float = 0.05
     # What validation holds out per user to pick the epoch, as the test will (see
-    # `models.sequences.validation_tokens`): next (the next visit or item), random (a
-    # random history token, the rest of the history as context: set-style tests such as msr)
-    # or window (every new item of the last `validation_days` days: the temporal test).
+    # `models.sequences.split_for_validation`): next (the next visit or item), random (a
+    # random `validation_share` of the history, the rest as context: set-style tests such
+    # as msr) or window (every new item of the last `validation_days` days: the temporal test).
     validation: str = "next"
     validation_days: float = 3.0
+    validation_share: float = 0.1
     learning_rate: float = 2e-3
     weight_decay: float = 0.0
     text_components: int = 64  # principal components of the MiniLM vectors that are kept
@@ -186,6 +186,7 @@ class EmbeddingConfig:
         check.within("long_term_refit_share", self.long_term_refit_share, 0, 1, True)
         check.one_of("validation", self.validation, VALIDATION_MODES)
         check.above("validation_days", self.validation_days, 0)
+        check.within("validation_share", self.validation_share, 0, 1)
         check.above("learning_rate", self.learning_rate, 0)
         check.at_least("weight_decay", self.weight_decay, 0)
         check.at_least("text_components", self.text_components, 1, integer=True)
@@ -413,15 +414,22 @@ class EmbeddingRecommender(Recommender):
         self._prepare_items(items, warm_start)
         item_features = self._latest_features(interactions, warm_start)
         seconds = epoch_seconds(interactions["event_time"])
-        self.sequences = build_sequences(
-            u, i, event_type_codes(interactions), seconds, len(self.user_index)
-        )
-        self.serve_gap = serving_gap(self.sequences)
+        every = build_sequences(u, i, event_type_codes(interactions), seconds, len(self.user_index))
+        self.serve_gap = serving_gap(every)
         cfg = self.config
-        self.held_out = validation_tokens(
-            self.sequences, self.serve_gap, cfg.validation, cfg.seed, cfg.validation_days
+        validation = split_for_validation(
+            every,
+            cfg.validation,
+            self.serve_gap,
+            cfg.seed,
+            cfg.validation_days,
+            cfg.validation_share,
         )
-        self._truth = validation_truth(self.sequences, self.held_out, cfg.validation)
+        self.sequences, self.held_out, self._truth = (
+            validation.train,
+            validation.held_out,
+            validation.truth,
+        )
         content = self._content_inputs(items)
         self._build(content, item_features)
         self._catalog_content, self._catalog_design = content, None  # design: when needed
@@ -429,8 +437,9 @@ class EmbeddingRecommender(Recommender):
         if warm_start is not None:
             self._start_from_model(warm_start)
         self._train()
-        held = len(held_tokens(self.sequences, self.held_out, cfg.validation))
-        if self.memory.rank and held >= cfg.long_term_refit_share * len(self.sequences.items):
+        if self.sequences is not every:  # tokens were taken out to validate: serve them all
+            self.sequences, self.held_out = every, every.ptr[1:].copy()
+        if self.memory.rank and validation.held >= cfg.long_term_refit_share * len(every.items):
             self.memory = self._fit_memory(every_token=True)
         self.fit_seconds = time.perf_counter() - started
         return self
@@ -626,7 +635,6 @@ class EmbeddingRecommender(Recommender):
     def _start_gains(self, validation: np.ndarray) -> torch.Tensor:
         """Settle the start (the memory's half-life, a warm start's blend) and return its
         per-user validation NDCG@10 (`_validation_gains`)."""
-        self._validation_view = self._validation_context()  # once per fit, not per epoch
         gains = self._choose_half_life(validation)
         blended = self._better_start(validation)
         if blended is not None:
@@ -957,20 +965,12 @@ class EmbeddingRecommender(Recommender):
             self._frozen_items = (vectors, self.memory.items(vectors).detach(), bias)
         return self
 
-    def _validation_context(self) -> tuple[Sequences, np.ndarray]:
-        """What validation reads (per user, the tokens from `ptr` to the end returned): for
-        `next`, the tokens before the held-out one; for `random`, every other token."""
-        if self.config.validation == "random":
-            context = self.sequences.without(self.held_out)
-            return context, context.ptr[1:]
-        return self.sequences, self.held_out
-
     def _validation_gains(self, users: np.ndarray, batch: int = 1024) -> torch.Tensor:
-        """NDCG@10 of each validation user's items (`validation_truth`), ranked after the
-        user's context (see `_validation_context`) among every item not in the context."""
+        """NDCG@10 of each validation user's items (`split_for_validation`), ranked after
+        the user's context (the tokens before the held-out one) among every item not in it."""
         if not len(users):
             return torch.zeros(0)
-        seq, context_ends = self._validation_view
+        seq, context_ends = self.sequences, self.held_out
         truth_ptr, truth_items = self._truth
         discount = 1 / torch.log2(torch.arange(10, device=self.device) + 2.0)
         ideal = discount.cumsum(0)

@@ -81,18 +81,24 @@ class Sequences:
         return self.items[self.ptr[user] : self.ptr[user + 1]]
 
     def without(self, tokens: np.ndarray) -> Sequences:
-        """The same sequences with the tokens at these absolute indices removed."""
+        """The same sequences with the tokens at these absolute indices removed; gap buckets
+        (where token times are known) and repeats are those of what remains."""
         keep = np.ones(len(self.items), bool)
         keep[tokens] = False
-        owner = np.repeat(np.arange(len(self.lengths)), self.lengths)
-        ptr = np.r_[0, np.cumsum(np.bincount(owner[keep], minlength=len(self.lengths)))]
+        owner = np.repeat(np.arange(len(self.lengths)), self.lengths)[keep]
+        ptr = np.r_[0, np.cumsum(np.bincount(owner, minlength=len(self.lengths)))]
+        items, times, gaps = self.items[keep], self.times, self.gaps[keep]
+        if times is not None:
+            times = times[keep]
+            first = np.r_[True, owner[1:] != owner[:-1]]
+            gaps = np.where(first, 0, gap_buckets(np.r_[0.0, np.diff(times)])).astype(np.int64)
         return Sequences(
             ptr.astype(np.int64),
-            self.items[keep],
+            items,
             self.types[keep],
-            self.gaps[keep],
-            self.repeats[keep],
-            None if self.times is None else self.times[keep],
+            gaps,
+            _repeated_items(owner, items),
+            times,
         )
 
 
@@ -141,36 +147,81 @@ VALIDATION_MODES = ("next", "random", "window")
 DAY_SECONDS = 86_400
 
 
-def validation_tokens(
+@dataclass(frozen=True)
+class ValidationSplit:
+    """What training reads and what validation asks for (`split_for_validation`)."""
+
+    train: Sequences  # training's sequences: targets are the tokens before `held_out`
+    held_out: np.ndarray  # per user, the first token of `train` held out (its end: none)
+    truth: tuple[np.ndarray, np.ndarray]  # per user, the items validation asks for (CSR)
+    held: int  # tokens held out for validation
+
+
+def split_for_validation(
     sequences: Sequences,
+    mode: str,
     serve_gap: int,
-    mode: str = "next",
     seed: int = 0,
     window_days: float = 3.0,
+    share: float = 0.1,
+) -> ValidationSplit:
+    """Hold out what validation asks for, as the test will (`validation_tokens` for `next`
+    and `window`; an unknown mode is a ValueError). `random` (set-style tests such as msr, whose relevant items are a random
+    part of each user's history): a random `share` of each user's tokens (at least one, and
+    two or more left) is taken out of the sequences; the rest is both what training reads
+    and the validation's context, and the held items new to that context are the truth."""
+    if mode not in VALIDATION_MODES:
+        raise ValueError(f"validation must be one of {', '.join(VALIDATION_MODES)}, not {mode!r}")
+    if mode != "random":
+        held_out = validation_tokens(sequences, serve_gap, mode, window_days)
+        truth = validation_truth(sequences, held_out, mode)
+        held = len(held_tokens(sequences, held_out, mode))
+        return ValidationSplit(sequences, held_out, truth, held)
+    tokens = random_tokens(sequences, share, seed)
+    train = sequences.without(tokens)
+    owner = np.repeat(np.arange(len(sequences.lengths)), sequences.lengths)
+    n_items = int(sequences.items.max(initial=-1)) + 1
+    asked = np.unique(owner[tokens] * n_items + sequences.items[tokens])
+    context = np.repeat(np.arange(len(train.lengths)), train.lengths) * n_items + train.items
+    asked = asked[~np.isin(asked, context)]
+    counts = np.bincount(asked // n_items, minlength=len(sequences.lengths))
+    truth = (np.r_[0, np.cumsum(counts)].astype(np.int64), asked % n_items)
+    return ValidationSplit(train, train.ptr[1:].copy(), truth, len(tokens))
+
+
+def random_tokens(sequences: Sequences, share: float, seed: int = 0) -> np.ndarray:
+    """Absolute indices of a random `share` of each user's tokens (rounded, at least one),
+    sorted, for users with three or more; at least two tokens of each user are left."""
+    lengths = sequences.lengths
+    wanted = np.where(lengths >= 3, np.clip(np.rint(share * lengths), 1, lengths - 2), 0)
+    owner = np.repeat(np.arange(len(lengths)), lengths)
+    order = np.lexsort((np.random.default_rng(seed).random(len(owner)), owner))
+    rank = np.arange(len(owner)) - sequences.ptr[owner]  # rank of the draw within its user
+    return np.sort(order[rank < wanted[owner]])
+
+
+def validation_tokens(
+    sequences: Sequences, serve_gap: int, mode: str = "next", window_days: float = 3.0
 ) -> np.ndarray:
     """Per user, the first token held out for validation (never a training target).
 
     - `next` (what comes next: leave-last-out and temporal tests): the first token of the
       user's last visit when the model serves next visits (`serve_gap` is a session break)
       and that visit follows at least two tokens; else the newest token.
-    - `random` (a random part of the history: set-style tests such as msr): a random token
-      after the first two.
     - `window` (what the next days bring: the `temporal` test): the user's first token in
       the last `window_days` days before the data's end, rounded up to midnight, as
       `models.split.temporal_holdout` cuts; the end of the sequence (nothing held out) for
       users with no token in that window. Every token from it on is validated as a set.
 
     Tokens after it are history when validating and serving, never training targets."""
-    if mode not in VALIDATION_MODES:
-        raise ValueError(f"validation must be one of {', '.join(VALIDATION_MODES)}, not {mode!r}")
+    if mode not in ("next", "window"):
+        raise ValueError(
+            f"validation tokens are for next or window, not {mode!r} "
+            "(random holds out a share: split_for_validation)"
+        )
     if mode == "window":
         return _window_starts(sequences, window_days)
     newest = sequences.ptr[1:] - 1
-    if mode == "random":
-        lengths = sequences.lengths
-        draw = np.random.default_rng(seed).random(len(lengths))
-        offset = 2 + np.floor(draw * np.maximum(lengths - 2, 0)).astype(np.int64)
-        return np.where(lengths >= 3, sequences.ptr[:-1] + offset, newest)
     if serve_gap < SESSION_BREAK:
         return newest
     index = np.arange(len(sequences.items))

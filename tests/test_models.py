@@ -54,6 +54,7 @@ from models.sequences import (
     codes_of_event_types,
     epoch_seconds,
     held_tokens,
+    split_for_validation,
     validation_tokens,
     validation_truth,
 )
@@ -140,6 +141,40 @@ def test_window_validation_holds_out_what_the_temporal_test_would():
     nothing_late = validation_tokens(seq, 0, "window", window_days=0.5)  # from 09-05 12:00
     assert nothing_late.tolist() == seq.ptr[1:].tolist()  # nothing held out: all train
     assert held_tokens(seq, validation_tokens(seq, 0, "next"), "next").tolist() == [3, 5]
+
+
+def test_random_validation_holds_out_a_share_of_each_history_as_msr_does():
+    # Ten users of 3..30 tokens over 40 items, each item once per user; user 9 ends by
+    # going back to their first item.
+    rng = np.random.default_rng(0)
+    users, items = [], []
+    for user, length in enumerate(range(3, 31, 3)):
+        users += [user] * length
+        items += rng.choice(40, length, replace=False).tolist()
+    users, items = np.array(users + [9]), np.array(items + [items[-30]])
+    seconds = np.arange(len(users)) * 3600
+    seq = build_sequences(users, items, np.zeros(len(users), np.int64), seconds, 10)
+    split = split_for_validation(seq, "random", 0, seed=1, share=0.2)
+    assert split.held == sum(max(1, round(0.2 * n)) for n in seq.lengths)
+    assert (split.train.lengths >= 2).all() and (split.held_out == split.train.ptr[1:]).all()
+    ptr, truth = split.truth
+    for user in range(10):
+        context = set(split.train.user_items(user).tolist())
+        asked = truth[ptr[user] : ptr[user + 1]].tolist()
+        # the held items: what the context lacks, each once; context + held = the history
+        assert asked and not context & set(asked) and len(set(asked)) == len(asked)
+        assert context | set(asked) == set(seq.user_items(user).tolist())
+    # Repeats are those of what remains (user 9's return, when both visits stayed).
+    for user in range(10):
+        kept = split.train.user_items(user)
+        repeats = split.train.repeats[split.train.ptr[user] : split.train.ptr[user + 1]]
+        assert repeats.tolist() == [item in kept[:at] for at, item in enumerate(kept)]
+    # Gaps are those of what remains: a user's first remaining token starts at gap 0.
+    assert (split.train.gaps[split.train.ptr[:-1]] == 0).all()
+    again = split_for_validation(seq, "random", 0, seed=1, share=0.2)
+    assert np.array_equal(again.train.items, split.train.items)  # the seed decides
+    with pytest.raises(ValueError, match="validation must be one of"):
+        split_for_validation(seq, "sometimes", 0)
 
 
 def _toy_config(**values) -> EmbeddingConfig:
@@ -282,6 +317,7 @@ def test_a_config_is_checked_when_it_is_made_naming_every_wrong_field():
         "long_term_refit_share": (1.5, "long_term_refit_share must be in [0, 1], not 1.5"),
         "validation": ("later", "validation must be one of next, random, window"),
         "validation_days": (0.0, "validation_days must be above 0"),
+        "validation_share": (1.0, "validation_share must be in [0, 1), not 1.0"),
         "learning_rate": (float("nan"), "learning_rate must be above 0, not nan"),
         "weight_decay": (-1e-4, "weight_decay must be at least 0"),
         "text_components": (0, "text_components must be at least 1"),
@@ -298,8 +334,6 @@ def test_a_config_is_checked_when_it_is_made_naming_every_wrong_field():
     for device in ("auto", "cpu", "cuda", "cuda:1", "mps"):
         assert EmbeddingConfig(device=device).device == device
     assert EmbeddingConfig(long_term_refit_share=1.0, validation="window", epochs=0).epochs == 0
-    with pytest.raises(TypeError, match="unexpected keyword argument 'validation_share'"):
-        EmbeddingConfig(validation_share=1.5)
 
 
 def test_a_trained_epoch_replaces_the_start_only_beyond_validation_noise():
