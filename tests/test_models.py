@@ -151,7 +151,7 @@ def test_random_validation_holds_out_a_share_of_each_history_as_msr_does():
     for user, length in enumerate(range(3, 31, 3)):
         users += [user] * length
         items += rng.choice(40, length, replace=False).tolist()
-    users, items = np.array(users + [9]), np.array(items + [items[-30]])
+    users, items = np.array([*users, 9]), np.array([*items, items[-30]])
     seconds = np.arange(len(users)) * 3600
     seq = build_sequences(users, items, np.zeros(len(users), np.int64), seconds, 10)
     split = split_for_validation(seq, "random", 0, seed=1, share=0.2)
