@@ -25,6 +25,7 @@ import torch
 from bench.machine import machine_info, save_figures
 from bench.recommender import shared_data
 from devtools.training import train_with_processes
+from models.embedding import LONG_TERMS
 
 
 def run(processes: int, args: argparse.Namespace, folder: Path) -> dict:
@@ -49,7 +50,7 @@ def main() -> None:
     parser.add_argument("--protocol", default="loo")
     parser.add_argument("--processes", default="1,2")
     parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--long-term", choices=["ease", "none"], default="none")
+    parser.add_argument("--long-term", choices=LONG_TERMS, default="none")
     args = parser.parse_args()
     gpus = torch.cuda.device_count()
     figures: dict = {

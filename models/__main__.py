@@ -39,7 +39,7 @@ from models.compare import (
     load_items,
 )
 from models.distributed import start_process_group, stop_process_group, world
-from models.embedding import EmbeddingConfig, EmbeddingRecommender
+from models.embedding import LONG_TERMS, EmbeddingConfig, EmbeddingRecommender
 from models.metrics import user_segments
 from models.split import PROTOCOLS, VALIDATION_FOR, make_split
 
@@ -162,7 +162,7 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--json", type=Path, default=None)
     train.add_argument("--save", type=Path, default=None, help="a folder for the model")
     train.add_argument("--epochs", type=int, default=0, help="exactly this many (0: early stop)")
-    train.add_argument("--long-term", choices=["ease", "none"], default="ease")
+    train.add_argument("--long-term", choices=LONG_TERMS, default="auto")
     train.add_argument("--test-days", type=int, default=3, help="temporal protocol only")
     train.add_argument("--seed", type=int, default=42)
     train.add_argument(

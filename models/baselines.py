@@ -128,16 +128,22 @@ def ease_weights(user_items: sp.spmatrix, l2: float) -> torch.Tensor:
     the Gram matrix's own memory (`_precision_in_place`): one dense n x n matrix at a time.
     A factorisation that fails (a ridge too small for float32) falls back to the general
     inverse. Row-major, as numpy's sparse products read it."""
+    weights = ridge_precision(user_items, l2)
+    weights.div_(-weights.diagonal().clone())  # in place: B_ij = -P_ij / P_jj
+    weights.diagonal().zero_()
+    return weights
+
+
+def ridge_precision(user_items: sp.spmatrix, l2: float) -> torch.Tensor:
+    """P = (X'X + l2 I)^-1, dense float32, row-major: what EASE (`ease_weights`) and the
+    plain ridge regression of each item on the others (I - l2 P) are made from."""
     if not user_items.shape[1]:
         return torch.zeros(0, 0)
     release_unused_memory()  # what earlier steps freed, before the largest allocation
     precision = _precision_in_place(_ridge_gram(user_items, l2))
     if precision is None:
         precision = torch.linalg.inv(torch.as_tensor(_ridge_gram(user_items, l2))).numpy()
-    weights = torch.as_tensor(np.ascontiguousarray(precision))
-    weights.div_(-weights.diagonal().clone())  # in place: B_ij = -P_ij / P_jj
-    weights.diagonal().zero_()
-    return weights
+    return torch.as_tensor(np.ascontiguousarray(precision))
 
 
 def _ridge_gram(user_items: sp.spmatrix, l2: float, block: int = 1024) -> np.ndarray:

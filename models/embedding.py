@@ -45,7 +45,7 @@ from models.distributed import (
     target_share,
     world,
 )
-from models.memory import HALF_LIVES, LongTermMemory, fit_memory
+from models.memory import FORM_NAMES, FORMS, HALF_LIVES, LongTermMemory, fit_memory
 from models.search import search_items
 from models.sequences import (
     VALIDATION_MODES,
@@ -85,7 +85,7 @@ VALIDATION_EVIDENCE = 2.0
 TRAINED_SHARES = (1.0, 0.5, 0.25, 0.125)
 FORMAT = 8  # of saved models; older files get a "retrain it" error
 LOSSES = ("auto", "full", "sampled")  # see EmbeddingConfig.loss
-LONG_TERMS = ("ease", "none")  # see EmbeddingConfig.long_term
+LONG_TERMS = ("auto", *FORMS, "none")  # see EmbeddingConfig.long_term
 
 
 @dataclass(frozen=True)
@@ -121,10 +121,13 @@ class EmbeddingConfig:
     # `future_weight` against the next item's 1.
     future_targets: int = 0
     future_weight: float = 0.5
-    # ease: a long-term memory beside the encoder, EASE's item-item weights on the whole
-    # history factorised to `long_term_rank` (`models.memory`); training starts from it.
-    # none: the encoder alone. Catalogs above `long_term_max_items` get none (dense solve).
-    long_term: str = "ease"
+    # A long-term memory beside the encoder (`models.memory`): an item-item matrix on the
+    # whole history factorised to `long_term_rank`; training starts from it. ease: EASE's;
+    # ridge: each item's plain ridge regression on the others; auto: ridge unless EASE
+    # beats it on validation by `VALIDATION_EVIDENCE` standard errors (both come from one
+    # solve; `models.memory.FORMS` has the measurements). none: the encoder alone. Catalogs
+    # above `long_term_max_items` get none (a dense solve).
+    long_term: str = "auto"
     # Measured (the start alone, test NDCG@10; 2026-12-05): the default shop rank 64 0.114,
     # 128 0.1253, 256 0.1258, 512 0.1259 (full EASE 0.1255; coverage 0.238, 0.244, 0.251
     # against 0.259); MovieLens msr 128 0.4800, 256 0.4784, 512 0.4805 (EASE 0.4822), the
@@ -260,6 +263,7 @@ class EmbeddingRecommender(Recommender):
         self.best_epoch = 0
         self.trained_share = 1.0  # of the best epoch's trained part (see TRAINED_SHARES)
         self.best_validation_ndcg = 0.0
+        self.memory_form = "none"  # the item-item matrix the memory holds (see long_term)
         self.fit_seconds = 0.0
         self._given_user_vectors: torch.Tensor | None = None  # see use_user_vectors
         self._frozen_items: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
@@ -463,24 +467,28 @@ class EmbeddingRecommender(Recommender):
             )
 
     def _fit_memory(self, every_token: bool = False) -> LongTermMemory:
-        """The long-term memory (`models.memory`): EASE on every token but the validation
-        ones, factorised (its half-life and scale are chosen in `_choose_half_life`). None
-        when the config or the catalog's size says so. `every_token`: once training is
-        done, EASE again with the validation tokens too, keeping the learnt gate, scale and
-        half-life (the towers never read P or Q, so nothing else depends on them)."""
+        """The long-term memory (`models.memory`) on every token but the validation ones, of
+        each form the config allows: the first is returned, all are kept for
+        `_choose_memory` (which also sets the half-life and scale). None when the config or
+        the catalog's size says so. `every_token`: once training is done, the chosen form
+        again with the validation tokens too, keeping the learnt gate, scale and half-life
+        (the towers never read P or Q, so nothing else depends on them)."""
         cfg, n_items, seq = self.config, len(self.item_ids), self.sequences
+        self._memories: dict[str, LongTermMemory] = {}
         if cfg.long_term == "none" or n_items > cfg.long_term_max_items:
-            if cfg.long_term == "ease":
+            if cfg.long_term != "none":
                 self._say(
                     f"no long-term memory: {n_items:,} items exceed long_term_max_items "
-                    f"({cfg.long_term_max_items:,}), too many for a dense EASE solve"
+                    f"({cfg.long_term_max_items:,}), too many for a dense solve"
                 )
+            self.memory_form = "none"
             return LongTermMemory.empty(n_items).to(self.device)
         users = np.repeat(np.arange(len(seq.lengths)), seq.lengths)
         new = ~seq.repeats
         if not every_token:
             new[held_tokens(seq, self.held_out, cfg.validation)] = False
-        memory = fit_memory(
+        forms = (self.memory_form,) if every_token else _memory_forms(cfg.long_term)
+        memories = fit_memory(
             users[new],
             seq.items[new],
             len(seq.lengths),
@@ -489,17 +497,24 @@ class EmbeddingRecommender(Recommender):
             cfg.ease_l2,
             self._say,
             cfg.seed,
-        ).to(self.device)
-        if every_token:
-            learnt = {k: v for k, v in self.memory.state_dict().items() if not k.endswith("_side")}
-            memory.load_state_dict(learnt, strict=False)
-        if self.item_tower.has_content:
-            known = np.zeros(n_items, bool)
-            known[seq.items[new]] = True
-            if self._catalog_design is None:  # once per fit: both memory fits use it
-                self._catalog_design = self._content_design(self._catalog_content)
-            memory.fit_content_side(self._catalog_design, known)
-        return memory
+            forms,
+        )
+        known = np.zeros(n_items, bool)
+        known[seq.items[new]] = True
+        for form in forms:
+            memory = memories[form].to(self.device)
+            if every_token:
+                learnt = {
+                    k: v for k, v in self.memory.state_dict().items() if not k.endswith("_side")
+                }
+                memory.load_state_dict(learnt, strict=False)
+            if self.item_tower.has_content:
+                if self._catalog_design is None:  # once per fit: every memory fit uses it
+                    self._catalog_design = self._content_design(self._catalog_content)
+                memory.fit_content_side(self._catalog_design, known)
+            self._memories[form] = memory
+        self.memory_form = forms[0]
+        return self._memories[forms[0]]
 
     def _memory_scale(self, sample: int = 2048) -> float:
         """The power of two (1 .. 2^14) at which the memory's scores, as logits over the whole
@@ -563,6 +578,7 @@ class EmbeddingRecommender(Recommender):
         # >= 1 target before the validation token
         trainable = np.flatnonzero(self.held_out - self.sequences.ptr[:-1] >= 2)
         validation = self._validation_users()
+        start_gains = best_gains = self._start_gains(validation)  # settles the memory
         optimiser = self._optimiser()
         step = data_parallel(
             _SoftmaxStep(self, self.loss_used), [self.item_tower, self.user_tower, self.memory]
@@ -575,7 +591,6 @@ class EmbeddingRecommender(Recommender):
         rng = np.random.default_rng(cfg.seed)
         # Several processes draw their steps' randomness apart, their batches alike.
         step_rng = np.random.default_rng([cfg.seed, world()[0]]) if is_distributed() else rng
-        start_gains = best_gains = self._start_gains(validation)
         best = _mean(start_gains)
         start_state = best_state = self._state_copy()
         self.best_epoch, self.trained_share, stale = 0, 1.0, 0
@@ -608,8 +623,9 @@ class EmbeddingRecommender(Recommender):
             keep_start = True
             self._say(
                 f"epoch {self.best_epoch}'s val NDCG@10 {_mean(best):.4f} is within the noise "
-                f"of the start's {_mean(start):.4f} (less than {VALIDATION_EVIDENCE:g} "
-                "standard errors of the per-user difference): keeping the start"
+                f"of the start's {_mean(start):.4f} ({_standard_errors(best, start):.1f} "
+                f"standard errors of the per-user difference, {VALIDATION_EVIDENCE:g} needed): "
+                "keeping the start"
             )
             self.best_epoch, self.trained_share, best = 0, 1.0, start
         elif self.best_epoch == 0 and self.history:
@@ -635,7 +651,7 @@ class EmbeddingRecommender(Recommender):
     def _start_gains(self, validation: np.ndarray) -> torch.Tensor:
         """Settle the start (the memory's half-life, a warm start's blend) and return its
         per-user validation NDCG@10 (`_validation_gains`)."""
-        gains = self._choose_half_life(validation)
+        gains = self._choose_memory(validation)
         blended = self._better_start(validation)
         if blended is not None:
             gains = blended
@@ -742,41 +758,63 @@ class EmbeddingRecommender(Recommender):
         self.history.append(record)
         self._say(" ".join(f"{k}={v}" for k, v in record.items()))
 
-    def _choose_half_life(self, validation: np.ndarray) -> torch.Tensor | None:
-        """The memory's recency half-life (`HALF_LIVES`) with the best validation NDCG@10 of
-        the memory alone, its scale calibrated for each; no decay unless one does better by
-        `VALIDATION_EVIDENCE` standard errors of the per-user difference. A
-        warm start's blend (gate and scale) is put back afterwards. Returns the per-user
-        gains of the state it leaves when it scored that state (None otherwise)."""
-        memory = self.memory
-        if not memory.rank:
+    def _choose_memory(self, validation: np.ndarray) -> torch.Tensor | None:
+        """The memory's form (of those fit, `_fit_memory`) and recency half-life
+        (`HALF_LIVES`) by validation NDCG@10 of the memory alone, its scale calibrated for
+        each. Within a form, no decay unless a half-life does better by
+        `VALIDATION_EVIDENCE` standard errors of the per-user difference; the first form
+        (ridge, the plain regression) unless another (EASE, which adds a constraint) does
+        better by as much. A warm start's blend (gate and scale) is put back afterwards.
+        Returns the per-user gains of the state it leaves when it scored that state (None
+        otherwise)."""
+        kept = {k: v.detach().clone() for k, v in self.memory.state_dict().items()}
+        if not self.memory.rank:
             return None
         if not len(validation):
-            if float(memory.gate) == 0.0:
+            if float(self.memory.gate) == 0.0:
                 with torch.no_grad():
-                    memory.log_scale.fill_(np.log(self._memory_scale()))
+                    self.memory.log_scale.fill_(np.log(self._memory_scale()))
             return None
-        kept = {k: v.detach().clone() for k, v in memory.state_dict().items()}
-        scores = {}
-        with torch.no_grad():
-            memory.gate.zero_()
-            for half_life in HALF_LIVES:
-                memory.half_life.fill_(half_life)
-                memory.log_scale.fill_(np.log(self._memory_scale()))
-                gains = self._validation_gains(validation)
-                scores[half_life] = (float(gains.mean()), float(memory.log_scale), gains)
+        chosen: dict[str, tuple[float, float, float, torch.Tensor]] = {}
+        tried = []
+        for form, memory in self._memories.items():
+            self.memory = memory
+            scores = {}
+            with torch.no_grad():
+                memory.gate.zero_()
+                for half_life in HALF_LIVES:
+                    memory.half_life.fill_(half_life)
+                    memory.log_scale.fill_(np.log(self._memory_scale()))
+                    gains = self._validation_gains(validation)
+                    scores[half_life] = (float(gains.mean()), float(memory.log_scale), gains)
             best = max(HALF_LIVES, key=lambda h: scores[h][0])
             if not _clearly_better(scores[best][2], scores[0.0][2]):
                 best = 0.0
-            memory.half_life.fill_(best)
-            memory.log_scale.fill_(scores[best][1])
+            chosen[form] = (scores[best][0], best, scores[best][1], scores[best][2])
+            tried.append(
+                f"{FORM_NAMES[form]} " + ", ".join(f"{h:g}: {v[0]:.4f}" for h, v in scores.items())
+            )
+        form, *others = chosen  # the first (the simpler) unless another is clearly better
+        for other in others:
+            lead = _standard_errors(chosen[other][3], chosen[form][3])
+            tried.append(f"{FORM_NAMES[other]} - {FORM_NAMES[form]}: {lead:.1f} standard errors")
+            if lead > VALIDATION_EVIDENCE:
+                form = other
+        _, half_life, log_scale, gains = chosen[form]
+        self.memory, self.memory_form = self._memories[form], form
+        with torch.no_grad():
+            self.memory.half_life.fill_(half_life)
+            self.memory.log_scale.fill_(log_scale)
             blended = float(kept["gate"]) != 0.0
             if blended:
-                memory.gate.copy_(kept["gate"])
-                memory.log_scale.copy_(kept["log_scale"])
-        tried = ", ".join(f"{h:g}: {v[0]:.4f}" for h, v in scores.items())
-        self._say(f"memory recency half-life {best:g} (0: none) by val NDCG@10 ({tried})")
-        return None if blended else scores[best][2]
+                self.memory.gate.copy_(kept["gate"])
+                self.memory.log_scale.copy_(kept["log_scale"])
+        self._say(
+            f"memory: {FORM_NAMES[form]}, recency half-life {half_life:g} (0: none), by val "
+            f"NDCG@10 per half-life ({'; '.join(tried)})"
+        )
+        self._memories = {}
+        return None if blended else gains
 
     def _better_start(self, validation: np.ndarray) -> torch.Tensor | None:
         """A warm start whose encoder is blended in (gate not 0) is also tried with the
@@ -1190,6 +1228,7 @@ class EmbeddingRecommender(Recommender):
             "best_epoch": self.best_epoch,
             "trained_share": self.trained_share,
             "best_validation_ndcg@10": self.best_validation_ndcg,
+            "memory_form": self.memory_form,
             "trained_epochs_beat_start": self.best_epoch > 0,
             "history": self.history,
             "version": self.version,
@@ -1317,6 +1356,8 @@ def _restore_model(payload: dict, config: EmbeddingConfig) -> EmbeddingRecommend
         memory["user_side"], memory["item_side"], memory["content_side"]
     ).to(model.device)
     model.memory.load_state_dict(memory)
+    # files of this format written before the form was recorded held EASE
+    model.memory_form = described.get("memory_form", "ease" if model.memory.rank else "none")
     return model
 
 
@@ -1446,6 +1487,12 @@ class _SoftmaxStep:
         return (loss * weight).sum() / weight.sum(), float(weight.sum())
 
 
+def _memory_forms(long_term: str) -> tuple[str, ...]:
+    """The memory forms a `long_term` setting fits, the one kept without clear validation
+    evidence first: auto, ridge then EASE."""
+    return FORMS if long_term == "auto" else (long_term,)
+
+
 def _mean(gains: torch.Tensor) -> float:
     """Mean validation NDCG@10 of per-user gains (0 for no validation users)."""
     return float(gains.mean()) if len(gains) else 0.0
@@ -1454,11 +1501,19 @@ def _mean(gains: torch.Tensor) -> float:
 def _clearly_better(ours: torch.Tensor, theirs: torch.Tensor) -> bool:
     """Whether per-user scores `ours` beat `theirs` (the same users) by `VALIDATION_EVIDENCE`
     standard errors of the mean paired difference."""
+    return _standard_errors(ours, theirs) > VALIDATION_EVIDENCE
+
+
+def _standard_errors(ours: torch.Tensor, theirs: torch.Tensor) -> float:
+    """The mean paired difference of per-user scores `ours` - `theirs` (the same users), in
+    standard errors of that mean (0 for fewer than two users or no spread)."""
     difference = (ours - theirs).double()
     if len(difference) < 2:
-        return False
+        return 0.0
     error = float(difference.std()) / len(difference) ** 0.5
-    return float(difference.mean()) > VALIDATION_EVIDENCE * error
+    if error == 0:
+        return 0.0 if float(difference.mean()) == 0 else float(np.sign(difference.mean())) * np.inf
+    return float(difference.mean()) / error
 
 
 def _random_ends(

@@ -311,7 +311,7 @@ def test_a_config_is_checked_when_it_is_made_naming_every_wrong_field():
         "negatives": (0, "negatives must be at least 1"),
         "future_targets": (-1, "future_targets must be at least 0"),
         "future_weight": (-0.5, "future_weight must be at least 0"),
-        "long_term": ("lstm", "long_term must be one of ease, none, not 'lstm'"),
+        "long_term": ("lstm", "long_term must be one of auto, ridge, ease, none, not 'lstm'"),
         "long_term_rank": (-1, "long_term_rank must be at least 0"),
         "ease_l2": (0.0, "ease_l2 must be above 0, not 0.0"),
         "long_term_refit_share": (1.5, "long_term_refit_share must be in [0, 1], not 1.5"),
@@ -425,7 +425,7 @@ def test_the_memory_is_the_same_whatever_drew_random_numbers_before():
     users, items = rng.integers(0, 300, 3_000), rng.integers(0, 200, 3_000)
 
     def memory(seed: int = 0) -> torch.Tensor:
-        return fit_memory(users, items, 300, 200, 16, 10.0, lambda _: None, seed).item_side
+        return fit_memory(users, items, 300, 200, 16, 10.0, lambda _: None, seed)["ease"].item_side
 
     first = memory()
     torch.rand(1_000)  # as training would
