@@ -768,16 +768,17 @@ class EmbeddingRecommender(Recommender):
         Returns the per-user gains of the state it leaves when it scored that state (None
         otherwise)."""
         kept = {k: v.detach().clone() for k, v in self.memory.state_dict().items()}
+        memories, self._memories = self._memories, {}  # the chosen one stays, as self.memory
         if not self.memory.rank:
             return None
-        if not len(validation):
+        if not len(validation):  # the first form, as fit
             if float(self.memory.gate) == 0.0:
                 with torch.no_grad():
                     self.memory.log_scale.fill_(np.log(self._memory_scale()))
             return None
         chosen: dict[str, tuple[float, float, float, torch.Tensor]] = {}
         tried = []
-        for form, memory in self._memories.items():
+        for form, memory in memories.items():
             self.memory = memory
             scores = {}
             with torch.no_grad():
@@ -794,14 +795,10 @@ class EmbeddingRecommender(Recommender):
             tried.append(
                 f"{FORM_NAMES[form]} " + ", ".join(f"{h:g}: {v[0]:.4f}" for h, v in scores.items())
             )
-        form, *others = chosen  # the first (the simpler) unless another is clearly better
-        for other in others:
-            lead = _standard_errors(chosen[other][3], chosen[form][3])
-            tried.append(f"{FORM_NAMES[other]} - {FORM_NAMES[form]}: {lead:.1f} standard errors")
-            if lead > VALIDATION_EVIDENCE:
-                form = other
+        form, leads = _kept_form({f: v[3] for f, v in chosen.items()})
+        tried += leads
         _, half_life, log_scale, gains = chosen[form]
-        self.memory, self.memory_form = self._memories[form], form
+        self.memory, self.memory_form = memories[form], form
         with torch.no_grad():
             self.memory.half_life.fill_(half_life)
             self.memory.log_scale.fill_(log_scale)
@@ -813,7 +810,6 @@ class EmbeddingRecommender(Recommender):
             f"memory: {FORM_NAMES[form]}, recency half-life {half_life:g} (0: none), by val "
             f"NDCG@10 per half-life ({'; '.join(tried)})"
         )
-        self._memories = {}
         return None if blended else gains
 
     def _better_start(self, validation: np.ndarray) -> torch.Tensor | None:
@@ -1485,6 +1481,20 @@ class _SoftmaxStep:
         positive = positive - self.log_q[targets]
         loss = torch.logaddexp(positive, rest) - positive
         return (loss * weight).sum() / weight.sum(), float(weight.sum())
+
+
+def _kept_form(gains: dict[str, torch.Tensor]) -> tuple[str, list[str]]:
+    """Of memory forms with their per-user validation gains (in `FORMS` order), the first
+    unless a later one beats it by `VALIDATION_EVIDENCE` standard errors; and each
+    comparison in words."""
+    form, *others = gains
+    leads = []
+    for other in others:
+        lead = _standard_errors(gains[other], gains[form])
+        leads.append(f"{FORM_NAMES[other]} - {FORM_NAMES[form]}: {lead:.1f} standard errors")
+        if lead > VALIDATION_EVIDENCE:
+            form = other
+    return form, leads
 
 
 def _memory_forms(long_term: str) -> tuple[str, ...]:

@@ -1,25 +1,29 @@
-"""The embedding recommender's long-term memory: EASE, factorised, beside the sequence encoder.
+"""The embedding recommender's long-term memory: an item-item regression (ridge or EASE),
+factorised, beside the sequence encoder.
 
 The encoder reads a user's newest events in order; what a whole history says about which
-items go together is what EASE (Steck 2019) knows best. The memory fits EASE's item-item
-weights on the training sequences (binary history, the validation tokens left out) and keeps
-a rank-r factorisation B ~ P Q'. A user's memory vector m_u is the sum of P over the distinct
-items of their history, so m_u . Q_i is low-rank EASE's score, and the served vectors stay
-dot products. With a half-life of h (distinct items), each item counts 2^(-n/h), n being the number of
+items go together is what item-item regressions know best. The memory fits one on the
+training sequences (binary history, the validation tokens left out): the plain ridge
+regression of each item on all of them, or EASE's (Steck 2019), which forbids an item to
+predict itself (`FORMS`; both from one solve). It keeps a rank-r factorisation B ~ P Q'. A
+user's memory vector m_u is the sum of P over the distinct items of their history, so
+m_u . Q_i is the low-rank regression's score, and the served vectors stay dot products.
+With a half-life of h (distinct items), each item counts 2^(-n/h), n being the number of
 distinct items the user met after it: recent interest weighs more, as the next days are
 mostly about what a shopper just did. The fit picks h on validation, from no decay up
-(`HALF_LIVES`), so a data set whose order says nothing keeps plain EASE:
+(`HALF_LIVES`), so a data set whose order says nothing keeps the plain regression:
 
     e_u = [g * h_u, s * m_u]        e_i = [v_i, Q_i]        I(u, i) = e_u . e_i + b_i
 
-The gate g starts at 0, so training starts from low-rank EASE (epoch 0); g and the scale s
-are learnt with the towers, and validation NDCG@10 decides whether trained epochs beat the
-EASE start. P and Q stay fixed. A memory of rank 0 is none: e_u = h_u, e_i = v_i.
+The gate g starts at 0, so training starts from the low-rank regression (epoch 0); g and
+the scale s are learnt with the towers, and validation NDCG@10 decides whether trained
+epochs beat that start. P and Q stay fixed. A memory of rank 0 is none: e_u = h_u,
+e_i = v_i.
 
-Items EASE never saw (in the catalog, or new ones at serving time) get their Q from content:
-a ridge map W from the item's content design (category, price bucket, text, attributes) to
-Q, fit on the items EASE saw (`fit_content_side`). So new items are scored by content alone
-whether or not training opened the gate to the towers.
+Items the regression never saw (in the catalog, or new ones at serving time) get their Q
+from content: a ridge map W from the item's content design (category, price bucket, text,
+attributes) to Q, fit on the items it saw (`fit_content_side`). So new items are scored by
+content alone whether or not training opened the gate to the towers.
 """
 
 from __future__ import annotations

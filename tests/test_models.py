@@ -30,10 +30,11 @@ from models.embedding import (
     EmbeddingConfig,
     EmbeddingRecommender,
     _clearly_better,
+    _kept_form,
     _mean,
     _SoftmaxStep,
 )
-from models.memory import fit_memory
+from models.memory import FORMS, fit_memory
 from models.metrics import (
     evaluate,
     evaluate_by_segment,
@@ -262,8 +263,9 @@ def test_training_is_seeded_and_saved_without_pickles(tmp_path):
     assert payload["vocabulary"]["items"] == items["item_id"].tolist()
     saved = json.loads((tmp_path / "m" / "config.json").read_text())
     assert saved["loss_used"] == "full" and saved["version"] == model.version
+    assert saved["memory_form"] == model.memory_form and model.memory_form in FORMS
     loaded = EmbeddingRecommender.load(path, "cpu")
-    assert loaded.version == model.version
+    assert loaded.version == model.version and loaded.memory_form == model.memory_form
     assert EmbeddingRecommender.load(tmp_path / "m", "cpu").version == model.version  # folder
     b = model.recommend(["u1", "u2"], 5)
     pd.testing.assert_frame_equal(b, loaded.recommend(["u1", "u2"], 5))
@@ -521,6 +523,32 @@ def test_the_loss_is_the_full_softmax_up_to_a_catalog_size_then_sampled():
         assert model.describe()["loss_used"] == expected
         ours = evaluate(split.truth, model.recommend(users, 10), len(items))["ndcg@10"]
         assert ours > 2 * pop
+
+
+def test_the_memory_holds_ridge_or_ease_from_one_solve_and_keeps_ridge_without_evidence():
+    rng = np.random.default_rng(0)
+    users, items = rng.integers(0, 300, 2_000), rng.integers(0, 40, 2_000)
+    history = sp.csr_matrix((np.ones(len(users)), (users, items)), shape=(300, 40))
+    history.data[:] = 1.0
+    precision = np.linalg.inv((history.T @ history).toarray() + 30.0 * np.eye(40))
+    ridge = np.eye(40) - 30.0 * precision
+    ease = np.eye(40) - precision / np.diag(precision)
+    for expected in (ridge, ease):
+        np.fill_diagonal(expected, 0.0)  # a history's own items are never ranked
+    memories = fit_memory(users, items, 300, 40, 40, 30.0, lambda _: None, forms=FORMS)
+    assert set(memories) == {"ridge", "ease"}  # full rank: the closed forms themselves
+    for form, expected in (("ridge", ridge), ("ease", ease)):
+        product = memories[form].user_side @ memories[form].item_side.T
+        np.testing.assert_allclose(product.numpy(), expected, atol=1e-4)
+    with pytest.raises(ValueError, match="memory forms must be among ridge, ease"):
+        fit_memory(users, items, 300, 40, 8, 30.0, lambda _: None, forms=("svd",))
+    # Ridge is kept unless EASE beats it on validation by two standard errors.
+    noise = torch.as_tensor(rng.normal(0, 0.3, 900))
+    base = torch.as_tensor(rng.random(900))
+    assert _kept_form({"ridge": base, "ease": base})[0] == "ridge"
+    assert _kept_form({"ridge": base, "ease": base + 0.01 + noise})[0] == "ridge"
+    form, leads = _kept_form({"ridge": base, "ease": base + 0.1 + noise})
+    assert form == "ease" and leads[0].startswith("EASE - ridge: ")
 
 
 def test_ease_weights_are_the_closed_form_through_cholesky_and_through_the_inverse():
