@@ -28,7 +28,7 @@ OTHER_TEXTS = [
 
 def test_bfloat16_vectors_stay_within_cosine_0_999_of_float32_whatever_the_batch():
     catalog = build_catalog(preset("tiny"), np.random.default_rng(0)).items
-    texts = OTHER_TEXTS + item_text(catalog.head(100)).tolist()
+    texts = OTHER_TEXTS + item_text(catalog.head(40)).tolist()  # 40: the fast tier's minute
     fast = load_encoder("cpu", precision="bfloat16")
     exact = load_encoder("cpu", precision="float32")
     ours, theirs = fast(texts), exact(texts)
