@@ -9,7 +9,7 @@ Amazon Sports, `loo`) and the same settings: the global batch and the steps per 
 those of one process, each step shared out among the processes (`models.distributed`).
 Reports the training throughput (sequences per second, median over the epochs), the best
 validation NDCG@10 and the test NDCG@10, and saves bench/results/distributed.json with the
-machine. The towers alone by default (`--long-term none`): EASE's memory is solved by every
+machine. The towers alone by default (`--long-term none`): the memory's solve is run by every
 process alike, which DDP does not share out. On CUDA each process takes its own GPU: a count
 above the GPUs present is skipped and said so.
 """

@@ -18,7 +18,7 @@ def train_with_processes(
     protocol: str,
     out: Path,
     epochs: int = 0,
-    long_term: str = "ease",
+    long_term: str = "auto",
     quiet: bool = False,
     timeout_s: float | None = None,
 ) -> dict:

@@ -3,7 +3,7 @@
     python -m models evaluate --interactions PATH --protocol {temporal,loo,msr} [--k 10]
         [--json OUT] [--models embedding,ease,...] [--test-days 3] [--seed 42]
     [torchrun --nproc_per_node N -m] models train --interactions PATH --protocol P
-        [--json OUT] [--save DIR] [--epochs E] [--long-term ease|none] [--seed 42]
+        [--json OUT] [--save DIR] [--epochs E] [--long-term auto|ridge|ease|none] [--seed 42]
 
 PATH is CSV/TSV, Parquet or a RecBole `.inter` file with columns user_id, item_id,
 timestamp (epoch seconds or a date-time) and optionally weight, event_type or rating (a

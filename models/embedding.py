@@ -123,7 +123,8 @@ class EmbeddingConfig:
     future_weight: float = 0.5
     # A long-term memory beside the encoder (`models.memory`): an item-item matrix on the
     # whole history factorised to `long_term_rank`; training starts from it. ease: EASE's;
-    # ridge: each item's plain ridge regression on the others; auto: ridge unless EASE
+    # ridge: each item's plain ridge regression on all items (itself included, the diagonal
+    # left out of the ranking); auto: ridge unless EASE
     # beats it on validation by `VALIDATION_EVIDENCE` standard errors (both come from one
     # solve; `models.memory.FORMS` has the measurements). none: the encoder alone. Catalogs
     # above `long_term_max_items` get none (a dense solve).
@@ -136,10 +137,10 @@ class EmbeddingConfig:
     long_term_rank: int = 128
     long_term_max_items: int = 20_000
     ease_l2: float = 500.0
-    # After training, EASE again on every token, the validation ones included (they are the
-    # newest: under `window` the last days), as a model is refit on all its data once
-    # validation has chosen it, when validation held out at least this share of the tokens
-    # (a second EASE solve; 1.0: never). Measured on the default shop (window validation,
+    # After training, the memory's chosen form again on every token, the validation ones
+    # included (under `window` the newest days; under `random` a share of every history), as
+    # a model is refit on all its data once validation has chosen it, when validation held
+    # out at least this share of the tokens (a second solve; 1.0: never). Measured on the default shop (window validation,
     # 11% of tokens held out): NDCG@10 0.1233 -> 0.1240.
     long_term_refit_share: float = 0.05
     # What validation holds out per user to pick the epoch, as the test will (see
@@ -414,6 +415,8 @@ class EmbeddingRecommender(Recommender):
         if warm_start is not None:
             self._check_warm_start(warm_start)
         self.warm_start_from = warm_start.version if warm_start is not None else None
+        # the earlier model's gate and scale suit its own memory form only (`_choose_memory`)
+        self._warm_start_form = warm_start.memory_form if warm_start is not None else None
         u, i = self._index(interactions, items)
         self._prepare_items(items, warm_start)
         item_features = self._latest_features(interactions, warm_start)
@@ -475,8 +478,8 @@ class EmbeddingRecommender(Recommender):
         (the towers never read P or Q, so nothing else depends on them)."""
         cfg, n_items, seq = self.config, len(self.item_ids), self.sequences
         self._memories: dict[str, LongTermMemory] = {}
-        if cfg.long_term == "none" or n_items > cfg.long_term_max_items:
-            if cfg.long_term != "none":
+        if cfg.long_term == "none" or not cfg.long_term_rank or n_items > cfg.long_term_max_items:
+            if cfg.long_term != "none" and n_items > cfg.long_term_max_items:
                 self._say(
                     f"no long-term memory: {n_items:,} items exceed long_term_max_items "
                     f"({cfg.long_term_max_items:,}), too many for a dense solve"
@@ -513,13 +516,14 @@ class EmbeddingRecommender(Recommender):
                     self._catalog_design = self._content_design(self._catalog_content)
                 memory.fit_content_side(self._catalog_design, known)
             self._memories[form] = memory
-        self.memory_form = forms[0]
-        return self._memories[forms[0]]
+        first = self._memories[forms[0]]
+        self.memory_form = forms[0] if first.rank else "none"  # no pairs: no memory
+        return first
 
     def _memory_scale(self, sample: int = 2048) -> float:
         """The power of two (1 .. 2^14) at which the memory's scores, as logits over the whole
         catalog, give the lowest cross-entropy on the last training target of a sample of
-        users: softmax training then starts from calibrated EASE logits."""
+        users: softmax training then starts from the memory's calibrated logits."""
         seq = self.sequences
         target = self.held_out - 1
         users = np.flatnonzero((target - seq.ptr[:-1] >= 1) & ~seq.repeats[np.maximum(target, 0)])
@@ -764,7 +768,8 @@ class EmbeddingRecommender(Recommender):
         each. Within a form, no decay unless a half-life does better by
         `VALIDATION_EVIDENCE` standard errors of the per-user difference; the first form
         (ridge, the plain regression) unless another (EASE, which adds a constraint) does
-        better by as much. A warm start's blend (gate and scale) is put back afterwards.
+        better by as much. A warm start's blend (gate and scale) is put back afterwards where
+        the earlier model's memory was of the chosen form (its scale suits that form only).
         Returns the per-user gains of the state it leaves when it scored that state (None
         otherwise)."""
         kept = {k: v.detach().clone() for k, v in self.memory.state_dict().items()}
@@ -772,8 +777,10 @@ class EmbeddingRecommender(Recommender):
         if not self.memory.rank:
             return None
         if not len(validation):  # the first form, as fit
-            if float(self.memory.gate) == 0.0:
-                with torch.no_grad():
+            with torch.no_grad():
+                if self.memory_form != self._warm_start_form:
+                    self.memory.gate.zero_()
+                if float(self.memory.gate) == 0.0:
                     self.memory.log_scale.fill_(np.log(self._memory_scale()))
             return None
         chosen: dict[str, tuple[float, float, float, torch.Tensor]] = {}
@@ -802,7 +809,8 @@ class EmbeddingRecommender(Recommender):
         with torch.no_grad():
             self.memory.half_life.fill_(half_life)
             self.memory.log_scale.fill_(log_scale)
-            blended = float(kept["gate"]) != 0.0
+            # a warm start's blend, where its memory was of the form chosen today
+            blended = float(kept["gate"]) != 0.0 and form == self._warm_start_form
             if blended:
                 self.memory.gate.copy_(kept["gate"])
                 self.memory.log_scale.copy_(kept["log_scale"])
@@ -814,7 +822,7 @@ class EmbeddingRecommender(Recommender):
 
     def _better_start(self, validation: np.ndarray) -> torch.Tensor | None:
         """A warm start whose encoder is blended in (gate not 0) is also tried with the
-        gate shut, today's EASE memory alone, and the better of the two on validation is the
+        gate shut, today's memory alone, and the better of the two on validation is the
         start. Returns the start's per-user gains when it scored them (None otherwise)."""
         gate = self.memory.gate
         blended = float(gate.detach())
@@ -870,7 +878,7 @@ class EmbeddingRecommender(Recommender):
             new.price_bucket.weight[:buckets] = old.price_bucket.weight[:buckets].to(self.device)
             for layer in ("text", "item_features"):
                 getattr(new, layer).load_state_dict(getattr(old, layer).state_dict())
-            if earlier.memory.rank and self.memory.rank:  # today's EASE, the earlier blend
+            if earlier.memory.rank and self.memory.rank:  # today's memory, the earlier blend
                 self.memory.gate.copy_(earlier.memory.gate)
                 self.memory.log_scale.copy_(earlier.memory.log_scale)
 

@@ -60,7 +60,8 @@ FORM_NAMES = {"ease": "EASE", "ridge": "ridge"}
 
 
 class LongTermMemory(nn.Module):
-    """Fixed EASE factors (P: user side, Q: item side) with a learnt gate and scale."""
+    """Fixed factors of an item-item regression (P: user side, Q: item side) with a learnt
+    gate and scale."""
 
     def __init__(
         self,

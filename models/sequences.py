@@ -249,7 +249,8 @@ def _window_starts(sequences: Sequences, window_days: float) -> np.ndarray:
 
 def held_tokens(sequences: Sequences, held_out: np.ndarray, mode: str) -> np.ndarray:
     """Absolute indices of every validation token, per user in order: the held-out one for
-    `next` and `random`; for `window`, every token from the held-out one to the end."""
+    `next`; for `window`, every token from the held-out one to the end (`random` holds its
+    tokens out of the sequences themselves: none here)."""
     ends = sequences.ptr[1:]
     held = np.minimum(held_out, ends)
     counts = ends - held if mode == "window" else (held < ends).astype(np.int64)

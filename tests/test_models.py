@@ -54,6 +54,7 @@ from models.sequences import (
     build_sequences,
     codes_of_event_types,
     epoch_seconds,
+    gap_buckets,
     held_tokens,
     split_for_validation,
     validation_tokens,
@@ -156,7 +157,8 @@ def test_random_validation_holds_out_a_share_of_each_history_as_msr_does():
     seconds = np.arange(len(users)) * 3600
     seq = build_sequences(users, items, np.zeros(len(users), np.int64), seconds, 10)
     split = split_for_validation(seq, "random", 0, seed=1, share=0.2)
-    assert split.held == sum(max(1, round(0.2 * n)) for n in seq.lengths)
+    held = [max(1, round(0.2 * n)) for n in seq.lengths]
+    assert (seq.lengths - split.train.lengths).tolist() == held and split.held == sum(held)
     assert (split.train.lengths >= 2).all() and (split.held_out == split.train.ptr[1:]).all()
     ptr, truth = split.truth
     for user in range(10):
@@ -176,6 +178,23 @@ def test_random_validation_holds_out_a_share_of_each_history_as_msr_does():
     assert np.array_equal(again.train.items, split.train.items)  # the seed decides
     with pytest.raises(ValueError, match="validation must be one of"):
         split_for_validation(seq, "sometimes", 0)
+
+
+def test_sequences_without_some_tokens_have_the_gaps_and_repeats_of_what_remains():
+    # One user: x at 0 h, y at 1 h, z at 2 h, x again at 3 h; a second user: w.
+    hours = np.array([0, 1, 2, 3, 0]) * 3600
+    seq = build_sequences(
+        np.array([0, 0, 0, 0, 1]), np.array([0, 1, 2, 0, 3]), np.zeros(5, np.int64), hours, 2
+    )
+    assert seq.repeats.tolist() == [False, False, False, True, False]
+    first_gone = seq.without(np.array([0]))  # x's first visit held: its return is new
+    assert first_gone.items.tolist() == [1, 2, 0, 3] and first_gone.ptr.tolist() == [0, 3, 4]
+    assert first_gone.repeats.tolist() == [False] * 4
+    hour = gap_buckets(np.array([3600.0]))[0]
+    assert first_gone.gaps.tolist() == [0, hour, hour, 0]
+    middle_gone = seq.without(np.array([1]))  # y held: z follows x after 2 h
+    assert middle_gone.repeats.tolist() == [False, False, True, False]
+    assert middle_gone.gaps[1] == gap_buckets(np.array([7200.0]))[0] != seq.gaps[1]
 
 
 def _toy_config(**values) -> EmbeddingConfig:
@@ -549,6 +568,39 @@ def test_the_memory_holds_ridge_or_ease_from_one_solve_and_keeps_ridge_without_e
     assert _kept_form({"ridge": base, "ease": base + 0.01 + noise})[0] == "ridge"
     form, leads = _kept_form({"ridge": base, "ease": base + 0.1 + noise})
     assert form == "ease" and leads[0].startswith("EASE - ridge: ")
+
+
+def test_training_holds_the_chosen_memory_and_a_warm_start_keeps_only_its_own_form(
+    monkeypatch, capsys
+):
+    import models.embedding as embedding
+
+    interactions, items = _taste_world()
+    split = temporal_holdout(interactions, 3)
+    built_for = []
+    build = EmbeddingRecommender._optimiser
+    monkeypatch.setattr(
+        EmbeddingRecommender,
+        "_optimiser",
+        lambda self: built_for.append(self.memory_form) or build(self),
+    )
+    with monkeypatch.context() as patched:  # validation prefers EASE, the second form fit
+        patched.setattr(embedding, "_kept_form", lambda gains: ("ease", []))
+        config = _toy_config(dim=16, epochs=1, validation="window")
+        earlier = EmbeddingRecommender(config, progress=False).fit(split.train, items)
+    # the optimiser was built for the chosen memory, not for the first one fit
+    assert built_for == ["ease"] and earlier.memory_form == "ease"
+    with torch.no_grad():
+        earlier.memory.gate.fill_(0.5)  # as if it had kept a trained epoch
+    # Today's memory of another form: the earlier blend's scale does not suit it.
+    config = _toy_config(dim=16, epochs=0, validation="window", long_term="ridge")
+    ridge = EmbeddingRecommender(config, progress=False).fit(split.train, items, earlier)
+    assert ridge.memory_form == "ridge" and float(ridge.memory.gate.detach()) == 0.0
+    # The same form: the earlier blend is tried against today's memory alone.
+    capsys.readouterr()
+    config = _toy_config(dim=16, epochs=0, validation="window", long_term="ease")
+    EmbeddingRecommender(config).fit(split.train, items, earlier)
+    assert "the start: the earlier model blended in" in capsys.readouterr().out
 
 
 def test_ease_weights_are_the_closed_form_through_cholesky_and_through_the_inverse():
