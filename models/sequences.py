@@ -166,10 +166,11 @@ def split_for_validation(
     share: float = 0.1,
 ) -> ValidationSplit:
     """Hold out what validation asks for, as the test will (`validation_tokens` for `next`
-    and `window`; an unknown mode is a ValueError). `random` (set-style tests such as msr, whose relevant items are a random
-    part of each user's history): a random `share` of each user's tokens (at least one, and
-    two or more left) is taken out of the sequences; the rest is both what training reads
-    and the validation's context, and the held items new to that context are the truth."""
+    and `window`; an unknown mode is a ValueError). `random` (set-style tests such as msr,
+    whose relevant items are a random part of each user's history): a random `share` of
+    each user's tokens (`random_tokens`) is taken out of the sequences; the rest is both
+    what training reads and the validation's context, and the held items new to that
+    context are the truth."""
     if mode not in VALIDATION_MODES:
         raise ValueError(f"validation must be one of {', '.join(VALIDATION_MODES)}, not {mode!r}")
     if mode != "random":
