@@ -112,6 +112,7 @@ def train_command(args: argparse.Namespace) -> int:
             "sequences_per_s": round(float(np.median(rates)), 1) if rates else None,
             "best_validation_ndcg@10": round(model.best_validation_ndcg, 5),
             "best_epoch": model.best_epoch,
+            "memory_form": model.memory_form,
             "fit_seconds": round(model.fit_seconds, 1),
             "history": model.history,
             "test": test["embedding"],

@@ -242,7 +242,7 @@ def default_models(
 
 
 # A fitted model's choices worth keeping beside its figures, where it has them
-FIT_CHOICES = ("best_epoch", "trained_share", "loss_used")
+FIT_CHOICES = ("best_epoch", "trained_share", "loss_used", "memory_form")
 
 
 def compare(

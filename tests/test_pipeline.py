@@ -184,6 +184,7 @@ def test_training_set_is_point_in_time_and_model_beats_popularity(run):
     assert set(results["embedding"]["segments"]) <= {"cold", "warm"}
     fit = results["embedding"]["fit"]  # what early stopping chose, beside the figures
     assert fit["best_epoch"] >= 0 and 0 < fit["trained_share"] <= 1 and "fit" not in results["ease"]
+    assert fit["memory_form"] in ("ridge", "ease")  # the pipeline's model has a memory
     recs = pd.read_parquet(run.table("recommendations"))
     assert recs.groupby("user_id").size().max() == 20 and recs["model_version"].notna().all()
     assert (

@@ -145,6 +145,7 @@ def embedding_model(
             "users": len(model.user_index),
             "items": len(model.item_ids),
             "loss": model.loss_used,
+            "memory_form": model.memory_form,
             "best_epoch": model.best_epoch,
             "trained_share": model.trained_share,
             "trained_epochs_beat_start": model.best_epoch > 0,
