@@ -486,7 +486,7 @@ class EmbeddingRecommender(Recommender):
                 )
             self.memory_form = "none"
             return LongTermMemory.empty(n_items).to(self.device)
-        users = np.repeat(np.arange(len(seq.lengths)), seq.lengths)
+        users = seq.owners
         new = ~seq.repeats
         if not every_token:
             new[held_tokens(seq, self.held_out, cfg.validation)] = False
@@ -783,7 +783,7 @@ class EmbeddingRecommender(Recommender):
                 if float(self.memory.gate) == 0.0:
                     self.memory.log_scale.fill_(np.log(self._memory_scale()))
             return None
-        chosen: dict[str, tuple[float, float, float, torch.Tensor]] = {}
+        chosen: dict[str, tuple[float, float, torch.Tensor]] = {}  # half-life, scale, gains
         tried = []
         for form, memory in memories.items():
             self.memory = memory
@@ -798,13 +798,13 @@ class EmbeddingRecommender(Recommender):
             best = max(HALF_LIVES, key=lambda h: scores[h][0])
             if not _clearly_better(scores[best][2], scores[0.0][2]):
                 best = 0.0
-            chosen[form] = (scores[best][0], best, scores[best][1], scores[best][2])
+            chosen[form] = (best, scores[best][1], scores[best][2])
             tried.append(
                 f"{FORM_NAMES[form]} " + ", ".join(f"{h:g}: {v[0]:.4f}" for h, v in scores.items())
             )
-        form, leads = _kept_form({f: v[3] for f, v in chosen.items()})
+        form, leads = _kept_form({f: v[2] for f, v in chosen.items()})
         tried += leads
-        _, half_life, log_scale, gains = chosen[form]
+        half_life, log_scale, gains = chosen[form]
         self.memory, self.memory_form = memories[form], form
         with torch.no_grad():
             self.memory.half_life.fill_(half_life)

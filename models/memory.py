@@ -188,13 +188,12 @@ def fit_memory(
     precision = ridge_precision(history, l2)
     diagonal = precision.diagonal().clone()
     memories = {}
-    for form in sorted(forms, key=FORMS.index):  # ridge first: it gives P back unchanged
+    for form in sorted(forms, key=FORMS.index):  # ridge first: it gives P back off its diagonal
         if form == "ridge":  # I - l2 P off the diagonal (a history's own items are never
-            precision.mul_(-l2)  # ranked), then P again, in place
-            precision.diagonal().zero_()
+            precision.mul_(-l2)  # ranked), then P off the diagonal again, in place: EASE
+            precision.diagonal().zero_()  # reads only that and the diagonal kept aside
             memories[form] = _factorised(precision, present, n_items, rank, seed)
             precision.div_(-l2)
-            precision.diagonal().copy_(diagonal)
         else:  # EASE: B_ij = -P_ij / P_jj, zero diagonal (`models.baselines.ease_weights`)
             precision.div_(-diagonal)
             precision.diagonal().zero_()

@@ -77,6 +77,11 @@ class Sequences:
     def lengths(self) -> np.ndarray:
         return np.diff(self.ptr)
 
+    @property
+    def owners(self) -> np.ndarray:
+        """The user of each token."""
+        return np.repeat(np.arange(len(self.ptr) - 1), self.lengths)
+
     def user_items(self, user: int) -> np.ndarray:
         return self.items[self.ptr[user] : self.ptr[user + 1]]
 
@@ -85,13 +90,12 @@ class Sequences:
         (where token times are known) and repeats are those of what remains."""
         keep = np.ones(len(self.items), bool)
         keep[tokens] = False
-        owner = np.repeat(np.arange(len(self.lengths)), self.lengths)[keep]
+        owner = self.owners[keep]
         ptr = np.r_[0, np.cumsum(np.bincount(owner, minlength=len(self.lengths)))]
         items, times, gaps = self.items[keep], self.times, self.gaps[keep]
         if times is not None:
             times = times[keep]
-            first = np.r_[True, owner[1:] != owner[:-1]]
-            gaps = np.where(first, 0, gap_buckets(np.r_[0.0, np.diff(times)])).astype(np.int64)
+            gaps = _token_gaps(owner, times)
         return Sequences(
             ptr.astype(np.int64),
             items,
@@ -113,19 +117,23 @@ def build_sequences(
     token_user, token_item = u[starts], i[starts]
     token_type = np.maximum.reduceat(t, starts) if len(starts) else t[:0]
     token_time = s[starts]
-    first = np.r_[True, token_user[1:] != token_user[:-1]]
-    gap = np.r_[0.0, np.diff(token_time)]
-    gaps = np.where(first, 0, gap_buckets(gap))
+    gaps = _token_gaps(token_user, token_time)
     ptr = np.r_[0, np.cumsum(np.bincount(token_user, minlength=n_users))].astype(np.int64)
     repeats = _repeated_items(token_user, token_item)
     return Sequences(
         ptr,
         token_item.astype(np.int64),
         token_type.astype(np.int64),
-        gaps.astype(np.int64),
+        gaps,
         repeats,
         token_time.astype(np.int64),
     )
+
+
+def _token_gaps(token_user: np.ndarray, token_time: np.ndarray) -> np.ndarray:
+    """The gap bucket of each token since the same user's previous one (0 for a first)."""
+    first = np.r_[True, token_user[1:] != token_user[:-1]]
+    return np.where(first, 0, gap_buckets(np.r_[0.0, np.diff(token_time)])).astype(np.int64)
 
 
 SESSION_BREAK = 6  # gap bucket of 32 minutes and more: a new visit
@@ -180,10 +188,9 @@ def split_for_validation(
         return ValidationSplit(sequences, held_out, truth, held)
     tokens = random_tokens(sequences, share, seed)
     train = sequences.without(tokens)
-    owner = np.repeat(np.arange(len(sequences.lengths)), sequences.lengths)
     n_items = int(sequences.items.max(initial=-1)) + 1
-    asked = np.unique(owner[tokens] * n_items + sequences.items[tokens])
-    context = np.repeat(np.arange(len(train.lengths)), train.lengths) * n_items + train.items
+    asked = np.unique(sequences.owners[tokens] * n_items + sequences.items[tokens])
+    context = train.owners * n_items + train.items
     asked = asked[~np.isin(asked, context)]
     counts = np.bincount(asked // n_items, minlength=len(sequences.lengths))
     truth = (np.r_[0, np.cumsum(counts)].astype(np.int64), asked % n_items)
@@ -195,7 +202,7 @@ def random_tokens(sequences: Sequences, share: float, seed: int = 0) -> np.ndarr
     sorted, for users with three or more; at least two tokens of each user are left."""
     lengths = sequences.lengths
     wanted = np.where(lengths >= 3, np.clip(np.rint(share * lengths), 1, lengths - 2), 0)
-    owner = np.repeat(np.arange(len(lengths)), lengths)
+    owner = sequences.owners
     order = np.lexsort((np.random.default_rng(seed).random(len(owner)), owner))
     rank = np.arange(len(owner)) - sequences.ptr[owner]  # rank of the draw within its user
     return np.sort(order[rank < wanted[owner]])
@@ -227,7 +234,7 @@ def validation_tokens(
         return newest
     index = np.arange(len(sequences.items))
     breaks = np.where(sequences.gaps >= SESSION_BREAK, index, -1)
-    owner = np.repeat(np.arange(len(newest)), sequences.lengths)
+    owner = sequences.owners
     last_break = np.full(len(newest), -1)
     np.maximum.at(last_break, owner, breaks)
     usable = last_break - sequences.ptr[:-1] >= 2
@@ -241,7 +248,7 @@ def _window_starts(sequences: Sequences, window_days: float) -> np.ndarray:
         return sequences.ptr[1:].copy()
     end = -(-int(sequences.times.max() + 1) // DAY_SECONDS) * DAY_SECONDS  # next midnight
     inside = sequences.times >= end - window_days * DAY_SECONDS
-    owner = np.repeat(np.arange(len(sequences.lengths)), sequences.lengths)
+    owner = sequences.owners
     first = sequences.ptr[1:].copy()
     index = np.flatnonzero(inside)
     np.minimum.at(first, owner[index], index)
@@ -264,7 +271,7 @@ def validation_truth(
     """Per user, the items validation asks for, as CSR arrays (ptr, items): the items of
     `held_tokens` that are new to the user (as every protocol's truth)."""
     tokens = held_tokens(sequences, held_out, mode)
-    owner = np.repeat(np.arange(len(held_out)), np.diff(sequences.ptr))[tokens]
+    owner = sequences.owners[tokens]
     new = ~sequences.repeats[tokens]
     owner = owner[new]
     ptr = np.r_[0, np.cumsum(np.bincount(owner, minlength=len(held_out)))].astype(np.int64)
