@@ -55,7 +55,9 @@ from models.sequences import (
     epoch_seconds,
     event_type_codes,
     held_tokens,
+    last_occurrences,
     length_batches,
+    previous_occurrences,
     ranges,
     serving_gap,
     similar_length_chunks,
@@ -83,7 +85,7 @@ VALIDATION_EVIDENCE = 2.0
 # quarter 0.090 (the start: 0.087; EASE 0.088). On the plain shop and MovieLens msr no share
 # gained more than 0.0005 on the test.
 TRAINED_SHARES = (1.0, 0.5, 0.25, 0.125)
-FORMAT = 8  # of saved models; older files get a "retrain it" error
+FORMAT = 9  # of saved models; older files get a "retrain it" error (8: recency by first token)
 LOSSES = ("auto", "full", "sampled")  # see EmbeddingConfig.loss
 LONG_TERMS = ("auto", *FORMS, "none")  # see EmbeddingConfig.long_term
 
@@ -543,16 +545,14 @@ class EmbeddingRecommender(Recommender):
     def _memory_sums(
         self, sequences: Sequences, starts: np.ndarray, ends: np.ndarray
     ) -> torch.Tensor:
-        """The memory's P summed over the tokens [starts, ends) of each row whose item is new
-        to the user (B x rank)."""
+        """The memory's P summed over the distinct items of the tokens [starts, ends) of each
+        row, each weighted by the recency of its last token there (B x rank)."""
         counts = np.maximum(ends - starts, 0)
         tokens = ranges(starts, counts)
-        new = ~sequences.repeats[tokens]
-        owner = np.repeat(np.arange(len(starts)), counts)[new]
-        tokens = tokens[new]
-        # distinct items after each one in its row: the row's count less its running count
-        running = np.arange(len(tokens)) - np.searchsorted(owner, owner)
-        later = np.bincount(owner, minlength=len(starts))[owner] - 1 - running
+        owner = np.repeat(np.arange(len(starts)), counts)
+        last = last_occurrences(owner, sequences.items[tokens])
+        owner, tokens = owner[last], tokens[last]
+        later = ends[owner] - 1 - tokens  # events after the item's last one in its row
         rows = torch.as_tensor(owner, device=self.device)
         items = torch.as_tensor(sequences.items[tokens], device=self.device)
         side = self.memory.user_side
@@ -1375,6 +1375,7 @@ class _SoftmaxStep:
         self.model, self.mode = model, mode
         cfg, n_items, dev = model.config, len(model.item_ids), model.device
         self.id_dropout = cfg.id_dropout if model.item_tower.has_content else 0.0
+        self.previous = previous_occurrences(model.sequences)  # for the memory's recency
         counts = np.bincount(model.sequences.items, minlength=n_items).astype(np.float64)
         # Proposal: half uniform, half by frequency (hard negatives); logQ of each draw.
         q = 0.5 / n_items + 0.5 * counts / max(counts.sum(), 1)
@@ -1416,10 +1417,14 @@ class _SoftmaxStep:
             return torch.zeros(*inputs.items.shape, 0, device=model.device)
         width = inputs.items.shape[1]
         position = np.minimum(starts[:, None] + np.arange(width), len(seq.items) - 1)
-        counted = (np.arange(width)[None, :] < inputs.lengths[:, None]) & ~seq.repeats[position]
+        real = np.arange(width)[None, :] < inputs.lengths[:, None]
+        previous = self.previous[position]
+        # events between an item's previous token in the history and this one; -1: new
+        since = np.where(real & (previous >= first[:, None]), position - 1 - previous, -1)
         return model.memory.history_sums(
             torch.as_tensor(inputs.items, device=model.device),
-            torch.as_tensor(counted, device=model.device),
+            torch.as_tensor(real, device=model.device),
+            torch.as_tensor(since, device=model.device),
             model._memory_sums(seq, first, starts),
         )
 

@@ -59,6 +59,7 @@ from models.sequences import (
     split_for_validation,
     validation_tokens,
     validation_truth,
+    windows,
 )
 from models.split import make_split, temporal_holdout
 from models.towers import EncoderLayer, FastDropout
@@ -500,6 +501,36 @@ def _check_seen_mask(model: EmbeddingRecommender, candidates: torch.Tensor | Non
             met = set(seq.items[first[row] : starts[row] + t + 1])
             found = set(candidates.numpy()[np.flatnonzero(seen[row, t].numpy())])
             assert found == met & set(candidates.numpy())
+
+
+@pytest.mark.parametrize("half_life", [0.0, 3.0])
+def test_training_reads_the_memory_each_position_is_served(half_life):
+    """The running memory of a training window (after some earlier tokens) is, at every
+    position, the whole-history sum that serving computes for that prefix: each item once,
+    weighted by the events after its last token (items come back in this world)."""
+    interactions, items = _taste_world()
+    model = EmbeddingRecommender(
+        _toy_config(dim=8, epochs=0, long_term="ease", long_term_rank=16), progress=False
+    ).fit(interactions, items)
+    model.memory.half_life.fill_(half_life)
+    seq, users = model.sequences, np.arange(6)
+    first, ends = seq.ptr[users], model.held_out[users]
+    assert seq.repeats[first[0] : ends[-1]].sum() > 10
+    starts = first + 3
+    inputs = windows(seq, starts, ends, len(model.item_ids))
+    running = _SoftmaxStep(model, "full")._memory(first, starts, inputs)
+    side = model.memory.user_side
+    for row in range(len(users)):
+        for t in range(int(inputs.lengths[row])):
+            end = starts[row] + t + 1
+            served = model._memory_sums(seq, first[row : row + 1], np.array([end]))[0]
+            torch.testing.assert_close(running[row, t], served, rtol=1e-4, atol=1e-5)
+            history = list(seq.items[first[row] : end])  # by hand: each item at its last token
+            by_hand = sum(
+                side[i] * 0.5 ** ((history[::-1].index(i)) / half_life if half_life else 0)
+                for i in set(history)
+            )
+            torch.testing.assert_close(served, by_hand, rtol=1e-4, atol=1e-5)
 
 
 def test_the_loss_leaves_out_what_each_position_has_already_met():
