@@ -51,6 +51,7 @@ from models.metrics import (
 from models.rerank import mmr, prefer_long_tail
 from models.sequences import (
     EVENT_TYPES,
+    Window,
     build_sequences,
     codes_of_event_types,
     epoch_seconds,
@@ -503,8 +504,7 @@ def _check_seen_mask(model: EmbeddingRecommender, candidates: torch.Tensor | Non
             assert found == met & set(candidates.numpy())
 
 
-@pytest.mark.parametrize("half_life", [0.0, 3.0])
-def test_training_reads_the_memory_each_position_is_served(half_life):
+def test_training_reads_the_memory_each_position_is_served():
     """The running memory of a training window (after some earlier tokens) is, at every
     position, the whole-history sum that serving computes for that prefix: each item once,
     weighted by the events after its last token (items come back in this world)."""
@@ -512,15 +512,24 @@ def test_training_reads_the_memory_each_position_is_served(half_life):
     model = EmbeddingRecommender(
         _toy_config(dim=8, epochs=0, long_term="ease", long_term_rank=16), progress=False
     ).fit(interactions, items)
-    model.memory.half_life.fill_(half_life)
     seq, users = model.sequences, np.arange(6)
     first, ends = seq.ptr[users], model.held_out[users]
     assert seq.repeats[first[0] : ends[-1]].sum() > 10
     starts = first + 3
     inputs = windows(seq, starts, ends, len(model.item_ids))
+    for half_life in (0.0, 3.0):
+        model.memory.half_life.fill_(half_life)
+        _check_running_memory(model, first, starts, inputs)
+
+
+def _check_running_memory(
+    model: EmbeddingRecommender, first: np.ndarray, starts: np.ndarray, inputs: Window
+) -> None:
+    """Training's memory at each position of `inputs` against serving's and a hand sum."""
+    seq, half_life = model.sequences, float(model.memory.half_life)
     running = _SoftmaxStep(model, "full")._memory(first, starts, inputs)
     side = model.memory.user_side
-    for row in range(len(users)):
+    for row in range(len(first)):
         for t in range(int(inputs.lengths[row])):
             end = starts[row] + t + 1
             served = model._memory_sums(seq, first[row : row + 1], np.array([end]))[0]
@@ -567,7 +576,7 @@ def test_the_loss_is_the_full_softmax_up_to_a_catalog_size_then_sampled():
         len(items),
     )["ndcg@10"]
     for threshold, expected in [(len(items), "full"), (len(items) - 1, "sampled")]:
-        config = _toy_config(dim=16, epochs=8, negatives=32, full_softmax_max_items=threshold)
+        config = _toy_config(dim=16, epochs=3, negatives=32, full_softmax_max_items=threshold)
         model = EmbeddingRecommender(config, progress=False).fit(split.train, items)
         assert model.loss_used == expected
         assert model.describe()["loss_used"] == expected

@@ -649,14 +649,18 @@ def _copy_parquet(con: duckdb.DuckDBPyConnection, query: str, path: Path) -> int
 
 
 def row_accounting(
-    raw: pl.DataFrame | str, clean: pl.DataFrame | str, quarantine: pl.DataFrame | str
+    raw: pl.DataFrame | str,
+    clean: pl.DataFrame | str,
+    quarantine: pl.DataFrame | str,
+    database: duckdb.DuckDBPyConnection | None = None,
 ) -> pl.DataFrame:
     """Per source file: rows read, clean, quarantined, and whether they add up.
 
     Each argument is a frame or a SQL relation (e.g. `read_parquet('...')`) with a
     `source_file` column; the counting happens in DuckDB, so tables of any size are fine.
+    `database`: count in a cursor on this connection's database, as `clean_events` does.
     """
-    with connect() as con:
+    with contextlib.closing(connect(database=database)) as con:
         relations = []
         for name, table in (("raw", raw), ("clean", clean), ("quarantine", quarantine)):
             if isinstance(table, pl.DataFrame):
