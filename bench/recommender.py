@@ -260,11 +260,13 @@ class _AccessoryOracle(EASERecommender):
             .reset_index()
         )
         later = last.groupby("user_id")["order"].rank(ascending=False, method="first") - 1
-        columns = np.searchsorted(self.kept, self.item_index.get_indexer(last["item_id"]))
+        item = self.item_index.get_indexer(last["item_id"])
+        columns = np.minimum(np.searchsorted(self.kept, item), len(self.kept) - 1)
+        kept = self.kept[columns] == item  # items EASE left out (max_items) score nothing
         self.user_items = sp.csr_matrix(
             (
-                half_life_weight(later.to_numpy(np.float32), self.half_life),
-                (self.user_index.get_indexer(last["user_id"]), columns),
+                half_life_weight(later.to_numpy(np.float32)[kept], self.half_life),
+                (self.user_index.get_indexer(last["user_id"])[kept], columns[kept]),
             ),
             shape=self.user_items.shape,
         )
@@ -283,8 +285,9 @@ class _AccessoryOracle(EASERecommender):
     def _score(self, users: np.ndarray) -> torch.Tensor:
         scores = super()._score(users)
         owed = torch.as_tensor(self.owed[users].toarray() > 0)
-        finite = torch.where(scores.isfinite(), scores.abs(), 0.0)
-        return torch.where(owed, finite.amax(1, keepdim=True) + 1.0, scores)
+        finite = torch.where(scores.isfinite(), scores, 0.0)
+        first = 2 * finite.abs().amax(1, keepdim=True) + 1.0  # above every item not owed ...
+        return torch.where(owed, first + finite, scores)  # ... in EASE's order among them
 
 
 def synthetic(device: str) -> dict:

@@ -46,7 +46,7 @@ from models.baselines import ridge_precision
 # and MovieLens msr best with none. An item's recency is that of its last event: counted
 # from its first, as this memory did until 2026-12-05, the sequential shop lost at every
 # half-life (h 8: 0.0868, h 20: 0.0875; last event 0.0900, 0.0908) and the plain shop too
-# (h 20: 0.1187 against 0.1207); where no item comes back (Sports, MovieLens) both are one.
+# (h 20: 0.1187 against 0.1209); where no item comes back (Sports, MovieLens) both are one.
 HALF_LIVES = (0.0, 32.0, 8.0, 2.0)
 # The item-item matrices a memory can hold, from one solve of P = (X'X + l2 I)^-1: EASE's
 # (B = -P / diag(P), zero diagonal) and the plain ridge regression of each item on all of
@@ -150,13 +150,14 @@ class LongTermMemory(nn.Module):
         for an item new to the history) trades the weight it had for a fresh one, so that it
         counts once, at its last token."""
         padded = torch.cat([self.user_side, self.user_side.new_zeros(1, self.rank)])
-        step = self.recency_weights(torch.ones(()))  # one event's decay; 1 without a half-life
+        one_event = self.recency_weights(torch.ones(()))  # its decay; 1 without a half-life
         # a returning item's earlier weight, aged by this token: what its fresh one replaces
-        earlier = torch.where(since >= 0, step * self.recency_weights(since.clamp(min=0)), 0.0)
+        aged = one_event * self.recency_weights(since.clamp(min=0))
+        earlier = torch.where(since >= 0, aged, 0.0)
         rows = padded[items.clamp(max=len(self.user_side))] * (real * (1 - earlier))[..., None]
         if float(self.half_life) <= 0:
             return before[:, None, :] + rows.cumsum(1)
-        decay = torch.where(real, step, 1.0)[..., None]
+        decay = torch.where(real, one_event, 1.0)[..., None]
         running, out = before, []
         for step in range(items.shape[1]):
             running = running * decay[:, step] + rows[:, step]

@@ -515,6 +515,7 @@ def test_training_reads_the_memory_each_position_is_served():
     seq, users = model.sequences, np.arange(6)
     first, ends = seq.ptr[users], model.held_out[users]
     assert seq.repeats[first[0] : ends[-1]].sum() > 10
+    assert (ends - first > 3).all()  # every window starts after three of its user's tokens
     starts = first + 3
     inputs = windows(seq, starts, ends, len(model.item_ids))
     for half_life in (0.0, 3.0):
