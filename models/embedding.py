@@ -772,7 +772,7 @@ class EmbeddingRecommender(Recommender):
         the earlier model's memory was of the chosen form (its scale suits that form only).
         Returns the per-user gains of the state it leaves when it scored that state (None
         otherwise)."""
-        kept = {k: v.detach().clone() for k, v in self.memory.state_dict().items()}
+        kept = {k: getattr(self.memory, k).detach().clone() for k in ("gate", "log_scale")}
         memories, self._memories = self._memories, {}  # the chosen one stays, as self.memory
         if not self.memory.rank:
             return None

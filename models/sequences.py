@@ -49,14 +49,11 @@ def _repeated_items(token_user: np.ndarray, token_item: np.ndarray) -> np.ndarra
     return repeats
 
 
-def _user_item_keys(owner: np.ndarray, items: np.ndarray) -> np.ndarray:
-    return owner.astype(np.int64) * (int(items.max(initial=0)) + 1) + items
-
-
 def previous_occurrences(sequences: Sequences) -> np.ndarray:
     """For each token, the index of the same user's previous token on the same item (-1 for
     the first): what the memory's recency reads when an item comes back."""
-    key = _user_item_keys(sequences.owners, sequences.items)
+    items = sequences.items
+    key = sequences.owners.astype(np.int64) * (int(items.max(initial=0)) + 1) + items
     order = np.argsort(key, kind="stable")  # each key's tokens together, in order
     same = np.flatnonzero(key[order[1:]] == key[order[:-1]])
     previous = np.full(len(sequences.items), -1, np.int64)
@@ -65,11 +62,8 @@ def previous_occurrences(sequences: Sequences) -> np.ndarray:
 
 
 def last_occurrences(owner: np.ndarray, items: np.ndarray) -> np.ndarray:
-    """Whether each token (grouped by `owner`, in order) is its owner's last on its item."""
-    key = _user_item_keys(owner, items)
-    last = np.zeros(len(key), bool)
-    last[len(key) - 1 - np.unique(key[::-1], return_index=True)[1]] = True
-    return last
+    """Whether each token is its owner's last on its item (`_repeated_items`, read backwards)."""
+    return ~_repeated_items(owner[::-1], items[::-1])[::-1]
 
 
 def epoch_seconds(times: pd.Series) -> np.ndarray:
