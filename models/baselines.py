@@ -128,10 +128,16 @@ def ease_weights(user_items: sp.spmatrix, l2: float) -> torch.Tensor:
     the Gram matrix's own memory (`_precision_in_place`): one dense n x n matrix at a time.
     A factorisation that fails (a ridge too small for float32) falls back to the general
     inverse. Row-major, as numpy's sparse products read it."""
-    weights = ridge_precision(user_items, l2)
-    weights.div_(-weights.diagonal().clone())  # in place: B_ij = -P_ij / P_jj
-    weights.diagonal().zero_()
-    return weights
+    precision = ridge_precision(user_items, l2)
+    return ease_from_precision(precision, precision.diagonal().clone())
+
+
+def ease_from_precision(precision: torch.Tensor, diagonal: torch.Tensor) -> torch.Tensor:
+    """EASE's B_ij = -P_ij / P_jj with a zero diagonal, in place in `precision` (P's own
+    `diagonal` given apart, as P's may have been overwritten); returns it."""
+    precision.div_(-diagonal)
+    precision.diagonal().zero_()
+    return precision
 
 
 def ridge_precision(user_items: sp.spmatrix, l2: float) -> torch.Tensor:

@@ -38,7 +38,7 @@ import torch
 from torch import nn
 
 from models.base import half_life_weight
-from models.baselines import ridge_precision
+from models.baselines import ease_from_precision, ridge_precision
 
 # Half-lives (in events) the fit tries for the memory's recency weights; 0: none.
 # Measured with full EASE: Amazon Sports loo best at 2 (NDCG@10 0.0323 against 0.0279 with
@@ -204,9 +204,8 @@ def fit_memory(
             precision.diagonal().zero_()  # reads only that and the diagonal kept aside
             memories[form] = _factorised(precision, present, n_items, rank, seed)
             precision.div_(-l2)
-        else:  # EASE: B_ij = -P_ij / P_jj, zero diagonal (`models.baselines.ease_weights`)
-            precision.div_(-diagonal)
-            precision.diagonal().zero_()
+        else:  # EASE: B_ij = -P_ij / P_jj, zero diagonal
+            ease_from_precision(precision, diagonal)
             memories[form] = _factorised(precision, present, n_items, rank, seed)
     say(
         f"long-term memory: {named} solved and factorised to rank {rank} in "
