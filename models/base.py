@@ -56,6 +56,15 @@ def half_life_weight(age, half_life):
     return 0.5 ** (age / half_life)
 
 
+def rows_or_zeros(matrix: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """`matrix`'s rows at `index` (any shape), zeros where the index is len(matrix): the
+    padding index of token windows. Gathers without copying the matrix to append a zero row,
+    which cost more than the gather when a service encodes one user at a time."""
+    padding = index >= len(matrix)
+    rows = matrix[index.clamp(max=len(matrix) - 1)]
+    return rows.masked_fill(padding[..., None], 0.0)
+
+
 EVENT_WEIGHTS = {"view": 1.0, "favorite": 2.0, "add_to_cart": 3.0, "purchase": 4.0}
 
 

@@ -35,7 +35,7 @@ import scipy.sparse as sp
 import torch
 from torch import nn
 
-from models.base import Recommender, resolve_device
+from models.base import Recommender, resolve_device, rows_or_zeros
 from models.checks import Problems
 from models.distributed import (
     any_process,
@@ -945,9 +945,8 @@ class EmbeddingRecommender(Recommender):
         tokens [first, starts) pooled before it (`_earlier`). `item_vectors`: the item
         tower's; `next_gaps`: the gap bucket of the event each position predicts."""
         dev = self.device
-        padded = torch.cat([item_vectors, item_vectors.new_zeros(1, item_vectors.shape[1])])
         return self.user_tower(
-            padded[torch.as_tensor(window.items, device=dev)],
+            rows_or_zeros(item_vectors, torch.as_tensor(window.items, device=dev)),
             torch.as_tensor(window.types, device=dev),
             torch.as_tensor(window.gaps, device=dev),
             torch.as_tensor(window.lengths, device=dev),

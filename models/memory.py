@@ -37,7 +37,7 @@ import scipy.sparse as sp
 import torch
 from torch import nn
 
-from models.base import half_life_weight
+from models.base import half_life_weight, rows_or_zeros
 from models.baselines import ease_from_precision, ridge_precision
 
 # Half-lives (in events) the fit tries for the memory's recency weights; 0: none.
@@ -149,12 +149,12 @@ class LongTermMemory(nn.Module):
         comes back (`since`: B x T, the events between its previous token and this one; -1
         for an item new to the history) trades the weight it had for a fresh one, so that it
         counts once, at its last token."""
-        padded = torch.cat([self.user_side, self.user_side.new_zeros(1, self.rank)])
         one_event = self.recency_weights(torch.ones(()))  # its decay; 1 without a half-life
         # a returning item's earlier weight, aged by this token: what its fresh one replaces
         aged = one_event * self.recency_weights(since.clamp(min=0))
         earlier = torch.where(since >= 0, aged, 0.0)
-        rows = padded[items.clamp(max=len(self.user_side))] * (real * (1 - earlier))[..., None]
+        rows = rows_or_zeros(self.user_side, items.clamp(max=len(self.user_side)))
+        rows = rows * (real * (1 - earlier))[..., None]
         if float(self.half_life) <= 0:
             return before[:, None, :] + rows.cumsum(1)
         decay = torch.where(real, one_event, 1.0)[..., None]
