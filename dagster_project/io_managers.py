@@ -32,7 +32,7 @@ from dagster_project.features.daily_runs import DailyTable, MissingDaysError
 from dagster_project.recommender.inputs import model_path, trained_model
 from dagster_project.resources import PlatformStorage, RecommenderSettings
 from dagster_project.settings import DataLayout
-from dagster_project.storage import write_parquet_atomic
+from dagster_project.storage import shared_storage, write_parquet_atomic
 from models.embedding import EmbeddingRecommender
 
 # The day-by-day assets, by the entity of their `DailyTable`.
@@ -93,7 +93,8 @@ class ParquetTables(ConfigurableIOManager):
 
     def handle_output(self, context: OutputContext, obj: object) -> None:
         name = _asset_name(context)
-        path = self.storage.layout().asset_table(name)
+        out = self.storage.layout()
+        path = out.asset_table(name)
         if isinstance(obj, pd.DataFrame):
             metadata = table_metadata(obj, write_parquet_atomic(obj, path))
         elif isinstance(obj, pl.DataFrame):  # its file's schema: polars types, not pandas'
@@ -107,6 +108,10 @@ class ParquetTables(ConfigurableIOManager):
                 f"asset {name} returned a {type(obj).__name__}: a table asset returns a pandas "
                 "or polars DataFrame, or the Path where it wrote its Parquet table"
             )
+        shared = shared_storage(out.root)
+        if shared:  # the table for every machine, as soon as it is written
+            shared.publish(path)
+            metadata["shared_url"] = MetadataValue.url(shared.url_of(path))
         context.add_output_metadata(metadata)
 
     def load_input(self, context: InputContext) -> object:
@@ -117,6 +122,9 @@ class ParquetTables(ConfigurableIOManager):
         if name in DAILY_TABLES:
             return self._daily_snapshots(out, name, wanted, columns)
         path = out.asset_table(name)
+        shared = shared_storage(out.root)
+        if shared:  # the table as the machine that wrote it last published it
+            shared.fetch(path)
         if wanted is Path:
             return path
         if not path.is_file():

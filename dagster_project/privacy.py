@@ -35,7 +35,7 @@ from dagster_project.pseudonyms import deletion_digest, pseudonymise
 from dagster_project.redaction import redact_mentions
 from dagster_project.settings import DataLayout
 from dagster_project.sources.manifest import CANONICAL_FORMAT, read_source_manifest
-from dagster_project.storage import write_parquet_atomic
+from dagster_project.storage import publish_to_shared, shared_storage, write_parquet_atomic
 
 if TYPE_CHECKING:  # feast loads in seconds: imported where the online store is touched
     from feast import FeatureStore
@@ -239,6 +239,9 @@ def forget_user_files(out: DataLayout, user_id: str) -> dict[str, int]:
             f"the landing folder holds a {manifest['format']!r} export; forgetting a user in "
             "adapter formats is not supported yet: remove them at the source and re-export"
         )
+    shared = shared_storage(out.root)
+    for folder in (out.tables, out.features) if shared else ():
+        shared.fetch(folder)  # the shared copies too: rows this machine never read
     files = [
         *(sorted(out.landing.rglob("*")) if out.landing.exists() else []),
         *sorted(out.tables.rglob("*.parquet")),
@@ -265,6 +268,10 @@ def forget_user_files(out: DataLayout, user_id: str) -> dict[str, int]:
         raise
     for path, (new, _) in staged.items():  # change: swap every staged file in
         os.replace(new, path)
+    shared_tables = [
+        p for p in staged if p.is_relative_to(out.tables) or p.is_relative_to(out.features)
+    ]
+    publish_to_shared(out.root, *shared_tables)
     return {str(path.relative_to(out.root)): count for path, (_, count) in staged.items()}
 
 

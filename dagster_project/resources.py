@@ -24,11 +24,12 @@ from dagster_project.settings import (
     EXPECTATIONS_DIR,
     FEAST_CONFIG_ENV,
     FEATURE_REPO_DIR,
+    FEATURE_TABLES,
     DataLayout,
     data_dir,
     layout,
 )
-from dagster_project.storage import retry_with_backoff
+from dagster_project.storage import retry_with_backoff, shared_storage
 from models.checks import Problems
 
 if TYPE_CHECKING:  # feast and GX load in seconds: imported when a store or suite runner is made
@@ -133,9 +134,14 @@ class FeastResource(ConfigurableResource):
         return config
 
     def store(self) -> FeatureStore:
+        """The feature store; with shared storage, the tables its offline sources read are
+        brought up to the shared copies first (another machine may have written them)."""
         from feast import FeatureStore
 
         (self._data_dir() / "feast").mkdir(parents=True, exist_ok=True)
+        shared = shared_storage(self._data_dir())
+        for name in sorted(FEATURE_TABLES) if shared else ():
+            shared.fetch(layout(self._data_dir()).feature_table(name))
         return FeatureStore(config=self.repo_config())
 
     def materialize(

@@ -12,6 +12,8 @@ import duckdb
 import pandas as pd
 import polars as pl
 
+from dagster_project.storage import shared_storage
+
 DUCKDB_MEMORY_LIMIT = "2GB"  # DuckDB spills to disk beyond this
 
 
@@ -65,6 +67,9 @@ def connect(
         con.execute("SET preserve_insertion_order = false")
         if threads:
             con.execute(f"SET threads = {int(threads)}")
+        shared = shared_storage()
+        if shared:  # the shared store's URLs readable and writable in SQL
+            shared.attach(con)
     con.execute("SET TimeZone = 'UTC'")  # per connection, a cursor's included
     con.execute("SET enable_progress_bar = false")
     return con

@@ -14,7 +14,7 @@ import pandas as pd
 from dagster_project.features.build import WINDOWS
 from dagster_project.features.daily import UserTotals
 from dagster_project.settings import FIRST_EVENT_DAY_ENV, DataLayout
-from dagster_project.storage import write_parquet_atomic
+from dagster_project.storage import shared_storage, write_parquet_atomic
 
 DAY = pd.Timedelta(days=1)
 
@@ -31,9 +31,12 @@ class DailyTable:
         self.totals_names = (
             ("user_totals", "user_category_totals") if entity == "user" else ("item_totals",)
         )
+        self.shared = shared_storage(out.root)  # None: the data directory alone
 
     def load(self, day: pd.Timestamp) -> UserTotals | pd.DataFrame | None:
         paths = [self.out.daily_file(n, f"{day:%Y-%m-%d}") for n in self.totals_names]
+        for path in paths if self.shared else ():
+            self.shared.fetch(path)
         if not all(p.exists() for p in paths):
             return None
         frames = [pd.read_parquet(p) for p in paths]
@@ -42,8 +45,13 @@ class DailyTable:
     def save(self, day: pd.Timestamp, totals, snapshots: pd.DataFrame) -> None:
         frames = [totals.users, totals.categories] if self.entity == "user" else [totals]
         for name, frame in zip(self.totals_names, frames, strict=True):
-            write_parquet_atomic(frame, self.out.daily_file(name, f"{day:%Y-%m-%d}"))
-        write_parquet_atomic(snapshots, self.out.daily_file(self.snapshots, f"{day:%Y-%m-%d}"))
+            self._write(frame, self.out.daily_file(name, f"{day:%Y-%m-%d}"))
+        self._write(snapshots, self.out.daily_file(self.snapshots, f"{day:%Y-%m-%d}"))
+
+    def _write(self, frame: pd.DataFrame, path: Path) -> None:
+        write_parquet_atomic(frame, path)
+        if self.shared:
+            self.shared.publish(path)
 
     @property
     def snapshots(self) -> str:
@@ -52,6 +60,8 @@ class DailyTable:
     def remove_after(self, day: pd.Timestamp) -> int:
         """Delete the files of days after `day`; return how many there were."""
         names = [*self.totals_names, self.snapshots]
+        for name in names if self.shared else ():  # days another machine built count too
+            self.shared.fetch(self.out.daily_folder(name))
         stale = [
             f
             for name in names
@@ -60,10 +70,14 @@ class DailyTable:
         ]
         for f in stale:
             f.unlink()
+            if self.shared:
+                self.shared.remove(f)
         return len(stale)
 
     def all_snapshots(self) -> pd.DataFrame:
         """Every day's snapshots, in day order (the input of the Feast table)."""
+        if self.shared:
+            self.shared.fetch(self.out.daily_folder(self.snapshots))
         files = sorted(self.out.daily_folder(self.snapshots).glob("????-??-??.parquet"))
         if not files:
             raise MissingDaysError(
