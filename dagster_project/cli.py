@@ -33,6 +33,7 @@ from dagster_project.sources.synthetic.generator import (
     generate,
     preset,
 )
+from dagster_project.storage import shared_storage
 
 # The model's training budget (seconds) of `demo` per preset, where it differs from the
 # pipeline's: the tiny shop is a quick look (its model kept the start under any budget).
@@ -95,6 +96,9 @@ def _clear_derived(out: DataLayout) -> None:
     removed = [p.name for p in derived if p.exists()]
     for folder in derived:
         shutil.rmtree(folder, ignore_errors=True)
+    shared = shared_storage(out.root)
+    for folder in (out.tables, out.features) if shared else ():  # and every machine's
+        shared.remove(folder)
     out.duckdb_file.unlink(missing_ok=True)
     if removed:
         print(f"[generate] new data set: removed what the old one built ({', '.join(removed)})")

@@ -122,9 +122,6 @@ class ParquetTables(ConfigurableIOManager):
         if name in DAILY_TABLES:
             return self._daily_snapshots(out, name, wanted, columns)
         path = out.asset_table(name)
-        shared = shared_storage(out.root)
-        if shared:  # the table as the machine that wrote it last published it
-            shared.fetch(path)
         if wanted is Path:
             return path
         if not path.is_file():

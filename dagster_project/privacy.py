@@ -240,8 +240,8 @@ def forget_user_files(out: DataLayout, user_id: str) -> dict[str, int]:
             "adapter formats is not supported yet: remove them at the source and re-export"
         )
     shared = shared_storage(out.root)
-    for folder in (out.tables, out.features) if shared else ():
-        shared.fetch(folder)  # the shared copies too: rows this machine never read
+    if shared:  # the shared copies too: rows this machine never read
+        shared.fetch_all()
     files = [
         *(sorted(out.landing.rglob("*")) if out.landing.exists() else []),
         *sorted(out.tables.rglob("*.parquet")),

@@ -24,7 +24,6 @@ from dagster_project.settings import (
     EXPECTATIONS_DIR,
     FEAST_CONFIG_ENV,
     FEATURE_REPO_DIR,
-    FEATURE_TABLES,
     DataLayout,
     data_dir,
     layout,
@@ -64,9 +63,18 @@ class PlatformStorage(ConfigurableResource):
     data_dir: str = ""
 
     def setup_for_execution(self, context: InitResourceContext) -> None:
-        """In a run: record the run's worker process (see `run_recovery`)."""
+        """In a run: record the run's worker process (see `run_recovery`); with shared
+        storage ($RECSYS_STORAGE_URL), bring the working copy up to the store's first, so
+        every step reads what the steps before it published, on whichever machine."""
         if context.instance is not None and context.run_id:
             record_run_worker(context.instance, context.run_id)
+        shared = shared_storage(self.layout().root)
+        if shared:
+            changed = shared.fetch_all()
+            if context.log is not None:
+                context.log.info(
+                    f"shared storage {shared.url}: {changed} file(s) brought up to date"
+                )
 
     def layout(self) -> DataLayout:
         return layout(self.data_dir or None)
@@ -134,14 +142,9 @@ class FeastResource(ConfigurableResource):
         return config
 
     def store(self) -> FeatureStore:
-        """The feature store; with shared storage, the tables its offline sources read are
-        brought up to the shared copies first (another machine may have written them)."""
         from feast import FeatureStore
 
         (self._data_dir() / "feast").mkdir(parents=True, exist_ok=True)
-        shared = shared_storage(self._data_dir())
-        for name in sorted(FEATURE_TABLES) if shared else ():
-            shared.fetch(layout(self._data_dir()).feature_table(name))
         return FeatureStore(config=self.repo_config())
 
     def materialize(

@@ -86,6 +86,7 @@ def retry_with_backoff(
 # Storage that several machines share (see `SharedStorage`).
 STORAGE_URL_ENV = "RECSYS_STORAGE_URL"
 S3_ENDPOINT_ENV = "RECSYS_S3_ENDPOINT_URL"
+SHARED_FOLDERS = ("tables", "features")  # of the data directory: what the store holds
 SYNCED_SUFFIX = ".shared"  # beside a working copy: the version of the shared copy it holds
 
 
@@ -93,14 +94,17 @@ class SharedStorage:
     """Tables in storage that several machines share, named by a URL that fsspec reads
     (`s3://bucket/prefix`, `file:///mnt/shared/recsys`, `gs://...` with gcsfs installed).
 
-    The shared store holds the tables; each machine's data directory is its working copy,
-    under the same relative paths (`tables/events_clean.parquet` is
-    `<url>/tables/events_clean.parquet`). A step fetches what it reads when the shared copy
-    is not the one this machine last synced (`fetch`), and publishes what it writes as soon
-    as it is written (`publish`). Each working file's synced version (the store's checksum:
-    the ETag on S3) is kept beside it in a dot-file, so processes never share a record.
-    S3-compatible servers (SeaweedFS, MinIO, Ceph) are named by $RECSYS_S3_ENDPOINT_URL;
-    credentials are the AWS SDK's ($AWS_ACCESS_KEY_ID, $AWS_SECRET_ACCESS_KEY, profiles)."""
+    The store holds the data directory's `SHARED_FOLDERS` (tables, features); each machine's
+    data directory is its working copy, under the same relative paths
+    (`tables/events_clean.parquet` is `<url>/tables/events_clean.parquet`). A step brings its
+    working copy up to the store's when it starts (`fetch_all`: one listing per folder when
+    nothing changed), and publishes what it writes as soon as it is written (`publish`).
+    Each working file's synced version (the store's ETag, or size and modification time) is
+    kept beside it in a dot-file: a file the store no longer has, but this machine had from
+    it, is deleted here too; a file never shared stays. S3-compatible servers (SeaweedFS,
+    MinIO, Ceph) are named by $RECSYS_S3_ENDPOINT_URL; credentials are the AWS SDK's
+    ($AWS_ACCESS_KEY_ID, $AWS_SECRET_ACCESS_KEY, profiles). Concurrent writers of one table
+    are not arbitrated: the last publish wins, as the platform's runs write one at a time."""
 
     def __init__(self, url: str, root: Path, endpoint_url: str = "") -> None:
         import fsspec
@@ -110,8 +114,9 @@ class SharedStorage:
             self.fs, base = fsspec.core.url_to_fs(url, **options)
         except (ImportError, ValueError) as error:
             raise ValueError(f"${STORAGE_URL_ENV}={url!r} cannot be opened: {error}") from error
-        self.url, self.root, self.base = url, Path(root).resolve(), base.rstrip("/")
-        self.local = "file" in self.fs.protocol or "local" in self.fs.protocol
+        self.url, self.root, self.base = url, Path(os.path.abspath(root)), base.rstrip("/")
+        protocols = {self.fs.protocol} if isinstance(self.fs.protocol, str) else self.fs.protocol
+        self.local = bool({"file", "local"} & set(protocols))
 
     def url_of(self, path: Path) -> str:
         """The shared URL of a working-copy `path` (a file or folder under the data root)."""
@@ -119,41 +124,63 @@ class SharedStorage:
 
     def _remote(self, path: Path) -> str:
         try:
-            relative = Path(path).resolve().relative_to(self.root)
+            relative = Path(os.path.abspath(path)).relative_to(self.root)
         except ValueError:
             raise ValueError(f"{path} is not under the data directory {self.root}") from None
         return f"{self.base}/{relative.as_posix()}"
 
-    def publish(self, path: Path) -> None:
-        """Put the working copy's `path` (a file, or every file under a folder) in the shared
-        store; files this machine synced unchanged since are skipped."""
-        files = [path] if path.is_file() else _working_files(path)
-        for file in files:
-            if _synced(file).get("local") != _local_version(file):
-                self._put(file)
+    def fetch_all(self) -> int:
+        """Bring the whole working copy up to the store's (`fetch` of each shared folder);
+        returns the files downloaded or deleted."""
+        return sum(self.fetch(self.root / folder) for folder in SHARED_FOLDERS)
 
-    def fetch(self, path: Path) -> None:
-        """Bring the working copy of `path` (a file, or a folder's files) up to the shared
-        store's; nothing to do where the store holds none of it (a table only this machine
-        has written, or none yet)."""
+    def fetch(self, path: Path) -> int:
+        """Bring the working copy of `path` (a file, or a folder's files) up to the store's:
+        download what changed there, delete what was shared and is gone from it. Returns the
+        files downloaded or deleted."""
         remote = self._remote(path)
         self.fs.invalidate_cache(remote)
-        if not self.fs.exists(remote):
-            return
-        if not self.fs.isdir(remote):
-            self._get(remote, path)
-            return
-        for name in self.fs.find(remote):
-            relative = name[len(remote) :].lstrip("/")
-            if not any(part.startswith(".") for part in relative.split("/")):
-                self._get(name, path / relative)
+        listed = self._listing(remote)
+        if path.is_file() or (remote in listed and len(listed) == 1):  # one file
+            wanted = {path: listed[remote]} if remote in listed else {}
+            local = [path] if path.is_file() else []
+        else:
+            wanted = {path / name[len(remote) + 1 :]: info for name, info in listed.items()}
+            local = _working_files(path) if path.is_dir() else []
+        changed = 0
+        for file, info in wanted.items():
+            changed += self._get(info, file)
+        for file in local:
+            if file not in wanted and _synced(file):  # shared once, deleted there since
+                file.unlink()
+                _synced_file(file).unlink(missing_ok=True)
+                changed += 1
+        return changed
+
+    def publish(self, path: Path) -> int:
+        """Put the working copy's `path` (a file, or every file under a folder, the store's
+        folder then holding those alone) in the store; files unchanged since this machine
+        last synced them are skipped. Returns the files put or deleted."""
+        if path.is_file():
+            return int(self._put(path))
+        files = _working_files(path) if path.is_dir() else []
+        changed = sum(self._put(file) for file in files)
+        remote = self._remote(path)
+        kept = {self._remote(file) for file in files}
+        for name in self._listing(remote):
+            if name not in kept and name != remote:
+                self.fs.rm(name)
+                changed += 1
+        return changed
 
     def remove(self, path: Path) -> None:
-        """Delete a file from the shared store, as it was from the working copy."""
+        """Delete a file or folder from the store, as it was from the working copy."""
         remote = self._remote(path)
         if self.fs.exists(remote):
-            self.fs.rm(remote)
-        _synced_file(path).unlink(missing_ok=True)
+            self.fs.rm(remote, recursive=True)
+        self.fs.invalidate_cache(remote)
+        if not path.is_dir():
+            _synced_file(path).unlink(missing_ok=True)
 
     def attach(self, con) -> None:
         """Let a DuckDB connection read and write the store's URLs (`read_parquet('s3://...')`,
@@ -162,25 +189,44 @@ class SharedStorage:
         if not self.local:
             con.register_filesystem(self.fs)
 
-    def _put(self, file: Path) -> None:
+    def _listing(self, remote: str) -> dict[str, dict]:
+        """The store's files at `remote` (itself, or those under it; dot-files left out),
+        with their details."""
+        try:
+            found = self.fs.find(remote, detail=True)
+        except FileNotFoundError:
+            return {}
+        return {
+            name.rstrip("/"): info
+            for name, info in found.items()
+            if info.get("type") != "directory"
+            and not any(part.startswith(".") for part in name[len(self.base) :].split("/"))
+        }
+
+    def _put(self, file: Path) -> bool:
+        if _synced(file).get("local") == _local_version(file):
+            return False  # this machine's own copy of what the store holds
         remote = self._remote(file)
-        if self.local:  # a copy beside it, then a rename: readers never see half a file
-            partial = f"{remote}.{uuid.uuid4().hex}.tmp"
-            self.fs.makedirs(remote.rsplit("/", 1)[0], exist_ok=True)
+        if self.local:  # a hidden copy beside it, then a rename: never half a file
+            folder, name = remote.rsplit("/", 1)
+            partial = f"{folder}/.{name}.{uuid.uuid4().hex}.tmp"
+            self.fs.makedirs(folder, exist_ok=True)
             self.fs.put_file(str(file), partial)
             self.fs.mv(partial, remote)
         else:  # one PUT (multipart for large files): an object appears whole or not at all
             self.fs.put_file(str(file), remote)
         self.fs.invalidate_cache(remote)
-        _record(file, self.fs.checksum(remote))
+        _record(file, _version(self.fs.info(remote)))
+        return True
 
-    def _get(self, remote: str, file: Path) -> None:
-        version = self.fs.checksum(remote)
+    def _get(self, info: dict, file: Path) -> bool:
+        version = _version(info)
         if file.exists() and _synced(file).get("remote") == version:
-            return
+            return False
         with atomic_file(file) as tmp:
-            self.fs.get_file(remote, str(tmp))
+            self.fs.get_file(info["name"], str(tmp))
         _record(file, version)
+        return True
 
 
 def shared_storage(root: Path | None = None) -> SharedStorage | None:
@@ -198,6 +244,15 @@ def publish_to_shared(root: Path, *paths: Path) -> None:
     shared = shared_storage(root)
     for path in paths if shared else ():
         shared.publish(path)
+
+
+def _version(info: dict) -> str:
+    """A stored file's version as a listing and a HEAD request both give it: its ETag (S3,
+    GCS), else its size and modification time (a filesystem)."""
+    tag = info.get("ETag") or info.get("etag")
+    if tag:
+        return str(tag).strip('"')
+    return f"{info.get('size')}:{info.get('mtime') or info.get('LastModified')}"
 
 
 def _working_files(folder: Path) -> list[Path]:
@@ -224,6 +279,6 @@ def _synced(file: Path) -> dict:
         return {}
 
 
-def _record(file: Path, remote_version: object) -> None:
+def _record(file: Path, remote_version: str) -> None:
     record = {"remote": remote_version, "local": _local_version(file)}
     write_text_atomic(json.dumps(record), _synced_file(file))

