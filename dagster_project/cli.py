@@ -97,7 +97,7 @@ def _clear_derived(out: DataLayout) -> None:
     for folder in derived:
         shutil.rmtree(folder, ignore_errors=True)
     shared = shared_storage(out.root)
-    for folder in (out.tables, out.features) if shared else ():  # and every machine's
+    for folder in (out.tables, out.features, out.models) if shared else ():  # every machine's
         shared.remove(folder)
     out.duckdb_file.unlink(missing_ok=True)
     if removed:

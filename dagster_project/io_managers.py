@@ -32,7 +32,7 @@ from dagster_project.features.daily_runs import DailyTable, MissingDaysError
 from dagster_project.recommender.inputs import model_path, trained_model
 from dagster_project.resources import PlatformStorage, RecommenderSettings
 from dagster_project.settings import DataLayout
-from dagster_project.storage import shared_storage, write_parquet_atomic
+from dagster_project.storage import publish_to_shared, shared_storage, write_parquet_atomic
 from models.embedding import EmbeddingRecommender
 
 # The day-by-day assets, by the entity of their `DailyTable`.
@@ -158,7 +158,9 @@ class SavedModels(ConfigurableIOManager):
     def handle_output(self, context: OutputContext, obj: EmbeddingRecommender) -> None:
         if not isinstance(obj, EmbeddingRecommender):
             raise TypeError(f"{_asset_name(context)} returned a {type(obj).__name__}, not a model")
-        path = obj.save(model_path(self.storage.layout()).parent)
+        out = self.storage.layout()
+        path = obj.save(model_path(out).parent)
+        publish_to_shared(out.root, model_path(out).parent)  # for the steps on other machines
         context.add_output_metadata({"path": MetadataValue.path(str(path))})
 
     def load_input(self, context: InputContext) -> EmbeddingRecommender:

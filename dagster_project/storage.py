@@ -86,7 +86,7 @@ def retry_with_backoff(
 # Storage that several machines share (see `SharedStorage`).
 STORAGE_URL_ENV = "RECSYS_STORAGE_URL"
 S3_ENDPOINT_ENV = "RECSYS_S3_ENDPOINT_URL"
-SHARED_FOLDERS = ("tables", "features")  # of the data directory: what the store holds
+SHARED_FOLDERS = ("tables", "features", "models")  # of the data directory: what the store holds
 SYNCED_SUFFIX = ".shared"  # beside a working copy: the version of the shared copy it holds
 
 
@@ -94,7 +94,8 @@ class SharedStorage:
     """Tables in storage that several machines share, named by a URL that fsspec reads
     (`s3://bucket/prefix`, `file:///mnt/shared/recsys`, `gs://...` with gcsfs installed).
 
-    The store holds the data directory's `SHARED_FOLDERS` (tables, features); each machine's
+    The store holds the data directory's `SHARED_FOLDERS` (tables, features, the saved
+    model); each machine's
     data directory is its working copy, under the same relative paths
     (`tables/events_clean.parquet` is `<url>/tables/events_clean.parquet`). A step brings its
     working copy up to the store's when it starts (`fetch_all`: one listing per folder when
