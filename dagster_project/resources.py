@@ -69,12 +69,19 @@ class PlatformStorage(ConfigurableResource):
         if context.instance is not None and context.run_id:
             record_run_worker(context.instance, context.run_id)
         shared = shared_storage(self.layout().root)
-        if shared:
+        if shared and context.run_id:  # a run's step, not a sensor's tick
             changed = shared.fetch_all()
             if context.log is not None:
                 context.log.info(
                     f"shared storage {shared.url}: {changed} file(s) brought up to date"
                 )
+
+    def teardown_after_execution(self, context: InitResourceContext) -> None:
+        """With shared storage: publish whatever the step wrote that is not published yet
+        (reports, day files, tables written beside the IO manager's)."""
+        shared = shared_storage(self.layout().root)
+        if shared and context.run_id:
+            shared.publish_changes()
 
     def layout(self) -> DataLayout:
         return layout(self.data_dir or None)

@@ -86,7 +86,9 @@ def retry_with_backoff(
 # Storage that several machines share (see `SharedStorage`).
 STORAGE_URL_ENV = "RECSYS_STORAGE_URL"
 S3_ENDPOINT_ENV = "RECSYS_S3_ENDPOINT_URL"
-SHARED_FOLDERS = ("tables", "features", "models")  # of the data directory: what the store holds
+# Of the data directory, what the store holds: tables, Feast sources and day files, the saved
+# model, the reports steps read back, the opt-out list and deletion records.
+SHARED_FOLDERS = ("tables", "features", "models", "reports", "privacy")
 SYNCED_SUFFIX = ".shared"  # beside a working copy: the version of the shared copy it holds
 
 
@@ -94,15 +96,18 @@ class SharedStorage:
     """Tables in storage that several machines share, named by a URL that fsspec reads
     (`s3://bucket/prefix`, `file:///mnt/shared/recsys`, `gs://...` with gcsfs installed).
 
-    The store holds the data directory's `SHARED_FOLDERS` (tables, features, the saved
-    model); each machine's
-    data directory is its working copy, under the same relative paths
-    (`tables/events_clean.parquet` is `<url>/tables/events_clean.parquet`). A step brings its
-    working copy up to the store's when it starts (`fetch_all`: one listing per folder when
-    nothing changed), and publishes what it writes as soon as it is written (`publish`).
-    Each working file's synced version (the store's ETag, or size and modification time) is
-    kept beside it in a dot-file: a file the store no longer has, but this machine had from
-    it, is deleted here too; a file never shared stays. S3-compatible servers (SeaweedFS,
+    The store holds the data directory's `SHARED_FOLDERS`; each machine's data directory is
+    its working copy, under the same relative paths (`tables/events_clean.parquet` is
+    `<url>/tables/events_clean.parquet`). A step brings its working copy up to the store's
+    when it starts (`fetch_all`: one listing per folder when nothing changed), and what it
+    wrote is published when it ends (`publish_changes`), tables as soon as they are written
+    (`publish`). Each working file's synced version (the store's ETag, or size and
+    modification time, and the local file's) is kept beside it in a dot-file. A fetch
+    replaces or deletes only files unchanged here since they were synced: a file written
+    here and not yet published is never lost to an older shared copy, and a file never
+    shared stays this machine's own until it publishes it (start a new machine with an
+    empty data directory). A file the store no longer has, but this machine had from it, is
+    deleted here too. S3-compatible servers (SeaweedFS,
     MinIO, Ceph) are named by $RECSYS_S3_ENDPOINT_URL; credentials are the AWS SDK's
     ($AWS_ACCESS_KEY_ID, $AWS_SECRET_ACCESS_KEY, profiles). Concurrent writers of one table
     are not arbitrated: the last publish wins, as the platform's runs write one at a time."""
@@ -151,8 +156,8 @@ class SharedStorage:
         changed = 0
         for file, info in wanted.items():
             changed += self._get(info, file)
-        for file in local:
-            if file not in wanted and _synced(file):  # shared once, deleted there since
+        for file in local:  # shared once, deleted there since, unchanged here
+            if file not in wanted and _unchanged_since_synced(file):
                 file.unlink()
                 _synced_file(file).unlink(missing_ok=True)
                 changed += 1
@@ -164,7 +169,9 @@ class SharedStorage:
         last synced them are skipped. Returns the files put or deleted."""
         if path.is_file():
             return int(self._put(path))
-        files = _working_files(path) if path.is_dir() else []
+        if not path.is_dir():
+            raise FileNotFoundError(f"{path} does not exist: nothing to publish")
+        files = _working_files(path)
         changed = sum(self._put(file) for file in files)
         remote = self._remote(path)
         kept = {self._remote(file) for file in files}
@@ -173,6 +180,13 @@ class SharedStorage:
                 self.fs.rm(name)
                 changed += 1
         return changed
+
+    def publish_changes(self) -> int:
+        """Put every file of the shared folders written or changed here since it was last
+        synced (deleting nothing: deletions are published where they happen, `remove`);
+        returns the files put."""
+        folders = [self.root / f for f in SHARED_FOLDERS if (self.root / f).is_dir()]
+        return sum(self._put(file) for folder in folders for file in _working_files(folder))
 
     def remove(self, path: Path) -> None:
         """Delete a file or folder from the store, as it was from the working copy."""
@@ -222,8 +236,10 @@ class SharedStorage:
 
     def _get(self, info: dict, file: Path) -> bool:
         version = _version(info)
-        if file.exists() and _synced(file).get("remote") == version:
-            return False
+        if file.exists() and (
+            _synced(file).get("remote") == version or not _unchanged_since_synced(file)
+        ):
+            return False  # up to date, or written here since: this machine publishes it
         with atomic_file(file) as tmp:
             self.fs.get_file(info["name"], str(tmp))
         _record(file, version)
@@ -254,6 +270,11 @@ def _version(info: dict) -> str:
     if tag:
         return str(tag).strip('"')
     return f"{info.get('size')}:{info.get('mtime') or info.get('LastModified')}"
+
+
+def _unchanged_since_synced(file: Path) -> bool:
+    """Whether `file` is as it was when last put or got (False for one never synced)."""
+    return _synced(file).get("local") == _local_version(file)
 
 
 def _working_files(folder: Path) -> list[Path]:

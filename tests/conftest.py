@@ -10,6 +10,10 @@ from dagster_project.settings import DataLayout, layout
 from dagster_project.sources.synthetic.generator import generate, preset
 
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
+# A shared store exported for trying the profile (`python -m devtools.servers s3` prints the
+# settings) must never receive the suite's tables: tests/test_shared_storage.py sets its own.
+for _shared_setting in ("RECSYS_STORAGE_URL", "RECSYS_S3_ENDPOINT_URL"):
+    os.environ.pop(_shared_setting, None)
 # Under pytest-xdist (`make test`: `-n 2`), each worker gets its share of the cores for
 # torch's threads (read when torch loads, after this file), not all of them. numpy's BLAS
 # has already read its thread count (pandas is imported above) and keeps it.

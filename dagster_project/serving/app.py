@@ -52,13 +52,14 @@ from dagster_project.serving.intake import BatchAnswer, EventIntake
 from dagster_project.serving.online import RecentActivityStore
 from dagster_project.serving.recommend import LiveRecommender, RecommendRequest
 from dagster_project.settings import layout
-from dagster_project.storage import shared_storage
+from dagster_project.storage import SharedStorage, shared_storage
 
 logger = logging.getLogger(__name__)
 TOKEN_ENV = "RECSYS_API_TOKEN"
 MAX_EVENTS = 1_000  # per request
 MAX_GROUP_EVENTS = 10_000  # per group of requests checked together
 PUBLISH_EVERY_S = 5.0
+SHARED_REFRESH_S = 60.0  # with shared storage: how often the catalog and exclusions are re-read
 GATHER_S = 0.005  # how long the intake waits after a request for others to check with it
 
 
@@ -134,6 +135,15 @@ class IntakeQueue:
             await asyncio.to_thread(self.intake.publish_due)
 
 
+async def _refresh_periodically(shared: SharedStorage) -> None:
+    while True:
+        await asyncio.sleep(SHARED_REFRESH_S)
+        try:
+            await asyncio.to_thread(shared.fetch_all)
+        except OSError:  # the store unreachable for now: the service goes on, tries again
+            logger.exception("shared storage: refreshing the working copy failed")
+
+
 def create_app(
     data_dir: str = "",
     feast_config: str = "",
@@ -159,6 +169,8 @@ def create_app(
             asyncio.create_task(queue.run()),
             asyncio.create_task(queue.publish_periodically()),
         ]
+        if shared:  # the daily run's new catalog and bot exclusions, from another machine
+            tasks.append(asyncio.create_task(_refresh_periodically(shared)))
         try:
             yield
         finally:

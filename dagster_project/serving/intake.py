@@ -56,6 +56,7 @@ from dagster_project.settings import DataLayout
 from dagster_project.sources.manifest import source_window
 from dagster_project.sources.raw_table import read_raw
 from dagster_project.sql import connect
+from dagster_project.storage import publish_to_shared
 
 MAX_EVENT_FIELD_CHARS = 2_000
 REMEMBERED_EVENT_IDS = 1_000_000  # replays older than this many accepted events: see docs
@@ -113,7 +114,9 @@ class EventIntake:
             clean, quarantine = self._check(raw, batch_id)
         with self._timed("land"):
             self._land(raw, clean)
-            write_intake_quarantine(self.out.tables, batch_id, quarantine)
+            rejected = write_intake_quarantine(self.out.tables, batch_id, quarantine)
+            if rejected is not None:  # for the daily run's quarantine, wherever it runs
+                publish_to_shared(self.out.root, rejected)
         for line, reason, detail in quarantine.select("source_line", "reason", "detail").rows():
             answers[owner[line]].rejected.append(
                 {"index": offset[line], "reason": reason, "detail": detail}
