@@ -107,10 +107,10 @@ class SharedStorage:
     here and not yet published is never lost to an older shared copy, and a file never
     shared stays this machine's own until it publishes it (start a new machine with an
     empty data directory). A file the store no longer has, but this machine had from it, is
-    deleted here too. S3-compatible servers (SeaweedFS,
-    MinIO, Ceph) are named by $RECSYS_S3_ENDPOINT_URL; credentials are the AWS SDK's
-    ($AWS_ACCESS_KEY_ID, $AWS_SECRET_ACCESS_KEY, profiles). Concurrent writers of one table
-    are not arbitrated: the last publish wins, as the platform's runs write one at a time."""
+    deleted here too. S3-compatible servers (SeaweedFS, MinIO, Ceph) are named by
+    $RECSYS_S3_ENDPOINT_URL; credentials are the AWS SDK's ($AWS_ACCESS_KEY_ID,
+    $AWS_SECRET_ACCESS_KEY, profiles). Concurrent writers of one table are not arbitrated:
+    the last publish wins, as the platform's runs write one at a time."""
 
     def __init__(self, url: str, root: Path, endpoint_url: str = "") -> None:
         import fsspec
@@ -219,7 +219,7 @@ class SharedStorage:
         }
 
     def _put(self, file: Path) -> bool:
-        if _synced(file).get("local") == _local_version(file):
+        if _unchanged_since_synced(file):
             return False  # this machine's own copy of what the store holds
         remote = self._remote(file)
         if self.local:  # a hidden copy beside it, then a rename: never half a file
@@ -256,8 +256,9 @@ def shared_storage(root: Path | None = None) -> SharedStorage | None:
 
 
 def publish_to_shared(root: Path, *paths: Path) -> None:
-    """Publish `paths` (files or folders under the data directory `root`) to the shared store,
-    when one is configured: for tables a step writes beside the one the IO manager stores."""
+    """Publish `paths` (files or folders under the data directory `root`) to the shared store
+    at once, when one is configured (rather than when the step ends, `PlatformStorage`): the
+    model, the intake's rejected events, a user's deletion."""
     shared = shared_storage(root)
     for path in paths if shared else ():
         shared.publish(path)
