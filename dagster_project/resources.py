@@ -57,6 +57,9 @@ def _online_store_errors() -> tuple[type[BaseException], ...]:
 ONLINE_STORE_ERRORS = _online_store_errors()
 
 
+_FETCHED_WORKING_COPIES: set[tuple[str, int, str]] = set()  # (run, process, data directory)
+
+
 class PlatformStorage(ConfigurableResource):
     """The data directory every asset reads and writes (empty = $RECSYS_DATA_DIR or ./data)."""
 
@@ -69,7 +72,11 @@ class PlatformStorage(ConfigurableResource):
         if context.instance is not None and context.run_id:
             record_run_worker(context.instance, context.run_id)
         shared = shared_storage(self.layout().root)
-        if shared and context.run_id:  # a run's step, not a sensor's tick
+        # a run's step, not a sensor's tick; once per process and run, however many of the
+        # step's resources hold this one (each is set up apart)
+        fetch = (context.run_id, os.getpid(), str(shared.root) if shared else "")
+        if shared and context.run_id and fetch not in _FETCHED_WORKING_COPIES:
+            _FETCHED_WORKING_COPIES.add(fetch)
             changed = shared.fetch_all()
             if context.log is not None:
                 context.log.info(
