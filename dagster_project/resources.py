@@ -83,13 +83,6 @@ class PlatformStorage(ConfigurableResource):
                     f"shared storage {shared.url}: {changed} file(s) brought up to date"
                 )
 
-    def teardown_after_execution(self, context: InitResourceContext) -> None:
-        """With shared storage: publish whatever the step wrote that is not published yet
-        (reports, day files, tables written beside the IO manager's)."""
-        shared = shared_storage(self.layout().root)
-        if shared and context.run_id:
-            shared.publish_changes()
-
     def layout(self) -> DataLayout:
         return layout(self.data_dir or None)
 

@@ -99,9 +99,9 @@ class SharedStorage:
     The store holds the data directory's `SHARED_FOLDERS`; each machine's data directory is
     its working copy, under the same relative paths (`tables/events_clean.parquet` is
     `<url>/tables/events_clean.parquet`). A step brings its working copy up to the store's
-    when it starts (`fetch_all`: one listing per folder when nothing changed), and what it
-    wrote is published when it ends (`publish_changes`), tables as soon as they are written
-    (`publish`). Each working file's synced version (the store's ETag, or size and
+    when it starts (`fetch_all`: one listing per folder when nothing changed), and what
+    other steps read is published as soon as it is written (`publish`; `publish_changes`
+    puts everything changed here). Each working file's synced version (the store's ETag, or size and
     modification time, and the local file's) is kept beside it in a dot-file. A fetch
     replaces or deletes only files unchanged here since they were synced: a file written
     here and not yet published is never lost to an older shared copy, and a file never
@@ -257,8 +257,7 @@ def shared_storage(root: Path | None = None) -> SharedStorage | None:
 
 def publish_to_shared(root: Path, *paths: Path) -> None:
     """Publish `paths` (files or folders under the data directory `root`) to the shared store
-    at once, when one is configured (rather than when the step ends, `PlatformStorage`): the
-    model, the intake's rejected events, a user's deletion."""
+    at once, when one is configured: what a step writes beside the IO manager's tables."""
     shared = shared_storage(root)
     for path in paths if shared else ():
         shared.publish(path)

@@ -40,7 +40,7 @@ from dagster_project.settings import DataLayout
 from dagster_project.sources.manifest import source_window
 from dagster_project.sources.raw_table import raw_rows, read_raw
 from dagster_project.sources.synthetic.generator import generated_landing
-from dagster_project.storage import write_text_atomic
+from dagster_project.storage import publish_to_shared, write_text_atomic
 
 
 def _reason_counts(quarantine: pl.DataFrame) -> MetadataValue:
@@ -79,9 +79,9 @@ def _record_cleaning(out: DataLayout, table: str, run_id: str, cleaned: Cleaned,
         "rows_quarantined": cleaned.quarantine.height,
         "rule_hits": cleaned.rule_hits,
     }
-    write_text_atomic(
-        json.dumps(stats, indent=2), out.reports / "quality" / f"cleaning_{table}.json"
-    )
+    figures = out.reports / "quality" / f"cleaning_{table}.json"
+    write_text_atomic(json.dumps(stats, indent=2), figures)
+    publish_to_shared(out.root, figures)  # the quality report reads them, on any machine
     return {
         "rows_read": read,
         "rows_quarantined": cleaned.quarantine.height,

@@ -36,7 +36,7 @@ from dagster_project.resources import (
     QualityResource,
     RecommenderSettings,
 )
-from dagster_project.storage import write_parquet_atomic
+from dagster_project.storage import publish_to_shared, write_parquet_atomic
 from models.embedding import EmbeddingRecommender
 
 TRAINING_SERVICE = "recommender_training"
@@ -183,7 +183,8 @@ def recommendations(
     frame = model.recommend(model.user_index.difference(opted_out), settings.top_k)
     frame["model_version"] = version
     lists = recommendation_lists(frame, version, model.trained_until)
-    write_parquet_atomic(lists, out.asset_table("user_recommendations"))  # Feast's source
+    source = write_parquet_atomic(lists, out.asset_table("user_recommendations"))  # Feast's
+    publish_to_shared(out.root, source)
     context.log.info(f"recommendations: top {settings.top_k} for {len(lists):,} users by {version}")
     return Output(
         frame,
@@ -211,8 +212,9 @@ def model_vectors(
     version, as_of = model.version, model.trained_until
     users = vector_table(model.user_vectors(), version, as_of)
     items = vector_table(model.item_vectors(), version, as_of)
-    write_parquet_atomic(users, out.asset_table("user_embedding"))  # Feast's sources
-    path = write_parquet_atomic(items, out.asset_table("item_embedding"))
+    user_path = write_parquet_atomic(users, out.asset_table("user_embedding"))  # Feast's
+    path = write_parquet_atomic(items, out.asset_table("item_embedding"))  # sources
+    publish_to_shared(out.root, user_path, path)
     return MaterializeResult(
         metadata={
             "users": len(users),

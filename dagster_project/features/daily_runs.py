@@ -32,8 +32,6 @@ class DailyTable:
             ("user_totals", "user_category_totals") if entity == "user" else ("item_totals",)
         )
         self.shared = shared_storage(out.root)  # None: the data directory alone
-        # (new days reach the store when their step ends: `PlatformStorage`; removed ones,
-        # `remove_after`, at once)
 
     def load(self, day: pd.Timestamp) -> UserTotals | pd.DataFrame | None:
         paths = [self.out.daily_file(n, f"{day:%Y-%m-%d}") for n in self.totals_names]
@@ -45,8 +43,13 @@ class DailyTable:
     def save(self, day: pd.Timestamp, totals, snapshots: pd.DataFrame) -> None:
         frames = [totals.users, totals.categories] if self.entity == "user" else [totals]
         for name, frame in zip(self.totals_names, frames, strict=True):
-            write_parquet_atomic(frame, self.out.daily_file(name, f"{day:%Y-%m-%d}"))
-        write_parquet_atomic(snapshots, self.out.daily_file(self.snapshots, f"{day:%Y-%m-%d}"))
+            self._write(frame, self.out.daily_file(name, f"{day:%Y-%m-%d}"))
+        self._write(snapshots, self.out.daily_file(self.snapshots, f"{day:%Y-%m-%d}"))
+
+    def _write(self, frame: pd.DataFrame, path: Path) -> None:
+        write_parquet_atomic(frame, path)
+        if self.shared:  # for the steps on other machines
+            self.shared.publish(path)
 
     @property
     def snapshots(self) -> str:
