@@ -153,7 +153,7 @@ class LongTermMemory(nn.Module):
         # a returning item's earlier weight, aged by this token: what its fresh one replaces
         aged = one_event * self.recency_weights(since.clamp(min=0))
         earlier = torch.where(since >= 0, aged, 0.0)
-        rows = rows_or_zeros(self.user_side, items.clamp(max=len(self.user_side)))
+        rows = rows_or_zeros(self.user_side, items)
         rows = rows * (real * (1 - earlier))[..., None]
         if float(self.half_life) <= 0:
             return before[:, None, :] + rows.cumsum(1)
