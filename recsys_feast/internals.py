@@ -32,10 +32,11 @@ def push_source_views(store: FeatureStore, push_source: str) -> list[Any]:
     return sorted(store._fvs_for_push_source_or_raise(push_source, True), key=lambda v: v.name)
 
 
-def write_online_rows(store: FeatureStore, view: FeatureView, rows: Any) -> None:
-    """`FeatureStore.write_to_online_store` for a view already looked up: the provider's
-    writer (`ingest_df`), without the registry lookups that cost more than a small write."""
-    store._get_provider().ingest_df(view, rows)
+def write_online_rows(store: FeatureStore, view: FeatureView, rows: list) -> None:
+    """Write rows already converted to Feast's protos (entity key, {feature: Value}, event
+    time, created time) through the provider's writer, as its `ingest_df` does after its
+    conversion, without the registry lookups that cost more than a small write."""
+    store._get_provider().online_write_batch(store.config, view, rows, progress=None)
 
 
 def sqlite_table(config: RepoConfig, view: FeatureView) -> str:

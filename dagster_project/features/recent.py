@@ -19,7 +19,6 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-import numpy as np
 import pandas as pd
 import polars as pl
 
@@ -30,14 +29,17 @@ RECENT_VIEW = "user_recent_activity"
 RECENT_EVENTS = 50
 TODAY_COLUMNS = {event_type: f"{name}_today" for event_type, name in COUNT_COLUMNS.items()}
 LIST_COLUMNS = ["recent_items", "recent_event_types", "recent_event_times"]
-RECENT_ACTIVITY_COLUMNS = [
-    "user_id",
-    *LIST_COLUMNS,
-    "activity_day",
-    *TODAY_COLUMNS.values(),
-    "event_timestamp",
-    "created",
-]
+RECENT_ACTIVITY_SCHEMA = {
+    "user_id": pl.String,
+    "recent_items": pl.List(pl.String),
+    "recent_event_types": pl.List(pl.String),
+    "recent_event_times": pl.List(pl.Int64),
+    "activity_day": pl.String,
+    **{c: pl.Int64 for c in TODAY_COLUMNS.values()},
+    "event_timestamp": pl.Datetime("us", "UTC"),
+    "created": pl.Datetime("us", "UTC"),
+}
+RECENT_ACTIVITY_COLUMNS = list(RECENT_ACTIVITY_SCHEMA)
 EVENT_INPUT_COLUMNS = ["user_id", "item_id", "event_type", "event_time"]
 TIMELINE_SCHEMA = {
     "user_id": pl.String,
@@ -52,33 +54,42 @@ def recent_activity(
     events: pd.DataFrame, keep: int = RECENT_EVENTS, now: datetime | None = None
 ) -> pd.DataFrame:
     """One row per user of `events` (user_id, item_id, event_type, event_time, optional
-    event_id): their recent activity as of their newest event."""
-    return advance_recent_activity(empty_recent_activity(), events, keep, now)
-
-
-def empty_recent_activity() -> pd.DataFrame:
-    """A recent-activity frame with no rows, for users the online store does not know."""
-    frame = pd.DataFrame({c: pd.Series(dtype=object) for c in RECENT_ACTIVITY_COLUMNS})
-    for column in TODAY_COLUMNS.values():
-        frame[column] = frame[column].astype("int64")
-    return frame
-
-
-def advance_recent_activity(
-    current: pd.DataFrame,
-    events: pd.DataFrame,
-    keep: int = RECENT_EVENTS,
-    now: datetime | None = None,
-) -> pd.DataFrame:
-    """The recent-activity rows of the users in `events`, advanced from `current` (their rows
-    so far, as the online store holds them; users missing from it start empty)."""
+    event_id): their recent activity as of their newest event (the daily batch's path)."""
     missing = [c for c in EVENT_INPUT_COLUMNS if c not in events]
     if missing:
         raise ValueError(f"events lack column(s) {', '.join(missing)}")
-    if events.empty:
+    columns = [*EVENT_INPUT_COLUMNS, *(["event_id"] if "event_id" in events else [])]
+    typed = events[columns].astype({c: str for c in columns if c != "event_time"})
+    typed["event_time"] = pd.to_datetime(typed["event_time"], utc=True)
+    advanced = advance_recent_activity(empty_recent_activity(), pl.from_pandas(typed), keep, now)
+    out = advanced.to_pandas()
+    for column in LIST_COLUMNS:
+        out[column] = [list(v) for v in out[column]]
+    return out
+
+
+def empty_recent_activity() -> pl.DataFrame:
+    """A recent-activity frame with no rows, for users the online store does not know."""
+    return pl.DataFrame(schema=RECENT_ACTIVITY_SCHEMA)
+
+
+def advance_recent_activity(
+    current: pl.DataFrame,
+    events: pl.DataFrame,
+    keep: int = RECENT_EVENTS,
+    now: datetime | None = None,
+) -> pl.DataFrame:
+    """The recent-activity rows of the users in `events`, advanced from `current` (their rows
+    so far, as the online store holds them; users missing from it start empty). `events`:
+    user_id, item_id, event_type, event_time (a datetime; naive is UTC), optional event_id.
+    One lazy query: small batches (the intake's) pay for one plan, not one per step."""
+    missing = [c for c in EVENT_INPUT_COLUMNS if c not in events.columns]
+    if missing:
+        raise ValueError(f"events lack column(s) {', '.join(missing)}")
+    if events.is_empty():
         return empty_recent_activity()
-    fresh = _fresh_events(events)
-    held = _held_rows(current, fresh["user_id"].unique())
+    fresh = _fresh_events(events).lazy()
+    held = _held_rows(current.lazy(), fresh)
     timeline = pl.concat([_held_events(held), fresh.drop("day")]).with_row_index("seq")
     lists = (
         timeline.sort(["user_id", "t", "arrival", "seq"])
@@ -97,55 +108,45 @@ def advance_recent_activity(
         .alias("event_timestamp"),
         pl.lit(now or datetime.now(UTC)).dt.cast_time_unit("us").alias("created"),
     )
-    out = frame.select(RECENT_ACTIVITY_COLUMNS).sort("user_id").to_pandas()
-    for column in LIST_COLUMNS:
-        out[column] = [list(v) for v in out[column]]
-    return out
+    return (
+        frame.select(RECENT_ACTIVITY_COLUMNS).sort("user_id").collect().cast(RECENT_ACTIVITY_SCHEMA)
+    )
 
 
-def _fresh_events(events: pd.DataFrame) -> pl.DataFrame:
+def _fresh_events(events: pl.DataFrame) -> pl.DataFrame:
     """The new events in the order they count: by time, then event id (when given)."""
-    order = ["event_time", "event_id"] if "event_id" in events else ["event_time"]
-    new = events.sort_values(order, kind="stable")
-    t = _event_millis(new["event_time"])
-    return pl.DataFrame(
-        {
-            "user_id": new["user_id"].astype(str).to_numpy(),
-            "item_id": new["item_id"].astype(str).to_numpy(),
-            "event_type": new["event_type"].astype(str).to_numpy(),
-            "t": t,
-            "arrival": np.ones(len(new), dtype=np.int8),
-            "day": t // 86_400_000,
-        },
-        schema=TIMELINE_SCHEMA | {"day": pl.Int64},
+    order = ["event_time", "event_id"] if "event_id" in events.columns else ["event_time"]
+    return (
+        events.with_columns(t=_event_millis(events["event_time"]))
+        .sort(order, nulls_last=True, maintain_order=True)
+        .select(
+            pl.col("user_id").cast(pl.String),
+            pl.col("item_id").cast(pl.String),
+            pl.col("event_type").cast(pl.String),
+            "t",
+            pl.lit(1, pl.Int8).alias("arrival"),
+            (pl.col("t") // 86_400_000).alias("day"),
+        )
     )
 
 
-def _held_rows(current: pd.DataFrame, users: pl.Series) -> pl.DataFrame:
-    """The stored rows of `users`, with their activity day as an epoch day."""
-    rows = current[current["user_id"].isin(users.to_list())] if len(current) else current
-    frame = pl.DataFrame(
-        {
-            "user_id": rows["user_id"].astype(str).to_numpy(),
-            **{c: list(rows[c]) for c in LIST_COLUMNS},
-            "activity_day": rows["activity_day"].astype(str).to_numpy(),
-            **{c: rows[c].fillna(0).astype("int64").to_numpy() for c in TODAY_COLUMNS.values()},
-        },
-        schema={
-            "user_id": pl.String,
-            "recent_items": pl.List(pl.String),
-            "recent_event_types": pl.List(pl.String),
-            "recent_event_times": pl.List(pl.Int64),
-            "activity_day": pl.String,
-            **{c: pl.Int64 for c in TODAY_COLUMNS.values()},
-        },
-    )
-    return frame.with_columns(
-        pl.col("activity_day").str.to_date(strict=False).cast(pl.Int64).alias("held_day")
+def _held_rows(current: pl.LazyFrame, fresh: pl.LazyFrame) -> pl.LazyFrame:
+    """The stored rows of the users in `fresh`, with their activity day as an epoch day."""
+    return (
+        current.join(fresh.select("user_id").unique(), on="user_id", how="semi")
+        .select(
+            pl.col("user_id").cast(pl.String),
+            *[pl.col(c).cast(RECENT_ACTIVITY_SCHEMA[c]) for c in LIST_COLUMNS],
+            pl.col("activity_day").cast(pl.String),
+            *[pl.col(c).cast(pl.Int64).fill_null(0) for c in TODAY_COLUMNS.values()],
+        )
+        .with_columns(
+            pl.col("activity_day").str.to_date(strict=False).cast(pl.Int64).alias("held_day")
+        )
     )
 
 
-def _held_events(held: pl.DataFrame) -> pl.DataFrame:
+def _held_events(held: pl.LazyFrame) -> pl.LazyFrame:
     """The stored rows' events, one per row, in their stored order."""
     return (
         held.select("user_id", *LIST_COLUMNS)
@@ -162,12 +163,16 @@ def _held_events(held: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-def _event_millis(times: pd.Series) -> np.ndarray:
-    naive = pd.to_datetime(pd.Series(times), utc=True).dt.tz_localize(None)
-    return naive.to_numpy().astype("datetime64[ms]").astype("int64")
+def _event_millis(times: pl.Series) -> pl.Series:
+    """Epoch milliseconds of a datetime column (naive times are UTC)."""
+    if not isinstance(times.dtype, pl.Datetime):
+        raise ValueError(f"event_time must be a datetime column, not {times.dtype}")
+    if times.dtype.time_zone is None:
+        times = times.dt.replace_time_zone("UTC")
+    return times.dt.epoch("ms")
 
 
-def _today_counts(held: pl.DataFrame, fresh: pl.DataFrame) -> pl.DataFrame:
+def _today_counts(held: pl.LazyFrame, fresh: pl.LazyFrame) -> pl.LazyFrame:
     """Per user: the day of the newest event and that day's events per type (the stored
     counts carried over when the stored day is still the newest)."""
     latest = (

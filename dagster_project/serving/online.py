@@ -7,18 +7,20 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import pandas as pd
+import polars as pl
+import pyarrow as pa
 from feast import FeatureStore, FeatureView
 from feast.type_map import feast_value_type_to_python_type
 
 from dagster_project.features.recent import (
     LIST_COLUMNS,
-    RECENT_ACTIVITY_COLUMNS,
+    RECENT_ACTIVITY_SCHEMA,
     RECENT_VIEW,
     TODAY_COLUMNS,
-    empty_recent_activity,
 )
 from dagster_project.privacy import entity_keys
 from recsys_feast.internals import online_store, push_source_views, write_online_rows
+from recsys_feast.materialization import table_to_rows
 
 PUSH_SOURCE = "user_recent_activity_push"
 STORED_COLUMNS = [*LIST_COLUMNS, "activity_day", *TODAY_COLUMNS.values()]
@@ -39,15 +41,16 @@ class RecentActivityStore:
         self.store = store
         self._lookups: dict[str, tuple[float, Any]] = {}
 
-    def read(self, user_ids: list[str]) -> pd.DataFrame:
-        """The stored rows of `user_ids` (users without one are left out)."""
+    def read(self, user_ids: list[str]) -> pl.DataFrame:
+        """The stored rows of `user_ids` (users without one are left out), in the stored
+        columns (`STORED_COLUMNS`)."""
         found = self._stored_rows(user_ids)
-        if not found:
-            return empty_recent_activity()
-        frame = pd.DataFrame(found)
-        for column in TODAY_COLUMNS.values():
-            frame[column] = frame[column].fillna(0).astype("int64")
-        return frame.reindex(columns=RECENT_ACTIVITY_COLUMNS)
+        columns = ["user_id", *STORED_COLUMNS]
+        frame = pl.DataFrame(
+            {c: [row.get(c) for row in found] for c in columns},
+            schema={c: RECENT_ACTIVITY_SCHEMA[c] for c in columns},
+        )
+        return frame.with_columns(pl.col(c).fill_null(0) for c in TODAY_COLUMNS.values())
 
     def _stored_rows(self, user_ids: list[str]) -> list[dict]:
         """The stored rows of `user_ids` as Python values, users without one left out.
@@ -107,13 +110,21 @@ class RecentActivityStore:
         items, types, times = (v[len(v) - shortest :] for v in lists)
         return RecentEvents(items, types, [int(t) for t in times])
 
-    def push(self, rows: pd.DataFrame) -> None:
+    def push(self, rows: pl.DataFrame | pd.DataFrame) -> None:
         """Write advanced rows (RECENT_ACTIVITY_COLUMNS) to the online store: what
         `FeatureStore.push(PUSH_SOURCE, rows, to=PushMode.ONLINE)` does (each view the push
-        source feeds gets the rows through its provider's writer, `ingest_df`), with the
-        views looked up once per registry refresh instead of on every call. Unlike it, no
-        feature service is precomputed after the write (none here sets `precompute_online`);
-        the rows are never empty (the intake advanced them from events)."""
-        if len(rows):
-            for view in self._pushed_views():
-                write_online_rows(self.store, view, rows)
+        source feeds gets the rows through its provider's writer), with the views looked up
+        once per registry refresh instead of on every call, and the rows converted by
+        `recsys_feast.materialization.table_to_rows` (each distinct value once; the rows
+        Feast's own conversion builds, tested). Unlike it, no feature service is
+        precomputed after the write (none here sets `precompute_online`)."""
+        if not len(rows):
+            return
+        table = (
+            rows.to_arrow()
+            if isinstance(rows, pl.DataFrame)
+            else pa.Table.from_pandas(rows, preserve_index=False)
+        )
+        for view in self._pushed_views():
+            join_keys = {e.name: e.dtype.to_value_type() for e in view.entity_columns}
+            write_online_rows(self.store, view, table_to_rows(table, view, join_keys))
