@@ -76,6 +76,29 @@ def test_recent_activity_advanced_batch_by_batch_is_the_batchs():
     _same(state, recent_activity(events, keep=12))
 
 
+def test_events_of_the_same_time_keep_their_event_ids_order():
+    """Ties in time go by event id as the ids compare (9 before 10; a missing id last), on
+    the batch's path as on the intake's; no events give no rows, in the table's types."""
+    events = pd.DataFrame(
+        {
+            "event_id": [10, 9, None],
+            "user_id": ["u1"] * 3,
+            "item_id": ["a", "b", "c"],
+            "event_type": ["view"] * 3,
+            "event_time": [T0] * 3,
+        }
+    )
+    assert recent_activity(events).iloc[0]["recent_items"] == ["b", "a", "c"]
+    intake_path = advance_recent_activity(
+        pl.from_pandas(recent_activity(events.iloc[:0])), pl.from_pandas(events)
+    )
+    assert intake_path["recent_items"].to_list() == [["b", "a", "c"]]
+    none = recent_activity(events.iloc[:0])
+    assert none.empty and all(
+        none[c].dtype == "object" for c in ["recent_items", "recent_event_times"]
+    )
+
+
 def test_a_late_event_joins_the_history_but_not_todays_counts():
     events = _events(50)
     user = events["user_id"].iloc[-1]

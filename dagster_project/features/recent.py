@@ -59,12 +59,14 @@ def recent_activity(
     if missing:
         raise ValueError(f"events lack column(s) {', '.join(missing)}")
     columns = [*EVENT_INPUT_COLUMNS, *(["event_id"] if "event_id" in events else [])]
-    typed = events[columns].astype({c: str for c in columns if c != "event_time"})
+    # ids as text (event ids keep their type: they order events of the same time)
+    typed = events[columns].astype({c: str for c in ["user_id", "item_id", "event_type"]})
     typed["event_time"] = pd.to_datetime(typed["event_time"], utc=True)
     advanced = advance_recent_activity(empty_recent_activity(), pl.from_pandas(typed), keep, now)
     out = advanced.to_pandas()
-    for column in LIST_COLUMNS:
-        out[column] = [list(v) for v in out[column]]
+    if len(out):  # lists as Python lists (an empty frame keeps its object columns)
+        for column in LIST_COLUMNS:
+            out[column] = [list(v) for v in out[column]]
     return out
 
 
@@ -82,7 +84,8 @@ def advance_recent_activity(
     """The recent-activity rows of the users in `events`, advanced from `current` (their rows
     so far, as the online store holds them; users missing from it start empty). `events`:
     user_id, item_id, event_type, event_time (a datetime; naive is UTC), optional event_id.
-    One lazy query: small batches (the intake's) pay for one plan, not one per step."""
+    One lazy query on polars' in-memory engine: small batches (the intake's) pay for one
+    plan, not one per step, and not the start-up of polars' default (streaming) engine."""
     missing = [c for c in EVENT_INPUT_COLUMNS if c not in events.columns]
     if missing:
         raise ValueError(f"events lack column(s) {', '.join(missing)}")
@@ -109,7 +112,10 @@ def advance_recent_activity(
         pl.lit(now or datetime.now(UTC)).dt.cast_time_unit("us").alias("created"),
     )
     return (
-        frame.select(RECENT_ACTIVITY_COLUMNS).sort("user_id").collect().cast(RECENT_ACTIVITY_SCHEMA)
+        frame.select(RECENT_ACTIVITY_COLUMNS)
+        .sort("user_id")
+        .collect(engine="in-memory")
+        .cast(RECENT_ACTIVITY_SCHEMA)
     )
 
 
@@ -133,9 +139,10 @@ def _fresh_events(events: pl.DataFrame) -> pl.DataFrame:
 def _held_rows(current: pl.LazyFrame, fresh: pl.LazyFrame) -> pl.LazyFrame:
     """The stored rows of the users in `fresh`, with their activity day as an epoch day."""
     return (
-        current.join(fresh.select("user_id").unique(), on="user_id", how="semi")
+        current.with_columns(pl.col("user_id").cast(pl.String))
+        .join(fresh.select("user_id").unique(), on="user_id", how="semi")
         .select(
-            pl.col("user_id").cast(pl.String),
+            "user_id",
             *[pl.col(c).cast(RECENT_ACTIVITY_SCHEMA[c]) for c in LIST_COLUMNS],
             pl.col("activity_day").cast(pl.String),
             *[pl.col(c).cast(pl.Int64).fill_null(0) for c in TODAY_COLUMNS.values()],

@@ -126,5 +126,7 @@ class RecentActivityStore:
             else pa.Table.from_pandas(rows, preserve_index=False)
         )
         for view in self._pushed_views():
+            mapping = view.batch_source.field_mapping or {}  # as Feast's push renames
+            named = table.rename_columns([mapping.get(c, c) for c in table.column_names])
             join_keys = {e.name: e.dtype.to_value_type() for e in view.entity_columns}
-            write_online_rows(self.store, view, table_to_rows(table, view, join_keys))
+            write_online_rows(self.store, view, table_to_rows(named, view, join_keys))
