@@ -128,11 +128,14 @@ def build_sequences(
 ) -> Sequences:
     """Tokens per user from parallel arrays of interactions (user and item indices, event type
     codes, epoch seconds), consecutive repeats of an item merged into one token."""
+    if not len(user):  # every user without a token
+        none = np.zeros(0, np.int64)
+        return Sequences(np.zeros(n_users + 1, np.int64), none, none, none, none.astype(bool), none)
     order = np.lexsort((np.arange(len(user)), seconds, user))
     u, i, t, s = user[order], item[order], event_type[order], seconds[order]
     starts = np.flatnonzero(np.r_[True, (u[1:] != u[:-1]) | (i[1:] != i[:-1])])
     token_user, token_item = u[starts], i[starts]
-    token_type = np.maximum.reduceat(t, starts) if len(starts) else t[:0]
+    token_type = np.maximum.reduceat(t, starts)
     token_time = s[starts]
     gaps = _token_gaps(token_user, token_time)
     ptr = np.r_[0, np.cumsum(np.bincount(token_user, minlength=n_users))].astype(np.int64)

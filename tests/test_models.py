@@ -106,6 +106,14 @@ def test_ranking_and_beyond_accuracy_metrics_on_a_hand_example():
     )  # y and z
 
 
+def test_no_interactions_give_every_user_an_empty_sequence():
+    none = np.zeros(0, np.int64)
+    seq = build_sequences(none, none, none, none, 3)
+    assert seq.ptr.tolist() == [0, 0, 0, 0]
+    assert len(seq.items) == len(seq.gaps) == len(seq.repeats) == len(seq.times) == 0
+    assert seq.repeats.dtype == bool
+
+
 def test_temporal_holdout_keeps_only_new_items_of_known_users():
     t = pd.to_datetime(
         ["2026-09-01", "2026-09-02", "2026-09-05", "2026-09-05", "2026-09-05"], utc=True
