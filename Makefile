@@ -60,9 +60,10 @@ ui: install
 	$(BIN)/dagster dev -h 127.0.0.1 -p $(UI_PORT) -m dagster_project.definitions
 
 ## bench: benchmarks under bench/, figures saved as JSON in bench/results/
-bench: install
+bench: install test-tools
 	$(BIN)/python -m bench.generator --preset large
 	$(BIN)/python -m bench.pipeline --preset $(PRESET)
+	$(BIN)/python -m bench.incremental --preset $(PRESET)
 	$(BIN)/python -m bench.quality
 	$(BIN)/python -m bench.detection
 	$(BIN)/python -m bench.detection_adversary
@@ -72,6 +73,8 @@ bench: install
 	$(BIN)/python -m bench.distributed
 	$(BIN)/python -m bench.executors --data-dir $(DATA_DIR)
 	$(BIN)/python -m bench.faults --data-dir $(DATA_DIR)
+	$(BIN)/python -m bench.offline_store --data-dir $(DATA_DIR)
+	$(BIN)/python -m bench.shared_storage --data-dir $(DATA_DIR)
 
 ## bench-faults: faults and hostile input injected for real, each line pass or fail (JSON)
 bench-faults: install
