@@ -2,8 +2,9 @@
 per-entity delete and no read of only the requested features, so these reach below its API.
 Checked against feast 0.67.0 (`FEAST_CHECKED`; tests/test_architecture.py fails on another
 version): before upgrading Feast, read these against its source and run the Feast tests
-(test_feature_serving, test_feast_redis, test_privacy, test_serving). `sqlite_store`'s bulk writer also
-writes Feast's SQLite table layout itself; its test compares it with Feast's writer.
+(test_feature_serving, test_feast_redis, test_privacy, test_serving). `sqlite_store`'s bulk
+writer also writes Feast's SQLite table layout itself; its test compares it with Feast's
+writer.
 `materialization` subclasses Feast's local compute engine and its output node (and calls
 Feast's private converters); the same test compares what it stores with Feast's engine."""
 

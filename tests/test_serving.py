@@ -313,7 +313,7 @@ def test_a_day_replayed_through_the_intake_gives_the_batchs_recent_activity(live
     activity = RecentActivityStore(store)
     # the online store as the run of the day before left it (a newer row is never replaced)
     delete_online_rows(store, ["user_recent_activity"], behaviour["user_id"].unique())
-    activity.push(recent_activity(behaviour[behaviour["event_time"] < last]))
+    activity.push(pl.from_pandas(recent_activity(behaviour[behaviour["event_time"] < last])))
     landed = read_landing(out.landing, "events").to_pandas()
     day = landed[pd.to_datetime(landed["event_time"], utc=True, errors="coerce") >= last]
     entries = [

@@ -175,7 +175,7 @@ def test_a_folder_store_syncs_only_what_changed_and_deletes_what_went(tmp_path, 
     assert pd.read_parquet(copy)["n"].tolist() == [2]
 
     # rewritten on the second machine and not published yet: a newer shared copy does not
-    # replace it, and the step's end publishes it
+    # replace it, and publishing what changed here puts it
     pd.DataFrame({"n": [20]}).to_parquet(copy)
     pd.DataFrame({"n": [30]}).to_parquet(path)
     assert store.publish(path) == 1 and reader.fetch_all() == 0

@@ -55,9 +55,7 @@ def recent_activity(
 ) -> pd.DataFrame:
     """One row per user of `events` (user_id, item_id, event_type, event_time, optional
     event_id): their recent activity as of their newest event (the daily batch's path)."""
-    missing = [c for c in EVENT_INPUT_COLUMNS if c not in events]
-    if missing:
-        raise ValueError(f"events lack column(s) {', '.join(missing)}")
+    _require_event_columns(list(events.columns))
     columns = [*EVENT_INPUT_COLUMNS, *(["event_id"] if "event_id" in events else [])]
     # ids as text (event ids keep their type: they order events of the same time)
     typed = events[columns].astype({c: str for c in ["user_id", "item_id", "event_type"]})
@@ -86,9 +84,7 @@ def advance_recent_activity(
     user_id, item_id, event_type, event_time (a datetime; naive is UTC), optional event_id.
     One lazy query on polars' in-memory engine: small batches (the intake's) pay for one
     plan, not one per step, and not the start-up of polars' default (streaming) engine."""
-    missing = [c for c in EVENT_INPUT_COLUMNS if c not in events.columns]
-    if missing:
-        raise ValueError(f"events lack column(s) {', '.join(missing)}")
+    _require_event_columns(events.columns)
     if events.is_empty():
         return empty_recent_activity()
     fresh = _fresh_events(events).lazy()
@@ -117,6 +113,12 @@ def advance_recent_activity(
         .collect(engine="in-memory")
         .cast(RECENT_ACTIVITY_SCHEMA)
     )
+
+
+def _require_event_columns(columns: list[str]) -> None:
+    missing = [c for c in EVENT_INPUT_COLUMNS if c not in columns]
+    if missing:
+        raise ValueError(f"events lack column(s) {', '.join(missing)}")
 
 
 def _fresh_events(events: pl.DataFrame) -> pl.DataFrame:

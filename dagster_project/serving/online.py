@@ -6,9 +6,7 @@ import time
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-import pandas as pd
 import polars as pl
-import pyarrow as pa
 from feast import FeatureStore, FeatureView
 from feast.type_map import feast_value_type_to_python_type
 
@@ -110,7 +108,7 @@ class RecentActivityStore:
         items, types, times = (v[len(v) - shortest :] for v in lists)
         return RecentEvents(items, types, [int(t) for t in times])
 
-    def push(self, rows: pl.DataFrame | pd.DataFrame) -> None:
+    def push(self, rows: pl.DataFrame) -> None:
         """Write advanced rows (RECENT_ACTIVITY_COLUMNS) to the online store: what
         `FeatureStore.push(PUSH_SOURCE, rows, to=PushMode.ONLINE)` does (each view the push
         source feeds gets the rows through its provider's writer), with the views looked up
@@ -120,11 +118,7 @@ class RecentActivityStore:
         precomputed after the write (none here sets `precompute_online`)."""
         if not len(rows):
             return
-        table = (
-            rows.to_arrow()
-            if isinstance(rows, pl.DataFrame)
-            else pa.Table.from_pandas(rows, preserve_index=False)
-        )
+        table = rows.to_arrow()
         for view in self._pushed_views():
             mapping = view.batch_source.field_mapping or {}  # as Feast's push renames
             named = table.rename_columns([mapping.get(c, c) for c in table.column_names])
