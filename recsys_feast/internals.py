@@ -16,7 +16,7 @@ from typing import Any
 
 from feast import FeatureStore, FeatureView, RepoConfig
 from feast.infra.online_stores.helpers import _mmh3
-from feast.infra.online_stores.sqlite import _quote_id, _table_id
+from feast.infra.online_stores.sqlite import SqliteOnlineStore, _quote_id, _table_id
 from feast.utils import _coerce_datetime, _validate_vector_field_lengths
 
 FEAST_CHECKED = "0.67.0"
@@ -64,6 +64,17 @@ def sqlite_connection(online: Any, config: RepoConfig) -> sqlite3.Connection:
         if mode == "wal":
             connection.execute("PRAGMA synchronous = NORMAL")
     return connection
+
+
+def map_sqlite_store(store: FeatureStore, size_bytes: int) -> None:
+    """Let this process read a SQLite online store through a memory map of up to
+    `size_bytes` of its file, instead of a read call per page (other stores: nothing to do).
+    For serving processes, whose reads are random lookups: 400 users' recent activity took
+    13-15 ms against 21 ms. Pages read through the map count in the process's resident
+    memory, so batch steps that read the whole store keep plain reads."""
+    online = online_store(store)
+    if isinstance(online, SqliteOnlineStore):
+        sqlite_connection(online, store.config).execute(f"PRAGMA mmap_size = {int(size_bytes)}")
 
 
 def redis_client(online: Any, config: RepoConfig) -> Any:

@@ -34,19 +34,33 @@ from feast.infra.compute_engines.local.job import LocalMaterializationJob
 from feast.infra.compute_engines.local.nodes import LocalOutputNode
 from feast.infra.registry.base_registry import BaseRegistry
 from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
-from feast.type_map import python_values_to_proto_values
+from feast.protos.feast.types.Value_pb2 import Value as ValueProto
+from feast.type_map import PYTHON_LIST_VALUE_TYPE_TO_PROTO_VALUE, python_values_to_proto_values
 from feast.value_type import ValueType
 
 from recsys_feast.internals import check_vector_lengths, coerce_datetime, engine_backend
 
 ENGINE_TYPE = "recsys_feast.materialization.DistinctValuesLocalComputeEngine"
+# list types Feast converts by putting the list in the Value as it is
+PLAIN_LISTS = {
+    ValueType.STRING_LIST,
+    ValueType.INT32_LIST,
+    ValueType.INT64_LIST,
+    ValueType.FLOAT_LIST,
+    ValueType.DOUBLE_LIST,
+}
 
 
 def distinct_value_protos(column: pa.Array | pa.ChunkedArray, value_type: ValueType) -> list:
     """Feast's `Value` of each entry of an Arrow `column`, from the numpy values Feast
     converts, each distinct value converted once by Feast's own converter. Numbers are told
     apart by their bits (0.0 from -0.0) and strings by Arrow's dictionary (a null apart from
-    every string); other columns (lists, booleans with nulls) are converted entry by entry."""
+    every string); lists of numbers or strings without null items are built from the
+    column's flat values (`_plain_list_protos`); other columns (booleans with nulls, lists
+    with null items) are converted entry by entry."""
+    listed = _plain_list_protos(column, value_type)
+    if listed is not None:
+        return listed
     values = column.to_numpy(zero_copy_only=False)
     if len(values) and values.dtype.kind in "fiub":
         codes = np.ascontiguousarray(values).view(f"V{values.dtype.itemsize}")
@@ -59,6 +73,32 @@ def distinct_value_protos(column: pa.Array | pa.ChunkedArray, value_type: ValueT
     _, first, inverse = np.unique(codes, return_index=True, return_inverse=True)
     converted = python_values_to_proto_values(values[first], value_type)
     return [converted[i] for i in inverse.ravel()]
+
+
+def _plain_list_protos(
+    column: pa.Array | pa.ChunkedArray, value_type: ValueType
+) -> list[ValueProto] | None:
+    """The Values Feast's generic list conversion builds (`<type>_list_val` holding the
+    list; an empty Value for a missing list), for a list column of `PLAIN_LISTS` whose items
+    are never null; None for any other column."""
+    is_list = pa.types.is_list(column.type) or pa.types.is_large_list(column.type)
+    if value_type not in PLAIN_LISTS or not is_list:
+        return None
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
+    flat = column.flatten()
+    if flat.null_count:  # Feast puts a default in place of each null item
+        return None
+    items = flat.to_pylist()
+    offsets = column.offsets.to_numpy()
+    offsets = (offsets - offsets[0]).tolist()
+    proto_type, field, _ = PYTHON_LIST_VALUE_TYPE_TO_PROTO_VALUE[value_type]
+    return [
+        ValueProto(**{field: proto_type(val=items[start:end])}) if valid else ValueProto()
+        for start, end, valid in zip(
+            offsets[:-1], offsets[1:], column.is_valid().to_pylist(), strict=True
+        )
+    ]
 
 
 def table_to_rows(table: pa.Table, view: FeatureView, join_keys: dict[str, ValueType]) -> list:

@@ -17,6 +17,7 @@ from feast.value_type import ValueType
 from dagster_project.resources import FeastResource
 from devtools.servers import free_port
 from examples.fetch_features import by_name, over_http, training_set, with_sdk
+from recsys_feast.arrow_values import values_to_arrow
 from recsys_feast.internals import online_store, sqlite_connection
 from recsys_feast.materialization import ENGINE_TYPE, distinct_value_protos
 from recsys_feast.sqlite_store import STORE_TYPE
@@ -270,6 +271,17 @@ def test_the_bulk_writer_writes_the_rows_feasts_own_writer_writes(pipeline_run, 
         (pa.array([True, None, False]), ValueType.BOOL),
         (pa.array([[0.5, 1.0], [0.5, 1.0], None], pa.list_(pa.float32())), ValueType.FLOAT_LIST),
         (pa.array([], pa.float32()), ValueType.FLOAT),
+        # lists built from their flat values: empty, missing, sliced, chunked, large
+        (pa.array([["a", "b"], [], None, ["c"]], pa.list_(pa.string())), ValueType.STRING_LIST),
+        (pa.array([[1, 2**40], None, [-3]], pa.list_(pa.int64())), ValueType.INT64_LIST),
+        (pa.array([[1.5], [], [2.0, -0.0]], pa.list_(pa.float64())), ValueType.DOUBLE_LIST),
+        (pa.array([[1], [2, 3], [4], [5, 6]], pa.list_(pa.int32()))[1:3], ValueType.INT32_LIST),
+        (
+            pa.chunked_array([pa.array([["x"]]), pa.array([None, ["y", "z"]])]),
+            ValueType.STRING_LIST,
+        ),
+        (pa.array([["a"], None], pa.large_list(pa.large_string())), ValueType.STRING_LIST),
+        (pa.array([["a", None]], pa.list_(pa.string())), ValueType.STRING_LIST),  # Feast's way
     ],
 )
 def test_each_distinct_value_converts_as_feast_converts_it(column, kind):
@@ -278,6 +290,39 @@ def test_each_distinct_value_converts_as_feast_converts_it(column, kind):
     got = distinct_value_protos(column, kind)
     want = python_values_to_proto_values(column.to_numpy(zero_copy_only=False), kind)
     assert [v.SerializeToString() for v in got] == [v.SerializeToString() for v in want]
+
+
+@pytest.mark.parametrize(
+    ("column", "kind"),
+    [
+        (pa.array([3, None, -7, 2**40], pa.int64()), ValueType.INT64),
+        (pa.array(["a", None, ""], pa.large_string()), ValueType.STRING),
+        (pa.array([0.5, None, float("inf")], pa.float64()), ValueType.DOUBLE),
+        (pa.array([True, None, False]), ValueType.BOOL),
+        (pa.array([["a", "b"], [], None], pa.large_list(pa.large_string())), ValueType.STRING_LIST),
+        (pa.array([[1, 2**40], None, [-3]], pa.list_(pa.int64())), ValueType.INT64_LIST),
+        (pa.array([[0.5, 1.0], None], pa.list_(pa.float32())), ValueType.FLOAT_LIST),
+        (pa.array([1_700_000_000, None], pa.int64()), ValueType.UNIX_TIMESTAMP),  # Feast's way
+    ],
+)
+def test_stored_values_read_back_as_feast_reads_them(column, kind):
+    """`values_to_arrow` gives the column Feast's own converter gives, entity by entity:
+    a missing row (None) and an empty Value are nulls; so is a `null_val`, where Feast's
+    converter gives the enum's 0."""
+    from feast.protos.feast.types.Value_pb2 import Null
+    from feast.protos.feast.types.Value_pb2 import Value as ValueProto
+    from feast.type_map import feast_value_type_to_python_type, python_values_to_proto_values
+
+    stored = [*python_values_to_proto_values(column.to_pylist(), kind), None, ValueProto()]
+    arrow_type = pa.timestamp("s", "UTC") if kind == ValueType.UNIX_TIMESTAMP else column.type
+    got = values_to_arrow([*stored, ValueProto(null_val=Null.NULL)], arrow_type)
+    want = pa.array(
+        [None if v is None else feast_value_type_to_python_type(v) for v in stored] + [None],
+        type=arrow_type,
+    )
+    assert got.type == arrow_type
+    assert got.to_pylist() == want.to_pylist()
+    assert got.to_pylist()[: len(column)] == pa.array(column.to_pylist(), arrow_type).to_pylist()
 
 
 @pytest.mark.pipeline  # a real `feast apply` / Dagster run

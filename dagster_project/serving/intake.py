@@ -91,8 +91,9 @@ class EventIntake:
         # the service's workers are its parallelism
         self._database = connect(threads=1)
         self._seen: OrderedDict[str, None] = OrderedDict()
-        # wall and CPU (this thread's) seconds per stage, and the events received
-        self.stage_seconds: dict[str, float] = {"events": 0}
+        # wall and CPU (this thread's) seconds per stage, the events received and the
+        # groups they came in
+        self.stage_seconds: dict[str, float] = {"events": 0, "groups": 0}
         self._recent = raw_events_frame([], self.landing.source, "").with_columns(
             _arrived=pl.lit(0.0)
         )
@@ -123,6 +124,7 @@ class EventIntake:
         with self._timed("push"):
             self._push(clean, owner, answers)
         self.stage_seconds["events"] += len(entries)
+        self.stage_seconds["groups"] += 1
         return answers
 
     @contextlib.contextmanager

@@ -29,7 +29,7 @@ import pandas as pd
 import polars as pl
 
 from dagster_project.contracts import EVENT_COLUMNS
-from dagster_project.quality.cleaning import QUARANTINE_COLUMNS
+from dagster_project.quality.cleaning import QUARANTINE_COLUMNS, QUARANTINE_SCHEMA
 from dagster_project.sources.manifest import read_source_manifest
 from dagster_project.storage import write_parquet_atomic, write_text_atomic
 
@@ -38,11 +38,6 @@ PUBLISH_AFTER_ROWS = 100_000
 OPEN_SUFFIX = ".csv.open"
 INTAKE_FILE_PREFIX = "intake-"  # published files; `landing_files_sensor` leaves them alone
 INTAKE_QUARANTINE_DIR = "intake_quarantine"
-INTAKE_QUARANTINE_SCHEMA = {
-    c: pl.Int64 if c == "source_line" else pl.Datetime("us", "UTC") if c == "quarantined_at"
-    else pl.String
-    for c in QUARANTINE_COLUMNS
-}  # fmt: skip
 
 
 @dataclass
@@ -179,14 +174,12 @@ def write_intake_quarantine(tables: Path, batch_id: str, rows: pl.DataFrame) -> 
     if rows.is_empty():
         return None
     path = intake_quarantine_dir(tables) / f"{batch_id}.parquet"
-    return write_parquet_atomic(
-        rows.select(QUARANTINE_COLUMNS).cast(INTAKE_QUARANTINE_SCHEMA), path
-    )
+    return write_parquet_atomic(rows.select(QUARANTINE_COLUMNS).cast(QUARANTINE_SCHEMA), path)
 
 
 def read_intake_quarantine(tables: Path) -> pl.DataFrame:
     """Every event the intake rejected so far (the quarantine asset adds them)."""
     folder = intake_quarantine_dir(tables)
     if not any(folder.glob("*.parquet")):
-        return pl.DataFrame(schema=INTAKE_QUARANTINE_SCHEMA)
-    return pl.read_parquet(folder / "*.parquet")  # written in INTAKE_QUARANTINE_SCHEMA
+        return pl.DataFrame(schema=QUARANTINE_SCHEMA)
+    return pl.read_parquet(folder / "*.parquet")  # written in QUARANTINE_SCHEMA

@@ -7,7 +7,9 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import polars as pl
+import pyarrow as pa
 from feast import FeatureStore, FeatureView
+from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 from feast.type_map import feast_value_type_to_python_type
 
 from dagster_project.features.recent import (
@@ -17,10 +19,17 @@ from dagster_project.features.recent import (
     TODAY_COLUMNS,
 )
 from dagster_project.privacy import entity_keys
-from recsys_feast.internals import online_store, push_source_views, write_online_rows
+from recsys_feast.arrow_values import values_to_arrow
+from recsys_feast.internals import (
+    map_sqlite_store,
+    online_store,
+    push_source_views,
+    write_online_rows,
+)
 from recsys_feast.materialization import table_to_rows
 
 PUSH_SOURCE = "user_recent_activity_push"
+SQLITE_MAP_BYTES = 1 << 30  # the SQLite online store's first GiB read through a memory map
 STORED_COLUMNS = [*LIST_COLUMNS, "activity_day", *TODAY_COLUMNS.values()]
 
 
@@ -38,20 +47,27 @@ class RecentActivityStore:
     def __init__(self, store: FeatureStore) -> None:
         self.store = store
         self._lookups: dict[str, tuple[float, Any]] = {}
+        map_sqlite_store(store, SQLITE_MAP_BYTES)
 
     def read(self, user_ids: list[str]) -> pl.DataFrame:
         """The stored rows of `user_ids` (users without one are left out), in the stored
         columns (`STORED_COLUMNS`)."""
-        found = self._stored_rows(user_ids)
-        columns = ["user_id", *STORED_COLUMNS]
-        frame = pl.DataFrame(
-            {c: [row.get(c) for row in found] for c in columns},
-            schema={c: RECENT_ACTIVITY_SCHEMA[c] for c in columns},
+        found = self._stored_values(user_ids)
+        types = pl.DataFrame(schema=RECENT_ACTIVITY_SCHEMA).to_arrow().schema
+        table = pa.table(
+            {
+                "user_id": pa.array([user for user, _ in found], types.field("user_id").type),
+                **{
+                    c: values_to_arrow([values.get(c) for _, values in found], types.field(c).type)
+                    for c in STORED_COLUMNS
+                },
+            }
         )
+        frame = pl.from_arrow(table)
         return frame.with_columns(pl.col(c).fill_null(0) for c in TODAY_COLUMNS.values())
 
-    def _stored_rows(self, user_ids: list[str]) -> list[dict]:
-        """The stored rows of `user_ids` as Python values, users without one left out.
+    def _stored_values(self, user_ids: list[str]) -> list[tuple[str, dict[str, ValueProto]]]:
+        """The stored Values of `user_ids` by feature, users without a row left out.
 
         Read through the online store of Feast's provider (the store the configuration
         names, SQLite or Redis; `recsys_feast.internals.online_store`) rather than
@@ -66,14 +82,7 @@ class RecentActivityStore:
         requested = list(STORED_COLUMNS)
         rows = online_store(self.store).online_read(self.store.config, view, keys, requested)
         return [
-            {
-                "user_id": user,
-                **{
-                    c: feast_value_type_to_python_type(values[c])
-                    for c in STORED_COLUMNS
-                    if c in values
-                },
-            }
+            (user, values)
             for user, (_, values) in zip(user_ids, rows, strict=True)
             if values and "activity_day" in values
         ]
@@ -100,10 +109,14 @@ class RecentActivityStore:
 
     def history(self, user_id: str) -> RecentEvents:
         """One user's recent events, oldest first (none for a user the store does not know)."""
-        rows = self._stored_rows([user_id])
-        if not rows:
+        found = self._stored_values([user_id])
+        if not found:
             return RecentEvents([], [], [])
-        lists = [list(rows[0].get(c) or []) for c in LIST_COLUMNS]
+        values = found[0][1]
+        lists = [
+            list(feast_value_type_to_python_type(values[c]) or []) if c in values else []
+            for c in LIST_COLUMNS
+        ]
         shortest = min(len(v) for v in lists)  # a list missing or cut short: what all have
         items, types, times = (v[len(v) - shortest :] for v in lists)
         return RecentEvents(items, types, [int(t) for t in times])
