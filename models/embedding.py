@@ -1073,24 +1073,33 @@ class EmbeddingRecommender(Recommender):
         """e_u from parallel arrays of events: item rows (into `item_ids`), event type codes
         (`sequences.codes_of_event_types`) and epoch seconds; `history_vector` without a frame,
         for callers that answer one request at a time."""
-        if not len(items):
+        return self.encode_histories([(items, event_types, seconds)])[0]
+
+    def encode_histories(
+        self, histories: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]]
+    ) -> torch.Tensor:
+        """e_u of each history (`encode_history`'s arrays), encoded together: one pass of
+        the encoder for the requests a service answers at once (B x dim)."""
+        if any(not len(items) for items, _, _ in histories):
             raise ValueError("none of the history's items is in the catalog the model knows")
-        sequence = build_sequences(
-            np.zeros(len(items), np.int64),
-            np.asarray(items, np.int64),
-            np.asarray(event_types, np.int64),
-            np.asarray(seconds, np.int64),
-            1,
+        lengths = [len(items) for items, _, _ in histories]
+        sequences = build_sequences(
+            np.repeat(np.arange(len(histories), dtype=np.int64), lengths),
+            *(
+                np.concatenate([np.asarray(h[part], np.int64) for h in histories])
+                for part in range(3)
+            ),
+            len(histories),
         )
         with torch.no_grad():
             vectors, _ = self._tower_items()
             return self._encode_last(
                 vectors,
-                sequence,
-                np.zeros(1, np.int64),
-                sequence.ptr[1:],
-                torch.zeros((1, self.user_latest.shape[1])),
-            )[0]
+                sequences,
+                sequences.ptr[:-1],
+                sequences.ptr[1:],
+                torch.zeros((len(histories), self.user_latest.shape[1])),
+            )
 
     def recommend_for_history(self, history: pd.DataFrame, k: int = 10) -> pd.DataFrame:
         """Top-k for someone the model was not trained on, from a few events (see

@@ -405,6 +405,79 @@ def test_the_service_answers_only_for_its_own_host(live_dir):
         assert client.get("/health").status_code == 400
 
 
+def test_requests_answered_together_get_what_each_gets_alone(live_dir):
+    """`recommend_many` (one pass of the model for the requests a worker answers together)
+    gives each request the answer it gets alone, in every scenario but search."""
+    from dagster_project.resources import FeastResource
+    from dagster_project.serving.online import RecentActivityStore
+    from dagster_project.serving.recommend import LiveRecommender
+
+    activity = RecentActivityStore(FeastResource(data_dir=str(live_dir)).store())
+    recommender = LiveRecommender(layout(live_dir), activity)
+    user = _human(live_dir)
+    items = pd.read_parquet(live_dir / "tables" / "items.parquet")["item_id"].tolist()
+    requests = [
+        RecommendRequest(user_id=user, k=10),
+        RecommendRequest(item_id=items[0], k=5),
+        RecommendRequest(user_id=user, cart=items[1:3], k=7, diversity=0.5),
+        RecommendRequest(k=4),  # a new visitor
+        RecommendRequest(user_id=user, k=3, categories=["no-such-category"]),
+    ]
+    alone = [recommender.recommend(r) for r in requests]
+    together = recommender.recommend_many(requests)
+    assert [a["scenario"] for a in together] == [
+        "user", "product_page", "cart", "new_visitor", "user",
+    ]  # fmt: skip
+    for one, many in zip(alone, together, strict=True):
+        assert [i["item_id"] for i in many["items"]] == [i["item_id"] for i in one["items"]]
+        assert [i["reason"] for i in many["items"]] == [i["reason"] for i in one["items"]]
+        assert [i["score"] for i in many["items"]] == pytest.approx(
+            [i["score"] for i in one["items"]], abs=1e-4
+        )
+        assert {k: v for k, v in many.items() if k != "items"} == {
+            k: v for k, v in one.items() if k != "items"
+        }
+    assert together[4]["items"] == []  # the filters leave nothing
+
+
+def test_requests_arriving_together_are_answered_together_and_each_on_its_own():
+    """The service's batcher: requests that reach a worker in one turn of its event loop go to
+    `recommend_many` at once; when that fails, each request is answered alone, so only the
+    one that fails gets the error. (The recommender here only records its calls; the real
+    one's batch answers are tested above.)"""
+    import asyncio
+
+    from dagster_project.serving.app import RecommendBatcher
+
+    class Recording:
+        def __init__(self) -> None:
+            self.batches: list[int] = []
+
+        def recommend_many(self, requests):
+            self.batches.append(len(requests))
+            if any(r.k == 13 for r in requests):
+                raise ValueError("unlucky")
+            return [{"k": r.k} for r in requests]
+
+        def recommend(self, request):
+            return self.recommend_many([request])[0]
+
+    async def ask(batcher: RecommendBatcher, ks: list[int]) -> list:
+        asks = [batcher.answer(RecommendRequest(k=k)) for k in ks]
+        return await asyncio.gather(*asks, return_exceptions=True)
+
+    recording = Recording()
+    batcher = RecommendBatcher(recording)  # type: ignore[arg-type]
+    assert asyncio.run(ask(batcher, [1, 2, 3])) == [{"k": 1}, {"k": 2}, {"k": 3}]
+    assert recording.batches == [3]
+    answers = asyncio.run(ask(batcher, [4, 13, 5]))
+    assert answers[0] == {"k": 4} and answers[2] == {"k": 5}
+    assert isinstance(answers[1], ValueError)
+    assert recording.batches == [3, 3, 1, 1, 1]
+    lone = asyncio.run(ask(batcher, [13]))
+    assert isinstance(lone[0], ValueError) and recording.batches[-1] == 1
+
+
 def _flagged_bot(data_dir: Path) -> str:
     """A raw user id the tiny run flagged as a bot."""
     from dagster_project.pseudonyms import pseudonymise

@@ -24,7 +24,7 @@ Users on the opt-out list get no personalisation: their history is not read.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -95,6 +95,17 @@ class RequestEvents:
         )
 
 
+@dataclass(frozen=True)
+class _Asked:
+    """A request with what it is answered from."""
+
+    request: RecommendRequest
+    notes: list[str]
+    history: RecentEvents
+    events: RequestEvents
+    allowed: np.ndarray
+
+
 class LiveRecommender:
     """The trained model, its item side computed once, and the catalog, for one process."""
 
@@ -128,6 +139,19 @@ class LiveRecommender:
 
     def recommend(self, request: RecommendRequest) -> dict:
         """The answer to one request: scenario, items with scores and reasons, notes."""
+        return self.recommend_many([request])[0]
+
+    def recommend_many(self, requests: Sequence[RecommendRequest]) -> list[dict]:
+        """The answers to several requests, their users' vectors encoded in one pass of the
+        model (what a worker does with the requests that reach it together)."""
+        asked = [self._asked(request) for request in requests]
+        with_events = [a for a in asked if len(a.events)]
+        scores = self._scores([a.events for a in with_events]) if with_events else []
+        scored = {id(a): row for a, row in zip(with_events, scores, strict=True)}
+        return [self._answer(a, scored.get(id(a))) for a in asked]
+
+    def _asked(self, request: RecommendRequest) -> _Asked:
+        """What a request is answered from: its history and context, the items it allows."""
         notes: list[str] = []
         user = pseudonymise([request.user_id])[0] if request.user_id else None
         personal = user is not None and user not in self._opted_out()
@@ -136,16 +160,18 @@ class LiveRecommender:
         history = self._history(user if personal else None)
         events = self._known(history.item_ids, history.event_types, history.times_ms, 1000)
         events = events.then(self._context(request, notes))
-        allowed = self._allowed(request, events.rows)
+        return _Asked(request, notes, history, events, self._allowed(request, events.rows))
+
+    def _answer(self, asked: _Asked, scores: np.ndarray | None) -> dict:
+        """The answer to one request, from `scores` (the model's, None without events)."""
+        request, history, events = asked.request, asked.history, asked.events
         if request.query:
-            scenario, items = "search", self._search(request, events, allowed)
-        elif len(events):
-            scenario, items = (
-                self._scenario(request, history),
-                self._personal(request, events, allowed),
-            )
+            scenario, items = "search", self._search(request, scores, asked.allowed)
+        elif scores is not None:
+            scenario = self._scenario(request, history)
+            items = self._personal(request, events, asked.allowed, scores)
         else:
-            scenario, items = "new_visitor", self._popular(request, allowed)
+            scenario, items = "new_visitor", self._popular(request, asked.allowed)
         return {
             "user_id": request.user_id,
             "scenario": scenario,
@@ -153,7 +179,7 @@ class LiveRecommender:
             "history_events": len(history.item_ids),
             "history_newest_at": _newest(history.times_ms),
             "items": items,
-            "notes": notes,
+            "notes": asked.notes,
         }
 
     # -- inputs --------------------------------------------------------------------------
@@ -228,17 +254,20 @@ class LiveRecommender:
             return "product_page"
         return "user" if history.item_ids else "new_visitor"
 
-    def _scores(self, events: RequestEvents) -> np.ndarray:
-        """e_u · e_i + b_i for every item, e_u from `events`."""
-        types = codes_of_event_types(events.types)
+    def _scores(self, histories: list[RequestEvents]) -> np.ndarray:
+        """e_u · e_i + b_i for every item (one row per history), each e_u from its events."""
+        encoded = [(e.rows, codes_of_event_types(e.types), e.seconds) for e in histories]
         with torch.no_grad():
-            user = self.model.encode_history(events.rows, types, events.seconds)
-            return (self.vectors @ user + self.bias).numpy()
+            users = self.model.encode_histories(encoded)
+            return (users @ self.vectors.T + self.bias).numpy()
 
     def _personal(
-        self, request: RecommendRequest, events: RequestEvents, allowed: np.ndarray
+        self,
+        request: RecommendRequest,
+        events: RequestEvents,
+        allowed: np.ndarray,
+        scores: np.ndarray,
     ) -> list[dict]:
-        scores = self._scores(events)
         picked = self._top(scores, allowed, request)
         reasons = self._because(picked, events)
         return [
@@ -247,13 +276,13 @@ class LiveRecommender:
         ]
 
     def _search(
-        self, request: RecommendRequest, events: RequestEvents, allowed: np.ndarray
+        self, request: RecommendRequest, scores: np.ndarray | None, allowed: np.ndarray
     ) -> list[dict]:
         text, matrix, rows = self._text_vectors()
         shown = allowed[rows]
         if not shown.any():  # the filters leave nothing to search
             return []
-        interest = pd.Series(self._scores(events), index=self.item_ids) if len(events) else None
+        interest = None if scores is None else pd.Series(scores, index=self.item_ids)
         query = self._query_vector(request.query or "")
         found = search_items(query, text[shown], request.k, interest, matrix=matrix[shown])
         matched = f"matches “{request.query}”"
