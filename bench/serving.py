@@ -16,7 +16,8 @@ saved to bench/results/serving.json with the machine:
 - event to visible: a client posts one event and asks `/recommend` right after; the time
   from the post to the answer that shows it (its `history_newest_at`), while the other
   clients keep asking for recommendations;
-- `POST /events` in batches of 100 from every client: events accepted per second; then the
+- `POST /events` in batches of 100 from every client: events accepted per second (and by
+  each worker, with one worker's time per stage of the intake); then the
   service is stopped (it publishes what it landed), the daily run's ingestion and cleaning
   read the landing area, and the events they count from the intake's files are compared
   with the number accepted (none lost, none twice);

@@ -478,6 +478,44 @@ def test_requests_arriving_together_are_answered_together_and_each_on_its_own():
     assert isinstance(lone[0], ValueError) and recording.batches[-1] == 1
 
 
+def test_a_worker_above_its_share_of_connections_sends_new_ones_elsewhere():
+    """`ConnectionBalancer`: a new connection that would put this worker above its share of
+    the workers' live connections gets its answer with `Connection: close` (its client
+    reconnects, and the kernel hashes the new connection again); known connections and a
+    lone client never do, and every request is answered."""
+    import asyncio
+
+    from dagster_project.serving.app import ConnectionBalancer
+
+    answered: list[tuple] = []
+
+    async def app(scope, receive, send):
+        answered.append(scope["client"])
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"{}"})
+
+    def request(balancer: ConnectionBalancer, client: tuple) -> bool:
+        """Whether the answer to one request from `client` closes its connection."""
+        sent: list[dict] = []
+
+        async def send(message):
+            sent.append(message)
+
+        scope = {"type": "http", "client": client}
+        asyncio.run(balancer(scope, None, send))
+        return (b"connection", b"close") in sent[0]["headers"]
+
+    loads = [0, 2]  # this worker (0) has none yet, the other two
+    balancer = ConnectionBalancer(app, loads, 0)
+    closed = [request(balancer, ("127.0.0.1", port)) for port in (1, 2, 3, 4)]
+    assert closed == [False, False, False, True]  # 3 here and 2 there; a 4th goes elsewhere
+    assert loads == [3, 2]
+    assert not request(balancer, ("127.0.0.1", 1))  # a known connection stays
+    assert len(answered) == 5
+    lone = ConnectionBalancer(app, [0, 0], 1)
+    assert not any(request(lone, ("127.0.0.1", 9)) for _ in range(3))
+
+
 def _flagged_bot(data_dir: Path) -> str:
     """A raw user id the tiny run flagged as a bot."""
     from dagster_project.pseudonyms import pseudonymise

@@ -46,11 +46,11 @@ def main(argv: list[str] | None = None) -> None:
     if args.workers <= 1:
         service.serve_one(args.host, args.port)
         return
+    spawn = multiprocessing.get_context("spawn")
+    loads = spawn.Array("i", args.workers, lock=False)  # live connections per worker
     workers = [
-        multiprocessing.get_context("spawn").Process(
-            target=service.serve_one, args=(args.host, args.port)
-        )
-        for _ in range(args.workers)
+        spawn.Process(target=service.serve_one, args=(args.host, args.port, loads, k))
+        for k in range(args.workers)
     ]
     for worker in workers:
         worker.start()

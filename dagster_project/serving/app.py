@@ -33,7 +33,8 @@ import json
 import logging
 import os
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableSequence
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -292,10 +293,73 @@ def app_from_env() -> FastAPI:
     )
 
 
-def serve_one(host: str, port: int) -> None:
+class ConnectionBalancer:
+    """ASGI middleware for several worker processes on one port (`serve_one`).
+
+    The kernel hashes each new connection to one worker's socket, so a few keep-alive
+    clients (a load balancer's pool, a benchmark's threads) often end up mostly on one
+    worker while another idles: 8 connections over 2 workers split 4:4 only about a quarter
+    of the time. Each worker counts the connections that sent it a request in the last
+    `LIVE_S` seconds and publishes the count in an array the workers share (`loads`). When
+    a new connection would put a worker above its fair share (the total over the workers,
+    divided among them and rounded up), its first answer carries `Connection: close`; the
+    client's next request opens a new connection, which the kernel hashes again. A single
+    client is never turned away, and no request is refused: each gets its answer."""
+
+    LIVE_S = 2.0
+
+    def __init__(
+        self, app: Callable[..., Awaitable[None]], loads: MutableSequence[int], index: int
+    ) -> None:
+        self.app, self.loads, self.index = app, loads, index
+        self.seen: dict[tuple, float] = {}  # connection (client address) -> last request
+        self.pruned_at = 0.0
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        client = scope.get("client")
+        if scope["type"] != "http" or not client:
+            await self.app(scope, receive, send)
+            return
+        now = time.monotonic()
+        connection = tuple(client)
+        new = connection not in self.seen
+        self.seen[connection] = now
+        if now - self.pruned_at > self.LIVE_S / 4:
+            self.seen = {c: t for c, t in self.seen.items() if now - t <= self.LIVE_S}
+            self.pruned_at = now
+        if new and self._over_share():
+            del self.seen[connection]  # it closes after this answer
+            send = _closing(send)
+        self.loads[self.index] = len(self.seen)
+        await self.app(scope, receive, send)
+
+    def _over_share(self) -> bool:
+        mine = len(self.seen)
+        total = mine + sum(n for k, n in enumerate(self.loads) if k != self.index)
+        return mine > -(-total // len(self.loads))
+
+
+def _closing(send: Callable) -> Callable:
+    """`send` with `Connection: close` on the response (uvicorn then closes the connection)."""
+
+    async def closing(message: dict) -> None:
+        if message["type"] == "http.response.start":
+            message = {
+                **message,
+                "headers": [*message.get("headers", []), (b"connection", b"close")],
+            }
+        await send(message)
+
+    return closing
+
+
+def serve_one(
+    host: str, port: int, loads: MutableSequence[int] | None = None, index: int = 0
+) -> None:
     """One uvicorn server process on its own socket bound with SO_REUSEPORT: with several,
     the kernel spreads the connections over them (uvicorn's own `--workers` share one socket,
-    and a few keep-alive clients then often all land on one worker)."""
+    and a few keep-alive clients then often all land on one worker). `loads`: the array of
+    live connections per worker that `ConnectionBalancer` keeps even (`index`: this one's)."""
     import uvicorn
 
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -303,7 +367,8 @@ def serve_one(host: str, port: int) -> None:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     sock.bind((host, port))
-    config = uvicorn.Config(
-        "dagster_project.serving.app:app_from_env", factory=True, log_level="warning"
-    )
+    app: Any = app_from_env()
+    if loads is not None and len(loads) > 1:
+        app = ConnectionBalancer(app, loads, index)
+    config = uvicorn.Config(app, log_level="warning")
     uvicorn.Server(config).run(sockets=[sock])
