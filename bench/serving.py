@@ -105,8 +105,11 @@ def _healthy(port: int) -> bool:
 
 def _health(port: int) -> dict:
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-    connection.request("GET", "/health")
-    return json.loads(connection.getresponse().read())
+    try:
+        connection.request("GET", "/health")
+        return json.loads(connection.getresponse().read())
+    finally:
+        connection.close()
 
 
 def _health_of_each_worker(port: int, workers: int, tries: int = 100) -> list[dict]:
@@ -118,6 +121,8 @@ def _health_of_each_worker(port: int, workers: int, tries: int = 100) -> list[di
         seen[answer["worker"]] = answer
         if len(seen) >= workers:
             break
+    else:
+        print(f"[serving] only {len(seen)} of {workers} workers answered /health", flush=True)
     return list(seen.values())
 
 

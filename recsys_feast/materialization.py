@@ -86,12 +86,12 @@ def _plain_list_protos(
         return None
     if isinstance(column, pa.ChunkedArray):
         column = column.combine_chunks()
-    flat = column.flatten()
+    flat = column.flatten()  # the items of the valid lists (a null list may hide some)
     if flat.null_count:  # Feast puts a default in place of each null item
         return None
     items = flat.to_pylist()
-    offsets = column.offsets.to_numpy()
-    offsets = (offsets - offsets[0]).tolist()
+    lengths = pc.list_value_length(column).fill_null(0).to_numpy(zero_copy_only=False)
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).tolist()
     proto_type, field, _ = PYTHON_LIST_VALUE_TYPE_TO_PROTO_VALUE[value_type]
     return [
         ValueProto(**{field: proto_type(val=items[start:end])}) if valid else ValueProto()

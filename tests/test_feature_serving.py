@@ -281,6 +281,15 @@ def test_the_bulk_writer_writes_the_rows_feasts_own_writer_writes(pipeline_run, 
             ValueType.STRING_LIST,
         ),
         (pa.array([["a"], None], pa.large_list(pa.large_string())), ValueType.STRING_LIST),
+        (  # a null list over items, as polars makes them: they are not its items
+            pa.ListArray.from_arrays(
+                pa.array([0, 1, 3, 4], pa.int32()),
+                pa.array(["a", "b", "c", "d"]),
+                mask=pa.array([False, True, False]),
+            ),
+            ValueType.STRING_LIST,
+        ),
+        (pa.array([], pa.list_(pa.string())), ValueType.STRING_LIST),
         (pa.array([["a", None]], pa.list_(pa.string())), ValueType.STRING_LIST),  # Feast's way
     ],
 )

@@ -480,12 +480,14 @@ def test_requests_arriving_together_are_answered_together_and_each_on_its_own():
 
 def test_a_worker_above_its_share_of_connections_sends_new_ones_elsewhere():
     """`ConnectionBalancer`: a new connection that would put this worker above its share of
-    the workers' live connections gets its answer with `Connection: close` (its client
-    reconnects, and the kernel hashes the new connection again); known connections and a
-    lone client never do, and every request is answered."""
+    the live workers' connections gets its answer with `Connection: close` (its client
+    reconnects, and the kernel hashes the new connection again); known connections, a lone
+    client and a worker whose partner stopped beating never do, and every request is
+    answered."""
     import asyncio
+    import time
 
-    from dagster_project.serving.app import ConnectionBalancer
+    from dagster_project.serving.app import ConnectionBalancer, WorkerShares
 
     answered: list[tuple] = []
 
@@ -505,15 +507,19 @@ def test_a_worker_above_its_share_of_connections_sends_new_ones_elsewhere():
         asyncio.run(balancer(scope, None, send))
         return (b"connection", b"close") in sent[0]["headers"]
 
-    loads = [0, 2]  # this worker (0) has none yet, the other two
-    balancer = ConnectionBalancer(app, loads, 0)
+    now = time.monotonic()
+    shares = WorkerShares([0, 2], [now, now], 0)  # this worker has none yet, the other two
+    balancer = ConnectionBalancer(app, shares)
     closed = [request(balancer, ("127.0.0.1", port)) for port in (1, 2, 3, 4)]
     assert closed == [False, False, False, True]  # 3 here and 2 there; a 4th goes elsewhere
-    assert loads == [3, 2]
+    assert shares.connections == [3, 2]
     assert not request(balancer, ("127.0.0.1", 1))  # a known connection stays
     assert len(answered) == 5
-    lone = ConnectionBalancer(app, [0, 0], 1)
+    lone = ConnectionBalancer(app, WorkerShares([0, 0], [now, now], 1))
     assert not any(request(lone, ("127.0.0.1", 9)) for _ in range(3))
+    stale = now - 10 * ConnectionBalancer.LIVE_S  # the other worker died (or never started)
+    survivor = ConnectionBalancer(app, WorkerShares([0, 5], [now, stale], 0))
+    assert not any(request(survivor, ("127.0.0.1", port)) for port in range(20, 28))
 
 
 def _flagged_bot(data_dir: Path) -> str:

@@ -273,7 +273,7 @@ def _near_duplicate_rows(rows: pl.DataFrame) -> list[int]:
 
 
 def _event_rules(window: tuple[datetime, datetime], now: datetime) -> _Rules:
-    """The row rules of behaviour events, in order, over the `typed` view's columns."""
+    """The row rules of behaviour events, in order, over the columns of `typed`."""
     start, end = window
     rules = _Rules()
     rules.add("null_user_id", _blank("user_id"))
@@ -399,7 +399,10 @@ def _register_event_inputs(
     quarantined_item_ids: pl.Series | None,
 ) -> None:
     """What the event rules read: view `raw_input`, the clean catalog's ids (`catalog`), the
-    ids quarantined from it (`catalog_quarantined`) and view `typed` (raw rows, typed)."""
+    ids quarantined from it (`catalog_quarantined`) and `typed` (raw rows, typed): a view
+    over a raw table folder, streamed by each query, and a table for a frame, which is in
+    memory already (the intake's small batches then type their rows once, not once per
+    query: binding the typing's SQL cost more than running it)."""
     _register_raw(con, raw)
     con.register("catalog", pa.table({"item_id": item_ids.cast(pl.String).to_arrow()}))
     held = (
@@ -468,7 +471,8 @@ def _late_rejections(
     derived: bool,
 ) -> dict[str, list[int]]:
     """The standing rows that rules across rows reject, by reason: repeated event ids,
-    near duplicates, then (of the rest) items not in the catalog. Creates table `fetched`."""
+    near duplicates, then (of the rest) items not in the catalog. Creates table `fetched`
+    (when any row needs it)."""
     id_candidates, key_candidates = _repeat_candidates(standing)
     candidates = pl.concat([id_candidates.select("_row"), key_candidates.select("_row")]).unique()
     _fetch_needed_rows(con, candidates, verdicts, standing)
@@ -512,9 +516,9 @@ def _fetch_needed_rows(
     verdicts: pl.DataFrame,
     standing: pl.DataFrame,
 ) -> None:
-    """Table `fetched`: one more scan keeps every raw row the rest of the work needs to see
-    whole: the repeat candidates, the rows already rejected, and those whose item is not in
-    the catalog."""
+    """Table `fetched` (none when no row needs it): one more scan keeps every raw row the
+    rest of the work needs to see whole: the repeat candidates, the rows already rejected,
+    and those whose item is not in the catalog."""
     needed = pl.concat(
         [
             candidates,

@@ -47,9 +47,13 @@ def main(argv: list[str] | None = None) -> None:
         service.serve_one(args.host, args.port)
         return
     spawn = multiprocessing.get_context("spawn")
-    loads = spawn.Array("i", args.workers, lock=False)  # live connections per worker
+    connections = spawn.Array("i", args.workers, lock=False)  # live connections per worker
+    heartbeats = spawn.Array("d", args.workers, lock=False)
     workers = [
-        spawn.Process(target=service.serve_one, args=(args.host, args.port, loads, k))
+        spawn.Process(
+            target=service.serve_one,
+            args=(args.host, args.port, service.WorkerShares(connections, heartbeats, k)),
+        )
         for k in range(args.workers)
     ]
     for worker in workers:

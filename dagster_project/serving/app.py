@@ -33,8 +33,10 @@ import json
 import logging
 import os
 import socket
+import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableSequence
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -158,6 +160,14 @@ class RecommendBatcher:
     def _answer_waiting(self) -> None:
         batch, self.waiting = self.waiting, []
         try:
+            self._answer(batch)
+        finally:  # whatever escaped, no request is left waiting
+            for _, done in batch:
+                if not done.done():
+                    done.set_exception(RuntimeError("the recommendation could not be made"))
+
+    def _answer(self, batch: list[tuple[RecommendRequest, asyncio.Future]]) -> None:
+        try:
             answers, failure = self.recommender.recommend_many([r for r, _ in batch]), None
         except Exception as exc:  # answered one by one below, each with its own outcome
             answers, failure = None, exc
@@ -248,8 +258,9 @@ def _routes(app: FastAPI, state: dict[str, Any]) -> None:
         recommender = state["recommender"]
         if request.query:  # a search loads the text model on first use: seconds, in a thread
             return JSONResponse(await asyncio.to_thread(recommender.recommend, request))
-        # a few milliseconds of CPU, on the event loop: handed to a thread, it contended for
-        # the GIL with the loop (p99 39-48 ms against 31-37 ms, an interleaved A/B under
+        # a few milliseconds of CPU per request, on the event loop (with the requests that
+        # arrived with it, `RecommendBatcher`): handed to a thread, it contended for the GIL
+        # with the loop (p99 39-48 ms against 31-37 ms, an interleaved A/B under
         # bench.serving's load)
         return JSONResponse(await state["batcher"].answer(request))
 
@@ -285,7 +296,8 @@ def _bad(status: int, detail: str) -> JSONResponse:
 
 
 def app_from_env() -> FastAPI:
-    """`create_app` configured by the environment (for uvicorn's workers: `--factory`)."""
+    """`create_app` configured by the environment (`serve_one`'s app; also a factory for
+    `uvicorn --factory dagster_project.serving.app:app_from_env`)."""
     return create_app(
         os.environ.get("RECSYS_DATA_DIR", ""),
         os.environ.get("RECSYS_FEAST_CONFIG", ""),
@@ -299,20 +311,21 @@ class ConnectionBalancer:
     The kernel hashes each new connection to one worker's socket, so a few keep-alive
     clients (a load balancer's pool, a benchmark's threads) often end up mostly on one
     worker while another idles: 8 connections over 2 workers split 4:4 only about a quarter
-    of the time. Each worker counts the connections that sent it a request in the last
-    `LIVE_S` seconds and publishes the count in an array the workers share (`loads`). When
-    a new connection would put a worker above its fair share (the total over the workers,
-    divided among them and rounded up), its first answer carries `Connection: close`; the
-    client's next request opens a new connection, which the kernel hashes again. A single
-    client is never turned away, and no request is refused: each gets its answer."""
+    of the time. Each worker counts the connections (peer addresses, before any proxy
+    header rewrites them) that sent it a request in the last `LIVE_S` seconds and publishes
+    the count in an array the workers share (`WorkerShares`), beside a heartbeat its
+    `serve_one` keeps. When a new connection would put a worker above its fair share (the
+    live connections of the workers whose heartbeat is recent, divided among them and
+    rounded up), its first answer carries `Connection: close`; the client's next request
+    opens a new connection, which the kernel hashes again. A worker that died or has not
+    started counts for nothing, a single client is never turned away, and no request is
+    refused: each gets its answer."""
 
     LIVE_S = 2.0
 
-    def __init__(
-        self, app: Callable[..., Awaitable[None]], loads: MutableSequence[int], index: int
-    ) -> None:
-        self.app, self.loads, self.index = app, loads, index
-        self.seen: dict[tuple, float] = {}  # connection (client address) -> last request
+    def __init__(self, app: Callable[..., Awaitable[None]], shares: WorkerShares) -> None:
+        self.app, self.shares = app, shares
+        self.seen: dict[tuple, float] = {}  # connection (peer address) -> last request
         self.pruned_at = 0.0
 
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
@@ -327,16 +340,38 @@ class ConnectionBalancer:
         if now - self.pruned_at > self.LIVE_S / 4:
             self.seen = {c: t for c, t in self.seen.items() if now - t <= self.LIVE_S}
             self.pruned_at = now
-        if new and self._over_share():
+        if new and self._over_share(now):
             del self.seen[connection]  # it closes after this answer
             send = _closing(send)
-        self.loads[self.index] = len(self.seen)
+        self.shares.connections[self.shares.index] = len(self.seen)
         await self.app(scope, receive, send)
 
-    def _over_share(self) -> bool:
-        mine = len(self.seen)
-        total = mine + sum(n for k, n in enumerate(self.loads) if k != self.index)
-        return mine > -(-total // len(self.loads))
+    def _over_share(self, now: float) -> bool:
+        shares, mine = self.shares, len(self.seen)
+        others = [
+            shares.connections[k]
+            for k in range(len(shares.connections))
+            if k != shares.index and now - shares.heartbeats[k] <= self.LIVE_S
+        ]
+        total = mine + sum(others)
+        return mine > -(-total // (1 + len(others)))
+
+
+@dataclass
+class WorkerShares:
+    """What the worker processes on one port share (arrays from `multiprocessing`): each
+    one's live connections and the monotonic time of its last heartbeat; `index`: this
+    worker's slot."""
+
+    connections: MutableSequence[int]
+    heartbeats: MutableSequence[float]
+    index: int = 0
+
+    def beat_forever(self, every_s: float = ConnectionBalancer.LIVE_S / 4) -> None:
+        """This worker's heartbeat, every `every_s` (run in a daemon thread)."""
+        while True:
+            self.heartbeats[self.index] = time.monotonic()
+            time.sleep(every_s)
 
 
 def _closing(send: Callable) -> Callable:
@@ -353,22 +388,25 @@ def _closing(send: Callable) -> Callable:
     return closing
 
 
-def serve_one(
-    host: str, port: int, loads: MutableSequence[int] | None = None, index: int = 0
-) -> None:
+def serve_one(host: str, port: int, shares: WorkerShares | None = None) -> None:
     """One uvicorn server process on its own socket bound with SO_REUSEPORT: with several,
     the kernel spreads the connections over them (uvicorn's own `--workers` share one socket,
-    and a few keep-alive clients then often all land on one worker). `loads`: the array of
-    live connections per worker that `ConnectionBalancer` keeps even (`index`: this one's)."""
+    and a few keep-alive clients then often all land on one worker). `shares`: the workers'
+    live connections and heartbeats, which `ConnectionBalancer` keeps even."""
     import uvicorn
+    from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     sock.bind((host, port))
-    app: Any = app_from_env()
-    if loads is not None and len(loads) > 1:
-        app = ConnectionBalancer(app, loads, index)
-    config = uvicorn.Config(app, log_level="warning")
+    # uvicorn's proxy-header handling, as it adds it by default, inside the balancer: that
+    # one counts connections by their real peer address
+    trusted = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
+    app: Any = ProxyHeadersMiddleware(app_from_env(), trusted_hosts=trusted)
+    if shares is not None and len(shares.connections) > 1:
+        app = ConnectionBalancer(app, shares)
+        threading.Thread(target=shares.beat_forever, daemon=True).start()
+    config = uvicorn.Config(app, log_level="warning", proxy_headers=False)
     uvicorn.Server(config).run(sockets=[sock])

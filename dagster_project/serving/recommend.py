@@ -259,7 +259,9 @@ class LiveRecommender:
         encoded = [(e.rows, codes_of_event_types(e.types), e.seconds) for e in histories]
         with torch.no_grad():
             users = self.model.encode_histories(encoded)
-            return (users @ self.vectors.T + self.bias).numpy()
+            # one product per user, as for a request alone: a batched product may round
+            # differently, and an answer would then depend on the requests it came with
+            return torch.stack([self.vectors @ user + self.bias for user in users]).numpy()
 
     def _personal(
         self,
