@@ -520,6 +520,9 @@ def test_a_worker_above_its_share_of_connections_sends_new_ones_elsewhere():
     stale = now - 10 * ConnectionBalancer.LIVE_S  # the other worker died (or never started)
     survivor = ConnectionBalancer(app, WorkerShares([0, 5], [now, stale], 0))
     assert not any(request(survivor, ("127.0.0.1", port)) for port in range(20, 28))
+    survivor.shares.heartbeats[1] = time.monotonic()  # the other worker (re)starts
+    sent_away = [request(survivor, ("127.0.0.1", port)) for port in range(20, 28)]
+    assert sent_away == [True] + [False] * 7  # one at a time, known connections included
 
 
 def _flagged_bot(data_dir: Path) -> str:

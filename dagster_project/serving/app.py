@@ -314,19 +314,22 @@ class ConnectionBalancer:
     of the time. Each worker counts the connections (peer addresses, before any proxy
     header rewrites them) that sent it a request in the last `LIVE_S` seconds and publishes
     the count in an array the workers share (`WorkerShares`), beside a heartbeat its
-    `serve_one` keeps. When a new connection would put a worker above its fair share (the
-    live connections of the workers whose heartbeat is recent, divided among them and
-    rounded up), its first answer carries `Connection: close`; the client's next request
-    opens a new connection, which the kernel hashes again. A worker that died or has not
+    `serve_one` keeps. While a worker holds more than its fair share (the live connections
+    of the workers whose heartbeat is recent, divided among them and rounded up), the
+    answer to the next request it gets carries `Connection: close`; that client's next
+    request opens a new connection, which the kernel hashes again. So connections spread
+    out as they arrive and again when a worker starts late. A worker that died or has not
     started counts for nothing, a single client is never turned away, and no request is
     refused: each gets its answer."""
 
     LIVE_S = 2.0
+    # one connection sent away at a time, until the others' counts show where it went
+    CLOSE_EVERY_S = 0.1
 
     def __init__(self, app: Callable[..., Awaitable[None]], shares: WorkerShares) -> None:
         self.app, self.shares = app, shares
         self.seen: dict[tuple, float] = {}  # connection (peer address) -> last request
-        self.pruned_at = 0.0
+        self.pruned_at = self.closed_at = 0.0
 
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
         client = scope.get("client")
@@ -335,13 +338,13 @@ class ConnectionBalancer:
             return
         now = time.monotonic()
         connection = tuple(client)
-        new = connection not in self.seen
         self.seen[connection] = now
         if now - self.pruned_at > self.LIVE_S / 4:
             self.seen = {c: t for c, t in self.seen.items() if now - t <= self.LIVE_S}
             self.pruned_at = now
-        if new and self._over_share(now):
-            del self.seen[connection]  # it closes after this answer
+        if now - self.closed_at >= self.CLOSE_EVERY_S and self._over_share(now):
+            del self.seen[connection]  # this one goes: it closes after its answer
+            self.closed_at = now
             send = _closing(send)
         self.shares.connections[self.shares.index] = len(self.seen)
         await self.app(scope, receive, send)
