@@ -31,6 +31,8 @@ from recsys_feast.materialization import table_to_rows
 PUSH_SOURCE = "user_recent_activity_push"
 SQLITE_MAP_BYTES = 1 << 30  # the SQLite online store's first GiB read through a memory map
 STORED_COLUMNS = [*LIST_COLUMNS, "activity_day", *TODAY_COLUMNS.values()]
+# the Arrow types `read` builds its columns in (polars' own for the frame's schema)
+STORED_ARROW_SCHEMA = pl.DataFrame(schema=RECENT_ACTIVITY_SCHEMA).to_arrow().schema
 
 
 class RecentEvents(NamedTuple):
@@ -53,12 +55,15 @@ class RecentActivityStore:
         """The stored rows of `user_ids` (users without one are left out), in the stored
         columns (`STORED_COLUMNS`)."""
         found = self._stored_values(user_ids)
-        types = pl.DataFrame(schema=RECENT_ACTIVITY_SCHEMA).to_arrow().schema
         table = pa.table(
             {
-                "user_id": pa.array([user for user, _ in found], types.field("user_id").type),
+                "user_id": pa.array(
+                    [user for user, _ in found], STORED_ARROW_SCHEMA.field("user_id").type
+                ),
                 **{
-                    c: values_to_arrow([values.get(c) for _, values in found], types.field(c).type)
+                    c: values_to_arrow(
+                        [values.get(c) for _, values in found], STORED_ARROW_SCHEMA.field(c).type
+                    )
                     for c in STORED_COLUMNS
                 },
             }

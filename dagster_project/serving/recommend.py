@@ -145,10 +145,9 @@ class LiveRecommender:
         """The answers to several requests, their users' vectors encoded in one pass of the
         model (what a worker does with the requests that reach it together)."""
         asked = [self._asked(request) for request in requests]
-        with_events = [a for a in asked if len(a.events)]
-        scores = self._scores([a.events for a in with_events]) if with_events else []
-        scored = {id(a): row for a, row in zip(with_events, scores, strict=True)}
-        return [self._answer(a, scored.get(id(a))) for a in asked]
+        histories = [a.events for a in asked if len(a.events)]
+        scores = iter(self._scores(histories) if histories else [])
+        return [self._answer(a, next(scores) if len(a.events) else None) for a in asked]
 
     def _asked(self, request: RecommendRequest) -> _Asked:
         """What a request is answered from: its history and context, the items it allows."""
