@@ -8,8 +8,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dagster_project.pseudonyms import pseudonymise
-from dagster_project.quality.cleaning import clean_events, clean_items, row_accounting
-from dagster_project.sources.raw_table import read_landing_file
+from dagster_project.quality.cleaning import Cleaned, clean_events, clean_items, row_accounting
+from dagster_project.sources.manifest import source_window
+from dagster_project.sources.raw_table import read_landing, read_landing_file
 from dagster_project.sources.records import LandingFileError
 from dagster_project.sql import connect
 
@@ -115,6 +116,56 @@ def test_missing_ids_and_sessions_are_derived(tmp_path):
     (pseudonym,) = pseudonymise(["u1"])
     assert (clean["user_id"] == pseudonym).all()
     assert all(s.startswith(f"{pseudonym}@") and "u1" not in s for s in sessions)
+
+
+# -- one day at a time, with a look-back ----------------------------------------------------
+DAY_ONE = [
+    "e1,u1,s1,i1,view,2026-09-02T23:59:59.500Z,,,",  # clean
+    ",u2,,i1,view,2026-09-02T23:50:00.000Z,,,",  # clean; a session derived for it
+    "e3,u3,s3,i2,view,2026-09-02T12:00:00.000Z,,,",  # clean
+]
+DAY_TWO = [
+    "e3,u3,s3,i2,view,2026-09-02T12:00:00.000Z,,,",  # re-sent a day later: duplicate_event
+    "e4,u1,s1,i1,view,2026-09-03T00:00:00.800Z,,,",  # 1.3 s after e1: near_duplicate_event
+    "e5,u1,s1,i1,view,2026-09-03T00:00:02.000Z,,,",  # 2.5 s after the kept e1: clean
+    ",u2,,i2,view,2026-09-03T00:10:00.000Z,,,",  # 20 min after u2's last: the same session
+    ",u2,,i1,view,2026-09-03T02:00:00.000Z,,,",  # a new session
+    "e6,u4,s6,i1,view,2026-09-03T08:00:00.000Z,,,",  # clean
+]
+
+
+def _day_by_day(days: list[pl.DataFrame], items: pl.Series, window, now) -> Cleaned:
+    """Each day cleaned after the day before it, that day's clean rows as the look-back."""
+    clean, quarantine, earlier = [], [], None
+    for raw in days:
+        cleaned = clean_events(raw, items, window, "run-1", now, earlier=earlier)
+        clean.append(cleaned.clean)
+        quarantine.append(cleaned.quarantine)
+        earlier = cleaned.clean
+    return Cleaned(pl.concat(clean), pl.concat(quarantine))
+
+
+def test_a_day_cleaned_after_the_day_before_is_the_whole_history_cleaned(tmp_path):
+    days = [_events(tmp_path, DAY_ONE, "day1.csv"), _events(tmp_path, DAY_TWO, "day2.csv")]
+    whole = clean_events(pl.concat(days), CATALOG, WINDOW, "run-1", NOW)
+    by_day = _day_by_day(days, CATALOG, WINDOW, NOW)
+    assert by_day.clean.equals(whole.clean) and by_day.quarantine.equals(whole.quarantine)
+    assert whole.quarantine["reason"].to_list() == ["duplicate_event", "near_duplicate_event"]
+    u2 = whole.clean.filter(pl.col("user_id") == pseudonymise(["u2"])[0])["session_id"]
+    assert u2[0] == u2[1] != u2[2]  # the session crossed midnight
+    # Without the look-back the second day gets them wrong: the test can tell.
+    alone = clean_events(days[1], CATALOG, WINDOW, "run-1", NOW)
+    assert alone.clean["event_id"].head(2).to_list() == ["e3", "e4"]
+    assert alone.quarantine["raw"].str.starts_with("e5,").to_list() == [True]
+    assert (
+        alone.clean.filter(pl.col("user_id") == pseudonymise(["u2"])[0])["session_id"][0] != u2[0]
+    )
+
+
+def test_the_look_back_needs_the_clean_tables_columns(tmp_path):
+    raw = _events(tmp_path, DAY_TWO)
+    with pytest.raises(ValueError, match="session_id"):
+        clean_events(raw, CATALOG, WINDOW, "run-1", NOW, earlier=pl.DataFrame({"event_id": ["e1"]}))
 
 
 def test_file_level_failures_name_the_file(tmp_path):
@@ -385,3 +436,24 @@ def test_check_history_says_since_when(tmp_path):
     # failing since the second run: after the first (which passed), before the last
     assert (failing["failing_since"] > failing["first_run"]).all()
     assert (failing["failing_since"] < failing["last_run"]).all()
+
+
+@pytest.mark.parametrize("sessions", ["from the source", "derived"])
+def test_the_tiny_shop_cleaned_day_by_day_is_the_shop_cleaned_whole(tiny_layout, sessions):
+    """Every day of the generated shop (its planted duplicates and near duplicates included)
+    cleaned after the day before gives what cleaning the whole history at once gives; with
+    the source's session ids removed, the derived sessions that cross midnight too."""
+    landing = tiny_layout.landing
+    items = clean_items(read_landing(landing, "items"), "run-1", NOW).clean["item_id"]
+    raw = read_landing(landing, "events")
+    if sessions == "derived":
+        raw = raw.with_columns(session_id=pl.lit(None, pl.String))
+    day = pl.col("source_file").str.extract(r"date=(\d{4}-\d{2}-\d{2})")
+    days = [part for _, part in raw.with_columns(day=day).group_by("day", maintain_order=True)]
+    assert len(days) > 3 and [d["day"][0] for d in days] == sorted(d["day"][0] for d in days)
+    window = source_window(landing)
+    whole = clean_events(raw, items, window, "run-1", NOW)
+    by_day = _day_by_day([d.drop("day") for d in days], items, window, NOW)
+    assert by_day.clean.equals(whole.clean)
+    assert by_day.quarantine.equals(whole.quarantine)
+    assert {"duplicate_event", "near_duplicate_event"} <= set(whole.quarantine["reason"])

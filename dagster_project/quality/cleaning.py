@@ -52,6 +52,8 @@ QUARANTINE_SCHEMA = {
     for c in QUARANTINE_COLUMNS
 }  # fmt: skip
 MAX_QUANTITY = 1_000_000
+# What a look-back (`clean_events(earlier=...)`) needs of earlier days' clean events.
+LOOK_BACK_COLUMNS = ["event_id", "user_id", "session_id", "item_id", "event_type", "event_time"]
 
 
 @dataclass
@@ -247,16 +249,19 @@ def _first_reason(mask: pl.Expr, codes: list[str]) -> pl.Expr:
 def _near_duplicate_rows(rows: pl.DataFrame) -> list[int]:
     """Rows within NEAR_DUPLICATE_WINDOW after the last *kept* event of the same exact key.
 
-    `rows`: _row, user_id, item_id, etype, sid, t (epoch microseconds). Pairs are vectorised;
-    only runs of three or more close events (rare) are walked one by one, so a chain is
-    measured from the event that was kept.
+    `rows`: _row, user_id, item_id, etype, sid, t (epoch microseconds); rows with a negative
+    `_row` are earlier days' events (the look-back): kept already, never judged again. Pairs
+    are vectorised; only runs of three or more close events (rare) are walked one by one, so
+    a chain is measured from the event that was kept.
     """
     window_us = int(NEAR_DUPLICATE_WINDOW.total_seconds() * 1_000_000)
     key = ["user_id", "item_id", "etype", "sid"]
     rows = rows.sort([*key, "t", "_row"])
     same = pl.all_horizontal([pl.col(c) == pl.col(c).shift() for c in key]).fill_null(False)
     rows = rows.with_columns(
-        near=(same & (pl.col("t") - pl.col("t").shift() <= window_us)).fill_null(False),
+        near=(
+            same & (pl.col("t") - pl.col("t").shift() <= window_us) & (pl.col("_row") >= 0)
+        ).fill_null(False),
         group=(~same).cum_sum(),
     )
     near = set(rows.filter("near")["_row"].to_list())
@@ -264,7 +269,7 @@ def _near_duplicate_rows(rows: pl.DataFrame) -> list[int]:
     for group in chained["group"].unique().to_list():
         kept_at = None
         for row, t in rows.filter(pl.col("group") == group).select("_row", "t").iter_rows():
-            if kept_at is not None and t - kept_at <= window_us:
+            if row >= 0 and kept_at is not None and t - kept_at <= window_us:
                 near.add(row)
             else:
                 near.discard(row)
@@ -334,10 +339,15 @@ def _typed_events(rows: str) -> str:
 FROM {rows}"""
 
 
-def _derive_sessions(con: duckdb.DuckDBPyConnection) -> None:
+def _derive_sessions(con: duckdb.DuckDBPyConnection, earlier: bool) -> None:
     """Table `derived(_row, sid)`: sessions for the standing rows whose source carried none
-    (`need_session(_row)`); 30 minutes of inactivity end a session."""
+    (`need_session(_row)`); 30 minutes of inactivity end a session. With a look-back
+    (`earlier`), a session that takes up one of the earlier days' derived sessions keeps its
+    id."""
     gap_us = int(SESSION_GAP.total_seconds() * 1_000_000)
+    if earlier:
+        _derive_sessions_after_earlier(con, gap_us)
+        return
     con.execute(
         f"""CREATE TEMP TABLE derived AS
         SELECT _row, user_id || '@' || strftime(min(t) OVER (PARTITION BY user_id, n),
@@ -346,6 +356,26 @@ def _derive_sessions(con: duckdb.DuckDBPyConnection) -> None:
               FROM (SELECT _row, user_id, t, coalesce(epoch_us(t) - lag(epoch_us(t)) OVER
                     (PARTITION BY user_id ORDER BY t, _row) > {gap_us}, true) AS new
                     FROM typed WHERE _row IN (SELECT _row FROM need_session)))"""
+    )
+
+
+def _derive_sessions_after_earlier(con: duckdb.DuckDBPyConnection, gap_us: int) -> None:
+    """`_derive_sessions` over the batch's rows and the look-back's derived sessions of the
+    same users (`earlier_rows`): a session that holds an earlier event keeps that event's
+    session id (it began before this batch), the others are named by their first event."""
+    con.execute(
+        f"""CREATE TEMP TABLE derived AS
+        SELECT _row, coalesce(first_value(earlier_sid IGNORE NULLS) OVER session,
+            user_id || '@' || strftime(min(t) OVER session, '%Y%m%dT%H%M%S.%gZ')) AS sid
+        FROM (SELECT *, sum(new::INT) OVER (PARTITION BY user_id ORDER BY t, _row) AS n
+              FROM (SELECT *, coalesce(epoch_us(t) - lag(epoch_us(t)) OVER
+                    (PARTITION BY user_id ORDER BY t, _row) > {gap_us}, true) AS new
+                    FROM (SELECT _row, user_id, t, NULL::VARCHAR AS earlier_sid FROM typed
+                          WHERE _row IN (SELECT _row FROM need_session)
+                          UNION ALL SELECT _row, user_id, t, sid FROM earlier_rows WHERE derived)))
+        WINDOW session AS (PARTITION BY user_id, n ORDER BY t, _row
+            ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING)
+        QUALIFY _row >= 0"""
     )
 
 
@@ -358,6 +388,7 @@ def clean_events(
     quarantined_item_ids: pl.Series | None = None,
     write_to: tuple[Path, Path] | None = None,
     database: duckdb.DuckDBPyConnection | None = None,
+    earlier: pl.DataFrame | None = None,
 ) -> Cleaned:
     """Raw behaviour rows -> events_clean and quarantine, checked against the clean catalog.
 
@@ -366,23 +397,34 @@ def clean_events(
     millions of rows in bounded memory). `database`: work in a cursor on this connection's
     database (`sql.connect`), for callers that clean many small batches.
 
+    `earlier`: the look-back, clean events of the days before (`LOOK_BACK_COLUMNS`, as
+    events_clean holds them), for cleaning one day at a time. A row repeating one of their
+    event ids is a `duplicate_event`; a row within NEAR_DUPLICATE_WINDOW after one of them
+    with the same key is a `near_duplicate_event`; a derived session that takes up one of
+    theirs across midnight keeps its id. They are kept already and never judged again, so a
+    day cleaned after the day before it gives the rows the whole history cleaned at once
+    gives, with two exceptions (see docs/data_quality.md): an event that arrives in a later
+    day's files never changes an earlier day's verdicts, and only clean events carry a
+    session across midnight.
+
     One streaming pass gives every row its rule bits, its time and 64-bit hashes of its id and
     of its (user, item, type, session) key; repeated ids and near duplicates are then decided
     exactly, on the few rows whose hashes repeat; one more pass writes the clean rows.
     """
     with contextlib.closing(connect(database=database)) as con:  # closed on errors too
         _register_event_inputs(con, raw, item_ids, quarantined_item_ids)
+        _pseudonymise_user_ids(con)
+        looked_back = _register_look_back(con, earlier)
         rules = _event_rules(window, now)
         verdicts = _row_verdicts(con, rules)
         hits = _rule_hits(con, verdicts, rules.codes())
         standing = verdicts.filter(pl.col("mask") == 0).drop("mask")
-        standing, derived = _with_derived_sessions(con, standing)
-        late = _late_rejections(con, verdicts, standing, derived)
+        standing, derived = _with_derived_sessions(con, standing, looked_back)
+        late = _late_rejections(con, verdicts, standing, derived, looked_back)
         hits |= {code: len(rows) for code, rows in late.items()}
         rejected = _rejected_rows(verdicts, late, rules.codes())
         del verdicts, standing
         con.register("rejected", rejected.to_arrow())
-        _pseudonymise_user_ids(con)
         quarantine = (
             query_polars(con, _events_quarantine_sql(rules, run_id, now))
             if rejected.height
@@ -441,8 +483,35 @@ def _rule_hits(
     return hits
 
 
+def _register_look_back(con: duckdb.DuckDBPyConnection, earlier: pl.DataFrame | None) -> bool:
+    """The look-back as table `earlier` (every earlier event id, as `earlier_ids`) and
+    `earlier_rows`: the earlier events of this batch's users in the batch's raw form (raw
+    user ids; derived sessions spelled as `_derive_sessions` spells them, `derived`), with
+    negative row keys, oldest first. False without a look-back."""
+    if earlier is None or not earlier.height:
+        return False
+    missing = [c for c in LOOK_BACK_COLUMNS if c not in earlier.columns]
+    if missing:
+        raise ValueError(
+            f"the look-back's events lack column(s) {missing}: give events_clean's rows"
+        )
+    con.register("earlier", earlier.select(LOOK_BACK_COLUMNS).to_arrow())
+    con.execute(
+        """CREATE TEMP TABLE earlier_rows AS
+        SELECT row_number() OVER (ORDER BY e.event_time, e.event_id)
+                - (SELECT count(*) + 1 FROM earlier) AS _row,
+            e.event_id AS eid, p.user_id, e.item_id, e.event_type AS etype,
+            CAST(e.event_time AS TIMESTAMPTZ) AS t, derived,
+            CASE WHEN derived THEN p.user_id || substr(e.session_id, length(e.user_id) + 1)
+                ELSE e.session_id END AS sid
+        FROM (SELECT *, starts_with(session_id, user_id || '@') AS derived FROM earlier) e
+        JOIN pseudonyms p ON p.pseudonym = e.user_id"""
+    )
+    return True
+
+
 def _with_derived_sessions(
-    con: duckdb.DuckDBPyConnection, standing: pl.DataFrame
+    con: duckdb.DuckDBPyConnection, standing: pl.DataFrame, looked_back: bool
 ) -> tuple[pl.DataFrame, bool]:
     """Sessions for the standing rows whose source carried none (table `derived`), with their
     key hash taken again over the derived session; and whether any session was derived."""
@@ -450,7 +519,7 @@ def _with_derived_sessions(
     if not need_session.height:
         return standing, False
     con.register("need_session", need_session.to_arrow())
-    _derive_sessions(con)
+    _derive_sessions(con, looked_back)
     rehashed = query_polars(
         con,
         "SELECT _row, hash(user_id, item_id, etype, d.sid) AS derived_hash "
@@ -469,14 +538,19 @@ def _late_rejections(
     verdicts: pl.DataFrame,
     standing: pl.DataFrame,
     derived: bool,
+    looked_back: bool,
 ) -> dict[str, list[int]]:
     """The standing rows that rules across rows reject, by reason: repeated event ids,
     near duplicates, then (of the rest) items not in the catalog. Creates table `fetched`
     (when any row needs it)."""
     id_candidates, key_candidates = _repeat_candidates(standing)
+    if looked_back:
+        id_candidates, key_candidates = _with_look_back_candidates(
+            con, standing, id_candidates, key_candidates
+        )
     candidates = pl.concat([id_candidates.select("_row"), key_candidates.select("_row")]).unique()
     _fetch_needed_rows(con, candidates, verdicts, standing)
-    late = _repeated_events(con, candidates, id_candidates, key_candidates, derived)
+    late = _repeated_events(con, candidates, id_candidates, key_candidates, derived, looked_back)
     decided = late["duplicate_event"] + late["near_duplicate_event"]
     late["unknown_item"] = standing.filter(
         ~pl.col("known") & ~pl.col("_row").is_in(pl.Series(decided, dtype=pl.Int64).implode())
@@ -510,6 +584,33 @@ def _repeat_candidates(standing: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFra
     return id_candidates, key_candidates
 
 
+def _with_look_back_candidates(
+    con: duckdb.DuckDBPyConnection,
+    standing: pl.DataFrame,
+    id_candidates: pl.DataFrame,
+    key_candidates: pl.DataFrame,
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """The candidates with the standing rows that may repeat a look-back event id (by hash)
+    or be near duplicates of a look-back event (same user, item and type within
+    NEAR_DUPLICATE_WINDOW; the session is compared exactly later)."""
+    window_us = int(NEAR_DUPLICATE_WINDOW.total_seconds() * 1_000_000)
+    earlier_hashes = query_polars(con, "SELECT DISTINCT hash(event_id) AS h FROM earlier")["h"]
+    close = query_polars(
+        con,
+        f"""SELECT DISTINCT c._row FROM typed c JOIN earlier_rows e
+            ON e.user_id = c.user_id AND e.item_id = c.item_id AND e.etype = c.etype
+            WHERE abs(epoch_us(c.t) - epoch_us(e.t)) <= {window_us}""",
+    )["_row"]
+    return (
+        pl.concat(
+            [id_candidates, standing.filter(pl.col("id_hash").is_in(earlier_hashes.implode()))]
+        ).unique("_row"),
+        pl.concat([key_candidates, standing.filter(pl.col("_row").is_in(close.implode()))]).unique(
+            "_row"
+        ),
+    )
+
+
 def _fetch_needed_rows(
     con: duckdb.DuckDBPyConnection,
     candidates: pl.DataFrame,
@@ -540,9 +641,11 @@ def _repeated_events(
     id_candidates: pl.DataFrame,
     key_candidates: pl.DataFrame,
     derived: bool,
+    looked_back: bool,
 ) -> dict[str, list[int]]:
     """Exact decisions on the candidates' typed rows: `duplicate_event`, every row of an
-    event id but the first; `near_duplicate_event`, see `_near_duplicate_rows`."""
+    event id but the first (a look-back event is always first); `near_duplicate_event`, see
+    `_near_duplicate_rows` (the look-back's events of the same keys take part)."""
     late: dict[str, list[int]] = {"duplicate_event": [], "near_duplicate_event": []}
     if not candidates.height:
         return late
@@ -550,22 +653,39 @@ def _repeated_events(
     only_candidates = "(SELECT * FROM fetched WHERE _row IN (SELECT _row FROM candidates))"
     sid = "coalesce(source_sid, d.sid)" if derived else "source_sid"
     join = "LEFT JOIN derived d USING (_row)" if derived else ""
+    seen = "eid IN (SELECT event_id FROM earlier)" if looked_back else "false"
     exact: pl.DataFrame = query_polars(
         con,
-        f"""SELECT _row, eid, user_id, item_id, etype, {sid} AS sid, epoch_us(t) AS t
+        f"""SELECT _row, eid, user_id, item_id, etype, {sid} AS sid, epoch_us(t) AS t,
+                {seen} AS seen_earlier
             FROM ({_typed_events(only_candidates)}) {join}""",
     )
     repeated = exact.filter(pl.col("_row").is_in(id_candidates["_row"].implode()))
     first = repeated.group_by("eid").agg(pl.col("_row").min().alias("first"))
     late["duplicate_event"] = (
-        repeated.join(first, on="eid").filter(pl.col("_row") != pl.col("first"))["_row"].to_list()
+        repeated.join(first, on="eid")
+        .filter((pl.col("_row") != pl.col("first")) | pl.col("seen_earlier"))["_row"]
+        .to_list()
     )
     keyed = exact.filter(
         pl.col("_row").is_in(key_candidates["_row"].implode())
         & ~pl.col("_row").is_in(pl.Series(late["duplicate_event"], dtype=pl.Int64).implode())
-    )
+    ).drop("seen_earlier")
+    if looked_back:
+        keyed = pl.concat([keyed, _earlier_of_keys(con, keyed)])
     late["near_duplicate_event"] = _near_duplicate_rows(keyed)
     return late
+
+
+def _earlier_of_keys(con: duckdb.DuckDBPyConnection, keyed: pl.DataFrame) -> pl.DataFrame:
+    """The look-back's events with the (user, item, type, session) of a row in `keyed`."""
+    key = ["user_id", "item_id", "etype", "sid"]
+    con.register("keyed", keyed.select(key).unique().to_arrow())
+    return query_polars(
+        con,
+        """SELECT _row, eid, user_id, item_id, etype, sid, epoch_us(t) AS t FROM earlier_rows
+            SEMI JOIN keyed USING (user_id, item_id, etype, sid)""",
+    ).cast(dict(keyed.schema))
 
 
 def _rejected_rows(
