@@ -63,7 +63,7 @@ def clean_tables(root: Path) -> None:
     """Materialize ingestion and cleaning with the platform's assets, as the pipeline does."""
     from dagster import DagsterInstance, materialize
 
-    from dagster_project.definitions import all_assets, platform_resources
+    from dagster_project.definitions import all_assets, every_event_day, platform_resources
 
     with DagsterInstance.ephemeral() as instance:
         result = materialize(
@@ -71,6 +71,7 @@ def clean_tables(root: Path) -> None:
             selection=sorted(CLEAN_ASSETS),
             instance=instance,
             resources=platform_resources(str(root)),
+            tags=every_event_day(root),  # every event day, in one run
         )
     if not result.success:
         raise RuntimeError(f"cleaning failed under {root}")

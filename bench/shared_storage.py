@@ -54,7 +54,7 @@ def main() -> None:
     parser.add_argument("--data-dir", type=Path, default=None)
     args = parser.parse_args()
     source = layout((args.data_dir or default_data_dir()).resolve())
-    if not source.table("events_clean").is_file():
+    if not source.table("events_clean").is_dir():
         raise SystemExit(f"{source.root} holds no materialized tables: run `make demo` first")
     with tempfile.TemporaryDirectory(prefix="bench-shared-") as tmp, s3_server() as endpoint:
         os.environ.update(
@@ -77,8 +77,9 @@ def main() -> None:
         again_s = _timed(lambda: [fetcher.fetch(f) for f in (second.tables, second.features)])
         fetched, fetched_mb = _files([second.tables, second.features])
         con = connect()
-        shared_rows, shared_s = _count(con, publisher.url_of(first.table("events_clean")))
-        local_rows, local_s = _count(con, str(first.table("events_clean")))
+        # every event day's file of events_clean
+        shared_rows, shared_s = _count(con, publisher.url_of(first.table("events_clean")) + "/*")
+        local_rows, local_s = _count(con, str(first.table("events_clean") / "*"))
         con.close()
     figures = {
         "benchmark": "shared_storage",

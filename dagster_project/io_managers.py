@@ -59,13 +59,15 @@ def table_metadata(frame: pd.DataFrame, path: Path, preview_rows: int = 5) -> di
 
 
 def parquet_table_metadata(path: Path, preview_rows: int = 5) -> dict:
-    """Row count, path, a preview and the schema of a Parquet table, without loading it."""
-    file = pq.ParquetFile(path)
+    """Row count, path, a preview and the schema of a Parquet table, without loading it; of a
+    table kept by event day (a folder), every day's rows and the latest day's preview."""
+    days = sorted(path.glob("*.parquet")) if path.is_dir() else [path]
+    file = pq.ParquetFile(days[-1])
     preview = next(file.iter_batches(batch_size=preview_rows), None)
     frame = preview.to_pandas() if preview is not None else pd.DataFrame()
     return {
         **table_metadata(frame, path, preview_rows),
-        "dagster/row_count": file.metadata.num_rows,
+        "dagster/row_count": sum(pq.ParquetFile(day).metadata.num_rows for day in days),
         "dagster/column_schema": TableSchema(
             columns=[TableColumn(f.name, str(f.type)) for f in file.schema_arrow]
         ),
@@ -102,7 +104,8 @@ class ParquetTables(ConfigurableIOManager):
         elif isinstance(obj, Path):
             if obj.resolve() != path.resolve():
                 raise ValueError(f"asset {name} wrote {obj}, but its table lives at {path}")
-            metadata = {} if path.is_dir() else parquet_table_metadata(path)
+            raw_folder = path.is_dir() and not any(path.glob("*.parquet"))
+            metadata = {} if raw_folder else parquet_table_metadata(path)
         else:
             raise TypeError(
                 f"asset {name} returned a {type(obj).__name__}: a table asset returns a pandas "
@@ -124,14 +127,15 @@ class ParquetTables(ConfigurableIOManager):
         path = out.asset_table(name)
         if wanted is Path:
             return path
-        if not path.is_file():
+        if not path.exists():
             raise Failure(f"table {name} is missing ({path} does not exist): materialize it first")
         if wanted is pd.DataFrame:
-            return pd.read_parquet(path, columns=columns)
+            return pd.read_parquet(path, columns=columns)  # a folder: its files (not .tmp ones)
+        files = path / "*.parquet" if path.is_dir() else path  # a table kept by event day
         if wanted is pl.DataFrame:
-            return pl.read_parquet(path, columns=columns)
+            return pl.read_parquet(files, columns=columns)
         if wanted is pl.LazyFrame:
-            scan = pl.scan_parquet(path)
+            scan = pl.scan_parquet(files)
             return scan.select(columns) if columns else scan
         raise TypeError(
             f"input {context.name} ({name}) is annotated {wanted}: annotate it pd.DataFrame, "

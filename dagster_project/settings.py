@@ -47,6 +47,11 @@ FEATURE_TABLES = frozenset(
 )
 
 
+# The tables kept one Parquet file per event day (`DataLayout.day_file`), read whole as their
+# folder: the cleaning's output, built one day at a time.
+DAY_TABLES = frozenset({"events_clean", "quarantine_events"})
+
+
 @dataclass(frozen=True)
 class DataLayout:
     """Every path the platform writes, derived from one root."""
@@ -107,8 +112,15 @@ class DataLayout:
         return self.root / "dagster_home"
 
     def table(self, name: str) -> Path:
-        """Parquet file of a canonical table, e.g. `tables/events_clean.parquet`."""
+        """Parquet file of a canonical table, e.g. `tables/items_clean.parquet`; the folder of
+        one kept by event day (`DAY_TABLES`), e.g. `tables/events_clean/`."""
+        if name in DAY_TABLES:
+            return self.tables / name
         return self.tables / f"{name}.parquet"
+
+    def day_file(self, name: str, day: str) -> Path:
+        """One event day's file (day = YYYY-MM-DD) of a table kept by day (`DAY_TABLES`)."""
+        return self.table(name) / f"{day}.parquet"
 
     def raw_table(self, name: str) -> Path:
         """Folder of a raw table (`raw_events`, `raw_items`): the landed files, read through

@@ -43,7 +43,10 @@ def sql_identifier(name: str) -> str:
 
 
 def parquet_relation(path: Path | str) -> str:
-    """DuckDB's `read_parquet('<path>')` for a file, the path quoted."""
+    """DuckDB's `read_parquet('<path>')` for a file, the path quoted; for a local folder (a
+    table kept one file per event day), every Parquet file in it."""
+    if isinstance(path, Path) and path.is_dir():
+        return f"read_parquet({sql_text(str(path / '*.parquet'))})"
     return f"read_parquet({sql_text(path)})"
 
 

@@ -29,12 +29,19 @@ def fresh_data_dir(source: Path, target: Path) -> Path:
     return target
 
 
-def backfill(data_dir: Path, env: dict[str, str], timeout_s: float = 900) -> float:
-    """Run `recsys backfill` (daily_refresh over every event day) on `data_dir` with the
-    executor `env` names; its wall seconds. A failed run raises with its output."""
+def backfill(
+    data_dir: Path,
+    env: dict[str, str],
+    timeout_s: float = 900,
+    days: tuple[str, str] | None = None,
+) -> float:
+    """Run `recsys backfill` (daily_refresh over every event day, or the `days` first..last)
+    on `data_dir` with the executor `env` names; its wall seconds. A failed run raises with
+    its output."""
     started = time.perf_counter()
+    chosen = ["--from", days[0], "--to", days[1]] if days else []
     done = subprocess.run(
-        [*RECSYS, "backfill", "--data-dir", str(data_dir)],
+        [*RECSYS, "backfill", "--data-dir", str(data_dir), *chosen],
         env=env,
         capture_output=True,
         text=True,

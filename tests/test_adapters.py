@@ -956,7 +956,7 @@ def test_pipeline_runs_on_a_real_export_through_source_json(tmp_path, monkeypatc
     from dagster import DagsterInstance, materialize
 
     from dagster_project.assets import ingest, quality
-    from dagster_project.definitions import platform_resources
+    from dagster_project.definitions import every_event_day, platform_resources
     from dagster_project.settings import layout
 
     folder = sample("taobao_userbehavior")
@@ -978,10 +978,13 @@ def test_pipeline_runs_on_a_real_export_through_source_json(tmp_path, monkeypatc
     monkeypatch.delenv("RECSYS_PSEUDONYM_KEY", raising=False)
     monkeypatch.delenv("RECSYS_ALLOW_DEVELOPMENT_KEY", raising=False)
     with DagsterInstance.ephemeral() as instance:
+        # The sample's days (2017) come before the first event day: they fold into it.
+        days = every_event_day(tmp_path)
         refused = materialize(
             selection[:4],
             instance=instance,
             resources=platform_resources(str(tmp_path)),
+            tags=days,
             raise_on_error=False,
         )
         assert not refused.success
@@ -989,7 +992,7 @@ def test_pipeline_runs_on_a_real_export_through_source_json(tmp_path, monkeypatc
         assert "RECSYS_PSEUDONYM_KEY is not set" in failure.event_specific_data.error.message
         monkeypatch.setenv("RECSYS_PSEUDONYM_KEY", "a secret for this test")
         result = materialize(
-            selection, instance=instance, resources=platform_resources(str(tmp_path))
+            selection, instance=instance, resources=platform_resources(str(tmp_path)), tags=days
         )
     assert result.success
     held = pl.read_parquet(out.table("quarantine"))

@@ -130,7 +130,7 @@ def test_day_files_are_shared_and_removed_everywhere(shared_url, tmp_path):
 @pytest.mark.servers
 def test_duckdb_reads_and_writes_the_shared_store(shared_url, tmp_path):
     store = shared_storage(tmp_path)
-    path = layout(tmp_path).table("events_clean")
+    path = layout(tmp_path).table("items_clean")
     path.parent.mkdir(parents=True)
     pd.DataFrame({"user_id": ["u1", "u2"], "n": [1, 2]}).to_parquet(path)
     store.publish(path)
@@ -157,7 +157,7 @@ def test_a_folder_store_syncs_only_what_changed_and_deletes_what_went(tmp_path, 
     again, a rewrite travels, a deletion travels, and a file never shared stays."""
     monkeypatch.setenv(STORAGE_URL_ENV, f"file://{tmp_path / 'mount'}")
     first, second = layout(tmp_path / "a"), layout(tmp_path / "b")
-    path = first.table("events_clean")
+    path = first.table("items_clean")
     path.parent.mkdir(parents=True)
     pd.DataFrame({"n": [1]}).to_parquet(path)
     store = shared_storage(first.root)
@@ -166,7 +166,7 @@ def test_a_folder_store_syncs_only_what_changed_and_deletes_what_went(tmp_path, 
 
     reader = shared_storage(second.root)
     assert reader.fetch_all() == 1
-    copy = second.table("events_clean")
+    copy = second.table("items_clean")
     stamp = copy.stat().st_mtime_ns
     assert reader.fetch_all() == 0 and copy.stat().st_mtime_ns == stamp  # not got again
 

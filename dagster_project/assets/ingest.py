@@ -1,24 +1,32 @@
 """Group ingest: landing files -> raw tables (every record kept, with its file and line)."""
 
+import shutil
 from pathlib import Path
 
-from dagster import AssetExecutionContext, Output, asset
+import pandas as pd
+from dagster import AssetExecutionContext, BackfillPolicy, MetadataValue, Output, asset
 
-from dagster_project.assets._common import OWNERS
+from dagster_project.assets._common import EVENT_DAYS, OWNERS
 from dagster_project.io_managers import table_metadata
 from dagster_project.resources import PlatformStorage
-from dagster_project.sources.raw_table import ingest_landing, raw_relation
+from dagster_project.settings import first_event_day
+from dagster_project.sources.raw_table import (
+    RAW_MANIFEST,
+    LandingDay,
+    RawSummary,
+    ingest_landing,
+    ingest_landing_day,
+    raw_relation,
+    raw_summary,
+)
 from dagster_project.sql import connect, query_pandas
 
 
-def _ingest(
-    kind: str, table: str, storage: PlatformStorage, context: AssetExecutionContext
+def _landed(
+    table: str, path: Path, summary: RawSummary, context: AssetExecutionContext, **extra: object
 ) -> Output[Path]:
-    """Land the export's `kind` files in the raw table's folder (streamed: the folder is the
-    output, read downstream through `raw_relation`)."""
-    out = storage.layout()
-    path = out.asset_table(table)
-    summary = ingest_landing(out.landing, kind, path)
+    """The raw table's output: its folder (read downstream through `raw_relation`), with
+    what landed in it."""
     with connect() as con:
         preview = query_pandas(con, f"SELECT * EXCLUDE (_row) FROM {raw_relation(path)} LIMIT 5")
     context.log.info(
@@ -38,6 +46,7 @@ def _ingest(
             "unparseable_records": summary.unparseable,
             "rejected_by_adapter": summary.rejected_by_adapter,
             "bad_files": len(summary.bad_files),
+            **extra,
         },
     )
 
@@ -49,14 +58,35 @@ def _ingest(
     description="Every record of the catalog export, as text, with source file and line.",
 )
 def raw_items(context: AssetExecutionContext, storage: PlatformStorage) -> Output[Path]:
-    return _ingest("items", "raw_items", storage, context)
+    path = storage.layout().asset_table("raw_items")
+    return _landed(
+        "raw_items", path, ingest_landing(storage.layout().landing, "items", path), context
+    )
 
 
 @asset(
     group_name="ingest",
     owners=OWNERS,
     kinds={"parquet", "duckdb"},
-    description="Every record of the behaviour exports (events by day), as text, with source file and line.",
+    partitions_def=EVENT_DAYS,
+    backfill_policy=BackfillPolicy.single_run(),
+    description="Every record of the behaviour exports, as text, with source file and line, "
+    "one folder per event day: a file under date=YYYY-MM-DD/ belongs to its day, a file that "
+    "names none gives each record to its event time's day (sources.raw_table.LandingDay).",
 )
 def raw_events(context: AssetExecutionContext, storage: PlatformStorage) -> Output[Path]:
-    return _ingest("events", "raw_events", storage, context)
+    out = storage.layout()
+    path = out.asset_table("raw_events")
+    if (path / RAW_MANIFEST).exists():  # kept whole by an earlier version: rebuilt by day
+        shutil.rmtree(path)
+    per_day = []
+    for day in context.partition_keys:
+        summary = ingest_landing_day(
+            out.landing, "events", LandingDay(day, first_event_day()), path
+        )
+        per_day.append({"day": day, "records": summary.rows, "files": summary.files})
+        context.log.info(f"raw_events {day}: {summary.rows:,} records from {summary.files} file(s)")
+    table = pd.DataFrame(per_day).tail(31).to_markdown(index=False)
+    records = sum(d["records"] for d in per_day)
+    extra = {"per_day": MetadataValue.md(table), "dagster/row_count": records}
+    return _landed("raw_events", path, raw_summary(path), context, **extra)

@@ -12,22 +12,27 @@ from dagster import (
     AssetCheckExecutionContext,
     AssetCheckResult,
     AssetCheckSeverity,
+    AssetDep,
     AssetExecutionContext,
     AssetIn,
     AssetOut,
+    BackfillPolicy,
     Failure,
     MetadataValue,
     Output,
+    TimeWindowPartitionMapping,
     asset,
     asset_check,
     multi_asset,
 )
 
-from dagster_project.assets._common import OWNERS, suite_check_result
+from dagster_project.assets._common import EVENT_DAYS, OWNERS, suite_check_result
 from dagster_project.plots import figure_markdown
 from dagster_project.pseudonyms import PseudonymKeyError, check_pseudonym_key
-from dagster_project.quality.accounting import accounting_by_table
+from dagster_project.quality.accounting import accounting_by_day, accounting_by_table
 from dagster_project.quality.cleaning import (
+    LOOK_BACK_COLUMNS,
+    LOOK_BACK_DAYS,
     QUARANTINE_COLUMNS,
     Cleaned,
     clean_events,
@@ -36,7 +41,7 @@ from dagster_project.quality.cleaning import (
 from dagster_project.quality.drift import drift_figures
 from dagster_project.resources import PlatformStorage, QualityResource
 from dagster_project.serving.landing import read_intake_quarantine
-from dagster_project.settings import DataLayout
+from dagster_project.settings import DataLayout, first_event_day
 from dagster_project.sources.manifest import source_window
 from dagster_project.sources.raw_table import raw_rows, read_raw
 from dagster_project.sources.synthetic.generator import generated_landing
@@ -68,25 +73,50 @@ def _rule_hits(hits: dict[str, int]) -> MetadataValue:
     return MetadataValue.md(pd.DataFrame(rows).to_markdown(index=False) if rows else "none")
 
 
-def _record_cleaning(out: DataLayout, table: str, run_id: str, cleaned: Cleaned, raw: Path) -> dict:
-    """Save the cleaning's figures for the report; return them as asset metadata."""
-    read = raw_rows(raw)
-    stats = {
+def _cleaning_figures(table: str, run_id: str, cleaned: Cleaned, raw: Path) -> dict:
+    """What one cleaning run read, kept and quarantined, and its rule hits."""
+    return {
         "table": table,
         "run_id": run_id,
-        "rows_read": read,
+        "rows_read": raw_rows(raw),
         "rows_clean": cleaned.clean_rows,
         "rows_quarantined": cleaned.quarantine.height,
         "rule_hits": cleaned.rule_hits,
     }
-    figures = out.reports / "quality" / f"cleaning_{table}.json"
-    write_text_atomic(json.dumps(stats, indent=2), figures)
-    publish_to_shared(out.root, figures)  # the quality report reads them, on any machine
+
+
+def _save_figures(out: DataLayout, figures: dict, path: Path) -> None:
+    write_text_atomic(json.dumps(figures, indent=2), path)
+    publish_to_shared(out.root, path)  # the quality report reads them, on any machine
+
+
+def _summed_figures(days: list[dict]) -> dict:
+    """The cleaning figures of several days as one: counts and rule hits summed."""
+    total = {"table": days[-1]["table"], "run_id": days[-1]["run_id"], "days": len(days)}
+    for key in ("rows_read", "rows_clean", "rows_quarantined"):
+        total[key] = sum(day[key] for day in days)
+    total["rule_hits"] = {
+        rule: sum(day["rule_hits"].get(rule, 0) for day in days)
+        for rule in dict.fromkeys(rule for day in days for rule in day["rule_hits"])
+    }
+    return total
+
+
+def _save_events_figures(out: DataLayout, day: str, figures: dict) -> None:
+    """Save one event day's cleaning figures, and the table's (`cleaning_behaviour_events.json`,
+    which the report reads): the sum over every day cleaned so far."""
+    folder = out.reports / "quality" / "cleaning_behaviour_events"
+    _save_figures(out, figures, folder / f"{day}.json")
+    every_day = [json.loads(path.read_text()) for path in sorted(folder.glob("*.json"))]
+    _save_figures(out, _summed_figures(every_day), folder.with_suffix(".json"))
+
+
+def _cleaning_metadata(figures: dict, quarantine: pl.DataFrame) -> dict:
     return {
-        "rows_read": read,
-        "rows_quarantined": cleaned.quarantine.height,
-        "quarantined_by_reason": _reason_counts(cleaned.quarantine),
-        "rule_hits": _rule_hits(cleaned.rule_hits),
+        "rows_read": figures["rows_read"],
+        "rows_quarantined": quarantine.height,
+        "quarantined_by_reason": _reason_counts(quarantine),
+        "rule_hits": _rule_hits(figures["rule_hits"]),
     }
 
 
@@ -117,9 +147,13 @@ def _quarantine_part(table: str) -> AssetOut:
 def items_clean(
     context: AssetExecutionContext, raw_items: Path, storage: PlatformStorage
 ) -> Iterator[Output]:
+    out = storage.layout()
     cleaned = clean_items(raw_items, context.run.run_id, _now())
-    figures = _record_cleaning(storage.layout(), "items", context.run.run_id, cleaned, raw_items)
-    yield Output(cleaned.clean, "items_clean", metadata=figures)
+    figures = _cleaning_figures("items", context.run.run_id, cleaned, raw_items)
+    _save_figures(out, figures, out.reports / "quality" / "cleaning_items.json")
+    yield Output(
+        cleaned.clean, "items_clean", metadata=_cleaning_metadata(figures, cleaned.quarantine)
+    )
     yield Output(cleaned.quarantine, "quarantine_items")
 
 
@@ -133,18 +167,45 @@ def _check_pseudonym_key(context: AssetExecutionContext, out: DataLayout) -> Non
         context.log.warning(warning)
 
 
+# The event days a day's cleaning reads the clean events of (`_look_back`).
+LOOK_BACK = TimeWindowPartitionMapping(start_offset=-LOOK_BACK_DAYS, end_offset=-1)
+
+
+def _look_back(out: DataLayout, day: str) -> pl.DataFrame | None:
+    """The clean events of the LOOK_BACK_DAYS before `day` (none before the first event day);
+    a missing one fails the step: days are cleaned in order."""
+    first, frames = pd.Timestamp(first_event_day()), []
+    for before in range(LOOK_BACK_DAYS, 0, -1):
+        earlier = pd.Timestamp(day) - pd.Timedelta(days=before)
+        if earlier < first:
+            continue
+        path = out.day_file("events_clean", f"{earlier:%Y-%m-%d}")
+        if not path.exists():
+            raise Failure(
+                f"events_clean of {earlier:%Y-%m-%d} is missing: a day is cleaned after the "
+                f"{LOOK_BACK_DAYS} days before it (their duplicates and sessions carry over). "
+                f"Run the days from {earlier:%Y-%m-%d} on (one range run cleans them in order)."
+            )
+        frames.append(pl.read_parquet(path, columns=LOOK_BACK_COLUMNS))
+    return pl.concat(frames) if frames else None
+
+
 @multi_asset(
     group_name="quality",
+    partitions_def=EVENT_DAYS,
+    backfill_policy=BackfillPolicy.single_run(),
     outs={
         "events_clean": AssetOut(
             owners=OWNERS,
             kinds={"parquet", "duckdb"},
             description="Typed behaviour events that passed every rule (ids, types, time "
-            "window, prices, duplicates, known items); the rest went to the quarantine.",
+            "window, prices, duplicates, known items), one file per event day, each day "
+            "cleaned after the two before it; the rest went to the quarantine.",
         ),
         "quarantine_events": _quarantine_part("behaviour event"),
     },
     ins={"items_clean": AssetIn(metadata={"columns": ["item_id"]})},
+    deps=[AssetDep("events_clean", partition_mapping=LOOK_BACK)],
 )
 def events_clean(
     context: AssetExecutionContext,
@@ -157,29 +218,30 @@ def events_clean(
     _check_pseudonym_key(context, out)
     raw_item_ids = read_raw(raw_items)["item_id"]
     items = items_clean["item_id"]
-    clean_path, quarantine_path = (
-        out.asset_table("events_clean"),
-        out.asset_table("quarantine_events"),
-    )
-    context.log.info(
-        "events_clean: checking every raw event against the contract (one DuckDB pass) ..."
-    )
-    cleaned = clean_events(
-        raw_events,
-        items,
-        source_window(out.landing),
-        context.run.run_id,
-        _now(),
-        quarantined_item_ids=raw_item_ids.filter(~raw_item_ids.is_in(items.implode())),
-        write_to=(clean_path, quarantine_path),
-    )
-    figures = _record_cleaning(out, "behaviour_events", context.run.run_id, cleaned, raw_events)
-    context.log.info(
-        f"events_clean: {cleaned.clean_rows:,} of {figures['rows_read']:,} rows clean, "
-        f"{cleaned.quarantine.height:,} quarantined"
-    )
-    yield Output(clean_path, "events_clean", metadata=figures)
-    yield Output(quarantine_path, "quarantine_events")
+    held = raw_item_ids.filter(~raw_item_ids.is_in(items.implode()))
+    window, run_id = source_window(out.landing), context.run.run_id
+    quarantined, figures = [], []
+    for day in context.partition_keys:
+        cleaned = clean_events(
+            raw_events / day,
+            items,
+            window,
+            run_id,
+            _now(),
+            quarantined_item_ids=held,
+            write_to=(out.day_file("events_clean", day), out.day_file("quarantine_events", day)),
+            earlier=_look_back(out, day),
+        )
+        figures.append(_cleaning_figures("behaviour_events", run_id, cleaned, raw_events / day))
+        _save_events_figures(out, day, figures[-1])
+        quarantined.append(cleaned.quarantine)
+        context.log.info(
+            f"events_clean {day}: {cleaned.clean_rows:,} of {figures[-1]['rows_read']:,} rows "
+            f"clean, {cleaned.quarantine.height:,} quarantined"
+        )
+    metadata = _cleaning_metadata(_summed_figures(figures), pl.concat(quarantined))
+    yield Output(out.table("events_clean"), "events_clean", metadata=metadata)
+    yield Output(out.table("quarantine_events"), "quarantine_events")
 
 
 @asset(
@@ -206,15 +268,22 @@ def quarantine(
 @asset_check(
     asset="quarantine",
     blocking=True,
-    description="Per file: rows read = rows clean + rows quarantined.",
+    description="Per file, and per event day of the behaviour events: rows read = rows clean "
+    "+ rows quarantined.",
 )
 def rows_accounted_for(storage: PlatformStorage) -> AssetCheckResult:
     accounting = accounting_by_table(storage.layout())
     unbalanced = accounting[~accounting["balanced"]]
+    days = accounting_by_day(storage.layout())
+    unbalanced_days = days[~days["balanced"]]
     return AssetCheckResult(
-        passed=unbalanced.empty,
+        passed=unbalanced.empty and unbalanced_days.empty,
         severity=AssetCheckSeverity.ERROR,
         metadata={
+            "event_days": len(days),
+            "unbalanced_days": MetadataValue.md(
+                unbalanced_days.to_markdown(index=False) if len(unbalanced_days) else "none"
+            ),
             "files": len(accounting),
             "unbalanced_files": len(unbalanced),
             "rows_read": int(accounting["rows_read"].sum()),

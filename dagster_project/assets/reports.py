@@ -12,8 +12,7 @@ from dagster_project.quality.accounting import accounting_by_table
 from dagster_project.quality.drift import drift_figures
 from dagster_project.quality.report import collect_report_data, render_report
 from dagster_project.resources import PlatformStorage, QualityResource
-from dagster_project.sources.raw_table import raw_relation
-from dagster_project.sql import parquet_relation
+from dagster_project.sources.raw_table import table_relation
 from dagster_project.storage import write_text_atomic
 
 WAREHOUSE_TABLES = [
@@ -62,7 +61,7 @@ def warehouse(storage: PlatformStorage, **tables: Path) -> MaterializeResult:
     with duckdb.connect(str(tmp)) as con:
         for name, path in tables.items():
             if path.exists():
-                source = raw_relation(path) if path.is_dir() else parquet_relation(path)
+                source = table_relation(path)
                 con.execute(f"CREATE OR REPLACE VIEW {name} AS SELECT * FROM {source}")
     tmp.replace(out.duckdb_file)
     return MaterializeResult(

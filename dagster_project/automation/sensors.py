@@ -34,7 +34,7 @@ from dagster_project.automation.jobs import (
 from dagster_project.resources import PlatformStorage
 from dagster_project.run_recovery import fail_dead_runs
 from dagster_project.serving.landing import INTAKE_FILE_PREFIX
-from dagster_project.sources.raw_table import RAW_MANIFEST, landing_files
+from dagster_project.sources.raw_table import RAW_MANIFEST, landing_files, raw_tables
 
 
 def landing_fingerprints(storage: PlatformStorage) -> dict[str, str]:
@@ -60,9 +60,12 @@ def ingested_files(storage: PlatformStorage) -> set[str]:
     out = storage.layout()
     names: set[str] = set()
     for table in ("raw_events", "raw_items"):
-        manifest = out.raw_table(table) / RAW_MANIFEST
-        if manifest.exists():
-            for entry in json.loads(manifest.read_text())["files"]:
+        try:
+            folders = raw_tables(out.raw_table(table))
+        except FileNotFoundError:  # nothing ingested yet
+            continue
+        for folder in folders:
+            for entry in json.loads((folder / RAW_MANIFEST).read_text())["files"]:
                 names.update(entry["source_files"])
     return names
 

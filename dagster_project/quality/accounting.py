@@ -4,14 +4,36 @@ from __future__ import annotations
 
 import pandas as pd
 import polars as pl
+import pyarrow.parquet as pq
 
 from dagster_project.quality.cleaning import row_accounting
 from dagster_project.settings import DataLayout
-from dagster_project.sources.raw_table import raw_relation
+from dagster_project.sources.raw_table import raw_relation, raw_summary, raw_tables
 from dagster_project.sql import parquet_relation, sql_text
 
 # The quarantine's source_file of events the real-time intake rejected: intake/<batch id>.
 INTAKE_SOURCE_PREFIX = "intake/"
+
+
+def accounting_by_day(out: DataLayout) -> pd.DataFrame:
+    """Per event day of the behaviour events: rows read (the raw table's day), clean and
+    quarantined (the day's files of events_clean and quarantine_events), and whether they add
+    up. A day whose cleaning never ran counts nothing clean or quarantined."""
+    rows = []
+    for raw_day in raw_tables(out.raw_table("raw_events")):
+        day = raw_day.name
+        clean, held = (out.day_file(t, day) for t in ("events_clean", "quarantine_events"))
+        rows.append(
+            {
+                "day": day,
+                "rows_read": raw_summary(raw_day).rows,
+                "rows_clean": pq.ParquetFile(clean).metadata.num_rows if clean.exists() else 0,
+                "rows_quarantined": pq.ParquetFile(held).metadata.num_rows if held.exists() else 0,
+            }
+        )
+    frame = pd.DataFrame(rows, columns=["day", "rows_read", "rows_clean", "rows_quarantined"])
+    frame["balanced"] = frame["rows_read"] == frame["rows_clean"] + frame["rows_quarantined"]
+    return frame
 
 
 def accounting_by_table(out: DataLayout) -> pd.DataFrame:

@@ -52,8 +52,11 @@ QUARANTINE_SCHEMA = {
     for c in QUARANTINE_COLUMNS
 }  # fmt: skip
 MAX_QUANTITY = 1_000_000
-# What a look-back (`clean_events(earlier=...)`) needs of earlier days' clean events.
+# What a look-back (`clean_events(earlier=...)`) needs of earlier days' clean events, and how
+# many days before a day the pipeline gives it: a session or a near duplicate across midnight
+# needs the day before; a re-sent event is caught up to two days after its original.
 LOOK_BACK_COLUMNS = ["event_id", "user_id", "session_id", "item_id", "event_type", "event_time"]
+LOOK_BACK_DAYS = 2
 
 
 @dataclass

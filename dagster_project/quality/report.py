@@ -22,7 +22,7 @@ from dagster_project.contracts import EVENT_COLUMNS
 from dagster_project.detection.bots import BOT_THRESHOLD
 from dagster_project.plots import figure_html
 from dagster_project.pseudonyms import pseudonymise
-from dagster_project.sources.raw_table import raw_relation
+from dagster_project.sources.raw_table import table_relation
 from dagster_project.sql import connect, parquet_relation, query_pandas, sql_identifier
 
 
@@ -139,9 +139,8 @@ def collect_report_data(
 
 
 def _relation(tables: dict[str, Path], name: str) -> str:
-    """The SQL relation of table `name`: a raw table's folder or a Parquet file."""
-    path = tables[name]
-    return raw_relation(path) if path.is_dir() else parquet_relation(path)
+    """The SQL relation of table `name` (`table_relation`)."""
+    return table_relation(tables[name])
 
 
 def _quarantine_by_reason(

@@ -7,17 +7,22 @@ record read: its file, line number and raw text, the contract's columns as text,
 `parse_error` for records that could not be split into fields, and `source_reason` /
 `source_detail` where a format adapter rejected the record. `raw_relation` is the SQL over
 a raw table, `read_raw` and `read_landing` read one as a frame.
+
+A raw table kept by event day (`raw_events`) is a folder of such folders, one per day
+(`ingest_landing_day`); `raw_relation`, `raw_summary` and `read_raw` read either kind whole.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import tempfile
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+import pandas as pd
 import polars as pl
 
 from dagster_project.contracts import RAW_LINEAGE_COLUMNS
@@ -25,6 +30,7 @@ from dagster_project.sources.manifest import (
     CANONICAL_FORMAT,
     read_declared_export,
     read_source_manifest,
+    source_window,
 )
 from dagster_project.sources.records import (
     SUPPORTED_SUFFIXES,
@@ -36,11 +42,13 @@ from dagster_project.sources.records import (
     contract_columns,
     file_format,
 )
-from dagster_project.sql import connect, query_polars, sql_identifier, sql_text
+from dagster_project.sql import connect, parquet_relation, query_polars, sql_identifier, sql_text
 
 BAD_FILE = "bad_file"  # the quarantine reason of a landing file that cannot be read whole
 RAW_MANIFEST = "_raw.json"
 PARSED_DIR = "_parsed"
+# A landing folder that names its files' event day: events/date=YYYY-MM-DD/...
+DATED_FOLDER = re.compile(r"(?:^|/)date=(\d{4}-\d{2}-\d{2})(?:/|$)")
 
 
 def read_landing_file(path: Path, kind: str, source: str, root: Path | None = None) -> pl.DataFrame:
@@ -84,7 +92,9 @@ def _duckdb_frame(query: str) -> pl.DataFrame:
         return query_polars(con, query)
 
 
-def ingest_landing(landing: Path, kind: str, target: Path) -> RawSummary:
+def ingest_landing(
+    landing: Path, kind: str, target: Path, day: LandingDay | None = None
+) -> RawSummary:
     """Every record of one kind in the landing folder -> the raw table folder `target`.
 
     The raw table is an immutable snapshot of what landed: Parquet exports are copied as they
@@ -95,6 +105,9 @@ def ingest_landing(landing: Path, kind: str, target: Path) -> RawSummary:
     `bad_file` record naming the reason (see `_land_files`), and when no file is good the
     run stops and the previous raw table stays. What a killed ingest left beside the table is
     put right first (`_recover_interrupted_swap`).
+
+    `day`: only the records of that event day (`LandingDay`), for a raw table kept by day;
+    a day with no records gets an empty table.
     """
     manifest = read_source_manifest(landing)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -102,12 +115,15 @@ def ingest_landing(landing: Path, kind: str, target: Path) -> RawSummary:
     tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
     (tmp / PARSED_DIR).mkdir(parents=True)
     try:
-        if manifest["format"] != CANONICAL_FORMAT:
+        if day is not None:
+            files = _land_day(landing, manifest, kind, day, tmp)
+        elif manifest["format"] != CANONICAL_FORMAT:
             files = _land_export(landing, manifest, kind, tmp)
         else:
             files = _land_files(landing, kind, manifest["source"], tmp)
+        listing = {"kind": kind, "source": manifest.get("source"), "files": files}
         (tmp / RAW_MANIFEST).write_text(
-            json.dumps({"kind": kind, "source": manifest.get("source"), "files": files}, indent=1)
+            json.dumps(listing | ({"day": day.day} if day else {}), indent=1)
         )
         old = target.with_name(f".{target.name}.{uuid.uuid4().hex}.old")
         if target.exists():
@@ -157,6 +173,92 @@ def _land_files(landing: Path, kind: str, source: str, tmp: Path) -> list[dict]:
     return files
 
 
+@dataclass(frozen=True)
+class LandingDay:
+    """One event day of the landing area, as a raw table kept by day reads it.
+
+    A file under `date=YYYY-MM-DD/` belongs to the day it names. A file that names no day
+    (a file dropped at the top, a format adapter's export) gives each record to the day of
+    its event time, kept within the declared window; a record without a readable time, or a
+    file that cannot be read, to the window's first day. Days before `first_day` (the first
+    partition) fold into it. So every record belongs to exactly one day, whichever day is
+    ingested first; a file of a day still to come waits for its day."""
+
+    day: str  # YYYY-MM-DD
+    first_day: str  # the first day kept
+
+    def of_named(self, named: str) -> str:
+        return max(named, self.first_day)
+
+
+def _land_day(landing: Path, manifest: dict, kind: str, day: LandingDay, tmp: Path) -> list[dict]:
+    """The records of `day` into the raw folder being built at `tmp`: the day's dated files
+    whole (a bad one as one `bad_file` record; all bad raises, as `_land_files`), and the
+    day's records of the files that name no day."""
+    if manifest["format"] != CANONICAL_FORMAT:
+        frame = getattr(read_declared_export(landing, manifest), kind)
+        return _land_day_records(frame, Path("export"), day, landing, tmp)
+    dated, undated, bad = [], [], []
+    for path in landing_files(landing / kind):
+        named = DATED_FOLDER.search(str(path.relative_to(landing / kind)))
+        if named is None:
+            undated.append(path)
+        elif day.of_named(named.group(1)) == day.day:
+            dated.append(path)
+    files = []
+    for path in dated:
+        try:
+            files.append(_land_file(path, kind, manifest["source"], landing, tmp))
+        except LandingFileError as exc:
+            bad.append(str(exc))
+            files.append(_land_bad_file(path, str(exc), kind, manifest["source"], landing, tmp))
+    if dated and len(bad) == len(dated):
+        raise LandingFileError(f"no landing file of {day.day} could be read: " + "; ".join(bad))
+    for path in undated:
+        try:
+            frame, bad_file = read_landing_file(path, kind, manifest["source"], landing), {}
+        except LandingFileError as exc:
+            frame = _bad_file_record(path, str(exc), kind, manifest["source"], landing)
+            bad_file = {"bad_file": frame["source_detail"][0]}
+        entries = _land_day_records(frame, path.relative_to(landing), day, landing, tmp)
+        files.extend(entry | bad_file for entry in entries)
+    if not files:  # a day without records: an empty table, so that readers find the day
+        empty = pl.DataFrame(schema=_raw_schema(kind))
+        files.append(_write_parsed(empty, Path("none"), tmp) | {"source_files": []})
+    return files
+
+
+def _land_day_records(
+    frame: pl.DataFrame, rel: Path, day: LandingDay, landing: Path, tmp: Path
+) -> list[dict]:
+    """The records of `frame` (a file that names no day) that belong to `day`, parsed into
+    the raw folder at `tmp`; none when it has none."""
+    mine = frame.filter(_record_days(frame, day, landing) == day.day)
+    if not mine.height:
+        return []
+    entry = _write_parsed(mine, rel, tmp)
+    sources = mine["source_file"].unique(maintain_order=True).to_list()
+    return [entry | {"source_files": sources}]
+
+
+def _record_days(frame: pl.DataFrame, day: LandingDay, landing: Path) -> pl.Series:
+    """The day (YYYY-MM-DD) each record of a file that names no day belongs to (see
+    `LandingDay`): its event time's UTC day within the declared window."""
+    start, end = source_window(landing)
+    first, last = f"{start:%Y-%m-%d}", f"{end - pd.Timedelta(1, 'us'):%Y-%m-%d}"
+    low, high = day.of_named(first), day.of_named(last)
+    if "event_time" not in frame.columns:
+        return pl.Series([low] * frame.height, dtype=pl.String)
+    with connect() as con:
+        con.register("records", frame.select("event_time").to_arrow())
+        return query_polars(
+            con,
+            f"""SELECT least(greatest(coalesce(strftime(timezone('UTC',
+                    TRY_CAST(event_time AS TIMESTAMPTZ)), '%Y-%m-%d'), {sql_text(low)}),
+                    {sql_text(low)}), {sql_text(high)}) AS day FROM records""",
+        )["day"]
+
+
 def _land_file(path: Path, kind: str, source: str, landing: Path, tmp: Path) -> dict:
     rel = path.relative_to(landing)
     if file_format(path) == ".parquet":
@@ -172,19 +274,30 @@ def _land_bad_file(
     path: Path, reason: str, kind: str, source: str, landing: Path, tmp: Path
 ) -> dict:
     """One record for a file that cannot be read whole: line 0, the reason in words."""
-    columns, _ = contract_columns(kind)
-    rel = path.relative_to(landing)
-    record = {c: None for c in RAW_LINEAGE_COLUMNS + columns}
-    record |= {
+    record = _bad_file_record(path, reason, kind, source, landing)
+    entry = _write_parsed(record, path.relative_to(landing), tmp)
+    return entry | {"bad_file": record["source_detail"][0]}
+
+
+def _bad_file_record(
+    path: Path, reason: str, kind: str, source: str, landing: Path
+) -> pl.DataFrame:
+    """The raw frame of one `bad_file` record for `path` (line 0, the reason in words)."""
+    schema = _raw_schema(kind)
+    record = dict.fromkeys(schema) | {
         "source": source,
-        "source_file": str(rel),
+        "source_file": str(path.relative_to(landing)),
         "source_line": 0,
         "source_reason": BAD_FILE,
         "source_detail": reason.replace(str(landing) + "/", ""),
     }
-    schema = {c: pl.Int64 if c == "source_line" else pl.String for c in record}
-    entry = _write_parsed(pl.DataFrame([record], schema=schema), rel, tmp)
-    return entry | {"bad_file": record["source_detail"]}
+    return pl.DataFrame([record], schema=schema)
+
+
+def _raw_schema(kind: str) -> dict[str, pl.DataType]:
+    """The raw frame's columns of `kind`: text, but the line number."""
+    columns, _ = contract_columns(kind)
+    return {c: pl.Int64 if c == "source_line" else pl.String for c in RAW_LINEAGE_COLUMNS + columns}
 
 
 def _write_parsed(frame: pl.DataFrame, rel: Path, tmp: Path) -> dict:
@@ -214,14 +327,43 @@ class RawSummary:
     bad_files: dict[str, str]  # source file -> why it could not be read whole
 
 
+def raw_tables(raw: Path) -> list[Path]:
+    """The raw table folders `raw` holds: itself, or its days' (a raw table kept by event day,
+    see `ingest_landing_day`), oldest first."""
+    if (raw / RAW_MANIFEST).exists():
+        return [raw]
+    days = sorted(p for p in raw.glob(f"*/{RAW_MANIFEST}") if not p.parent.name.startswith("."))
+    if not days:
+        raise FileNotFoundError(f"raw table {raw} holds nothing: ingest the landing files first")
+    return [p.parent for p in days]
+
+
+def table_relation(path: Path) -> str:
+    """SQL over a stored table: a raw table folder (`raw_relation`) or Parquet (a file, or a
+    folder of day files)."""
+    if (path / RAW_MANIFEST).exists() or any(path.glob(f"*/{RAW_MANIFEST}")):
+        return raw_relation(path)
+    return parquet_relation(path)
+
+
+def ingest_landing_day(landing: Path, kind: str, day: LandingDay, raw: Path) -> RawSummary:
+    """The landing records of one event day (`LandingDay`) -> that day's folder of the raw
+    table kept by day at `raw` (`ingest_landing` with `day`)."""
+    return ingest_landing(landing, kind, raw / day.day, day)
+
+
 def raw_summary(raw: Path) -> RawSummary:
     """Records, source files, unparseable records, adapter rejections and bad files of a raw
-    table."""
-    files = json.loads((raw / RAW_MANIFEST).read_text())["files"]
+    table (every day of one kept by day)."""
+    files = [
+        entry
+        for table in raw_tables(raw)
+        for entry in json.loads((table / RAW_MANIFEST).read_text())["files"]
+    ]
     bad = {f["source_files"][0]: f["bad_file"] for f in files if "bad_file" in f}
     return RawSummary(
         rows=sum(f["rows"] for f in files),
-        files=sum(len(f["source_files"]) for f in files),
+        files=len({name for f in files for name in f["source_files"]}),
         unparseable=sum(f.get("unparseable", 0) for f in files),
         rejected_by_adapter=sum(f.get("rejected", 0) for f in files) - len(bad),
         bad_files=bad,
@@ -235,13 +377,25 @@ def raw_rows(raw: Path) -> int:
 
 def raw_relation(raw: Path) -> str:
     """SQL over the raw table folder `raw`: the raw frame's columns plus `_row`, a row key that
-    orders records by file and line (self-contained, so it can back a view)."""
-    manifest = json.loads((raw / RAW_MANIFEST).read_text())
+    orders records by day (of a table kept by day), file and line (self-contained, so it can
+    back a view)."""
+    parts, files = [], 0
+    for table in raw_tables(raw):
+        manifest = json.loads((table / RAW_MANIFEST).read_text())
+        parts.append(_raw_table_relation(table, manifest, files))
+        files += sum(len(f["source_files"]) for f in manifest["files"])
+    if len(parts) == 1:
+        return parts[0]
+    return "(" + " UNION ALL ".join(f"SELECT * FROM {part}" for part in parts) + ")"
+
+
+def _raw_table_relation(raw: Path, manifest: dict, first_file: int) -> str:
+    """`raw_relation` of one raw table folder, its files numbered from `first_file` on."""
     columns, _ = contract_columns(manifest["kind"])
     sources = [name for f in manifest["files"] for name in f["source_files"]]
     files_sql = (
         "SELECT * FROM (VALUES "
-        + ", ".join(f"({sql_text(name)}, {i})" for i, name in enumerate(sources))
+        + ", ".join(f"({sql_text(name)}, {first_file + i})" for i, name in enumerate(sources))
         + ") v(source_file, _file)"
         if sources
         else "SELECT NULL::VARCHAR AS source_file, NULL::INTEGER AS _file WHERE false"
