@@ -73,8 +73,9 @@ def test_landing_sensor_handles_each_file_once(tmp_path):
     last_day = EVENT_DAYS.get_partition_keys()[-1]
     assert third.tags["dagster/asset_partition_range_start"] == "2026-09-03"
     assert third.tags["dagster/asset_partition_range_end"] == last_day
-    # Files without a date (day1.csv, day2.csv) touch only the latest day.
-    assert request.tags["dagster/asset_partition_range_start"] == last_day
+    # Events files without a date (day1.csv, day2.csv) give each record to its event day:
+    # every day is covered. A catalog file touches only the latest day.
+    assert request.tags["dagster/asset_partition_range_start"] == EVENT_DAYS.get_partition_keys()[0]
     assert third.run_key != request.run_key
     replay, _ = _tick(storage, cursor)
     assert replay.run_key == third.run_key
@@ -89,6 +90,10 @@ def test_landing_sensor_handles_each_file_once(tmp_path):
         "events/day2.csv",
         "events/date=2026-09-03/day3.csv",
     }
+    (landing / "items").mkdir()
+    (landing / "items" / "catalog.csv").write_text("item_id\ni1\n")
+    catalog, _ = _tick(storage, final_cursor)
+    assert catalog.tags["dagster/asset_partition_range_start"] == last_day
 
 
 def test_landing_sensor_starts_with_what_the_raw_tables_already_hold(tmp_path):

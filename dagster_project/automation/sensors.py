@@ -72,12 +72,14 @@ def ingested_files(storage: PlatformStorage) -> set[str]:
 
 def days_to_refresh(new_files: list[str]) -> tuple[str, str]:
     """The event days a run must cover for `new_files` (relative landing paths): from the
-    earliest day a file names (`date=YYYY-MM-DD` in its path; a file without one, such as a
-    catalog export, touches only the latest day) through the latest day, since every later
-    day's running totals build on the earliest one's."""
+    earliest day a file names (`date=YYYY-MM-DD` in its path) through the latest day, since
+    every later day's running totals build on the earliest one's. An events file without a
+    day gives its records to their event days (`sources.raw_table.LandingDay`), so it covers
+    every day; a catalog export touches only the latest day."""
     keys = EVENT_DAYS.get_partition_keys()
     named = [m.group(1) for f in new_files if (m := DATED_PATH.search(f))]
-    first = min(named, default=keys[-1])
+    undated_events = any(f.startswith("events/") and not DATED_PATH.search(f) for f in new_files)
+    first = keys[0] if undated_events else min(named, default=keys[-1])
     first = min(max(first, keys[0]), keys[-1])
     return first, keys[-1]
 
