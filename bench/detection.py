@@ -85,7 +85,7 @@ def score_tables(
     `user_share` < 1 keeps a hash-chosen share of the users, with all of their events.
     """
     out = layout(root)
-    events = pl.scan_parquet(out.table("events_clean")).select(
+    events = pl.scan_parquet(out.table("events_clean") / "*.parquet").select(
         "user_id", "item_id", "event_type", "event_time", "query"
     )
     if user_share < 1:
@@ -247,7 +247,7 @@ def run_speed(root: Path | None) -> dict:
         root = Path(root or tempfile.mkdtemp(prefix="bench-detect-large-"))
         generate(preset("large"), layout(root))
         clean_tables(root)
-    total = pl.scan_parquet(layout(root).table("events_clean")).select(pl.len()).collect().item()
+    total = pl.scan_parquet(layout(root).table("events_clean") / "*.parquet").select(pl.len()).collect().item()
     share = min(1.0, SPEED_EVENTS / total)  # score 10M events: a share of the users, whole
     t0 = time.perf_counter()
     scores = score_tables(root, user_share=share)

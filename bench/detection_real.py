@@ -44,7 +44,7 @@ def main() -> None:
         catalog = pl.read_parquet(
             out.table("items_clean"), columns=["item_id", "category", "price", "listed_at"]
         )
-        events = pl.scan_parquet(out.table("events_clean")).select(
+        events = pl.scan_parquet(out.table("events_clean") / "*.parquet").select(
             "user_id", "item_id", "event_type", "event_time", "query"
         )
         detection = detect_bots(events, catalog)

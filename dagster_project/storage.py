@@ -97,8 +97,8 @@ class SharedStorage:
     (`s3://bucket/prefix`, `file:///mnt/shared/recsys`, `gs://...` with gcsfs installed).
 
     The store holds the data directory's `SHARED_FOLDERS`; each machine's data directory is
-    its working copy, under the same relative paths (`tables/events_clean.parquet` is
-    `<url>/tables/events_clean.parquet`). A step brings its working copy up to the store's
+    its working copy, under the same relative paths (`tables/items_clean.parquet` is
+    `<url>/tables/items_clean.parquet`). A step brings its working copy up to the store's
     when it starts (`fetch_all`: one listing per folder when nothing changed), and what
     other steps read is published as soon as it is written (`publish`; `publish_changes`
     puts everything changed here). Each working file's synced version (the store's ETag, or size and

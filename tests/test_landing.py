@@ -17,10 +17,14 @@ from dagster_project.sources import manifest
 from dagster_project.sources.manifest import source_window
 from dagster_project.sources.raw_table import (
     BAD_FILE,
+    LandingDay,
+    files_still_to_come,
     ingest_landing,
+    ingest_landing_day,
     raw_summary,
     read_landing_file,
     read_raw,
+    stored_raw_rows,
 )
 from dagster_project.sources.records import LandingFileError
 from tests.test_quality import CATALOG, HEADER, NOW, WINDOW
@@ -181,3 +185,51 @@ def test_an_adapter_window_is_read_once_per_state_of_the_export(tmp_path, monkey
         pd.Timestamp("2015-06-01", tz="UTC"),
     )
     assert source_window(landing) != window and len(reads) == 2
+
+
+def test_each_landing_record_lands_in_exactly_one_event_day(tmp_path):
+    """Dated files go to their day (before the first partition: the first), a file that names
+    no day gives each record to its event day within the window (no readable time: the
+    window's first day), a folder named after no real date names no day, a bad file lands as
+    one `bad_file` record in its day, and a file of a day still to come waits for it."""
+    landing = _landing(tmp_path)  # events/good.csv: undated, one record of 2026-09-02
+    events = landing / "events"
+    lines = {
+        "date=2026-08-30/early.csv": [ROW.format(n=2)],
+        "date=2026-09-03/a.csv": [ROW.format(n=3), ROW.format(n=4)],
+        "date=2026-02-30/odd.csv": [ROW.format(n=5)],  # no such day: by event time
+        "late.csv": ["e6,u1,s1,i1,view,2026-09-05T10:00:00Z,,,", "e7,u1,s1,i1,view,never,,,"],
+        "date=2026-12-24/future.csv": [ROW.format(n=8)],
+    }
+    for name, rows in lines.items():
+        (events / name).parent.mkdir(parents=True, exist_ok=True)
+        (events / name).write_text("\n".join([HEADER, *rows]) + "\n")
+    (events / "date=2026-09-04").mkdir()
+    (events / "date=2026-09-04" / "broken.parquet").write_bytes(b"not parquet")
+    raw = tmp_path / "raw_events"
+    landed = {}
+    for day in pd.date_range("2026-09-01", "2026-09-06").strftime("%Y-%m-%d"):
+        ingest_landing_day(landing, "events", LandingDay(day, "2026-09-01"), raw)
+        landed[day] = read_raw(raw / day)["event_id"].to_list()
+    assert landed == {
+        "2026-09-01": ["e2", "e7"],  # folded into the first day; no readable time
+        "2026-09-02": ["e5", "e1"],
+        "2026-09-03": ["e3", "e4"],
+        "2026-09-04": [None],  # the bad file, as one record
+        "2026-09-05": ["e6"],
+        "2026-09-06": [],
+    }
+    assert read_raw(raw / "2026-09-04")["source_reason"].to_list() == [BAD_FILE]
+    assert raw_summary(raw).rows == 8 and stored_raw_rows(raw) == 8
+    assert files_still_to_come(landing, "events", "2026-09-06") == [
+        "events/date=2026-12-24/future.csv"
+    ]
+    # Every file of a day unreadable (an unreachable landing area): the day keeps its table.
+    (events / "date=2026-09-04" / "broken2.parquet").write_bytes(b"not parquet either")
+    (events / "good.csv").unlink()
+    (events / "late.csv").unlink()
+    shutil.rmtree(events / "date=2026-02-30")
+    (events / "late.bin").write_bytes(b"\x00")  # an unknown format
+    with pytest.raises(LandingFileError, match="no landing file of 2026-09-04"):
+        ingest_landing_day(landing, "events", LandingDay("2026-09-04", "2026-09-01"), raw)
+    assert read_raw(raw / "2026-09-04")["source_reason"].to_list() == [BAD_FILE]

@@ -162,6 +162,18 @@ def test_a_day_cleaned_after_the_day_before_is_the_whole_history_cleaned(tmp_pat
     )
 
 
+def test_an_event_id_of_any_earlier_day_is_never_clean_again(tmp_path):
+    """Ids are checked against every earlier day's clean file, not only the recent days."""
+    day_one = clean_events(_events(tmp_path, DAY_ONE, "day1.csv"), CATALOG, WINDOW, "run-1", NOW)
+    day_one.clean.write_parquet(tmp_path / "2026-09-02.parquet")
+    resent = _events(tmp_path, ["e3,u3,s3,i2,view,2026-09-02T12:00:00.000Z,,,"], "day5.csv")
+    cleaned = clean_events(
+        resent, CATALOG, WINDOW, "run-1", NOW, earlier_files=[tmp_path / "2026-09-02.parquet"]
+    )
+    assert cleaned.clean.is_empty()
+    assert cleaned.quarantine["reason"].to_list() == ["duplicate_event"]
+
+
 def test_the_look_back_needs_the_clean_tables_columns(tmp_path):
     raw = _events(tmp_path, DAY_TWO)
     with pytest.raises(ValueError, match="session_id"):

@@ -14,6 +14,7 @@ from dagster_project.sources.raw_table import (
     RAW_MANIFEST,
     LandingDay,
     RawSummary,
+    files_still_to_come,
     ingest_landing,
     ingest_landing_day,
     raw_relation,
@@ -86,7 +87,17 @@ def raw_events(context: AssetExecutionContext, storage: PlatformStorage) -> Outp
         )
         per_day.append({"day": day, "records": summary.rows, "files": summary.files})
         context.log.info(f"raw_events {day}: {summary.rows:,} records from {summary.files} file(s)")
+    waiting = files_still_to_come(out.landing, "events", EVENT_DAYS.get_last_partition_key())
+    if waiting:
+        context.log.warning(
+            f"raw_events: {len(waiting)} landing file(s) name a day still to come and wait for "
+            f"it, e.g. {waiting[0]}"
+        )
     table = pd.DataFrame(per_day).tail(31).to_markdown(index=False)
     records = sum(d["records"] for d in per_day)
-    extra = {"per_day": MetadataValue.md(table), "dagster/row_count": records}
+    extra = {
+        "per_day": MetadataValue.md(table),
+        "dagster/row_count": records,
+        "files_waiting_for_their_day": len(waiting),
+    }
     return _landed("raw_events", path, raw_summary(path), context, **extra)

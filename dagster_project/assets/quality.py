@@ -107,7 +107,11 @@ def _save_events_figures(out: DataLayout, day: str, figures: dict) -> None:
     which the report reads): the sum over every day cleaned so far."""
     folder = out.reports / "quality" / "cleaning_behaviour_events"
     _save_figures(out, figures, folder / f"{day}.json")
-    every_day = [json.loads(path.read_text()) for path in sorted(folder.glob("*.json"))]
+    every_day = [
+        json.loads(path.read_text())
+        for path in sorted(folder.glob("*.json"))
+        if path.stem >= first_event_day()  # a day of the partitions, not one left before them
+    ]
     _save_figures(out, _summed_figures(every_day), folder.with_suffix(".json"))
 
 
@@ -171,9 +175,10 @@ def _check_pseudonym_key(context: AssetExecutionContext, out: DataLayout) -> Non
 LOOK_BACK = TimeWindowPartitionMapping(start_offset=-LOOK_BACK_DAYS, end_offset=-1)
 
 
-def _look_back(out: DataLayout, day: str) -> pl.DataFrame | None:
-    """The clean events of the LOOK_BACK_DAYS before `day` (none before the first event day);
-    a missing one fails the step: days are cleaned in order."""
+def _look_back(out: DataLayout, day: str) -> tuple[pl.DataFrame | None, list[Path]]:
+    """The clean events of the LOOK_BACK_DAYS before `day` (none before the first event day),
+    and the clean files of every earlier day (their event ids are never clean again); a
+    missing recent day fails the step: days are cleaned in order."""
     first, frames = pd.Timestamp(first_event_day()), []
     for before in range(LOOK_BACK_DAYS, 0, -1):
         earlier = pd.Timestamp(day) - pd.Timedelta(days=before)
@@ -187,7 +192,12 @@ def _look_back(out: DataLayout, day: str) -> pl.DataFrame | None:
                 f"Run the days from {earlier:%Y-%m-%d} on (one range run cleans them in order)."
             )
         frames.append(pl.read_parquet(path, columns=LOOK_BACK_COLUMNS))
-    return pl.concat(frames) if frames else None
+    every_earlier_day = [
+        path
+        for path in sorted(out.table("events_clean").glob("*.parquet"))
+        if f"{first:%Y-%m-%d}" <= path.stem < day
+    ]
+    return (pl.concat(frames) if frames else None), every_earlier_day
 
 
 @multi_asset(
@@ -222,6 +232,7 @@ def events_clean(
     window, run_id = source_window(out.landing), context.run.run_id
     quarantined, figures = [], []
     for day in context.partition_keys:
+        recent, earlier_files = _look_back(out, day)
         cleaned = clean_events(
             raw_events / day,
             items,
@@ -230,11 +241,12 @@ def events_clean(
             _now(),
             quarantined_item_ids=held,
             write_to=(out.day_file("events_clean", day), out.day_file("quarantine_events", day)),
-            earlier=_look_back(out, day),
+            earlier=recent,
+            earlier_files=earlier_files,
         )
         figures.append(_cleaning_figures("behaviour_events", run_id, cleaned, raw_events / day))
         _save_events_figures(out, day, figures[-1])
-        quarantined.append(cleaned.quarantine)
+        quarantined.append(cleaned.quarantine.select("table", "reason"))
         context.log.info(
             f"events_clean {day}: {cleaned.clean_rows:,} of {figures[-1]['rows_read']:,} rows "
             f"clean, {cleaned.quarantine.height:,} quarantined"

@@ -2,8 +2,6 @@
 weekly retrain and the daily model refresh between retrains. Every job that writes the data
 directory carries `WRITES_DATA`, so the instance runs one at a time."""
 
-import re
-
 from dagster import (
     AssetSelection,
     define_asset_job,
@@ -26,7 +24,6 @@ LANDING_KINDS = ("events", "items")  # the landing sub-folders ingestion reads
 # Every job that writes the data directory carries this tag; the instance (dagster.yaml, see
 # cli.prepare_dagster_home) runs one such run at a time and queues the rest.
 WRITES_DATA = {"recsys/writes": "data_dir"}
-DATED_PATH = re.compile(r"date=(\d{4}-\d{2}-\d{2})")
 
 daily_selection = AssetSelection.groups(*DAILY_GROUPS) - AssetSelection.assets(*MODEL_OUTPUTS)
 daily_refresh = define_asset_job(

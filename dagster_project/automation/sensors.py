@@ -27,14 +27,13 @@ from dagster_project.assets._common import EVENT_DAYS
 from dagster_project.automation.checks import freshness_checks
 from dagster_project.automation.jobs import (
     AUTOMATED_GROUPS,
-    DATED_PATH,
     LANDING_KINDS,
     daily_refresh,
 )
 from dagster_project.resources import PlatformStorage
 from dagster_project.run_recovery import fail_dead_runs
 from dagster_project.serving.landing import INTAKE_FILE_PREFIX
-from dagster_project.sources.raw_table import RAW_MANIFEST, landing_files, raw_tables
+from dagster_project.sources.raw_table import RAW_MANIFEST, landing_files, named_day, raw_tables
 
 
 def landing_fingerprints(storage: PlatformStorage) -> dict[str, str]:
@@ -77,8 +76,8 @@ def days_to_refresh(new_files: list[str]) -> tuple[str, str]:
     day gives its records to their event days (`sources.raw_table.LandingDay`), so it covers
     every day; a catalog export touches only the latest day."""
     keys = EVENT_DAYS.get_partition_keys()
-    named = [m.group(1) for f in new_files if (m := DATED_PATH.search(f))]
-    undated_events = any(f.startswith("events/") and not DATED_PATH.search(f) for f in new_files)
+    named = [day for f in new_files if (day := named_day(f))]
+    undated_events = any(f.startswith("events/") and not named_day(f) for f in new_files)
     first = keys[0] if undated_events else min(named, default=keys[-1])
     first = min(max(first, keys[0]), keys[-1])
     return first, keys[-1]

@@ -8,7 +8,7 @@ import pyarrow.parquet as pq
 
 from dagster_project.quality.cleaning import row_accounting
 from dagster_project.settings import DataLayout
-from dagster_project.sources.raw_table import raw_relation, raw_summary, raw_tables
+from dagster_project.sources.raw_table import raw_relation, raw_tables, stored_raw_rows
 from dagster_project.sql import parquet_relation, sql_text
 
 # The quarantine's source_file of events the real-time intake rejected: intake/<batch id>.
@@ -26,7 +26,7 @@ def accounting_by_day(out: DataLayout) -> pd.DataFrame:
         rows.append(
             {
                 "day": day,
-                "rows_read": raw_summary(raw_day).rows,
+                "rows_read": stored_raw_rows(raw_day),
                 "rows_clean": pq.ParquetFile(clean).metadata.num_rows if clean.exists() else 0,
                 "rows_quarantined": pq.ParquetFile(held).metadata.num_rows if held.exists() else 0,
             }

@@ -14,6 +14,7 @@ by DuckDB when `write_to` is given (then `Cleaned.clean` holds no rows, only the
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -53,8 +54,8 @@ QUARANTINE_SCHEMA = {
 }  # fmt: skip
 MAX_QUANTITY = 1_000_000
 # What a look-back (`clean_events(earlier=...)`) needs of earlier days' clean events, and how
-# many days before a day the pipeline gives it: a session or a near duplicate across midnight
-# needs the day before; a re-sent event is caught up to two days after its original.
+# many days before a day the pipeline gives it whole: a session or a near duplicate across
+# midnight needs the day before (event ids are checked against every earlier day).
 LOOK_BACK_COLUMNS = ["event_id", "user_id", "session_id", "item_id", "event_type", "event_time"]
 LOOK_BACK_DAYS = 2
 
@@ -392,6 +393,7 @@ def clean_events(
     write_to: tuple[Path, Path] | None = None,
     database: duckdb.DuckDBPyConnection | None = None,
     earlier: pl.DataFrame | None = None,
+    earlier_files: Sequence[Path] = (),
 ) -> Cleaned:
     """Raw behaviour rows -> events_clean and quarantine, checked against the clean catalog.
 
@@ -400,15 +402,17 @@ def clean_events(
     millions of rows in bounded memory). `database`: work in a cursor on this connection's
     database (`sql.connect`), for callers that clean many small batches.
 
-    `earlier`: the look-back, clean events of the days before (`LOOK_BACK_COLUMNS`, as
-    events_clean holds them), for cleaning one day at a time. A row repeating one of their
-    event ids is a `duplicate_event`; a row within NEAR_DUPLICATE_WINDOW after one of them
-    with the same key is a `near_duplicate_event`; a derived session that takes up one of
-    theirs across midnight keeps its id. They are kept already and never judged again, so a
-    day cleaned after the day before it gives the rows the whole history cleaned at once
-    gives, with two exceptions (see docs/data_quality.md): an event that arrives in a later
-    day's files never changes an earlier day's verdicts, and only clean events carry a
-    session across midnight.
+    For cleaning one day at a time, the look-back: `earlier`, clean events of the days just
+    before (`LOOK_BACK_COLUMNS`, as events_clean holds them), and `earlier_files`, the clean
+    Parquet files of every earlier day (only their event ids are read). A row repeating an
+    event id of either is a `duplicate_event`; a row within NEAR_DUPLICATE_WINDOW after an
+    `earlier` event with the same key is a `near_duplicate_event`; a derived session that
+    takes up one of theirs across midnight keeps its id. Earlier events are kept already and
+    never judged again, so a day cleaned after the days before it gives the rows the whole
+    history cleaned at once gives, but where an earlier day's verdict would have changed
+    (docs/quality.md, "One event day at a time"): an event arriving in a later day's files
+    never changes an earlier day's verdicts, only clean events carry a session across
+    midnight, and a near duplicate or session needs its earlier event within `earlier`.
 
     One streaming pass gives every row its rule bits, its time and 64-bit hashes of its id and
     of its (user, item, type, session) key; repeated ids and near duplicates are then decided
@@ -417,7 +421,7 @@ def clean_events(
     with contextlib.closing(connect(database=database)) as con:  # closed on errors too
         _register_event_inputs(con, raw, item_ids, quarantined_item_ids)
         _pseudonymise_user_ids(con)
-        looked_back = _register_look_back(con, earlier)
+        looked_back = _register_look_back(con, earlier, earlier_files)
         rules = _event_rules(window, now)
         verdicts = _row_verdicts(con, rules)
         hits = _rule_hits(con, verdicts, rules.codes())
@@ -486,19 +490,33 @@ def _rule_hits(
     return hits
 
 
-def _register_look_back(con: duckdb.DuckDBPyConnection, earlier: pl.DataFrame | None) -> bool:
-    """The look-back as table `earlier` (every earlier event id, as `earlier_ids`) and
-    `earlier_rows`: the earlier events of this batch's users in the batch's raw form (raw
-    user ids; derived sessions spelled as `_derive_sessions` spells them, `derived`), with
-    negative row keys, oldest first. False without a look-back."""
-    if earlier is None or not earlier.height:
+def _register_look_back(
+    con: duckdb.DuckDBPyConnection, earlier: pl.DataFrame | None, earlier_files: Sequence[Path]
+) -> bool:
+    """The look-back as tables `earlier` (the recent events), `earlier_seen` (the batch's event
+    ids that an earlier day holds) and `earlier_rows`: the recent events of this batch's users
+    in the batch's raw form (raw user ids; derived sessions spelled as `_derive_sessions`
+    spells them, `derived`), with negative row keys, oldest first. False without one."""
+    if (earlier is None or not earlier.height) and not earlier_files:
         return False
+    if earlier is None:
+        earlier = pl.DataFrame(schema=dict.fromkeys(LOOK_BACK_COLUMNS, pl.String)).with_columns(
+            pl.col("event_time").cast(pl.Datetime("us", "UTC"))
+        )
     missing = [c for c in LOOK_BACK_COLUMNS if c not in earlier.columns]
     if missing:
         raise ValueError(
             f"the look-back's events lack column(s) {missing}: give events_clean's rows"
         )
     con.register("earlier", earlier.select(LOOK_BACK_COLUMNS).to_arrow())
+    files = ", ".join(sql_text(str(f)) for f in earlier_files)
+    every_earlier_id = "SELECT event_id FROM earlier" + (
+        f" UNION ALL SELECT event_id FROM read_parquet([{files}])" if files else ""
+    )
+    con.execute(
+        f"""CREATE TEMP TABLE earlier_seen AS SELECT DISTINCT event_id FROM ({every_earlier_id})
+        WHERE event_id IN (SELECT eid FROM typed)"""
+    )
     con.execute(
         """CREATE TEMP TABLE earlier_rows AS
         SELECT row_number() OVER (ORDER BY e.event_time, e.event_id)
@@ -597,7 +615,7 @@ def _with_look_back_candidates(
     or be near duplicates of a look-back event (same user, item and type within
     NEAR_DUPLICATE_WINDOW; the session is compared exactly later)."""
     window_us = int(NEAR_DUPLICATE_WINDOW.total_seconds() * 1_000_000)
-    earlier_hashes = query_polars(con, "SELECT DISTINCT hash(event_id) AS h FROM earlier")["h"]
+    earlier_hashes = query_polars(con, "SELECT hash(event_id) AS h FROM earlier_seen")["h"]
     close = query_polars(
         con,
         f"""SELECT DISTINCT c._row FROM typed c JOIN earlier_rows e
@@ -656,7 +674,7 @@ def _repeated_events(
     only_candidates = "(SELECT * FROM fetched WHERE _row IN (SELECT _row FROM candidates))"
     sid = "coalesce(source_sid, d.sid)" if derived else "source_sid"
     join = "LEFT JOIN derived d USING (_row)" if derived else ""
-    seen = "eid IN (SELECT event_id FROM earlier)" if looked_back else "false"
+    seen = "eid IN (SELECT event_id FROM earlier_seen)" if looked_back else "false"
     exact: pl.DataFrame = query_polars(
         con,
         f"""SELECT _row, eid, user_id, item_id, etype, {sid} AS sid, epoch_us(t) AS t,

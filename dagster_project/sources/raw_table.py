@@ -20,10 +20,12 @@ import shutil
 import tempfile
 import uuid
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 
 import pandas as pd
 import polars as pl
+import pyarrow.parquet as pq
 
 from dagster_project.contracts import RAW_LINEAGE_COLUMNS
 from dagster_project.sources.manifest import (
@@ -173,16 +175,29 @@ def _land_files(landing: Path, kind: str, source: str, tmp: Path) -> list[dict]:
     return files
 
 
+def named_day(landing_path: str) -> str | None:
+    """The event day a landing path (relative) names by a folder `date=YYYY-MM-DD`, when that
+    is a real date; None otherwise (the file names no day)."""
+    named = DATED_FOLDER.search(landing_path)
+    if named is None:
+        return None
+    try:
+        return date.fromisoformat(named.group(1)).isoformat()
+    except ValueError:
+        return None
+
+
 @dataclass(frozen=True)
 class LandingDay:
     """One event day of the landing area, as a raw table kept by day reads it.
 
-    A file under `date=YYYY-MM-DD/` belongs to the day it names. A file that names no day
-    (a file dropped at the top, a format adapter's export) gives each record to the day of
-    its event time, kept within the declared window; a record without a readable time, or a
-    file that cannot be read, to the window's first day. Days before `first_day` (the first
-    partition) fold into it. So every record belongs to exactly one day, whichever day is
-    ingested first; a file of a day still to come waits for its day."""
+    A file under `date=YYYY-MM-DD/` (`named_day`) belongs to the day it names. A file that
+    names no day (a file dropped at the top, a format adapter's export) gives each record to
+    the day of its event time, kept within the declared window; a record without a readable
+    time, or a file that cannot be read, to the window's first day. Days before `first_day`
+    (the first partition) fold into it. So every record belongs to exactly one day, whichever
+    day is ingested first; a file of a day still to come waits for its day
+    (`files_still_to_come`)."""
 
     day: str  # YYYY-MM-DD
     first_day: str  # the first day kept
@@ -193,35 +208,38 @@ class LandingDay:
 
 def _land_day(landing: Path, manifest: dict, kind: str, day: LandingDay, tmp: Path) -> list[dict]:
     """The records of `day` into the raw folder being built at `tmp`: the day's dated files
-    whole (a bad one as one `bad_file` record; all bad raises, as `_land_files`), and the
-    day's records of the files that name no day."""
+    whole and the day's records of the files that name no day. A file that cannot be read
+    whole lands as one `bad_file` record in its day (the window's first day for a file that
+    names no day); when every file the day reads fails, it raises, naming each one, and the
+    day keeps what it held (as `_land_files`: an unreachable landing area)."""
     if manifest["format"] != CANONICAL_FORMAT:
         frame = getattr(read_declared_export(landing, manifest), kind)
         return _land_day_records(frame, Path("export"), day, landing, tmp)
-    dated, undated, bad = [], [], []
+    dated, undated = [], []
     for path in landing_files(landing / kind):
-        named = DATED_FOLDER.search(str(path.relative_to(landing / kind)))
+        named = named_day(str(path.relative_to(landing / kind)))
         if named is None:
             undated.append(path)
-        elif day.of_named(named.group(1)) == day.day:
+        elif day.of_named(named) == day.day:
             dated.append(path)
-    files = []
+    files, bad = [], []
     for path in dated:
         try:
             files.append(_land_file(path, kind, manifest["source"], landing, tmp))
         except LandingFileError as exc:
             bad.append(str(exc))
             files.append(_land_bad_file(path, str(exc), kind, manifest["source"], landing, tmp))
-    if dated and len(bad) == len(dated):
-        raise LandingFileError(f"no landing file of {day.day} could be read: " + "; ".join(bad))
     for path in undated:
         try:
             frame, bad_file = read_landing_file(path, kind, manifest["source"], landing), {}
         except LandingFileError as exc:
+            bad.append(str(exc))
             frame = _bad_file_record(path, str(exc), kind, manifest["source"], landing)
             bad_file = {"bad_file": frame["source_detail"][0]}
         entries = _land_day_records(frame, path.relative_to(landing), day, landing, tmp)
         files.extend(entry | bad_file for entry in entries)
+    if len(bad) > 1 and len(bad) == len(dated) + len(undated):
+        raise LandingFileError(f"no landing file of {day.day} could be read: " + "; ".join(bad))
     if not files:  # a day without records: an empty table, so that readers find the day
         empty = pl.DataFrame(schema=_raw_schema(kind))
         files.append(_write_parsed(empty, Path("none"), tmp) | {"source_files": []})
@@ -336,6 +354,27 @@ def raw_tables(raw: Path) -> list[Path]:
     if not days:
         raise FileNotFoundError(f"raw table {raw} holds nothing: ingest the landing files first")
     return [p.parent for p in days]
+
+
+def files_still_to_come(landing: Path, kind: str, last_day: str) -> list[str]:
+    """Landing files (relative paths) that name a day after `last_day` (the latest day a run
+    may ingest): they wait for their day."""
+    waiting = []
+    for path in landing_files(landing / kind) if (landing / kind).is_dir() else []:
+        named = named_day(str(path.relative_to(landing / kind)))
+        if named is not None and named > last_day:
+            waiting.append(str(path.relative_to(landing)))
+    return waiting
+
+
+def stored_raw_rows(raw: Path) -> int:
+    """Records stored in the raw table folder `raw` (every day of one kept by day), counted in
+    its Parquet files: after a deletion request (privacy) it can be below the manifest's."""
+    return sum(
+        pq.ParquetFile(table / entry["path"]).metadata.num_rows
+        for table in raw_tables(raw)
+        for entry in json.loads((table / RAW_MANIFEST).read_text())["files"]
+    )
 
 
 def table_relation(path: Path) -> str:
