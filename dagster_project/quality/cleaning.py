@@ -33,7 +33,7 @@ from dagster_project.contracts import (
 )
 from dagster_project.pseudonyms import pseudonymise
 from dagster_project.sources.raw_table import raw_relation
-from dagster_project.sql import connect, parquet_relation, query_polars, sql_text
+from dagster_project.sql import connect, query_polars, sql_text
 from dagster_project.storage import atomic_file, write_parquet_atomic
 
 QUARANTINE_COLUMNS = [
@@ -421,11 +421,11 @@ def clean_events(
     with contextlib.closing(connect(database=database)) as con:  # closed on errors too
         _register_event_inputs(con, raw, item_ids, quarantined_item_ids)
         _pseudonymise_user_ids(con)
-        looked_back = _register_look_back(con, earlier, earlier_files)
         rules = _event_rules(window, now)
         verdicts = _row_verdicts(con, rules)
         hits = _rule_hits(con, verdicts, rules.codes())
         standing = verdicts.filter(pl.col("mask") == 0).drop("mask")
+        looked_back = _register_look_back(con, earlier, earlier_files, standing["t"].min())
         standing, derived = _with_derived_sessions(con, standing, looked_back)
         late = _late_rejections(con, verdicts, standing, derived, looked_back)
         hits |= {code: len(rows) for code, rows in late.items()}
@@ -491,12 +491,18 @@ def _rule_hits(
 
 
 def _register_look_back(
-    con: duckdb.DuckDBPyConnection, earlier: pl.DataFrame | None, earlier_files: Sequence[Path]
+    con: duckdb.DuckDBPyConnection,
+    earlier: pl.DataFrame | None,
+    earlier_files: Sequence[Path],
+    first_us: int | None,
 ) -> bool:
     """The look-back as tables `earlier` (the recent events), `earlier_seen` (the batch's event
     ids that an earlier day holds) and `earlier_rows`: the recent events of this batch's users
     in the batch's raw form (raw user ids; derived sessions spelled as `_derive_sessions`
-    spells them, `derived`), with negative row keys, oldest first. False without one."""
+    spells them, `derived`), with negative row keys, oldest first. Only those from SESSION_GAP
+    before the batch's first standing event (`first_us`, epoch microseconds) on can continue
+    its sessions or be repeated within NEAR_DUPLICATE_WINDOW: the others are left out. False
+    without a look-back."""
     if (earlier is None or not earlier.height) and not earlier_files:
         return False
     if earlier is None:
@@ -517,15 +523,18 @@ def _register_look_back(
         f"""CREATE TEMP TABLE earlier_seen AS SELECT DISTINCT event_id FROM ({every_earlier_id})
         WHERE event_id IN (SELECT eid FROM typed)"""
     )
+    reach_us = int(max(SESSION_GAP, NEAR_DUPLICATE_WINDOW).total_seconds() * 1_000_000)
+    since_us = (first_us if first_us is not None else 0) - reach_us
     con.execute(
-        """CREATE TEMP TABLE earlier_rows AS
+        f"""CREATE TEMP TABLE earlier_rows AS
         SELECT row_number() OVER (ORDER BY e.event_time, e.event_id)
                 - (SELECT count(*) + 1 FROM earlier) AS _row,
             e.event_id AS eid, p.user_id, e.item_id, e.event_type AS etype,
             CAST(e.event_time AS TIMESTAMPTZ) AS t, derived,
             CASE WHEN derived THEN p.user_id || substr(e.session_id, length(e.user_id) + 1)
                 ELSE e.session_id END AS sid
-        FROM (SELECT *, starts_with(session_id, user_id || '@') AS derived FROM earlier) e
+        FROM (SELECT *, starts_with(session_id, user_id || '@') AS derived FROM earlier
+              WHERE epoch_us(event_time) >= {since_us}) e
         JOIN pseudonyms p ON p.pseudonym = e.user_id"""
     )
     return True
@@ -800,8 +809,9 @@ def _clean_event_rows(
 def _copy_parquet(con: duckdb.DuckDBPyConnection, query: str, path: Path) -> int:
     """COPY a query to Parquet (snappy) atomically (`atomic_file`); returns rows."""
     with atomic_file(path) as tmp:
-        con.execute(f"COPY ({query}) TO {sql_text(str(tmp))} (FORMAT parquet, COMPRESSION snappy)")
-        rows = con.execute(f"SELECT count(*) FROM {parquet_relation(tmp)}").fetchall()[0][0]
+        rows = con.execute(
+            f"COPY ({query}) TO {sql_text(str(tmp))} (FORMAT parquet, COMPRESSION snappy)"
+        ).fetchone()[0]  # COPY answers with the rows it wrote
     return int(rows)
 
 
