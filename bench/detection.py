@@ -247,7 +247,12 @@ def run_speed(root: Path | None) -> dict:
         root = Path(root or tempfile.mkdtemp(prefix="bench-detect-large-"))
         generate(preset("large"), layout(root))
         clean_tables(root)
-    total = pl.scan_parquet(layout(root).table("events_clean") / "*.parquet").select(pl.len()).collect().item()
+    total = (
+        pl.scan_parquet(layout(root).table("events_clean") / "*.parquet")
+        .select(pl.len())
+        .collect()
+        .item()
+    )
     share = min(1.0, SPEED_EVENTS / total)  # score 10M events: a share of the users, whole
     t0 = time.perf_counter()
     scores = score_tables(root, user_share=share)

@@ -59,7 +59,9 @@ EVENT_COLUMNS = ["user_id", "item_id", "event_type", "event_time", "query"]
 
 def _tables(root: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     out = layout(root)
-    events = pl.read_parquet(out.table("events_clean") / "*.parquet", columns=EVENT_COLUMNS).to_pandas()
+    events = pl.read_parquet(
+        out.table("events_clean") / "*.parquet", columns=EVENT_COLUMNS
+    ).to_pandas()
     catalog = pl.read_parquet(out.table("items_clean"), columns=["item_id", "category", "price"])
     return events, catalog.to_pandas()
 

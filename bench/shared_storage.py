@@ -78,7 +78,9 @@ def main() -> None:
         fetched, fetched_mb = _files([second.tables, second.features])
         con = connect()
         # every event day's file of events_clean
-        shared_rows, shared_s = _count(con, publisher.url_of(first.table("events_clean")) + "/*.parquet")
+        shared_rows, shared_s = _count(
+            con, publisher.url_of(first.table("events_clean")) + "/*.parquet"
+        )
         local_rows, local_s = _count(con, str(first.table("events_clean") / "*.parquet"))
         con.close()
     figures = {
