@@ -224,12 +224,15 @@ def test_each_landing_record_lands_in_exactly_one_event_day(tmp_path):
     assert files_still_to_come(landing, "events", "2026-09-06") == [
         "events/date=2026-12-24/future.csv"
     ]
-    # Every file of a day unreadable (an unreachable landing area): the day keeps its table.
+    # Files that cannot be read land as bad_file records in their day and the day goes on:
+    # two unreadable files of one day, and two stray files at the top (the window's first day).
     (events / "date=2026-09-04" / "broken2.parquet").write_bytes(b"not parquet either")
-    (events / "good.csv").unlink()
-    (events / "late.csv").unlink()
-    shutil.rmtree(events / "date=2026-02-30")
-    (events / "late.bin").write_bytes(b"\x00")  # an unknown format
-    with pytest.raises(LandingFileError, match="no landing file of 2026-09-04"):
-        ingest_landing_day(landing, "events", LandingDay("2026-09-04", "2026-09-01"), raw)
-    assert read_raw(raw / "2026-09-04")["source_reason"].to_list() == [BAD_FILE]
+    (events / "README.md").write_text("about these files")
+    (events / "schema.txt").write_text("event_id, ...")
+    for day in ("2026-09-01", "2026-09-04"):
+        ingest_landing_day(landing, "events", LandingDay(day, "2026-09-01"), raw)
+    assert read_raw(raw / "2026-09-04")["source_reason"].to_list() == [BAD_FILE, BAD_FILE]
+    first_day = read_raw(raw / "2026-09-01")
+    assert first_day["source_reason"].to_list().count(BAD_FILE) == 2
+    assert first_day["event_id"].drop_nulls().to_list() == ["e2", "e7"]
+    assert len(raw_summary(raw).bad_files) == 4

@@ -8,7 +8,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dagster_project.pseudonyms import pseudonymise
-from dagster_project.quality.cleaning import Cleaned, clean_events, clean_items, row_accounting
+from dagster_project.quality.cleaning import (
+    LOOK_BACK_DAYS,
+    Cleaned,
+    clean_events,
+    clean_items,
+    row_accounting,
+)
 from dagster_project.sources.manifest import source_window
 from dagster_project.sources.raw_table import read_landing, read_landing_file
 from dagster_project.sources.records import LandingFileError
@@ -135,13 +141,14 @@ DAY_TWO = [
 
 
 def _day_by_day(days: list[pl.DataFrame], items: pl.Series, window, now) -> Cleaned:
-    """Each day cleaned after the day before it, that day's clean rows as the look-back."""
-    clean, quarantine, earlier = [], [], None
+    """Each day cleaned after the days before it, as the pipeline does: the clean rows of the
+    LOOK_BACK_DAYS before it as the look-back."""
+    clean, quarantine = [], []
     for raw in days:
+        earlier = pl.concat(clean[-LOOK_BACK_DAYS:]) if clean else None
         cleaned = clean_events(raw, items, window, "run-1", now, earlier=earlier)
         clean.append(cleaned.clean)
         quarantine.append(cleaned.quarantine)
-        earlier = cleaned.clean
     return Cleaned(pl.concat(clean), pl.concat(quarantine))
 
 
@@ -160,6 +167,30 @@ def test_a_day_cleaned_after_the_day_before_is_the_whole_history_cleaned(tmp_pat
     assert (
         alone.clean.filter(pl.col("user_id") == pseudonymise(["u2"])[0])["session_id"][0] != u2[0]
     )
+
+
+def test_the_look_back_reaches_across_midnight_and_to_derived_sessions_begun_days_ago(tmp_path):
+    """No late rows pin the second day's start: its first events come just after midnight,
+    and the day before ends with a near duplicate's original 1.5 s earlier and a derived
+    session 25 minutes earlier. A derived session that late events stretched over three days
+    keeps the id of its first event."""
+    days = [
+        ["e1,u1,s1,i1,view,2026-09-02T23:59:59.500Z,,,", "e2,u5,,i1,view,2026-09-02T23:40:00Z,,,"],
+        ["e3,u1,s1,i1,view,2026-09-03T00:00:01.000Z,,,", "e4,u5,,i2,view,2026-09-03T00:05:00Z,,,"],
+    ]
+    raw = [_events(tmp_path, lines, f"day{n}.csv") for n, lines in enumerate(days)]
+    whole = clean_events(pl.concat(raw), CATALOG, WINDOW, "run-1", NOW)
+    by_day = _day_by_day(raw, CATALOG, WINDOW, NOW)
+    assert by_day.clean.equals(whole.clean) and by_day.quarantine.equals(whole.quarantine)
+    assert whole.quarantine["reason"].to_list() == ["near_duplicate_event"]
+    late = [
+        [",u6,,i1,view,2026-09-02T10:00:00Z,,,", ",u6,,i1,view,2026-09-02T10:50:00Z,,,"],
+        [",u6,,i2,view,2026-09-02T10:25:00Z,,,"],  # arrives a day late: joins 10:00
+        [",u6,,i1,view,2026-09-02T11:10:00Z,,,"],  # two days late: 10:00's session too
+    ]
+    raw = [_events(tmp_path, lines, f"late{n}.csv") for n, lines in enumerate(late)]
+    sessions = _day_by_day(raw, CATALOG, WINDOW, NOW).clean["session_id"].to_list()
+    assert sessions[0] != sessions[1] and sessions[2] == sessions[3] == sessions[0]
 
 
 def test_an_event_id_of_any_earlier_day_is_never_clean_again(tmp_path):

@@ -499,10 +499,11 @@ def _register_look_back(
     """The look-back as tables `earlier` (the recent events), `earlier_seen` (the batch's event
     ids that an earlier day holds) and `earlier_rows`: the recent events of this batch's users
     in the batch's raw form (raw user ids; derived sessions spelled as `_derive_sessions`
-    spells them, `derived`), with negative row keys, oldest first. Only those from SESSION_GAP
-    before the batch's first standing event (`first_us`, epoch microseconds) on can continue
-    its sessions or be repeated within NEAR_DUPLICATE_WINDOW: the others are left out. False
-    without a look-back."""
+    spells them, `derived`), with negative row keys, oldest first. Of the events with a source
+    session, only those from SESSION_GAP before the batch's first standing event (`first_us`,
+    epoch microseconds) on, the only ones that can be repeated within NEAR_DUPLICATE_WINDOW;
+    the derived sessions' events all (a late event can join two of them). False without a
+    look-back."""
     if (earlier is None or not earlier.height) and not earlier_files:
         return False
     if earlier is None:
@@ -524,7 +525,7 @@ def _register_look_back(
         WHERE event_id IN (SELECT eid FROM typed)"""
     )
     reach_us = int(max(SESSION_GAP, NEAR_DUPLICATE_WINDOW).total_seconds() * 1_000_000)
-    since_us = (first_us if first_us is not None else 0) - reach_us
+    time_cut = "false" if first_us is None else f"epoch_us(e.event_time) >= {first_us - reach_us}"
     con.execute(
         f"""CREATE TEMP TABLE earlier_rows AS
         SELECT row_number() OVER (ORDER BY e.event_time, e.event_id)
@@ -533,9 +534,9 @@ def _register_look_back(
             CAST(e.event_time AS TIMESTAMPTZ) AS t, derived,
             CASE WHEN derived THEN p.user_id || substr(e.session_id, length(e.user_id) + 1)
                 ELSE e.session_id END AS sid
-        FROM (SELECT *, starts_with(session_id, user_id || '@') AS derived FROM earlier
-              WHERE epoch_us(event_time) >= {since_us}) e
-        JOIN pseudonyms p ON p.pseudonym = e.user_id"""
+        FROM (SELECT *, starts_with(session_id, user_id || '@') AS derived FROM earlier) e
+        JOIN pseudonyms p ON p.pseudonym = e.user_id
+        WHERE derived OR {time_cut}"""
     )
     return True
 

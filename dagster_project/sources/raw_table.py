@@ -210,40 +210,39 @@ def _land_day(landing: Path, manifest: dict, kind: str, day: LandingDay, tmp: Pa
     """The records of `day` into the raw folder being built at `tmp`: the day's dated files
     whole and the day's records of the files that name no day. A file that cannot be read
     whole lands as one `bad_file` record in its day (the window's first day for a file that
-    names no day); when every file the day reads fails, it raises, naming each one, and the
-    day keeps what it held (as `_land_files`: an unreachable landing area)."""
+    names no day), and the day goes on: whether every file of the whole landing area failed
+    cannot be told from one day (re-run the days once it is readable again)."""
     if manifest["format"] != CANONICAL_FORMAT:
         frame = getattr(read_declared_export(landing, manifest), kind)
         return _land_day_records(frame, Path("export"), day, landing, tmp)
-    dated, undated = [], []
+    files = []
     for path in landing_files(landing / kind):
         named = named_day(str(path.relative_to(landing / kind)))
-        if named is None:
-            undated.append(path)
-        elif day.of_named(named) == day.day:
-            dated.append(path)
-    files, bad = [], []
-    for path in dated:
-        try:
-            files.append(_land_file(path, kind, manifest["source"], landing, tmp))
-        except LandingFileError as exc:
-            bad.append(str(exc))
-            files.append(_land_bad_file(path, str(exc), kind, manifest["source"], landing, tmp))
-    for path in undated:
-        try:
-            frame, bad_file = read_landing_file(path, kind, manifest["source"], landing), {}
-        except LandingFileError as exc:
-            bad.append(str(exc))
-            frame = _bad_file_record(path, str(exc), kind, manifest["source"], landing)
-            bad_file = {"bad_file": frame["source_detail"][0]}
-        entries = _land_day_records(frame, path.relative_to(landing), day, landing, tmp)
-        files.extend(entry | bad_file for entry in entries)
-    if len(bad) > 1 and len(bad) == len(dated) + len(undated):
-        raise LandingFileError(f"no landing file of {day.day} could be read: " + "; ".join(bad))
+        if named is not None and day.of_named(named) == day.day:
+            try:
+                files.append(_land_file(path, kind, manifest["source"], landing, tmp))
+            except LandingFileError as exc:
+                files.append(_land_bad_file(path, str(exc), kind, manifest["source"], landing, tmp))
+        elif named is None:
+            files.extend(_land_undated_file(path, kind, manifest["source"], day, landing, tmp))
     if not files:  # a day without records: an empty table, so that readers find the day
         empty = pl.DataFrame(schema=_raw_schema(kind))
         files.append(_write_parsed(empty, Path("none"), tmp) | {"source_files": []})
     return files
+
+
+def _land_undated_file(
+    path: Path, kind: str, source: str, day: LandingDay, landing: Path, tmp: Path
+) -> list[dict]:
+    """The records of `day` in a file that names no day (`_land_day_records`); a file that
+    cannot be read whole is one `bad_file` record, on the window's first day."""
+    try:
+        frame, bad_file = read_landing_file(path, kind, source, landing), {}
+    except LandingFileError as exc:
+        frame = _bad_file_record(path, str(exc), kind, source, landing)
+        bad_file = {"bad_file": frame["source_detail"][0]}
+    entries = _land_day_records(frame, path.relative_to(landing), day, landing, tmp)
+    return [entry | bad_file for entry in entries]
 
 
 def _land_day_records(
