@@ -109,7 +109,8 @@ def ingest_landing(
     put right first (`_recover_interrupted_swap`).
 
     `day`: only the records of that event day (`LandingDay`), for a raw table kept by day;
-    a day with no records gets an empty table.
+    a day with no records gets an empty table, and a day whose files all fail does not stop
+    (`_land_day`).
     """
     manifest = read_source_manifest(landing)
     target.parent.mkdir(parents=True, exist_ok=True)
