@@ -88,7 +88,9 @@ def _yesterday() -> str:
     return f"{pd.Timestamp.now(tz='UTC').normalize() - pd.Timedelta(days=1):%Y-%m-%d}"
 
 
-def _clear_derived(out: DataLayout) -> None:
+def _clear_derived(
+    out: DataLayout, said: str = "[generate] new data set: removed what the old one built"
+) -> None:
     """Remove what was built from the landing files being replaced (tables, features, the
     online store, models, reports), so that no day of the old data set survives into the new
     one. Kept: the text-vector cache (keyed by text), privacy records and the run history."""
@@ -101,7 +103,7 @@ def _clear_derived(out: DataLayout) -> None:
         shared.remove(folder)
     out.duckdb_file.unlink(missing_ok=True)
     if removed:
-        print(f"[generate] new data set: removed what the old one built ({', '.join(removed)})")
+        print(f"{said} ({', '.join(removed)})")
 
 
 def first_event_day_of(data_dir: Path) -> str:
@@ -265,6 +267,11 @@ def _demo(args: argparse.Namespace) -> int:
             "--end-day for a new one"
         )
     cfg = _generate(args.preset, data_dir, args.seed, args.force, args.sequential, end_day)
+    if layout(data_dir).tables.exists():
+        # A kept data set that was built before: build it again from its landing files, as
+        # a new one is. A backfill over days already built would otherwise leave the online
+        # store holding the later days' rows that the backfill's offline features dropped.
+        _clear_derived(layout(data_dir), "[demo] the data set was built before: removed")
     # The daily partitions start on the data's first day (read when the definitions load).
     os.environ[FIRST_EVENT_DAY_ENV] = cfg.start
     print(f"[demo] the shop's {cfg.n_days} days: {cfg.start} .. {end_day}")
