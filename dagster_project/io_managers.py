@@ -32,7 +32,12 @@ from dagster_project.features.daily_runs import DailyTable, MissingDaysError
 from dagster_project.recommender.inputs import model_path, trained_model
 from dagster_project.resources import PlatformStorage, RecommenderSettings
 from dagster_project.settings import DataLayout
-from dagster_project.storage import publish_to_shared, shared_storage, write_parquet_atomic
+from dagster_project.storage import (
+    parquet_rows,
+    publish_to_shared,
+    shared_storage,
+    write_parquet_atomic,
+)
 from models.embedding import EmbeddingRecommender
 
 # The day-by-day assets, by the entity of their `DailyTable`.
@@ -67,7 +72,7 @@ def parquet_table_metadata(path: Path, preview_rows: int = 5) -> dict:
     frame = preview.to_pandas() if preview is not None else pd.DataFrame()
     return {
         **table_metadata(frame, path, preview_rows),
-        "dagster/row_count": sum(pq.ParquetFile(day).metadata.num_rows for day in days),
+        "dagster/row_count": parquet_rows(path),
         "dagster/column_schema": TableSchema(
             columns=[TableColumn(f.name, str(f.type)) for f in file.schema_arrow]
         ),

@@ -15,6 +15,7 @@ from typing import TypeVar
 
 import pandas as pd
 import polars as pl
+import pyarrow.parquet as pq
 
 from dagster_project.settings import data_dir
 
@@ -45,6 +46,13 @@ def write_parquet_atomic(frame: pd.DataFrame | pl.DataFrame, path: Path) -> Path
         else:
             frame.to_parquet(tmp, index=False)
     return path
+
+
+def parquet_rows(path: Path) -> int:
+    """Rows of a Parquet file, or of every Parquet file of a folder (a table kept one file per
+    event day), from their footers; 0 for a path that does not exist."""
+    files = sorted(path.glob("*.parquet")) if path.is_dir() else [path] if path.exists() else []
+    return sum(pq.ParquetFile(f).metadata.num_rows for f in files)
 
 
 def write_text_atomic(text: str, path: Path) -> Path:

@@ -102,11 +102,13 @@ def _summed_figures(days: list[dict]) -> dict:
     return total
 
 
-def _save_events_figures(out: DataLayout, day: str, figures: dict) -> None:
-    """Save one event day's cleaning figures, and the table's (`cleaning_behaviour_events.json`,
-    which the report reads): the sum over every day cleaned so far."""
+def _save_events_figures(out: DataLayout, figures: dict[str, dict]) -> None:
+    """Save the cleaning figures of each event day cleaned (`figures`, by day), and the
+    table's (`cleaning_behaviour_events.json`, which the report reads): the sum over every
+    day cleaned so far."""
     folder = out.reports / "quality" / "cleaning_behaviour_events"
-    _save_figures(out, figures, folder / f"{day}.json")
+    for day, one in figures.items():
+        _save_figures(out, one, folder / f"{day}.json")
     every_day = [
         json.loads(path.read_text())
         for path in sorted(folder.glob("*.json"))
@@ -230,7 +232,7 @@ def events_clean(
     items = items_clean["item_id"]
     held = raw_item_ids.filter(~raw_item_ids.is_in(items.implode()))
     window, run_id = source_window(out.landing), context.run.run_id
-    quarantined, figures = [], []
+    quarantined, figures = [], {}
     for day in context.partition_keys:
         recent, earlier_files = _look_back(out, day)
         cleaned = clean_events(
@@ -244,14 +246,14 @@ def events_clean(
             earlier=recent,
             earlier_files=earlier_files,
         )
-        figures.append(_cleaning_figures("behaviour_events", run_id, cleaned, raw_events / day))
-        _save_events_figures(out, day, figures[-1])
+        figures[day] = _cleaning_figures("behaviour_events", run_id, cleaned, raw_events / day)
         quarantined.append(cleaned.quarantine.select("table", "reason"))
         context.log.info(
-            f"events_clean {day}: {cleaned.clean_rows:,} of {figures[-1]['rows_read']:,} rows "
+            f"events_clean {day}: {cleaned.clean_rows:,} of {figures[day]['rows_read']:,} rows "
             f"clean, {cleaned.quarantine.height:,} quarantined"
         )
-    metadata = _cleaning_metadata(_summed_figures(figures), pl.concat(quarantined))
+    _save_events_figures(out, figures)
+    metadata = _cleaning_metadata(_summed_figures(list(figures.values())), pl.concat(quarantined))
     yield Output(out.table("events_clean"), "events_clean", metadata=metadata)
     yield Output(out.table("quarantine_events"), "quarantine_events")
 

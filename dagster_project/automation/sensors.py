@@ -33,7 +33,7 @@ from dagster_project.automation.jobs import (
 from dagster_project.resources import PlatformStorage
 from dagster_project.run_recovery import fail_dead_runs
 from dagster_project.serving.landing import INTAKE_FILE_PREFIX
-from dagster_project.sources.raw_table import RAW_MANIFEST, landing_files, named_day, raw_tables
+from dagster_project.sources.raw_table import landing_files, named_day, raw_manifest_entries
 
 
 def landing_fingerprints(storage: PlatformStorage) -> dict[str, str]:
@@ -60,12 +60,11 @@ def ingested_files(storage: PlatformStorage) -> set[str]:
     names: set[str] = set()
     for table in ("raw_events", "raw_items"):
         try:
-            folders = raw_tables(out.raw_table(table))
+            entries = raw_manifest_entries(out.raw_table(table))
         except FileNotFoundError:  # nothing ingested yet
             continue
-        for folder in folders:
-            for entry in json.loads((folder / RAW_MANIFEST).read_text())["files"]:
-                names.update(entry["source_files"])
+        for _, entry in entries:
+            names.update(entry["source_files"])
     return names
 
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pandas as pd
 import polars as pl
-import pyarrow.parquet as pq
 
 from dagster_project.quality.cleaning import row_accounting
 from dagster_project.settings import DataLayout
 from dagster_project.sources.raw_table import raw_relation, raw_tables, stored_raw_rows
 from dagster_project.sql import parquet_relation, sql_text
+from dagster_project.storage import parquet_rows
 
 # The quarantine's source_file of events the real-time intake rejected: intake/<batch id>.
 INTAKE_SOURCE_PREFIX = "intake/"
@@ -27,8 +27,8 @@ def accounting_by_day(out: DataLayout) -> pd.DataFrame:
             {
                 "day": day,
                 "rows_read": stored_raw_rows(raw_day),
-                "rows_clean": pq.ParquetFile(clean).metadata.num_rows if clean.exists() else 0,
-                "rows_quarantined": pq.ParquetFile(held).metadata.num_rows if held.exists() else 0,
+                "rows_clean": parquet_rows(clean),
+                "rows_quarantined": parquet_rows(held),
             }
         )
     frame = pd.DataFrame(rows, columns=["day", "rows_read", "rows_clean", "rows_quarantined"])

@@ -345,38 +345,26 @@ FROM {rows}"""
 
 def _derive_sessions(con: duckdb.DuckDBPyConnection, earlier: bool) -> None:
     """Table `derived(_row, sid)`: sessions for the standing rows whose source carried none
-    (`need_session(_row)`); 30 minutes of inactivity end a session. With a look-back
-    (`earlier`), a session that takes up one of the earlier days' derived sessions keeps its
-    id."""
+    (`need_session(_row)`); 30 minutes of inactivity end a session, which is named by its
+    first event. With a look-back (`earlier`), the earlier days' derived sessions of the same
+    users (`earlier_rows`) take part: a session that holds an earlier event keeps that
+    event's session id (it began before this batch)."""
     gap_us = int(SESSION_GAP.total_seconds() * 1_000_000)
-    if earlier:
-        _derive_sessions_after_earlier(con, gap_us)
-        return
-    con.execute(
-        f"""CREATE TEMP TABLE derived AS
-        SELECT _row, user_id || '@' || strftime(min(t) OVER (PARTITION BY user_id, n),
-            '%Y%m%dT%H%M%S.%gZ') AS sid
-        FROM (SELECT _row, user_id, t, sum(new::INT) OVER (PARTITION BY user_id ORDER BY t, _row) AS n
-              FROM (SELECT _row, user_id, t, coalesce(epoch_us(t) - lag(epoch_us(t)) OVER
-                    (PARTITION BY user_id ORDER BY t, _row) > {gap_us}, true) AS new
-                    FROM typed WHERE _row IN (SELECT _row FROM need_session)))"""
+    rows = (
+        "SELECT _row, user_id, t, NULL::VARCHAR AS earlier_sid FROM typed "
+        "WHERE _row IN (SELECT _row FROM need_session)"
     )
-
-
-def _derive_sessions_after_earlier(con: duckdb.DuckDBPyConnection, gap_us: int) -> None:
-    """`_derive_sessions` over the batch's rows and the look-back's derived sessions of the
-    same users (`earlier_rows`): a session that holds an earlier event keeps that event's
-    session id (it began before this batch), the others are named by their first event."""
+    named = "user_id || '@' || strftime(min(t) OVER session, '%Y%m%dT%H%M%S.%gZ')"
+    if earlier:
+        rows += " UNION ALL SELECT _row, user_id, t, sid FROM earlier_rows WHERE derived"
+        named = f"coalesce(first_value(earlier_sid IGNORE NULLS) OVER session, {named})"
     con.execute(
         f"""CREATE TEMP TABLE derived AS
-        SELECT _row, coalesce(first_value(earlier_sid IGNORE NULLS) OVER session,
-            user_id || '@' || strftime(min(t) OVER session, '%Y%m%dT%H%M%S.%gZ')) AS sid
+        SELECT _row, {named} AS sid
         FROM (SELECT *, sum(new::INT) OVER (PARTITION BY user_id ORDER BY t, _row) AS n
               FROM (SELECT *, coalesce(epoch_us(t) - lag(epoch_us(t)) OVER
                     (PARTITION BY user_id ORDER BY t, _row) > {gap_us}, true) AS new
-                    FROM (SELECT _row, user_id, t, NULL::VARCHAR AS earlier_sid FROM typed
-                          WHERE _row IN (SELECT _row FROM need_session)
-                          UNION ALL SELECT _row, user_id, t, sid FROM earlier_rows WHERE derived)))
+                    FROM ({rows})))
         WINDOW session AS (PARTITION BY user_id, n ORDER BY t, _row
             ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING)
         QUALIFY _row >= 0"""

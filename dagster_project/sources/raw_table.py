@@ -25,7 +25,6 @@ from pathlib import Path
 
 import pandas as pd
 import polars as pl
-import pyarrow.parquet as pq
 
 from dagster_project.contracts import RAW_LINEAGE_COLUMNS
 from dagster_project.sources.manifest import (
@@ -45,6 +44,7 @@ from dagster_project.sources.records import (
     file_format,
 )
 from dagster_project.sql import connect, parquet_relation, query_polars, sql_identifier, sql_text
+from dagster_project.storage import parquet_rows
 
 BAD_FILE = "bad_file"  # the quarantine reason of a landing file that cannot be read whole
 RAW_MANIFEST = "_raw.json"
@@ -370,11 +370,7 @@ def files_still_to_come(landing: Path, kind: str, last_day: str) -> list[str]:
 def stored_raw_rows(raw: Path) -> int:
     """Records stored in the raw table folder `raw` (every day of one kept by day), counted in
     its Parquet files: after a deletion request (privacy) it can be below the manifest's."""
-    return sum(
-        pq.ParquetFile(table / entry["path"]).metadata.num_rows
-        for table in raw_tables(raw)
-        for entry in json.loads((table / RAW_MANIFEST).read_text())["files"]
-    )
+    return sum(parquet_rows(table / entry["path"]) for table, entry in raw_manifest_entries(raw))
 
 
 def table_relation(path: Path) -> str:
@@ -391,14 +387,20 @@ def ingest_landing_day(landing: Path, kind: str, day: LandingDay, raw: Path) -> 
     return ingest_landing(landing, kind, raw / day.day, day)
 
 
-def raw_summary(raw: Path) -> RawSummary:
-    """Records, source files, unparseable records, adapter rejections and bad files of a raw
-    table (every day of one kept by day)."""
-    files = [
-        entry
+def raw_manifest_entries(raw: Path) -> list[tuple[Path, dict]]:
+    """Every file entry of the raw table's manifests (every day's, of one kept by day), with
+    the raw table folder it is in."""
+    return [
+        (table, entry)
         for table in raw_tables(raw)
         for entry in json.loads((table / RAW_MANIFEST).read_text())["files"]
     ]
+
+
+def raw_summary(raw: Path) -> RawSummary:
+    """Records, source files, unparseable records, adapter rejections and bad files of a raw
+    table (every day of one kept by day)."""
+    files = [entry for _, entry in raw_manifest_entries(raw)]
     bad = {f["source_files"][0]: f["bad_file"] for f in files if "bad_file" in f}
     return RawSummary(
         rows=sum(f["rows"] for f in files),
