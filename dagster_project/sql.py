@@ -3,7 +3,9 @@ DuckDB session with the platform's settings, and query results as polars or pand
 
 from __future__ import annotations
 
+import os
 import tempfile
+import threading
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -12,7 +14,7 @@ import duckdb
 import pandas as pd
 import polars as pl
 
-from dagster_project.storage import shared_storage
+from dagster_project.storage import S3_ENDPOINT_ENV, STORAGE_URL_ENV, shared_storage
 
 DUCKDB_MEMORY_LIMIT = "2GB"  # DuckDB spills to disk beyond this
 
@@ -50,32 +52,71 @@ def parquet_relation(path: Path | str) -> str:
     return f"read_parquet({sql_text(path)})"
 
 
-def connect(
-    threads: int | None = None, database: duckdb.DuckDBPyConnection | None = None
-) -> duckdb.DuckDBPyConnection:
-    """A DuckDB connection with the platform's settings: UTC, bounded memory, spill to /tmp.
+def _new_database(threads: int | None = None) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB database with the platform's settings: bounded memory, spill to
+    /tmp, the shared store's URLs readable and writable in SQL when one is configured."""
+    con = duckdb.connect()
+    con.execute(f"SET memory_limit = {sql_text(DUCKDB_MEMORY_LIMIT)}")
+    spill = Path(tempfile.gettempdir()) / "recsys-duckdb"
+    con.execute(f"SET temp_directory = {sql_text(spill)}")
+    con.execute("SET preserve_insertion_order = false")
+    if threads:
+        con.execute(f"SET threads = {int(threads)}")
+    shared = shared_storage()
+    if shared:
+        shared.attach(con)
+    return con
 
-    With `database` (an open connection made here), a cursor on its database instead of a
-    new one: opening an in-memory database costs about 13 ms, a cursor next to nothing. A
-    cursor's TEMP tables and views, and the frames it registers, are its own and go with it;
-    the database-wide settings (threads, memory, spill) stay the database's, so `threads`
-    applies only to a new database."""
-    if database is not None:
-        con = database.cursor()
-    else:
-        con = duckdb.connect()
-        con.execute(f"SET memory_limit = {sql_text(DUCKDB_MEMORY_LIMIT)}")
-        spill = Path(tempfile.gettempdir()) / "recsys-duckdb"
-        con.execute(f"SET temp_directory = {sql_text(spill)}")
-        con.execute("SET preserve_insertion_order = false")
-        if threads:
-            con.execute(f"SET threads = {int(threads)}")
-        shared = shared_storage()
-        if shared:  # the shared store's URLs readable and writable in SQL
-            shared.attach(con)
+
+# The process's own database, by (process id, shared store settings): a child process made
+# by fork never uses its parent's, and a change of the configured store makes a new one.
+_PROCESS_DATABASES: dict[tuple[int, str, str], duckdb.DuckDBPyConnection] = {}
+_PROCESS_DATABASE_LOCK = threading.Lock()
+
+
+def _process_database(renew: bool = False) -> duckdb.DuckDBPyConnection:
+    """The database `connect()` opens cursors on, made on first use (or again with `renew`,
+    after a fatal error invalidated it)."""
+    key = (
+        os.getpid(),
+        os.environ.get(STORAGE_URL_ENV, "").strip(),
+        os.environ.get(S3_ENDPOINT_ENV, "").strip(),
+    )
+    with _PROCESS_DATABASE_LOCK:
+        database = _PROCESS_DATABASES.get(key)
+        if database is None or renew:
+            for stale in [k for k in _PROCESS_DATABASES if k[0] == key[0] and k != key]:
+                _PROCESS_DATABASES.pop(stale).close()  # the store's settings changed
+            database = _PROCESS_DATABASES[key] = _new_database()
+        return database
+
+
+def _session(con: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnection:
     con.execute("SET TimeZone = 'UTC'")  # per connection, a cursor's included
     con.execute("SET enable_progress_bar = false")
     return con
+
+
+def connect(
+    threads: int | None = None, database: duckdb.DuckDBPyConnection | None = None
+) -> duckdb.DuckDBPyConnection:
+    """A DuckDB session with the platform's settings: UTC, bounded memory, spill to /tmp.
+
+    A cursor on the process's own in-memory database: opening a database costs about 25 ms,
+    a cursor next to nothing, and a step may open hundreds (a check per landing file). A
+    cursor's TEMP tables and views, and the frames it registers, are its own and go with it
+    (so create nothing but TEMP objects); the database-wide settings (memory, spill) and its
+    memory limit are shared by the process's sessions. `database`: a cursor on that
+    connection's database instead. `threads`: a database of its own, with that many
+    threads (a long-lived session that must not compete with the process's other work)."""
+    if threads:
+        return _session(_new_database(threads))
+    if database is not None:
+        return _session(database.cursor())
+    try:
+        return _session(_process_database().cursor())
+    except duckdb.FatalException:  # a fatal error invalidated it: a new one, once
+        return _session(_process_database(renew=True).cursor())
 
 
 def query_polars(con: duckdb.DuckDBPyConnection, query: str) -> pl.DataFrame:

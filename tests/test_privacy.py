@@ -13,8 +13,9 @@ from dagster_project.privacy import (
     forget_user_files,
     read_deletion_request,
 )
-from dagster_project.pseudonyms import pseudonymise
+from dagster_project.pseudonyms import pseudonym_sql, pseudonymise, register_pseudonym_key
 from dagster_project.settings import layout
+from dagster_project.sql import connect
 
 HEADER = b"event_id,user_id,session_id,item_id,event_type,event_time,quantity,price,query\n"
 
@@ -116,3 +117,15 @@ def test_mentions_are_found_under_compression_and_redacted_in_text_and_sqlite(tm
         bodies = [b for (b,) in connection.execute("SELECT body FROM events ORDER BY id")]
     assert bodies == [f'{{"user": "{REDACTED}"}}', '{"user": "u123"}']
     assert b"p00ff" not in database.read_bytes()  # the deleted row's bytes are gone too
+
+
+@pytest.mark.parametrize("key", [b"k", b"K" * 64, b"L" * 65, bytes(range(256))])
+def test_pseudonyms_in_sql_are_the_pseudonyms(key):
+    """DuckDB's HMAC (cleaning's, for whole tables) gives what `pseudonymise` gives, for
+    keys shorter than, as long as and longer than SHA-256's block, and any text."""
+    ids = ["u1", "ümlaut-ß", "", "x" * 200, "a'b", "42", "tab\there", "日本"]
+    with connect() as con:
+        register_pseudonym_key(con, key)
+        con.register("ids", pl.DataFrame({"user_id": ids}).to_arrow())
+        got = con.sql(f"SELECT {pseudonym_sql('user_id')} FROM ids").fetchall()
+    assert [p for (p,) in got] == pseudonymise(ids, key)

@@ -1,3 +1,4 @@
+import os
 import string
 from pathlib import Path
 
@@ -7,6 +8,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from dagster_project.assets.quality import _event_id_hashes
 from dagster_project.pseudonyms import pseudonymise
 from dagster_project.quality.cleaning import (
     LOOK_BACK_DAYS,
@@ -14,7 +16,9 @@ from dagster_project.quality.cleaning import (
     clean_events,
     clean_items,
     row_accounting,
+    write_event_id_hashes,
 )
+from dagster_project.settings import layout
 from dagster_project.sources.manifest import source_window
 from dagster_project.sources.raw_table import read_landing, read_landing_file
 from dagster_project.sources.records import LandingFileError
@@ -140,22 +144,35 @@ DAY_TWO = [
 ]
 
 
-def _day_by_day(days: list[pl.DataFrame], items: pl.Series, window, now) -> Cleaned:
-    """Each day cleaned after the days before it, as the pipeline does: the clean rows of the
-    LOOK_BACK_DAYS before it as the look-back."""
+def _day_by_day(
+    days: list[pl.DataFrame], items: pl.Series, window, now, files: Path | None = None
+) -> Cleaned:
+    """Each day cleaned after the days before it: the clean rows of the LOOK_BACK_DAYS
+    before it as the look-back; with `files` (a folder), as the pipeline does it: the clean
+    days as files, every earlier day's ids checked through its event-id index."""
     clean, quarantine = [], []
-    for raw in days:
-        earlier = pl.concat(clean[-LOOK_BACK_DAYS:]) if clean else None
-        cleaned = clean_events(raw, items, window, "run-1", now, earlier=earlier)
+    for n, raw in enumerate(days):
+        if files is None:
+            earlier = pl.concat(clean[-LOOK_BACK_DAYS:]) if clean else None
+            cleaned = clean_events(raw, items, window, "run-1", now, earlier=earlier)
+        else:
+            written = [files / f"{k}.parquet" for k in range(n)]
+            cleaned = clean_events(
+                raw, items, window, "run-1", now, earlier=written[-LOOK_BACK_DAYS:],
+                earlier_files=written, earlier_id_hashes=[files / "ids" / f.name for f in written],
+            )  # fmt: skip
+            cleaned.clean.write_parquet(files / f"{n}.parquet")
+            write_event_id_hashes(files / f"{n}.parquet", files / "ids" / f"{n}.parquet")
         clean.append(cleaned.clean)
         quarantine.append(cleaned.quarantine)
     return Cleaned(pl.concat(clean), pl.concat(quarantine))
 
 
-def test_a_day_cleaned_after_the_day_before_is_the_whole_history_cleaned(tmp_path):
+@pytest.mark.parametrize("as_files", [False, True])
+def test_a_day_cleaned_after_the_day_before_is_the_whole_history_cleaned(tmp_path, as_files):
     days = [_events(tmp_path, DAY_ONE, "day1.csv"), _events(tmp_path, DAY_TWO, "day2.csv")]
     whole = clean_events(pl.concat(days), CATALOG, WINDOW, "run-1", NOW)
-    by_day = _day_by_day(days, CATALOG, WINDOW, NOW)
+    by_day = _day_by_day(days, CATALOG, WINDOW, NOW, tmp_path if as_files else None)
     assert by_day.clean.equals(whole.clean) and by_day.quarantine.equals(whole.quarantine)
     assert whole.quarantine["reason"].to_list() == ["duplicate_event", "near_duplicate_event"]
     u2 = whole.clean.filter(pl.col("user_id") == pseudonymise(["u2"])[0])["session_id"]
@@ -193,16 +210,50 @@ def test_the_look_back_reaches_across_midnight_and_to_derived_sessions_begun_day
     assert sessions[0] != sessions[1] and sessions[2] == sessions[3] == sessions[0]
 
 
-def test_an_event_id_of_any_earlier_day_is_never_clean_again(tmp_path):
-    """Ids are checked against every earlier day's clean file, not only the recent days."""
+@pytest.mark.parametrize("indexed", [False, True])
+def test_an_event_id_of_any_earlier_day_is_never_clean_again(tmp_path, indexed):
+    """Ids are checked against every earlier day's clean file, not only the recent days,
+    through the day's event-id index where it has one."""
     day_one = clean_events(_events(tmp_path, DAY_ONE, "day1.csv"), CATALOG, WINDOW, "run-1", NOW)
-    day_one.clean.write_parquet(tmp_path / "2026-09-02.parquet")
+    earlier = tmp_path / "2026-09-02.parquet"
+    day_one.clean.write_parquet(earlier)
+    index = tmp_path / "index" / earlier.name
+    if indexed:
+        write_event_id_hashes(earlier, index)
     resent = _events(tmp_path, ["e3,u3,s3,i2,view,2026-09-02T12:00:00.000Z,,,"], "day5.csv")
     cleaned = clean_events(
-        resent, CATALOG, WINDOW, "run-1", NOW, earlier_files=[tmp_path / "2026-09-02.parquet"]
-    )
+        resent, CATALOG, WINDOW, "run-1", NOW, earlier_files=[earlier],
+        earlier_id_hashes=[index] if indexed else [],
+    )  # fmt: skip
     assert cleaned.clean.is_empty()
     assert cleaned.quarantine["reason"].to_list() == ["duplicate_event"]
+
+
+def test_an_event_id_index_only_says_where_to_look(tmp_path):
+    """An index holding the hash of a batch's id (a collision, or a row deleted since) sends
+    the check to its day's ids, which decide; an index without it spares reading them."""
+    earlier = tmp_path / "2026-09-02.parquet"
+    clean_events(
+        _events(tmp_path, DAY_ONE, "day1.csv"), CATALOG, WINDOW, "run-1", NOW
+    ).clean.write_parquet(earlier)
+    resent = _events(tmp_path, ["e3,u3,s3,i2,view,2026-09-02T12:00:00.000Z,,,"], "day5.csv")
+    index = tmp_path / "index" / earlier.name
+    index.parent.mkdir()
+    with connect() as con:  # the index of a day with another id, whose hash is e3's
+        con.execute(f"COPY (SELECT hash('e3') AS id_hash) TO '{index}' (FORMAT parquet)")
+    other = tmp_path / "other" / earlier.name
+    other.parent.mkdir()
+    pl.read_parquet(earlier).filter(pl.col("event_id") != "e3").write_parquet(other)
+    kept = clean_events(
+        resent, CATALOG, WINDOW, "run-1", NOW, earlier_files=[other], earlier_id_hashes=[index]
+    )
+    assert kept.clean["event_id"].to_list() == ["e3"]
+    with connect() as con:  # an index without e3's hash: its day's ids are not read
+        con.execute(f"COPY (SELECT hash('e9') AS id_hash) TO '{index}' (FORMAT parquet)")
+    spared = clean_events(
+        resent, CATALOG, WINDOW, "run-1", NOW, earlier_files=[earlier], earlier_id_hashes=[index]
+    )
+    assert spared.clean["event_id"].to_list() == ["e3"]
 
 
 def test_the_look_back_needs_the_clean_tables_columns(tmp_path):
@@ -481,11 +532,16 @@ def test_check_history_says_since_when(tmp_path):
     assert (failing["failing_since"] < failing["last_run"]).all()
 
 
-@pytest.mark.parametrize("sessions", ["from the source", "derived"])
-def test_the_tiny_shop_cleaned_day_by_day_is_the_shop_cleaned_whole(tiny_layout, sessions):
+@pytest.mark.parametrize(
+    ("sessions", "as_files"), [("from the source", True), ("derived", False), ("derived", True)]
+)
+def test_the_tiny_shop_cleaned_day_by_day_is_the_shop_cleaned_whole(
+    tiny_layout, sessions, as_files, tmp_path
+):
     """Every day of the generated shop (its planted duplicates and near duplicates included)
     cleaned after the day before gives what cleaning the whole history at once gives; with
-    the source's session ids removed, the derived sessions that cross midnight too."""
+    the source's session ids removed, the derived sessions that cross midnight too; with the
+    look-back in memory and in files, as the pipeline keeps it."""
     landing = tiny_layout.landing
     items = clean_items(read_landing(landing, "items"), "run-1", NOW).clean["item_id"]
     raw = read_landing(landing, "events")
@@ -496,7 +552,25 @@ def test_the_tiny_shop_cleaned_day_by_day_is_the_shop_cleaned_whole(tiny_layout,
     assert len(days) > 3 and [d["day"][0] for d in days] == sorted(d["day"][0] for d in days)
     window = source_window(landing)
     whole = clean_events(raw, items, window, "run-1", NOW)
-    by_day = _day_by_day([d.drop("day") for d in days], items, window, NOW)
+    by_day = _day_by_day(
+        [d.drop("day") for d in days], items, window, NOW, tmp_path if as_files else None
+    )
     assert by_day.clean.equals(whole.clean)
     assert by_day.quarantine.equals(whole.quarantine)
     assert {"duplicate_event", "near_duplicate_event"} <= set(whole.quarantine["reason"])
+
+
+def test_a_clean_days_id_index_follows_its_file(tmp_path):
+    """The pipeline writes a day's event-id index when it is missing, and again when its
+    file changed after it (a day cleaned again, a customer's rows deleted)."""
+    out = layout(tmp_path)
+    day = out.day_file("events_clean", "2026-09-02")
+    day.parent.mkdir(parents=True)
+    pl.DataFrame({"event_id": ["e1", "e2"]}).write_parquet(day)
+    with connect() as con:
+        hashes = con.sql("SELECT hash('e1'), hash('e2'), hash('e3')").fetchall()[0]
+    index = _event_id_hashes(out, day)
+    assert sorted(pl.read_parquet(index)["id_hash"].to_list()) == sorted(hashes[:2])
+    pl.DataFrame({"event_id": ["e3"]}).write_parquet(day)
+    os.utime(day, (index.stat().st_mtime + 5, index.stat().st_mtime + 5))
+    assert pl.read_parquet(_event_id_hashes(out, day))["id_hash"].to_list() == [hashes[2]]

@@ -31,12 +31,13 @@ from dagster_project.plots import figure_markdown
 from dagster_project.pseudonyms import PseudonymKeyError, check_pseudonym_key
 from dagster_project.quality.accounting import accounting_by_day, accounting_by_table
 from dagster_project.quality.cleaning import (
-    LOOK_BACK_COLUMNS,
+    EVENT_ID_HASHES,
     LOOK_BACK_DAYS,
     QUARANTINE_COLUMNS,
     Cleaned,
     clean_events,
     clean_items,
+    write_event_id_hashes,
 )
 from dagster_project.quality.drift import drift_figures
 from dagster_project.resources import PlatformStorage, QualityResource
@@ -177,11 +178,21 @@ def _check_pseudonym_key(context: AssetExecutionContext, out: DataLayout) -> Non
 LOOK_BACK = TimeWindowPartitionMapping(start_offset=-LOOK_BACK_DAYS, end_offset=-1)
 
 
-def _look_back(out: DataLayout, day: str) -> tuple[pl.DataFrame | None, list[Path]]:
-    """The clean events of the LOOK_BACK_DAYS before `day` (none before the first event day),
-    and the clean files of every earlier day (their event ids are never clean again); a
-    missing recent day fails the step: days are cleaned in order."""
-    first, frames = pd.Timestamp(first_event_day()), []
+def _event_id_hashes(out: DataLayout, clean_file: Path) -> Path:
+    """The event-id index of a clean day file, written (again) where it is missing or older
+    than its file (a day cleaned again, a customer's rows deleted), and published."""
+    index = out.tables / EVENT_ID_HASHES / clean_file.name
+    if not index.exists() or index.stat().st_mtime < clean_file.stat().st_mtime:
+        write_event_id_hashes(clean_file, index)
+        publish_to_shared(out.root, index)
+    return index
+
+
+def _look_back(out: DataLayout, day: str) -> tuple[list[Path], list[Path]]:
+    """The clean files of the LOOK_BACK_DAYS before `day` (none before the first event day),
+    and those of every earlier day (their event ids are never clean again, see
+    `_event_id_hashes`); a missing recent day fails the step: days are cleaned in order."""
+    first, recent = pd.Timestamp(first_event_day()), []
     for before in range(LOOK_BACK_DAYS, 0, -1):
         earlier = pd.Timestamp(day) - pd.Timedelta(days=before)
         if earlier < first:
@@ -193,13 +204,13 @@ def _look_back(out: DataLayout, day: str) -> tuple[pl.DataFrame | None, list[Pat
                 f"{LOOK_BACK_DAYS} days before it (their duplicates and sessions carry over). "
                 f"Run the days from {earlier:%Y-%m-%d} on (one range run cleans them in order)."
             )
-        frames.append(pl.read_parquet(path, columns=LOOK_BACK_COLUMNS))
+        recent.append(path)
     every_earlier_day = [
         path
         for path in sorted(out.table("events_clean").glob("*.parquet"))
         if f"{first:%Y-%m-%d}" <= path.stem < day
     ]
-    return (pl.concat(frames) if frames else None), every_earlier_day
+    return recent, every_earlier_day
 
 
 @multi_asset(
@@ -245,6 +256,7 @@ def events_clean(
             write_to=(out.day_file("events_clean", day), out.day_file("quarantine_events", day)),
             earlier=recent,
             earlier_files=earlier_files,
+            earlier_id_hashes=[_event_id_hashes(out, f) for f in earlier_files],
         )
         figures[day] = _cleaning_figures("behaviour_events", run_id, cleaned, raw_events / day)
         quarantined.append(cleaned.quarantine.select("table", "reason"))

@@ -31,9 +31,9 @@ from dagster_project.contracts import (
     QUARANTINE_REASONS,
     SESSION_GAP,
 )
-from dagster_project.pseudonyms import pseudonymise
+from dagster_project.pseudonyms import pseudonym_sql, register_pseudonym_key
 from dagster_project.sources.raw_table import raw_relation
-from dagster_project.sql import connect, query_polars, sql_text
+from dagster_project.sql import connect, parquet_relation, query_polars, sql_text
 from dagster_project.storage import atomic_file, write_parquet_atomic
 
 QUARANTINE_COLUMNS = [
@@ -58,6 +58,10 @@ MAX_QUANTITY = 1_000_000
 # midnight needs the day before (event ids are checked against every earlier day).
 LOOK_BACK_COLUMNS = ["event_id", "user_id", "session_id", "item_id", "event_type", "event_time"]
 LOOK_BACK_DAYS = 2
+# Where a clean day's event-id index goes under the tables (`write_event_id_hashes`; an index,
+# not a table: hence the `_`). It holds DuckDB's own 64-bit hash of each id, which may change
+# between DuckDB versions, so an index is read only by the version it names.
+EVENT_ID_HASHES = f"_event_id_hashes/duckdb-{duckdb.__version__}"
 
 
 @dataclass
@@ -380,8 +384,9 @@ def clean_events(
     quarantined_item_ids: pl.Series | None = None,
     write_to: tuple[Path, Path] | None = None,
     database: duckdb.DuckDBPyConnection | None = None,
-    earlier: pl.DataFrame | None = None,
+    earlier: pl.DataFrame | Sequence[Path] | None = None,
     earlier_files: Sequence[Path] = (),
+    earlier_id_hashes: Sequence[Path] = (),
 ) -> Cleaned:
     """Raw behaviour rows -> events_clean and quarantine, checked against the clean catalog.
 
@@ -391,8 +396,12 @@ def clean_events(
     database (`sql.connect`), for callers that clean many small batches.
 
     For cleaning one day at a time, the look-back: `earlier`, clean events of the days just
-    before (`LOOK_BACK_COLUMNS`, as events_clean holds them), and `earlier_files`, the clean
-    Parquet files of every earlier day (only their event ids are read). A row repeating an
+    before (`LOOK_BACK_COLUMNS`, as events_clean holds them; a frame, or their clean Parquet
+    files), and `earlier_files`, the clean
+    Parquet files of every earlier day (only their event ids are read), and
+    `earlier_id_hashes`, the event-id indexes (`write_event_id_hashes`) of some of them, named
+    as the file they index: such a day's ids are read only where its index holds the hash of
+    an id of this batch (8 bytes a row read, not the ids). A row repeating an
     event id of either is a `duplicate_event`; a row within NEAR_DUPLICATE_WINDOW after an
     `earlier` event with the same key is a `near_duplicate_event`; a derived session that
     takes up one of theirs across midnight keeps its id. Earlier events are kept already and
@@ -410,10 +419,13 @@ def clean_events(
         _register_event_inputs(con, raw, item_ids, quarantined_item_ids)
         _pseudonymise_user_ids(con)
         rules = _event_rules(window, now)
-        verdicts = _row_verdicts(con, rules)
+        looking_back = bool(earlier_files) or _any_recent(earlier)
+        verdicts = _row_verdicts(con, rules, looking_back)
         hits = _rule_hits(con, verdicts, rules.codes())
         standing = verdicts.filter(pl.col("mask") == 0).drop("mask")
-        looked_back = _register_look_back(con, earlier, earlier_files, standing["t"].min())
+        looked_back = _register_look_back(
+            con, earlier, _EarlierDays(earlier_files, earlier_id_hashes), standing
+        )
         standing, derived = _with_derived_sessions(con, standing, looked_back)
         late = _late_rejections(con, verdicts, standing, derived, looked_back)
         hits |= {code: len(rows) for code, rows in late.items()}
@@ -450,14 +462,19 @@ def _register_event_inputs(
     con.execute(f"CREATE TEMP {kind} typed AS {_typed_events('raw_input')}")
 
 
-def _row_verdicts(con: duckdb.DuckDBPyConnection, rules: _Rules) -> pl.DataFrame:
+def _row_verdicts(
+    con: duckdb.DuckDBPyConnection, rules: _Rules, looking_back: bool
+) -> pl.DataFrame:
     """One streaming pass over `typed`: per row its broken rules as bits (`mask`), its time
     (`t`, epoch microseconds), hashes of its id and of its (user, item, type, session) key,
-    whether its item is in the catalog and whether its source gave no session."""
+    whether its item is in the catalog and whether its source gave no session; for a
+    look-back, also the hash of its (user, item, type) (`item_key_hash`, see
+    `_with_look_back_candidates`)."""
+    item_key = ", hash(user_id, item_id, etype) AS item_key_hash" if looking_back else ""
     return query_polars(
         con,
         f"""SELECT _row, {rules.mask_sql()} AS mask, epoch_us(t) AS t, hash(eid) AS id_hash,
-                hash(user_id, item_id, etype, source_sid) AS key_hash,
+                hash(user_id, item_id, etype, source_sid) AS key_hash{item_key},
                 item_id IN (SELECT item_id FROM catalog) AS known, source_sid IS NULL AS no_session
             FROM typed""",
     )
@@ -478,40 +495,99 @@ def _rule_hits(
     return hits
 
 
+def _any_recent(earlier: pl.DataFrame | Sequence[Path] | None) -> bool:
+    return earlier is not None and (
+        earlier.height > 0 if isinstance(earlier, pl.DataFrame) else len(earlier) > 0
+    )
+
+
+def _register_recent(
+    con: duckdb.DuckDBPyConnection, earlier: pl.DataFrame | Sequence[Path] | None
+) -> None:
+    """The look-back's recent events as `earlier` (LOOK_BACK_COLUMNS): a frame, or clean
+    files read where they lie (only the rows the look-back needs are ever materialised)."""
+    if not _any_recent(earlier):
+        earlier = pl.DataFrame(schema=dict.fromkeys(LOOK_BACK_COLUMNS, pl.String)).with_columns(
+            pl.col("event_time").cast(pl.Datetime("us", "UTC"))
+        )
+    if isinstance(earlier, pl.DataFrame):
+        columns, relation = earlier.columns, "recent_frame"
+        con.register(relation, earlier.to_arrow())
+    else:
+        relation = f"read_parquet([{', '.join(sql_text(str(f)) for f in earlier)}])"
+        columns = [name for name, *_ in con.sql(f"DESCRIBE SELECT * FROM {relation}").fetchall()]
+    missing = [c for c in LOOK_BACK_COLUMNS if c not in columns]
+    if missing:
+        raise ValueError(
+            f"the look-back's events lack column(s) {missing}: give events_clean's rows"
+        )
+    con.execute(
+        f"CREATE TEMP VIEW earlier AS SELECT {', '.join(LOOK_BACK_COLUMNS)} FROM {relation}"
+    )
+
+
+@dataclass(frozen=True)
+class _EarlierDays:
+    """The clean files of every earlier day, and the event-id indexes of some of them."""
+
+    files: Sequence[Path]
+    id_hashes: Sequence[Path]
+
+    def seen_sql(self, con: duckdb.DuckDBPyConnection) -> str:
+        """SELECT of the earlier days' event ids that `typed` repeats: a day with an index
+        is read only when its index holds the hash of one of the batch's ids
+        (`batch_id_hashes`); a day without, whole."""
+        indexed = {p.name: p for p in self.id_hashes}
+        unindexed = [f for f in self.files if f.name not in indexed]
+        mine = [indexed[f.name] for f in self.files if f.name in indexed]
+        if mine:
+            hit = con.sql(
+                f"""SELECT DISTINCT parse_filename(filename) AS day
+                FROM read_parquet([{", ".join(sql_text(str(p)) for p in mine)}], filename = true)
+                WHERE id_hash IN (SELECT id_hash FROM batch_id_hashes)"""
+            ).fetchall()
+            days = {name for (name,) in hit}
+            unindexed += [f for f in self.files if f.name in days]
+        if not unindexed:
+            return "SELECT NULL::VARCHAR AS event_id WHERE false"
+        return (
+            f"SELECT event_id FROM read_parquet([{', '.join(sql_text(str(f)) for f in unindexed)}])"
+        )
+
+
+def write_event_id_hashes(clean_file: Path, index_file: Path) -> None:
+    """The event-id index of a clean day file: `hash(event_id)` of each of its rows, which a
+    later day's cleaning reads instead of the ids (`clean_events(earlier_id_hashes=...)`);
+    keep it at `EVENT_ID_HASHES`, the hash's version, and write it again after its file."""
+    with contextlib.closing(connect()) as con:
+        _copy_parquet(
+            con, f"SELECT hash(event_id) AS id_hash FROM {parquet_relation(clean_file)}", index_file
+        )
+
+
 def _register_look_back(
     con: duckdb.DuckDBPyConnection,
     earlier: pl.DataFrame | None,
-    earlier_files: Sequence[Path],
-    first_us: int | None,
+    earlier_days: _EarlierDays,
+    standing: pl.DataFrame,
 ) -> bool:
     """The look-back as tables `earlier` (the recent events), `earlier_seen` (the batch's event
     ids that an earlier day holds) and `earlier_rows`: the recent events of this batch's users
     in the batch's raw form (raw user ids; derived sessions spelled as `_derive_sessions`
     spells them, `derived`), with negative row keys, oldest first. Of the events with a source
-    session, only those from SESSION_GAP before the batch's first standing event (`first_us`,
-    epoch microseconds) on, the only ones that can be repeated within NEAR_DUPLICATE_WINDOW;
-    the derived sessions' events all (a late event can join two of them). False without a
-    look-back."""
-    if (earlier is None or not earlier.height) and not earlier_files:
+    session, only those from SESSION_GAP before the batch's first standing event on, the only
+    ones that can be repeated within NEAR_DUPLICATE_WINDOW; the derived sessions' events all
+    (a late event can join two of them). False without a look-back."""
+    if not _any_recent(earlier) and not earlier_days.files:
         return False
-    if earlier is None:
-        earlier = pl.DataFrame(schema=dict.fromkeys(LOOK_BACK_COLUMNS, pl.String)).with_columns(
-            pl.col("event_time").cast(pl.Datetime("us", "UTC"))
-        )
-    missing = [c for c in LOOK_BACK_COLUMNS if c not in earlier.columns]
-    if missing:
-        raise ValueError(
-            f"the look-back's events lack column(s) {missing}: give events_clean's rows"
-        )
-    con.register("earlier", earlier.select(LOOK_BACK_COLUMNS).to_arrow())
-    files = ", ".join(sql_text(str(f)) for f in earlier_files)
-    every_earlier_id = "SELECT event_id FROM earlier" + (
-        f" UNION ALL SELECT event_id FROM read_parquet([{files}])" if files else ""
+    _register_recent(con, earlier)
+    con.register("batch_id_hashes", standing.select("id_hash").to_arrow())
+    con.execute(  # ids whose hash is one of the batch's: `_repeated_events` compares them
+        f"""CREATE TEMP TABLE earlier_seen AS SELECT DISTINCT event_id
+        FROM (SELECT event_id FROM earlier UNION ALL {earlier_days.seen_sql(con)})
+        WHERE hash(event_id) IN (SELECT id_hash FROM batch_id_hashes)"""
     )
-    con.execute(
-        f"""CREATE TEMP TABLE earlier_seen AS SELECT DISTINCT event_id FROM ({every_earlier_id})
-        WHERE event_id IN (SELECT eid FROM typed)"""
-    )
+    first_us = standing["t"].min()
     reach_us = int(max(SESSION_GAP, NEAR_DUPLICATE_WINDOW).total_seconds() * 1_000_000)
     time_cut = "false" if first_us is None else f"epoch_us(e.event_time) >= {first_us - reach_us}"
     con.execute(
@@ -610,16 +686,20 @@ def _with_look_back_candidates(
     key_candidates: pl.DataFrame,
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """The candidates with the standing rows that may repeat a look-back event id (by hash)
-    or be near duplicates of a look-back event (same user, item and type within
-    NEAR_DUPLICATE_WINDOW; the session is compared exactly later)."""
+    or be near duplicates of a look-back event (the same hash of user, item and type, within
+    NEAR_DUPLICATE_WINDOW; the key and the session are compared exactly later)."""
     window_us = int(NEAR_DUPLICATE_WINDOW.total_seconds() * 1_000_000)
     earlier_hashes = query_polars(con, "SELECT hash(event_id) AS h FROM earlier_seen")["h"]
-    close = query_polars(
-        con,
-        f"""SELECT DISTINCT c._row FROM typed c JOIN earlier_rows e
-            ON e.user_id = c.user_id AND e.item_id = c.item_id AND e.etype = c.etype
-            WHERE abs(epoch_us(c.t) - epoch_us(e.t)) <= {window_us}""",
-    )["_row"]
+    earlier_keys = query_polars(
+        con, "SELECT hash(user_id, item_id, etype) AS item_key_hash, epoch_us(t) AS t_earlier "
+        "FROM earlier_rows",
+    )  # fmt: skip
+    close = (
+        standing.select("_row", "item_key_hash", "t")
+        .join(earlier_keys, on="item_key_hash")
+        .filter((pl.col("t") - pl.col("t_earlier")).abs() <= window_us)["_row"]
+        .unique()
+    )
     return (
         pl.concat(
             [id_candidates, standing.filter(pl.col("id_hash").is_in(earlier_hashes.implode()))]
@@ -729,14 +809,10 @@ def _rejected_rows(
 def _pseudonymise_user_ids(con: duckdb.DuckDBPyConnection) -> None:
     """Table `pseudonyms(user_id, pseudonym)` for every raw user id in `typed`: pseudonyms
     replace user ids in the clean rows (see `_clean_events_sql`)."""
-    users = con.sql("SELECT DISTINCT user_id FROM typed WHERE user_id IS NOT NULL").fetchall()
-    raw_ids = [u for (u,) in users]
-    con.register(
-        "pseudonyms",
-        pl.DataFrame(
-            {"user_id": raw_ids, "pseudonym": pseudonymise(raw_ids)},
-            schema={"user_id": pl.String, "pseudonym": pl.String},
-        ).to_arrow(),
+    register_pseudonym_key(con)
+    con.execute(
+        f"""CREATE TEMP TABLE pseudonyms AS SELECT user_id, {pseudonym_sql("user_id")} AS pseudonym
+        FROM (SELECT DISTINCT user_id FROM typed WHERE user_id IS NOT NULL)"""
     )
 
 

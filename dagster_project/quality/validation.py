@@ -416,7 +416,7 @@ def _validate_sql(
     spec = load_suite_json(runner.expectations_dir, table)
     results = []
     with connect() as con:
-        con.execute(f"CREATE VIEW tbl AS SELECT * FROM {relation}")
+        con.execute(f"CREATE TEMP VIEW tbl AS SELECT * FROM {relation}")
         suite = _SqlSuite(con, parameters)
         suite.prepare(spec["expectations"])
         outcome = SuiteOutcome(suite=spec["name"], rows=suite.rows)
