@@ -321,3 +321,66 @@ def test_a_drop_bought_out_within_a_minute_of_its_listing_is_an_item_outlier():
     )
     assert out.loc["new", "first_purchase_after_listing_s"] == 3600.0
     assert not out.loc["new", "sniped_drop"] and not out.loc["old", "sniped_drop"]
+
+
+def test_a_run_scores_the_detection_window_and_keeps_everyone_else_s_score(shoppers):
+    """Forty days later the shoppers come back, the crawl of day 10 does not: a run scores
+    the window (DETECTION_WINDOW_DAYS up to the last event's day) and carries the crawler's
+    earlier row; a history no longer than the window is scored whole ("all"), and so is
+    one whose earlier scores came from another detector version."""
+    import polars as pl
+
+    from dagster_project.detection.detector import (
+        DETECTION_WINDOW_DAYS,
+        detect_in_window,
+        detection_window,
+    )
+
+    listing = CATALOG[CATALOG["category"] == "c3"].sort_values("item_id")["item_id"].to_numpy()
+    crawl = _rows("crawler", listing[:40], "view", 10 * 86_400 + np.cumsum(np.full(40, 30.0)))
+    first_run = pd.concat([shoppers, crawl], ignore_index=True)
+    detection, window = detect_in_window(pl.from_pandas(first_run).lazy(), CATALOG, None)
+    earlier = detection.users
+    assert window == "all" and len(earlier) == first_run["user_id"].nunique()
+    assert earlier.set_index("user_id").loc["crawler", "is_bot"]
+
+    back = shoppers.assign(event_time=shoppers["event_time"] + pd.Timedelta(days=40))
+    history = pl.from_pandas(pd.concat([first_run, back], ignore_index=True)).lazy()
+    last_day = back["event_time"].max().floor("D")
+    start = last_day - pd.Timedelta(days=DETECTION_WINDOW_DAYS - 1)
+    seen, named = detection_window(history)
+    assert named == f"{start:%Y-%m-%d}..{last_day:%Y-%m-%d}"
+    seen = seen.collect().to_pandas()
+    assert seen["event_time"].min() >= start and "crawler" not in set(seen["user_id"])
+    now, window = detect_in_window(history, CATALOG, earlier)
+    scores = now.users.set_index("user_id")
+    assert window == named and scores.index.is_unique and "crawler" in scores.index
+    assert scores.loc["crawler"].equals(earlier.set_index("user_id").loc["crawler"])
+    assert (scores.drop(index="crawler")["window"] == window).all()
+    assert scores.loc["h0", "events"] == (back["user_id"] == "h0").sum()  # the window's only
+    # scores of another detector version cannot stand beside these: every event, again
+    other = earlier.assign(detector_version="an older detector")
+    again, window = detect_in_window(history, CATALOG, other)
+    assert window == "all" and (again.users["window"] == "all").all()
+    assert again.users.set_index("user_id").loc["h0", "events"] == (
+        (first_run["user_id"] == "h0").sum() + (back["user_id"] == "h0").sum()
+    )
+
+
+def test_a_carried_row_names_its_group_by_its_reason_not_a_renumbered_id():
+    from dagster_project.detection.detector import with_earlier_scores
+
+    now = pd.DataFrame(
+        {"user_id": ["a"], "group_id": ["G1"], "reasons": ["group G1 (3 partners): x"]}
+    )
+    earlier = pd.DataFrame(
+        {
+            "user_id": ["a", "b"],
+            "group_id": ["G2", "G2"],
+            "reasons": ["-", "group G2 (3 partners): y"],
+        }
+    )
+    scores = with_earlier_scores(now, earlier).set_index("user_id")
+    assert scores.loc["a", "group_id"] == "G1"
+    assert scores.loc["b", "group_id"] == ""
+    assert scores.loc["b", "reasons"] == "a lockstep group of an earlier window (3 partners): y"

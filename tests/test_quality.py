@@ -562,7 +562,8 @@ def test_the_tiny_shop_cleaned_day_by_day_is_the_shop_cleaned_whole(
 
 def test_a_clean_days_id_index_follows_its_file(tmp_path):
     """The pipeline writes a day's event-id index when it is missing, and again when its
-    file changed after it (a day cleaned again, a customer's rows deleted)."""
+    file changed after it (a day cleaned again, a customer's rows deleted) or its length is
+    not its file's."""
     out = layout(tmp_path)
     day = out.day_file("events_clean", "2026-09-02")
     day.parent.mkdir(parents=True)
@@ -574,3 +575,11 @@ def test_a_clean_days_id_index_follows_its_file(tmp_path):
     pl.DataFrame({"event_id": ["e3"]}).write_parquet(day)
     os.utime(day, (index.stat().st_mtime + 5, index.stat().st_mtime + 5))
     assert pl.read_parquet(_event_id_hashes(out, day))["id_hash"].to_list() == [hashes[2]]
+    # a newer index of another length (a copy fetched out of order) is not trusted either
+    pl.DataFrame({"id_hash": [1, 2]}, schema={"id_hash": pl.UInt64}).write_parquet(index)
+    os.utime(index, (day.stat().st_mtime + 5, day.stat().st_mtime + 5))
+    assert pl.read_parquet(_event_id_hashes(out, day))["id_hash"].to_list() == [hashes[2]]
+    # a current index is left alone (the file's time was set ahead above: the index's too)
+    os.utime(index, (day.stat().st_mtime + 10, day.stat().st_mtime + 10))
+    written = index.stat().st_mtime_ns
+    assert _event_id_hashes(out, day).stat().st_mtime_ns == written

@@ -17,7 +17,7 @@ from dagster import (
 
 from dagster_project.assets._common import OWNERS
 from dagster_project.detection.bots import BOT_THRESHOLD, DETECTOR_VERSION
-from dagster_project.detection.detector import detect_bots
+from dagster_project.detection.detector import detect_in_window
 from dagster_project.detection.history import score_history
 from dagster_project.detection.items import item_outliers as find_item_outliers
 from dagster_project.plots import figure_markdown
@@ -41,7 +41,9 @@ def _score_histogram(scores: pd.DataFrame) -> str:
             owners=OWNERS,
             kinds={"parquet", "polars", "scikitlearn"},
             description="Per user: traffic features, bot score in [0, 1] (robust z patterns + "
-            "isolation forest), the flag, the pattern matched and the top reasons in words.",
+            "isolation forest), the flag, the pattern matched and the top reasons in words; "
+            "scored over the last DETECTION_WINDOW_DAYS event days (the first run: every day), "
+            "users without an event in them keeping their earlier row.",
         ),
         "session_traffic_scores": AssetOut(
             owners=OWNERS,
@@ -63,8 +65,17 @@ def _score_histogram(scores: pd.DataFrame) -> str:
         "items_clean": AssetIn(metadata={"columns": ["item_id", "category", "price"]}),
     },
 )
-def user_traffic_scores(events_clean: pl.LazyFrame, items_clean: pl.DataFrame) -> Iterator[Output]:
-    detection = detect_bots(events_clean, items_clean)
+def user_traffic_scores(
+    context: AssetExecutionContext,
+    storage: PlatformStorage,
+    events_clean: pl.LazyFrame,
+    items_clean: pl.DataFrame,
+) -> Iterator[Output]:
+    previous = storage.layout().table("user_traffic_scores")
+    earlier = pd.read_parquet(previous) if previous.exists() else None
+    detection, window = detect_in_window(events_clean, items_clean, earlier)
+    if window != "all":
+        context.log.info(f"scored the users active in {window} (DETECTION_WINDOW_DAYS)")
     scores, session_scores, groups = detection.users, detection.sessions, detection.groups
     flagged = scores[scores["is_bot"]].sort_values("bot_score", ascending=False)
     yield Output(
@@ -73,6 +84,8 @@ def user_traffic_scores(events_clean: pl.LazyFrame, items_clean: pl.DataFrame) -
         metadata={
             "detector_version": DETECTOR_VERSION,
             "threshold": BOT_THRESHOLD,
+            "window": window,
+            "users_scored_in_window": int((scores["window"] == window).sum()),
             "flagged_users": len(flagged),
             "flagged_share_of_users": float(len(flagged) / max(len(scores), 1)),
             "flagged_share_of_events": float(
@@ -177,7 +190,7 @@ def item_outliers(
     },
     description="Bot scores as they were known each day (user_id, day, bot_score): this run's "
     "scores dated on the last event day, earlier runs' rows kept, and weekly checkpoints "
-    "scored over the events up to their day where no run scored them. Feature snapshots "
+    "scored over the detection window up to their day where no run scored them. Feature snapshots "
     "join it point in time.",
 )
 def bot_score_history(

@@ -46,7 +46,7 @@ from dagster_project.settings import DataLayout, first_event_day
 from dagster_project.sources.manifest import source_window
 from dagster_project.sources.raw_table import raw_rows, read_raw
 from dagster_project.sources.synthetic.generator import generated_landing
-from dagster_project.storage import publish_to_shared, write_text_atomic
+from dagster_project.storage import parquet_rows, publish_to_shared, write_text_atomic
 
 
 def _reason_counts(quarantine: pl.DataFrame) -> MetadataValue:
@@ -179,10 +179,15 @@ LOOK_BACK = TimeWindowPartitionMapping(start_offset=-LOOK_BACK_DAYS, end_offset=
 
 
 def _event_id_hashes(out: DataLayout, clean_file: Path) -> Path:
-    """The event-id index of a clean day file, written (again) where it is missing or older
-    than its file (a day cleaned again, a customer's rows deleted), and published."""
+    """The event-id index of a clean day file, written (again) where it is missing, older
+    than its file or of another length (a day cleaned again, a customer's rows deleted, a
+    copy fetched out of order), and published."""
     index = out.tables / EVENT_ID_HASHES / clean_file.name
-    if not index.exists() or index.stat().st_mtime < clean_file.stat().st_mtime:
+    if (
+        not index.exists()
+        or index.stat().st_mtime < clean_file.stat().st_mtime
+        or parquet_rows(index) != parquet_rows(clean_file)
+    ):
         write_event_id_hashes(clean_file, index)
         publish_to_shared(out.root, index)
     return index

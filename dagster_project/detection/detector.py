@@ -4,12 +4,13 @@ and the signals that flag on their own (`signals`)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import pandas as pd
 import polars as pl
 
 from dagster_project.detection.bots import (
+    DETECTOR_VERSION,
     features_of,
     prepare_events,
     score_sessions,
@@ -52,3 +53,64 @@ def detect_bots(
         users = users.merge(copies, on="user_id", how="left")
     scores = score_users(users, window)
     return BotDetection(scores, score_sessions(sessions, scores), groups, members)
+
+
+# The UTC days of events a run scores, the last event's day included: the detector compares
+# a user's sessions, days and copies across weeks, and five weeks hold a month of them. A
+# user with no event in the window keeps the score the last run that saw them gave.
+DETECTION_WINDOW_DAYS = 35
+
+
+def detection_window(
+    events: pl.LazyFrame, last_day: pd.Timestamp | None = None, days: int = DETECTION_WINDOW_DAYS
+) -> tuple[pl.LazyFrame, str]:
+    """The events of the `days` UTC days ending on `last_day` (default: the last event's
+    day), and the window's name: `all` where it holds every event, else its first day and
+    last day (`2026-09-01..2026-10-05`)."""
+    span = events.select(
+        pl.col("event_time").min().alias("first"), pl.col("event_time").max().alias("last")
+    ).collect()
+    if span["last"][0] is None:
+        return events, "all"
+    last_day = pd.Timestamp(span["last"][0]).floor("D") if last_day is None else last_day
+    start = last_day - pd.Timedelta(days=days - 1)
+    end = last_day + pd.Timedelta(days=1)
+    inside = events.filter(pl.col("event_time") < end)
+    if pd.Timestamp(span["first"][0]) >= start:
+        return inside, "all"
+    return inside.filter(pl.col("event_time") >= start), f"{start:%Y-%m-%d}..{last_day:%Y-%m-%d}"
+
+
+def detect_in_window(
+    events: pl.LazyFrame, catalog: pl.DataFrame | pd.DataFrame, earlier: pd.DataFrame | None
+) -> tuple[BotDetection, str]:
+    """A run's detection: over the window (`detection_window`), its users' scores joined by
+    the `earlier` run's rows of every other user (`with_earlier_scores`); over every event
+    where there are no earlier scores of this detector (the first run, or a new detector
+    version or table shape, whose rows cannot stand beside this one's). Returns the
+    detection and the window's name."""
+    if earlier is not None and not (earlier["detector_version"] == DETECTOR_VERSION).all():
+        earlier = None
+    if earlier is not None:
+        windowed, window = detection_window(events)
+        detection = detect_bots(windowed, catalog, window)
+        if list(earlier.columns) == list(detection.users.columns):
+            users = with_earlier_scores(detection.users, earlier)
+            return replace(detection, users=users), window
+    return detect_bots(events, catalog), "all"
+
+
+def with_earlier_scores(scores: pd.DataFrame, earlier: pd.DataFrame) -> pd.DataFrame:
+    """`scores` (of the users with events in the window) and, for every other user an
+    earlier run scored, that run's row (the table keeps every user seen). Group ids are
+    numbered anew by each run, so a carried row names its group by its reason alone."""
+    carried = earlier[~earlier["user_id"].isin(scores["user_id"])]
+    if carried.empty:
+        return scores
+    carried = carried.assign(
+        group_id="",
+        reasons=carried["reasons"].str.replace(
+            r"\bgroup G\d+ ", "a lockstep group of an earlier window ", regex=True
+        ),
+    )
+    return pd.concat([scores, carried], ignore_index=True)

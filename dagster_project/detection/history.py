@@ -1,10 +1,11 @@
 """Bot scores as they were known each day: the point-in-time history the feature snapshots
 join, so that a snapshot of day D carries a score computed from events up to D only.
 
-Each run scores every user over all events up to the last event day L (`detector`); that
+Each run scores the users over the detection window ending on the last event day L
+(`detector.DETECTION_WINDOW_DAYS`; the users it did not see keep their earlier score); that
 score is the history's row for L, and the rows of earlier runs stay as they were. Days that
 no run ever scored (the first run over a month of landed data) get a checkpoint every
-`CHECKPOINT_DAYS` days, scored over the events up to that day; a snapshot reads the latest
+`CHECKPOINT_DAYS` days, scored over the detection window's days up to that day; a snapshot reads the latest
 score dated on or before its day (`features.build.finish_user_features`).
 """
 
@@ -15,7 +16,7 @@ from collections.abc import Callable
 import pandas as pd
 import polars as pl
 
-from dagster_project.detection.detector import detect_bots
+from dagster_project.detection.detector import detect_bots, detection_window
 
 CHECKPOINT_DAYS = 7
 HISTORY_COLUMNS = ["user_id", "day", "bot_score"]
@@ -41,8 +42,8 @@ def score_history(
     say: Callable[[str], None] = print,
 ) -> pd.DataFrame:
     """The history (user_id, day, bot_score): `earlier` rows before the last event day, the
-    missing checkpoints scored over the events up to their day, and `latest` (this run's
-    scores over every event) dated on the last event day."""
+    missing checkpoints scored over the detection window up to their day, and `latest` (this
+    run's scores, the users it carried included) dated on the last event day."""
     span = events.select(
         pl.col("event_time").min().alias("first"), pl.col("event_time").max().alias("last")
     ).collect()
@@ -54,8 +55,8 @@ def score_history(
         if (kept["day"] == day).any():
             continue
         say(f"bot score history: scoring the events up to {day:%Y-%m-%d} (a checkpoint) ...")
-        upto = events.filter(pl.col("event_time") < day + pd.Timedelta(days=1))
-        frames.append(_dated(detect_bots(upto, catalog).users, day))
+        upto, window = detection_window(events, day)
+        frames.append(_dated(detect_bots(upto, catalog, window).users, day))
     frames.append(_dated(latest, last_day))
     history = pd.concat([f for f in frames if len(f)], ignore_index=True)
     return history.sort_values(["day", "user_id"], kind="stable").reset_index(drop=True)

@@ -567,7 +567,7 @@ def write_event_id_hashes(clean_file: Path, index_file: Path) -> None:
 
 def _register_look_back(
     con: duckdb.DuckDBPyConnection,
-    earlier: pl.DataFrame | None,
+    earlier: pl.DataFrame | Sequence[Path] | None,
     earlier_days: _EarlierDays,
     standing: pl.DataFrame,
 ) -> bool:
