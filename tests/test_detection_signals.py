@@ -323,7 +323,7 @@ def test_a_drop_bought_out_within_a_minute_of_its_listing_is_an_item_outlier():
     assert not out.loc["new", "sniped_drop"] and not out.loc["old", "sniped_drop"]
 
 
-def test_a_run_scores_the_detection_window_and_keeps_everyone_else_s_score(shoppers):
+def test_a_run_scores_the_detection_window_and_keeps_everyone_else_s_score(shoppers, tmp_path):
     """Forty days later the shoppers come back, the crawl of day 10 does not: a run scores
     the window (DETECTION_WINDOW_DAYS up to the last event's day) and carries the crawler's
     earlier row; a history no longer than the window is scored whole ("all"), and so is
@@ -339,9 +339,14 @@ def test_a_run_scores_the_detection_window_and_keeps_everyone_else_s_score(shopp
     listing = CATALOG[CATALOG["category"] == "c3"].sort_values("item_id")["item_id"].to_numpy()
     crawl = _rows("crawler", listing[:40], "view", 10 * 86_400 + np.cumsum(np.full(40, 30.0)))
     first_run = pd.concat([shoppers, crawl], ignore_index=True)
-    detection, window = detect_in_window(pl.from_pandas(first_run).lazy(), CATALOG, None)
-    earlier = detection.users
-    assert window == "all" and len(earlier) == first_run["user_id"].nunique()
+    detection, window, carried = detect_in_window(pl.from_pandas(first_run).lazy(), CATALOG, None)
+    assert window == "all" and carried == 0
+    # as the asset reads it: the table written by the run before, and a user whose events
+    # were all deleted since (never carried)
+    gone = detection.users.iloc[[0]].assign(user_id="gone")
+    pd.concat([detection.users, gone]).to_parquet(tmp_path / "scores.parquet")
+    earlier = pd.read_parquet(tmp_path / "scores.parquet")
+    assert len(earlier) == first_run["user_id"].nunique() + 1
     assert earlier.set_index("user_id").loc["crawler", "is_bot"]
 
     back = shoppers.assign(event_time=shoppers["event_time"] + pd.Timedelta(days=40))
@@ -352,15 +357,17 @@ def test_a_run_scores_the_detection_window_and_keeps_everyone_else_s_score(shopp
     assert named == f"{start:%Y-%m-%d}..{last_day:%Y-%m-%d}"
     seen = seen.collect().to_pandas()
     assert seen["event_time"].min() >= start and "crawler" not in set(seen["user_id"])
-    now, window = detect_in_window(history, CATALOG, earlier)
+    now, window, carried = detect_in_window(history, CATALOG, earlier)
     scores = now.users.set_index("user_id")
-    assert window == named and scores.index.is_unique and "crawler" in scores.index
+    assert window == named and scores.index.is_unique and carried == 1
+    assert "crawler" in scores.index and "gone" not in scores.index
+    assert scores["is_bot"].dtype == bool and scores.loc["crawler", "is_bot"]
     assert scores.loc["crawler"].equals(earlier.set_index("user_id").loc["crawler"])
     assert (scores.drop(index="crawler")["window"] == window).all()
     assert scores.loc["h0", "events"] == (back["user_id"] == "h0").sum()  # the window's only
     # scores of another detector version cannot stand beside these: every event, again
     other = earlier.assign(detector_version="an older detector")
-    again, window = detect_in_window(history, CATALOG, other)
+    again, window, _ = detect_in_window(history, CATALOG, other)
     assert window == "all" and (again.users["window"] == "all").all()
     assert again.users.set_index("user_id").loc["h0", "events"] == (
         (first_run["user_id"] == "h0").sum() + (back["user_id"] == "h0").sum()

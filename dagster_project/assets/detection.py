@@ -48,14 +48,15 @@ def _score_histogram(scores: pd.DataFrame) -> str:
         "session_traffic_scores": AssetOut(
             owners=OWNERS,
             kinds={"parquet", "polars"},
-            description="Per session: its traffic features, bot score and flag.",
+            description="Per session of the detection window: its traffic features, bot "
+            "score and flag.",
         ),
         "bot_groups": AssetOut(
             owners=OWNERS,
             kinds={"parquet", "polars"},
             description="Accounts acting in lockstep (the same items in the same burst windows "
-            "on several days): each group's members, items, days and windows, with a reason "
-            "in words. Members are flagged with the group's reason.",
+            "on several days) within the detection window: each group's members, items, days "
+            "and windows, with a reason in words. Members are flagged with the group's reason.",
         ),
     },
     ins={
@@ -73,9 +74,12 @@ def user_traffic_scores(
 ) -> Iterator[Output]:
     previous = storage.layout().table("user_traffic_scores")
     earlier = pd.read_parquet(previous) if previous.exists() else None
-    detection, window = detect_in_window(events_clean, items_clean, earlier)
+    detection, window, carried = detect_in_window(events_clean, items_clean, earlier)
     if window != "all":
-        context.log.info(f"scored the users active in {window} (DETECTION_WINDOW_DAYS)")
+        context.log.info(
+            f"scored the users active in {window} (DETECTION_WINDOW_DAYS); "
+            f"{carried:,} other users keep their earlier rows"
+        )
     scores, session_scores, groups = detection.users, detection.sessions, detection.groups
     flagged = scores[scores["is_bot"]].sort_values("bot_score", ascending=False)
     yield Output(
@@ -85,7 +89,7 @@ def user_traffic_scores(
             "detector_version": DETECTOR_VERSION,
             "threshold": BOT_THRESHOLD,
             "window": window,
-            "users_scored_in_window": int((scores["window"] == window).sum()),
+            "users_carried_from_earlier_runs": carried,
             "flagged_users": len(flagged),
             "flagged_share_of_users": float(len(flagged) / max(len(scores), 1)),
             "flagged_share_of_events": float(

@@ -83,28 +83,39 @@ def detection_window(
 
 def detect_in_window(
     events: pl.LazyFrame, catalog: pl.DataFrame | pd.DataFrame, earlier: pd.DataFrame | None
-) -> tuple[BotDetection, str]:
+) -> tuple[BotDetection, str, int]:
     """A run's detection: over the window (`detection_window`), its users' scores joined by
-    the `earlier` run's rows of every other user (`with_earlier_scores`); over every event
-    where there are no earlier scores of this detector (the first run, or a new detector
-    version or table shape, whose rows cannot stand beside this one's). Returns the
-    detection and the window's name."""
-    if earlier is not None and not (earlier["detector_version"] == DETECTOR_VERSION).all():
-        earlier = None
-    if earlier is not None:
+    the `earlier` run's rows of the other users who still have events (`with_earlier_scores`);
+    over every event where there are no earlier scores of this detector (the first run, or a
+    new detector version or table shape, whose rows cannot stand beside this one's). Returns
+    the detection, the window's name and how many users' rows were carried."""
+    same_detector = (
+        earlier is not None
+        and "detector_version" in earlier.columns
+        and bool((earlier["detector_version"] == DETECTOR_VERSION).all())
+    )
+    if same_detector:
         windowed, window = detection_window(events)
         detection = detect_bots(windowed, catalog, window)
         if list(earlier.columns) == list(detection.users.columns):
-            users = with_earlier_scores(detection.users, earlier)
-            return replace(detection, users=users), window
-    return detect_bots(events, catalog), "all"
+            present = events.select(pl.col("user_id").unique()).collect()["user_id"]
+            users = with_earlier_scores(detection.users, earlier, present)
+            carried = len(users) - len(detection.users)
+            return replace(detection, users=users), window, carried
+    return detect_bots(events, catalog), "all", 0
 
 
-def with_earlier_scores(scores: pd.DataFrame, earlier: pd.DataFrame) -> pd.DataFrame:
+def with_earlier_scores(
+    scores: pd.DataFrame, earlier: pd.DataFrame, present: pl.Series | None = None
+) -> pd.DataFrame:
     """`scores` (of the users with events in the window) and, for every other user an
-    earlier run scored, that run's row (the table keeps every user seen). Group ids are
-    numbered anew by each run, so a carried row names its group by its reason alone."""
+    earlier run scored, that run's row: the table keeps every user seen, of those still in
+    the events (`present`, when given; a user whose events were all quarantined since, or
+    deleted, is not carried). Group ids are numbered anew by each run, so a carried row
+    names its group by its reason alone."""
     carried = earlier[~earlier["user_id"].isin(scores["user_id"])]
+    if present is not None:
+        carried = carried[carried["user_id"].isin(present.to_list())]
     if carried.empty:
         return scores
     carried = carried.assign(
