@@ -248,9 +248,12 @@ def events_clean(
     items = items_clean["item_id"]
     held = raw_item_ids.filter(~raw_item_ids.is_in(items.implode()))
     window, run_id = source_window(out.landing), context.run.run_id
-    quarantined, figures = [], {}
+    quarantined, figures, indexes = [], {}, {}
     for day in context.partition_keys:
         recent, earlier_files = _look_back(out, day)
+        for path in earlier_files:  # each day's index checked once a run, not once a day
+            if path not in indexes:
+                indexes[path] = _event_id_hashes(out, path)
         cleaned = clean_events(
             raw_events / day,
             items,
@@ -261,7 +264,7 @@ def events_clean(
             write_to=(out.day_file("events_clean", day), out.day_file("quarantine_events", day)),
             earlier=recent,
             earlier_files=earlier_files,
-            earlier_id_hashes=[_event_id_hashes(out, f) for f in earlier_files],
+            earlier_id_hashes=[indexes[path] for path in earlier_files],
         )
         figures[day] = _cleaning_figures("behaviour_events", run_id, cleaned, raw_events / day)
         quarantined.append(cleaned.quarantine.select("table", "reason"))

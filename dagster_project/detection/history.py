@@ -5,8 +5,8 @@ Each run scores the users over the detection window ending on the last event day
 (`detector.DETECTION_WINDOW_DAYS`; the users it did not see keep their earlier score); that
 score is the history's row for L, and the rows of earlier runs stay as they were. Days that
 no run ever scored (the first run over a month of landed data) get a checkpoint every
-`CHECKPOINT_DAYS` days, scored over the detection window's days up to that day; a snapshot reads the latest
-score dated on or before its day (`features.build.finish_user_features`).
+`CHECKPOINT_DAYS` days, scored over the detection window's days up to that day; a snapshot
+reads the latest score dated on or before its day (`features.build.finish_user_features`).
 """
 
 from __future__ import annotations

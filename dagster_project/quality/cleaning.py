@@ -397,11 +397,11 @@ def clean_events(
 
     For cleaning one day at a time, the look-back: `earlier`, clean events of the days just
     before (`LOOK_BACK_COLUMNS`, as events_clean holds them; a frame, or their clean Parquet
-    files), and `earlier_files`, the clean
-    Parquet files of every earlier day (only their event ids are read), and
-    `earlier_id_hashes`, the event-id indexes (`write_event_id_hashes`) of some of them, named
-    as the file they index: such a day's ids are read only where its index holds the hash of
-    an id of this batch (8 bytes a row read, not the ids). A row repeating an
+    files); `earlier_files`, the clean Parquet files of every earlier day (only their event
+    ids are read); and `earlier_id_hashes`, the event-id indexes (`write_event_id_hashes`) of
+    some of them, named as the file they index: such a day's ids are read only where its
+    index holds the hash of an id of this batch (8 bytes a row read, not the ids). A row
+    repeating an
     event id of either is a `duplicate_event`; a row within NEAR_DUPLICATE_WINDOW after an
     `earlier` event with the same key is a `near_duplicate_event`; a derived session that
     takes up one of theirs across midnight keeps its id. Earlier events are kept already and
@@ -538,20 +538,20 @@ class _EarlierDays:
         is read only when its index holds the hash of one of the batch's ids
         (`batch_id_hashes`); a day without, whole."""
         indexed = {p.name: p for p in self.id_hashes}
-        unindexed = [f for f in self.files if f.name not in indexed]
-        mine = [indexed[f.name] for f in self.files if f.name in indexed]
-        if mine:
+        to_read = [f for f in self.files if f.name not in indexed]
+        indexes = [indexed[f.name] for f in self.files if f.name in indexed]
+        if indexes:
             hit = con.sql(
                 f"""SELECT DISTINCT parse_filename(filename) AS day
-                FROM read_parquet([{", ".join(sql_text(str(p)) for p in mine)}], filename = true)
+                FROM read_parquet([{", ".join(sql_text(str(p)) for p in indexes)}], filename = true)
                 WHERE id_hash IN (SELECT id_hash FROM batch_id_hashes)"""
             ).fetchall()
             days = {name for (name,) in hit}
-            unindexed += [f for f in self.files if f.name in days]
-        if not unindexed:
+            to_read += [f for f in self.files if f.name in days]
+        if not to_read:
             return "SELECT NULL::VARCHAR AS event_id WHERE false"
         return (
-            f"SELECT event_id FROM read_parquet([{', '.join(sql_text(str(f)) for f in unindexed)}])"
+            f"SELECT event_id FROM read_parquet([{', '.join(sql_text(str(f)) for f in to_read)}])"
         )
 
 
@@ -582,9 +582,15 @@ def _register_look_back(
         return False
     _register_recent(con, earlier)
     con.register("batch_id_hashes", standing.select("id_hash").to_arrow())
+    # the recent days' ids, unless they are among the earlier files (the pipeline's case)
+    recent_ids = (
+        ""
+        if not isinstance(earlier, pl.DataFrame) and set(earlier or ()) <= set(earlier_days.files)
+        else "SELECT event_id FROM earlier UNION ALL "
+    )
     con.execute(  # ids whose hash is one of the batch's: `_repeated_events` compares them
         f"""CREATE TEMP TABLE earlier_seen AS SELECT DISTINCT event_id
-        FROM (SELECT event_id FROM earlier UNION ALL {earlier_days.seen_sql(con)})
+        FROM ({recent_ids}{earlier_days.seen_sql(con)})
         WHERE hash(event_id) IN (SELECT id_hash FROM batch_id_hashes)"""
     )
     first_us = standing["t"].min()
