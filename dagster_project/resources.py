@@ -211,7 +211,9 @@ class FeastResource(ConfigurableResource):
         return all(Path(f).exists() for f in files)
 
     def apply(self, log: Callable[[str], None] = print) -> str:
-        """`feast apply` through the plain CLI, exactly as another team would run it; skipped
+        """`feast apply` through Feast's own command line, as another team would run it (in a
+        child process, `python -m recsys_feast`, which spares it Feast's import-time type
+        instrumentation: `recsys_feast.feast_without_runtime_type_checks`); skipped
         when neither the feature repo nor its resolved configuration changed since the last
         apply into this data directory (and the registry is still there). `log` hears when
         an apply starts (it takes seconds)."""
@@ -221,7 +223,9 @@ class FeastResource(ConfigurableResource):
             return "No changes: the feature repo is as it was last applied (apply skipped)\n"
         log("feast apply: the feature repo changed since the last apply; applying ...")
         cmd = [
-            str(Path(sys.executable).with_name("feast")),
+            sys.executable,
+            "-m",
+            "recsys_feast",
             "-c",
             self.repo_path,
             "-f",

@@ -474,3 +474,35 @@ def test_memory_is_handed_back_after_a_large_lookup(monkeypatch):
     assert released == []
     lookup(feature_server.LARGE_LOOKUP_ROWS)
     assert released == [1]
+
+
+def test_feast_is_imported_without_its_runtime_type_checks_and_nothing_else_loses_them(
+    tmp_path,
+):
+    """The platform's processes import feast without typeguard's instrumentation of Feast's
+    classes (seconds of every process's start); other `@typechecked` code keeps its checks.
+    (`python -m recsys_feast`, the feast command line so imported, applies the pipeline's
+    feature repo: tests/test_pipeline.py.)"""
+    probe = """
+import recsys_feast
+import feast
+from feast.entity import Entity
+from typeguard import TypeCheckError, typechecked
+
+@typechecked
+def twice(n: int) -> int:
+    return 2 * n
+
+try:
+    twice("3")
+    kept = False
+except TypeCheckError:
+    kept = True
+def instrumented(function):
+    return "TypeCheckMemo" in function.__code__.co_names
+print(instrumented(twice), kept, instrumented(Entity.__init__))
+"""
+    (tmp_path / "probe.py").write_text(probe)  # typeguard reads the checked code's source
+    done = subprocess.run([sys.executable, tmp_path / "probe.py"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["True", "True", "False"]

@@ -94,13 +94,14 @@ def _chromium(url: str, screenshot: str) -> str:
         "--virtual-time-budget=30000",
     ]
     path = SCREENSHOTS / f"{screenshot}.png"
-    subprocess.run(
-        [binary, *flags, f"--screenshot={path}", url], capture_output=True, timeout=180, check=True
+    path.unlink(missing_ok=True)
+    done = subprocess.run(  # one browser start for both: the screenshot and the DOM
+        [binary, *flags, f"--screenshot={path}", "--dump-dom", url],
+        capture_output=True,
+        timeout=180,
+        check=True,
     )
     assert path.stat().st_size > 10_000, f"{path} looks blank"
-    done = subprocess.run(
-        [binary, *flags, "--dump-dom", url], capture_output=True, timeout=180, check=True
-    )
     return done.stdout.decode()
 
 

@@ -1,0 +1,10 @@
+"""`python -m recsys_feast ARGS`: the `feast` command line (`feast ARGS`), in a process that
+imports feast without its runtime type checks (`recsys_feast.feast_without_runtime_type_checks`):
+`apply` of the feature repo took 9.5 s through `feast`, 5.1 s through this, on 2 cores."""
+
+import recsys_feast  # noqa: F401  (before feast)
+
+from feast.cli.cli import cli
+
+if __name__ == "__main__":
+    cli(prog_name="feast")
