@@ -58,15 +58,15 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.pipeline)
         if SERVER_FIXTURES & fixtures or module in SERVER_MODULES:
             item.add_marker(pytest.mark.servers)
-    _order_for_two_workers(items)
+    _order_for_workers(items, int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
 
 
-def _order_for_two_workers(items: list[pytest.Item]) -> None:
+def _order_for_workers(items: list[pytest.Item], workers: int) -> None:
     """The tiny run's tests first, then tests that do not need it; those that start servers
-    or several processes (the slow ones) from the middle on. xdist's work stealing hands each
-    of two workers half of the collection in order: one builds the tiny run and tests it,
-    the other starts on the slow tests that do not wait for it. Within a group, the files'
-    order stays."""
+    or several processes (the slow ones) from the second worker's share on. xdist's work
+    stealing hands each worker an equal share of the collection in order: the first builds
+    the tiny run and tests it, the second starts on the slow tests that do not wait for it.
+    Within a group, the files' order stays."""
     on_the_run = [item for item in items if "pipeline_run" in item.fixturenames]
     slow = [
         item
@@ -76,8 +76,8 @@ def _order_for_two_workers(items: list[pytest.Item]) -> None:
     ]
     placed = {id(item) for item in on_the_run + slow}
     rest = [item for item in items if id(item) not in placed]
-    first_half = max(len(items) // 2 - len(on_the_run), 0)
-    items[:] = on_the_run + rest[:first_half] + slow + rest[first_half:]
+    first_share = max(len(items) // max(workers, 2) - len(on_the_run), 0)
+    items[:] = on_the_run + rest[:first_share] + slow + rest[first_share:]
 
 
 @pytest.fixture(scope="session")
