@@ -8,7 +8,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dagster_project.assets.quality import _event_id_hashes
+from dagster_project.assets.quality import _drop_other_versions_of_the_index, _event_id_hashes
 from dagster_project.pseudonyms import pseudonymise
 from dagster_project.quality.cleaning import (
     LOOK_BACK_DAYS,
@@ -583,3 +583,19 @@ def test_a_clean_days_id_index_follows_its_file(tmp_path):
     os.utime(index, (day.stat().st_mtime + 10, day.stat().st_mtime + 10))
     written = index.stat().st_mtime_ns
     assert _event_id_hashes(out, day).stat().st_mtime_ns == written
+
+
+def test_the_id_index_of_another_duckdb_version_is_removed(tmp_path):
+    """After a DuckDB upgrade the old version's index (hashes it alone reads) is removed; this
+    version's stays."""
+    out = layout(tmp_path)
+    day = out.day_file("events_clean", "2026-09-02")
+    day.parent.mkdir(parents=True)
+    pl.DataFrame({"event_id": ["e1"]}).write_parquet(day)
+    current = _event_id_hashes(out, day)
+    old = current.parent.with_name("duckdb-0.9.2") / day.name
+    old.parent.mkdir()
+    old.write_bytes(current.read_bytes())
+    assert _drop_other_versions_of_the_index(out) == ["duckdb-0.9.2"]
+    assert not old.parent.exists() and current.exists()
+    assert _drop_other_versions_of_the_index(out) == []

@@ -1,6 +1,7 @@
 """Group quality: raw -> clean tables and the quarantine; GX suites as blocking checks."""
 
 import json
+import shutil
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -46,7 +47,12 @@ from dagster_project.settings import DataLayout, first_event_day
 from dagster_project.sources.manifest import source_window
 from dagster_project.sources.raw_table import raw_rows, read_raw
 from dagster_project.sources.synthetic.generator import generated_landing
-from dagster_project.storage import parquet_rows, publish_to_shared, write_text_atomic
+from dagster_project.storage import (
+    parquet_rows,
+    publish_to_shared,
+    shared_storage,
+    write_text_atomic,
+)
 
 
 def _reason_counts(quarantine: pl.DataFrame) -> MetadataValue:
@@ -193,6 +199,24 @@ def _event_id_hashes(out: DataLayout, clean_file: Path) -> Path:
     return index
 
 
+def _drop_other_versions_of_the_index(out: DataLayout) -> list[str]:
+    """The event-id index folders of other DuckDB versions (`EVENT_ID_HASHES` names this
+    one's), removed from the data directory and the shared store: no version reads another's
+    hashes, and after an upgrade the old ones would stay forever. Returns their names. (The
+    machines that share a store run one DuckDB version, the one the project pins; one with
+    another writes its own index again.)"""
+    current = out.tables / EVENT_ID_HASHES
+    shared = shared_storage(out.root)
+    removed = []
+    for folder in sorted(current.parent.glob("duckdb-*")):
+        if folder != current and folder.is_dir():
+            shutil.rmtree(folder)
+            if shared:
+                shared.remove(folder)
+            removed.append(folder.name)
+    return removed
+
+
 def _look_back(out: DataLayout, day: str) -> tuple[list[Path], list[Path]]:
     """The clean files of the LOOK_BACK_DAYS before `day` (none before the first event day),
     and those of every earlier day (their event ids are never clean again, see
@@ -249,6 +273,8 @@ def events_clean(
     held = raw_item_ids.filter(~raw_item_ids.is_in(items.implode()))
     window, run_id = source_window(out.landing), context.run.run_id
     quarantined, figures, indexes = [], {}, {}
+    if dropped := _drop_other_versions_of_the_index(out):
+        context.log.info(f"event-id index of other DuckDB versions removed: {', '.join(dropped)}")
     for day in context.partition_keys:
         recent, earlier_files = _look_back(out, day)
         for path in earlier_files:  # each day's index checked once a run, not once a day
