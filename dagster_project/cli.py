@@ -438,7 +438,7 @@ def _backfill(args: argparse.Namespace) -> int:
     tags[start], tags[end] = args.first or tags[start], args.last or tags[end]
     first, last = tags[start], tags[end]
     repository = ReconstructableRepository.for_module("dagster_project.definitions", "defs")
-    executor = os.environ.get(EXECUTOR_ENV) or "Dagster's default"
+    executor = os.environ.get(EXECUTOR_ENV) or "multiprocess"
     print(f"[backfill] {args.job} for {first}..{last} on the {executor} executor", flush=True)
     if executor == "celery":
         print("[backfill] its steps wait for Celery workers: `recsys celery-workers`", flush=True)

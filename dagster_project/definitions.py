@@ -111,5 +111,5 @@ def platform_definitions(
 
 # The code server, the daemon and `dagster dev` load this module: their files are private.
 use_private_umask()
-# $RECSYS_EXECUTOR: multiprocess, in_process or celery
+# $RECSYS_EXECUTOR: multiprocess (also when unset), in_process or celery
 defs = platform_definitions(executor=platform_executor())
