@@ -4,7 +4,7 @@
   steps at the same time, as many as the cores, forked from a server that has imported the
   code once (`make demo` runs its jobs in process whatever is set). Dagster's own default
   spawns every step, which imports Dagster, Feast and torch again: a tiny backfill took
-  145 s so against 65 s forked, on 2 cores.
+  145 s that way against 65 s forked, on 2 cores.
 - `in_process`: every step in the run's own process, one after another.
 - `celery`: every step is a task on a Celery queue, executed by whichever worker takes it
   (dagster-celery), on this machine or others that share the data directory and the Dagster

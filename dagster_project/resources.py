@@ -211,9 +211,10 @@ class FeastResource(ConfigurableResource):
         return all(Path(f).exists() for f in files)
 
     def apply(self, log: Callable[[str], None] = print) -> str:
-        """`feast apply` through Feast's own command line, as another team would run it (in a
-        child process, `python -m recsys_feast`, which spares it Feast's import-time type
-        instrumentation: `recsys_feast.feast_without_runtime_type_checks`); skipped
+        """`feast apply` through Feast's own command line in a child process (`python -m
+        recsys_feast`: without Feast's runtime type checks, which cost seconds at import,
+        `recsys_feast.feast_import`; tests/test_readme.py applies the repo with the plain
+        `feast` command, checks included); skipped
         when neither the feature repo nor its resolved configuration changed since the last
         apply into this data directory (and the registry is still there). `log` hears when
         an apply starts (it takes seconds)."""

@@ -142,17 +142,24 @@ def _build_pipeline_run(root: Path) -> list[str]:
 
 def _built_once(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str]]:
     """The tiny run's folder and run ids, built by the first worker of the session that asks
-    (under an exclusive lock on a file in the workers' shared temporary folder); a build that
-    failed half-way is started again."""
+    (under an exclusive lock on a file in the workers' shared temporary folder, named by the
+    session's id); a build that failed is not tried again by the other workers: they fail
+    with its error."""
     shared = tmp_path_factory.getbasetemp()
-    if os.environ.get("PYTEST_XDIST_WORKER"):
+    if session := os.environ.get("PYTEST_XDIST_TESTRUNUID", ""):
         shared = shared.parent  # the session's folder, above each worker's own
-    built, record = shared / "tiny-pipeline-run", shared / "tiny-pipeline-run.json"
-    with open(shared / "tiny-pipeline-run.lock", "w") as lock:
+    name = f"tiny-pipeline-run{session[:12]}"
+    built, record, failed = (shared / f"{name}{suffix}" for suffix in ("", ".json", ".failed"))
+    with open(shared / f"{name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        if failed.exists():
+            pytest.fail(f"the tiny run failed on another worker: {failed.read_text()}")
         if not record.exists():
-            shutil.rmtree(built, ignore_errors=True)
-            record.write_text(json.dumps(_build_pipeline_run(built)))
+            try:
+                record.write_text(json.dumps(_build_pipeline_run(built)))
+            except BaseException as error:
+                failed.write_text(f"{type(error).__name__}: {error}"[-4000:])
+                raise
     return built, json.loads(record.read_text())
 
 

@@ -3,14 +3,20 @@
 import json
 import os
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 from dagster import (
     DagsterInstance,
+    JobDefinition,
     RunRequest,
     SkipReason,
+    build_reconstructable_job,
     build_schedule_context,
     build_sensor_context,
+    execute_job,
+    job,
+    op,
 )
 
 from dagster_project.assets._common import EVENT_DAYS
@@ -24,6 +30,7 @@ from dagster_project.automation import (
     weekly_retrain_schedule,
 )
 from dagster_project.definitions import defs
+from dagster_project.executors import EXECUTOR_ENV, platform_executor
 from dagster_project.resources import PlatformStorage
 from dagster_project.settings import layout
 
@@ -329,3 +336,33 @@ def test_recommender_settings_are_checked_in_code_and_from_run_config(monkeypatc
     monkeypatch.setenv("RECSYS_TEST_DAYS", "5")
     settings = RecommenderSettings(test_days=EnvVar.int("RECSYS_TEST_DAYS"))
     assert materialize([days], resources={"settings": settings}).output_for_node("days") == 5
+
+
+@op
+def parent_process() -> int:
+    return os.getppid()
+
+
+def step_parent_job() -> JobDefinition:
+    """A one-step job on the platform's executor (rebuilt by name in the step's process)."""
+
+    @job(executor_def=platform_executor())
+    def step_parent() -> None:
+        parent_process()
+
+    return step_parent
+
+
+@pytest.mark.pipeline  # a real run, its step in a process of its own
+def test_runs_fork_their_steps_from_a_preloaded_server_unless_told_otherwise(tmp_path):
+    """With $RECSYS_EXECUTOR unset (this suite's environment) a run's step processes are
+    children of a fork server, not of the run's process (Dagster's own default spawns them
+    from the run: seconds of imports a step)."""
+    assert not os.environ.get(EXECUTOR_ENV)
+    with DagsterInstance.local_temp(str(tmp_path)) as instance:
+        job_def = build_reconstructable_job("tests.test_automation", "step_parent_job")
+        with execute_job(job_def, instance=instance) as result:
+            assert result.success
+            parent = result.output_for_node("parent_process")
+    assert parent != os.getpid()
+    assert b"forkserver" in Path(f"/proc/{parent}/cmdline").read_bytes()

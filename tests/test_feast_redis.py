@@ -29,7 +29,7 @@ def test_redis_profile_serves_what_the_offline_store_holds(
     config_file, redis_url = redis_profile
     monkeypatch.setenv("RECSYS_REDIS_URL", redis_url)
     feast = FeastResource(data_dir=str(out.root), config_file=config_file)
-    feast.apply()  # the plain `feast apply` CLI, with the Redis profile
+    feast.apply()  # Feast's `feast apply` command line, with the Redis profile
     store = feast.store()
     assert store.config.online_store.type == "redis"
     offline = pd.read_parquet(out.feature_table("user_features"))

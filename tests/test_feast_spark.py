@@ -22,7 +22,7 @@ def _entity_rows(out, rows: int = 3000) -> pd.DataFrame:
 
 def _training_rows(out, config_file: str, entity_df: pd.DataFrame) -> pd.DataFrame:
     feast = FeastResource(data_dir=str(out.root), config_file=config_file)
-    feast.apply()  # the plain `feast apply` CLI with the profile's sources
+    feast.apply()  # Feast's `feast apply` command line with the profile's sources
     store = feast.store()
     return training_rows_in_order(point_in_time_features(store, entity_df, "recommender_training"))
 

@@ -480,11 +480,13 @@ def test_feast_is_imported_without_its_runtime_type_checks_and_nothing_else_lose
     tmp_path,
 ):
     """The platform's processes import feast without typeguard's instrumentation of Feast's
-    classes (seconds of every process's start); other `@typechecked` code keeps its checks.
+    classes (seconds of every process's start); other `@typechecked` code keeps its checks,
+    and so does a process that imports only the feature repo's helpers (`recsys_feast`).
     (`python -m recsys_feast`, the feast command line so imported, applies the pipeline's
     feature repo: tests/test_pipeline.py.)"""
     probe = """
-import recsys_feast
+from recsys_feast.feast_import import feast_without_runtime_type_checks
+feast_without_runtime_type_checks()
 import feast
 from feast.entity import Entity
 from typeguard import TypeCheckError, typechecked
@@ -506,3 +508,11 @@ print(instrumented(twice), kept, instrumented(Entity.__init__))
     done = subprocess.run([sys.executable, tmp_path / "probe.py"], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["True", "True", "False"]
+    # This process imported dagster_project (which asks for it) before feast.
+    from feast.entity import Entity
+
+    assert "TypeCheckMemo" not in Entity.__init__.__code__.co_names
+    plain = "import recsys_feast.paths\nfrom feast.entity import Entity\n"
+    plain += 'print("TypeCheckMemo" in Entity.__init__.__code__.co_names)'
+    done = subprocess.run([sys.executable, "-c", plain], capture_output=True, text=True)
+    assert done.stdout.split() == ["True"], done.stderr

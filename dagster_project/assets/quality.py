@@ -2,7 +2,7 @@
 
 import json
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -199,21 +199,29 @@ def _event_id_hashes(out: DataLayout, clean_file: Path) -> Path:
     return index
 
 
-def _drop_other_versions_of_the_index(out: DataLayout) -> list[str]:
+def _drop_other_versions_of_the_index(
+    out: DataLayout, warn: Callable[[str], None] = print
+) -> list[str]:
     """The event-id index folders of other DuckDB versions (`EVENT_ID_HASHES` names this
-    one's), removed from the data directory and the shared store: no version reads another's
-    hashes, and after an upgrade the old ones would stay forever. Returns their names. (The
-    machines that share a store run one DuckDB version, the one the project pins; one with
-    another writes its own index again.)"""
+    one's), removed from the shared store and the data directory: no version reads another's
+    hashes, and after an upgrade the old ones would stay forever. Returns their names. A
+    folder that cannot be removed is left for the next run, with a `warn`ing: housekeeping
+    never fails the cleaning. (The machines that share a store run one DuckDB version, the
+    one the project pins; one with another writes its own index again.)"""
     current = out.tables / EVENT_ID_HASHES
     shared = shared_storage(out.root)
     removed = []
     for folder in sorted(current.parent.glob("duckdb-*")):
-        if folder != current and folder.is_dir():
-            shutil.rmtree(folder)
+        if folder == current or not folder.is_dir():
+            continue
+        try:
             if shared:
                 shared.remove(folder)
-            removed.append(folder.name)
+            shutil.rmtree(folder)
+        except OSError as error:
+            warn(f"the event-id index {folder} of another DuckDB version stays: {error}")
+            continue
+        removed.append(folder.name)
     return removed
 
 
@@ -273,7 +281,7 @@ def events_clean(
     held = raw_item_ids.filter(~raw_item_ids.is_in(items.implode()))
     window, run_id = source_window(out.landing), context.run.run_id
     quarantined, figures, indexes = [], {}, {}
-    if dropped := _drop_other_versions_of_the_index(out):
+    if dropped := _drop_other_versions_of_the_index(out, context.log.warning):
         context.log.info(f"event-id index of other DuckDB versions removed: {', '.join(dropped)}")
     for day in context.partition_keys:
         recent, earlier_files = _look_back(out, day)
