@@ -68,6 +68,9 @@ def _order_for_workers(items: list[pytest.Item], workers: int) -> None:
     the tiny run and tests it, the second starts on the slow tests that do not wait for it.
     Within a group, the files' order stays."""
     on_the_run = [item for item in items if "pipeline_run" in item.fixturenames]
+    # Those with a server of their module first: a worker that steals from the end of the
+    # other's queue never takes one of them, and starts the server (the UI: about 15 s) again.
+    on_the_run.sort(key=lambda item: not item.get_closest_marker("servers"))
     slow = [
         item
         for item in items
