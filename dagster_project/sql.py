@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import tempfile
 import threading
+from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -44,12 +45,17 @@ def sql_identifier(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def parquet_relation(path: Path | str) -> str:
+def parquet_relation(path: Path | str | Sequence[Path | str], filename: bool = False) -> str:
     """DuckDB's `read_parquet('<path>')` for a file, the path quoted; for a local folder (a
-    table kept one file per event day), every Parquet file in it."""
+    table kept one file per event day), every Parquet file in it; for a list of files, all of
+    them. `filename`: a column `filename` naming each row's file."""
     if isinstance(path, Path) and path.is_dir():
-        return f"read_parquet({sql_text(str(path / '*.parquet'))})"
-    return f"read_parquet({sql_text(path)})"
+        source = sql_text(str(path / "*.parquet"))
+    elif isinstance(path, Path | str):
+        source = sql_text(str(path))
+    else:
+        source = "[" + ", ".join(sql_text(str(p)) for p in path) + "]"
+    return f"read_parquet({source}{', filename = true' if filename else ''})"
 
 
 def _new_database(threads: int | None = None) -> duckdb.DuckDBPyConnection:

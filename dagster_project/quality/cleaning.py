@@ -514,7 +514,7 @@ def _register_recent(
         columns, relation = earlier.columns, "recent_frame"
         con.register(relation, earlier.to_arrow())
     else:
-        relation = f"read_parquet([{', '.join(sql_text(str(f)) for f in earlier)}])"
+        relation = parquet_relation(list(earlier))
         columns = [name for name, *_ in con.sql(f"DESCRIBE SELECT * FROM {relation}").fetchall()]
     missing = [c for c in LOOK_BACK_COLUMNS if c not in columns]
     if missing:
@@ -543,16 +543,14 @@ class _EarlierDays:
         if indexes:
             hit = con.sql(
                 f"""SELECT DISTINCT parse_filename(filename) AS day
-                FROM read_parquet([{", ".join(sql_text(str(p)) for p in indexes)}], filename = true)
+                FROM {parquet_relation(indexes, filename=True)}
                 WHERE id_hash IN (SELECT id_hash FROM batch_id_hashes)"""
             ).fetchall()
             days = {name for (name,) in hit}
             to_read += [f for f in self.files if f.name in days]
         if not to_read:
             return "SELECT NULL::VARCHAR AS event_id WHERE false"
-        return (
-            f"SELECT event_id FROM read_parquet([{', '.join(sql_text(str(f)) for f in to_read)}])"
-        )
+        return f"SELECT event_id FROM {parquet_relation(to_read)}"
 
 
 def write_event_id_hashes(clean_file: Path, index_file: Path) -> None:
