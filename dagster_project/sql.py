@@ -45,17 +45,26 @@ def sql_identifier(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def parquet_relation(path: Path | str | Sequence[Path | str], filename: bool = False) -> str:
+def parquet_relation(
+    path: Path | str | Sequence[Path | str], filename: bool = False, file_row_number: bool = False
+) -> str:
     """DuckDB's `read_parquet('<path>')` for a file, the path quoted; for a local folder (a
     table kept one file per event day), every Parquet file in it; for a list of files, all of
-    them. `filename`: a column `filename` naming each row's file."""
+    them. `filename`: a column `filename` naming each row's file; `file_row_number`: a column
+    `file_row_number`, each row's place in its file (together, the order the rows were read in,
+    for a session that does not preserve it)."""
     if isinstance(path, Path) and path.is_dir():
         source = sql_text(str(path / "*.parquet"))
     elif isinstance(path, Path | str):
         source = sql_text(str(path))
     else:
         source = "[" + ", ".join(sql_text(str(p)) for p in path) + "]"
-    return f"read_parquet({source}{', filename = true' if filename else ''})"
+    options = [
+        f"{name} = true"
+        for name, on in [("filename", filename), ("file_row_number", file_row_number)]
+        if on
+    ]
+    return f"read_parquet({', '.join([source, *options])})"
 
 
 def _new_database(threads: int | None = None) -> duckdb.DuckDBPyConnection:

@@ -2,6 +2,7 @@
 
 import json
 import os
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -30,7 +31,7 @@ from dagster_project.automation import (
     weekly_retrain_schedule,
 )
 from dagster_project.definitions import defs
-from dagster_project.executors import EXECUTOR_ENV, platform_executor
+from dagster_project.executors import EXECUTOR_ENV, STEP_PRELOAD, platform_executor
 from dagster_project.resources import PlatformStorage
 from dagster_project.settings import layout
 
@@ -339,8 +340,13 @@ def test_recommender_settings_are_checked_in_code_and_from_run_config(monkeypatc
 
 
 @op
-def parent_process() -> int:
-    return os.getppid()
+def step_process() -> dict:
+    """The step's parent process, and which of the libraries the fork server preloads this
+    process had before the step ran (nothing the job's module imports loads them)."""
+    return {
+        "parent": os.getppid(),
+        "preloaded": [name for name in STEP_PRELOAD if name in sys.modules],
+    }
 
 
 def step_parent_job() -> JobDefinition:
@@ -348,7 +354,7 @@ def step_parent_job() -> JobDefinition:
 
     @job(executor_def=platform_executor())
     def step_parent() -> None:
-        parent_process()
+        step_process()
 
     return step_parent
 
@@ -357,12 +363,15 @@ def step_parent_job() -> JobDefinition:
 def test_runs_fork_their_steps_from_a_preloaded_server_unless_told_otherwise(tmp_path):
     """With $RECSYS_EXECUTOR unset (this suite's environment) a run's step processes are
     children of a fork server, not of the run's process (Dagster's own default spawns them
-    from the run: seconds of imports a step)."""
+    from the run: seconds of imports a step), and they start with the code and the libraries
+    steps load on first use (GX, scikit-learn, Feast's engine and stores) already imported."""
     assert not os.environ.get(EXECUTOR_ENV)
     with DagsterInstance.local_temp(str(tmp_path)) as instance:
         job_def = build_reconstructable_job("tests.test_automation", "step_parent_job")
         with execute_job(job_def, instance=instance) as result:
             assert result.success
-            parent = result.output_for_node("parent_process")
-    assert parent != os.getpid()
-    assert b"forkserver" in Path(f"/proc/{parent}/cmdline").read_bytes()
+            step = result.output_for_node("step_process")
+    assert step["parent"] != os.getpid()
+    assert b"forkserver" in Path(f"/proc/{step['parent']}/cmdline").read_bytes()
+    assert step["preloaded"] == list(STEP_PRELOAD)
+    assert "great_expectations" in STEP_PRELOAD and "sklearn.ensemble" in STEP_PRELOAD

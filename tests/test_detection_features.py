@@ -247,17 +247,25 @@ def test_an_items_peak_day_is_the_same_however_the_rows_arrive():
     assert runs[0].filter(pl.col("item_id") == "i1")["peak_date"][0] == date(2026, 9, 4)
 
 
-def test_flagged_users_leave_the_behaviour_table_with_an_audit_row_each():
+def test_flagged_users_leave_the_behaviour_table_with_an_audit_row_each(tmp_path):
     from dagster_project.detection.exclusion import exclude_flagged_users
 
+    days = tmp_path / "events_clean"
+    days.mkdir()
+    stamps = pd.to_datetime(["2026-09-02 10:00"] * 3 + ["2026-09-01 09:00"] * 3, utc=True)
     events = pd.DataFrame(
         {
-            "user_id": ["h", "b", "b", "h", "x"],
-            "item_id": ["i1", "i2", "i3", "i4", "i5"],
+            "user_id": ["h", "b", None, "b", "h", "x"],
+            "item_id": ["i1", "i2", "i3", "i4", "i5", "i6"],
+            "event_type": "view",
+            "event_time": stamps,
             "source_file": "f.csv",
-            "source_line": range(5),
+            "source_line": range(6),
         }
     )
+    # Two days' files, the later day's written first: rows come out day by day, in file order.
+    events.iloc[:3].to_parquet(days / "2026-09-02.parquet", index=False)
+    events.iloc[3:].to_parquet(days / "2026-09-01.parquet", index=False)
     scores = pd.DataFrame(
         {
             "user_id": ["h", "b", "x"],
@@ -268,9 +276,16 @@ def test_flagged_users_leave_the_behaviour_table_with_an_audit_row_each():
             "detector_version": "v1",
         }
     )
-    split = exclude_flagged_users(events, scores)
-    assert split.kept["user_id"].tolist() == ["h", "h", "x"]
-    assert "source_file" not in split.kept and split.events_excluded == 2
+    kept_path = tmp_path / "behaviour_events.parquet"
+    split = exclude_flagged_users(days, scores, kept_path)
+    kept = pd.read_parquet(kept_path)
+    # A row without a user is no flagged user's: it stays (the contract quarantines those).
+    assert kept["user_id"].tolist() == ["h", "x", "h", None]
+    assert kept["item_id"].tolist() == ["i5", "i6", "i1", "i3"]
+    assert list(kept.columns) == ["user_id", "item_id", "event_type", "event_time"]
+    assert kept["event_time"].dtype == events["event_time"].dtype
+    assert split.events_kept == 4 and split.events_excluded == 2
+    assert split.events_per_day["events"].tolist() == [2, 2]
     assert split.audit.to_dict("records") == [
         {
             "user_id": "b",
@@ -282,5 +297,6 @@ def test_flagged_users_leave_the_behaviour_table_with_an_audit_row_each():
         }
     ]
     # Switched off: every event is kept, nobody is audited, nothing is lost.
-    kept_all = exclude_flagged_users(events, scores, exclude_bots=False)
-    assert len(kept_all.kept) == len(events) and kept_all.audit.empty
+    kept_all = exclude_flagged_users(days, scores, kept_path, exclude_bots=False)
+    assert kept_all.events_kept == len(events) and kept_all.audit.empty
+    assert len(pd.read_parquet(kept_path)) == len(events)

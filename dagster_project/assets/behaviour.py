@@ -1,6 +1,7 @@
 """Group behaviour: validated tables without bot traffic, and an audit of what was excluded."""
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import matplotlib.pyplot as plt
 import pandas as pd
@@ -10,15 +11,17 @@ from dagster_project.assets._common import OWNERS
 from dagster_project.detection.exclusion import exclude_flagged_users
 from dagster_project.features.catalog import catalog_items
 from dagster_project.plots import figure_markdown
+from dagster_project.resources import PlatformStorage
 
 
 class BehaviourConfig(Config):
     exclude_bots: bool = True
 
 
-def _events_per_day_plot(events: pd.DataFrame) -> MetadataValue:
-    """Events per day by type (log scale: purchases are a few percent of views)."""
-    daily = events.groupby([events["event_time"].dt.floor("D"), "event_type"]).size().unstack()
+def _events_per_day_plot(per_day: pd.DataFrame) -> MetadataValue:
+    """Events per day by type (log scale: purchases are a few percent of views), from the
+    counts (day, event_type, events)."""
+    daily = per_day.pivot_table(index="day", columns="event_type", values="events", aggfunc="sum")
     fig, ax = plt.subplots(figsize=(8, 2.8))
     daily.plot(ax=ax, logy=True)
     ax.set_xlabel("")
@@ -31,7 +34,7 @@ def _events_per_day_plot(events: pd.DataFrame) -> MetadataValue:
     outs={
         "behaviour_events": AssetOut(
             owners=OWNERS,
-            kinds={"parquet", "pandas"},
+            kinds={"parquet", "duckdb"},
             description="Validated behaviour events with flagged bot traffic removed (switchable).",
         ),
         "behaviour_exclusions": AssetOut(
@@ -43,14 +46,18 @@ def _events_per_day_plot(events: pd.DataFrame) -> MetadataValue:
     },
 )
 def behaviour_events(
-    config: BehaviourConfig, events_clean: pd.DataFrame, user_traffic_scores: pd.DataFrame
+    config: BehaviourConfig,
+    storage: PlatformStorage,
+    events_clean: Path,
+    user_traffic_scores: pd.DataFrame,
 ) -> Iterator[Output]:
-    split = exclude_flagged_users(events_clean, user_traffic_scores, config.exclude_bots)
+    kept_path = storage.layout().asset_table("behaviour_events")
+    split = exclude_flagged_users(events_clean, user_traffic_scores, kept_path, config.exclude_bots)
     yield Output(
-        split.kept,
+        kept_path,
         "behaviour_events",
         metadata={
-            "events_per_day": _events_per_day_plot(split.kept),
+            "events_per_day": _events_per_day_plot(split.events_per_day),
             "bot_filter_on": config.exclude_bots,
             "events_excluded": split.events_excluded,
             "users_excluded": len(split.audit),

@@ -30,7 +30,7 @@ from dagster_project.features.daily import (
 )
 from dagster_project.features.daily_runs import DailyTable, run_days
 from dagster_project.features.model_outputs import feast_table
-from dagster_project.features.recent import RECENT_EVENTS, recent_activity
+from dagster_project.features.recent import RECENT_EVENTS, recent_activity_table
 from dagster_project.features.text import (
     DIM,
     MODEL_NAME,
@@ -186,7 +186,7 @@ def item_features(
 @asset(
     group_name="features",
     owners=OWNERS,
-    kinds={"parquet", "pandas"},
+    kinds={"parquet", "polars"},
     ins={
         "behaviour_events": AssetIn(
             metadata={"columns": ["event_id", "user_id", "item_id", "event_type", "event_time"]}
@@ -197,13 +197,13 @@ def item_features(
     "the real-time intake (POST /events) advances the online rows with the same definition "
     "(dagster_project/features/recent.py). event_timestamp = the newest event's time.",
 )
-def user_recent_activity(behaviour_events: pd.DataFrame) -> Output[pd.DataFrame]:
-    frame = recent_activity(behaviour_events)
+def user_recent_activity(behaviour_events: pl.DataFrame) -> Output[pl.DataFrame]:
+    frame = recent_activity_table(behaviour_events)
     return Output(
         frame,
         metadata={
-            "users": len(frame),
-            "newest_event": str(frame["event_timestamp"].max()) if len(frame) else "",
+            "users": frame.height,
+            "newest_event": str(frame["event_timestamp"].max()) if frame.height else "",
         },
     )
 
