@@ -41,6 +41,9 @@ from feast.value_type import ValueType
 from recsys_feast.internals import check_vector_lengths, coerce_datetime, engine_backend
 
 ENGINE_TYPE = "recsys_feast.materialization.DistinctValuesLocalComputeEngine"
+# list types whose Values are built from the numbers' bytes (`_packed_float_protos`): field 1
+# of FloatList and DoubleList, packed little-endian
+PACKED_FLOATS = {ValueType.FLOAT_LIST: "<f4", ValueType.DOUBLE_LIST: "<f8"}
 # list types Feast converts by putting the list in the Value as it is
 PLAIN_LISTS = {
     ValueType.STRING_LIST,
@@ -81,7 +84,10 @@ def _plain_list_protos(
     """The Values Feast's generic list conversion builds (`<type>_list_val` holding the
     list; an empty Value for a missing list), for a list column of `PLAIN_LISTS` whose items
     are never null; None for any other column."""
-    is_list = pa.types.is_list(column.type) or pa.types.is_large_list(column.type)
+    is_list = any(
+        check(column.type)
+        for check in (pa.types.is_list, pa.types.is_large_list, pa.types.is_fixed_size_list)
+    )
     if value_type not in PLAIN_LISTS or not is_list:
         return None
     if isinstance(column, pa.ChunkedArray):
@@ -89,16 +95,57 @@ def _plain_list_protos(
     flat = column.flatten()  # the items of the valid lists (a null list may hide some)
     if flat.null_count:  # Feast puts a default in place of each null item
         return None
-    items = flat.to_pylist()
     lengths = pc.list_value_length(column).fill_null(0).to_numpy(zero_copy_only=False)
     offsets = np.concatenate([[0], np.cumsum(lengths)]).tolist()
     proto_type, field, _ = PYTHON_LIST_VALUE_TYPE_TO_PROTO_VALUE[value_type]
+    if value_type in PACKED_FLOATS:
+        return _packed_float_protos(flat, offsets, column.is_valid().to_pylist(), field, value_type)
+    items = flat.to_pylist()
     return [
         ValueProto(**{field: proto_type(val=items[start:end])}) if valid else ValueProto()
         for start, end, valid in zip(
             offsets[:-1], offsets[1:], column.is_valid().to_pylist(), strict=True
         )
     ]
+
+
+def _packed_float_protos(
+    flat: pa.Array, offsets: list[int], valid: list[bool], field: str, value_type: ValueType
+) -> list[ValueProto]:
+    """The Values of float (or double) lists, parsed from their wire form built from the
+    numbers' bytes: `Value{<field>: {val: [...]}}`, the list packed as protobuf packs it.
+    The numbers are rounded to the list's type as protobuf rounds a Python float, so the
+    Values are those Feast's conversion builds (tests/test_feature_serving.py), without a
+    Python float per number: a day's 45k user vectors took 1.5 s that way."""
+    with np.errstate(over="ignore"):  # a double beyond a float's range is inf, as protobuf has it
+        numbers = flat.to_numpy(zero_copy_only=False).astype(PACKED_FLOATS[value_type])
+    payload, width = numbers.tobytes(), numbers.itemsize
+    value_tag = _varint((ValueProto.DESCRIPTOR.fields_by_name[field].number << 3) | 2)
+    headers: dict[int, bytes] = {}  # by the list's bytes: most lists are as long as the next
+
+    def header(size: int) -> bytes:
+        if size not in headers:
+            packed = b"\x0a" + _varint(size) if size else b""  # the list's field 1, packed
+            headers[size] = value_tag + _varint(len(packed) + size) + packed
+        return headers[size]
+
+    parse = ValueProto.FromString
+    return [
+        parse(header((end - start) * width) + payload[start * width : end * width])
+        if present
+        else ValueProto()
+        for start, end, present in zip(offsets[:-1], offsets[1:], valid, strict=True)
+    ]
+
+
+def _varint(number: int) -> bytes:
+    """Protobuf's base-128 varint of a non-negative integer."""
+    out = bytearray()
+    while number > 0x7F:
+        out.append((number & 0x7F) | 0x80)
+        number >>= 7
+    out.append(number)
+    return bytes(out)
 
 
 def table_to_rows(table: pa.Table, view: FeatureView, join_keys: dict[str, ValueType]) -> list:

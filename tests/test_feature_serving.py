@@ -275,6 +275,19 @@ def test_the_bulk_writer_writes_the_rows_feasts_own_writer_writes(pipeline_run, 
         (pa.array([["a", "b"], [], None, ["c"]], pa.list_(pa.string())), ValueType.STRING_LIST),
         (pa.array([[1, 2**40], None, [-3]], pa.list_(pa.int64())), ValueType.INT64_LIST),
         (pa.array([[1.5], [], [2.0, -0.0]], pa.list_(pa.float64())), ValueType.DOUBLE_LIST),
+        # float lists built from their bytes: long (a length over one varint byte), rounded
+        # from doubles (beyond a float's range too), sliced, chunked
+        (
+            pa.array([np.linspace(-1, 1, 384), None, [1e300, float("nan"), -0.0, 1e-46]]),
+            ValueType.FLOAT_LIST,
+        ),
+        (pa.array([[0.1], [0.2, 0.3], [0.4]], pa.list_(pa.float32()))[1:], ValueType.DOUBLE_LIST),
+        (pa.array([[0.5, 1.5], None, [2.0, 3.0]], pa.list_(pa.float32(), 2)), ValueType.FLOAT_LIST),
+        (pa.array([["a"], None, ["b"]], pa.list_(pa.string(), 1))[1:], ValueType.STRING_LIST),
+        (
+            pa.chunked_array([pa.array([[0.5]] * 3), pa.array([None, [], [0.25] * 40])]),
+            ValueType.FLOAT_LIST,
+        ),
         (pa.array([[1], [2, 3], [4], [5, 6]], pa.list_(pa.int32()))[1:3], ValueType.INT32_LIST),
         (
             pa.chunked_array([pa.array([["x"]]), pa.array([None, ["y", "z"]])]),
