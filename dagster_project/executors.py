@@ -33,8 +33,10 @@ EXECUTORS = ("multiprocess", "in_process", "celery")
 # 1.1 s in detection, Feast's materialization engine, online store and DuckDB offline store
 # about 1 s in each Feast step. A run's fork server pays them once.
 STEP_PRELOAD = (
-    "dagster_project.definitions",  # first: Feast is then imported without runtime checks
-    "great_expectations",
+    # first: Feast is then imported without its runtime checks, and torch's and OpenMP's
+    # thread settings (models/__init__.py) are in place before scikit-learn loads OpenMP
+    "dagster_project.definitions",
+    "dagster_project.quality.validation",  # GX, with its analytics off as the platform sets
     "sklearn.ensemble",
     "recsys_feast.materialization",
     "recsys_feast.sqlite_store",

@@ -15,7 +15,7 @@ import duckdb
 import pandas as pd
 import polars as pl
 
-from dagster_project.storage import S3_ENDPOINT_ENV, STORAGE_URL_ENV, shared_storage
+from dagster_project.storage import S3_ENDPOINT_ENV, STORAGE_URL_ENV, atomic_file, shared_storage
 
 DUCKDB_MEMORY_LIMIT = "2GB"  # DuckDB spills to disk beyond this
 
@@ -132,6 +132,16 @@ def connect(
         return _session(_process_database().cursor())
     except duckdb.FatalException:  # a fatal error invalidated it: a new one, once
         return _session(_process_database(renew=True).cursor())
+
+
+def copy_to_parquet(con: duckdb.DuckDBPyConnection, query: str, path: Path) -> int:
+    """COPY a query's rows to a Parquet file (snappy), atomically (`atomic_file`): the one way
+    SQL writes a table. Returns the rows written."""
+    with atomic_file(path) as tmp:
+        rows = con.execute(
+            f"COPY ({query}) TO {sql_text(str(tmp))} (FORMAT parquet, COMPRESSION snappy)"
+        ).fetchone()[0]  # COPY answers with the rows it wrote
+    return int(rows)
 
 
 def query_polars(con: duckdb.DuckDBPyConnection, query: str) -> pl.DataFrame:

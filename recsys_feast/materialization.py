@@ -98,7 +98,7 @@ def _plain_list_protos(
     lengths = pc.list_value_length(column).fill_null(0).to_numpy(zero_copy_only=False)
     offsets = np.concatenate([[0], np.cumsum(lengths)]).tolist()
     proto_type, field, _ = PYTHON_LIST_VALUE_TYPE_TO_PROTO_VALUE[value_type]
-    if value_type in PACKED_FLOATS:
+    if value_type in PACKED_FLOATS and pa.types.is_floating(flat.type):
         return _packed_float_protos(flat, offsets, column.is_valid().to_pylist(), field, value_type)
     items = flat.to_pylist()
     return [

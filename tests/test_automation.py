@@ -341,8 +341,9 @@ def test_recommender_settings_are_checked_in_code_and_from_run_config(monkeypatc
 
 @op
 def step_process() -> dict:
-    """The step's parent process, and which of the libraries the fork server preloads this
-    process had before the step ran (nothing the job's module imports loads them)."""
+    """The step's parent process, and which of the modules the fork server preloads this
+    process had when the step ran (the job's module imports the definitions itself, but
+    none of the libraries after them)."""
     return {
         "parent": os.getppid(),
         "preloaded": [name for name in STEP_PRELOAD if name in sys.modules],
@@ -374,4 +375,5 @@ def test_runs_fork_their_steps_from_a_preloaded_server_unless_told_otherwise(tmp
     assert step["parent"] != os.getpid()
     assert b"forkserver" in Path(f"/proc/{step['parent']}/cmdline").read_bytes()
     assert step["preloaded"] == list(STEP_PRELOAD)
-    assert "great_expectations" in STEP_PRELOAD and "sklearn.ensemble" in STEP_PRELOAD
+    # the ones that cost a step seconds each stay on the list
+    assert {"dagster_project.quality.validation", "sklearn.ensemble"} <= set(STEP_PRELOAD)

@@ -300,3 +300,11 @@ def test_flagged_users_leave_the_behaviour_table_with_an_audit_row_each(tmp_path
     kept_all = exclude_flagged_users(days, scores, kept_path, exclude_bots=False)
     assert kept_all.events_kept == len(events) and kept_all.audit.empty
     assert len(pd.read_parquet(kept_path)) == len(events)
+    # A user with two score rows is audited once, with the flagged row's verdict.
+    twice = pd.concat([scores, scores.iloc[[1]].assign(is_bot=False, pattern=None)])
+    assert exclude_flagged_users(days, twice.iloc[::-1], kept_path).audit.to_dict(
+        "records"
+    ) == split.audit.to_dict("records")
+    # No event files: a clear error, not DuckDB's.
+    with pytest.raises(FileNotFoundError, match="materialize events_clean first"):
+        exclude_flagged_users(tmp_path / "nothing", scores, kept_path)

@@ -272,7 +272,9 @@ def test_item_text_embedding_is_cached_by_text(run):
         raise AssertionError("nothing is new: the model must not be loaded")
 
     cache = run.cache / "text_embeddings.parquet"
-    precision = encoder_precision("cpu")  # the asset's, on the CPU the tests run on
+    # the asset's, kept for this CPU where the run's cache is
+    precision = encoder_precision("cpu", decided=run.cache / "text_encoder_precision.json")
+    assert (run.cache / "text_encoder_precision.json").exists()
     again, unchanged = embed_items(items, cache, no_model, precision=precision)
     assert unchanged.embedded == 0 and unchanged.reused == len(items)
     edited = items.copy()

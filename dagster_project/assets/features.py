@@ -220,10 +220,11 @@ def item_text_embedding(
     context: AssetExecutionContext, items: pd.DataFrame, storage: PlatformStorage
 ) -> Output[pl.DataFrame]:
     device = str(resolve_device("auto"))
-    precision = encoder_precision(device)
+    cache = storage.layout().cache
+    precision = encoder_precision(device, decided=cache / "text_encoder_precision.json")
     vectors, run = embed_items(
         items,
-        storage.layout().cache / "text_embeddings.parquet",
+        cache / "text_embeddings.parquet",
         lambda: load_encoder(device=device, precision=precision),
         progress=context.log.info,
         precision=precision,

@@ -1,7 +1,7 @@
 """A shopper's recent activity: the newest events in order and today's counts per event type.
 
 One definition serves both paths, so they agree by construction (and a test replays a day
-to show it): the daily batch computes it from `behaviour_events` (`recent_activity`), and
+to show it): the daily batch computes it from `behaviour_events` (`recent_activity_table`), and
 the real-time intake advances the row the online store holds with the events just received
 (`advance_recent_activity`). The model reads `recent_items` (with types and times) as the
 user's history when it recomputes e_u at request time.

@@ -33,8 +33,14 @@ from dagster_project.contracts import (
 )
 from dagster_project.pseudonyms import pseudonym_sql, register_pseudonym_key
 from dagster_project.sources.raw_table import raw_relation
-from dagster_project.sql import connect, parquet_relation, query_polars, sql_text
-from dagster_project.storage import atomic_file, write_parquet_atomic
+from dagster_project.sql import (
+    connect,
+    copy_to_parquet,
+    parquet_relation,
+    query_polars,
+    sql_text,
+)
+from dagster_project.storage import write_parquet_atomic
 
 QUARANTINE_COLUMNS = [
     "table",
@@ -558,7 +564,7 @@ def write_event_id_hashes(clean_file: Path, index_file: Path) -> None:
     later day's cleaning reads instead of the ids (`clean_events(earlier_id_hashes=...)`);
     keep it at `EVENT_ID_HASHES`, the hash's version, and write it again after its file."""
     with contextlib.closing(connect()) as con:
-        _copy_parquet(
+        copy_to_parquet(
             con, f"SELECT hash(event_id) AS id_hash FROM {parquet_relation(clean_file)}", index_file
         )
 
@@ -872,16 +878,7 @@ def _clean_event_rows(
         return clean, clean.height
     clean_path, quarantine_path = write_to
     write_parquet_atomic(quarantine, quarantine_path)
-    return None, _copy_parquet(con, clean_sql, clean_path)
-
-
-def _copy_parquet(con: duckdb.DuckDBPyConnection, query: str, path: Path) -> int:
-    """COPY a query to Parquet (snappy) atomically (`atomic_file`); returns rows."""
-    with atomic_file(path) as tmp:
-        rows = con.execute(
-            f"COPY ({query}) TO {sql_text(str(tmp))} (FORMAT parquet, COMPRESSION snappy)"
-        ).fetchone()[0]  # COPY answers with the rows it wrote
-    return int(rows)
+    return None, copy_to_parquet(con, clean_sql, clean_path)
 
 
 def row_accounting(
