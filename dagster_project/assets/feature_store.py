@@ -206,7 +206,10 @@ def online_matches_offline(feast: FeastResource, storage: PlatformStorage) -> As
     materialized = max(
         end for _, end in store.get_feature_view(USER_VIEW).materialization_intervals
     )
-    offline = pd.read_parquet(storage.layout().feature_table("user_features"))
+    offline = pd.read_parquet(
+        storage.layout().feature_table("user_features"),
+        columns=["user_id", "event_timestamp", *CONSISTENCY_FEATURES],
+    )
     offline = offline[offline["event_timestamp"] <= pd.Timestamp(materialized)]
     latest = offline.sort_values("event_timestamp").groupby("user_id").tail(1).set_index("user_id")
     sample = latest.sample(min(50, len(latest)), random_state=0)
@@ -226,7 +229,9 @@ def online_matches_offline(feast: FeastResource, storage: PlatformStorage) -> As
             f"{u}.{f}: online {g} vs offline {o}"
             for u, g, o in zip(sample.index[diff], got[diff], sample[f][diff], strict=True)
         ]
-    texts = pd.read_parquet(storage.layout().feature_table("item_text_embedding"))
+    texts = pd.read_parquet(
+        storage.layout().feature_table("item_text_embedding"), columns=["item_id", "embedding"]
+    )
     mismatches += _list_mismatches(store, TEXT_VIEW, "embedding", "item_id", texts, 20)
     return _check_result(len(sample) + min(20, len(texts)), mismatches)
 
