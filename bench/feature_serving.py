@@ -213,12 +213,17 @@ def embedding_rate(data_dir: Path, n: int = 2_000) -> dict:
     machine's CPU (and on CUDA where present), with the lowest and mean cosine to float32."""
     import torch
 
-    from dagster_project.features.text import bfloat16_speedup, encoder_precision, item_text
+    from dagster_project.features.text import (
+        PRECISION_FILE,
+        bfloat16_speedup,
+        encoder_precision,
+        item_text,
+    )
 
     texts = item_text(pd.read_parquet(layout(data_dir).table("items")).head(n)).tolist()
     out: dict = {}
     for device in ["cpu", *(["cuda"] if torch.cuda.is_available() else [])]:
-        chosen = encoder_precision(device)
+        chosen = encoder_precision(device, decided=layout(data_dir).cache / PRECISION_FILE)
         exact, rate = _encoding(texts, device, "float32")
         out[device] = {"chosen": chosen, "float32": {"items": len(texts), "items_per_second": rate}}
         # bfloat16 is measured wherever the CPU has it, chosen or not (the choice's evidence)

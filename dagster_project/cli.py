@@ -317,7 +317,7 @@ def _recommend(args: argparse.Namespace) -> int:
     """Every scenario from the trained model's vectors, printed with the items' titles."""
     import pandas as pd
 
-    from dagster_project.features.text import load_encoder
+    from dagster_project.features.text import PRECISION_FILE, load_encoder
     from dagster_project.pseudonyms import pseudonymise
     from dagster_project.recommender.inputs import stored_model_items, trained_model
     from models.base import resolve_device
@@ -340,7 +340,8 @@ def _recommend(args: argparse.Namespace) -> int:
         items = stored_model_items(out)
         items = items[items["text_embedding"].notna() & ~items["item_id"].isin(unavailable)]
         text = items[["item_id"]].assign(embedding=items["text_embedding"])
-        query = load_encoder(str(resolve_device(args.device)))([args.query])[0]
+        encode = load_encoder(str(resolve_device(args.device)), decided=out.cache / PRECISION_FILE)
+        query = encode([args.query])[0]
         shown = model.search(query, text, user_id=user, k=args.k)
         title = f"search {args.query!r}" + (f" for {args.user}" if args.user else "")
     elif args.similar_to:

@@ -259,7 +259,13 @@ def test_item_text_embedding_is_cached_by_text(run):
     """Every item has a 384-d unit vector; a re-run embeds only items whose text changed."""
     import numpy as np
 
-    from dagster_project.features.text import embed_items, encoder_precision, load_encoder
+    from dagster_project.features.text import (
+        PRECISION_FILE,
+        embed_items,
+        encoder_precision,
+        load_encoder,
+    )
+    from models.base import resolve_device
 
     table = pd.read_parquet(run.feature_table("item_text_embedding"))
     items = pd.read_parquet(run.table("items"))
@@ -272,9 +278,11 @@ def test_item_text_embedding_is_cached_by_text(run):
         raise AssertionError("nothing is new: the model must not be loaded")
 
     cache = run.cache / "text_embeddings.parquet"
-    # the asset's, kept for this CPU where the run's cache is
-    precision = encoder_precision("cpu", decided=run.cache / "text_encoder_precision.json")
-    assert (run.cache / "text_encoder_precision.json").exists()
+    # the asset's: on a CPU, the answer it kept for this machine in the run's cache
+    device = str(resolve_device("auto"))
+    decided = run.cache / PRECISION_FILE
+    assert decided.exists() or device != "cpu"
+    precision = encoder_precision(device, decided=decided)
     again, unchanged = embed_items(items, cache, no_model, precision=precision)
     assert unchanged.embedded == 0 and unchanged.reused == len(items)
     edited = items.copy()

@@ -90,6 +90,13 @@ def test_the_cache_key_names_the_precision_and_auto_picks_by_measured_speed(tmp_
     decided.write_text(json.dumps({**kept, "machine": "another CPU", "precision": other}))
     assert encoder_precision("cpu", decided=decided) == measured
     assert json.loads(decided.read_text())["machine"] == kept["machine"]
+    # A file it cannot use is measured and written again, never an error.
+    for junk in ["{not json", "[1, 2]", json.dumps({**kept, "precision": "auto"})]:
+        decided.write_text(junk)
+        assert encoder_precision("cpu", decided=decided) == measured
+        assert json.loads(decided.read_text())["precision"] == measured
+    decided.write_bytes(b"\xff\xfe\x00")
+    assert encoder_precision("cpu", decided=decided) == measured
 
 
 def test_a_wheel_with_another_pipeline_is_refused_not_run(tmp_path):

@@ -34,6 +34,7 @@ from dagster_project.features.recent import RECENT_EVENTS, recent_activity_table
 from dagster_project.features.text import (
     DIM,
     MODEL_NAME,
+    PRECISION_FILE,
     embed_items,
     encoder_precision,
     load_encoder,
@@ -221,11 +222,11 @@ def item_text_embedding(
 ) -> Output[pl.DataFrame]:
     device = str(resolve_device("auto"))
     cache = storage.layout().cache
-    precision = encoder_precision(device, decided=cache / "text_encoder_precision.json")
+    precision = encoder_precision(device, decided=cache / PRECISION_FILE)
     vectors, run = embed_items(
         items,
         cache / "text_embeddings.parquet",
-        lambda: load_encoder(device=device, precision=precision),
+        lambda: load_encoder(device=device, precision=precision),  # as decided above
         progress=context.log.info,
         precision=precision,
     )

@@ -48,7 +48,7 @@ def exclude_flagged_users(
     flagged = "coalesce(user_id IN (SELECT user_id FROM flagged), false)"
     with contextlib.closing(connect()) as con:
         con.register("flagged", verdicts[["user_id"]])
-        # the audit first: a failed step leaves both tables as they were
+        # the audit first: a failing audit leaves the behaviour table as it was
         per_user = con.sql(
             f"SELECT user_id, count(*) AS events_excluded FROM {parquet_relation(events)} "
             f"WHERE {flagged} GROUP BY user_id ORDER BY user_id"

@@ -37,6 +37,8 @@ Encoder = Callable[[list[str]], np.ndarray]
 # Runtime float32 1.2x. The cache key names the precision, so vectors of the two are never
 # mixed in one cache.
 BFLOAT16_MIN_SPEEDUP = 1.25
+# Where a data directory keeps the probe's answer for its machine (in its cache/ folder).
+PRECISION_FILE = "text_encoder_precision.json"
 PRECISIONS = ("auto", "bfloat16", "float32")
 
 
@@ -72,10 +74,9 @@ def encoder_precision(device: str, precision: str = "auto", decided: Path | None
     if device != "cpu":
         return "float32"
     machine = _cpu_and_torch()
-    if decided is not None and decided.exists():
-        kept = json.loads(decided.read_text())
-        if kept.get("machine") == machine and kept.get("precision") in PRECISIONS:
-            return str(kept["precision"])
+    kept = _kept_answer(decided)
+    if kept.get("machine") == machine and kept.get("precision") in ("bfloat16", "float32"):
+        return str(kept["precision"])
     speedup = bfloat16_speedup()
     chosen = "bfloat16" if speedup >= BFLOAT16_MIN_SPEEDUP else "float32"
     if decided is not None:
@@ -84,17 +85,34 @@ def encoder_precision(device: str, precision: str = "auto", decided: Path | None
     return chosen
 
 
+def _kept_answer(decided: Path | None) -> dict:
+    """The answer kept in `decided`; empty when there is none or it cannot be read (it is
+    measured and written again)."""
+    try:
+        kept = json.loads(decided.read_text()) if decided is not None else {}
+    except (OSError, ValueError):  # missing, unreadable, not JSON, not text
+        return {}
+    return kept if isinstance(kept, dict) else {}
+
+
 def _cpu_and_torch() -> str:
-    """This CPU's model name and torch's version: what the bfloat16 probe's answer holds for."""
+    """What the bfloat16 probe's answer holds for: the CPU (model name, family, model and
+    stepping, its bfloat16 and AMX flags: cloud VMs of different generations can share a
+    model name) and torch's version."""
     import torch
 
-    cpuinfo = Path("/proc/cpuinfo")
-    names = [
-        line.split(":", 1)[1].strip()
-        for line in (cpuinfo.read_text().splitlines() if cpuinfo.exists() else [])
-        if line.startswith("model name")
-    ]
-    return f"{names[0] if names else platform.processor()} / torch {torch.__version__}"
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:  # not Linux
+        lines = []
+    fields: dict[str, str] = {}
+    for line in lines:
+        name, _, value = line.partition(":")
+        fields.setdefault(name.strip(), value.strip())
+    flags = sorted(f for f in fields.get("flags", "").split() if "bf16" in f or "amx" in f)
+    cpu = [fields.get(k, "") for k in ("model name", "cpu family", "model", "stepping")]
+    described = " ".join(filter(None, [*cpu, *flags])) or platform.machine()
+    return f"{described} / torch {torch.__version__}"
 
 
 @functools.cache
@@ -137,9 +155,14 @@ def _wheel_pipeline(model_dir: Path) -> int:
     return int(json.loads((model_dir / "sentence_bert_config.json").read_text())["max_seq_length"])
 
 
-def load_encoder(device: str = "cpu", batch_size: int = 128, precision: str = "auto") -> Encoder:
-    """The MiniLM sentence encoder from the wheel, in `precision` (`encoder_precision`),
-    returning L2-normalised float32 vectors.
+def load_encoder(
+    device: str = "cpu",
+    batch_size: int = 128,
+    precision: str = "auto",
+    decided: Path | None = None,
+) -> Encoder:
+    """The MiniLM sentence encoder from the wheel, in `precision` (`encoder_precision`, with
+    the answer kept in `decided`), returning L2-normalised float32 vectors.
 
     It runs the wheel's sentence-transformers pipeline (`_wheel_pipeline`) with transformers
     alone: texts stripped, tokenised in batches of similar length (truncated at the maximum
@@ -156,7 +179,7 @@ def load_encoder(device: str = "cpu", batch_size: int = 128, precision: str = "a
     max_length = _wheel_pipeline(model_dir)
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
     model = BertModel.from_pretrained(str(model_dir)).eval().to(device)
-    if encoder_precision(device, precision) == "bfloat16":
+    if encoder_precision(device, precision, decided) == "bfloat16":
         model = model.to(torch.bfloat16)
 
     def encode(texts: list[str]) -> np.ndarray:

@@ -361,9 +361,10 @@ class LiveRecommender:
 
     def _query_vector(self, query: str) -> np.ndarray:
         if self._encode_query is None:
-            from dagster_project.features.text import load_encoder
+            from dagster_project.features.text import PRECISION_FILE, load_encoder
 
-            self._encode_query = load_encoder("cpu")
+            # in the precision the catalog's vectors were embedded in on this machine
+            self._encode_query = load_encoder("cpu", decided=self.out.cache / PRECISION_FILE)
         return self._encode_query([query])[0]
 
 
