@@ -308,3 +308,18 @@ def test_flagged_users_leave_the_behaviour_table_with_an_audit_row_each(tmp_path
     # No event files: a clear error, not DuckDB's.
     with pytest.raises(FileNotFoundError, match="materialize events_clean first"):
         exclude_flagged_users(tmp_path / "nothing", scores, kept_path)
+
+
+def test_the_events_per_day_plot_says_when_no_event_was_kept():
+    from dagster_project.assets.behaviour import _events_per_day_plot
+
+    none = pd.DataFrame({"day": [], "event_type": [], "events": []})
+    assert _events_per_day_plot(none).value == "no events kept"
+    counts = pd.DataFrame(
+        {
+            "day": pd.to_datetime(["2026-09-01", "2026-09-02"], utc=True),
+            "event_type": "view",
+            "events": [3, 4],
+        }
+    )
+    assert _events_per_day_plot(counts).value.startswith("![events per day by type](data:")

@@ -20,7 +20,9 @@ class BehaviourConfig(Config):
 
 def _events_per_day_plot(per_day: pd.DataFrame) -> MetadataValue:
     """Events per day by type (log scale: purchases are a few percent of views), from the
-    counts (day, event_type, events)."""
+    counts (day, event_type, events); a line saying so when no event was kept."""
+    if per_day.empty:
+        return MetadataValue.md("no events kept")
     daily = per_day.pivot_table(index="day", columns="event_type", values="events", aggfunc="sum")
     fig, ax = plt.subplots(figsize=(8, 2.8))
     daily.plot(ax=ax, logy=True)
