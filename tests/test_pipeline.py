@@ -296,6 +296,54 @@ def test_item_text_embedding_is_cached_by_text(run):
     assert not np.allclose(first, before)
 
 
+def test_an_edited_item_text_reaches_the_online_store(run, tmp_path):
+    """A catalog edit changes an item's vector: it is stamped at the newest event day's
+    snapshot time (other items keep theirs), and the next daily run pushes it to the online
+    store, even a re-run of an earlier day (with first_seen kept, the old vector stayed
+    online and the blocking consistency check failed)."""
+    import shutil
+
+    import numpy as np
+    from dagster import DagsterInstance, materialize
+
+    from dagster_project.definitions import all_assets, all_checks, platform_resources
+    from dagster_project.settings import layout
+
+    copy = layout(tmp_path / "data")
+    shutil.copytree(run.root, copy.root, ignore=shutil.ignore_patterns("dagster_home"))
+    items = pd.read_parquet(copy.table("items"))
+    edited = items["item_id"].iloc[0]
+    items.loc[0, "title"] = "A completely different title"
+    items.to_parquet(copy.table("items"))
+    before = pd.read_parquet(copy.feature_table("item_text_embedding")).set_index("item_id")
+    days = sorted(p.stem for p in copy.table("events_clean").glob("*.parquet"))
+    day = days[-2]  # an earlier day: its window ends before the new stamp
+    with DagsterInstance.ephemeral() as instance:
+        result = materialize(
+            [*all_assets, *all_checks],  # with feast_online's blocking consistency check
+            selection=["item_text_embedding", "feast_registry", "feast_online"],
+            instance=instance,
+            resources=platform_resources(str(copy.root)),
+            partition_key=day,
+        )
+    assert result.success
+    after = pd.read_parquet(copy.feature_table("item_text_embedding")).set_index("item_id")
+    newest = pd.Timestamp(days[-1], tz="UTC") + pd.Timedelta(days=1)
+    assert after.loc[edited, "event_timestamp"] == newest
+    others = after.index != edited
+    assert after["event_timestamp"][others].equals(before["event_timestamp"][others])
+    assert not np.allclose(after.loc[edited, "embedding"], before.loc[edited, "embedding"])
+    online = (
+        FeastResource(data_dir=str(copy.root))
+        .store()
+        .get_online_features(
+            features=["item_text_embedding:embedding"], entity_rows=[{"item_id": edited}]
+        )
+        .to_dict()
+    )
+    assert np.allclose(online["embedding"][0], after.loc[edited, "embedding"], atol=1e-6)
+
+
 def test_recommend_command_serves_every_scenario_from_the_trained_model(run, capsys):
     from dagster_project.cli import main
 

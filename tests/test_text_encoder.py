@@ -15,6 +15,7 @@ from dagster_project.features.text import (
     item_text,
     load_encoder,
     text_hash,
+    vector_stamps,
     wheel_max_length,
 )
 from dagster_project.sources.synthetic.generator import build_catalog, preset
@@ -111,3 +112,27 @@ def test_a_wheel_with_another_pipeline_is_refused_not_run(tmp_path):
     shutil.copy(wheel / "modules.json", tmp_path / "modules.json")
     with pytest.raises(RuntimeError, match="not BERT with mean pooling"):
         wheel_max_length(tmp_path)
+
+
+def test_a_vector_is_stamped_when_it_became_the_item_s():
+    first_seen = pd.to_datetime(["2026-01-01", "2026-01-02", "2026-01-03", "2026-03-09"], utc=True)
+    vectors = pd.DataFrame({"item_id": ["kept", "edited", "new", "listed_later"]})
+    vectors["text_hash"] = ["h1", "h2-new", "h3", "h4-new"]
+    previous = pd.DataFrame(
+        {
+            "item_id": ["kept", "edited", "listed_later", "gone"],
+            "text_hash": ["h1", "h2", "h4", "h5"],
+            "event_timestamp": pd.to_datetime(["2025-12-31"] * 4, utc=True),
+        }
+    )
+    changed_at = pd.Timestamp("2026-03-01", tz="UTC")
+    stamps = vector_stamps(vectors, pd.Series(first_seen), previous, changed_at)
+    assert stamps.tolist() == [
+        pd.Timestamp("2025-12-31", tz="UTC"),  # unchanged: the stamp it had
+        changed_at,  # edited: the newest day's snapshot time
+        pd.Timestamp("2026-01-03", tz="UTC"),  # new: first_seen
+        pd.Timestamp("2026-03-09", tz="UTC"),  # never before first_seen
+    ]
+    assert vector_stamps(vectors, pd.Series(first_seen), None, changed_at).tolist() == list(
+        first_seen
+    )

