@@ -26,6 +26,8 @@ EXECUTOR_ENV = "RECSYS_EXECUTOR"
 CELERY_BROKER_ENV = "RECSYS_CELERY_BROKER"
 CELERY_BACKEND_ENV = "RECSYS_CELERY_BACKEND"
 EXECUTORS = ("multiprocess", "in_process", "celery")
+# How often a Celery run looks for finished steps (one result lookup per running step).
+CELERY_POLL_SECONDS = 0.1
 # What the multiprocess executor's fork server imports once, before it forks a process per
 # step: the code (spawning each step imported Dagster, Feast and torch again, seconds per
 # step), and the libraries that steps import on first use. Measured on 2 cores, a forked step
@@ -65,8 +67,11 @@ def platform_executor() -> ExecutorDefinition:
     if name == "in_process":
         return in_process_executor
     if name == "celery":
-        from dagster_celery import celery_executor
+        from dagster_celery import celery_executor, core_execution_loop
 
+        # The run's loop sleeps this long between looks at its steps' tasks (dagster-celery's
+        # default, 1 s): each step that waits for another started up to a second late.
+        core_execution_loop.TICK_SECONDS = CELERY_POLL_SECONDS
         return celery_executor.configured(celery_settings())
     raise ValueError(f"{EXECUTOR_ENV}={name!r}: choose one of {', '.join(EXECUTORS)}")
 

@@ -31,7 +31,13 @@ from dagster_project.automation import (
     weekly_retrain_schedule,
 )
 from dagster_project.definitions import defs
-from dagster_project.executors import EXECUTOR_ENV, STEP_PRELOAD, platform_executor
+from dagster_project.executors import (
+    CELERY_BROKER_ENV,
+    CELERY_POLL_SECONDS,
+    EXECUTOR_ENV,
+    STEP_PRELOAD,
+    platform_executor,
+)
 from dagster_project.resources import PlatformStorage
 from dagster_project.settings import layout
 
@@ -377,3 +383,17 @@ def test_runs_fork_their_steps_from_a_preloaded_server_unless_told_otherwise(tmp
     assert step["preloaded"] == list(STEP_PRELOAD)
     # the ones that cost a step seconds each stay on the list
     assert {"dagster_project.quality.validation", "sklearn.ensemble"} <= set(STEP_PRELOAD)
+
+
+def test_the_celery_profile_needs_its_broker_and_looks_for_finished_steps_often(monkeypatch):
+    from dagster_celery import core_execution_loop
+
+    monkeypatch.setenv(EXECUTOR_ENV, "celery")
+    monkeypatch.delenv(CELERY_BROKER_ENV, raising=False)
+    with pytest.raises(ValueError, match=f"needs {CELERY_BROKER_ENV}"):
+        platform_executor()
+    monkeypatch.setenv(CELERY_BROKER_ENV, "redis://127.0.0.1:6379/0")
+    monkeypatch.setattr(core_execution_loop, "TICK_SECONDS", 1)  # dagster-celery's own
+    platform_executor()
+    # a step waiting for another starts within 0.1 s of it, not up to a second later
+    assert core_execution_loop.TICK_SECONDS == CELERY_POLL_SECONDS <= 0.1
