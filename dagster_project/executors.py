@@ -69,10 +69,11 @@ def platform_executor() -> ExecutorDefinition:
     if name == "celery":
         from dagster_celery import celery_executor, core_execution_loop
 
+        executor = celery_executor.configured(celery_settings())
         # The run's loop sleeps this long between looks at its steps' tasks (dagster-celery's
         # default, 1 s): each step that waits for another started up to a second late.
         core_execution_loop.TICK_SECONDS = CELERY_POLL_SECONDS
-        return celery_executor.configured(celery_settings())
+        return executor
     raise ValueError(f"{EXECUTOR_ENV}={name!r}: choose one of {', '.join(EXECUTORS)}")
 
 

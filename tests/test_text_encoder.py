@@ -115,9 +115,11 @@ def test_a_wheel_with_another_pipeline_is_refused_not_run(tmp_path):
 
 
 def test_a_vector_is_stamped_when_it_became_the_item_s():
-    first_seen = pd.to_datetime(["2026-01-01", "2026-01-02", "2026-01-03", "2026-03-09"], utc=True)
-    vectors = pd.DataFrame({"item_id": ["kept", "edited", "new", "listed_later"]})
-    vectors["text_hash"] = ["h1", "h2-new", "h3", "h4-new"]
+    first_seen = pd.to_datetime(
+        ["2026-01-01", "2026-01-02", "2026-01-03", "2026-03-09", "2026-01-04"], utc=True
+    )
+    vectors = pd.DataFrame({"item_id": ["kept", "edited", "back", "listed_later", "new"]})
+    vectors["text_hash"] = ["h1", "h2-new", "h3", "h4-new", "h6"]
     previous = pd.DataFrame(
         {
             "item_id": ["kept", "edited", "listed_later", "gone"],
@@ -125,14 +127,14 @@ def test_a_vector_is_stamped_when_it_became_the_item_s():
             "event_timestamp": pd.to_datetime(["2025-12-31"] * 4, utc=True),
         }
     )
-    changed_at = pd.Timestamp("2026-03-01", tz="UTC")
-    stamps = vector_stamps(vectors, pd.Series(first_seen), previous, changed_at)
+    now = pd.Timestamp("2026-03-01 00:30", tz="UTC")
+    stamps = vector_stamps(vectors, pd.Series(first_seen), previous, now)
     assert stamps.tolist() == [
         pd.Timestamp("2025-12-31", tz="UTC"),  # unchanged: the stamp it had
-        changed_at,  # edited: the newest day's snapshot time
-        pd.Timestamp("2026-01-03", tz="UTC"),  # new: first_seen
+        now,  # edited: when it was computed
+        now,  # back in the catalog (its old vector may still be online)
         pd.Timestamp("2026-03-09", tz="UTC"),  # never before first_seen
+        now,  # new since the first build
     ]
-    assert vector_stamps(vectors, pd.Series(first_seen), None, changed_at).tolist() == list(
-        first_seen
-    )
+    # the first build: every vector as of its item's first_seen
+    assert vector_stamps(vectors, pd.Series(first_seen), None, now).tolist() == list(first_seen)

@@ -123,10 +123,9 @@ def _materialize(
 def _push_later_text_vectors(
     context: AssetExecutionContext, feast: FeastResource, storage: PlatformStorage, end: datetime
 ) -> None:
-    """Text vectors stamped after the window `end`, pushed as well. A vector changed by a
-    catalog edit is stamped at the newest event day's snapshot time (item_text_embedding);
-    found by a re-run of an earlier day, it would otherwise wait for a window that never
-    comes: the next day's starts just after that time."""
+    """Text vectors stamped after the window `end`, pushed as well: a new or changed vector
+    (an edited text) is stamped when it was computed (`features.text.vector_stamps`), after
+    the windows of the event days already run, which the next days' runs never cover."""
     stamps = pd.read_parquet(
         storage.layout().feature_table(SOURCE_TABLE[TEXT_VIEW]), columns=["event_timestamp"]
     )["event_timestamp"]
@@ -145,8 +144,9 @@ def _push_later_text_vectors(
     partitions_def=EVENT_DAYS,
     backfill_policy=BackfillPolicy.single_run(),
     deps=["feast_registry"],
-    description="Per event day: that day's user and item snapshots (and the items first seen "
-    "on it, with their text vectors) materialized into the online store, which so holds the "
+    description="Per event day: that day's user and item snapshots (and the text vectors "
+    "stamped in it or since: new or edited item texts) materialized into the online store, "
+    "which so holds the "
     "latest values of every user and item. Run the days in order (a backfill does).",
 )
 def feast_online(

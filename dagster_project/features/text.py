@@ -60,26 +60,27 @@ def vector_stamps(
     vectors: pd.DataFrame,
     first_seen: pd.Series,
     previous: pd.DataFrame | None,
-    changed_at: pd.Timestamp,
+    now: pd.Timestamp,
 ) -> pd.Series:
     """When each item's vector became its own, the feature view's event_timestamp (aligned
     with `vectors`: item_id, text_hash).
 
-    An item new to the table is stamped `first_seen`. One whose text_hash is the `previous`
-    table's keeps that row's stamp. One whose hash changed (its title or description was
-    edited, or the vectors were made in another precision) is stamped `changed_at`, the
-    snapshot time of the newest event day (never before its first_seen), so the day's
-    online materialization pushes the new vector: with its first_seen kept, the online store
-    would serve the old vector until a full rebuild."""
+    The first build (no `previous` table) stamps every vector with its item's first_seen.
+    After it, a vector whose text_hash is the `previous` table's keeps that row's stamp, and
+    one that is new to the table or whose hash changed (an edited title or description, an
+    item back in the catalog, vectors made in another precision) is stamped `now`, the time
+    the platform computed it (never before first_seen): later than the window of any event
+    day already run, so `feast_online` pushes it (`_push_later_text_vectors`). With its
+    first_seen kept, the online store served the old vector until a full rebuild. The table
+    holds one row per item, its current vector: a point-in-time lookup of a moment before
+    the change gets no vector for that item."""
     stamps = first_seen.set_axis(vectors.index).rename("event_timestamp")
     if previous is None or previous.empty:
         return stamps
     before = previous.drop_duplicates("item_id", keep="last").set_index("item_id")
-    hash_before = vectors["item_id"].map(before["text_hash"])
-    same = hash_before.eq(vectors["text_hash"])
-    changed = hash_before.notna() & ~same
-    stamps = stamps.where(~same, vectors["item_id"].map(before["event_timestamp"]))
-    return stamps.where(~changed, stamps.clip(lower=changed_at))
+    same = vectors["item_id"].map(before["text_hash"]).eq(vectors["text_hash"])
+    stamps = stamps.where(same, stamps.clip(lower=now))
+    return stamps.where(~same, vectors["item_id"].map(before["event_timestamp"]))
 
 
 def encoder_precision(device: str, precision: str = "auto", decided: Path | None = None) -> str:
