@@ -374,6 +374,44 @@ def test_a_run_scores_the_detection_window_and_keeps_everyone_else_s_score(shopp
     )
 
 
+def test_item_outliers_read_the_detection_window_not_the_whole_history():
+    """A spike of 60 views on day 0 of a 50-day history is out of the window's sight; one
+    on day 45 is in it, as the whole history sees it too."""
+    import polars as pl
+
+    from dagster_project.detection.detector import item_outliers_in_window
+    from dagster_project.detection.items import item_outliers
+
+    days = np.arange(50)
+    rows = [(f"b{b}", d, 10) for b in range(20) for d in days]  # steady background
+    rows += [
+        (item, d, 60 if d == peak else 1) for item, peak in [("old", 0), ("new", 45)] for d in days
+    ]
+    events = pl.DataFrame(
+        [
+            {
+                "user_id": f"u{n % 97}",
+                "item_id": item,
+                "event_type": "view",
+                "event_time": T0 + pd.Timedelta(days=int(day), seconds=n),
+            }
+            for item, day, count in rows
+            for n in range(count)
+        ]
+    ).with_columns(pl.col("event_time").dt.replace_time_zone("UTC"))
+    catalog = pl.DataFrame(
+        {"item_id": ["old", "new", *(f"b{b}" for b in range(20))], "category": "c", "price": 10.0}
+    )
+    nobody = pl.Series([], dtype=pl.String)
+    whole = item_outliers(events.lazy(), catalog, nobody).set_index("item_id")
+    windowed, window = item_outliers_in_window(events.lazy(), catalog, nobody)
+    windowed = windowed.set_index("item_id")
+    assert window != "all"
+    assert whole.loc["old", "popularity_spike"] and not windowed.loc["old", "popularity_spike"]
+    assert whole.loc["new", "popularity_spike"] and windowed.loc["new", "popularity_spike"]
+    assert windowed.loc["old", "events"] == 35  # one a day in the window's 35 days
+
+
 def test_a_carried_row_names_its_group_by_its_reason_not_a_renumbered_id():
     from dagster_project.detection.detector import with_earlier_scores
 

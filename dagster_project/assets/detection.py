@@ -17,9 +17,8 @@ from dagster import (
 
 from dagster_project.assets._common import OWNERS
 from dagster_project.detection.bots import BOT_THRESHOLD, DETECTOR_VERSION
-from dagster_project.detection.detector import detect_in_window
+from dagster_project.detection.detector import detect_in_window, item_outliers_in_window
 from dagster_project.detection.history import score_history
-from dagster_project.detection.items import item_outliers as find_item_outliers
 from dagster_project.plots import figure_markdown
 from dagster_project.resources import PlatformStorage
 
@@ -151,7 +150,8 @@ def _groups_markdown(groups: pd.DataFrame, members: pd.DataFrame, shown: int = 1
     description="Per catalog item: price against its category (robust z), its busiest day "
     "against its usual share (popularity spike), the share of its traffic from flagged "
     "users, the lockstep group that targeted it, and the accounts that bought it within a "
-    "minute of its listing; the flags and reasons in words.",
+    "minute of its listing; the flags and reasons in words. Traffic is the detection "
+    "window's (the last 35 event days), as for the users' scores.",
 )
 def item_outliers(
     events_clean: pl.LazyFrame,
@@ -160,11 +160,12 @@ def item_outliers(
     bot_groups: pd.DataFrame,
 ) -> Output[pd.DataFrame]:
     flagged_users = user_traffic_scores.filter(pl.col("is_bot"))["user_id"]
-    frame = find_item_outliers(events_clean, items_clean, flagged_users, bot_groups)
+    frame, window = item_outliers_in_window(events_clean, items_clean, flagged_users, bot_groups)
     flagged = frame[frame["is_outlier"]].sort_values("events", ascending=False)
     return Output(
         frame,
         metadata={
+            "window": window,
             "price_outliers": int(frame["price_outlier"].sum()),
             "popularity_spikes": int(frame["popularity_spike"].sum()),
             "bot_driven_items": int(frame["bot_driven"].sum()),

@@ -17,6 +17,7 @@ from dagster_project.detection.bots import (
     score_users,
 )
 from dagster_project.detection.groups import lockstep_groups, session_copies
+from dagster_project.detection.items import item_outliers
 
 
 @dataclass(frozen=True)
@@ -79,6 +80,19 @@ def detection_window(
     if pd.Timestamp(span["first"][0]) >= start:
         return inside, "all"
     return inside.filter(pl.col("event_time") >= start), f"{start:%Y-%m-%d}..{last_day:%Y-%m-%d}"
+
+
+def item_outliers_in_window(
+    events: pl.LazyFrame,
+    catalog: pl.DataFrame,
+    flagged_users: pl.Series,
+    groups: pd.DataFrame | None = None,
+) -> tuple[pd.DataFrame, str]:
+    """The item outliers (`items.item_outliers`) over the detection window, as the users are
+    scored: an item's busiest day, usual share, bot share and drops are the window's, and the
+    cost stops growing with the history; and the window's name."""
+    windowed, window = detection_window(events)
+    return item_outliers(windowed, catalog, flagged_users, groups), window
 
 
 def detect_in_window(
