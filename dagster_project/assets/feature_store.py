@@ -204,15 +204,25 @@ def _list_mismatches(
     return mismatches
 
 
+# What to do about an online store that differs from the offline tables (for instance one
+# whose text vectors changed before they were stamped when computed, item_text_embedding).
+ONLINE_REMEDY = (
+    "materialize the features again over every event day: `recsys backfill` (daily_refresh; "
+    "its first day takes every earlier row); the model's outputs: materialize "
+    "feast_model_outputs (job weekly_retrain)"
+)
+
+
 def _check_result(sampled: int, mismatches: list[str]) -> AssetCheckResult:
+    metadata = {
+        "entities_sampled": sampled,
+        "mismatches": len(mismatches),
+        "examples": MetadataValue.text("\n".join(mismatches[:10]) or "none"),
+    }
+    if mismatches:
+        metadata["remedy"] = ONLINE_REMEDY
     return AssetCheckResult(
-        passed=not mismatches,
-        severity=AssetCheckSeverity.ERROR,
-        metadata={
-            "entities_sampled": sampled,
-            "mismatches": len(mismatches),
-            "examples": MetadataValue.text("\n".join(mismatches[:10]) or "none"),
-        },
+        passed=not mismatches, severity=AssetCheckSeverity.ERROR, metadata=metadata
     )
 
 
