@@ -589,7 +589,7 @@ def main(argv: list[str] | None = None) -> int:
     # Dagster's notes on the beta and superseded APIs the definitions use (`backfill_policy`,
     # the last-update freshness checks) are for the platform's developers, not its users.
     for note in (r".* is currently in beta", r".* is superseded and its usage is discouraged"):
-        warnings.filterwarnings("ignore", message=note)
+        warnings.filterwarnings("ignore", message=note, module="dagster")
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["serve"]:
         from dagster_project.feature_server import main as serve

@@ -128,7 +128,8 @@ def test_a_vector_is_stamped_when_it_became_the_item_s():
         }
     )
     now = pd.Timestamp("2026-03-01 00:30", tz="UTC")
-    stamps = vector_stamps(vectors, pd.Series(first_seen), previous, now)
+    stamps, renewed = vector_stamps(vectors, pd.Series(first_seen), previous, now)
+    assert renewed.tolist() == [False, True, True, True, True]
     assert stamps.tolist() == [
         pd.Timestamp("2025-12-31", tz="UTC"),  # unchanged: the stamp it had
         now,  # edited: when it was computed
@@ -137,4 +138,5 @@ def test_a_vector_is_stamped_when_it_became_the_item_s():
         now,  # new since the first build
     ]
     # the first build: every vector as of its item's first_seen
-    assert vector_stamps(vectors, pd.Series(first_seen), None, now).tolist() == list(first_seen)
+    stamps, renewed = vector_stamps(vectors, pd.Series(first_seen), None, now)
+    assert stamps.tolist() == list(first_seen) and not renewed.any()

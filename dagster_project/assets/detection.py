@@ -150,8 +150,8 @@ def _groups_markdown(groups: pd.DataFrame, members: pd.DataFrame, shown: int = 1
     description="Per catalog item: price against its category (robust z), its busiest day "
     "against its usual share (popularity spike), the share of its traffic from flagged "
     "users, the lockstep group that targeted it, and the accounts that bought it within a "
-    "minute of its listing; the flags and reasons in words. Traffic is the detection "
-    "window's (the last 35 event days), as for the users' scores.",
+    "minute of its listing; the flags and reasons in words. Traffic is the last 35 event "
+    "days' on every run (the users' scores' window after their first run).",
 )
 def item_outliers(
     events_clean: pl.LazyFrame,

@@ -204,23 +204,29 @@ def _list_mismatches(
     return mismatches
 
 
-# What to do about an online store that differs from the offline tables (for instance one
-# whose text vectors changed before they were stamped when computed, item_text_embedding).
-ONLINE_REMEDY = (
-    "materialize the features again over every event day: `recsys backfill` (daily_refresh; "
-    "its first day takes every earlier row); the model's outputs: materialize "
-    "feast_model_outputs (job weekly_retrain)"
+# What to do when the online store differs from the offline tables (for instance a text vector
+# that changed before changed vectors were stamped when computed, item_text_embedding). Redis
+# keeps a row unless a newer one comes, so rows written again with the same stamps need the
+# old ones gone first; SQLite overwrites them.
+FEATURES_REMEDY = (
+    "materialize the features again over every event day: `recsys backfill` (its first day "
+    "takes every earlier row); on Redis, remove the project's keys first (`feast teardown`, "
+    "then `feast apply`)"
+)
+MODEL_OUTPUTS_REMEDY = (
+    "materialize feast_model_outputs again; on Redis, remove the project's keys first "
+    "(`feast teardown`, then `feast apply`, then the features as well)"
 )
 
 
-def _check_result(sampled: int, mismatches: list[str]) -> AssetCheckResult:
+def _check_result(sampled: int, mismatches: list[str], remedy: str) -> AssetCheckResult:
     metadata = {
         "entities_sampled": sampled,
         "mismatches": len(mismatches),
         "examples": MetadataValue.text("\n".join(mismatches[:10]) or "none"),
     }
     if mismatches:
-        metadata["remedy"] = ONLINE_REMEDY
+        metadata["remedy"] = remedy
     return AssetCheckResult(
         passed=not mismatches, severity=AssetCheckSeverity.ERROR, metadata=metadata
     )
@@ -264,7 +270,7 @@ def online_matches_offline(feast: FeastResource, storage: PlatformStorage) -> As
         storage.layout().feature_table("item_text_embedding"), columns=["item_id", "embedding"]
     )
     mismatches += _list_mismatches(store, TEXT_VIEW, "embedding", "item_id", texts, 20)
-    return _check_result(len(sample) + min(20, len(texts)), mismatches)
+    return _check_result(len(sample) + min(20, len(texts)), mismatches, FEATURES_REMEDY)
 
 
 @asset_check(
@@ -287,4 +293,4 @@ def model_outputs_online_match_offline(
         offline = pd.read_parquet(out.feature_table(SOURCE_TABLE[view]))
         mismatches += _list_mismatches(store, view, field, key, offline, 30)
         sampled += min(30, len(offline))
-    return _check_result(sampled, mismatches)
+    return _check_result(sampled, mismatches, MODEL_OUTPUTS_REMEDY)

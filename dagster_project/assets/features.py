@@ -242,7 +242,7 @@ def item_text_embedding(
     frame = vectors.merge(items[["item_id", "first_seen"]], on="item_id")
     now = pd.Timestamp.now(tz="UTC")
     previous = _previous_table(storage.layout().feature_table("item_text_embedding"))
-    stamps = vector_stamps(frame, frame["first_seen"], previous, now)
+    stamps, renewed = vector_stamps(frame, frame["first_seen"], previous, now)
     table = feast_table(frame.drop(columns="first_seen"), stamps, ("embedding",))
     context.log.info(
         f"item_text_embedding: {run.items:,} items, {run.embedded:,} embedded now "
@@ -253,7 +253,7 @@ def item_text_embedding(
         metadata={
             "embedded_now": run.embedded,
             "reused_from_cache": run.reused,
-            "vectors_new_or_changed": int((stamps == now).sum()),
+            "vectors_new_or_changed": int(renewed.sum()),
             "texts_per_second": round(run.texts_per_second, 1),
             "model": MODEL_NAME,
             "precision": precision,

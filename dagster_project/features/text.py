@@ -61,9 +61,10 @@ def vector_stamps(
     first_seen: pd.Series,
     previous: pd.DataFrame | None,
     now: pd.Timestamp,
-) -> pd.Series:
-    """When each item's vector became its own, the feature view's event_timestamp (aligned
-    with `vectors`: item_id, text_hash).
+) -> tuple[pd.Series, pd.Series]:
+    """When each item's vector became its own, the feature view's event_timestamp, and which
+    vectors are new or changed since the `previous` table (both aligned with `vectors`:
+    item_id, text_hash).
 
     The first build (no `previous` table) stamps every vector with its item's first_seen.
     After it, a vector whose text_hash is the `previous` table's keeps that row's stamp, and
@@ -76,11 +77,11 @@ def vector_stamps(
     the change gets no vector for that item."""
     stamps = first_seen.set_axis(vectors.index).rename("event_timestamp")
     if previous is None or previous.empty:
-        return stamps
+        return stamps, pd.Series(False, index=vectors.index)
     before = previous.drop_duplicates("item_id", keep="last").set_index("item_id")
     same = vectors["item_id"].map(before["text_hash"]).eq(vectors["text_hash"])
     stamps = stamps.where(same, stamps.clip(lower=now))
-    return stamps.where(~same, vectors["item_id"].map(before["event_timestamp"]))
+    return stamps.where(~same, vectors["item_id"].map(before["event_timestamp"])), ~same
 
 
 def encoder_precision(device: str, precision: str = "auto", decided: Path | None = None) -> str:
