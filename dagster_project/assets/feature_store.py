@@ -92,14 +92,15 @@ def _materialize(
     inclusive), else over the whole span of their event timestamps. A window that starts on
     the first event day also takes every earlier row (catalog listings before it)."""
     out = storage.layout()
-    stamps = pd.concat(
-        [
-            pd.read_parquet(out.feature_table(SOURCE_TABLE[v]), columns=["event_timestamp"])
-            for v in views
+    stamps = {
+        view: pd.read_parquet(out.feature_table(SOURCE_TABLE[view]), columns=["event_timestamp"])[
+            "event_timestamp"
         ]
-    )["event_timestamp"]
-    start = stamps.min().to_pydatetime()
-    end = (stamps.max() + pd.Timedelta(seconds=1)).to_pydatetime()
+        for view in views
+    }
+    every = pd.concat(stamps.values())
+    start = every.min().to_pydatetime()
+    end = (every.max() + pd.Timedelta(seconds=1)).to_pydatetime()
     if days is not None:
         first_day = pd.Timestamp(first_event_day(), tz="UTC")
         if pd.Timestamp(days.start) > first_day:
@@ -109,7 +110,7 @@ def _materialize(
     store = feast.materialize(views, start, end, log=context.log.warning)
     context.log.info(f"materialized {', '.join(views)} for {start:%Y-%m-%d} .. {end:%Y-%m-%d}")
     if days is not None and TEXT_VIEW in views:
-        _push_later_text_vectors(context, feast, storage, end)
+        _push_later_text_vectors(context, feast, stamps[TEXT_VIEW].max(), end)
     return MaterializeResult(
         metadata={
             "feature_views": ", ".join(views),
@@ -121,17 +122,15 @@ def _materialize(
 
 
 def _push_later_text_vectors(
-    context: AssetExecutionContext, feast: FeastResource, storage: PlatformStorage, end: datetime
+    context: AssetExecutionContext, feast: FeastResource, newest: pd.Timestamp, end: datetime
 ) -> None:
-    """Text vectors stamped after the window `end`, pushed as well: a new or changed vector
-    (an edited text) is stamped when it was computed (`features.text.vector_stamps`), after
-    the windows of the event days already run, which the next days' runs never cover."""
-    stamps = pd.read_parquet(
-        storage.layout().feature_table(SOURCE_TABLE[TEXT_VIEW]), columns=["event_timestamp"]
-    )["event_timestamp"]
-    if stamps.empty or stamps.max() <= pd.Timestamp(end):
+    """Text vectors stamped after the window `end` (up to the `newest` stamp), pushed as well:
+    a new or changed vector (an edited text) is stamped when it was computed
+    (`features.text.vector_stamps`), after the windows of the event days already run, which
+    the next days' runs never cover."""
+    if pd.isna(newest) or newest <= pd.Timestamp(end):
         return
-    later = (stamps.max() + pd.Timedelta(seconds=1)).to_pydatetime()
+    later = (newest + pd.Timedelta(seconds=1)).to_pydatetime()
     context.log.info(f"materializing {TEXT_VIEW} stamped after {end:%Y-%m-%d} (edited texts)")
     feast.materialize([TEXT_VIEW], end, later, log=context.log.warning)
 
@@ -146,8 +145,8 @@ def _push_later_text_vectors(
     deps=["feast_registry"],
     description="Per event day: that day's user and item snapshots (and the text vectors "
     "stamped in it or since: new or edited item texts) materialized into the online store, "
-    "which so holds the "
-    "latest values of every user and item. Run the days in order (a backfill does).",
+    "which so holds the latest values of every user and item. Run the days in order (a "
+    "backfill does).",
 )
 def feast_online(
     context: AssetExecutionContext, feast: FeastResource, storage: PlatformStorage
