@@ -1041,14 +1041,18 @@ class EmbeddingRecommender(Recommender):
         return torch.cat(gains)
 
     # -- scoring ------------------------------------------------------------------------
-    def _scorer(self) -> Callable[[np.ndarray], torch.Tensor]:
-        """Scores e_u . e_i + b_i, with the item matrix built once for every batch of users."""
+    def _scorer(self) -> Callable[[np.ndarray, torch.Tensor | None], torch.Tensor]:
+        """Scores e_u . e_i + b_i, with the item matrix built once for every block of users,
+        written into `out` when given (a fresh block of scores each time paid its page
+        faults: the product took twice as long)."""
         tower, bias = self._tower_items()
         served = self.memory.items(tower)
-        return lambda users: torch.addmm(bias, self._user_matrix(users, tower), served.T)
+        return lambda users, out: torch.addmm(
+            bias, self._user_matrix(users, tower), served.T, out=out
+        )
 
     def _score(self, users: np.ndarray) -> torch.Tensor:
-        return self._scorer()(users)
+        return self._scorer()(users, None)
 
     def _item_similarity(self, item: int) -> torch.Tensor:
         """Cosine similarity of item vectors."""

@@ -12,6 +12,7 @@ import scipy.sparse as sp
 import torch
 
 from models.__main__ import main
+from models.base import top_k
 from models.baselines import (
     ALSRecommender,
     EASERecommender,
@@ -816,6 +817,41 @@ def test_recommendations_leave_out_unavailable_and_excluded_items():
     assert gone not in set(filtered["item_id"])
     assert bought not in set(filtered.loc[filtered["user_id"] == "u1", "item_id"])
     assert filtered.groupby("user_id").size().tolist() == [5, 5]
+
+
+@pytest.mark.parametrize("items", [50, 997, 5003, 20000])
+def test_the_top_k_through_group_maxima_is_torchs_top_k(items):
+    """Every row's k largest, exactly: ties (rounded scores), rows of -inf, rows with fewer
+    finite scores than k, and widths that the groups do not divide."""
+    rng = np.random.default_rng(items)
+    scores = torch.as_tensor(rng.normal(size=(40, items)).round(1), dtype=torch.float32)
+    scores[3] = -torch.inf
+    scores[5, 7:] = -torch.inf
+    scores[6, rng.permutation(items)[: items // 2]] = -torch.inf
+    scores[8, -3:] = 10.0  # the best of the row past the last whole group
+    for k in (1, 10, 100):
+        k = min(k, items)
+        values, columns = top_k(scores, k)
+        torch.testing.assert_close(values, torch.topk(scores, k, dim=1).values)
+        torch.testing.assert_close(scores.gather(1, columns), values)
+        finite = torch.isfinite(values)
+        for row in range(len(scores)):  # no column twice among a row's finite scores
+            assert len(set(columns[row][finite[row]].tolist())) == int(finite[row].sum())
+
+
+def test_users_scored_in_blocks_get_the_lists_of_one_block(taste_model_with_text):
+    """`recommend` scores blocks of users into one block's memory: the lists are those of
+    scoring every user at once, whatever the block (the last one short)."""
+    model, _ = taste_model_with_text
+    users = list(model.user_index)
+    at_once = model.recommend(users, 20, batch_size=len(users))
+    for block in (1, 7, 64):  # scores equal up to the order of float sums in the product
+        blocks = model.recommend(users, 20, batch_size=block)
+        pd.testing.assert_frame_equal(blocks, at_once, check_exact=False, rtol=1e-5)
+    knn = ItemKNNRecommender().fit(*_taste_world())
+    pd.testing.assert_frame_equal(
+        knn.recommend(users, 20, batch_size=7), knn.recommend(users, 20, batch_size=len(users))
+    )
 
 
 def test_mmr_trades_relevance_for_variety_and_long_tail_lifts_rare_items():
