@@ -35,7 +35,7 @@ import scipy.sparse as sp
 import torch
 from torch import nn
 
-from models.base import Recommender, resolve_device, rows_or_zeros
+from models.base import Recommender, resolve_device, rows_or_zeros, top_k
 from models.checks import Problems
 from models.distributed import (
     any_process,
@@ -1033,7 +1033,7 @@ class EmbeddingRecommender(Recommender):
                     torch.as_tensor(np.repeat(np.arange(len(group)), counts)),
                     torch.as_tensor(truth_items[ranges(truth_ptr[group], counts)]),
                 ] = True
-                hits = relevant.gather(1, scores.topk(10, dim=1).indices)
+                hits = relevant.gather(1, top_k(scores, 10)[1])
                 best = ideal[torch.as_tensor(np.minimum(counts, 10) - 1, device=self.device)]
                 gains.append(((hits * discount).sum(1) / best).cpu())
         self.user_tower.train()
