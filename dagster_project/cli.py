@@ -363,22 +363,36 @@ def _recommend(args: argparse.Namespace) -> int:
     return 0
 
 
+def _command(sub: argparse._SubParsersAction, name: str, summary: str) -> argparse.ArgumentParser:
+    """A subcommand whose one-line summary is also what its own --help opens with."""
+    return sub.add_parser(name, help=summary, description=summary)
+
+
+def _add_data_dir(command: argparse.ArgumentParser, default_dir: str) -> None:
+    """The --data-dir option: which data directory a command works on."""
+    command.add_argument(
+        "--data-dir",
+        default=default_dir,
+        help=f"data directory (default ${DATA_DIR_ENV} or ./data)",
+    )
+
+
 def _parser() -> argparse.ArgumentParser:
     """The command line: one subcommand per task."""
     default_dir = os.environ.get(DATA_DIR_ENV) or str(layout().root)
     parser = argparse.ArgumentParser(prog="recsys", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     # Listed for --help; main hands everything after `serve` to the feature server.
-    sub.add_parser(
-        "serve", help="the HTTP feature server on loopback (its options: recsys serve --help)"
-    )
-    sub.add_parser(
+    _command(sub, "serve", "the HTTP feature server on loopback (its options: recsys serve --help)")
+    _command(
+        sub,
         "realtime",
-        help="POST /events and POST /recommend on loopback (options: recsys realtime --help)",
+        "POST /events and POST /recommend on loopback (options: recsys realtime --help)",
     )
-    sub.add_parser(
+    _command(
+        sub,
         "intake-tail",
-        help="feed a JSON-lines file of events to the intake (options: recsys intake-tail --help)",
+        "feed a JSON-lines file of events to the intake (options: recsys intake-tail --help)",
     )
     _add_data_set_commands(sub, default_dir)
     _add_data_dir_commands(sub, default_dir)
@@ -390,24 +404,28 @@ def _parser() -> argparse.ArgumentParser:
 def _add_scale_out_commands(sub: argparse._SubParsersAction, default_dir: str) -> None:
     """`backfill` (a job over a range of event days on the configured executor) and
     `celery-workers` (the workers of the celery executor)."""
-    backfill = sub.add_parser(
+    backfill = _command(
+        sub,
         "backfill",
-        help="run a job over a range of event days in one run, on the executor "
+        "run a job over a range of event days in one run, on the executor "
         "$RECSYS_EXECUTOR names (multiprocess, in_process or celery), recorded in the data "
         "directory's Dagster instance",
     )
-    backfill.add_argument("--job", default="daily_refresh")
+    backfill.add_argument(
+        "--job", default="daily_refresh", help="a job of dagster_project.definitions"
+    )
     backfill.add_argument("--from", dest="first", type=_day, help="default: the first event day")
     backfill.add_argument("--to", dest="last", type=_day, help="default: the last event day")
-    workers = sub.add_parser(
+    workers = _command(
+        sub,
         "celery-workers",
-        help="start Celery workers for RECSYS_EXECUTOR=celery (broker: $RECSYS_CELERY_BROKER) "
+        "start Celery workers for RECSYS_EXECUTOR=celery (broker: $RECSYS_CELERY_BROKER) "
         "until Ctrl-C",
     )
-    workers.add_argument("--count", type=int, default=2)
+    workers.add_argument("--count", type=int, default=2, help="how many workers")
     workers.add_argument("--concurrency", type=int, default=1, help="steps at once per worker")
     for p in (backfill, workers):
-        p.add_argument("--data-dir", default=default_dir)
+        _add_data_dir(p, default_dir)
 
 
 def _use_data_dir(data_dir: Path) -> None:
@@ -482,20 +500,24 @@ def _celery_workers(args: argparse.Namespace) -> int:
 
 def _add_data_set_commands(sub: argparse._SubParsersAction, default_dir: str) -> None:
     """`generate` and `demo`: the synthetic shop, and everything built from it."""
-    gen = sub.add_parser(
-        "generate", help="write the synthetic shop's landing files and ground truth"
-    )
-    demo = sub.add_parser(
-        "demo", help="generate data, materialize every asset, print the evaluation"
-    )
+    gen = _command(sub, "generate", "write the synthetic shop's landing files and ground truth")
+    demo = _command(sub, "demo", "generate data, materialize every asset, print the evaluation")
     for p in (gen, demo):
-        p.add_argument("--preset", choices=sorted(PRESETS), default="default")
         p.add_argument(
-            "--data-dir",
-            default=default_dir,
-            help=f"data directory (default ${DATA_DIR_ENV} or ./data)",
+            "--preset",
+            choices=sorted(PRESETS),
+            default="default",
+            help="the shop's size: "
+            + "; ".join(
+                f"{name} ({cfg.n_users:,} users, {cfg.n_items:,} items, {cfg.n_events:,} "
+                f"events, {cfg.n_days} days)"
+                for name, cfg in PRESETS.items()
+            ),
         )
-        p.add_argument("--seed", type=int, default=None)
+        _add_data_dir(p, default_dir)
+        p.add_argument(
+            "--seed", type=int, default=None, help="the generator's seed (default: the preset's)"
+        )
         p.add_argument(
             "--force", action="store_true", help="regenerate even if the same data set exists"
         )
@@ -535,44 +557,46 @@ def _add_data_set_commands(sub: argparse._SubParsersAction, default_dir: str) ->
 def _add_data_dir_commands(sub: argparse._SubParsersAction, default_dir: str) -> None:
     """The small commands about one data directory: its Dagster home, first event day,
     pseudonyms and deletion requests."""
-    home = sub.add_parser(
-        "dagster-home", help="create the Dagster instance folder and print its path"
-    )
-    home.add_argument("--data-dir", default=default_dir)
-    first = sub.add_parser(
+    home = _command(sub, "dagster-home", "create the Dagster instance folder and print its path")
+    _add_data_dir(home, default_dir)
+    first = _command(
+        sub,
         "first-event-day",
-        help="print the first day of the data set in the data directory (where the daily "
+        "print the first day of the data set in the data directory (where the daily "
         "partitions start; `make ui` passes it as $RECSYS_FIRST_EVENT_DAY)",
     )
-    first.add_argument("--data-dir", default=default_dir)
-    pseudo = sub.add_parser(
+    _add_data_dir(first, default_dir)
+    pseudo = _command(
+        sub,
         "pseudonym",
-        help="the pseudonym the tables and Feast use for each user id (key: "
+        "the pseudonym the tables and Feast use for each user id (key: "
         "$RECSYS_PSEUDONYM_KEY, else the development key)",
     )
-    pseudo.add_argument("user_ids", nargs="+")
-    request = sub.add_parser(
+    pseudo.add_argument("user_ids", nargs="+", help="user ids as the landing files write them")
+    request = _command(
+        sub,
         "deletion-request",
-        help="file a request to forget a customer; prints the request id to give the "
+        "file a request to forget a customer; prints the request id to give the "
         "forget_user job (the customer's id never enters Dagster's run config)",
     )
-    request.add_argument("user_id")
-    request.add_argument("--data-dir", default=default_dir)
+    request.add_argument("user_id", help="the customer's id as the landing files write it")
+    _add_data_dir(request, default_dir)
 
 
 def _add_recommend_command(sub: argparse._SubParsersAction, default_dir: str) -> None:
-    rec = sub.add_parser(
+    rec = _command(
+        sub,
         "recommend",
-        help="recommendations from the trained model: for a user, like an item, a search, "
+        "recommendations from the trained model: for a user, like an item, a search, "
         "or a new visitor's few items",
     )
-    rec.add_argument("--data-dir", default=default_dir)
+    _add_data_dir(rec, default_dir)
     rec.add_argument("--user", help="a user id: their top-k, or whose taste re-ranks --query")
     rec.add_argument("--query", help="search text (MiniLM), personalised when --user is given")
     rec.add_argument("--similar-to", metavar="ITEM", help="items to show on ITEM's page")
     rec.add_argument("--history", metavar="ITEMS", help="comma-separated items of a new visitor")
-    rec.add_argument("--k", type=int, default=10)
-    rec.add_argument("--device", default="auto")
+    rec.add_argument("--k", type=int, default=10, help="how many items to show")
+    rec.add_argument("--device", default="auto", help="auto, cpu or cuda")
 
 
 def _day(text: str) -> str:

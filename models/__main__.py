@@ -137,35 +137,73 @@ def _quiet(message: str) -> None:
     """A report that says nothing (the other training processes)."""
 
 
+# What each subcommand's --help says about its options (shared by `evaluate` and `train`).
+INTERACTIONS_HELP = (
+    "CSV/TSV, Parquet or RecBole .inter with user_id, item_id, timestamp (optionally weight, "
+    "event_type; a rating column is ignored, and the command says so); or an S3-Rec sequence .txt (user item item ...)"
+)
+PROTOCOL_HELP = (
+    "temporal: the last --test-days days hold the items new to each known user; loo: each "
+    "user's last interaction (S3-Rec's protocol); msr: a seeded 75/25 split of each item's "
+    "interactions (microsoft/recommenders' MovieLens protocol)"
+)
+EVALUATE_DESCRIPTION = """Train the embedding model and every baseline on one split of the
+--interactions file and print their figures side by side (NDCG, precision, recall, MAP, HR, MRR at k, coverage,
+novelty, training and scoring seconds). Example:
+
+    python -m models evaluate --interactions ../shared/data/ml-100k/ml-100k.inter --protocol msr
+"""
+
+
+def _add_common_options(command: argparse.ArgumentParser) -> None:
+    """The options `evaluate` and `train` share: the data, the split, k, the JSON."""
+    command.add_argument("--interactions", type=Path, required=True, help=INTERACTIONS_HELP)
+    command.add_argument("--protocol", choices=PROTOCOLS, required=True, help=PROTOCOL_HELP)
+    command.add_argument("--k", type=int, default=10, help="the cutoff of every @k figure")
+    command.add_argument("--json", type=Path, default=None, help="also write the figures here")
+
+
 def _parser() -> argparse.ArgumentParser:
-    """The command line: `evaluate` and its options."""
+    """The command line: `evaluate`, `train` and their options."""
     parser = argparse.ArgumentParser(
         prog="python -m models",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     commands = parser.add_subparsers(dest="command", required=True)
-    evaluate = commands.add_parser("evaluate", help="train every model on one split and compare")
-    evaluate.add_argument("--interactions", type=Path, required=True)
-    evaluate.add_argument("--protocol", choices=PROTOCOLS, required=True)
-    evaluate.add_argument("--k", type=int, default=10)
-    evaluate.add_argument("--json", type=Path, default=None)
-    evaluate.add_argument("--models", default="", help="comma-separated; default: all")
+    evaluate = commands.add_parser(
+        "evaluate",
+        help="train every model on one split and compare",
+        description=EVALUATE_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _add_common_options(evaluate)
+    evaluate.add_argument(
+        "--models",
+        default="",
+        help=f"comma-separated, from {', '.join(default_models())}; default: all",
+    )
     evaluate.add_argument("--test-days", type=int, default=3, help="temporal protocol only")
-    evaluate.add_argument("--seed", type=int, default=42)
+    evaluate.add_argument("--seed", type=int, default=42, help="the models' random seed")
     evaluate.add_argument("--device", default="auto", help="auto, cpu or cuda")
     train = commands.add_parser(
-        "train", help="fit the embedding model alone (data parallel under torchrun)"
+        "train",
+        help="fit the embedding model alone (data parallel under torchrun)",
+        description="Fit the embedding model alone on the protocol's training split and "
+        "score it on the test (under torchrun: data parallel, the first process reports).",
     )
-    train.add_argument("--interactions", type=Path, required=True)
-    train.add_argument("--protocol", choices=PROTOCOLS, required=True)
-    train.add_argument("--k", type=int, default=10)
-    train.add_argument("--json", type=Path, default=None)
+    _add_common_options(train)
     train.add_argument("--save", type=Path, default=None, help="a folder for the model")
     train.add_argument("--epochs", type=int, default=0, help="exactly this many (0: early stop)")
-    train.add_argument("--long-term", choices=LONG_TERMS, default="auto")
+    train.add_argument(
+        "--long-term",
+        choices=LONG_TERMS,
+        default="auto",
+        help="the item-item memory beside the encoder (auto: ridge unless EASE wins on "
+        "validation; none: the encoder alone)",
+    )
     train.add_argument("--test-days", type=int, default=3, help="temporal protocol only")
-    train.add_argument("--seed", type=int, default=42)
+    train.add_argument("--seed", type=int, default=42, help="the model's random seed")
     train.add_argument(
         "--device", default="auto", help="auto (under torchrun: the process's GPU or the CPU)"
     )

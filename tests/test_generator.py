@@ -205,6 +205,20 @@ def test_cli_generates_once_and_says_so(tmp_path, capsys):
     assert sequels["item_id"].tolist() == expected["item_id"].tolist()
 
 
+def test_every_recsys_command_says_what_it_and_its_options_do():
+    import argparse
+
+    from dagster_project.cli import _parser
+
+    parser = _parser()
+    (commands,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    assert {"demo", "generate", "recommend", "backfill"} <= set(commands.choices)
+    for name, command in commands.choices.items():
+        assert command.description, name
+        assert all(action.help for action in command._actions), name
+    assert "tiny (2,000 users" in commands.choices["demo"].format_help()
+
+
 def test_a_data_set_can_end_on_any_day_and_replaces_what_the_old_one_built(tmp_path, capsys):
     """`make demo`'s shop ends yesterday (`--end-day`); a new data set removes the tables,
     features and stores built from the old one, and the partitions start on its first day."""

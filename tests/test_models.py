@@ -1,3 +1,4 @@
+import argparse
 import copy
 import dataclasses
 import functools
@@ -11,7 +12,7 @@ import pytest
 import scipy.sparse as sp
 import torch
 
-from models.__main__ import main
+from models.__main__ import _parser, main
 from models.base import top_k
 from models.baselines import (
     ALSRecommender,
@@ -784,6 +785,19 @@ def test_evaluate_command_reads_any_interactions_file_and_writes_the_comparison(
         } <= set(metrics)
     assert result["models"]["item_knn"]["ndcg@10"] > result["models"]["popularity"]["ndcg@10"]
     assert "item_knn" in capsys.readouterr().out
+
+
+def test_every_option_of_the_command_line_says_what_it_does(capsys):
+    parser = _parser()
+    (commands,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    for name, command in commands.choices.items():
+        assert command.description, name
+        for action in command._actions:
+            assert action.help, (name, action.dest)
+    with pytest.raises(SystemExit) as done:
+        main(["evaluate", "--help"])
+    assert done.value.code == 0
+    assert "ml-100k.inter --protocol msr" in capsys.readouterr().out  # an example to copy
 
 
 def test_interactions_files_with_problems_get_clear_errors_or_counted_drops(tmp_path):
