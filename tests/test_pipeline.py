@@ -47,6 +47,21 @@ def test_every_check_passed(pipeline_run):
     assert sum(name.endswith("freshness_check") for name in names) == 5
 
 
+def test_the_events_suite_validates_the_days_its_run_cleaned(pipeline_run):
+    """The backfill's suite read every day but the last; the last day's run read that day."""
+    result, out = pipeline_run
+    suites = [
+        c for c in result.get_asset_check_evaluations() if c.check_name == "events_clean_suite"
+    ]
+    days = sorted(path.stem for path in out.table("events_clean").glob("*.parquet"))
+    assert [c.metadata["event_days"].value for c in suites] == [
+        f"{days[0]}..{days[-2]}",
+        days[-1],
+    ]
+    last_day = pd.read_parquet(out.day_file("events_clean", days[-1]))
+    assert suites[-1].metadata["rows"].value == len(last_day)
+
+
 def test_every_raw_row_is_clean_or_quarantined_with_a_reason(run):
     raw_events = read_raw(run.raw_table("raw_events")).to_pandas()
     raw_items = read_raw(run.raw_table("raw_items")).to_pandas()

@@ -494,6 +494,49 @@ def test_drift_measures_shifts():
     assert psi(np.array([80, 10, 8, 2]), np.array([40, 30, 20, 10])) > 0.25
 
 
+def test_drift_reads_the_latest_day_and_its_reference_window_alone(tmp_path):
+    """Days older than the reference window change nothing: 40 days of events, the oldest
+    priced in cents; the figures are those of the last 29 days alone."""
+    import numpy as np
+
+    from dagster_project.quality.drift import REFERENCE_DAYS, drift_figures
+
+    out = layout(tmp_path)
+    out.table("events_clean").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for n, day in enumerate(pd.date_range("2026-10-01", periods=40, freq="D", tz="UTC")):
+        rows = 300
+        pd.DataFrame(
+            {
+                "user_id": rng.integers(0, 100, rows).astype(str),
+                "event_type": rng.choice(["view", "add_to_cart", "purchase"], rows),
+                "event_time": (
+                    day + pd.to_timedelta(rng.integers(0, 86_400, rows), unit="s")
+                ).astype("datetime64[us, UTC]"),
+                "price": rng.normal(20, 4, rows) * (100 if n < 40 - REFERENCE_DAYS - 1 else 1),
+                "query": None,
+            }
+        ).to_parquet(out.day_file("events_clean", f"{day:%Y-%m-%d}"))
+    days, verdicts = drift_figures(out)
+    assert len(days) == REFERENCE_DAYS and str(days["day"].iloc[0]) == "2026-10-13"
+    observed = verdicts.set_index("metric")["observed"]
+    assert observed["price_psi_vs_reference"] < 0.1  # the cents of the old days are not read
+    assert not verdicts["warn"].any(), verdicts
+
+
+def test_a_runs_event_days_are_read_from_its_partition_tags():
+    from dagster_project.assets.quality import run_event_days
+
+    assert run_event_days({"dagster/partition": "2026-11-05"}) == ["2026-11-05"]
+    assert run_event_days(
+        {
+            "dagster/asset_partition_range_start": "2026-10-30",
+            "dagster/asset_partition_range_end": "2026-11-02",
+        }
+    ) == ["2026-10-30", "2026-10-31", "2026-11-01", "2026-11-02"]
+    assert run_event_days({"recsys/trigger": "make demo"}) == []
+
+
 def test_check_history_says_since_when(tmp_path):
     from dagster_project.quality.report import check_history
     from dagster_project.quality.validation import SuiteRunner

@@ -32,8 +32,9 @@ MODEL_ITEM_INPUTS = {
 EVENT_DAYS = DailyPartitionsDefinition(start_date=first_event_day(), end_offset=0)
 
 
-def suite_check_result(outcome: SuiteOutcome) -> AssetCheckResult:
-    """A GX suite outcome as a Dagster check result: ERROR if a contract broke, WARN if only drift."""
+def suite_check_result(outcome: SuiteOutcome, **more: object) -> AssetCheckResult:
+    """A GX suite outcome as a Dagster check result: ERROR if a contract broke, WARN if only
+    drift; `more` is added to its metadata."""
     errors = [o for o in outcome.failed if o.severity != "warn"]
     failed = pd.DataFrame(
         [
@@ -61,6 +62,7 @@ def suite_check_result(outcome: SuiteOutcome) -> AssetCheckResult:
     if outcome.docs_page:
         metadata["data_docs"] = MetadataValue.path(outcome.docs_page)
         metadata["data_docs_url"] = MetadataValue.url(Path(outcome.docs_page).as_uri())
+    metadata.update(more)
     return AssetCheckResult(
         passed=outcome.success,
         severity=AssetCheckSeverity.ERROR if errors else AssetCheckSeverity.WARN,

@@ -1,5 +1,7 @@
 """Statistical checks: how the latest day of behaviour compares with the day before and with a
-reference window (every earlier day). Pure functions over a DuckDB relation of events_clean.
+reference window (the `REFERENCE_DAYS` days before it). Pure functions over a DuckDB relation
+of events_clean; `drift_figures` reads only the window's day files, so the check costs the same
+however long the history.
 
 Thresholds and notes live in `expectations/events_clean.drift.json`, reviewed like the suites.
 Population stability index (PSI): < 0.1 stable, 0.1-0.25 moderate, > 0.25 a real shift.
@@ -21,6 +23,9 @@ from dagster_project.settings import EXPECTATIONS_DIR, DataLayout
 from dagster_project.sql import connect, parquet_relation, query_pandas
 
 EPSILON = 1e-4
+# The reference window: four weeks, so every weekday weighs the same and last month's
+# behaviour, not last year's, is what a day is compared with.
+REFERENCE_DAYS = 28
 # The UTC event day as a day number (cheaper than a time-zone aware cast to DATE).
 DAY = "epoch_us(event_time) // 86400000000"
 
@@ -145,7 +150,7 @@ def day_over_day(samples: DailySamples) -> pd.DataFrame:
 
 
 def latest_against_reference(samples: DailySamples) -> dict[str, float]:
-    """The latest day against the reference window (every earlier day)."""
+    """The latest day against the reference window (every earlier day of `samples`)."""
     profile = samples.profile
     if len(profile) < 2:
         return {}
@@ -191,8 +196,10 @@ def evaluate_drift(
 
 
 def drift_figures(out: DataLayout) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(day-over-day drift of events_clean, the reviewed drift checks' verdicts)."""
-    relation = parquet_relation(out.table("events_clean"))
+    """(day-over-day drift of events_clean over the latest day and the `REFERENCE_DAYS`
+    before it, the reviewed drift checks' verdicts): its newest day files alone are read."""
+    days = sorted(out.table("events_clean").glob("*.parquet"))[-(REFERENCE_DAYS + 1) :]
+    relation = parquet_relation(days or out.table("events_clean"))
     with connect() as con:
         samples = daily_samples(con, relation)
     days = day_over_day(samples)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -166,12 +167,13 @@ class SuiteRunner:
     def validate_table(
         self,
         table: str,
-        path: Path,
+        path: Path | Sequence[Path],
         parameters: dict[str, Any] | None = None,
         run_name: str = "manual",
     ) -> SuiteOutcome:
-        """Validate the Parquet table at `path` with the suite named after `table` (SQL engine),
-        store the result in GX's validation store and render its Data Docs page."""
+        """Validate the Parquet table at `path` (a file, a folder of day files, or some of its
+        day files) with the suite named after `table` (SQL engine), store the result in GX's
+        validation store and render its Data Docs page."""
         relation = parquet_relation(path)
         outcome, gx_result = _validate_sql(self, table, relation, parameters or {})
         result_id = store_suite_result(self.context, table, gx_result, run_name)
