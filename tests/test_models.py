@@ -853,6 +853,13 @@ def test_the_top_k_through_group_maxima_is_torchs_top_k(items):
             assert len(set(columns[row][finite[row]].tolist())) == int(finite[row].sum())
 
 
+def test_the_top_k_stays_on_the_scores_device():
+    """No tensor of its own on the CPU: the `meta` device stands in for a GPU."""
+    values, columns = top_k(torch.empty(3, 5003, device="meta"), 10)
+    assert values.device.type == columns.device.type == "meta"
+    assert values.shape == columns.shape == (3, 10)
+
+
 def test_users_scored_in_blocks_get_the_lists_of_one_block(taste_model_with_text):
     """`recommend` scores blocks of users into one block's memory: the lists are those of
     scoring every user at once, whatever the block (the last one short)."""
