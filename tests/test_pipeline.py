@@ -55,9 +55,10 @@ def test_the_events_suite_validates_the_days_its_run_cleaned(pipeline_run):
     ]
     days = sorted(path.stem for path in out.table("events_clean").glob("*.parquet"))
     assert [c.metadata["event_days"].value for c in suites] == [
-        f"{days[0]}..{days[-2]}",
+        f"{days[0]}..{days[-2]} ({len(days) - 1} days)",
         days[-1],
     ]
+    assert not any("event_ids_on_later_days" in c.metadata for c in suites)
     last_day = pd.read_parquet(out.day_file("events_clean", days[-1]))
     assert suites[-1].metadata["rows"].value == len(last_day)
 
@@ -357,6 +358,40 @@ def test_an_edited_item_text_reaches_the_online_store(run, tmp_path):
         .to_dict()
     )
     assert np.allclose(online["embedding"][0], after.loc[edited, "embedding"], atol=1e-6)
+
+
+def test_an_event_id_a_later_day_holds_too_fails_the_events_suite(run, tmp_path):
+    """An earlier day cleaned again keeps an id that a later day (not cleaned again) holds:
+    the suite of that day's run fails and names the days to re-run."""
+    import shutil
+
+    import polars as pl
+    from dagster import AssetSelection, DagsterInstance, materialize
+
+    from dagster_project.assets.quality import events_clean_suite
+    from dagster_project.definitions import all_assets, all_checks, platform_resources
+    from dagster_project.settings import layout
+
+    copy = layout(tmp_path / "data")
+    shutil.copytree(run.root, copy.root, ignore=shutil.ignore_patterns("dagster_home"))
+    days = sorted(p.stem for p in copy.table("events_clean").glob("*.parquet"))
+    day, last = days[-3], copy.day_file("events_clean", days[-1])
+    taken = pl.read_parquet(copy.day_file("events_clean", day))["event_id"][0]
+    frame = pl.read_parquet(last)
+    frame.with_columns(event_id=pl.Series([taken, *frame["event_id"][1:]])).write_parquet(last)
+    with DagsterInstance.ephemeral() as instance:
+        result = materialize(
+            [*all_assets, *all_checks],
+            selection=AssetSelection.checks(events_clean_suite),
+            instance=instance,
+            resources=platform_resources(str(copy.root)),
+            tags={"dagster/partition": day},  # the check alone: the day's run re-checked
+            raise_on_error=False,
+        )
+    (suite,) = result.get_asset_check_evaluations()
+    assert not suite.passed and suite.metadata["event_days"].value == day
+    assert suite.metadata["event_ids_on_later_days"].value == 1
+    assert suite.metadata["sample"].value == taken and day in suite.metadata["remedy"].value
 
 
 def test_recommend_command_serves_every_scenario_from_the_trained_model(run, capsys):

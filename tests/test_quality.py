@@ -15,6 +15,7 @@ from dagster_project.quality.cleaning import (
     Cleaned,
     clean_events,
     clean_items,
+    ids_on_later_days,
     row_accounting,
     write_event_id_hashes,
 )
@@ -254,6 +255,23 @@ def test_an_event_id_index_only_says_where_to_look(tmp_path):
         resent, CATALOG, WINDOW, "run-1", NOW, earlier_files=[earlier], earlier_id_hashes=[index]
     )
     assert spared.clean["event_id"].to_list() == ["e3"]
+
+
+@pytest.mark.parametrize("indexed", [True, False])
+def test_ids_a_later_day_holds_too_are_found(tmp_path, indexed):
+    """A day cleaned again after the days that followed it: its ids that a later day also
+    holds, read through the later days' event-id indexes where they have them."""
+    files = {}
+    for day, ids in [("2026-09-02", ["a", "b"]), ("2026-09-03", ["c"]), ("2026-09-04", ["b", "d"])]:
+        files[day] = tmp_path / f"{day}.parquet"
+        pl.DataFrame({"event_id": ids}).write_parquet(files[day])
+    later = [files["2026-09-03"], files["2026-09-04"]]
+    indexes = [tmp_path / "index" / path.name for path in later] if indexed else []
+    for path, index in zip(later, indexes, strict=False):  # none when not indexed
+        write_event_id_hashes(path, index)
+    assert ids_on_later_days([files["2026-09-02"]], later, indexes) == ["b"]
+    assert ids_on_later_days([files["2026-09-03"]], later[1:], indexes[1:]) == []
+    assert ids_on_later_days([files["2026-09-04"]], [], []) == []
 
 
 def test_the_look_back_needs_the_clean_tables_columns(tmp_path):

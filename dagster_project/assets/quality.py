@@ -38,9 +38,10 @@ from dagster_project.quality.cleaning import (
     Cleaned,
     clean_events,
     clean_items,
+    ids_on_later_days,
     write_event_id_hashes,
 )
-from dagster_project.quality.drift import drift_figures
+from dagster_project.quality.drift import REFERENCE_DAYS, drift_figures
 from dagster_project.resources import PlatformStorage, QualityResource
 from dagster_project.serving.landing import read_intake_quarantine
 from dagster_project.settings import DataLayout, first_event_day
@@ -408,37 +409,71 @@ def run_event_days(tags: Mapping[str, str]) -> list[str]:
     return [f"{day:%Y-%m-%d}" for day in pd.date_range(first, last, freq="D")]
 
 
+def _days_label(days: list[str]) -> str:
+    """`2026-11-01..2026-11-05 (5 days)`, or the one day."""
+    return days[0] if len(days) == 1 else f"{days[0]}..{days[-1]} ({len(days)} days)"
+
+
+def _later_repeats(out: DataLayout, days: list[str]) -> list[str]:
+    """Event ids of `days`' clean files that a day after the last of them holds too."""
+    later = [
+        path for path in sorted(out.table("events_clean").glob("*.parquet")) if path.stem > days[-1]
+    ]
+    return ids_on_later_days(
+        [out.day_file("events_clean", day) for day in days],
+        later,
+        [_event_id_hashes(out, path) for path in later],
+    )
+
+
 @asset_check(
     asset="events_clean",
     blocking=True,
     description="GX suite expectations/events_clean.json (contract), over the event days the "
-    "run cleaned (every day in a run of no partition). Event ids unique across days are the "
-    "cleaning's per-day event-id index's: the suite checks them within those days.",
+    "run cleaned (every day in a run of no partition), and their event ids against the days "
+    "after them (a day cleaned again, the days after it not).",
 )
 def events_clean_suite(
     context: AssetCheckExecutionContext, storage: PlatformStorage, quality: QualityResource
 ) -> AssetCheckResult:
     out = storage.layout()
-    days = [
-        day
-        for day in run_event_days(context.run.tags)
-        if out.day_file("events_clean", day).exists()
-    ]
+    named = run_event_days(context.run.tags)
+    days = [day for day in named if out.day_file("events_clean", day).exists()]
+    missing = sorted(set(named) - set(days))
+    if named and not days:
+        return AssetCheckResult(
+            passed=False, metadata={"event_days_without_a_file": ", ".join(missing)}
+        )
     outcome = quality.runner(storage).validate_table(
         "events_clean",
         [out.day_file("events_clean", day) for day in days] if days else out.table("events_clean"),
         events_suite_parameters(out),
         context.run.run_id,
     )
-    validated = f"{days[0]}..{days[-1]}" if len(days) > 1 else (days[0] if days else "every day")
-    return suite_check_result(outcome, event_days=validated)
+    more: dict[str, object] = {"event_days": _days_label(days) if days else "every day"}
+    if missing:
+        more["event_days_without_a_file"] = ", ".join(missing)
+    result = suite_check_result(outcome, **more)
+    repeated = _later_repeats(out, days) if days else []
+    if not repeated:
+        return result
+    return AssetCheckResult(
+        passed=False,
+        metadata={
+            **result.metadata,
+            "event_ids_on_later_days": len(repeated),
+            "sample": ", ".join(repeated[:5]),
+            "remedy": f"re-run the days after {days[-1]}: they were cleaned before these days "
+            "were cleaned again, and keep events whose ids these days now hold",
+        },
+    )
 
 
 @asset_check(
     asset="events_clean",
     blocking=False,
     description="Statistical (WARN): the latest event day against the day before and the "
-    "reference window (the 28 days before it): row count, event-type mix, price and events-per-user PSI, null-rate "
+    f"reference window (the {REFERENCE_DAYS} days before it): row count, event-type mix, price and events-per-user PSI, null-rate "
     "change (expectations/events_clean.drift.json).",
 )
 def events_clean_drift(storage: PlatformStorage) -> AssetCheckResult:

@@ -559,6 +559,29 @@ class _EarlierDays:
         return f"SELECT event_id FROM {parquet_relation(to_read)}"
 
 
+def ids_on_later_days(
+    day_files: Sequence[Path], later_files: Sequence[Path], later_id_hashes: Sequence[Path]
+) -> list[str]:
+    """The event ids of the clean `day_files` that a later day's clean file holds too (a day
+    cleaned again after the days that followed it, which were not): sorted. Each later day
+    with an index (`write_event_id_hashes`) is read only where it holds one of the ids'
+    hashes."""
+    if not day_files or not later_files:
+        return []
+    days = parquet_relation(list(day_files))
+    with contextlib.closing(connect()) as con:
+        con.execute(
+            f"CREATE TEMP TABLE batch_id_hashes AS SELECT DISTINCT hash(event_id) AS id_hash "
+            f"FROM {days}"
+        )
+        seen = _EarlierDays(later_files, later_id_hashes).seen_sql(con)
+        repeated = con.sql(
+            f"""SELECT DISTINCT event_id FROM ({seen})
+            WHERE event_id IN (SELECT event_id FROM {days}) ORDER BY event_id"""
+        ).fetchall()
+    return [event_id for (event_id,) in repeated]
+
+
 def write_event_id_hashes(clean_file: Path, index_file: Path) -> None:
     """The event-id index of a clean day file: `hash(event_id)` of each of its rows, which a
     later day's cleaning reads instead of the ids (`clean_events(earlier_id_hashes=...)`);
