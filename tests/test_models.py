@@ -860,13 +860,17 @@ def test_the_top_k_stays_on_the_scores_device():
     assert values.shape == columns.shape == (3, 10)
 
 
-def test_users_scored_in_blocks_get_the_lists_of_one_block(taste_model_with_text):
+def test_users_scored_in_blocks_get_the_lists_of_one_block(taste_model_with_text, monkeypatch):
     """`recommend` scores blocks of users into one block's memory: the lists are those of
-    scoring every user at once, whatever the block (the last one short)."""
+    scoring every user at once, whatever the block (the last one short), the default block
+    (`SCORE_BLOCK_BYTES`) included."""
+    import models.base
+
     model, _ = taste_model_with_text
     users = list(model.user_index)
     at_once = model.recommend(users, 20, batch_size=len(users))
-    for block in (1, 7, 64):  # scores equal up to the order of float sums in the product
+    monkeypatch.setattr(models.base, "SCORE_BLOCK_BYTES", 4 * len(model.item_ids) * 9)
+    for block in (1, 7, 64, None):  # scores equal up to the order of float sums in the product
         blocks = model.recommend(users, 20, batch_size=block)
         pd.testing.assert_frame_equal(blocks, at_once, check_exact=False, rtol=1e-5)
     knn = ItemKNNRecommender().fit(*_taste_world())
