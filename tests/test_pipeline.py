@@ -376,22 +376,37 @@ def test_an_event_id_a_later_day_holds_too_fails_the_events_suite(run, tmp_path)
     shutil.copytree(run.root, copy.root, ignore=shutil.ignore_patterns("dagster_home"))
     days = sorted(p.stem for p in copy.table("events_clean").glob("*.parquet"))
     day, last = days[-3], copy.day_file("events_clean", days[-1])
+
+    def check_the_day() -> object:  # the check alone: the day's run re-checked
+        with DagsterInstance.ephemeral() as instance:
+            result = materialize(
+                [*all_assets, *all_checks],
+                selection=AssetSelection.checks(events_clean_suite),
+                instance=instance,
+                resources=platform_resources(str(copy.root)),
+                tags={"dagster/partition": day},
+                raise_on_error=False,
+            )
+        (suite,) = result.get_asset_check_evaluations()
+        return suite
+
+    untouched = check_the_day()  # the days after it hold none of its ids
+    assert untouched.passed and "event_ids_on_later_days" not in untouched.metadata
     taken = pl.read_parquet(copy.day_file("events_clean", day))["event_id"][0]
     frame = pl.read_parquet(last)
     frame.with_columns(event_id=pl.Series([taken, *frame["event_id"][1:]])).write_parquet(last)
-    with DagsterInstance.ephemeral() as instance:
-        result = materialize(
-            [*all_assets, *all_checks],
-            selection=AssetSelection.checks(events_clean_suite),
-            instance=instance,
-            resources=platform_resources(str(copy.root)),
-            tags={"dagster/partition": day},  # the check alone: the day's run re-checked
-            raise_on_error=False,
-        )
-    (suite,) = result.get_asset_check_evaluations()
+    suite = check_the_day()
     assert not suite.passed and suite.metadata["event_days"].value == day
     assert suite.metadata["event_ids_on_later_days"].value == 1
-    assert suite.metadata["sample"].value == taken and day in suite.metadata["remedy"].value
+    assert suite.metadata["sample"].value == taken
+    rerun = f"recsys backfill --from {days[-2]} --to {days[-1]}"
+    assert suite.metadata["remedy"].value == rerun and rerun in suite.metadata["summary"].value
+    # A day without clean events (its export not landed yet) has nothing to validate.
+    path = copy.day_file("events_clean", day)
+    pl.read_parquet(path).head(0).write_parquet(path)
+    empty = check_the_day()
+    assert empty.passed and empty.metadata["rows"].value == 0
+    assert empty.metadata["summary"].value == f"no clean events on {day}: nothing to validate"
 
 
 def test_recommend_command_serves_every_scenario_from_the_trained_model(run, capsys):

@@ -414,16 +414,22 @@ def _days_label(days: list[str]) -> str:
     return days[0] if len(days) == 1 else f"{days[0]}..{days[-1]} ({len(days)} days)"
 
 
-def _later_repeats(out: DataLayout, days: list[str]) -> list[str]:
-    """Event ids of `days`' clean files that a day after the last of them holds too."""
+def _later_repeats(out: DataLayout, days: list[str]) -> tuple[list[Path], list[str]]:
+    """The clean files of the days after the last of `days`, and the event ids of `days`
+    that they hold too."""
     later = [
         path for path in sorted(out.table("events_clean").glob("*.parquet")) if path.stem > days[-1]
     ]
-    return ids_on_later_days(
+    return later, ids_on_later_days(
         [out.day_file("events_clean", day) for day in days],
         later,
         [_event_id_hashes(out, path) for path in later],
     )
+
+
+def _failed(summary: str, metadata: Mapping[str, object]) -> AssetCheckResult:
+    """A failed blocking check whose summary says why (the demo prints it)."""
+    return AssetCheckResult(passed=False, metadata={**metadata, "summary": summary})
 
 
 @asset_check(
@@ -441,30 +447,40 @@ def events_clean_suite(
     days = [day for day in named if out.day_file("events_clean", day).exists()]
     missing = sorted(set(named) - set(days))
     if named and not days:
+        return _failed(
+            f"events_clean has no file for the run's day(s) {', '.join(missing)}",
+            {"event_days_without_a_file": ", ".join(missing)},
+        )
+    files = [out.day_file("events_clean", day) for day in days]
+    label = _days_label(days) if days else "every day"
+    if days and sum(parquet_rows(path) for path in files) == 0:
         return AssetCheckResult(
-            passed=False, metadata={"event_days_without_a_file": ", ".join(missing)}
+            passed=True,
+            metadata={"summary": f"no clean events on {label}: nothing to validate", "rows": 0},
         )
     outcome = quality.runner(storage).validate_table(
         "events_clean",
-        [out.day_file("events_clean", day) for day in days] if days else out.table("events_clean"),
+        files or out.table("events_clean"),
         events_suite_parameters(out),
         context.run.run_id,
     )
-    more: dict[str, object] = {"event_days": _days_label(days) if days else "every day"}
+    more: dict[str, object] = {"event_days": label}
     if missing:
         more["event_days_without_a_file"] = ", ".join(missing)
     result = suite_check_result(outcome, **more)
-    repeated = _later_repeats(out, days) if days else []
+    later, repeated = _later_repeats(out, days) if days else ([], [])
     if not repeated:
         return result
-    return AssetCheckResult(
-        passed=False,
-        metadata={
+    command = f"recsys backfill --from {later[0].stem} --to {later[-1].stem}"
+    return _failed(
+        f"{len(repeated):,} event id(s) of {label} also on later days, e.g. "
+        f"{', '.join(repeated[:3])}: those days were cleaned before these were cleaned again. "
+        f"Re-run them: {command}",
+        {
             **result.metadata,
             "event_ids_on_later_days": len(repeated),
             "sample": ", ".join(repeated[:5]),
-            "remedy": f"re-run the days after {days[-1]}: they were cleaned before these days "
-            "were cleaned again, and keep events whose ids these days now hold",
+            "remedy": command,
         },
     )
 

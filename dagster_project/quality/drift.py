@@ -196,10 +196,15 @@ def evaluate_drift(
 
 
 def drift_figures(out: DataLayout) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(day-over-day drift of events_clean over the latest day and the `REFERENCE_DAYS`
-    before it, the reviewed drift checks' verdicts): its newest day files alone are read."""
-    days = sorted(out.table("events_clean").glob("*.parquet"))[-(REFERENCE_DAYS + 1) :]
-    relation = parquet_relation(days or out.table("events_clean"))
+    """(day-over-day drift of events_clean over the latest event day and the
+    `REFERENCE_DAYS` before it, the reviewed drift checks' verdicts): its newest day files
+    alone are read, two more than the window for events of a day filed under the next."""
+    files = sorted(out.table("events_clean").glob("*.parquet"))[-(REFERENCE_DAYS + 3) :]
+    table = parquet_relation(files or out.table("events_clean"))
+    relation = (
+        f"(SELECT * FROM {table} WHERE {DAY} >= (SELECT max({DAY}) FROM {table}) - "
+        f"{REFERENCE_DAYS})"
+    )
     with connect() as con:
         samples = daily_samples(con, relation)
     days = day_over_day(samples)
