@@ -134,13 +134,20 @@ def connect(
         return _session(_process_database(renew=True).cursor())
 
 
-def copy_to_parquet(con: duckdb.DuckDBPyConnection, query: str, path: Path) -> int:
+def copy_to_parquet(
+    con: duckdb.DuckDBPyConnection, query: str, path: Path, metadata: dict[str, str] | None = None
+) -> int:
     """COPY a query's rows to a Parquet file (snappy), atomically (`atomic_file`): the one way
-    SQL writes a table. Returns the rows written."""
+    SQL writes a table; `metadata`, key-value pairs of the file's footer. Returns the rows
+    written."""
+    options = "FORMAT parquet, COMPRESSION snappy"
+    if metadata:
+        pairs = ", ".join(f"{key}: {sql_text(value)}" for key, value in metadata.items())
+        options += f", KV_METADATA {{{pairs}}}"
     with atomic_file(path) as tmp:
-        rows = con.execute(
-            f"COPY ({query}) TO {sql_text(str(tmp))} (FORMAT parquet, COMPRESSION snappy)"
-        ).fetchone()[0]  # COPY answers with the rows it wrote
+        rows = con.execute(f"COPY ({query}) TO {sql_text(str(tmp))} ({options})").fetchone()[
+            0
+        ]  # COPY answers with the rows it wrote
     return int(rows)
 
 

@@ -622,9 +622,10 @@ def test_the_tiny_shop_cleaned_day_by_day_is_the_shop_cleaned_whole(
 
 
 def test_a_clean_days_id_index_follows_its_file(tmp_path):
-    """The pipeline writes a day's event-id index when it is missing, and again when its
-    file changed after it (a day cleaned again, a customer's rows deleted) or its length is
-    not its file's."""
+    """The pipeline writes a day's event-id index when it is missing, and again when it was
+    written from another version of its file (a day cleaned again, a customer's rows
+    deleted, an index of another copy), whatever the files' dates: an index fetched before
+    its file (a machine of the shared store) is kept."""
     out = layout(tmp_path)
     day = out.day_file("events_clean", "2026-09-02")
     day.parent.mkdir(parents=True)
@@ -633,15 +634,19 @@ def test_a_clean_days_id_index_follows_its_file(tmp_path):
         hashes = con.sql("SELECT hash('e1'), hash('e2'), hash('e3')").fetchall()[0]
     index = _event_id_hashes(out, day)
     assert sorted(pl.read_parquet(index)["id_hash"].to_list()) == sorted(hashes[:2])
-    pl.DataFrame({"event_id": ["e3"]}).write_parquet(day)
-    os.utime(day, (index.stat().st_mtime + 5, index.stat().st_mtime + 5))
-    assert pl.read_parquet(_event_id_hashes(out, day))["id_hash"].to_list() == [hashes[2]]
-    # a newer index of another length (a copy fetched out of order) is not trusted either
+    # the day cleaned again (same length), its file dated before its old index
+    pl.DataFrame({"event_id": ["e3", "e1"]}).write_parquet(day)
+    os.utime(day, (index.stat().st_mtime - 5, index.stat().st_mtime - 5))
+    assert sorted(pl.read_parquet(_event_id_hashes(out, day))["id_hash"].to_list()) == sorted(
+        [hashes[2], hashes[0]]
+    )
+    # an index without its file's fingerprint (of another copy, or of older code)
     pl.DataFrame({"id_hash": [1, 2]}, schema={"id_hash": pl.UInt64}).write_parquet(index)
-    os.utime(index, (day.stat().st_mtime + 5, day.stat().st_mtime + 5))
-    assert pl.read_parquet(_event_id_hashes(out, day))["id_hash"].to_list() == [hashes[2]]
-    # a current index is left alone (the file's time was set ahead above: the index's too)
-    os.utime(index, (day.stat().st_mtime + 10, day.stat().st_mtime + 10))
+    assert sorted(pl.read_parquet(_event_id_hashes(out, day))["id_hash"].to_list()) == sorted(
+        [hashes[2], hashes[0]]
+    )
+    # a current index is left alone, even dated before its file (fetched first)
+    os.utime(day, (index.stat().st_mtime + 10, index.stat().st_mtime + 10))
     written = index.stat().st_mtime_ns
     assert _event_id_hashes(out, day).stat().st_mtime_ns == written
 

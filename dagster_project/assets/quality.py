@@ -39,6 +39,7 @@ from dagster_project.quality.cleaning import (
     clean_events,
     clean_items,
     ids_on_later_days,
+    index_is_current,
     write_event_id_hashes,
 )
 from dagster_project.quality.drift import REFERENCE_DAYS, drift_figures
@@ -186,15 +187,13 @@ LOOK_BACK = TimeWindowPartitionMapping(start_offset=-LOOK_BACK_DAYS, end_offset=
 
 
 def _event_id_hashes(out: DataLayout, clean_file: Path) -> Path:
-    """The event-id index of a clean day file, written (again) where it is missing, older
-    than its file or of another length (a day cleaned again, a customer's rows deleted, a
-    copy fetched out of order), and published."""
+    """The event-id index of a clean day file, written (again) where it is missing or was
+    written from another version of its file (a day cleaned again, a customer's rows
+    deleted, an index fetched beside an older copy), and published. An index fetched before
+    its file (the shared store's copies are dated when fetched) is kept: what decides is the
+    file's fingerprint in the index (`index_is_current`), not their dates."""
     index = out.tables / EVENT_ID_HASHES / clean_file.name
-    if (
-        not index.exists()
-        or index.stat().st_mtime < clean_file.stat().st_mtime
-        or parquet_rows(index) != parquet_rows(clean_file)
-    ):
+    if not index_is_current(index, clean_file):
         write_event_id_hashes(clean_file, index)
         publish_to_shared(out.root, index)
     return index

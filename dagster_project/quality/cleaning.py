@@ -14,6 +14,7 @@ by DuckDB when `write_to` is given (then `Cleaned.clean` holds no rows, only the
 from __future__ import annotations
 
 import contextlib
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -22,6 +23,7 @@ from pathlib import Path
 import duckdb
 import polars as pl
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from dagster_project.contracts import (
     EVENT_COLUMNS,
@@ -68,6 +70,7 @@ LOOK_BACK_DAYS = 2
 # not a table: hence the `_`). It holds DuckDB's own 64-bit hash of each id, which may change
 # between DuckDB versions, so an index is read only by the version it names.
 EVENT_ID_HASHES = f"_event_id_hashes/duckdb-{duckdb.__version__}"
+INDEXED_FILE_KEY = "indexed_file"  # in an index's footer: its clean file's fingerprint
 
 
 @dataclass
@@ -582,13 +585,39 @@ def ids_on_later_days(
     return [event_id for (event_id,) in repeated]
 
 
+def clean_file_fingerprint(clean_file: Path) -> str:
+    """What tells one version of a clean day file from another without reading its rows: its
+    size and a digest of its Parquet footer (row counts, column statistics, page offsets).
+    Unlike its modification time, it survives a copy (a machine fetching the shared store)."""
+    with clean_file.open("rb") as file:
+        size = file.seek(0, 2)
+        file.seek(size - 8)
+        footer_length = int.from_bytes(file.read(4), "little")
+        file.seek(size - 8 - footer_length)
+        footer = file.read(footer_length)
+    return f"{size}:{hashlib.sha256(footer).hexdigest()[:32]}"
+
+
+def index_is_current(index_file: Path, clean_file: Path) -> bool:
+    """Whether the event-id index was written from this version of its clean file."""
+    if not index_file.exists():
+        return False
+    written_from = (pq.read_metadata(index_file).metadata or {}).get(INDEXED_FILE_KEY.encode())
+    return written_from == clean_file_fingerprint(clean_file).encode()
+
+
 def write_event_id_hashes(clean_file: Path, index_file: Path) -> None:
     """The event-id index of a clean day file: `hash(event_id)` of each of its rows, which a
     later day's cleaning reads instead of the ids (`clean_events(earlier_id_hashes=...)`);
-    keep it at `EVENT_ID_HASHES`, the hash's version, and write it again after its file."""
+    keep it at `EVENT_ID_HASHES`, the hash's version, and write it again when its file
+    changes (`index_is_current`: the file's fingerprint is in the index's footer)."""
+    fingerprint = clean_file_fingerprint(clean_file)
     with contextlib.closing(connect()) as con:
         copy_to_parquet(
-            con, f"SELECT hash(event_id) AS id_hash FROM {parquet_relation(clean_file)}", index_file
+            con,
+            f"SELECT hash(event_id) AS id_hash FROM {parquet_relation(clean_file)}",
+            index_file,
+            metadata={INDEXED_FILE_KEY: fingerprint},
         )
 
 
