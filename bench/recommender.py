@@ -56,7 +56,7 @@ import scipy.sparse as sp
 import torch
 
 from bench.machine import machine_info
-from models.base import SCORE_BLOCK_BYTES, half_life_weight
+from models.base import half_life_weight, score_block_rows
 from models.baselines import EASERecommender
 from models.compare import (
     compare,
@@ -450,7 +450,7 @@ def _scoring(device: str, users: int = 100_000, items: int = 50_000, dim: int = 
     scoring = time.perf_counter() - t0
     a = torch.randn(len(model.user_index), dim, device=model.device)
     b = torch.randn(items, dim, device=model.device)
-    rows = max(SCORE_BLOCK_BYTES // (4 * items), 1)
+    rows = score_block_rows(items)
     gemm, topk = _bare_product(a, b, rows, reuse=True)
     gemm_4096, topk_4096 = _bare_product(a, b, 4096, reuse=False)
     ratio = scoring / gemm

@@ -145,10 +145,8 @@ def copy_to_parquet(
         pairs = ", ".join(f"{key}: {sql_text(value)}" for key, value in metadata.items())
         options += f", KV_METADATA {{{pairs}}}"
     with atomic_file(path) as tmp:
-        rows = con.execute(f"COPY ({query}) TO {sql_text(str(tmp))} ({options})").fetchone()[
-            0
-        ]  # COPY answers with the rows it wrote
-    return int(rows)
+        (rows,) = con.execute(f"COPY ({query}) TO {sql_text(str(tmp))} ({options})").fetchone()
+    return int(rows)  # COPY answers with the rows it wrote
 
 
 def query_polars(con: duckdb.DuckDBPyConnection, query: str) -> pl.DataFrame:

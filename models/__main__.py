@@ -140,7 +140,8 @@ def _quiet(message: str) -> None:
 # What each subcommand's --help says about its options (shared by `evaluate` and `train`).
 INTERACTIONS_HELP = (
     "CSV/TSV, Parquet or RecBole .inter with user_id, item_id, timestamp (optionally weight, "
-    "event_type; a rating column is ignored, and the command says so); or an S3-Rec sequence .txt (user item item ...)"
+    "event_type; a rating column is ignored, and the command says so); or an S3-Rec "
+    "sequence .txt (user item item ...)"
 )
 PROTOCOL_HELP = (
     "temporal: the last --test-days days hold the items new to each known user; loo: each "
@@ -148,8 +149,8 @@ PROTOCOL_HELP = (
     "interactions (microsoft/recommenders' MovieLens protocol)"
 )
 EVALUATE_DESCRIPTION = """Train the embedding model and every baseline on one split of the
---interactions file and print their figures side by side (NDCG, precision, recall, MAP, HR, MRR at k, coverage,
-novelty, training and scoring seconds). Example:
+--interactions file and print their figures side by side (NDCG, precision, recall, MAP, HR,
+MRR at k, coverage, novelty, training and scoring seconds). Example:
 
     python -m models evaluate --interactions ../shared/data/ml-100k/ml-100k.inter --protocol msr
 """

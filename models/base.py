@@ -38,6 +38,11 @@ def _glibc() -> ctypes.CDLL | None:
 SCORE_BLOCK_BYTES = 32 * 2**20
 
 
+def score_block_rows(n_items: int) -> int:
+    """Users per block of `SCORE_BLOCK_BYTES` of float32 scores over `n_items` items."""
+    return max(SCORE_BLOCK_BYTES // (4 * max(n_items, 1)), 1)
+
+
 def top_k(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Each row's `k` largest scores, in descending order, and their columns: the values of
     `torch.topk(scores, k, dim=1)` (the columns may differ between equal scores), on the
@@ -206,7 +211,7 @@ class Recommender(ABC):
         users = users[users >= 0]
         batches = []
         k = min(k, len(self.item_ids))
-        block = batch_size or max(SCORE_BLOCK_BYTES // (4 * max(len(self.item_ids), 1)), 1)
+        block = batch_size or score_block_rows(len(self.item_ids))
         blocked_items = self.item_index.get_indexer(pd.Index(unavailable))
         blocked_items = torch.as_tensor(blocked_items[blocked_items >= 0])
         excluded = None

@@ -488,8 +488,8 @@ def events_clean_suite(
     asset="events_clean",
     blocking=False,
     description="Statistical (WARN): the latest event day against the day before and the "
-    f"reference window (the {REFERENCE_DAYS} days before it): row count, event-type mix, price and events-per-user PSI, null-rate "
-    "change (expectations/events_clean.drift.json).",
+    f"reference window (the {REFERENCE_DAYS} days before it): row count, event-type mix, "
+    "price and events-per-user PSI, null-rate change (expectations/events_clean.drift.json).",
 )
 def events_clean_drift(storage: PlatformStorage) -> AssetCheckResult:
     days, verdicts = drift_figures(storage.layout())

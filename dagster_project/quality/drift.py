@@ -201,12 +201,10 @@ def drift_figures(out: DataLayout) -> tuple[pd.DataFrame, pd.DataFrame]:
     alone are read, two more than the window for events of a day filed under the next."""
     files = sorted(out.table("events_clean").glob("*.parquet"))[-(REFERENCE_DAYS + 3) :]
     table = parquet_relation(files or out.table("events_clean"))
-    relation = (
-        f"(SELECT * FROM {table} WHERE {DAY} >= (SELECT max({DAY}) FROM {table}) - "
-        f"{REFERENCE_DAYS})"
-    )
     with connect() as con:
-        samples = daily_samples(con, relation)
+        ((latest,),) = con.sql(f"SELECT max({DAY}) FROM {table}").fetchall()
+        first = -1 if latest is None else latest - REFERENCE_DAYS  # no rows: none to keep
+        samples = daily_samples(con, f"(SELECT * FROM {table} WHERE {DAY} >= {first})")
     days = day_over_day(samples)
     latest = latest_against_reference(samples)
     previous = days.iloc[-1].drop("day").to_dict() if len(days) else {}
