@@ -45,7 +45,15 @@ from models.distributed import (
     target_share,
     world,
 )
-from models.memory import FORM_NAMES, FORMS, HALF_LIVES, LongTermMemory, fit_memory
+from models.memory import (
+    FORM_NAMES,
+    FORMS,
+    HALF_LIVES,
+    NARROWER_RANK_SHARE,
+    REPEAT_POWERS,
+    LongTermMemory,
+    fit_memory,
+)
 from models.search import search_items
 from models.sequences import (
     VALIDATION_MODES,
@@ -62,6 +70,7 @@ from models.sequences import (
     serving_gap,
     similar_length_chunks,
     split_for_validation,
+    tokens_on_item,
     windows,
 )
 from models.towers import ENCODERS, ItemTower, SequenceUserTower
@@ -85,7 +94,7 @@ VALIDATION_EVIDENCE = 2.0
 # quarter 0.090 (the start: 0.087; EASE 0.088). On the plain shop and MovieLens msr no share
 # gained more than 0.0005 on the test.
 TRAINED_SHARES = (1.0, 0.5, 0.25, 0.125)
-FORMAT = 9  # of saved models; older files get a "retrain it" error (8: recency by first token)
+FORMAT = 10  # of saved models; older files get a "retrain it" error (9: no repeat weights)
 LOSSES = ("auto", "full", "sampled")  # see EmbeddingConfig.loss
 LONG_TERMS = ("auto", *FORMS, "none")  # see EmbeddingConfig.long_term
 
@@ -131,12 +140,13 @@ class EmbeddingConfig:
     # solve; `models.memory.FORMS` has the measurements). none: the encoder alone. Catalogs
     # above `long_term_max_items` get none (a dense solve).
     long_term: str = "auto"
+    # The widest rank: the fit also tries half of it (`models.memory.NARROWER_RANK_SHARE`).
     # Measured (the start alone, test NDCG@10; 2026-12-05): the default shop rank 64 0.114,
     # 128 0.1253, 256 0.1258, 512 0.1259 (full EASE 0.1255; coverage 0.238, 0.244, 0.251
     # against 0.259); MovieLens msr 128 0.4800, 256 0.4784, 512 0.4805 (EASE 0.4822), the
     # same with an exact SVD. No rank wins on both, and each doubling costs more (2.5 s per
     # factorisation at 10k items for 256, 8 s for 512) and widens the served vectors.
-    long_term_rank: int = 128
+    long_term_rank: int = 256
     long_term_max_items: int = 20_000
     ease_l2: float = 500.0
     # After training, the memory's chosen form again on every token, the validation ones
@@ -498,7 +508,7 @@ class EmbeddingRecommender(Recommender):
             seq.items[new],
             len(seq.lengths),
             n_items,
-            cfg.long_term_rank,
+            self.memory.rank if every_token else cfg.long_term_rank,
             cfg.ease_l2,
             self._say,
             cfg.seed,
@@ -546,17 +556,22 @@ class EmbeddingRecommender(Recommender):
         self, sequences: Sequences, starts: np.ndarray, ends: np.ndarray
     ) -> torch.Tensor:
         """The memory's P summed over the distinct items of the tokens [starts, ends) of each
-        row, each weighted by the recency of its last token there (B x rank)."""
+        row, each weighted by the recency of its last token there and by how many tokens it
+        has there (B x rank)."""
         counts = np.maximum(ends - starts, 0)
         tokens = ranges(starts, counts)
         owner = np.repeat(np.arange(len(starts)), counts)
         last = last_occurrences(owner, sequences.items[tokens])
+        memory = self.memory
+        weights = memory.recency_weights(ends[owner[last]] - 1 - tokens[last])  # events after
+        if float(memory.repeat_power):
+            on_item = tokens_on_item(owner, sequences.items[tokens])[last]
+            weights = weights * memory.repeat_weights(on_item)
         owner, tokens = owner[last], tokens[last]
-        later = ends[owner] - 1 - tokens  # events after the item's last one in its row
         rows = torch.as_tensor(owner, device=self.device)
         items = torch.as_tensor(sequences.items[tokens], device=self.device)
-        side = self.memory.user_side
-        weighted = side[items] * self.memory.recency_weights(later)[:, None]
+        side = memory.user_side
+        weighted = side[items] * weights[:, None]
         return side.new_zeros(len(starts), side.shape[1]).index_add(0, rows, weighted)
 
     def _loss_mode(self) -> str:
@@ -763,15 +778,16 @@ class EmbeddingRecommender(Recommender):
         self._say(" ".join(f"{k}={v}" for k, v in record.items()))
 
     def _choose_memory(self, validation: np.ndarray) -> torch.Tensor | None:
-        """The memory's form (of those fit, `_fit_memory`) and recency half-life
-        (`HALF_LIVES`) by validation NDCG@10 of the memory alone, its scale calibrated for
-        each. Within a form, no decay unless a half-life does better by
-        `VALIDATION_EVIDENCE` standard errors of the per-user difference; the first form
-        (ridge, the plain regression) unless another (EASE, which adds a constraint) does
-        better by as much. A warm start's blend (gate and scale) is put back afterwards where
-        the earlier model's memory was of the chosen form (its scale suits that form only).
-        Returns the per-user gains of the state it leaves when it scored that state (None
-        otherwise)."""
+        """The memory's form (of those fit, `_fit_memory`), repeat power (`REPEAT_POWERS`,
+        where items come back in the histories) and recency half-life (`HALF_LIVES`), in that
+        order, by validation NDCG@10 of the memory alone, its scale calibrated for each.
+        Within a form, no repeat weights and no decay unless a power or a half-life does
+        better by `VALIDATION_EVIDENCE` standard errors of the per-user difference; the first
+        form (ridge, the plain regression) unless another (EASE, which adds a constraint)
+        does better by as much. A warm start's blend (gate and scale) is put back afterwards
+        where the earlier model's memory was of the chosen form (its scale suits that form
+        only). Returns the per-user gains of the state it leaves when it scored that state
+        (None otherwise)."""
         kept = {k: getattr(self.memory, k).detach().clone() for k in ("gate", "log_scale")}
         memories, self._memories = self._memories, {}  # the chosen one stays, as self.memory
         if not self.memory.rank:
@@ -783,42 +799,93 @@ class EmbeddingRecommender(Recommender):
                 if float(self.memory.gate) == 0.0:
                     self.memory.log_scale.fill_(np.log(self._memory_scale()))
             return None
-        chosen: dict[str, tuple[float, float, torch.Tensor]] = {}  # half-life, scale, gains
-        tried = []
+        powers = REPEAT_POWERS if self.sequences.repeats.any() else REPEAT_POWERS[:1]
+        chosen: dict[str, torch.Tensor] = {}  # per-user gains of each form as settled
+        rank_note, memories = self._settle_rank(memories, validation)
+        tried = [rank_note] if rank_note else []
         for form, memory in memories.items():
             self.memory = memory
-            scores = {}
             with torch.no_grad():
                 memory.gate.zero_()
-                for half_life in HALF_LIVES:
-                    memory.half_life.fill_(half_life)
-                    memory.log_scale.fill_(np.log(self._memory_scale()))
-                    gains = self._validation_gains(validation)
-                    scores[half_life] = (float(gains.mean()), float(memory.log_scale), gains)
-            best = max(HALF_LIVES, key=lambda h: scores[h][0])
-            if not _clearly_better(scores[best][2], scores[0.0][2]):
-                best = 0.0
-            chosen[form] = (best, scores[best][1], scores[best][2])
-            tried.append(
-                f"{FORM_NAMES[form]} " + ", ".join(f"{h:g}: {v[0]:.4f}" for h, v in scores.items())
-            )
-        form, leads = _kept_form({f: v[2] for f, v in chosen.items()})
+                by_power, gains = self._settle_memory("repeat_power", powers, validation)
+                by_half_life, chosen[form] = self._settle_memory(
+                    "half_life", HALF_LIVES, validation, gains
+                )
+            settled = "; ".join(part for part in (by_power, by_half_life) if part)
+            tried.append(f"{FORM_NAMES[form]}: {settled}")
+        form, leads = _kept_form(chosen)
         tried += leads
-        half_life, log_scale, gains = chosen[form]
         self.memory, self.memory_form = memories[form], form
         with torch.no_grad():
-            self.memory.half_life.fill_(half_life)
-            self.memory.log_scale.fill_(log_scale)
             # a warm start's blend, where its memory was of the form chosen today
             blended = float(kept["gate"]) != 0.0 and form == self._warm_start_form
             if blended:
                 self.memory.gate.copy_(kept["gate"])
                 self.memory.log_scale.copy_(kept["log_scale"])
         self._say(
-            f"memory: {FORM_NAMES[form]}, recency half-life {half_life:g} (0: none), by val "
-            f"NDCG@10 per half-life ({'; '.join(tried)})"
+            f"memory: {FORM_NAMES[form]} at rank {self.memory.rank}, repeat power "
+            f"{float(self.memory.repeat_power):g}, "
+            f"recency half-life {float(self.memory.half_life):g} (0: none), by val NDCG@10 "
+            f"({'; '.join(tried)})"
         )
-        return None if blended else gains
+        return None if blended else chosen[form]
+
+    def _settle_rank(
+        self, memories: dict[str, LongTermMemory], validation: np.ndarray
+    ) -> tuple[str, dict[str, LongTermMemory]]:
+        """The memories at the rank they were fit or at half of it (their first factors), by
+        validation NDCG@10 of the first form alone: the better mean, the narrower on a tie.
+        Both approximate the same regression, so neither is a default that evidence must
+        overturn (`NARROWER_RANK_SHARE`). Returns the comparison in words and the memories."""
+        memory = next(iter(memories.values()))
+        wide, narrow = memory.rank, int(memory.rank * NARROWER_RANK_SHARE)
+        if narrow < 1:
+            return "", memories
+        gains = {}
+        with torch.no_grad():
+            for rank in (narrow, wide):
+                self.memory = memory.truncated(rank)
+                self.memory.gate.zero_()
+                self.memory.log_scale.fill_(np.log(self._memory_scale()))
+                gains[rank] = self._validation_gains(validation)
+        rank = wide if _mean(gains[wide]) > _mean(gains[narrow]) else narrow
+        note = (
+            f"rank {narrow}: {_mean(gains[narrow]):.4f}, {wide}: {_mean(gains[wide]):.4f} "
+            f"({_standard_errors(gains[wide], gains[narrow]):.1f} standard errors)"
+        )
+        if rank == wide:
+            return note, memories
+        return note, {form: memory.truncated(rank) for form, memory in memories.items()}
+
+    def _settle_memory(
+        self,
+        setting: str,
+        values: tuple[float, ...],
+        validation: np.ndarray,
+        first_gains: torch.Tensor | None = None,
+    ) -> tuple[str, torch.Tensor]:
+        """Set the memory's `setting` (a buffer) to the best of `values` by validation NDCG@10,
+        the first unless another beats it clearly (`_clearly_better`), with the scale
+        calibrated for it. `first_gains`: the first value's, when the memory already holds
+        it. Returns the scores in words and the chosen value's per-user gains."""
+        memory, tried = self.memory, {}
+        for value in values:
+            getattr(memory, setting).fill_(value)
+            if value == values[0] and first_gains is not None:
+                tried[value] = (first_gains, float(memory.log_scale))
+                continue
+            memory.log_scale.fill_(np.log(self._memory_scale()))
+            tried[value] = (self._validation_gains(validation), float(memory.log_scale))
+        best = max(values, key=lambda v: _mean(tried[v][0]))
+        if not _clearly_better(tried[best][0], tried[values[0]][0]):
+            best = values[0]
+        getattr(memory, setting).fill_(best)
+        memory.log_scale.fill_(tried[best][1])
+        if len(values) == 1:
+            return "", tried[best][0]
+        name = setting.replace("_", " ")
+        scores = ", ".join(f"{v:g}: {_mean(g):.4f}" for v, (g, _) in tried.items())
+        return f"{name} {scores}", tried[best][0]
 
     def _better_start(self, validation: np.ndarray) -> torch.Tensor | None:
         """A warm start whose encoder is blended in (gate not 0) is also tried with the
@@ -1387,7 +1454,8 @@ class _SoftmaxStep:
         self.model, self.mode = model, mode
         cfg, n_items, dev = model.config, len(model.item_ids), model.device
         self.id_dropout = cfg.id_dropout if model.item_tower.has_content else 0.0
-        self.previous = previous_occurrences(model.sequences)  # for the memory's recency
+        # for the memory's recency and repeat weights
+        self.previous, self.occurrence = previous_occurrences(model.sequences)
         counts = np.bincount(model.sequences.items, minlength=n_items).astype(np.float64)
         # Proposal: half uniform, half by frequency (hard negatives); logQ of each draw.
         q = 0.5 / n_items + 0.5 * counts / max(counts.sum(), 1)
@@ -1423,7 +1491,8 @@ class _SoftmaxStep:
 
     def _memory(self, first: np.ndarray, starts: np.ndarray, inputs: Window) -> torch.Tensor:
         """The long-term memory after each input position (B x T x rank): the user's tokens
-        before the window, then the window's, summed."""
+        before the window, then the window's, summed (`first`: where each user's tokens
+        begin, as the repeat counts do)."""
         model, seq = self.model, self.model.sequences
         if not model.memory.rank:
             return torch.zeros(*inputs.items.shape, 0, device=model.device)
@@ -1437,6 +1506,7 @@ class _SoftmaxStep:
             torch.as_tensor(inputs.items, device=model.device),
             torch.as_tensor(real, device=model.device),
             torch.as_tensor(since, device=model.device),
+            torch.as_tensor(self.occurrence[position], device=model.device),
             model._memory_sums(seq, first, starts),
         )
 

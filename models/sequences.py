@@ -49,21 +49,34 @@ def _repeated_items(token_user: np.ndarray, token_item: np.ndarray) -> np.ndarra
     return repeats
 
 
-def previous_occurrences(sequences: Sequences) -> np.ndarray:
+def previous_occurrences(sequences: Sequences) -> tuple[np.ndarray, np.ndarray]:
     """For each token, the index of the same user's previous token on the same item (-1 for
-    the first): what the memory's recency reads when an item comes back."""
+    the first) and how many of the user's tokens so far are on its item (1 for the first):
+    what the memory's recency and repeat weights read when an item comes back."""
     items = sequences.items
     key = sequences.owners.astype(np.int64) * (int(items.max(initial=0)) + 1) + items
     order = np.argsort(key, kind="stable")  # each key's tokens together, in order
     same = np.flatnonzero(key[order[1:]] == key[order[:-1]])
     previous = np.full(len(sequences.items), -1, np.int64)
     previous[order[same + 1]] = order[same]
-    return previous
+    group_start = np.r_[True, key[order[1:]] != key[order[:-1]]]
+    starts = np.flatnonzero(group_start)
+    ordinal = np.arange(len(order)) - np.repeat(starts, np.diff(np.r_[starts, len(order)]))
+    occurrence = np.empty(len(order), np.int64)
+    occurrence[order] = ordinal + 1
+    return previous, occurrence
 
 
 def last_occurrences(owner: np.ndarray, items: np.ndarray) -> np.ndarray:
     """Whether each token is its owner's last on its item (`_repeated_items`, read backwards)."""
     return ~_repeated_items(owner[::-1], items[::-1])[::-1]
+
+
+def tokens_on_item(owner: np.ndarray, items: np.ndarray) -> np.ndarray:
+    """For each token, how many tokens its owner has on its item (among those given)."""
+    key = owner.astype(np.int64) * (int(items.max(initial=0)) + 1) + items
+    _, inverse, counts = np.unique(key, return_inverse=True, return_counts=True)
+    return counts[inverse.ravel()]
 
 
 def epoch_seconds(times: pd.Series) -> np.ndarray:
