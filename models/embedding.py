@@ -1300,6 +1300,16 @@ class EmbeddingRecommender(Recommender):
             }
         )
 
+    def memory_settings(self) -> dict[str, float]:
+        """What validation chose for the long-term memory beside its form: its rank, repeat
+        power and recency half-life (0: none)."""
+        memory = self.memory
+        return {
+            "memory_rank": memory.rank,
+            "memory_repeat_power": float(memory.repeat_power),
+            "memory_half_life": float(memory.half_life),
+        }
+
     # -- saving -------------------------------------------------------------------------
     def describe(self) -> dict:
         """The saved config and what training did, as written to config.json."""
@@ -1312,6 +1322,7 @@ class EmbeddingRecommender(Recommender):
             "trained_share": self.trained_share,
             "best_validation_ndcg@10": self.best_validation_ndcg,
             "memory_form": self.memory_form,
+            **self.memory_settings(),
             "trained_epochs_beat_start": self.best_epoch > 0,
             "history": self.history,
             "version": self.version,

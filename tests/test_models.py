@@ -297,6 +297,10 @@ def test_training_is_seeded_and_saved_without_pickles(tmp_path):
     assert saved["memory_form"] == model.memory_form and model.memory_form in FORMS
     loaded = EmbeddingRecommender.load(path, "cpu")
     assert loaded.version == model.version and loaded.memory_form == model.memory_form
+    # what validation chose for the memory is saved and read back with it
+    assert loaded.memory_settings() == model.memory_settings() == {
+        k: saved[k] for k in ("memory_rank", "memory_repeat_power", "memory_half_life")
+    }
     assert EmbeddingRecommender.load(tmp_path / "m", "cpu").version == model.version  # folder
     b = model.recommend(["u1", "u2"], 5)
     pd.testing.assert_frame_equal(b, loaded.recommend(["u1", "u2"], 5))

@@ -146,6 +146,7 @@ def embedding_model(
             "items": len(model.item_ids),
             "loss": model.loss_used,
             "memory_form": model.memory_form,
+            **model.memory_settings(),
             "best_epoch": model.best_epoch,
             "trained_share": model.trained_share,
             "trained_epochs_beat_start": model.best_epoch > 0,
