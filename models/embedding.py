@@ -427,8 +427,12 @@ class EmbeddingRecommender(Recommender):
         if warm_start is not None:
             self._check_warm_start(warm_start)
         self.warm_start_from = warm_start.version if warm_start is not None else None
-        # the earlier model's gate and scale suit its own memory form only (`_choose_memory`)
-        self._warm_start_form = warm_start.memory_form if warm_start is not None else None
+        # the earlier model's gate and scale suit its own memory only (`_choose_memory`)
+        self._warm_start_memory = (
+            (warm_start.memory_form, warm_start.memory_settings())
+            if warm_start is not None
+            else None
+        )
         u, i = self._index(interactions, items)
         self._prepare_items(items, warm_start)
         item_features = self._latest_features(interactions, warm_start)
@@ -484,10 +488,11 @@ class EmbeddingRecommender(Recommender):
     def _fit_memory(self, every_token: bool = False) -> LongTermMemory:
         """The long-term memory (`models.memory`) on every token but the validation ones, of
         each form the config allows: the first is returned, all are kept for
-        `_choose_memory` (which also sets the half-life and scale). None when the config or
-        the catalog's size says so. `every_token`: once training is done, the chosen form
-        again with the validation tokens too, keeping the learnt gate, scale and half-life
-        (the towers never read P or Q, so nothing else depends on them)."""
+        `_choose_memory` (which also sets the rank, repeat power, half-life and scale). None
+        when the config or the catalog's size says so. `every_token`: once training is done,
+        the chosen form again with the validation tokens too, at the chosen rank, keeping the
+        learnt gate and scale, the repeat power and the half-life (the towers never read P or
+        Q, so nothing else depends on them)."""
         cfg, n_items, seq = self.config, len(self.item_ids), self.sequences
         self._memories: dict[str, LongTermMemory] = {}
         if cfg.long_term == "none" or not cfg.long_term_rank or n_items > cfg.long_term_max_items:
@@ -518,7 +523,7 @@ class EmbeddingRecommender(Recommender):
         known[seq.items[new]] = True
         for form in forms:
             memory = memories[form].to(self.device)
-            if every_token:
+            if every_token:  # the chosen rank, repeat power and half-life, the learnt blend
                 learnt = {
                     k: v for k, v in self.memory.state_dict().items() if not k.endswith("_side")
                 }
@@ -668,7 +673,8 @@ class EmbeddingRecommender(Recommender):
         return torch.optim.Adam(parameters, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
 
     def _start_gains(self, validation: np.ndarray) -> torch.Tensor:
-        """Settle the start (the memory's half-life, a warm start's blend) and return its
+        """Settle the start (the memory's rank, repeat power and half-life, a warm start's
+        blend) and return its
         per-user validation NDCG@10 (`_validation_gains`)."""
         gains = self._choose_memory(validation)
         blended = self._better_start(validation)
@@ -778,23 +784,23 @@ class EmbeddingRecommender(Recommender):
         self._say(" ".join(f"{k}={v}" for k, v in record.items()))
 
     def _choose_memory(self, validation: np.ndarray) -> torch.Tensor | None:
-        """The memory's form (of those fit, `_fit_memory`), repeat power (`REPEAT_POWERS`,
-        where items come back in the histories) and recency half-life (`HALF_LIVES`), in that
-        order, by validation NDCG@10 of the memory alone, its scale calibrated for each.
-        Within a form, no repeat weights and no decay unless a power or a half-life does
-        better by `VALIDATION_EVIDENCE` standard errors of the per-user difference; the first
-        form (ridge, the plain regression) unless another (EASE, which adds a constraint)
-        does better by as much. A warm start's blend (gate and scale) is put back afterwards
-        where the earlier model's memory was of the chosen form (its scale suits that form
-        only). Returns the per-user gains of the state it leaves when it scored that state
-        (None otherwise)."""
+        """The memory's rank (`_settle_rank`), then per form (of those fit, `_fit_memory`) its
+        repeat power (`REPEAT_POWERS`, where items come back in the histories) and recency
+        half-life (`HALF_LIVES`), then the form, by validation NDCG@10 of the memory alone,
+        its scale calibrated for each. Within a form, no repeat weights and no decay unless a
+        power or a half-life does better by `VALIDATION_EVIDENCE` standard errors of the
+        per-user difference; the first form (ridge, the plain regression) unless another
+        (EASE, which adds a constraint) does better by as much. A warm start's blend (gate
+        and scale) is put back afterwards where the earlier model's memory had the chosen
+        form and settings (its scale suits those only). Returns the per-user gains of the
+        state it leaves when it scored that state (None otherwise)."""
         kept = {k: getattr(self.memory, k).detach().clone() for k in ("gate", "log_scale")}
         memories, self._memories = self._memories, {}  # the chosen one stays, as self.memory
         if not self.memory.rank:
             return None
         if not len(validation):  # the first form, as fit
             with torch.no_grad():
-                if self.memory_form != self._warm_start_form:
+                if not self._memory_as_warm_start():
                     self.memory.gate.zero_()
                 if float(self.memory.gate) == 0.0:
                     self.memory.log_scale.fill_(np.log(self._memory_scale()))
@@ -811,14 +817,14 @@ class EmbeddingRecommender(Recommender):
                 by_half_life, chosen[form] = self._settle_memory(
                     "half_life", HALF_LIVES, validation, gains
                 )
-            settled = "; ".join(part for part in (by_power, by_half_life) if part)
+            settled = ", ".join(part for part in (by_power, by_half_life) if part)
             tried.append(f"{FORM_NAMES[form]}: {settled}")
         form, leads = _kept_form(chosen)
         tried += leads
         self.memory, self.memory_form = memories[form], form
         with torch.no_grad():
             # a warm start's blend, where its memory was of the form chosen today
-            blended = float(kept["gate"]) != 0.0 and form == self._warm_start_form
+            blended = float(kept["gate"]) != 0.0 and self._memory_as_warm_start()
             if blended:
                 self.memory.gate.copy_(kept["gate"])
                 self.memory.log_scale.copy_(kept["log_scale"])
@@ -829,6 +835,11 @@ class EmbeddingRecommender(Recommender):
             f"({'; '.join(tried)})"
         )
         return None if blended else chosen[form]
+
+    def _memory_as_warm_start(self) -> bool:
+        """Whether the memory has the warm start's form, rank, repeat power and half-life."""
+        now = (self.memory_form, self.memory_settings())
+        return self._warm_start_memory is not None and now == self._warm_start_memory
 
     def _settle_rank(
         self, memories: dict[str, LongTermMemory], validation: np.ndarray
@@ -850,8 +861,9 @@ class EmbeddingRecommender(Recommender):
                 gains[rank] = self._validation_gains(validation)
         rank = wide if _mean(gains[wide]) > _mean(gains[narrow]) else narrow
         note = (
-            f"rank {narrow}: {_mean(gains[narrow]):.4f}, {wide}: {_mean(gains[wide]):.4f} "
-            f"({_standard_errors(gains[wide], gains[narrow]):.1f} standard errors)"
+            f"rank {narrow}: {_mean(gains[narrow]):.4f} {wide}: {_mean(gains[wide]):.4f}, "
+            f"{wide} - {narrow}: {_standard_errors(gains[wide], gains[narrow]):.1f} standard "
+            "errors"
         )
         if rank == wide:
             return note, memories
@@ -883,8 +895,8 @@ class EmbeddingRecommender(Recommender):
         memory.log_scale.fill_(tried[best][1])
         if len(values) == 1:
             return "", tried[best][0]
-        name = setting.replace("_", " ")
-        scores = ", ".join(f"{v:g}: {_mean(g):.4f}" for v, (g, _) in tried.items())
+        name = {"half_life": "recency half-life"}.get(setting, setting.replace("_", " "))
+        scores = " ".join(f"{v:g}: {_mean(g):.4f}" for v, (g, _) in tried.items())
         return f"{name} {scores}", tried[best][0]
 
     def _better_start(self, validation: np.ndarray) -> torch.Tensor | None:
@@ -1300,7 +1312,7 @@ class EmbeddingRecommender(Recommender):
             }
         )
 
-    def memory_settings(self) -> dict[str, float]:
+    def memory_settings(self) -> dict[str, int | float]:
         """What validation chose for the long-term memory beside its form: its rank, repeat
         power and recency half-life (0: none)."""
         memory = self.memory

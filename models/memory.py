@@ -11,7 +11,7 @@ m_u . Q_i is the low-rank regression's score, and the served vectors stay dot pr
 With a half-life of h (events), each item counts 2^(-n/h), n being the number of the
 user's events after their last one on it: recent interest weighs more, as the next days are
 mostly about what a shopper just did, and an item a shopper comes back to is recent again.
-An item the user came back to n times apart (n tokens) can count n^p: interest a shopper
+An item with n tokens in a history (visited n times, other items between) can count n^p: interest a shopper
 shows again and again is stronger. The fit picks h (`HALF_LIVES`) and p (`REPEAT_POWERS`)
 on validation, from none up, so a data set whose order or repeats say nothing keeps the
 plain regression:

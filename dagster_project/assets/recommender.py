@@ -220,7 +220,7 @@ def model_vectors(
         metadata={
             "users": len(users),
             "items": len(items),
-            "dimensions": model.config.dim,
+            "dimensions": model.config.dim + model.memory.rank,  # the served vectors' width
             "model_version": version,
             "as_of": as_of.isoformat(),
             "path": MetadataValue.path(str(path.parent)),
