@@ -298,9 +298,11 @@ def test_training_is_seeded_and_saved_without_pickles(tmp_path):
     loaded = EmbeddingRecommender.load(path, "cpu")
     assert loaded.version == model.version and loaded.memory_form == model.memory_form
     # what validation chose for the memory is saved and read back with it
-    assert loaded.memory_settings() == model.memory_settings() == {
-        k: saved[k] for k in ("memory_rank", "memory_repeat_power", "memory_half_life")
-    }
+    assert (
+        loaded.memory_settings()
+        == model.memory_settings()
+        == {k: saved[k] for k in ("memory_rank", "memory_repeat_power", "memory_half_life")}
+    )
     assert EmbeddingRecommender.load(tmp_path / "m", "cpu").version == model.version  # folder
     b = model.recommend(["u1", "u2"], 5)
     pd.testing.assert_frame_equal(b, loaded.recommend(["u1", "u2"], 5))
@@ -455,6 +457,57 @@ def test_the_long_term_memory_starts_from_ease_and_is_served_as_dot_products():
     served = np.stack(user) @ np.stack(item["embedding"]).T + item["bias"].to_numpy()
     own = with_memory._score(with_memory.user_index.get_indexer(users[:5])).detach().numpy()
     np.testing.assert_allclose(served, own, rtol=1e-4, atol=1e-4)
+
+
+def _return_visit_world(users: int = 400, seed: int = 0) -> pd.DataFrame:
+    """Each user has a main category, whose items they come back to again and again, and a
+    side category, whose items they opened once each more recently, as many of each; their
+    last two events are new items of the main one. How often an item came back tells the
+    two apart, and recency points the wrong way."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for user in range(users):
+        main, side = rng.choice(12, 2, replace=False)
+        picked = {c: rng.choice(20, 8, replace=False) for c in (main, side)}
+        events = [(main, k) for _ in range(3) for k in rng.permutation(picked[main][:6])]
+        events += [(side, k) for k in picked[side][:6]]
+        events += [(main, k) for k in picked[main][6:]]
+        rows += [(f"u{user}", f"c{c}-i{k}", t) for t, (c, k) in enumerate(events)]
+    frame = pd.DataFrame(rows, columns=["user_id", "item_id", "t"])
+    return frame.assign(event_time=pd.Timestamp("2026-01-01") + pd.to_timedelta(frame.t, "h"))
+
+
+def test_items_a_user_comes_back_to_weigh_more_where_validation_finds_it(monkeypatch):
+    import models.embedding as embedding
+
+    interactions = _return_visit_world().drop(columns="t")
+    items = pd.DataFrame({"item_id": sorted(interactions["item_id"].unique())})
+    split = make_split(interactions, "loo")
+
+    def start() -> EmbeddingRecommender:  # the memory alone
+        config = _toy_config(dim=8, epochs=0, long_term="ease", long_term_rank=32)
+        return EmbeddingRecommender(config, progress=False).fit(split.train, items)
+
+    def ndcg(model) -> float:
+        users = split.truth["user_id"].unique()
+        return evaluate(split.truth, model.recommend(users, 10), len(items))["ndcg@10"]
+
+    weighted = start()
+    assert float(weighted.memory.repeat_power) > 0
+    monkeypatch.setattr(embedding, "REPEAT_POWERS", (0.0,))  # each item once
+    once = start()
+    assert float(once.memory.repeat_power) == 0
+    assert ndcg(weighted) > 1.3 * ndcg(once)
+    # where no item comes back, no power is tried
+    no_returns = split.train.drop_duplicates(["user_id", "item_id"])
+    monkeypatch.undo()
+    config = _toy_config(dim=8, epochs=0, long_term="ease", long_term_rank=32)
+    said: list[str] = []
+    model = EmbeddingRecommender(config, progress=False)
+    model._say = said.append
+    model.fit(no_returns, items)
+    assert float(model.memory.repeat_power) == 0
+    assert not any("repeat power 0:" in line for line in said)
 
 
 def test_a_truncated_memory_is_the_best_factorisation_of_its_rank_with_the_same_settings():
