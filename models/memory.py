@@ -11,10 +11,10 @@ m_u . Q_i is the low-rank regression's score, and the served vectors stay dot pr
 With a half-life of h (events), each item counts 2^(-n/h), n being the number of the
 user's events after their last one on it: recent interest weighs more, as the next days are
 mostly about what a shopper just did, and an item a shopper comes back to is recent again.
-An item with n tokens in a history (visited n times, other items between) can count n^p: interest a shopper
-shows again and again is stronger. The fit picks h (`HALF_LIVES`) and p (`REPEAT_POWERS`)
-on validation, from none up, so a data set whose order or repeats say nothing keeps the
-plain regression:
+An item with n tokens in a history (visited n times, other items between) can count n^p:
+interest a shopper shows again and again is stronger. The fit picks h (`HALF_LIVES`) and p
+(`REPEAT_POWERS`) on validation, from none up, so a data set whose order or repeats say
+nothing keeps the plain regression:
 
     e_u = [g * h_u, s * m_u]        e_i = [v_i, Q_i]        I(u, i) = e_u . e_i + b_i
 
