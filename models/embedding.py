@@ -685,8 +685,7 @@ class EmbeddingRecommender(Recommender):
 
     def _start_gains(self, validation: np.ndarray) -> torch.Tensor:
         """Settle the start (the memory's rank, repeat power and half-life, a warm start's
-        blend) and return its
-        per-user validation NDCG@10 (`_validation_gains`)."""
+        blend) and return its per-user validation NDCG@10 (`_validation_gains`)."""
         gains = self._choose_memory(validation)
         blended = self._better_start(validation)
         if blended is not None:
@@ -814,7 +813,7 @@ class EmbeddingRecommender(Recommender):
                 if not self._memory_as_warm_start():
                     self.memory.gate.zero_()
                 if float(self.memory.gate) == 0.0:
-                    self.memory.log_scale.fill_(np.log(self._memory_scale()))
+                    self._calibrate_memory_scale()
             return None
         powers = REPEAT_POWERS if self.sequences.repeats.any() else REPEAT_POWERS[:1]
         chosen: dict[str, torch.Tensor] = {}  # per-user gains of each form as settled
@@ -823,7 +822,6 @@ class EmbeddingRecommender(Recommender):
         for form, memory in memories.items():
             self.memory = memory
             with torch.no_grad():
-                memory.gate.zero_()
                 by_power, gains = self._settle_memory("repeat_power", powers, validation)
                 by_half_life, chosen[form] = self._settle_memory(
                     "half_life", HALF_LIVES, validation, gains
@@ -848,6 +846,13 @@ class EmbeddingRecommender(Recommender):
             f"({'; '.join(tried)})"
         )
         return None if blended else chosen[form]
+
+    def _memory_alone_gains(self, validation: np.ndarray) -> torch.Tensor:
+        """Per-user validation NDCG@10 of the memory as it is set, its gate shut (the memory
+        alone), its scale calibrated where the scale changes the ranking."""
+        self.memory.gate.zero_()
+        self._calibrate_memory_scale(only_where_it_ranks=True)
+        return self._validation_gains(validation)
 
     def _calibrate_memory_scale(self, only_where_it_ranks: bool = False) -> None:
         """Set the memory's scale to `_memory_scale`'s. `only_where_it_ranks`: only where the
@@ -878,9 +883,7 @@ class EmbeddingRecommender(Recommender):
         with torch.no_grad():
             for rank in (narrow, wide):
                 self.memory = memory.truncated(rank)
-                self.memory.gate.zero_()
-                self._calibrate_memory_scale(only_where_it_ranks=True)
-                gains[rank] = self._validation_gains(validation)
+                gains[rank] = self._memory_alone_gains(validation)
         rank = wide if _mean(gains[wide]) > _mean(gains[narrow]) else narrow
         note = (
             f"rank {narrow}: {_mean(gains[narrow]):.4f} {wide}: {_mean(gains[wide]):.4f}, "
@@ -898,10 +901,9 @@ class EmbeddingRecommender(Recommender):
         validation: np.ndarray,
         first_gains: torch.Tensor | None = None,
     ) -> tuple[str, torch.Tensor]:
-        """Set the memory's `setting` (a buffer) to the best of `values` by validation NDCG@10,
-        the first unless another beats it clearly (`_clearly_better`), with the scale
-        calibrated for each where the scale changes the ranking
-        (`_calibrate_memory_scale`). `first_gains`: the first value's, when the memory
+        """Set the memory's `setting` (a buffer) to the best of `values` by validation NDCG@10
+        of the memory alone (`_memory_alone_gains`), the first unless another beats it
+        clearly (`_clearly_better`). `first_gains`: the first value's, when the memory
         already holds it. Returns the scores in words and the chosen value's per-user
         gains."""
         memory, tried = self.memory, {}
@@ -910,8 +912,8 @@ class EmbeddingRecommender(Recommender):
             if value == values[0] and first_gains is not None:
                 tried[value] = (first_gains, float(memory.log_scale))
                 continue
-            self._calibrate_memory_scale(only_where_it_ranks=True)
-            tried[value] = (self._validation_gains(validation), float(memory.log_scale))
+            gains = self._memory_alone_gains(validation)
+            tried[value] = (gains, float(memory.log_scale))
         best = max(values, key=lambda v: _mean(tried[v][0]))
         if not _clearly_better(tried[best][0], tried[values[0]][0]):
             best = values[0]

@@ -56,11 +56,11 @@ def previous_occurrences(sequences: Sequences) -> tuple[np.ndarray, np.ndarray]:
     items = sequences.items
     key = sequences.owners.astype(np.int64) * (int(items.max(initial=0)) + 1) + items
     order = np.argsort(key, kind="stable")  # each key's tokens together, in order
-    same = np.flatnonzero(key[order[1:]] == key[order[:-1]])
+    equal = key[order[1:]] == key[order[:-1]]  # a token and the one before on its item
+    same = np.flatnonzero(equal)
     previous = np.full(len(sequences.items), -1, np.int64)
     previous[order[same + 1]] = order[same]
-    group_start = np.r_[True, key[order[1:]] != key[order[:-1]]]
-    starts = np.flatnonzero(group_start)
+    starts = np.flatnonzero(np.r_[True, ~equal])  # each (user, item)'s first token
     ordinal = np.arange(len(order)) - np.repeat(starts, np.diff(np.r_[starts, len(order)]))
     occurrence = np.empty(len(order), np.int64)
     occurrence[order] = ordinal + 1

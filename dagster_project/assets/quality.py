@@ -413,17 +413,14 @@ def _days_label(days: list[str]) -> str:
     return days[0] if len(days) == 1 else f"{days[0]}..{days[-1]} ({len(days)} days)"
 
 
-def _later_repeats(out: DataLayout, days: list[str]) -> tuple[list[Path], list[str]]:
-    """The clean files of the days after the last of `days`, and the event ids of `days`
-    that they hold too."""
+def _later_repeats(out: DataLayout, files: list[Path]) -> tuple[list[Path], list[str]]:
+    """The clean files of the days after the last of the clean day `files`, and the event
+    ids of `files` that they hold too."""
+    last = files[-1].stem
     later = [
-        path for path in sorted(out.table("events_clean").glob("*.parquet")) if path.stem > days[-1]
+        path for path in sorted(out.table("events_clean").glob("*.parquet")) if path.stem > last
     ]
-    return later, ids_on_later_days(
-        [out.day_file("events_clean", day) for day in days],
-        later,
-        [_event_id_hashes(out, path) for path in later],
-    )
+    return later, ids_on_later_days(files, later, [_event_id_hashes(out, path) for path in later])
 
 
 def _failed(summary: str, metadata: Mapping[str, object]) -> AssetCheckResult:
@@ -467,7 +464,7 @@ def events_clean_suite(
     if missing:
         more["event_days_without_a_file"] = ", ".join(missing)
     result = suite_check_result(outcome, **more)
-    later, repeated = _later_repeats(out, days) if days else ([], [])
+    later, repeated = _later_repeats(out, files) if files else ([], [])
     if not repeated:
         return result
     command = f"recsys backfill --from {later[0].stem} --to {later[-1].stem}"
