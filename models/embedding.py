@@ -138,8 +138,9 @@ class EmbeddingConfig:
     # ridge: each item's plain ridge regression on all items (itself included, the diagonal
     # left out of the ranking); auto: ridge unless EASE
     # beats it on validation by `VALIDATION_EVIDENCE` standard errors (both come from one
-    # solve; `models.memory.FORMS` has the measurements). none: the encoder alone. Catalogs
-    # above `long_term_max_items` get none (a dense solve).
+    # solve; `models.memory.FORMS` has the measurements). none: the encoder alone. The solve
+    # is dense: past `long_term_max_items` items with events, it holds that many with the most
+    # users, as the EASE baseline does (0: no memory).
     long_term: str = "auto"
     # The widest rank: the fit also tries half of it (`models.memory.NARROWER_RANK_SHARE`).
     # Measured (the start alone, test NDCG@10; 2026-12-05): the default shop rank 64 0.114,
@@ -496,18 +497,14 @@ class EmbeddingRecommender(Recommender):
         Q, so nothing else depends on them)."""
         cfg, n_items, seq = self.config, len(self.item_ids), self.sequences
         self._memories: dict[str, LongTermMemory] = {}
-        if cfg.long_term == "none" or not cfg.long_term_rank or n_items > cfg.long_term_max_items:
-            if cfg.long_term != "none" and n_items > cfg.long_term_max_items:
-                self._say(
-                    f"no long-term memory: {n_items:,} items exceed long_term_max_items "
-                    f"({cfg.long_term_max_items:,}), too many for a dense solve"
-                )
+        if cfg.long_term == "none" or not cfg.long_term_rank or not cfg.long_term_max_items:
             self.memory_form = "none"
             return LongTermMemory.empty(n_items).to(self.device)
         users = seq.owners
         new = ~seq.repeats
         if not every_token:
             new[held_tokens(seq, self.held_out, cfg.validation)] = False
+        new &= self._held_in_memory(seq.items, new, quiet=every_token)[seq.items]
         forms = (self.memory_form,) if every_token else _memory_forms(cfg.long_term)
         memories = fit_memory(
             users[new],
@@ -537,6 +534,25 @@ class EmbeddingRecommender(Recommender):
         first = self._memories[forms[0]]
         self.memory_form = forms[0] if first.rank else "none"  # no pairs: no memory
         return first
+
+    def _held_in_memory(self, items: np.ndarray, counted: np.ndarray, quiet: bool) -> np.ndarray:
+        """Which items the memory's dense solve holds (a mask over the catalog): every item of
+        the `counted` tokens, or, past `long_term_max_items` of them, that many with the most
+        users (EASE's baseline keeps the same). The others get their memory factors from
+        content (`fit_content_side`), or none; their events add nothing to a user's memory."""
+        users_of = np.bincount(items[counted], minlength=len(self.item_ids))
+        present, limit = int(np.count_nonzero(users_of)), self.config.long_term_max_items
+        if present <= limit:
+            return users_of > 0
+        held = np.zeros(len(users_of), bool)
+        held[np.argsort(-users_of, kind="stable")[:limit]] = True
+        if not quiet:
+            rest = "from content" if self.item_tower.has_content else "none"
+            self._say(
+                f"long-term memory: the {limit:,} items with the most users of {present:,} "
+                f"(long_term_max_items: a dense solve); the other items' memory factors: {rest}"
+            )
+        return held
 
     def _memory_scale(self, sample: int = 2048) -> float:
         """The power of two (1 .. 2^14) at which the memory's scores, as logits over the whole

@@ -444,12 +444,20 @@ def test_the_long_term_memory_starts_from_ease_and_is_served_as_dot_products():
         return evaluate(split.truth, model.recommend(users, 10), len(items))["ndcg@10"]
 
     with_memory, without = start(long_term_rank=32), start(long_term="none")
-    too_big = start(long_term_max_items=len(items) - 1)
     # the rank fit or half of it, by validation (`NARROWER_RANK_SHARE`)
     assert with_memory.memory.rank in (16, 32)
-    assert without.memory.rank == too_big.memory.rank == 0
+    assert without.memory.rank == 0
     ease = ndcg(EASERecommender(progress=False).fit(split.train, items))
     assert ndcg(with_memory) > 0.9 * ease and ndcg(with_memory) > 2 * ndcg(without)
+    # Past long_term_max_items the dense solve holds that many items, those with the most
+    # users; the others' factors come from content (their category here), none on the user side.
+    half = start(long_term_rank=32, long_term_max_items=len(items) // 2)
+    held = half.memory.user_side.abs().sum(1).numpy() > 0
+    assert held.sum() == len(items) // 2 and half.memory_form != "none"
+    users_of = split.train.groupby("item_id")["user_id"].nunique().reindex(half.item_ids)
+    assert users_of[held].mean() > users_of[~held].mean()
+    assert (half.memory.item_side[torch.as_tensor(~held)].abs().sum(1) > 0).all()
+    assert ndcg(half) > 2 * ndcg(without)
     # Feast's vectors alone reproduce the model's scores: e_u . e_i + b_i.
     user = with_memory.user_vectors().set_index("user_id").loc[users[:5], "embedding"]
     item = with_memory.item_vectors()
