@@ -81,6 +81,9 @@ UNKNOWN_CATEGORY = "<none>"
 # chunk pads to its own longest history, and the memory's per-token sums stay small. A GPU
 # takes a whole batch at once.
 ENCODING_CHUNK_ROWS = 256
+# Scores held at once when the memory's scale is calibrated (`_memory_scale`): 2,048 users
+# up to 32,768 items; fewer users past that (a 500k-item catalog held 12 GB at the peak).
+CALIBRATION_SCORES = 2**26
 # A recency half-life must beat no decay, and a trained epoch the start, on validation
 # NDCG@10 by this many standard errors of the per-user paired difference: a validation
 # set's noise is no reason to change the model. Measured on MovieLens msr (943 validation
@@ -559,7 +562,9 @@ class EmbeddingRecommender(Recommender):
         catalog, give the lowest cross-entropy on the last training target of a sample of
         users: softmax training then starts from the memory's calibrated logits. The
         cross-entropy is convex in the scale, so along the powers it falls, then rises: a
-        bisection finds the lowest in 8 evaluations where the whole grid took 15."""
+        bisection finds the lowest in 8 evaluations where the whole grid took 15. A catalog
+        past `CALIBRATION_SCORES` / `sample` items samples fewer users (at least 256)."""
+        sample = min(sample, max(CALIBRATION_SCORES // len(self.item_ids), 256))
         seq = self.sequences
         target = self.held_out - 1
         users = np.flatnonzero((target - seq.ptr[:-1] >= 1) & ~seq.repeats[np.maximum(target, 0)])

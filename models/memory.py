@@ -147,11 +147,14 @@ class LongTermMemory(nn.Module):
         x = design[known]
         gram = np.asarray((x.T @ x).todense())
         gram[np.diag_indices_from(gram)] += 0.1 * float(np.diag(gram).mean()) + 1e-6
-        target = self.item_side.cpu().double().numpy()[known]
-        weights = np.linalg.solve(gram, np.asarray(x.T @ target))
+        target = self.item_side[torch.as_tensor(known, device=self.item_side.device)]
+        weights = np.linalg.solve(gram, np.asarray(x.T @ target.cpu().double().numpy()))
         self.content_side = torch.as_tensor(weights).to(self.item_side)
         unseen = torch.as_tensor(~known, device=self.item_side.device)
-        self.item_side[unseen] = torch.as_tensor(design[~known] @ weights).to(self.item_side)
+        ours = weights.astype(np.float32)  # the unseen items' Q in float32, as it is kept
+        self.item_side[unseen] = torch.as_tensor(design[~known].astype(np.float32) @ ours).to(
+            self.item_side
+        )
 
     def users(self, hidden: torch.Tensor, memory: torch.Tensor) -> torch.Tensor:
         """e_u from the encoder's output `hidden` (... x dim) and the summed P of the history

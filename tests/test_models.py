@@ -455,7 +455,7 @@ def test_the_long_term_memory_starts_from_ease_and_is_served_as_dot_products():
     held = half.memory.user_side.abs().sum(1).numpy() > 0
     assert held.sum() == len(items) // 2 and half.memory_form != "none"
     users_of = split.train.groupby("item_id")["user_id"].nunique().reindex(half.item_ids)
-    assert users_of[held].mean() > users_of[~held].mean()
+    assert users_of[held].min() >= users_of[~held].max()
     assert (half.memory.item_side[torch.as_tensor(~held)].abs().sum(1) > 0).all()
     assert ndcg(half) > 2 * ndcg(without)
     # Feast's vectors alone reproduce the model's scores: e_u . e_i + b_i.
