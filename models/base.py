@@ -74,6 +74,14 @@ def top_k(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     return top.values, columns.gather(1, top.indices)
 
 
+def most_used_items(users_per_item: np.ndarray, limit: int) -> np.ndarray:
+    """The indices, in order, of at most `limit` items with the most users (ties: the lower
+    index), items without any left out: what a dense item-item solve holds (EASE's
+    `max_items`, the model's `long_term_max_items`)."""
+    kept = np.sort(np.argsort(-users_per_item, kind="stable")[:limit])
+    return kept[users_per_item[kept] > 0]
+
+
 def release_unused_memory() -> None:
     """Collect garbage and hand freed memory back to the OS: Arrow's memory pool (mimalloc
     kept 0.9 GB after the default shop's point-in-time join) and the C heap (glibc's

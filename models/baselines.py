@@ -22,6 +22,7 @@ from models.base import (
     Recommender,
     half_life_weight,
     interaction_weights,
+    most_used_items,
     release_unused_memory,
 )
 
@@ -213,8 +214,7 @@ class EASERecommender(Recommender):
         u, i = self._index(interactions, items)
         user_items = self._user_item_matrix(interactions, u, i, binary=self.binary)
         counts = np.asarray(user_items.getnnz(0)).ravel()
-        self.kept = np.sort(np.argsort(-counts, kind="stable")[: self.max_items])
-        self.kept = self.kept[counts[self.kept] > 0]
+        self.kept = most_used_items(counts, self.max_items)
         x = user_items[:, self.kept]
         n = len(self.kept)
         if self.progress:

@@ -36,7 +36,7 @@ import scipy.sparse as sp
 import torch
 from torch import nn
 
-from models.base import Recommender, resolve_device, rows_or_zeros, top_k
+from models.base import Recommender, most_used_items, resolve_device, rows_or_zeros, top_k
 from models.checks import Problems
 from models.distributed import (
     any_process,
@@ -541,15 +541,13 @@ class EmbeddingRecommender(Recommender):
     def _held_in_memory(self, items: np.ndarray, counted: np.ndarray, quiet: bool) -> np.ndarray:
         """Which items the memory's dense solve holds (a mask over the catalog): every item of
         the `counted` tokens, or, past `long_term_max_items` of them, that many with the most
-        users (EASE's baseline keeps the same). The others get their memory factors from
+        users (`most_used_items`, as EASE's baseline keeps). The others get their memory factors from
         content (`fit_content_side`), or none; their events add nothing to a user's memory."""
         users_of = np.bincount(items[counted], minlength=len(self.item_ids))
         present, limit = int(np.count_nonzero(users_of)), self.config.long_term_max_items
-        if present <= limit:
-            return users_of > 0
         held = np.zeros(len(users_of), bool)
-        held[np.argsort(-users_of, kind="stable")[:limit]] = True
-        if not quiet:
+        held[most_used_items(users_of, limit)] = True
+        if present > limit and not quiet:
             rest = "from content" if self.item_tower.has_content else "none"
             self._say(
                 f"long-term memory: the {limit:,} items with the most users of {present:,} "

@@ -151,10 +151,8 @@ class LongTermMemory(nn.Module):
         weights = np.linalg.solve(gram, np.asarray(x.T @ target.cpu().double().numpy()))
         self.content_side = torch.as_tensor(weights).to(self.item_side)
         unseen = torch.as_tensor(~known, device=self.item_side.device)
-        ours = weights.astype(np.float32)  # the unseen items' Q in float32, as it is kept
-        self.item_side[unseen] = torch.as_tensor(design[~known].astype(np.float32) @ ours).to(
-            self.item_side
-        )
+        unseen_q = design[~known].astype(np.float32) @ weights.astype(np.float32)  # as kept
+        self.item_side[unseen] = torch.as_tensor(unseen_q).to(self.item_side)
 
     def users(self, hidden: torch.Tensor, memory: torch.Tensor) -> torch.Tensor:
         """e_u from the encoder's output `hidden` (... x dim) and the summed P of the history
